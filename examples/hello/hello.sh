@@ -1,0 +1,3 @@
+#!/bin/sh
+# Prints the greeting baked in at build time.
+echo "$(cat /app/greeting.txt)!"

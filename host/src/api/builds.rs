@@ -1,0 +1,312 @@
+//! CreateBuild, GetBuild, ListBuilds, CancelBuild, and the plugin list.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use chrono::Utc;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use super::routes::Caller;
+use super::validate::{self, CreateBuildRequest, MAX_INLINE_ZIP_BYTES};
+use super::{json_response, ApiError, ApiState, Body};
+use crate::store::{BuildRecord, BuildSpec, BuildStatus, SourceSummary};
+
+/// Largest CreateBuild body: a 4 MiB zip is ~5.6 MB of base64, plus fields.
+const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// The query string as a map (last value wins).
+pub fn query_params(request: &Request<Incoming>) -> HashMap<String, String> {
+    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+pub async fn create(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is over {} MiB; inline contexts (zippedCode) are limited to {} MiB packed",
+                    MAX_BODY_BYTES >> 20,
+                    MAX_INLINE_ZIP_BYTES >> 20
+                ),
+            )
+        })?
+        .to_bytes();
+    let request: CreateBuildRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a valid CreateBuild: {e}")))?;
+    let (record, zip) = validate_create(state, caller, request)?;
+
+    let staging = crate::scheduler::staging_dir(&state.config.data_dir, &record.build_id);
+    let stage = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&staging)?;
+        std::fs::write(staging.join("context.zip"), &zip)
+    };
+    stage().map_err(ApiError::internal)?;
+    let record = match state.store.create_build(record) {
+        Ok(record) => record,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
+    };
+    state.scheduler.wake();
+    tracing::info!(build_id = %record.build_id, org = %record.org, name = %record.name, number = record.number, "build accepted");
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({
+            "buildId": record.build_id,
+            "number": record.number,
+            "status": record.status,
+        }),
+    ))
+}
+
+/// Check every field; return the record to store and the decoded zip.
+fn validate_create(
+    state: &ApiState,
+    caller: &Caller,
+    request: CreateBuildRequest,
+) -> Result<(BuildRecord, Vec<u8>), ApiError> {
+    let bad = ApiError::bad_request;
+    validate::check_name(&request.name).map_err(bad)?;
+
+    let given: Vec<&str> = [
+        ("zippedCode", request.zipped_code.is_some()),
+        ("contextId", request.context_id.is_some()),
+        ("gitSource", request.git_source.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(name, _)| *name)
+    .collect();
+    match given.as_slice() {
+        [] => {
+            return Err(bad(
+                "the request names no build context: give exactly one of `zippedCode` (a base64 zip), `contextId` or `gitSource`".into(),
+            ))
+        }
+        ["zippedCode"] => {}
+        [one] => {
+            return Err(bad(format!(
+                "`{one}` is not supported by this server yet; send the context inline as `zippedCode` (a base64 zip)"
+            )))
+        }
+        many => {
+            return Err(bad(format!(
+                "give exactly one build context, not several: the request has {}",
+                many.join(" and ")
+            )))
+        }
+    }
+    let encoded = request.zipped_code.unwrap_or_default();
+    // Reject by size before decoding: base64 is 4/3 of the bytes.
+    if encoded.len() / 4 * 3 > MAX_INLINE_ZIP_BYTES + 3 {
+        return Err(bad(format!(
+            "`zippedCode` is about {:.1} MiB packed; inline contexts are limited to {} MiB: leave out build outputs and dependencies (a .dockerignore helps)",
+            (encoded.len() / 4 * 3) as f64 / (1 << 20) as f64,
+            MAX_INLINE_ZIP_BYTES >> 20
+        )));
+    }
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| bad(format!("`zippedCode` is not valid base64 ({e}); encode the zip file's bytes with standard base64")))?;
+    if zip.len() > MAX_INLINE_ZIP_BYTES {
+        return Err(bad(format!(
+            "`zippedCode` is {} bytes packed; inline contexts are limited to {} MiB",
+            zip.len(),
+            MAX_INLINE_ZIP_BYTES >> 20
+        )));
+    }
+    if !(zip.starts_with(b"PK\x03\x04") || zip.starts_with(b"PK\x05\x06")) {
+        return Err(bad(
+            "`zippedCode` is not a zip archive (it does not start with a zip signature); send the base64 of a .zip file".into(),
+        ));
+    }
+
+    let dockerfile = request.dockerfile.unwrap_or_else(|| "Dockerfile".into());
+    validate::check_context_path("dockerfile", &dockerfile).map_err(bad)?;
+    let tags = request.tags.unwrap_or_else(|| vec!["latest".into()]);
+    if tags.is_empty() {
+        return Err(bad("`tags` is empty: give at least one tag, or leave it out for [\"latest\"]".into()));
+    }
+    for tag in &tags {
+        validate::check_tag(tag).map_err(bad)?;
+    }
+    let build_args = request.build_args.unwrap_or_default();
+    for name in build_args.keys() {
+        validate::check_build_arg(name).map_err(bad)?;
+    }
+    if let Some(platform) = &request.platform {
+        validate::check_platform(platform).map_err(bad)?;
+    }
+    if let Some(target) = &request.target {
+        validate::check_target(target).map_err(bad)?;
+    }
+    let timeout_secs = request.timeout_secs.unwrap_or(0);
+    let max = state.config.max_build_timeout.as_secs();
+    if timeout_secs > max {
+        return Err(bad(format!(
+            "`timeoutSecs` {timeout_secs} is over this server's maximum of {max}; 0 means the default ({} s)",
+            state.config.default_build_timeout.as_secs()
+        )));
+    }
+    let builder = request.builder.unwrap_or_else(|| "buildkit".into());
+    if state.runtime.builder(&builder).is_none() {
+        return Err(bad(format!(
+            "`builder` {builder:?} is not available here; this server has: {}",
+            state.runtime.builder_names().join(", ")
+        )));
+    }
+
+    let image_refs = tags
+        .iter()
+        .map(|tag| format!("{}/{}/{}:{}", state.config.registry, caller.org, request.name, tag))
+        .collect();
+    let record = BuildRecord {
+        build_id: uuid::Uuid::new_v4().to_string(),
+        org: caller.org.clone(),
+        number: 0,
+        name: request.name,
+        status: BuildStatus::Pending,
+        source: SourceSummary {
+            kind: "inline-zip".into(),
+            size_bytes: Some(zip.len() as u64),
+        },
+        request: BuildSpec {
+            dockerfile,
+            tags,
+            build_args,
+            target: request.target,
+            platform: request.platform,
+            no_cache: request.no_cache.unwrap_or(false),
+            timeout_secs,
+            builder,
+        },
+        image_refs,
+        digest: None,
+        metrics: None,
+        failure: None,
+        create_time: Utc::now(),
+        start_time: None,
+        finish_time: None,
+        seq: 0,
+    };
+    Ok((record, zip))
+}
+
+pub fn get(state: &ApiState, caller: &Caller, build_id: &str) -> Result<Response<Body>, ApiError> {
+    let record = state
+        .store
+        .build_for_org(&caller.org, build_id)?
+        .ok_or_else(|| ApiError::not_found(&format!("build {build_id}")))?;
+    Ok(json_response(StatusCode::OK, &record))
+}
+
+pub fn list(
+    state: &ApiState,
+    caller: &Caller,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let params = query_params(request);
+    let page_size = match params.get("pageSize") {
+        None => 50,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request("`pageSize` must be a number from 1 to 1000"))?,
+    };
+    let before = match params.get("pageToken").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => Some(token.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("`pageToken` is not one this server gave out; use the `nextPageToken` of the previous page")
+        })?),
+    };
+    let status: Option<BuildStatus> = match params.get("status") {
+        None => None,
+        Some(s) => Some(serde_json::from_value(json!(s)).map_err(|_| {
+            ApiError::bad_request(format!(
+                "`status` {s:?} is not a build status: use BUILD_STATUS_PENDING, _RUNNING, _SUCCEEDED, _FAILED or _CANCELLED"
+            ))
+        })?),
+    };
+    let name = params.get("name");
+    let builds = state.store.list_builds(&caller.org, before, page_size, |r| {
+        status.is_none_or(|s| r.status == s) && name.is_none_or(|n| &r.name == n)
+    })?;
+    let next = if builds.len() == page_size {
+        builds.last().map(|r| r.seq.to_string())
+    } else {
+        None
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "builds": builds, "nextPageToken": next.unwrap_or_default() }),
+    ))
+}
+
+pub fn cancel(state: &ApiState, caller: &Caller, build_id: &str) -> Result<Response<Body>, ApiError> {
+    let record = state
+        .store
+        .build_for_org(&caller.org, build_id)?
+        .ok_or_else(|| ApiError::not_found(&format!("build {build_id}")))?;
+    if record.status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "build {build_id} has already finished ({}); only pending or running builds can be cancelled",
+                serde_json::to_value(record.status).unwrap().as_str().unwrap_or("")
+            ),
+        ));
+    }
+    // A pending build is cancelled in place; a worker that pops it later
+    // sees it is no longer pending and skips it.
+    let updated = state.store.update_build(build_id, |r| {
+        if r.status == BuildStatus::Pending {
+            r.status = BuildStatus::Cancelled;
+            r.finish_time = Some(Utc::now());
+        }
+    })?;
+    if updated.status == BuildStatus::Cancelled {
+        state.hub.finish(build_id);
+    } else {
+        state.scheduler.cancel_running(build_id);
+    }
+    Ok(json_response(StatusCode::OK, &updated))
+}
+
+pub fn plugins(state: &ApiState) -> Result<Response<Body>, ApiError> {
+    let plugins: Vec<_> = state
+        .runtime
+        .plugins()
+        .map(|p| {
+            json!({
+                "id": p.manifest.id,
+                "version": p.manifest.version,
+                "api": p.manifest.api,
+                "description": p.manifest.description,
+                "origin": p.origin,
+                "world": format!("{:?}", p.world),
+                "kinds": {
+                    "contextSource": p.manifest.kinds.context_source,
+                    "builder": p.manifest.kinds.builder,
+                },
+                "askedPermissions": p.manifest.permissions,
+                "grantedPermissions": *p.granted,
+                "limits": { "memoryMib": p.manifest.limits.memory_mib, "timeSecs": p.manifest.limits.time_secs },
+            })
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "plugins": plugins })))
+}

@@ -1,0 +1,116 @@
+//! The HTTP API, on hyper.
+//!
+//! * [`routes`] — dispatch by method and path, bearer auth.
+//! * [`builds`] — CreateBuild, GetBuild, ListBuilds, CancelBuild.
+//! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
+//! * [`validate`] — what a well-formed request looks like.
+//!
+//! Errors are JSON, `{"error": {"code", "status", "message"}}`, and every
+//! message says what was wrong and how to fix it. Another organization's
+//! resources answer 404, exactly like missing ones.
+
+pub mod builds;
+pub mod logs;
+pub mod routes;
+pub mod validate;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::config::ServerConfig;
+use crate::plugins::PluginRuntime;
+use crate::scheduler::Scheduler;
+use crate::store::{LogHub, Store};
+
+/// The response body every handler returns.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What every handler can reach.
+pub struct ApiState {
+    pub store: Store,
+    pub hub: LogHub,
+    pub scheduler: Scheduler,
+    pub runtime: Arc<PluginRuntime>,
+    pub config: ServerConfig,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {error}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the server's log has the details",
+        )
+    }
+
+    fn status_name(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+            StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+            StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+            StatusCode::NOT_FOUND => "NOT_FOUND",
+            StatusCode::CONFLICT => "FAILED_PRECONDITION",
+            StatusCode::PAYLOAD_TOO_LARGE => "OUT_OF_RANGE",
+            StatusCode::METHOD_NOT_ALLOWED => "UNIMPLEMENTED",
+            _ => "INTERNAL",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = serde_json::json!({
+            "error": {
+                "code": self.status.as_u16(),
+                "status": self.status_name(),
+                "message": self.message,
+            }
+        });
+        let mut response = json_response(self.status, &body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// A JSON answer.
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).expect("responses serialize");
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(bytes)).boxed())
+        .unwrap()
+}

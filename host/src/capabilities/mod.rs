@@ -1,0 +1,202 @@
+//! The host side of the interfaces plugins import. Every host function's
+//! first statement checks the calling plugin's effective permission; a
+//! plugin never receives a credential or a host path, only results.
+//!
+//! | interface | what a plugin can do with it | permission |
+//! |---|---|---|
+//! | `log` | append lines to the current build's log (capped per call) | always |
+//! | `engine` | `buildkit-build` the current build's context into the build's own image references | `engine = ["buildkit-build"]` |
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::engine::{BuildkitParams, DockerEngine, LineSink};
+use crate::plugins::bindings::{engine, log, types};
+use crate::plugins::manifest::Permissions;
+use crate::plugins::PluginState;
+use crate::store::{BuildLog, FailureReason};
+
+/// Most bytes of log one plugin call may write.
+pub const LOG_BUDGET_BYTES: usize = 4 << 20;
+
+/// What the host lends one plugin call: the build's log, and (for builders)
+/// the engine, scoped to this build's context and image references.
+pub struct Capabilities {
+    pub plugin_id: String,
+    pub granted: Arc<Permissions>,
+    pub log: Option<BuildLog>,
+    pub engine: Option<EngineScope>,
+    log_bytes_left: usize,
+    log_cut_reported: bool,
+}
+
+/// The engine as one build may use it.
+pub struct EngineScope {
+    pub engine: DockerEngine,
+    /// The context directory on the host.
+    pub context_dir: PathBuf,
+    /// The only references this build may tag and push.
+    pub allowed_refs: Vec<String>,
+}
+
+impl Capabilities {
+    pub fn new(plugin_id: &str, granted: Arc<Permissions>, log: Option<BuildLog>) -> Self {
+        Capabilities {
+            plugin_id: plugin_id.to_string(),
+            granted,
+            log,
+            engine: None,
+            log_bytes_left: LOG_BUDGET_BYTES,
+            log_cut_reported: false,
+        }
+    }
+
+    /// Lend the engine for this call.
+    pub fn with_engine(mut self, scope: EngineScope) -> Self {
+        self.engine = Some(scope);
+        self
+    }
+
+    fn denied(&self, what: &str) -> types::EngineFailure {
+        types::EngineFailure {
+            reason: types::FailureReason::Denied,
+            message: format!(
+                "plugin {} is not granted {what}; its manifest must ask for it and the operator must grant it",
+                self.plugin_id
+            ),
+            exit_code: None,
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl log::Host for PluginState {
+    async fn write(&mut self, level: log::Level, line: String) -> wasmtime::Result<()> {
+        // Permission: every plugin may log, within its budget.
+        let caps = &mut self.caps;
+        let Some(build_log) = caps.log.clone() else {
+            return Ok(());
+        };
+        if line.len() > caps.log_bytes_left {
+            if !caps.log_cut_reported {
+                caps.log_cut_reported = true;
+                build_log.write(
+                    "plugin",
+                    &format!(
+                        "[{}] log output cut: a plugin call may write at most {} MiB",
+                        caps.plugin_id,
+                        LOG_BUDGET_BYTES >> 20
+                    ),
+                );
+            }
+            return Ok(());
+        }
+        caps.log_bytes_left -= line.len();
+        let prefix = match level {
+            log::Level::Debug => "debug: ",
+            log::Level::Info => "",
+            log::Level::Warn => "warning: ",
+            log::Level::Error => "error: ",
+        };
+        for part in line.lines() {
+            build_log.write("plugin", &format!("[{}] {prefix}{part}", caps.plugin_id));
+        }
+        Ok(())
+    }
+}
+
+/// Engine output goes into the build log as `build` lines.
+struct BuildLogSink<'a>(Option<&'a BuildLog>);
+
+impl LineSink for BuildLogSink<'_> {
+    fn line(&self, line: &str) {
+        if let Some(log) = self.0 {
+            log.write("build", line);
+        }
+    }
+}
+
+fn to_map(pairs: Vec<types::KeyValue>) -> HashMap<String, String> {
+    pairs.into_iter().map(|kv| (kv.key, kv.value)).collect()
+}
+
+fn failure_to_wit(reason: FailureReason) -> types::FailureReason {
+    use types::FailureReason as W;
+    match reason {
+        FailureReason::DockerfileNotFound => W::DockerfileNotFound,
+        FailureReason::DockerfileParseError => W::DockerfileParseError,
+        FailureReason::CopyFailed => W::CopyFailed,
+        FailureReason::RunFailed => W::RunFailed,
+        FailureReason::OutOfMemory => W::OutOfMemory,
+        FailureReason::PushUnauthorized => W::PushUnauthorized,
+        FailureReason::PushDenied => W::PushDenied,
+        FailureReason::ContextInvalid => W::ContextInvalid,
+        _ => W::EngineError,
+    }
+}
+
+impl engine::Host for PluginState {
+    async fn buildkit_build(
+        &mut self,
+        request: engine::BuildkitRequest,
+    ) -> wasmtime::Result<Result<engine::ImageResult, types::EngineFailure>> {
+        if !self.caps.granted.engine.contains("buildkit-build") {
+            return Ok(Err(self.caps.denied("the engine permission `buildkit-build`")));
+        }
+        let Some(scope) = self.caps.engine.as_ref() else {
+            return Ok(Err(self.caps.denied("the engine outside a build")));
+        };
+        if let Some(bad) = request
+            .tags
+            .iter()
+            .find(|t| !scope.allowed_refs.contains(t))
+        {
+            return Ok(Err(self.caps.denied(&format!(
+                "pushing `{bad}`: a build may only push its own references ({})",
+                scope.allowed_refs.join(", ")
+            ))));
+        }
+        if !request.secrets.is_empty() {
+            return Ok(Err(types::EngineFailure {
+                reason: types::FailureReason::EngineError,
+                message: "build secrets are not supported by this host yet".into(),
+                exit_code: None,
+            }));
+        }
+        let params = BuildkitParams {
+            dockerfile: request.dockerfile,
+            tags: request.tags,
+            build_args: to_map(request.build_args),
+            labels: to_map(request.labels),
+            target: request.target,
+            platform: request.platform,
+            no_cache: request.no_cache,
+        };
+        let started = Instant::now();
+        let sink = BuildLogSink(self.caps.log.as_ref());
+        let result = scope
+            .engine
+            .buildkit_build(&scope.context_dir, &params, &sink)
+            .await;
+        // Time spent in the engine is not the plugin's own running time.
+        self.extend_deadline(started.elapsed());
+        Ok(match result {
+            Ok(image) => Ok(engine::ImageResult {
+                digest: image.digest,
+                image_refs: image.image_refs,
+                size_bytes: image.size_bytes,
+                layer_count: image.layer_count,
+                cached_steps: image.cached_steps,
+                total_steps: image.total_steps,
+            }),
+            Err(failure) => Err(types::EngineFailure {
+                reason: failure_to_wit(failure.reason),
+                message: failure.message,
+                exit_code: failure.exit_code,
+            }),
+        })
+    }
+}

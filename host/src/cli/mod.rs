@@ -1,0 +1,66 @@
+//! The `kiln` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServerConfig;
+
+/// Kiln: build container images through sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Kiln server.
+    Serve(ServeArgs),
+}
+
+/// `kiln serve` flags; each also reads an environment variable.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+    /// Directory for records, logs and workspaces.
+    #[arg(long, env = "KILN_DATA_DIR", default_value = "./kiln-data")]
+    pub data_dir: PathBuf,
+    /// Registry images are pushed to, as host:port.
+    #[arg(long, env = "KILN_REGISTRY", default_value = "127.0.0.1:5000")]
+    pub registry: String,
+    /// Docker Engine address (unix:///var/run/docker.sock, tcp://host:2375); the local socket when empty.
+    #[arg(long, env = "KILN_DOCKER_HOST", default_value = "")]
+    pub docker_host: String,
+    /// Builds that run at once.
+    #[arg(long, env = "KILN_MAX_CONCURRENT_BUILDS", default_value_t = 2)]
+    pub max_concurrent_builds: usize,
+    /// A build's time limit when its request sets none, in seconds.
+    #[arg(long, env = "KILN_DEFAULT_BUILD_TIMEOUT", default_value_t = 3600)]
+    pub default_build_timeout_secs: u64,
+    /// Directory of third-party plugins (repeatable).
+    #[arg(long = "plugin-dir", env = "KILN_PLUGIN_DIRS", value_delimiter = ':')]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Write the host's own log as JSON lines.
+    #[arg(long, env = "KILN_LOG_JSON")]
+    pub log_json: bool,
+}
+
+impl ServeArgs {
+    /// The server configuration these flags describe.
+    pub fn to_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::new(&self.data_dir);
+        config.listen = self.listen;
+        config.registry = self.registry.clone();
+        config.docker_host = self.docker_host.clone();
+        config.max_concurrent_builds = self.max_concurrent_builds;
+        config.default_build_timeout = Duration::from_secs(self.default_build_timeout_secs);
+        config.plugin_dirs = self.plugin_dirs.clone();
+        config
+    }
+}

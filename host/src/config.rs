@@ -1,0 +1,51 @@
+//! The settings `kiln serve` runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the server needs to start. [`crate::cli`] fills it from flags
+/// and environment variables; tests build it directly.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the API listens. Port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Records, logs, staged contexts and workspaces live here.
+    pub data_dir: PathBuf,
+    /// `host:port` of the registry images are pushed to.
+    pub registry: String,
+    /// The Docker Engine: `unix:///path`, `tcp://host:port`, or empty for
+    /// the local default socket.
+    pub docker_host: String,
+    /// Builds that run at once.
+    pub max_concurrent_builds: usize,
+    /// A build's time limit when its request gives none.
+    pub default_build_timeout: Duration,
+    /// The longest time limit a request may ask for.
+    pub max_build_timeout: Duration,
+    /// Extra directories holding third-party plugins (one sub-directory per
+    /// plugin, each with a `plugin.toml`).
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Most bytes an unpacked context may hold.
+    pub max_context_bytes: u64,
+    /// Most files and directories an unpacked context may hold.
+    pub max_context_entries: u64,
+}
+
+impl ServerConfig {
+    /// The defaults the README documents, with data under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7878".parse().unwrap(),
+            data_dir: data_dir.into(),
+            registry: "127.0.0.1:5000".into(),
+            docker_host: String::new(),
+            max_concurrent_builds: 2,
+            default_build_timeout: Duration::from_secs(60 * 60),
+            max_build_timeout: Duration::from_secs(6 * 60 * 60),
+            plugin_dirs: Vec::new(),
+            max_context_bytes: 4 << 30,
+            max_context_entries: 200_000,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Turn the engine's error text into a classified failure. The patterns are
+//! the messages Docker Engine 20.10's BuildKit and the registry produce.
+
+use super::BuildFailure;
+use crate::store::FailureReason;
+
+/// Classify a failed build from the stream's error and the failing step's
+/// own error text. `step_output` is the failing step's last output lines.
+pub fn classify_build_error(error: &str, step_error: &str, step_output: String) -> BuildFailure {
+    let text = format!("{error}\n{step_error}");
+    let lower = text.to_lowercase();
+    let exit_code = parse_exit_code(&text);
+    let reason = if lower.contains("failed to read dockerfile")
+        || (lower.contains("dockerfile") && lower.contains("no such file or directory"))
+    {
+        FailureReason::DockerfileNotFound
+    } else if lower.contains("dockerfile parse error")
+        || lower.contains("unknown instruction")
+        || lower.contains("failed to create llb definition")
+    {
+        FailureReason::DockerfileParseError
+    } else if lower.contains("failed to compute cache key")
+        || (lower.contains("not found") && (lower.contains("copy") || lower.contains("checksum")))
+    {
+        FailureReason::CopyFailed
+    } else if exit_code == Some(137) || lower.contains("out of memory") || lower.contains("oom") {
+        FailureReason::OutOfMemory
+    } else if exit_code.is_some() || lower.contains("executor failed running") {
+        FailureReason::RunFailed
+    } else {
+        FailureReason::EngineError
+    };
+    let mut message = error.trim().to_string();
+    if !step_output.is_empty() {
+        message.push_str("\n");
+        message.push_str(&step_output);
+    }
+    BuildFailure {
+        reason,
+        message,
+        exit_code,
+    }
+}
+
+/// Classify a failed push.
+pub fn classify_push_error(reference: &str, error: &str) -> BuildFailure {
+    let lower = error.to_lowercase();
+    let reason = if lower.contains("unauthorized")
+        || lower.contains("authentication required")
+        || lower.contains("no basic auth credentials")
+    {
+        FailureReason::PushUnauthorized
+    } else {
+        FailureReason::PushDenied
+    };
+    BuildFailure {
+        reason,
+        message: format!("push of {reference} failed: {}", error.trim()),
+        exit_code: None,
+    }
+}
+
+/// `... exit code: 3` → 3.
+fn parse_exit_code(text: &str) -> Option<i32> {
+    let at = text.rfind("exit code: ")? + "exit code: ".len();
+    let digits: String = text[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_run_carries_its_exit_code() {
+        let f = classify_build_error(
+            "executor failed running [/bin/sh -c exit 3]: exit code: 3",
+            "",
+            String::new(),
+        );
+        assert_eq!(f.reason, FailureReason::RunFailed);
+        assert_eq!(f.exit_code, Some(3));
+    }
+
+    #[test]
+    fn a_missing_dockerfile_is_named() {
+        let f = classify_build_error(
+            "failed to solve with frontend dockerfile.v0: failed to read dockerfile: open /var/lib/docker/tmp/x/Dockerfile: no such file or directory",
+            "",
+            String::new(),
+        );
+        assert_eq!(f.reason, FailureReason::DockerfileNotFound);
+    }
+
+    #[test]
+    fn push_auth_errors_are_told_apart() {
+        assert_eq!(
+            classify_push_error("r", "unauthorized: authentication required").reason,
+            FailureReason::PushUnauthorized
+        );
+        assert_eq!(
+            classify_push_error("r", "denied: requested access to the resource is denied").reason,
+            FailureReason::PushDenied
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! `kiln-host`: the Kiln daemon and CLI.
+//!
+//! A build flows one way through these modules:
+//!
+//! **[`api`] → [`store`] / [`scheduler`] → [`plugins`] → [`capabilities`] → [`engine`] → [`store`]**
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`api`] | the hyper server: routing, bearer auth, JSON in and out, log streaming |
+//! | [`store`] | sled: organizations and tokens, build records, the queue, log lines |
+//! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery |
+//! | [`plugins`] | wasmtime: manifests, the engine and linker, one `InstancePre` per plugin, per-call stores with memory and time limits |
+//! | [`capabilities`] | the host side of the WIT interfaces plugins import (`log`, `engine`), each checking its permission first |
+//! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
+//! | [`cli`] | the `kiln` command line |
+//! | [`config`] | the settings `kiln serve` runs with |
+//!
+//! The API never touches the engine, and no plugin ever sees a credential or
+//! a host path outside the directories preopened for its call.
+
+pub mod api;
+pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod plugins;
+pub mod scheduler;
+pub mod store;
+
+mod server;
+
+pub use server::Server;

@@ -1,0 +1,183 @@
+//! `plugin.toml`: what a plugin is, what it provides, what it asks for.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+/// The only manifest schema this host reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A parsed, validated `plugin.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub id: String,
+    pub version: String,
+    /// The `kiln:plugin` version the plugin was built against.
+    pub api: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub authors: Vec<String>,
+    /// Path of the component, relative to the manifest's directory.
+    #[serde(default)]
+    pub component: Option<String>,
+    /// The component's sha256, hex; checked when present.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    pub kinds: Kinds,
+    #[serde(default)]
+    pub permissions: Permissions,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What the plugin provides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Kinds {
+    /// Source kinds it materializes (`inline-zip`, `upload`, a URL scheme...).
+    #[serde(default)]
+    pub context_source: Vec<String>,
+    /// Builder names it answers to (`buildkit`, `kaniko`...).
+    #[serde(default)]
+    pub builder: Vec<String>,
+    /// Whether it is a credential store.
+    #[serde(default)]
+    pub credential_store: bool,
+}
+
+/// Rights a plugin asks for (in its manifest) or is granted (by the operator).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Permissions {
+    /// Engine operations, e.g. `buildkit-build`.
+    #[serde(default)]
+    pub engine: BTreeSet<String>,
+}
+
+impl Permissions {
+    /// Rights in both sets: what a plugin asked for and was granted.
+    pub fn intersect(&self, granted: &Permissions) -> Permissions {
+        Permissions {
+            engine: self.engine.intersection(&granted.engine).cloned().collect(),
+        }
+    }
+}
+
+/// Per-call limits the plugin declares; the host caps them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory, in MiB.
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u64,
+    /// Wall time the plugin's own code may run per call, in seconds (time
+    /// spent inside host calls, such as a build in the engine, not counted).
+    #[serde(default = "Limits::default_time_secs")]
+    pub time_secs: u64,
+}
+
+impl Limits {
+    fn default_memory_mib() -> u64 {
+        64
+    }
+    fn default_time_secs() -> u64 {
+        30
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: Self::default_memory_mib(),
+            time_secs: Self::default_time_secs(),
+        }
+    }
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("plugin.toml is not valid: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("plugin id `{0}` is not valid: use lowercase letters, digits and `-`")]
+    BadId(String),
+    #[error("plugin {id}: schema_version {found} is not supported (this host reads {SCHEMA_VERSION})")]
+    Schema { id: String, found: u32 },
+    #[error("plugin {id}: built against kiln:plugin@{api}, this host supports {supported}")]
+    Api {
+        id: String,
+        api: String,
+        supported: &'static str,
+    },
+    #[error("plugin {id}: declares no kind (context-source, builder or credential-store)")]
+    NoKind { id: String },
+}
+
+/// The `kiln:plugin` versions this host loads.
+pub const SUPPORTED_API: &[&str] = &["0.1.0"];
+
+impl Manifest {
+    /// Parse and check a manifest.
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text)?;
+        let id_ok = !manifest.id.is_empty()
+            && manifest.id.len() <= 64
+            && manifest
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !id_ok {
+            return Err(ManifestError::BadId(manifest.id));
+        }
+        if manifest.schema_version != SCHEMA_VERSION {
+            return Err(ManifestError::Schema {
+                id: manifest.id,
+                found: manifest.schema_version,
+            });
+        }
+        if !SUPPORTED_API.contains(&manifest.api.as_str()) {
+            return Err(ManifestError::Api {
+                id: manifest.id,
+                api: manifest.api,
+                supported: "0.1.0",
+            });
+        }
+        let kinds = &manifest.kinds;
+        if kinds.context_source.is_empty() && kinds.builder.is_empty() && !kinds.credential_store {
+            return Err(ManifestError::NoKind { id: manifest.id });
+        }
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_party_manifests_parse() {
+        for text in [
+            include_str!("../../../plugins/inline-zip/plugin.toml"),
+            include_str!("../../../plugins/buildkit/plugin.toml"),
+        ] {
+            Manifest::parse(text).unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ids_are_refused() {
+        let err = Manifest::parse(
+            "schema_version = 1\nid = \"Bad_Id\"\nversion = \"1\"\napi = \"0.1.0\"\n[kinds]\nbuilder = [\"x\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("Bad_Id"), "{err}");
+        let err = Manifest::parse(
+            "schema_version = 1\nid = \"x\"\nversion = \"1\"\napi = \"0.1.0\"\ncolour = 1\n[kinds]\nbuilder = [\"x\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+}

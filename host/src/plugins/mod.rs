@@ -1,0 +1,547 @@
+//! The plugin runtime: one wasmtime [`Engine`] for the process, one
+//! [`InstancePre`] per plugin, and a fresh [`Store`] per call with a memory
+//! cap and a wall-time budget.
+//!
+//! * [`manifest`] — `plugin.toml`, permissions and limits.
+//! * [`bindings`] — host bindings generated from `wit/`.
+//! * [`embedded`] — the first-party plugins compiled into this binary.
+//!
+//! Time is enforced with epoch interruption: a ticker thread bumps the
+//! epoch every 10 ms and each store's callback yields to tokio until the
+//! call's deadline, then traps. Time the plugin spends waiting inside a host
+//! function (a build in the engine) extends the deadline: the budget limits
+//! the plugin's own code, while the build as a whole has its own timeout.
+
+pub mod bindings;
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::capabilities::Capabilities;
+use manifest::{Manifest, Permissions};
+
+/// Epoch tick.
+const TICK: Duration = Duration::from_millis(10);
+/// Captured stdout+stderr per call.
+const STDIO_CAPTURE_BYTES: usize = 64 * 1024;
+/// The host's ceiling on any plugin's memory.
+const MAX_MEMORY_MIB: u64 = 1024;
+
+/// A first-party plugin compiled into the binary (see `host/build.rs`).
+pub struct EmbeddedPlugin {
+    pub dir: &'static str,
+    pub manifest: &'static str,
+    pub component: &'static [u8],
+}
+
+/// The first-party plugins.
+pub mod embedded {
+    use super::EmbeddedPlugin;
+    /// Every first-party plugin, in load order.
+    pub static PLUGINS: &[EmbeddedPlugin] = include!(concat!(env!("OUT_DIR"), "/embedded_plugins.rs"));
+}
+
+/// Why a plugin could not be loaded or called.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("plugin at {path}: {message}")]
+    Load { path: String, message: String },
+    #[error("plugin {id}: {message}")]
+    Invalid { id: String, message: String },
+    #[error("plugin {id} is loaded twice (from {first} and {second})")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error("plugin {id} exceeded its memory limit of {limit_mib} MiB")]
+    OutOfMemory { id: String, limit_mib: u64 },
+    #[error("plugin {id} exceeded its time limit of {limit_secs} s")]
+    OutOfTime { id: String, limit_secs: u64 },
+    #[error("plugin {id} crashed: {message}")]
+    Trapped { id: String, message: String },
+    #[error("plugin {id}: cannot prepare the call: {message}")]
+    Setup { id: String, message: String },
+}
+
+/// Which world a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Builder,
+    ContextSource,
+}
+
+enum Pre {
+    Builder(bindings::builder::BuilderPre<PluginState>),
+    Source(bindings::source::ContextSourcePre<PluginState>),
+}
+
+/// A plugin ready to be called.
+pub struct LoadedPlugin {
+    pub manifest: Manifest,
+    /// Where it came from: `embedded` or the manifest's path.
+    pub origin: String,
+    pub world: World,
+    /// Asked ∩ granted.
+    pub granted: Arc<Permissions>,
+    pre: Pre,
+}
+
+/// Per-call memory cap that remembers whether it was hit, so the failure can
+/// say so rather than show the guest's own confused allocation error.
+struct MemoryCap {
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The data of one call's store.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    deadline: Instant,
+    pub caps: Capabilities,
+}
+
+impl PluginState {
+    /// Give the plugin back time it spent waiting on the host.
+    pub fn extend_deadline(&mut self, by: Duration) {
+        self.deadline += by;
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Directories a call may see.
+pub struct Preopens {
+    /// Mounted at `/context`.
+    pub context: PathBuf,
+    pub context_writable: bool,
+    /// Mounted read-only at `/input`.
+    pub input: Option<PathBuf>,
+}
+
+/// Stops the epoch ticker thread when the runtime goes away.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// All loaded plugins and the machinery to call them.
+pub struct PluginRuntime {
+    engine: Engine,
+    plugins: BTreeMap<String, LoadedPlugin>,
+    /// Builder name → plugin id.
+    builders: BTreeMap<String, String>,
+    /// Source kind → plugin id.
+    sources: BTreeMap<String, String>,
+    _ticker: Ticker,
+}
+
+impl PluginRuntime {
+    /// An empty runtime.
+    pub fn new() -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Load {
+            path: "(engine)".into(),
+            message: e.to_string(),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("kiln-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .expect("spawn the epoch ticker");
+        }
+        Ok(PluginRuntime {
+            engine,
+            plugins: BTreeMap::new(),
+            builders: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            _ticker: Ticker { stop },
+        })
+    }
+
+    /// A runtime with the first-party plugins and those in `plugin_dirs`.
+    pub fn with_plugins(plugin_dirs: &[PathBuf]) -> Result<Self, PluginError> {
+        let mut runtime = Self::new()?;
+        for plugin in embedded::PLUGINS {
+            let manifest = Manifest::parse(plugin.manifest)?;
+            // First-party plugins are granted what they ask.
+            let granted = manifest.permissions.clone();
+            runtime.add(manifest, plugin.component, "embedded".into(), granted)?;
+        }
+        for dir in plugin_dirs {
+            runtime.load_dir(dir)?;
+        }
+        Ok(runtime)
+    }
+
+    /// Load every plugin in `dir` (one sub-directory per plugin, each with a
+    /// `plugin.toml`). Third-party plugins get only what the operator grants:
+    /// for now, nothing beyond logging.
+    pub fn load_dir(&mut self, dir: &Path) -> Result<(), PluginError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| PluginError::Load {
+            path: dir.display().to_string(),
+            message: format!("cannot read the plugin directory: {e}"),
+        })?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("plugin.toml").is_file())
+            .collect();
+        dirs.sort();
+        for plugin_dir in dirs {
+            let manifest_path = plugin_dir.join("plugin.toml");
+            let load_err = |message: String| PluginError::Load {
+                path: manifest_path.display().to_string(),
+                message,
+            };
+            let text = std::fs::read_to_string(&manifest_path)
+                .map_err(|e| load_err(format!("cannot read: {e}")))?;
+            let manifest = Manifest::parse(&text)?;
+            let component_rel = manifest
+                .component
+                .clone()
+                .ok_or_else(|| load_err("the manifest names no `component` file".into()))?;
+            let component_path = plugin_dir.join(&component_rel);
+            let bytes = std::fs::read(&component_path).map_err(|e| {
+                load_err(format!("cannot read component {}: {e}", component_path.display()))
+            })?;
+            self.add(
+                manifest,
+                &bytes,
+                manifest_path.display().to_string(),
+                Permissions::default(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Compile, check and register one plugin.
+    pub fn add(
+        &mut self,
+        manifest: Manifest,
+        component_bytes: &[u8],
+        origin: String,
+        granted: Permissions,
+    ) -> Result<(), PluginError> {
+        let id = manifest.id.clone();
+        let invalid = |message: String| PluginError::Invalid {
+            id: id.clone(),
+            message,
+        };
+        if let Some(expected) = &manifest.sha256 {
+            let actual = hex::encode(Sha256::digest(component_bytes));
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(invalid(format!(
+                    "the component's sha256 is {actual}, the manifest says {expected}"
+                )));
+            }
+        }
+        if let Some(existing) = self.plugins.get(&id) {
+            return Err(PluginError::Duplicate {
+                id,
+                first: existing.origin.clone(),
+                second: origin,
+            });
+        }
+        let component = Component::new(&self.engine, component_bytes)
+            .map_err(|e| invalid(format!("not a valid wasm component: {e}")))?;
+        let world = detect_world(&self.engine, &component)
+            .ok_or_else(|| invalid("the component exports no kiln:plugin@0.1.0 world".into()))?;
+        let kinds_ok = match world {
+            World::Builder => !manifest.kinds.builder.is_empty(),
+            World::ContextSource => !manifest.kinds.context_source.is_empty(),
+        };
+        if !kinds_ok {
+            return Err(invalid(format!(
+                "the component implements the {world:?} world, which its manifest's [kinds] does not declare"
+            )));
+        }
+        let mut linker: Linker<PluginState> = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| invalid(format!("cannot link WASI: {e}")))?;
+        bindings::builder::Builder::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| invalid(format!("cannot link host interfaces: {e}")))?;
+        let instance_pre: InstancePre<PluginState> = linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("imports something this host does not provide: {e}")))?;
+        let pre = match world {
+            World::Builder => Pre::Builder(
+                bindings::builder::BuilderPre::new(instance_pre)
+                    .map_err(|e| invalid(format!("does not match the builder world: {e}")))?,
+            ),
+            World::ContextSource => Pre::Source(
+                bindings::source::ContextSourcePre::new(instance_pre)
+                    .map_err(|e| invalid(format!("does not match the context-source world: {e}")))?,
+            ),
+        };
+        let granted = Arc::new(manifest.permissions.intersect(&granted));
+        for name in &manifest.kinds.builder {
+            self.builders.insert(name.clone(), id.clone());
+        }
+        for kind in &manifest.kinds.context_source {
+            self.sources.insert(kind.clone(), id.clone());
+        }
+        self.plugins.insert(
+            id,
+            LoadedPlugin {
+                manifest,
+                origin,
+                world,
+                granted,
+                pre,
+            },
+        );
+        Ok(())
+    }
+
+    /// Every loaded plugin.
+    pub fn plugins(&self) -> impl Iterator<Item = &LoadedPlugin> {
+        self.plugins.values()
+    }
+
+    /// The plugin answering to a builder name.
+    pub fn builder(&self, name: &str) -> Option<&LoadedPlugin> {
+        self.plugins.get(self.builders.get(name)?)
+    }
+
+    /// The plugin materializing a source kind.
+    pub fn source(&self, kind: &str) -> Option<&LoadedPlugin> {
+        self.plugins.get(self.sources.get(kind)?)
+    }
+
+    /// Builder names this host answers to.
+    pub fn builder_names(&self) -> Vec<String> {
+        self.builders.keys().cloned().collect()
+    }
+
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        preopens: &Preopens,
+        stdio: &MemoryOutputPipe,
+    ) -> Result<Store<PluginState>, PluginError> {
+        let id = &plugin.manifest.id;
+        let setup = |message: String| PluginError::Setup {
+            id: id.clone(),
+            message,
+        };
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdio.clone()).stderr(stdio.clone());
+        wasi.preopened_dir(
+            &preopens.context,
+            "/context",
+            if preopens.context_writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            },
+        )
+        .map_err(|e| setup(format!("cannot open the context directory: {e}")))?;
+        if let Some(input) = &preopens.input {
+            wasi.preopened_dir(input, "/input", FsPerms::ReadOnly)
+                .map_err(|e| setup(format!("cannot open the input directory: {e}")))?;
+        }
+        let limits = &plugin.manifest.limits;
+        let memory_mib = limits.memory_mib.min(MAX_MEMORY_MIB);
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit: (memory_mib << 20) as usize,
+                hit: false,
+            },
+            deadline: Instant::now() + Duration::from_secs(limits.time_secs),
+            caps,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok(store)
+    }
+
+    /// Turn a trap into a failure that says what happened.
+    fn explain(
+        plugin: &LoadedPlugin,
+        store: &Store<PluginState>,
+        error: wasmtime::Error,
+        stdio: &MemoryOutputPipe,
+    ) -> PluginError {
+        let id = plugin.manifest.id.clone();
+        if store.data().memory.hit {
+            return PluginError::OutOfMemory {
+                id,
+                limit_mib: plugin.manifest.limits.memory_mib.min(MAX_MEMORY_MIB),
+            };
+        }
+        if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return PluginError::OutOfTime {
+                id,
+                limit_secs: plugin.manifest.limits.time_secs,
+            };
+        }
+        let captured = String::from_utf8_lossy(&stdio.contents()).trim().to_string();
+        let mut message = error.to_string();
+        if let Some(trap) = error.downcast_ref::<Trap>() {
+            message = format!("{trap}");
+        }
+        if !captured.is_empty() {
+            let tail: Vec<&str> = captured.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            message = format!("{message}; it printed: {}", tail.join(" / "));
+        }
+        PluginError::Trapped { id, message }
+    }
+
+    fn forward_stdio(caps_log: Option<&crate::store::BuildLog>, id: &str, stdio: &MemoryOutputPipe) {
+        let Some(log) = caps_log else { return };
+        let captured = stdio.contents();
+        for line in String::from_utf8_lossy(&captured).lines() {
+            log.write("plugin", &format!("[{id}] {line}"));
+        }
+    }
+
+    /// Call a context source's `materialize`.
+    pub async fn materialize(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        preopens: &Preopens,
+        spec: &bindings::source::exports::kiln::plugin::source::SourceSpec,
+    ) -> Result<
+        Result<bindings::source::exports::kiln::plugin::source::ContextInfo, bindings::types::PluginError>,
+        PluginError,
+    > {
+        let Pre::Source(pre) = &plugin.pre else {
+            return Err(PluginError::Invalid {
+                id: plugin.manifest.id.clone(),
+                message: "is not a context source".into(),
+            });
+        };
+        let stdio = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let log = caps.log.clone();
+        let mut store = self.new_store(plugin, caps, preopens, &stdio)?;
+        let outcome = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .kiln_plugin_source()
+                .call_materialize(&mut store, spec)
+                .await
+        }
+        .await;
+        Self::forward_stdio(log.as_ref(), &plugin.manifest.id, &stdio);
+        outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
+    }
+
+    /// Call a builder's `build`.
+    pub async fn build(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        preopens: &Preopens,
+        request: &bindings::builder::exports::kiln::plugin::build::BuildRequest,
+    ) -> Result<
+        Result<bindings::builder::exports::kiln::plugin::build::BuildOutput, bindings::types::PluginError>,
+        PluginError,
+    > {
+        let Pre::Builder(pre) = &plugin.pre else {
+            return Err(PluginError::Invalid {
+                id: plugin.manifest.id.clone(),
+                message: "is not a builder".into(),
+            });
+        };
+        let stdio = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let log = caps.log.clone();
+        let mut store = self.new_store(plugin, caps, preopens, &stdio)?;
+        let outcome = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .kiln_plugin_build()
+                .call_build(&mut store, request)
+                .await
+        }
+        .await;
+        Self::forward_stdio(log.as_ref(), &plugin.manifest.id, &stdio);
+        outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
+    }
+}
+
+/// Which `kiln:plugin` world the component exports.
+fn detect_world(engine: &Engine, component: &Component) -> Option<World> {
+    let ty = component.component_type();
+    let mut world = None;
+    for (name, _) in ty.exports(engine) {
+        if name.starts_with("kiln:plugin/build@0.1") {
+            world = Some(World::Builder);
+        } else if name.starts_with("kiln:plugin/source@0.1") {
+            world = Some(World::ContextSource);
+        }
+    }
+    world
+}

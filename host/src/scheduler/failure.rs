@@ -1,0 +1,48 @@
+//! What to tell a user about each kind of failure: the operator's
+//! troubleshooting guide, in one table.
+
+use crate::store::FailureReason;
+
+/// The hint shown with a failure of this kind.
+pub fn hint_for(reason: FailureReason, exit_code: Option<i32>) -> String {
+    match reason {
+        FailureReason::DockerfileNotFound => {
+            "Check the `dockerfile` path: it is relative to the context root, and names are case-sensitive (`Dockerfile`, not `dockerfile`).".into()
+        }
+        FailureReason::DockerfileParseError => {
+            "Fix the Dockerfile syntax at the line the message names.".into()
+        }
+        FailureReason::CopyFailed => {
+            "A COPY/ADD source is missing from the context: check the paths (relative to the context root) and that .dockerignore does not exclude them.".into()
+        }
+        FailureReason::RunFailed => format!(
+            "A RUN step exited with code {}; its output is in the log. Package-manager failures (apt, apk, npm, pip) usually mean a wrong package name, a missing lock file, or no network access to the package mirror.",
+            exit_code.map(|c| c.to_string()).unwrap_or_else(|| "non-zero".into())
+        ),
+        FailureReason::OutOfMemory => {
+            "The build ran out of memory: use a larger `profile`, or reduce the step's parallelism.".into()
+        }
+        FailureReason::PushUnauthorized => {
+            "The registry refused the credentials: check the organization's registry credentials and that they may push.".into()
+        }
+        FailureReason::PushDenied => {
+            "The registry refused the push: check that the registry is reachable and the repository may be written.".into()
+        }
+        FailureReason::ContextInvalid => {
+            "The build context could not be used: fix the archive as the message says and send it again.".into()
+        }
+        FailureReason::PluginError => {
+            "A plugin failed; the message names it and what happened. For a third-party plugin, report it to its author.".into()
+        }
+        FailureReason::Timeout => {
+            "The build exceeded its time limit: raise `timeoutSecs` (up to the server's maximum) or make the build faster (cache, smaller context).".into()
+        }
+        FailureReason::Interrupted => {
+            "The host restarted while the build ran; start the build again.".into()
+        }
+        FailureReason::EngineError => {
+            "The container engine failed: check that the Docker Engine runs (`docker info`) and read the host's log.".into()
+        }
+        FailureReason::Internal => "Kiln itself failed: read the host's log and report it.".into(),
+    }
+}

@@ -1,0 +1,300 @@
+//! One build's steps, from staged input to pushed image.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::capabilities::{Capabilities, EngineScope};
+use crate::config::ServerConfig;
+use crate::engine::DockerEngine;
+use crate::plugins::bindings::builder::exports::kiln::plugin::build as wit_build;
+use crate::plugins::bindings::source::exports::kiln::plugin::source as wit_source;
+use crate::plugins::bindings::types as wit;
+use crate::plugins::{PluginRuntime, Preopens};
+use crate::store::{BuildLog, BuildRecord, Failure, FailureReason};
+
+use super::failure::hint_for;
+
+/// The directories one build uses.
+pub struct Paths {
+    /// What the API staged (`staging/<id>/`), preopened read-only as `/input`.
+    pub input: PathBuf,
+    /// `workspaces/<id>/`.
+    pub workspace: PathBuf,
+    /// `workspaces/<id>/context/`, preopened as `/context`.
+    pub context: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path, build_id: &str) -> Self {
+        let workspace = data_dir.join("workspaces").join(build_id);
+        Paths {
+            input: super::staging_dir(data_dir, build_id),
+            context: workspace.join("context"),
+            workspace,
+        }
+    }
+
+    /// Remove everything the build left on disk.
+    pub fn remove_all(&self) {
+        for dir in [&self.workspace, &self.input] {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+}
+
+/// What a successful build produced.
+pub struct Built {
+    pub digest: String,
+    pub image_refs: Vec<String>,
+    pub size_bytes: u64,
+    pub layer_count: u32,
+    pub cached_steps: u32,
+    pub total_steps: u32,
+}
+
+pub struct Pipeline<'a> {
+    pub runtime: &'a PluginRuntime,
+    pub engine: &'a DockerEngine,
+    pub config: &'a ServerConfig,
+    pub log: &'a BuildLog,
+    pub record: &'a BuildRecord,
+    pub paths: &'a Paths,
+}
+
+fn failure(reason: FailureReason, message: impl Into<String>, exit_code: Option<i32>) -> Failure {
+    Failure {
+        reason,
+        message: message.into(),
+        hint: hint_for(reason, exit_code),
+        exit_code,
+    }
+}
+
+fn from_runtime(error: crate::plugins::PluginError) -> Failure {
+    failure(FailureReason::PluginError, error.to_string(), None)
+}
+
+fn from_plugin(plugin_id: &str, error: wit::PluginError) -> Failure {
+    match error {
+        wit::PluginError::ContextInvalid(m) => failure(FailureReason::ContextInvalid, m, None),
+        wit::PluginError::InvalidInput(m) => failure(
+            FailureReason::PluginError,
+            format!("plugin {plugin_id} refused the request: {m}"),
+            None,
+        ),
+        wit::PluginError::Denied(m) => failure(
+            FailureReason::PluginError,
+            format!("plugin {plugin_id} was denied: {m}"),
+            None,
+        ),
+        wit::PluginError::Internal(m) => failure(
+            FailureReason::PluginError,
+            format!("plugin {plugin_id} failed: {m}"),
+            None,
+        ),
+        wit::PluginError::Engine(f) => {
+            let reason = match f.reason {
+                wit::FailureReason::DockerfileNotFound => FailureReason::DockerfileNotFound,
+                wit::FailureReason::DockerfileParseError => FailureReason::DockerfileParseError,
+                wit::FailureReason::CopyFailed => FailureReason::CopyFailed,
+                wit::FailureReason::RunFailed => FailureReason::RunFailed,
+                wit::FailureReason::OutOfMemory => FailureReason::OutOfMemory,
+                wit::FailureReason::PushUnauthorized => FailureReason::PushUnauthorized,
+                wit::FailureReason::PushDenied => FailureReason::PushDenied,
+                wit::FailureReason::ContextInvalid => FailureReason::ContextInvalid,
+                wit::FailureReason::Denied => FailureReason::PluginError,
+                wit::FailureReason::EngineError => FailureReason::EngineError,
+            };
+            failure(reason, f.message, f.exit_code)
+        }
+    }
+}
+
+/// `relative` joined to `root`, if it has no `..`, root or prefix parts.
+fn join_inside(root: &Path, relative: &str) -> Option<PathBuf> {
+    let mut out = root.to_path_buf();
+    for part in Path::new(relative).components() {
+        match part {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+impl Pipeline<'_> {
+    pub async fn run(self) -> Result<Built, Failure> {
+        self.materialize().await?;
+        self.find_dockerfile()?;
+        self.build().await
+    }
+
+    async fn materialize(&self) -> Result<(), Failure> {
+        let kind = &self.record.source.kind;
+        let plugin = self.runtime.source(kind).ok_or_else(|| {
+            failure(
+                FailureReason::PluginError,
+                format!("no plugin provides the context source `{kind}`"),
+                None,
+            )
+        })?;
+        std::fs::create_dir_all(&self.paths.context).map_err(|e| {
+            failure(FailureReason::Internal, format!("cannot create the workspace: {e}"), None)
+        })?;
+        self.log.system(&format!(
+            "context: {kind} (plugin {} {})",
+            plugin.manifest.id, plugin.manifest.version
+        ));
+        let spec = wit_source::SourceSpec {
+            kind: kind.clone(),
+            input_path: Some("/input/context.zip".into()),
+            options: Vec::new(),
+            max_unpacked_bytes: self.config.max_context_bytes,
+            max_entries: self.config.max_context_entries,
+        };
+        let caps = Capabilities::new(
+            &plugin.manifest.id,
+            plugin.granted.clone(),
+            Some(self.log.clone()),
+        );
+        let preopens = Preopens {
+            context: self.paths.context.clone(),
+            context_writable: true,
+            input: Some(self.paths.input.clone()),
+        };
+        let info = self
+            .runtime
+            .materialize(plugin, caps, &preopens, &spec)
+            .await
+            .map_err(from_runtime)?
+            .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
+        self.apply_modes(&info.file_modes)?;
+        self.log.system(&format!("context: {}", info.summary));
+        Ok(())
+    }
+
+    /// WASI cannot set unix modes: apply the ones the plugin reported,
+    /// permission bits only, to regular files inside the context.
+    fn apply_modes(&self, modes: &[wit_source::FileMode]) -> Result<(), Failure> {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in modes {
+            let path = join_inside(&self.paths.context, &entry.path).ok_or_else(|| {
+                failure(
+                    FailureReason::ContextInvalid,
+                    format!("the context source named a path outside the context: {}", entry.path),
+                    None,
+                )
+            })?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => {
+                    let perms = std::fs::Permissions::from_mode(entry.mode & 0o777);
+                    std::fs::set_permissions(&path, perms).map_err(|e| {
+                        failure(FailureReason::Internal, format!("cannot set the mode of {}: {e}", entry.path), None)
+                    })?;
+                }
+                _ => {} // not a regular file any more: nothing to do
+            }
+        }
+        Ok(())
+    }
+
+    fn find_dockerfile(&self) -> Result<(), Failure> {
+        let name = &self.record.request.dockerfile;
+        let not_found = |extra: String| {
+            failure(
+                FailureReason::DockerfileNotFound,
+                format!("Dockerfile `{name}` not found in the build context{extra}"),
+                None,
+            )
+        };
+        let path = join_inside(&self.paths.context, name).ok_or_else(|| not_found(String::new()))?;
+        let inside = path
+            .canonicalize()
+            .ok()
+            .zip(self.paths.context.canonicalize().ok())
+            .map(|(file, root)| file.starts_with(root) && file.is_file())
+            .unwrap_or(false);
+        if inside {
+            return Ok(());
+        }
+        // A near miss in case only: say so, since names are case-sensitive.
+        let wanted = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
+        let near = path.parent().and_then(|dir| std::fs::read_dir(dir).ok()).and_then(|entries| {
+            entries.filter_map(|e| e.ok()).find_map(|e| {
+                let candidate = e.file_name().to_string_lossy().into_owned();
+                (Some(candidate.to_lowercase()) == wanted).then_some(candidate)
+            })
+        });
+        Err(not_found(match near {
+            Some(found) => format!(" (there is `{found}`: names are case-sensitive)"),
+            None => " (names are case-sensitive)".into(),
+        }))
+    }
+
+    async fn build(&self) -> Result<Built, Failure> {
+        let name = &self.record.request.builder;
+        let plugin = self.runtime.builder(name).ok_or_else(|| {
+            failure(
+                FailureReason::PluginError,
+                format!("no plugin provides the builder `{name}`"),
+                None,
+            )
+        })?;
+        self.log.system(&format!(
+            "builder: {name} (plugin {} {})",
+            plugin.manifest.id, plugin.manifest.version
+        ));
+        let spec = &self.record.request;
+        let request = wit_build::BuildRequest {
+            build_id: self.record.build_id.clone(),
+            dockerfile: spec.dockerfile.clone(),
+            image_refs: self.record.image_refs.clone(),
+            build_args: spec
+                .build_args
+                .iter()
+                .map(|(k, v)| wit::KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            target: spec.target.clone(),
+            platform: spec.platform.clone(),
+            no_cache: spec.no_cache,
+            secrets: Vec::new(),
+            options: Vec::new(),
+        };
+        let caps = Capabilities::new(
+            &plugin.manifest.id,
+            plugin.granted.clone(),
+            Some(self.log.clone()),
+        )
+        .with_engine(EngineScope {
+            engine: self.engine.clone(),
+            context_dir: self.paths.context.clone(),
+            allowed_refs: self.record.image_refs.clone(),
+        });
+        let preopens = Preopens {
+            context: self.paths.context.clone(),
+            context_writable: false,
+            input: None,
+        };
+        let output = self
+            .runtime
+            .build(plugin, caps, &preopens, &request)
+            .await
+            .map_err(from_runtime)?
+            .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
+        Ok(Built {
+            digest: output.digest,
+            image_refs: output.image_refs,
+            size_bytes: output.size_bytes,
+            layer_count: output.layer_count,
+            cached_steps: output.cached_steps,
+            total_steps: output.total_steps,
+        })
+    }
+}

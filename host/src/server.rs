@@ -1,0 +1,224 @@
+//! Wiring: open the store, make sure the first organization exists, load
+//! plugins, start the scheduler and the HTTP listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{routes, ApiState};
+use crate::config::ServerConfig;
+use crate::engine::DockerEngine;
+use crate::plugins::PluginRuntime;
+use crate::scheduler::Scheduler;
+use crate::store::{LogHub, Org, Store};
+
+/// The organization created on first start.
+pub const DEFAULT_ORG: &str = "default";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Plugins(#[from] crate::plugins::PluginError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    admin_token_path: PathBuf,
+    stop: CancellationToken,
+    scheduler: Scheduler,
+    store: Store,
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("kiln_{}", hex::encode(bytes))
+}
+
+/// Write a file only its owner can read.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+impl Server {
+    /// Start serving. Returns once the listener is bound.
+    pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+        let data_err = |source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(data_err)?;
+        let store = Store::open(&config.data_dir.join("db"))?;
+
+        let admin_token_path = config.data_dir.join("admin-token");
+        let org = Org {
+            name: DEFAULT_ORG.into(),
+            create_time: Utc::now(),
+        };
+        if store.create_org(&org)? {
+            let token = new_token();
+            store.add_token(DEFAULT_ORG, &token)?;
+            write_private(&admin_token_path, &token).map_err(data_err)?;
+            store.flush().await?;
+            tracing::info!(path = %admin_token_path.display(), "created organization `default`; its token is in the file");
+        }
+
+        let runtime = Arc::new(PluginRuntime::with_plugins(&config.plugin_dirs)?);
+        for plugin in runtime.plugins() {
+            tracing::info!(id = %plugin.manifest.id, version = %plugin.manifest.version, origin = %plugin.origin, "plugin loaded");
+        }
+        let engine = DockerEngine::connect(&config.docker_host)?;
+        if let Err(e) = engine.ping().await {
+            tracing::warn!("{e}; builds will fail until it answers");
+        }
+        let hub = LogHub::default();
+        let scheduler = Scheduler::start(
+            store.clone(),
+            hub.clone(),
+            runtime.clone(),
+            engine,
+            config.clone(),
+        )?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let state = Arc::new(ApiState {
+            store: store.clone(),
+            hub,
+            scheduler: scheduler.clone(),
+            runtime,
+            config,
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(listener, state, stop.clone()));
+        tracing::info!(%addr, "kiln is listening");
+        Ok(Server {
+            addr,
+            admin_token_path,
+            stop,
+            scheduler,
+            store,
+        })
+    }
+
+    /// The address the API listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The file holding the `default` organization's token.
+    pub fn admin_token_path(&self) -> &std::path::Path {
+        &self.admin_token_path
+    }
+
+    /// The `default` organization's token, as written at first start.
+    pub fn admin_token(&self) -> std::io::Result<String> {
+        Ok(std::fs::read_to_string(&self.admin_token_path)?.trim().to_string())
+    }
+
+    /// The store, for tools and tests (e.g. to add organizations).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Create an organization with a fresh token; returns the token.
+    pub fn create_org_with_token(&self, name: &str) -> Result<String, crate::store::StoreError> {
+        self.store.create_org(&Org {
+            name: name.into(),
+            create_time: Utc::now(),
+        })?;
+        let token = new_token();
+        self.store.add_token(name, &token)?;
+        Ok(token)
+    }
+
+    /// Stop accepting connections and builds.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.scheduler.shutdown();
+        let _ = self.store.flush().await;
+    }
+
+    /// Serve until Ctrl-C or SIGTERM.
+    pub async fn run_until_signal(self) {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<ApiState>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.cancelled() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(routes::handle(state, request).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,324 @@
+//! Durable state in sled: organizations and their tokens, build records,
+//! the queue of pending builds, and every build's log.
+//!
+//! Trees and their keys:
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `orgs` | org name | JSON [`Org`] |
+//! | `tokens` | sha256 of a token | org name |
+//! | `builds` | build id | JSON [`BuildRecord`] |
+//! | `builds_by_org` | org, 0, sequence (big-endian) | build id |
+//! | `queue` | sequence (big-endian) | build id, for PENDING builds in FIFO order |
+//! | `counters` | org, 0, name | next build number for that name (big-endian) |
+//! | `logs` | build id, 0, line sequence (big-endian) | JSON [`LogLine`] |
+
+mod logs;
+mod records;
+
+pub use logs::{BuildLog, LogHub};
+
+pub use records::*;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("record {key} is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("build {0} does not exist")]
+    NoSuchBuild(String),
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The handle every part of the host shares. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    orgs: sled::Tree,
+    tokens: sled::Tree,
+    builds: sled::Tree,
+    builds_by_org: sled::Tree,
+    queue: sled::Tree,
+    counters: sled::Tree,
+    logs: sled::Tree,
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialize")
+}
+
+fn join_key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+impl Store {
+    /// Open (or create) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(200))
+            .open()?;
+        let inner = Inner {
+            orgs: db.open_tree("orgs")?,
+            tokens: db.open_tree("tokens")?,
+            builds: db.open_tree("builds")?,
+            builds_by_org: db.open_tree("builds_by_org")?,
+            queue: db.open_tree("queue")?,
+            counters: db.open_tree("counters")?,
+            logs: db.open_tree("logs")?,
+            db,
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Make sure everything written so far is on disk.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    // ---- organizations and tokens ----
+
+    /// The organization, if it exists.
+    pub fn org(&self, name: &str) -> Result<Option<Org>> {
+        self.inner
+            .orgs
+            .get(name)?
+            .map(|v| decode(name.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Create an organization; false when it already existed.
+    pub fn create_org(&self, org: &Org) -> Result<bool> {
+        let created = self
+            .inner
+            .orgs
+            .compare_and_swap(&org.name, None as Option<&[u8]>, Some(encode(org)))?
+            .is_ok();
+        Ok(created)
+    }
+
+    /// Remember a token (only its hash is stored) as belonging to `org`.
+    pub fn add_token(&self, org: &str, token: &str) -> Result<()> {
+        self.inner.tokens.insert(token_hash(token), org.as_bytes())?;
+        Ok(())
+    }
+
+    /// The organization a token belongs to.
+    pub fn org_for_token(&self, token: &str) -> Result<Option<String>> {
+        Ok(self
+            .inner
+            .tokens
+            .get(token_hash(token))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    // ---- builds ----
+
+    /// Store a new PENDING build and put it at the end of the queue. Fills
+    /// in `number` (per organization and name) and returns the record.
+    pub fn create_build(&self, mut record: BuildRecord) -> Result<BuildRecord> {
+        let counter_key = join_key(&[record.org.as_bytes(), record.name.as_bytes()]);
+        let number = self
+            .inner
+            .counters
+            .update_and_fetch(&counter_key, |old| {
+                let next = old.map(read_u64).unwrap_or(0) + 1;
+                Some(next.to_be_bytes().to_vec())
+            })?
+            .map(|v| read_u64(&v))
+            .unwrap_or(1);
+        record.number = number;
+        let seq = self.inner.db.generate_id()?;
+        record.seq = seq;
+        self.inner
+            .builds
+            .insert(record.build_id.as_bytes(), encode(&record))?;
+        self.inner.builds_by_org.insert(
+            join_key(&[record.org.as_bytes(), &seq.to_be_bytes()]),
+            record.build_id.as_bytes(),
+        )?;
+        self.inner
+            .queue
+            .insert(seq.to_be_bytes(), record.build_id.as_bytes())?;
+        Ok(record)
+    }
+
+    /// The build with this id, whatever its organization.
+    pub fn build(&self, build_id: &str) -> Result<Option<BuildRecord>> {
+        self.inner
+            .builds
+            .get(build_id)?
+            .map(|v| decode(build_id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// The build with this id if it belongs to `org`: another organization's
+    /// build does not exist for the caller.
+    pub fn build_for_org(&self, org: &str, build_id: &str) -> Result<Option<BuildRecord>> {
+        Ok(self.build(build_id)?.filter(|b| b.org == org))
+    }
+
+    /// Apply `change` to a stored build atomically and return the new record.
+    pub fn update_build(
+        &self,
+        build_id: &str,
+        mut change: impl FnMut(&mut BuildRecord),
+    ) -> Result<BuildRecord> {
+        let mut decode_error = None;
+        let updated = self.inner.builds.update_and_fetch(build_id, |old| {
+            let old = old?;
+            match decode::<BuildRecord>(build_id.as_bytes(), old) {
+                Ok(mut record) => {
+                    change(&mut record);
+                    Some(encode(&record))
+                }
+                Err(e) => {
+                    decode_error = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = decode_error {
+            return Err(e);
+        }
+        let bytes = updated.ok_or_else(|| StoreError::NoSuchBuild(build_id.into()))?;
+        decode(build_id.as_bytes(), &bytes)
+    }
+
+    /// Take the oldest queued build off the queue.
+    pub fn pop_queued(&self) -> Result<Option<String>> {
+        Ok(self
+            .inner
+            .queue
+            .pop_min()?
+            .map(|(_, id)| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    /// Put a build back on the queue (restart recovery).
+    pub fn enqueue(&self, record: &BuildRecord) -> Result<()> {
+        self.inner
+            .queue
+            .insert(record.seq.to_be_bytes(), record.build_id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Whether the build is waiting in the queue.
+    pub fn is_queued(&self, record: &BuildRecord) -> Result<bool> {
+        Ok(self.inner.queue.contains_key(record.seq.to_be_bytes())?)
+    }
+
+    /// Every build record, in creation order (restart recovery).
+    pub fn all_builds(&self) -> impl Iterator<Item = Result<BuildRecord>> + '_ {
+        self.inner.builds.iter().map(|entry| {
+            let (key, value) = entry?;
+            decode(&key, &value)
+        })
+    }
+
+    /// An organization's builds, newest first, starting after `after_seq`
+    /// when given (exclusive), at most `limit`.
+    pub fn list_builds(
+        &self,
+        org: &str,
+        before_seq: Option<u64>,
+        limit: usize,
+        mut keep: impl FnMut(&BuildRecord) -> bool,
+    ) -> Result<Vec<BuildRecord>> {
+        let start = join_key(&[org.as_bytes(), &0u64.to_be_bytes()]);
+        let end = join_key(&[org.as_bytes(), &before_seq.unwrap_or(u64::MAX).to_be_bytes()]);
+        let mut out = Vec::new();
+        for entry in self.inner.builds_by_org.range(start..end).rev() {
+            let (_, id) = entry?;
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(record) = self.build(&id)? {
+                if keep(&record) {
+                    out.push(record);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- logs ----
+
+    /// Append a line to a build's log, returning its sequence number
+    /// (1-based, gap-free per build).
+    pub fn append_log(&self, build_id: &str, seq: u64, line: &LogLine) -> Result<()> {
+        self.inner.logs.insert(
+            join_key(&[build_id.as_bytes(), &seq.to_be_bytes()]),
+            encode(line),
+        )?;
+        Ok(())
+    }
+
+    /// Log lines of a build with a sequence number above `after_seq`, at most `limit`.
+    pub fn log_lines(&self, build_id: &str, after_seq: u64, limit: usize) -> Result<Vec<LogLine>> {
+        let start = join_key(&[build_id.as_bytes(), &(after_seq + 1).to_be_bytes()]);
+        let end = join_key(&[build_id.as_bytes(), &u64::MAX.to_be_bytes()]);
+        let mut out = Vec::new();
+        for entry in self.inner.logs.range(start..end).take(limit) {
+            let (key, value) = entry?;
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of a build's last log line (0 when it has none).
+    pub fn last_log_seq(&self, build_id: &str) -> Result<u64> {
+        let start = join_key(&[build_id.as_bytes(), &0u64.to_be_bytes()]);
+        let end = join_key(&[build_id.as_bytes(), &u64::MAX.to_be_bytes()]);
+        Ok(self
+            .inner
+            .logs
+            .range(start..end)
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| read_u64(&k[k.len() - 8..]))
+            .unwrap_or(0))
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(buf)
+}

@@ -1,0 +1,147 @@
+//! The records the store keeps, in the JSON shape the API serves.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An organization: the unit of isolation. Its builds, logs and images
+/// (`<registry>/<org>/...`) are invisible to every other organization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Org {
+    pub name: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// Where a build is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuildStatus {
+    #[serde(rename = "BUILD_STATUS_PENDING")]
+    Pending,
+    #[serde(rename = "BUILD_STATUS_RUNNING")]
+    Running,
+    #[serde(rename = "BUILD_STATUS_SUCCEEDED")]
+    Succeeded,
+    #[serde(rename = "BUILD_STATUS_FAILED")]
+    Failed,
+    #[serde(rename = "BUILD_STATUS_CANCELLED")]
+    Cancelled,
+}
+
+impl BuildStatus {
+    /// Whether the build has ended.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// What a build was asked to do (the validated request, without the context
+/// bytes themselves).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildSpec {
+    pub dockerfile: String,
+    pub tags: Vec<String>,
+    pub build_args: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    pub no_cache: bool,
+    pub timeout_secs: u64,
+    pub builder: String,
+}
+
+/// Where the build's context comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSummary {
+    /// `inline-zip`, `upload`, `git`...
+    pub kind: String,
+    /// Size of the staged input, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+}
+
+/// Why a failed build failed, for operators' troubleshooting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureReason {
+    DockerfileNotFound,
+    DockerfileParseError,
+    CopyFailed,
+    RunFailed,
+    OutOfMemory,
+    PushUnauthorized,
+    PushDenied,
+    ContextInvalid,
+    PluginError,
+    Timeout,
+    Interrupted,
+    EngineError,
+    Internal,
+}
+
+/// A failed build's classified reason, the message, and what to do about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub reason: FailureReason,
+    pub message: String,
+    pub hint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// Measurements of a finished build.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_count: Option<u32>,
+    pub cache_used: bool,
+    pub cached_steps: u32,
+    pub total_steps: u32,
+}
+
+/// One build, as stored and as `GET /v1/builds/{id}` serves it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildRecord {
+    pub build_id: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub org: String,
+    pub number: u64,
+    pub name: String,
+    pub status: BuildStatus,
+    pub source: SourceSummary,
+    pub request: BuildSpec,
+    pub image_refs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    pub create_time: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<DateTime<Utc>>,
+    /// Position in the node's creation order; the queue and list key.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// One line of a build log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    /// `system` (the host), `build` (the engine), or `plugin`.
+    pub stream: String,
+    pub line: String,
+}

@@ -1,0 +1,60 @@
+//! Kiln builder `buildkit`: maps a build request onto the host's
+//! `engine.buildkit-build`. The host runs the build, streams its progress
+//! into the log, pushes every tag and measures the image; this plugin decides
+//! what is asked for and checks the request first.
+
+use kiln_sdk::builder::engine::{buildkit_build, BuildkitRequest};
+use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, KeyValue, PluginError, PluginInfo};
+
+struct BuildKit;
+
+impl Builder for BuildKit {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            description: "BuildKit through the host's Docker Engine".into(),
+        }
+    }
+
+    fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
+        if request.image_refs.is_empty() {
+            return Err(PluginError::InvalidInput(
+                "nothing to push: the build has no image references".into(),
+            ));
+        }
+        if let Some(unknown) = request.options.first() {
+            return Err(PluginError::InvalidInput(format!(
+                "the buildkit builder takes no option `{}`",
+                unknown.key
+            )));
+        }
+        kiln_sdk::log::debug(&format!(
+            "buildkit: building {} for {}",
+            request.dockerfile,
+            request.image_refs.join(", ")
+        ));
+        let labels = vec![KeyValue {
+            key: "dev.kiln.build-id".into(),
+            value: request.build_id.clone(),
+        }];
+        let result = buildkit_build(&BuildkitRequest {
+            dockerfile: request.dockerfile,
+            tags: request.image_refs,
+            build_args: request.build_args,
+            target: request.target,
+            platform: request.platform,
+            no_cache: request.no_cache,
+            secrets: request.secrets,
+            labels,
+        })?;
+        Ok(BuildOutput {
+            digest: result.digest,
+            image_refs: result.image_refs,
+            size_bytes: result.size_bytes,
+            layer_count: result.layer_count,
+            cached_steps: result.cached_steps,
+            total_steps: result.total_steps,
+        })
+    }
+}
+
+kiln_sdk::export_builder!(BuildKit);

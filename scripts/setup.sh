@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Idempotent set-up for Kiln's demo and tests on a Debian machine:
+#   - installs what is missing (docker.io, docker-registry, busybox-static,
+#     curl, zip, jq; the wasm32-wasip2 Rust target);
+#   - starts dockerd when no daemon answers;
+#   - starts a registry on 127.0.0.1:5000 when none answers (data under .kiln/);
+#   - makes the local base image 127.0.0.1:5000/base/busybox:1 (also tagged
+#     local/busybox:1) from busybox-static, with no registry pull.
+# Safe to run again: each step checks first.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+state="${KILN_STATE_DIR:-$repo/.kiln}"
+registry_addr="${KILN_REGISTRY:-127.0.0.1:5000}"
+mkdir -p "$state"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# Debian's client matches Debian's daemon; prefer it over any other on PATH.
+docker_cli() {
+  if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
+}
+
+need_packages=()
+[ -x /usr/sbin/dockerd ] || [ -x /usr/bin/dockerd ] || need_packages+=(docker.io)
+[ -x /usr/bin/docker-registry ] || need_packages+=(docker-registry)
+dpkg -s busybox-static >/dev/null 2>&1 || need_packages+=(busybox-static)
+command -v curl >/dev/null || need_packages+=(curl)
+command -v zip >/dev/null || need_packages+=(zip)
+command -v jq >/dev/null || need_packages+=(jq)
+if [ ${#need_packages[@]} -gt 0 ]; then
+  log "installing ${need_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_packages[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  log "adding the wasm32-wasip2 Rust target"
+  rustup target add wasm32-wasip2
+fi
+
+# --- Docker Engine ---
+if ! docker_cli info >/dev/null 2>&1; then
+  log "starting dockerd"
+  # A daemon killed earlier leaves its pid file behind and a new one refuses to start.
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    rm -f /var/run/docker.pid
+  fi
+  for stale in /run/containerd/containerd.pid /var/run/docker/containerd/containerd.pid; do
+    if [ -f "$stale" ] && ! kill -0 "$(cat "$stale")" 2>/dev/null; then rm -f "$stale"; fi
+  done
+  setsid dockerd --host unix:///var/run/docker.sock >"$state/dockerd.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do
+    docker_cli info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker_cli info >/dev/null 2>&1 || { log "dockerd did not start; see $state/dockerd.log"; tail -20 "$state/dockerd.log" >&2; exit 1; }
+fi
+
+# --- Registry ---
+if ! curl -fsS "http://$registry_addr/v2/" >/dev/null 2>&1; then
+  log "starting a registry on $registry_addr"
+  mkdir -p "$state/registry/data"
+  cat >"$state/registry/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $state/registry/data
+  delete:
+    enabled: true
+http:
+  addr: $registry_addr
+YAML
+  setsid /usr/bin/docker-registry serve "$state/registry/config.yml" >"$state/registry.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 40); do
+    curl -fsS "http://$registry_addr/v2/" >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  curl -fsS "http://$registry_addr/v2/" >/dev/null 2>&1 || { log "the registry did not start; see $state/registry.log"; exit 1; }
+fi
+
+# --- Base image: busybox rootfs, imported, no pull ---
+base="$registry_addr/base/busybox:1"
+if ! curl -fs -o /dev/null "http://$registry_addr/v2/base/busybox/manifests/1" \
+      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+   || ! docker_cli image inspect local/busybox:1 >/dev/null 2>&1; then
+  log "making the base image $base from busybox-static"
+  rootfs="$(mktemp -d)"
+  trap 'rm -rf "$rootfs"' EXIT
+  mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/etc" "$rootfs/root"
+  chmod 1777 "$rootfs/tmp"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+  done
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"
+  echo 'root:x:0:' >"$rootfs/etc/group"
+  tar -C "$rootfs" -c . | docker_cli import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - local/busybox:1 >/dev/null
+  docker_cli tag local/busybox:1 "$base"
+  docker_cli push "$base" >/dev/null
+fi
+log "ready: Docker Engine, registry $registry_addr, base image $base"

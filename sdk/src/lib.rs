@@ -1,0 +1,313 @@
+//! `kiln-sdk`: write Kiln plugins in Rust.
+//!
+//! A Kiln plugin is a WebAssembly component built with
+//! `cargo build --release --target wasm32-wasip2`. It implements exactly one
+//! *world* of the `kiln:plugin` contract (the WIT files shipped in `wit/`):
+//!
+//! | world | enable feature | implement | export with |
+//! |---|---|---|---|
+//! | context source | `context-source` | [`source::ContextSource`] | [`export_context_source!`] |
+//! | builder | `builder` | [`builder::Builder`] | [`export_builder!`] |
+//! | credential store | `credential-store` | [`credentials::CredentialStore`] | [`export_credential_store!`] |
+//!
+//! Enable one world's feature per plugin crate: each world's bindings carry
+//! that world's component type, and a component must export everything its
+//! world promises.
+//!
+//! Every world may write to the build log with the [`log`] helpers. Files
+//! reach a plugin only as directories the host preopens: a context source
+//! reads its staged input under `/input` and writes the context into
+//! `/context`; a builder sees `/context` read-only. Nothing else of the host
+//! is visible, and no credential ever crosses into a plugin: a builder names
+//! secrets by id and the host resolves them inside its own engine calls.
+//!
+//! ```ignore
+//! use kiln_sdk::builder::{Builder, BuildRequest, BuildOutput, PluginError};
+//!
+//! struct Echo;
+//!
+//! impl Builder for Echo {
+//!     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
+//!         kiln_sdk::log::info(&format!("building {}", request.build_id));
+//!         Err(PluginError::InvalidInput("this builder builds nothing".into()))
+//!     }
+//! }
+//!
+//! kiln_sdk::export_builder!(Echo);
+//! ```
+
+#![deny(missing_docs)]
+
+#[cfg(not(any(
+    feature = "builder",
+    feature = "context-source",
+    feature = "credential-store"
+)))]
+compile_error!(
+    "kiln-sdk: enable the feature of the world your plugin implements: \
+     `builder`, `context-source` or `credential-store`"
+);
+
+/// Generated bindings, one module per world. Not a stable API: use the
+/// re-exports in [`builder`], [`source`] and [`credentials`].
+#[doc(hidden)]
+pub mod bindings {
+    /// Bindings for the `builder` world.
+    #[cfg(feature = "builder")]
+    #[allow(missing_docs)]
+    pub mod builder {
+        wit_bindgen::generate!({
+            path: "wit",
+            world: "kiln:plugin/builder@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_builder_raw",
+            default_bindings_module: "kiln_sdk::bindings::builder",
+            generate_all,
+        });
+    }
+
+    /// Bindings for the `context-source` world.
+    #[cfg(feature = "context-source")]
+    #[allow(missing_docs)]
+    pub mod context_source {
+        wit_bindgen::generate!({
+            path: "wit",
+            world: "kiln:plugin/context-source@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_context_source_raw",
+            default_bindings_module: "kiln_sdk::bindings::context_source",
+            generate_all,
+        });
+    }
+
+    /// Bindings for the `credential-store` world.
+    #[cfg(feature = "credential-store")]
+    #[allow(missing_docs)]
+    pub mod credential_store {
+        wit_bindgen::generate!({
+            path: "wit",
+            world: "kiln:plugin/credential-store@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_credential_store_raw",
+            default_bindings_module: "kiln_sdk::bindings::credential_store",
+            generate_all,
+        });
+    }
+
+    // Every world imports the same `log` interface; the helpers use whichever
+    // world is compiled in.
+    #[cfg(feature = "builder")]
+    pub(crate) use builder::kiln::plugin::log as log_import;
+    #[cfg(all(not(feature = "builder"), feature = "context-source"))]
+    pub(crate) use context_source::kiln::plugin::log as log_import;
+    #[cfg(all(
+        not(feature = "builder"),
+        not(feature = "context-source"),
+        feature = "credential-store"
+    ))]
+    pub(crate) use credential_store::kiln::plugin::log as log_import;
+}
+
+/// Lines into the current build's log. The host masks secret values and caps
+/// how much one plugin call may write.
+pub mod log {
+    use crate::bindings::log_import::{write, Level};
+
+    /// Write a debug line.
+    pub fn debug(line: &str) {
+        write(Level::Debug, line)
+    }
+    /// Write an informational line.
+    pub fn info(line: &str) {
+        write(Level::Info, line)
+    }
+    /// Write a warning.
+    pub fn warn(line: &str) {
+        write(Level::Warn, line)
+    }
+    /// Write an error line.
+    pub fn error(line: &str) {
+        write(Level::Error, line)
+    }
+}
+
+/// The builder world: turn the context in `/context` into pushed images.
+#[cfg(feature = "builder")]
+pub mod builder {
+    pub use crate::bindings::builder::exports::kiln::plugin::build::{BuildOutput, BuildRequest};
+    pub use crate::bindings::builder::kiln::plugin::types::{
+        EngineFailure, FailureReason, KeyValue, PluginError, PluginInfo,
+    };
+
+    /// The host's container engine. Every call is checked against the
+    /// plugin's granted permissions before it does anything.
+    pub mod engine {
+        pub use crate::bindings::builder::kiln::plugin::engine::{
+            buildkit_build, BuildkitRequest, ImageResult,
+        };
+    }
+
+    /// Implement this and call [`export_builder!`](crate::export_builder).
+    pub trait Builder {
+        /// What the plugin says about itself.
+        fn describe() -> PluginInfo {
+            PluginInfo {
+                description: String::new(),
+            }
+        }
+
+        /// Build the context in `/context` as asked, and push the images.
+        fn build(request: BuildRequest) -> Result<BuildOutput, PluginError>;
+    }
+
+    impl From<EngineFailure> for PluginError {
+        fn from(failure: EngineFailure) -> Self {
+            PluginError::Engine(failure)
+        }
+    }
+}
+
+/// The context-source world: fill `/context` from a source.
+#[cfg(feature = "context-source")]
+pub mod source {
+    pub use crate::bindings::context_source::exports::kiln::plugin::source::{
+        ContextInfo, FileMode, SourceSpec,
+    };
+    pub use crate::bindings::context_source::kiln::plugin::types::{
+        KeyValue, PluginError, PluginInfo,
+    };
+
+    /// Implement this and call [`export_context_source!`](crate::export_context_source).
+    pub trait ContextSource {
+        /// What the plugin says about itself.
+        fn describe() -> PluginInfo {
+            PluginInfo {
+                description: String::new(),
+            }
+        }
+
+        /// Fill the `/context` directory from the source described by `spec`.
+        fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError>;
+    }
+}
+
+/// The credential-store world: where an organization's secrets live.
+#[cfg(feature = "credential-store")]
+pub mod credentials {
+    pub use crate::bindings::credential_store::kiln::plugin::types::{PluginError, PluginInfo};
+
+    /// Implement this and call [`export_credential_store!`](crate::export_credential_store).
+    pub trait CredentialStore {
+        /// What the plugin says about itself.
+        fn describe() -> PluginInfo {
+            PluginInfo {
+                description: String::new(),
+            }
+        }
+        /// The value stored under `key` for `org`, if any.
+        fn get(org: String, key: String) -> Result<Option<Vec<u8>>, PluginError>;
+        /// Store `value` under `key` for `org`, replacing any old value.
+        fn put(org: String, key: String, value: Vec<u8>) -> Result<(), PluginError>;
+        /// Remove `key`; true when it existed.
+        fn delete(org: String, key: String) -> Result<bool, PluginError>;
+        /// The keys stored for `org`.
+        fn list_keys(org: String) -> Result<Vec<String>, PluginError>;
+    }
+}
+
+/// Export a [`builder::Builder`] implementation as this component's builder.
+#[cfg(feature = "builder")]
+#[macro_export]
+macro_rules! export_builder {
+    ($plugin:ident) => {
+        const _: () = {
+            struct __KilnExport;
+            impl $crate::bindings::builder::exports::kiln::plugin::build::Guest for __KilnExport {
+                fn describe() -> $crate::builder::PluginInfo {
+                    <$plugin as $crate::builder::Builder>::describe()
+                }
+                fn build(
+                    request: $crate::builder::BuildRequest,
+                ) -> ::core::result::Result<$crate::builder::BuildOutput, $crate::builder::PluginError>
+                {
+                    <$plugin as $crate::builder::Builder>::build(request)
+                }
+            }
+            $crate::bindings::builder::__export_builder_raw!(
+                __KilnExport with_types_in $crate::bindings::builder
+            );
+        };
+    };
+}
+
+/// Export a [`source::ContextSource`] implementation as this component's context source.
+#[cfg(feature = "context-source")]
+#[macro_export]
+macro_rules! export_context_source {
+    ($plugin:ident) => {
+        const _: () = {
+            struct __KilnExport;
+            impl $crate::bindings::context_source::exports::kiln::plugin::source::Guest
+                for __KilnExport
+            {
+                fn describe() -> $crate::source::PluginInfo {
+                    <$plugin as $crate::source::ContextSource>::describe()
+                }
+                fn materialize(
+                    spec: $crate::source::SourceSpec,
+                ) -> ::core::result::Result<$crate::source::ContextInfo, $crate::source::PluginError>
+                {
+                    <$plugin as $crate::source::ContextSource>::materialize(spec)
+                }
+            }
+            $crate::bindings::context_source::__export_context_source_raw!(
+                __KilnExport with_types_in $crate::bindings::context_source
+            );
+        };
+    };
+}
+
+/// Export a [`credentials::CredentialStore`] implementation as this component's store.
+#[cfg(feature = "credential-store")]
+#[macro_export]
+macro_rules! export_credential_store {
+    ($plugin:ident) => {
+        const _: () = {
+            struct __KilnExport;
+            impl $crate::bindings::credential_store::exports::kiln::plugin::credentials::Guest
+                for __KilnExport
+            {
+                fn describe() -> $crate::credentials::PluginInfo {
+                    <$plugin as $crate::credentials::CredentialStore>::describe()
+                }
+                fn get(
+                    org: String,
+                    key: String,
+                ) -> ::core::result::Result<Option<Vec<u8>>, $crate::credentials::PluginError> {
+                    <$plugin as $crate::credentials::CredentialStore>::get(org, key)
+                }
+                fn put(
+                    org: String,
+                    key: String,
+                    value: Vec<u8>,
+                ) -> ::core::result::Result<(), $crate::credentials::PluginError> {
+                    <$plugin as $crate::credentials::CredentialStore>::put(org, key, value)
+                }
+                fn delete(
+                    org: String,
+                    key: String,
+                ) -> ::core::result::Result<bool, $crate::credentials::PluginError> {
+                    <$plugin as $crate::credentials::CredentialStore>::delete(org, key)
+                }
+                fn list_keys(
+                    org: String,
+                ) -> ::core::result::Result<Vec<String>, $crate::credentials::PluginError> {
+                    <$plugin as $crate::credentials::CredentialStore>::list_keys(org)
+                }
+            }
+            $crate::bindings::credential_store::__export_credential_store_raw!(
+                __KilnExport with_types_in $crate::bindings::credential_store
+            );
+        };
+    };
+}
