@@ -18,7 +18,14 @@ pub fn compile_plugin(workspace: &Path, crate_dir: &str, package: &str) -> PathB
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin", "-p"])
+        .args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+            "-p",
+        ])
         .arg(package)
         .env("CARGO_TARGET_DIR", &target_dir);
     // The outer cargo's settings are for the host target (and, under clippy,
@@ -40,7 +47,10 @@ pub fn compile_plugin(workspace: &Path, crate_dir: &str, package: &str) -> PathB
         "building plugin {package} failed; is the wasm32-wasip2 target installed? \
          (`rustup target add wasm32-wasip2`)"
     );
-    println!("cargo:rerun-if-changed={}", workspace.join(crate_dir).display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join(crate_dir).display()
+    );
     target_dir
         .join("wasm32-wasip2")
         .join("plugin")
@@ -49,7 +59,13 @@ pub fn compile_plugin(workspace: &Path, crate_dir: &str, package: &str) -> PathB
 
 /// Tell cargo to rebuild when the contract or the SDK changes.
 pub fn rerun_on_sdk_change(workspace: &Path) {
-    for path in ["wit", "sdk/src", "sdk/Cargo.toml", "Cargo.toml", "Cargo.lock"] {
+    for path in [
+        "wit",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
 }

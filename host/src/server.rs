@@ -113,12 +113,13 @@ impl Server {
             config.clone(),
         )?;
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
@@ -154,7 +155,9 @@ impl Server {
 
     /// The `default` organization's token, as written at first start.
     pub fn admin_token(&self) -> std::io::Result<String> {
-        Ok(std::fs::read_to_string(&self.admin_token_path)?.trim().to_string())
+        Ok(std::fs::read_to_string(&self.admin_token_path)?
+            .trim()
+            .to_string())
     }
 
     /// The store, for tools and tests (e.g. to add organizations).

@@ -21,7 +21,7 @@
 //! is visible, and no credential ever crosses into a plugin: a builder names
 //! secrets by id and the host resolves them inside its own engine calls.
 //!
-//! ```ignore
+//! ```no_run
 //! use kiln_sdk::builder::{Builder, BuildRequest, BuildOutput, PluginError};
 //!
 //! struct Echo;
@@ -228,8 +228,10 @@ macro_rules! export_builder {
                 }
                 fn build(
                     request: $crate::builder::BuildRequest,
-                ) -> ::core::result::Result<$crate::builder::BuildOutput, $crate::builder::PluginError>
-                {
+                ) -> ::core::result::Result<
+                    $crate::builder::BuildOutput,
+                    $crate::builder::PluginError,
+                > {
                     <$plugin as $crate::builder::Builder>::build(request)
                 }
             }
@@ -283,7 +285,8 @@ macro_rules! export_credential_store {
                 fn get(
                     org: String,
                     key: String,
-                ) -> ::core::result::Result<Option<Vec<u8>>, $crate::credentials::PluginError> {
+                ) -> ::core::result::Result<Option<Vec<u8>>, $crate::credentials::PluginError>
+                {
                     <$plugin as $crate::credentials::CredentialStore>::get(org, key)
                 }
                 fn put(

@@ -43,8 +43,9 @@ pub async fn create(
             )
         })?
         .to_bytes();
-    let request: CreateBuildRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a valid CreateBuild: {e}")))?;
+    let request: CreateBuildRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("the request body is not a valid CreateBuild: {e}"))
+    })?;
     let (record, zip) = validate_create(state, caller, request)?;
 
     let staging = crate::scheduler::staging_dir(&state.config.data_dir, &record.build_id);
@@ -138,7 +139,9 @@ fn validate_create(
     validate::check_context_path("dockerfile", &dockerfile).map_err(bad)?;
     let tags = request.tags.unwrap_or_else(|| vec!["latest".into()]);
     if tags.is_empty() {
-        return Err(bad("`tags` is empty: give at least one tag, or leave it out for [\"latest\"]".into()));
+        return Err(bad(
+            "`tags` is empty: give at least one tag, or leave it out for [\"latest\"]".into(),
+        ));
     }
     for tag in &tags {
         validate::check_tag(tag).map_err(bad)?;
@@ -171,7 +174,12 @@ fn validate_create(
 
     let image_refs = tags
         .iter()
-        .map(|tag| format!("{}/{}/{}:{}", state.config.registry, caller.org, request.name, tag))
+        .map(|tag| {
+            format!(
+                "{}/{}/{}:{}",
+                state.config.registry, caller.org, request.name, tag
+            )
+        })
         .collect();
     let record = BuildRecord {
         build_id: uuid::Uuid::new_v4().to_string(),
@@ -242,9 +250,11 @@ pub fn list(
         })?),
     };
     let name = params.get("name");
-    let builds = state.store.list_builds(&caller.org, before, page_size, |r| {
-        status.is_none_or(|s| r.status == s) && name.is_none_or(|n| &r.name == n)
-    })?;
+    let builds = state
+        .store
+        .list_builds(&caller.org, before, page_size, |r| {
+            status.is_none_or(|s| r.status == s) && name.is_none_or(|n| &r.name == n)
+        })?;
     let next = if builds.len() == page_size {
         builds.last().map(|r| r.seq.to_string())
     } else {
@@ -256,7 +266,11 @@ pub fn list(
     ))
 }
 
-pub fn cancel(state: &ApiState, caller: &Caller, build_id: &str) -> Result<Response<Body>, ApiError> {
+pub fn cancel(
+    state: &ApiState,
+    caller: &Caller,
+    build_id: &str,
+) -> Result<Response<Body>, ApiError> {
     let record = state
         .store
         .build_for_org(&caller.org, build_id)?
@@ -308,5 +322,8 @@ pub fn plugins(state: &ApiState) -> Result<Response<Body>, ApiError> {
             })
         })
         .collect();
-    Ok(json_response(StatusCode::OK, &json!({ "plugins": plugins })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "plugins": plugins }),
+    ))
 }

@@ -67,9 +67,9 @@ pub fn stream(
                 .map(str::to_string)
         })
         .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad_request("`afterSeq` / Last-Event-ID must be a line number"))
+            v.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request("`afterSeq` / Last-Event-ID must be a line number")
+            })
         })
         .transpose()?;
     let after = match (resume, from_start) {
@@ -174,7 +174,11 @@ async fn follow_log(
                 // The record is final only after the last line is stored.
                 drain(&store, &build_id, after, format, &tx).await?;
                 if let Format::Sse = format {
-                    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"event: end\ndata: {}\n\n")))).await;
+                    let _ = tx
+                        .send(Ok(Frame::data(Bytes::from_static(
+                            b"event: end\ndata: {}\n\n",
+                        ))))
+                        .await;
                 }
                 return Ok(());
             }

@@ -45,10 +45,16 @@ pub async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Respons
     response
 }
 
-async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: Arc<ApiState>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
     if path == "/healthz" {
-        return Ok(super::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})));
+        return Ok(super::json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        ));
     }
     let Some(rest) = path.strip_prefix("/v1/") else {
         return Err(ApiError::not_found(&format!("route {path}")));
@@ -65,9 +71,12 @@ async fn route(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Respo
         }
         (Method::GET, ["builds", id, "logs"]) => logs::stream(&state, &caller, id, &request),
         (Method::GET, ["plugins"]) => builds::plugins(&state),
-        (_, ["builds"]) | (_, ["builds", _]) | (_, ["builds", _, "logs"]) | (_, ["plugins"]) => Err(
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{} does not accept this method", path)),
-        ),
+        (_, ["builds"]) | (_, ["builds", _]) | (_, ["builds", _, "logs"]) | (_, ["plugins"]) => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} does not accept this method", path),
+            ))
+        }
         _ => Err(ApiError::not_found(&format!("route {path}"))),
     }
 }

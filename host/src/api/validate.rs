@@ -130,9 +130,11 @@ pub fn check_build_arg(name: &str) -> Result<(), String> {
 pub fn check_platform(platform: &str) -> Result<(), String> {
     let parts: Vec<&str> = platform.split('/').collect();
     let ok = (2..=3).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        });
     if !ok {
         return Err(format!(
             "`platform` {platform:?} is not valid: use os/arch[/variant], e.g. \"linux/amd64\" or \"linux/arm64/v8\""

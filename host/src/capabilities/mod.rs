@@ -109,11 +109,11 @@ impl log::Host for PluginState {
 }
 
 /// Engine output goes into the build log as `build` lines.
-struct BuildLogSink<'a>(Option<&'a BuildLog>);
+struct BuildLogSink(Option<BuildLog>);
 
-impl LineSink for BuildLogSink<'_> {
+impl LineSink for BuildLogSink {
     fn line(&self, line: &str) {
-        if let Some(log) = self.0 {
+        if let Some(log) = &self.0 {
             log.write("build", line);
         }
     }
@@ -144,7 +144,9 @@ impl engine::Host for PluginState {
         request: engine::BuildkitRequest,
     ) -> wasmtime::Result<Result<engine::ImageResult, types::EngineFailure>> {
         if !self.caps.granted.engine.contains("buildkit-build") {
-            return Ok(Err(self.caps.denied("the engine permission `buildkit-build`")));
+            return Ok(Err(self
+                .caps
+                .denied("the engine permission `buildkit-build`")));
         }
         let Some(scope) = self.caps.engine.as_ref() else {
             return Ok(Err(self.caps.denied("the engine outside a build")));
@@ -176,10 +178,10 @@ impl engine::Host for PluginState {
             no_cache: request.no_cache,
         };
         let started = Instant::now();
-        let sink = BuildLogSink(self.caps.log.as_ref());
+        let sink = Arc::new(BuildLogSink(self.caps.log.clone()));
         let result = scope
             .engine
-            .buildkit_build(&scope.context_dir, &params, &sink)
+            .buildkit_build(&scope.context_dir, &params, sink)
             .await;
         // Time spent in the engine is not the plugin's own running time.
         self.extend_deadline(started.elapsed());

@@ -32,7 +32,7 @@ pub fn classify_build_error(error: &str, step_error: &str, step_output: String) 
     };
     let mut message = error.trim().to_string();
     if !step_output.is_empty() {
-        message.push_str("\n");
+        message.push('\n');
         message.push_str(&step_output);
     }
     BuildFailure {
@@ -63,7 +63,10 @@ pub fn classify_push_error(reference: &str, error: &str) -> BuildFailure {
 /// `... exit code: 3` → 3.
 fn parse_exit_code(text: &str) -> Option<i32> {
     let at = text.rfind("exit code: ")? + "exit code: ".len();
-    let digits: String = text[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 

@@ -10,6 +10,8 @@ pub use classify::classify_build_error;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use bollard::models::BuildInfoAux;
@@ -18,6 +20,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::FailureReason;
 
@@ -130,7 +134,62 @@ impl DockerEngine {
     /// Build `context_dir` with BuildKit, tag every reference, push them and
     /// measure the image. Dropping the returned future stops the build in
     /// the daemon.
+    ///
+    /// The build runs on a runtime of its own, with a client of its own, on
+    /// a dedicated thread: bollard 0.21 serves the BuildKit session on a task
+    /// it spawns and never stops, which would leak one connection (in this
+    /// process and in the daemon) per build. Dropping the build's runtime
+    /// when the build ends is what closes its session.
     pub async fn buildkit_build(
+        &self,
+        context_dir: &Path,
+        params: &BuildkitParams,
+        sink: Arc<dyn LineSink>,
+    ) -> Result<BuiltImage, BuildFailure> {
+        let cancel = CancellationToken::new();
+        // Dropping this future (timeout, cancel) cancels the build's runtime.
+        let _stop_on_drop = cancel.clone().drop_guard();
+        let (done_tx, done_rx) = oneshot::channel();
+        let host = self.host.clone();
+        let context_dir = context_dir.to_path_buf();
+        let params = params.clone();
+        std::thread::Builder::new()
+            .name("kiln-build".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = done_tx.send(Err(BuildFailure::engine(format!(
+                            "cannot start the build's runtime: {e}"
+                        ))));
+                        return;
+                    }
+                };
+                let result = runtime.block_on(async {
+                    let engine = DockerEngine::connect(&host)
+                        .map_err(|e| BuildFailure::engine(e.to_string()))?;
+                    tokio::select! {
+                        result = engine.buildkit_build_here(&context_dir, &params, &*sink) => result,
+                        _ = cancel.cancelled() => Err(BuildFailure::engine("the build was stopped")),
+                    }
+                });
+                // Ends the session task and closes its connection.
+                runtime.shutdown_timeout(Duration::from_secs(5));
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| BuildFailure::engine(format!("cannot start a build thread: {e}")))?;
+        done_rx.await.unwrap_or_else(|_| {
+            Err(BuildFailure::engine(
+                "the build thread ended without an answer",
+            ))
+        })
+    }
+
+    /// The build itself, on the current runtime.
+    async fn buildkit_build_here(
         &self,
         context_dir: &Path,
         params: &BuildkitParams,
@@ -191,7 +250,11 @@ impl DockerEngine {
         if let Some(error) = stream_error {
             let detail = renderer.first_error().unwrap_or_default();
             sink.line(&format!("ERROR: {error}"));
-            return Err(classify_build_error(&error, &detail, renderer.failed_step_output()));
+            return Err(classify_build_error(
+                &error,
+                &detail,
+                renderer.failed_step_output(),
+            ));
         }
         if image_id.is_none() {
             return Err(BuildFailure::engine(

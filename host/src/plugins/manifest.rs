@@ -104,7 +104,9 @@ pub enum ManifestError {
     Parse(#[from] toml::de::Error),
     #[error("plugin id `{0}` is not valid: use lowercase letters, digits and `-`")]
     BadId(String),
-    #[error("plugin {id}: schema_version {found} is not supported (this host reads {SCHEMA_VERSION})")]
+    #[error(
+        "plugin {id}: schema_version {found} is not supported (this host reads {SCHEMA_VERSION})"
+    )]
     Schema { id: String, found: u32 },
     #[error("plugin {id}: built against kiln:plugin@{api}, this host supports {supported}")]
     Api {

@@ -48,7 +48,8 @@ pub struct EmbeddedPlugin {
 pub mod embedded {
     use super::EmbeddedPlugin;
     /// Every first-party plugin, in load order.
-    pub static PLUGINS: &[EmbeddedPlugin] = include!(concat!(env!("OUT_DIR"), "/embedded_plugins.rs"));
+    pub static PLUGINS: &[EmbeddedPlugin] =
+        include!(concat!(env!("OUT_DIR"), "/embedded_plugins.rs"));
 }
 
 /// Why a plugin could not be loaded or called.
@@ -262,7 +263,10 @@ impl PluginRuntime {
                 .ok_or_else(|| load_err("the manifest names no `component` file".into()))?;
             let component_path = plugin_dir.join(&component_rel);
             let bytes = std::fs::read(&component_path).map_err(|e| {
-                load_err(format!("cannot read component {}: {e}", component_path.display()))
+                load_err(format!(
+                    "cannot read component {}: {e}",
+                    component_path.display()
+                ))
             })?;
             self.add(
                 manifest,
@@ -329,8 +333,9 @@ impl PluginRuntime {
                     .map_err(|e| invalid(format!("does not match the builder world: {e}")))?,
             ),
             World::ContextSource => Pre::Source(
-                bindings::source::ContextSourcePre::new(instance_pre)
-                    .map_err(|e| invalid(format!("does not match the context-source world: {e}")))?,
+                bindings::source::ContextSourcePre::new(instance_pre).map_err(|e| {
+                    invalid(format!("does not match the context-source world: {e}"))
+                })?,
             ),
         };
         let granted = Arc::new(manifest.permissions.intersect(&granted));
@@ -446,7 +451,9 @@ impl PluginRuntime {
                 limit_secs: plugin.manifest.limits.time_secs,
             };
         }
-        let captured = String::from_utf8_lossy(&stdio.contents()).trim().to_string();
+        let captured = String::from_utf8_lossy(&stdio.contents())
+            .trim()
+            .to_string();
         let mut message = error.to_string();
         if let Some(trap) = error.downcast_ref::<Trap>() {
             message = format!("{trap}");
@@ -459,7 +466,11 @@ impl PluginRuntime {
         PluginError::Trapped { id, message }
     }
 
-    fn forward_stdio(caps_log: Option<&crate::store::BuildLog>, id: &str, stdio: &MemoryOutputPipe) {
+    fn forward_stdio(
+        caps_log: Option<&crate::store::BuildLog>,
+        id: &str,
+        stdio: &MemoryOutputPipe,
+    ) {
         let Some(log) = caps_log else { return };
         let captured = stdio.contents();
         for line in String::from_utf8_lossy(&captured).lines() {
@@ -475,7 +486,10 @@ impl PluginRuntime {
         preopens: &Preopens,
         spec: &bindings::source::exports::kiln::plugin::source::SourceSpec,
     ) -> Result<
-        Result<bindings::source::exports::kiln::plugin::source::ContextInfo, bindings::types::PluginError>,
+        Result<
+            bindings::source::exports::kiln::plugin::source::ContextInfo,
+            bindings::types::PluginError,
+        >,
         PluginError,
     > {
         let Pre::Source(pre) = &plugin.pre else {
@@ -507,7 +521,10 @@ impl PluginRuntime {
         preopens: &Preopens,
         request: &bindings::builder::exports::kiln::plugin::build::BuildRequest,
     ) -> Result<
-        Result<bindings::builder::exports::kiln::plugin::build::BuildOutput, bindings::types::PluginError>,
+        Result<
+            bindings::builder::exports::kiln::plugin::build::BuildOutput,
+            bindings::types::PluginError,
+        >,
         PluginError,
     > {
         let Pre::Builder(pre) = &plugin.pre else {

@@ -143,7 +143,11 @@ impl Pipeline<'_> {
             )
         })?;
         std::fs::create_dir_all(&self.paths.context).map_err(|e| {
-            failure(FailureReason::Internal, format!("cannot create the workspace: {e}"), None)
+            failure(
+                FailureReason::Internal,
+                format!("cannot create the workspace: {e}"),
+                None,
+            )
         })?;
         self.log.system(&format!(
             "context: {kind} (plugin {} {})",
@@ -185,7 +189,10 @@ impl Pipeline<'_> {
             let path = join_inside(&self.paths.context, &entry.path).ok_or_else(|| {
                 failure(
                     FailureReason::ContextInvalid,
-                    format!("the context source named a path outside the context: {}", entry.path),
+                    format!(
+                        "the context source named a path outside the context: {}",
+                        entry.path
+                    ),
                     None,
                 )
             })?;
@@ -193,7 +200,11 @@ impl Pipeline<'_> {
                 Ok(meta) if meta.is_file() => {
                     let perms = std::fs::Permissions::from_mode(entry.mode & 0o777);
                     std::fs::set_permissions(&path, perms).map_err(|e| {
-                        failure(FailureReason::Internal, format!("cannot set the mode of {}: {e}", entry.path), None)
+                        failure(
+                            FailureReason::Internal,
+                            format!("cannot set the mode of {}: {e}", entry.path),
+                            None,
+                        )
                     })?;
                 }
                 _ => {} // not a regular file any more: nothing to do
@@ -211,7 +222,8 @@ impl Pipeline<'_> {
                 None,
             )
         };
-        let path = join_inside(&self.paths.context, name).ok_or_else(|| not_found(String::new()))?;
+        let path =
+            join_inside(&self.paths.context, name).ok_or_else(|| not_found(String::new()))?;
         let inside = path
             .canonicalize()
             .ok()
@@ -223,12 +235,15 @@ impl Pipeline<'_> {
         }
         // A near miss in case only: say so, since names are case-sensitive.
         let wanted = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
-        let near = path.parent().and_then(|dir| std::fs::read_dir(dir).ok()).and_then(|entries| {
-            entries.filter_map(|e| e.ok()).find_map(|e| {
-                let candidate = e.file_name().to_string_lossy().into_owned();
-                (Some(candidate.to_lowercase()) == wanted).then_some(candidate)
-            })
-        });
+        let near = path
+            .parent()
+            .and_then(|dir| std::fs::read_dir(dir).ok())
+            .and_then(|entries| {
+                entries.filter_map(|e| e.ok()).find_map(|e| {
+                    let candidate = e.file_name().to_string_lossy().into_owned();
+                    (Some(candidate.to_lowercase()) == wanted).then_some(candidate)
+                })
+            });
         Err(not_found(match near {
             Some(found) => format!(" (there is `{found}`: names are case-sensitive)"),
             None => " (names are case-sensitive)".into(),

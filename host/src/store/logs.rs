@@ -104,7 +104,11 @@ impl BuildLog {
             stream: stream.to_string(),
             line: text,
         };
-        if let Err(e) = self.inner.store.append_log(&self.inner.build_id, entry.seq, &entry) {
+        if let Err(e) = self
+            .inner
+            .store
+            .append_log(&self.inner.build_id, entry.seq, &entry)
+        {
             tracing::error!(build_id = %self.inner.build_id, "cannot store a log line: {e}");
             return;
         }

@@ -135,7 +135,9 @@ impl Store {
 
     /// Remember a token (only its hash is stored) as belonging to `org`.
     pub fn add_token(&self, org: &str, token: &str) -> Result<()> {
-        self.inner.tokens.insert(token_hash(token), org.as_bytes())?;
+        self.inner
+            .tokens
+            .insert(token_hash(token), org.as_bytes())?;
         Ok(())
     }
 
@@ -164,7 +166,8 @@ impl Store {
             .map(|v| read_u64(&v))
             .unwrap_or(1);
         record.number = number;
-        let seq = self.inner.db.generate_id()?;
+        // 1-based, so a sequence of 0 can mean "before everything".
+        let seq = self.inner.db.generate_id()? + 1;
         record.seq = seq;
         self.inner
             .builds
@@ -261,7 +264,10 @@ impl Store {
         mut keep: impl FnMut(&BuildRecord) -> bool,
     ) -> Result<Vec<BuildRecord>> {
         let start = join_key(&[org.as_bytes(), &0u64.to_be_bytes()]);
-        let end = join_key(&[org.as_bytes(), &before_seq.unwrap_or(u64::MAX).to_be_bytes()]);
+        let end = join_key(&[
+            org.as_bytes(),
+            &before_seq.unwrap_or(u64::MAX).to_be_bytes(),
+        ]);
         let mut out = Vec::new();
         for entry in self.inner.builds_by_org.range(start..end).rev() {
             let (_, id) = entry?;

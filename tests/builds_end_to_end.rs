@@ -1,0 +1,300 @@
+//! Builds through the HTTP API against the real Docker Engine and registry.
+
+use std::time::Duration;
+
+use kiln_tests::*;
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[tokio::test]
+async fn hello_example_is_built_pushed_and_runs() {
+    let t = TestServer::start().await;
+    let name = unique_name("hello");
+    let build_id = t.create_build(&hello_request(&name)).await;
+    let record = t.wait_finished(&build_id, LIMIT).await;
+    assert_eq!(
+        record["status"],
+        "BUILD_STATUS_SUCCEEDED",
+        "{record:#}\n{}",
+        t.log_text(&build_id).await
+    );
+    assert_eq!(record["number"], 1);
+
+    let expected_ref = format!("{REGISTRY}/default/{name}:latest");
+    assert_eq!(record["imageRefs"], json!([expected_ref]));
+    let digest = record["digest"].as_str().unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+
+    // The registry has the manifest, under the digest the record reports.
+    let (status, registry_digest) = registry_manifest(&format!("default/{name}"), "latest").await;
+    assert_eq!(status, 200);
+    assert_eq!(registry_digest.as_deref(), Some(digest));
+
+    // The metrics are the engine's own numbers.
+    let inspect = docker().inspect_image(&expected_ref).await.unwrap();
+    let metrics = &record["metrics"];
+    assert_eq!(metrics["imageSizeBytes"].as_i64(), inspect.size);
+    assert_eq!(
+        metrics["layerCount"].as_u64().unwrap() as usize,
+        inspect.root_fs.unwrap().layers.unwrap().len()
+    );
+    let duration = metrics["durationMs"].as_u64().unwrap();
+    let created = chrono_ms(&record["createTime"]);
+    let finished = chrono_ms(&record["finishTime"]);
+    assert!(
+        duration > 0 && duration <= (finished - created) as u64,
+        "{duration} vs {created}..{finished}"
+    );
+    assert_eq!(
+        metrics["totalSteps"], 4,
+        "FROM, WORKDIR, COPY, RUN: {metrics}"
+    );
+
+    // What the pushed image prints.
+    assert_eq!(run_image(&expected_ref).await.trim(), "Hello from Kiln!");
+
+    // The log tells the story in BuildKit's plain style.
+    let log = t.log_text(&build_id).await;
+    assert!(log.contains("[4/4] RUN chmod 0755 /app/hello.sh"), "{log}");
+    assert!(
+        log.contains(&format!("pushed {expected_ref} {digest}")),
+        "{log}"
+    );
+}
+
+fn chrono_ms(value: &serde_json::Value) -> i64 {
+    let text = value.as_str().unwrap();
+    // RFC 3339 → milliseconds, without pulling in a date crate here.
+    let parsed = std::process::Command::new("date")
+        .args(["-d", text, "+%s%3N"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&parsed.stdout)
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_build_arg_changes_what_the_image_prints() {
+    let t = TestServer::start().await;
+    let name = unique_name("hello-arg");
+    let mut request = hello_request(&name);
+    request["buildArgs"] = json!({ "GREETING": "Howdy from a build arg" });
+    request["tags"] = json!(["v1", "stable"]);
+    let build_id = t.create_build(&request).await;
+    let record = t.wait_finished(&build_id, LIMIT).await;
+    assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
+    let refs: Vec<String> = serde_json::from_value(record["imageRefs"].clone()).unwrap();
+    assert_eq!(
+        refs,
+        vec![
+            format!("{REGISTRY}/default/{name}:v1"),
+            format!("{REGISTRY}/default/{name}:stable")
+        ]
+    );
+    for tag in ["v1", "stable"] {
+        let (status, digest) = registry_manifest(&format!("default/{name}"), tag).await;
+        assert_eq!(status, 200, "tag {tag}");
+        assert_eq!(digest.as_deref(), record["digest"].as_str(), "tag {tag}");
+    }
+    assert_eq!(run_image(&refs[0]).await.trim(), "Howdy from a build arg!");
+}
+
+#[tokio::test]
+async fn a_failing_run_step_fails_the_build_with_its_output() {
+    let t = TestServer::start().await;
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nRUN echo preparing-the-step && echo about-to-fail-now && exit 3\n"
+    );
+    let build_id = t
+        .create_build(&dockerfile_request(&unique_name("fails"), &dockerfile))
+        .await;
+    let record = t.wait_finished(&build_id, LIMIT).await;
+    assert_eq!(record["status"], "BUILD_STATUS_FAILED", "{record:#}");
+    let failure = &record["failure"];
+    assert_eq!(failure["reason"], "RUN_FAILED", "{failure:#}");
+    assert_eq!(failure["exitCode"], 3, "{failure:#}");
+    let message = failure["message"].as_str().unwrap();
+    assert!(
+        message.contains("exit 3"),
+        "the failing step is named: {message}"
+    );
+    assert!(
+        message.contains("about-to-fail-now"),
+        "its output is included: {message}"
+    );
+    assert!(
+        failure["hint"].as_str().unwrap().contains("code 3"),
+        "{failure:#}"
+    );
+    let log = t.log_text(&build_id).await;
+    assert!(log.contains("about-to-fail-now"), "{log}");
+    assert!(log.contains("ERROR"), "{log}");
+    assert!(record["imageRefs"].as_array().unwrap().len() == 1);
+    assert!(
+        record.get("digest").is_none(),
+        "a failed build has no digest: {record:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_zip_entry_escaping_the_context_fails_and_writes_nothing_outside() {
+    let t = TestServer::start().await;
+    let data_dir = t.data_dir.path().to_path_buf();
+    let outside_abs = std::env::temp_dir().join(unique_name("kiln-escape-abs"));
+    let cases = [
+        // Relative: from workspaces/<id>/context up to the data dir.
+        (
+            "../../../escaped-relative.txt".to_string(),
+            data_dir.join("escaped-relative.txt"),
+        ),
+        (
+            "../evil".to_string(),
+            data_dir.join("workspaces").join("evil"),
+        ),
+        (
+            outside_abs.to_string_lossy().into_owned(),
+            outside_abs.clone(),
+        ),
+    ];
+    for (entry, would_land) in cases {
+        let zip = zip_entries(&[
+            ("Dockerfile", b"FROM scratch\n", 0o644),
+            (entry.as_str(), b"escaped", 0o644),
+        ]);
+        let build_id = t
+            .create_build(&json!({ "name": unique_name("escape"), "zippedCode": base64(&zip) }))
+            .await;
+        let record = t.wait_finished(&build_id, LIMIT).await;
+        assert_eq!(
+            record["status"], "BUILD_STATUS_FAILED",
+            "{entry}: {record:#}"
+        );
+        assert_eq!(
+            record["failure"]["reason"], "CONTEXT_INVALID",
+            "{entry}: {record:#}"
+        );
+        let message = record["failure"]["message"].as_str().unwrap();
+        assert!(message.contains(&entry), "the entry is named: {message}");
+        assert!(message.contains("outside the build context"), "{message}");
+        assert!(
+            !would_land.exists(),
+            "{entry} was written to {}",
+            would_land.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_log_replays_whole_and_a_follower_gets_every_line_in_order() {
+    let t = TestServer::start().await;
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 20); do echo tick-$i; sleep 0.05; done\n"
+    );
+    let mut request = dockerfile_request(&unique_name("ticks"), &dockerfile);
+    request["noCache"] = json!(true);
+    let build_id = t.create_build(&request).await;
+
+    // Attach while the build is pending or running, and read to the end.
+    let follow = t
+        .get(&format!(
+            "/v1/builds/{build_id}/logs?fromStart=true&follow=true"
+        ))
+        .await;
+    assert_eq!(follow.status, 200);
+    assert_eq!(follow.headers["content-type"], "application/x-ndjson");
+    let followed = parse_ndjson(&follow.body);
+    // The stream ended on its own: the build must be over by now.
+    let record = t.build(&build_id).await;
+    assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
+
+    let replayed = t.log(&build_id).await;
+    assert!(!replayed.is_empty());
+    let seqs: Vec<u64> = replayed
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free, in order"
+    );
+    assert_eq!(
+        followed, replayed,
+        "the follower saw exactly the stored log"
+    );
+
+    let ticks: Vec<String> = replayed
+        .iter()
+        .filter_map(|l| l["line"].as_str())
+        .filter_map(|l| {
+            l.split_whitespace()
+                .last()
+                .filter(|w| w.starts_with("tick-"))
+        })
+        .map(str::to_string)
+        .collect();
+    let expected: Vec<String> = (1..=20).map(|i| format!("tick-{i}")).collect();
+    assert_eq!(ticks, expected);
+
+    // Resuming after a line gives exactly the rest.
+    let middle = seqs[seqs.len() / 2];
+    let rest = t
+        .get(&format!("/v1/builds/{build_id}/logs?afterSeq={middle}"))
+        .await;
+    let rest = parse_ndjson(&rest.body);
+    assert_eq!(rest, replayed[middle as usize..].to_vec());
+}
+
+#[tokio::test]
+async fn server_sent_events_carry_ids_for_resuming() {
+    let t = TestServer::start().await;
+    let build_id = t.create_build(&hello_request(&unique_name("sse"))).await;
+    t.wait_finished(&build_id, LIMIT).await;
+    let answer = {
+        use hyper::Method;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let request = hyper::Request::builder()
+            .method(Method::GET)
+            .uri(t.url(&format!(
+                "/v1/builds/{build_id}/logs?fromStart=true&follow=true"
+            )))
+            .header("authorization", format!("Bearer {}", t.token))
+            .header("accept", "text/event-stream")
+            .header("last-event-id", "2")
+            .body(Default::default())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        use http_body_util::BodyExt;
+        String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
+    };
+    let ids: Vec<u64> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let stored = t.log(&build_id).await.len() as u64;
+    assert_eq!(
+        ids,
+        (3..=stored).collect::<Vec<_>>(),
+        "resumes after Last-Event-ID 2"
+    );
+    assert!(answer.ends_with("event: end\ndata: {}\n\n"), "{answer}");
+}

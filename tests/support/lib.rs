@@ -1,0 +1,363 @@
+//! The harness the end-to-end tests share: a real Kiln server per test (in
+//! this process, on a free loopback port, with its own data directory), an
+//! HTTP client, zip helpers, and checks against the real registry and
+//! Docker Engine that `scripts/setup.sh` starts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+pub use kiln_host;
+
+/// The registry `scripts/setup.sh` runs.
+pub const REGISTRY: &str = "127.0.0.1:5000";
+
+/// The directory of hostile fixture plugins built by `build.rs`.
+pub fn fixture_plugin_dir() -> PathBuf {
+    PathBuf::from(env!("KILN_FIXTURE_PLUGIN_DIR"))
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A unique image name for one test, so parallel tests never share images.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// A running server and a client holding the `default` organization's token.
+pub struct TestServer {
+    pub server: kiln_host::Server,
+    pub data_dir: tempfile::TempDir,
+    pub token: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// An HTTP answer.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The error message of an error answer.
+    pub fn error_message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no error message in {}",
+                    String::from_utf8_lossy(&self.body)
+                )
+            })
+            .to_string()
+    }
+}
+
+impl TestServer {
+    /// A server with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `adjust` may change first.
+    pub async fn start_with(adjust: impl FnOnce(&mut kiln_host::config::ServerConfig)) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = kiln_host::config::ServerConfig::new(data_dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.registry = REGISTRY.into();
+        adjust(&mut config);
+        let server = kiln_host::Server::start(config)
+            .await
+            .expect("the server starts (did scripts/setup.sh run?)");
+        let token = server.admin_token().unwrap();
+        TestServer {
+            server,
+            data_dir,
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.server.addr(), path)
+    }
+
+    /// A request with an explicit token (or none).
+    pub async fn request_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Answer {
+        let mut builder = Request::builder().method(method).uri(self.url(path));
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("the server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.request_as(Some(&self.token.clone()), Method::GET, path, None)
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
+        self.request_as(
+            Some(&self.token.clone()),
+            Method::POST,
+            path,
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    /// Ask for a build; panics unless it is accepted. Returns the build id.
+    pub async fn create_build(&self, body: &Value) -> String {
+        let answer = self.post_json("/v1/builds", body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::ACCEPTED,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let json = answer.json();
+        assert_eq!(json["status"], "BUILD_STATUS_PENDING");
+        json["buildId"].as_str().unwrap().to_string()
+    }
+
+    pub async fn build(&self, build_id: &str) -> Value {
+        let answer = self.get(&format!("/v1/builds/{build_id}")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        answer.json()
+    }
+
+    /// Poll until the build has finished; panics after `limit`.
+    pub async fn wait_finished(&self, build_id: &str, limit: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let record = self.build(build_id).await;
+            let status = record["status"].as_str().unwrap().to_string();
+            if matches!(
+                status.as_str(),
+                "BUILD_STATUS_SUCCEEDED" | "BUILD_STATUS_FAILED" | "BUILD_STATUS_CANCELLED"
+            ) {
+                return record;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "build {build_id} still {status} after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The whole stored log of a build, as NDJSON records.
+    pub async fn log(&self, build_id: &str) -> Vec<Value> {
+        let answer = self
+            .get(&format!("/v1/builds/{build_id}/logs?fromStart=true"))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        parse_ndjson(&answer.body)
+    }
+
+    /// The log's text, one line per record.
+    pub async fn log_text(&self, build_id: &str) -> String {
+        self.log(build_id)
+            .await
+            .iter()
+            .map(|l| l["line"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+pub fn parse_ndjson(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad NDJSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// A zip of the given (path, contents, unix mode) entries.
+pub fn zip_entries(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    {
+        let mut writer = zip::ZipWriter::new(&mut cursor);
+        for (name, contents, mode) in entries {
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .unix_permissions(*mode);
+            writer.start_file(*name, options).unwrap();
+            writer.write_all(contents).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+    cursor.into_inner()
+}
+
+/// A zip of every file under `dir`, keeping executable bits.
+pub fn zip_dir(dir: &Path) -> Vec<u8> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                files.push((name, std::fs::read(&path).unwrap(), mode));
+            }
+        }
+    }
+    let borrowed: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(n, c, m)| (n.as_str(), c.as_slice(), *m))
+        .collect();
+    zip_entries(&borrowed)
+}
+
+pub fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A CreateBuild body for `examples/hello`.
+pub fn hello_request(name: &str) -> Value {
+    let zip = zip_dir(&workspace().join("examples/hello"));
+    json!({ "name": name, "zippedCode": base64(&zip) })
+}
+
+/// A CreateBuild body for a context holding just this Dockerfile.
+pub fn dockerfile_request(name: &str, dockerfile: &str) -> Value {
+    let zip = zip_entries(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
+    json!({ "name": name, "zippedCode": base64(&zip) })
+}
+
+/// The registry's answer for a manifest: (HTTP status, Docker-Content-Digest).
+pub async fn registry_manifest(repository: &str, reference: &str) -> (StatusCode, Option<String>) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::builder()
+        .method(Method::HEAD)
+        .uri(format!("http://{REGISTRY}/v2/{repository}/manifests/{reference}"))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.expect("the registry answers");
+    let digest = response
+        .headers()
+        .get("docker-content-digest")
+        .map(|v| v.to_str().unwrap().to_string());
+    (response.status(), digest)
+}
+
+/// The Docker Engine the tests share.
+pub fn docker() -> bollard::Docker {
+    bollard::Docker::connect_with_local_defaults().expect("a Docker Engine socket")
+}
+
+/// Run `image` to completion and return what it printed on stdout.
+pub async fn run_image(image: &str) -> String {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::{
+        CreateContainerOptions, LogsOptions, RemoveContainerOptions, WaitContainerOptions,
+    };
+    use futures_util::StreamExt;
+    let docker = docker();
+    let name = unique_name("kiln-test-run");
+    docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: Some(name.clone()),
+                platform: String::new(),
+            }),
+            ContainerCreateBody {
+                image: Some(image.to_string()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create a container");
+    docker
+        .start_container(
+            &name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .expect("start it");
+    let mut wait = docker.wait_container(&name, None::<WaitContainerOptions>);
+    while wait.next().await.is_some() {}
+    let mut out = String::new();
+    let mut logs = docker.logs(
+        &name,
+        Some(LogsOptions {
+            stdout: true,
+            ..Default::default()
+        }),
+    );
+    while let Some(Ok(chunk)) = logs.next().await {
+        out.push_str(&chunk.to_string());
+    }
+    docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .ok();
+    out
+}
