@@ -9,10 +9,10 @@ use chrono::Utc;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::orgs::issue_token;
 use crate::api::{routes, ApiState};
 use crate::config::ServerConfig;
 use crate::engine::DockerEngine;
@@ -53,12 +53,6 @@ pub struct Server {
     store: Store,
 }
 
-fn new_token() -> String {
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("kiln_{}", hex::encode(bytes))
-}
-
 /// Write a file only its owner can read.
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -89,8 +83,7 @@ impl Server {
             create_time: Utc::now(),
         };
         if store.create_org(&org)? {
-            let token = new_token();
-            store.add_token(DEFAULT_ORG, &token)?;
+            let (token, _) = issue_token(&store, DEFAULT_ORG, true)?;
             write_private(&admin_token_path, &token).map_err(data_err)?;
             store.flush().await?;
             tracing::info!(path = %admin_token_path.display(), "created organization `default`; its token is in the file");
@@ -104,7 +97,7 @@ impl Server {
         if let Err(e) = engine.ping().await {
             tracing::warn!("{e}; builds will fail until it answers");
         }
-        let hub = LogHub::default();
+        let hub = LogHub::new(store.clone());
         let scheduler = Scheduler::start(
             store.clone(),
             hub.clone(),
@@ -171,9 +164,7 @@ impl Server {
             name: name.into(),
             create_time: Utc::now(),
         })?;
-        let token = new_token();
-        self.store.add_token(name, &token)?;
-        Ok(token)
+        Ok(issue_token(&self.store, name, false)?.0)
     }
 
     /// Stop accepting connections and builds.

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::routes::Caller;
 use super::validate::{self, CreateBuildRequest, MAX_INLINE_ZIP_BYTES};
 use super::{json_response, ApiError, ApiState, Body};
-use crate::store::{BuildRecord, BuildSpec, BuildStatus, SourceSummary};
+use crate::store::{BuildRecord, BuildSpec, BuildStatus, ListFilter, SourceSummary};
 
 /// Largest CreateBuild body: a 4 MiB zip is ~5.6 MB of base64, plus fields.
 const MAX_BODY_BYTES: usize = 8 << 20;
@@ -249,12 +249,12 @@ pub fn list(
             ))
         })?),
     };
-    let name = params.get("name");
-    let builds = state
-        .store
-        .list_builds(&caller.org, before, page_size, |r| {
-            status.is_none_or(|s| r.status == s) && name.is_none_or(|n| &r.name == n)
-        })?;
+    let filter = ListFilter {
+        status,
+        name: params.get("name").cloned(),
+        before_seq: before,
+    };
+    let builds = state.store.list_builds(&caller.org, &filter, page_size)?;
     let next = if builds.len() == page_size {
         builds.last().map(|r| r.seq.to_string())
     } else {

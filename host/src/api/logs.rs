@@ -75,7 +75,7 @@ pub fn stream(
     let after = match (resume, from_start) {
         (Some(seq), _) => seq,
         (None, true) => 0,
-        (None, false) => state.store.last_log_seq(build_id)?,
+        (None, false) => *state.hub.subscribe(build_id).borrow(),
     };
     let format = match request.headers().get(hyper::header::ACCEPT) {
         Some(accept) if accept.to_str().unwrap_or("").contains("text/event-stream") => Format::Sse,
@@ -119,16 +119,18 @@ enum FollowError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Send every stored line after `after`; returns the last sequence sent.
+/// Send every stored line after `after` up to `up_to`; returns the last
+/// sequence sent.
 async fn drain(
     store: &Store,
     build_id: &str,
     mut after: u64,
+    up_to: u64,
     format: Format,
     tx: &mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
 ) -> Result<u64, FollowError> {
     loop {
-        let lines = store.log_lines(build_id, after, BATCH)?;
+        let lines = store.log_lines(build_id, after, up_to, BATCH)?;
         let full = lines.len() == BATCH;
         if let Some(last) = lines.last() {
             after = last.seq;
@@ -149,6 +151,15 @@ async fn drain(
     }
 }
 
+/// Whether the build has finished. A finished record implies its whole log
+/// is durable: the scheduler flushes the log before it finishes the record.
+fn finished(store: &Store, build_id: &str) -> Result<bool, FollowError> {
+    Ok(store
+        .build(build_id)?
+        .map(|r| r.status.is_finished())
+        .unwrap_or(true))
+}
+
 async fn follow_log(
     store: Store,
     hub: LogHub,
@@ -158,35 +169,30 @@ async fn follow_log(
     format: Format,
     tx: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
 ) -> Result<(), FollowError> {
-    if !follow {
-        drain(&store, &build_id, after, format, &tx).await?;
-        return Ok(());
-    }
     let mut updates = hub.subscribe(&build_id);
     let result = async {
         loop {
-            after = drain(&store, &build_id, after, format, &tx).await?;
-            let finished = store
-                .build(&build_id)?
-                .map(|r| r.status.is_finished())
-                .unwrap_or(true);
-            if finished {
-                // The record is final only after the last line is stored.
-                drain(&store, &build_id, after, format, &tx).await?;
+            // Only durable lines are served while the build runs.
+            let durable = *updates.borrow_and_update();
+            if finished(&store, &build_id)? {
+                drain(&store, &build_id, after, u64::MAX, format, &tx).await?;
                 if let Format::Sse = format {
-                    let _ = tx
-                        .send(Ok(Frame::data(Bytes::from_static(
-                            b"event: end\ndata: {}\n\n",
-                        ))))
-                        .await;
+                    if follow {
+                        let end = Bytes::from_static(b"event: end\ndata: {}\n\n");
+                        let _ = tx.send(Ok(Frame::data(end))).await;
+                    }
                 }
+                return Ok(());
+            }
+            after = drain(&store, &build_id, after, durable, format, &tx).await?;
+            if !follow {
                 return Ok(());
             }
             tokio::select! {
                 changed = updates.changed() => {
                     if changed.is_err() {
-                        // The writer closed the channel: the build ended. Re-subscribe
-                        // so a later loop iteration does not spin on a closed channel.
+                        // The writer is gone: the build ended. A fresh channel
+                        // keeps this loop from spinning on a closed one.
                         updates = hub.subscribe(&build_id);
                     }
                 }

@@ -3,6 +3,7 @@
 //! * [`routes`] — dispatch by method and path, bearer auth.
 //! * [`builds`] — CreateBuild, GetBuild, ListBuilds, CancelBuild.
 //! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
+//! * [`orgs`] — organizations and their tokens (the operator's admin token only).
 //! * [`validate`] — what a well-formed request looks like.
 //!
 //! Errors are JSON, `{"error": {"code", "status", "message"}}`, and every
@@ -11,6 +12,7 @@
 
 pub mod builds;
 pub mod logs;
+pub mod orgs;
 pub mod routes;
 pub mod validate;
 

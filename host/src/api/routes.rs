@@ -5,11 +5,27 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{builds, logs, ApiError, ApiState, Body};
+use super::{builds, logs, orgs, ApiError, ApiState, Body};
 
 /// Who is calling: the organization the bearer token belongs to.
 pub struct Caller {
     pub org: String,
+    /// The operator's token: may manage organizations.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Organization management is for the operator's admin token only.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "only the operator's admin token (<data-dir>/admin-token) may manage organizations and tokens",
+            ))
+        }
+    }
 }
 
 fn authenticate(state: &ApiState, request: &Request<Incoming>) -> Result<Caller, ApiError> {
@@ -25,11 +41,14 @@ fn authenticate(state: &ApiState, request: &Request<Incoming>) -> Result<Caller,
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-    let org = state
+    let record = state
         .store
-        .org_for_token(token)?
+        .token(token)?
         .ok_or_else(|| unauthorized("the token is not valid (unknown or revoked)"))?;
-    Ok(Caller { org })
+    Ok(Caller {
+        org: record.org,
+        admin: record.admin,
+    })
 }
 
 /// Answer one request.
@@ -71,7 +90,19 @@ async fn route(
         }
         (Method::GET, ["builds", id, "logs"]) => logs::stream(&state, &caller, id, &request),
         (Method::GET, ["plugins"]) => builds::plugins(&state),
-        (_, ["builds"]) | (_, ["builds", _]) | (_, ["builds", _, "logs"]) | (_, ["plugins"]) => {
+        (Method::POST, ["orgs"]) => orgs::create(&state, &caller, request).await,
+        (Method::GET, ["orgs"]) => orgs::list(&state, &caller),
+        (Method::POST, ["orgs", org, "tokens"]) => orgs::create_token(&state, &caller, org),
+        (Method::DELETE, ["orgs", org, "tokens", token_id]) => {
+            orgs::revoke_token(&state, &caller, org, token_id)
+        }
+        (_, ["builds"])
+        | (_, ["builds", _])
+        | (_, ["builds", _, "logs"])
+        | (_, ["plugins"])
+        | (_, ["orgs"])
+        | (_, ["orgs", _, "tokens"])
+        | (_, ["orgs", _, "tokens", _]) => {
             Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{} does not accept this method", path),

@@ -1,4 +1,7 @@
-//! The `kiln` command line.
+//! The `kiln` command line: `kiln serve` runs the server; the other
+//! subcommands are clients of a running server ([`client`]).
+
+pub mod client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +23,58 @@ pub struct Cli {
 pub enum Command {
     /// Run the Kiln server.
     Serve(ServeArgs),
+    /// Manage organizations (needs the admin token).
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Manage an organization's API tokens (needs the admin token).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Where the server is and who is asking.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The Kiln server.
+    #[arg(long, env = "KILN_SERVER", default_value = "http://127.0.0.1:7878", global = true)]
+    pub server: String,
+    /// An API token (for organization management: the admin token).
+    #[arg(long, env = "KILN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization.
+    Create {
+        /// Lowercase letters, digits and `-`.
+        name: String,
+    },
+    /// List organizations.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for an organization; it is printed once.
+    Create {
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        #[arg(long)]
+        org: String,
+        /// The `tokenId` printed when the token was created.
+        token_id: String,
+    },
 }
 
 /// `kiln serve` flags; each also reads an environment variable.

@@ -99,6 +99,7 @@ impl Scheduler {
         for build_id in interrupted {
             let log = BuildLog::open(store, &self.inner.hub, &build_id)?;
             log.system("the host restarted while this build ran; the build was stopped");
+            store.flush_blocking()?;
             let failure = Failure {
                 reason: FailureReason::Interrupted,
                 message: "interrupted by host restart".into(),
@@ -113,6 +114,7 @@ impl Scheduler {
             self.inner.hub.finish(&build_id);
             tracing::warn!(build_id, "closed a build interrupted by a host restart");
         }
+        store.flush_blocking()?;
         Ok(())
     }
 
@@ -242,6 +244,9 @@ impl Scheduler {
             )),
             Outcome::Cancelled => log.system("build cancelled"),
         }
+        // The log is durable before the record says the build is over:
+        // readers take a finished record to mean the whole log is there.
+        inner.store.flush().await?;
         inner.store.update_build(build_id, |r| {
             r.finish_time = Some(Utc::now());
             let mut metrics = crate::store::Metrics {
@@ -267,10 +272,10 @@ impl Scheduler {
             }
             r.metrics = Some(metrics);
         })?;
+        inner.store.flush().await?;
         inner.running.lock().unwrap().remove(build_id);
         inner.hub.finish(build_id);
         paths.remove_all();
-        inner.store.flush().await?;
         Ok(())
     }
 }

@@ -1,14 +1,18 @@
-//! Build logs as they are produced: every line is stored before anyone is
-//! told about it, and followers are only told *that* lines exist (a watch of
-//! the last sequence number), then read them from the store. A slow follower
-//! therefore never blocks the build or other followers; it just reads a
-//! bigger batch when it gets round to it.
+//! Build logs as they are produced.
+//!
+//! A line is stored, then made durable by a group commit (one flush for
+//! every line written meanwhile, by any build), and only then announced.
+//! Followers learn *that* lines exist — a watch of the build's last durable
+//! sequence number — and read them from the store. So a follower never sees
+//! a line a crash could take back, a slow follower never blocks the build or
+//! other followers (it just reads a bigger batch when it gets round to it),
+//! and the flush cost is shared by every line written in the same instant.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::{LogLine, Store};
 
@@ -16,13 +20,60 @@ use super::{LogLine, Store};
 const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// Where followers learn that a build's log grew. One channel per build
-/// with a writer or a follower.
-#[derive(Clone, Default)]
+/// with a writer or a follower; its value is the last durable sequence.
+#[derive(Clone)]
 pub struct LogHub {
     channels: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    commits: Arc<GroupCommit>,
+}
+
+/// Lines stored but not yet flushed, per build, and the flusher's bell.
+#[derive(Default)]
+struct GroupCommit {
+    pending: Mutex<HashMap<String, (watch::Sender<u64>, u64)>>,
+    bell: Arc<Notify>,
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        // Wake the flusher so it sees the hub is gone and ends.
+        self.bell.notify_one();
+    }
 }
 
 impl LogHub {
+    /// A hub for `store`; starts its group-commit task on the current runtime.
+    pub fn new(store: Store) -> Self {
+        let commits = Arc::new(GroupCommit::default());
+        let weak = Arc::downgrade(&commits);
+        let bell = commits.bell.clone();
+        tokio::spawn(async move {
+            loop {
+                let notified = bell.notified();
+                let Some(commits) = weak.upgrade() else { return };
+                let batch: Vec<_> = std::mem::take(&mut *commits.pending.lock().unwrap())
+                    .into_values()
+                    .collect();
+                if batch.is_empty() {
+                    // Wait for the next line without keeping the hub alive.
+                    drop(commits);
+                    notified.await;
+                    continue;
+                }
+                if let Err(e) = store.flush().await {
+                    tracing::error!("cannot flush build logs: {e}");
+                }
+                for (sender, seq) in batch {
+                    sender.send_replace(seq);
+                }
+            }
+        });
+        LogHub {
+            channels: Arc::default(),
+            commits,
+        }
+    }
+
     fn sender(&self, build_id: &str, current: u64) -> watch::Sender<u64> {
         let mut channels = self.channels.lock().unwrap();
         channels
@@ -31,18 +82,17 @@ impl LogHub {
             .clone()
     }
 
-    /// Watch a build's last log sequence number. The channel closes when the
-    /// build's writer is [`finish`](Self::finish)ed.
+    /// Watch a build's last durable log sequence number.
     pub fn subscribe(&self, build_id: &str) -> watch::Receiver<u64> {
         self.sender(build_id, 0).subscribe()
     }
 
-    /// The build ended: close its channel so followers drain and stop.
+    /// The build ended (its log is flushed): drop its channel.
     pub fn finish(&self, build_id: &str) {
         self.channels.lock().unwrap().remove(build_id);
     }
 
-    /// Drop a channel nobody writes to any more (a follower of a finished build).
+    /// Drop a channel nobody listens to any more.
     pub fn release_if_idle(&self, build_id: &str) {
         let mut channels = self.channels.lock().unwrap();
         if let Some(sender) = channels.get(build_id) {
@@ -50,6 +100,15 @@ impl LogHub {
                 channels.remove(build_id);
             }
         }
+    }
+
+    fn committed_later(&self, build_id: &str, sender: &watch::Sender<u64>, seq: u64) {
+        self.commits
+            .pending
+            .lock()
+            .unwrap()
+            .insert(build_id.to_string(), (sender.clone(), seq));
+        self.commits.bell.notify_one();
     }
 }
 
@@ -62,6 +121,7 @@ pub struct BuildLog {
 
 struct BuildLogInner {
     store: Store,
+    hub: LogHub,
     build_id: String,
     next_seq: Mutex<u64>,
     notify: watch::Sender<u64>,
@@ -74,6 +134,7 @@ impl BuildLog {
         Ok(BuildLog {
             inner: Arc::new(BuildLogInner {
                 store: store.clone(),
+                hub: hub.clone(),
                 build_id: build_id.to_string(),
                 next_seq: Mutex::new(last + 1),
                 notify: hub.sender(build_id, last),
@@ -104,15 +165,13 @@ impl BuildLog {
             stream: stream.to_string(),
             line: text,
         };
-        if let Err(e) = self
-            .inner
-            .store
-            .append_log(&self.inner.build_id, entry.seq, &entry)
-        {
+        if let Err(e) = self.inner.store.append_log(&self.inner.build_id, entry.seq, &entry) {
             tracing::error!(build_id = %self.inner.build_id, "cannot store a log line: {e}");
             return;
         }
-        self.inner.notify.send_replace(entry.seq);
+        self.inner
+            .hub
+            .committed_later(&self.inner.build_id, &self.inner.notify, entry.seq);
         *next += 1;
     }
 

@@ -6,9 +6,16 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `orgs` | org name | JSON [`Org`] |
-//! | `tokens` | sha256 of a token | org name |
+//! | `tokens` | sha256 of a token | JSON [`TokenRecord`] |
+//! | `token_ids` | token id | sha256 of the token (to revoke by id) |
 //! | `builds` | build id | JSON [`BuildRecord`] |
 //! | `builds_by_org` | org, 0, sequence (big-endian) | build id |
+//! | `builds_by_status` | org, 0, status byte, 0, sequence | build id |
+//! | `builds_by_name` | org, 0, name, 0, sequence | build id |
+//!
+//! The two secondary indexes are moved after the record changes; a crash in
+//! between leaves a stale entry, which [`Store::list_builds`] skips because
+//! it re-checks every record it returns.
 //! | `queue` | sequence (big-endian) | build id, for PENDING builds in FIFO order |
 //! | `counters` | org, 0, name | next build number for that name (big-endian) |
 //! | `logs` | build id, 0, line sequence (big-endian) | JSON [`LogLine`] |
@@ -51,8 +58,11 @@ struct Inner {
     db: sled::Db,
     orgs: sled::Tree,
     tokens: sled::Tree,
+    token_ids: sled::Tree,
     builds: sled::Tree,
     builds_by_org: sled::Tree,
+    builds_by_status: sled::Tree,
+    builds_by_name: sled::Tree,
     queue: sled::Tree,
     counters: sled::Tree,
     logs: sled::Tree,
@@ -94,8 +104,11 @@ impl Store {
         let inner = Inner {
             orgs: db.open_tree("orgs")?,
             tokens: db.open_tree("tokens")?,
+            token_ids: db.open_tree("token_ids")?,
             builds: db.open_tree("builds")?,
             builds_by_org: db.open_tree("builds_by_org")?,
+            builds_by_status: db.open_tree("builds_by_status")?,
+            builds_by_name: db.open_tree("builds_by_name")?,
             queue: db.open_tree("queue")?,
             counters: db.open_tree("counters")?,
             logs: db.open_tree("logs")?,
@@ -109,6 +122,12 @@ impl Store {
     /// Make sure everything written so far is on disk.
     pub async fn flush(&self) -> Result<()> {
         self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// [`flush`](Self::flush), from code that is not async (start-up).
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.inner.db.flush()?;
         Ok(())
     }
 
@@ -133,21 +152,51 @@ impl Store {
         Ok(created)
     }
 
-    /// Remember a token (only its hash is stored) as belonging to `org`.
-    pub fn add_token(&self, org: &str, token: &str) -> Result<()> {
+    /// Every organization, by name.
+    pub fn orgs(&self) -> Result<Vec<Org>> {
         self.inner
-            .tokens
-            .insert(token_hash(token), org.as_bytes())?;
+            .orgs
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// Remember a token (only its hash is stored) as belonging to `org`.
+    pub fn add_token(&self, record: &TokenRecord, token: &str) -> Result<()> {
+        let hash = token_hash(token);
+        self.inner.tokens.insert(&hash, encode(record))?;
+        self.inner.token_ids.insert(record.token_id.as_bytes(), hash)?;
         Ok(())
     }
 
-    /// The organization a token belongs to.
-    pub fn org_for_token(&self, token: &str) -> Result<Option<String>> {
-        Ok(self
-            .inner
+    /// The token's record, if the token is valid.
+    pub fn token(&self, token: &str) -> Result<Option<TokenRecord>> {
+        let hash = token_hash(token);
+        self.inner
             .tokens
-            .get(token_hash(token))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .get(&hash)?
+            .map(|v| decode(b"token", &v))
+            .transpose()
+    }
+
+    /// Revoke a token of `org` by id; false when there is no such token.
+    pub fn revoke_token(&self, org: &str, token_id: &str) -> Result<bool> {
+        let Some(hash) = self.inner.token_ids.get(token_id)? else {
+            return Ok(false);
+        };
+        let Some(record) = self.inner.tokens.get(&hash)? else {
+            return Ok(false);
+        };
+        let record: TokenRecord = decode(b"token", &record)?;
+        if record.org != org {
+            return Ok(false);
+        }
+        self.inner.tokens.remove(&hash)?;
+        self.inner.token_ids.remove(token_id)?;
+        Ok(true)
     }
 
     // ---- builds ----
@@ -174,6 +223,14 @@ impl Store {
             .insert(record.build_id.as_bytes(), encode(&record))?;
         self.inner.builds_by_org.insert(
             join_key(&[record.org.as_bytes(), &seq.to_be_bytes()]),
+            record.build_id.as_bytes(),
+        )?;
+        self.inner.builds_by_status.insert(
+            status_key(&record.org, record.status, seq),
+            record.build_id.as_bytes(),
+        )?;
+        self.inner.builds_by_name.insert(
+            join_key(&[record.org.as_bytes(), record.name.as_bytes(), &seq.to_be_bytes()]),
             record.build_id.as_bytes(),
         )?;
         self.inner
@@ -204,10 +261,12 @@ impl Store {
         mut change: impl FnMut(&mut BuildRecord),
     ) -> Result<BuildRecord> {
         let mut decode_error = None;
+        let mut old_status = None;
         let updated = self.inner.builds.update_and_fetch(build_id, |old| {
             let old = old?;
             match decode::<BuildRecord>(build_id.as_bytes(), old) {
                 Ok(mut record) => {
+                    old_status = Some(record.status);
                     change(&mut record);
                     Some(encode(&record))
                 }
@@ -221,7 +280,17 @@ impl Store {
             return Err(e);
         }
         let bytes = updated.ok_or_else(|| StoreError::NoSuchBuild(build_id.into()))?;
-        decode(build_id.as_bytes(), &bytes)
+        let record: BuildRecord = decode(build_id.as_bytes(), &bytes)?;
+        if let Some(old) = old_status.filter(|old| *old != record.status) {
+            self.inner
+                .builds_by_status
+                .remove(status_key(&record.org, old, record.seq))?;
+            self.inner.builds_by_status.insert(
+                status_key(&record.org, record.status, record.seq),
+                record.build_id.as_bytes(),
+            )?;
+        }
+        Ok(record)
     }
 
     /// Take the oldest queued build off the queue.
@@ -254,30 +323,35 @@ impl Store {
         })
     }
 
-    /// An organization's builds, newest first, starting after `after_seq`
-    /// when given (exclusive), at most `limit`.
-    pub fn list_builds(
-        &self,
-        org: &str,
-        before_seq: Option<u64>,
-        limit: usize,
-        mut keep: impl FnMut(&BuildRecord) -> bool,
-    ) -> Result<Vec<BuildRecord>> {
-        let start = join_key(&[org.as_bytes(), &0u64.to_be_bytes()]);
-        let end = join_key(&[
-            org.as_bytes(),
-            &before_seq.unwrap_or(u64::MAX).to_be_bytes(),
-        ]);
+    /// An organization's builds, newest first, those created before
+    /// `before_seq` when given, at most `limit`, filtered by status and name
+    /// through their indexes.
+    pub fn list_builds(&self, org: &str, filter: &ListFilter, limit: usize) -> Result<Vec<BuildRecord>> {
+        let before = filter.before_seq.unwrap_or(u64::MAX);
+        let (tree, prefix) = match (&filter.name, filter.status) {
+            (Some(name), _) => (&self.inner.builds_by_name, join_key(&[org.as_bytes(), name.as_bytes(), b""])),
+            (None, Some(status)) => (
+                &self.inner.builds_by_status,
+                join_key(&[org.as_bytes(), &[status_byte(status)], b""]),
+            ),
+            (None, None) => (&self.inner.builds_by_org, join_key(&[org.as_bytes(), b""])),
+        };
+        let mut start = prefix.clone();
+        start.extend_from_slice(&0u64.to_be_bytes());
+        let mut end = prefix;
+        end.extend_from_slice(&before.to_be_bytes());
         let mut out = Vec::new();
-        for entry in self.inner.builds_by_org.range(start..end).rev() {
+        for entry in tree.range(start..end).rev() {
             let (_, id) = entry?;
             let id = String::from_utf8_lossy(&id).into_owned();
-            if let Some(record) = self.build(&id)? {
-                if keep(&record) {
-                    out.push(record);
-                    if out.len() >= limit {
-                        break;
-                    }
+            let Some(record) = self.build(&id)? else { continue };
+            let matches = record.org == org
+                && filter.status.is_none_or(|s| record.status == s)
+                && filter.name.as_ref().is_none_or(|n| &record.name == n);
+            if matches {
+                out.push(record);
+                if out.len() >= limit {
+                    break;
                 }
             }
         }
@@ -296,12 +370,22 @@ impl Store {
         Ok(())
     }
 
-    /// Log lines of a build with a sequence number above `after_seq`, at most `limit`.
-    pub fn log_lines(&self, build_id: &str, after_seq: u64, limit: usize) -> Result<Vec<LogLine>> {
+    /// Log lines of a build numbered above `after_seq` and at most
+    /// `up_to`, at most `limit` of them.
+    pub fn log_lines(
+        &self,
+        build_id: &str,
+        after_seq: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>> {
+        if after_seq >= up_to {
+            return Ok(Vec::new());
+        }
         let start = join_key(&[build_id.as_bytes(), &(after_seq + 1).to_be_bytes()]);
-        let end = join_key(&[build_id.as_bytes(), &u64::MAX.to_be_bytes()]);
+        let end = join_key(&[build_id.as_bytes(), &up_to.to_be_bytes()]);
         let mut out = Vec::new();
-        for entry in self.inner.logs.range(start..end).take(limit) {
+        for entry in self.inner.logs.range(start..=end).take(limit) {
             let (key, value) = entry?;
             out.push(decode(&key, &value)?);
         }
@@ -321,6 +405,29 @@ impl Store {
             .map(|(k, _)| read_u64(&k[k.len() - 8..]))
             .unwrap_or(0))
     }
+}
+
+/// What ListBuilds asks for.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub status: Option<BuildStatus>,
+    pub name: Option<String>,
+    /// Only builds created before this sequence (the page token).
+    pub before_seq: Option<u64>,
+}
+
+fn status_byte(status: BuildStatus) -> u8 {
+    match status {
+        BuildStatus::Pending => 1,
+        BuildStatus::Running => 2,
+        BuildStatus::Succeeded => 3,
+        BuildStatus::Failed => 4,
+        BuildStatus::Cancelled => 5,
+    }
+}
+
+fn status_key(org: &str, status: BuildStatus, seq: u64) -> Vec<u8> {
+    join_key(&[org.as_bytes(), &[status_byte(status)], &seq.to_be_bytes()])
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {

@@ -12,6 +12,19 @@ pub struct Org {
     pub create_time: DateTime<Utc>,
 }
 
+/// A bearer token, as stored (under the token's hash; the token itself is
+/// shown once, when created).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub org: String,
+    /// Operator tokens may manage organizations and their tokens.
+    #[serde(default)]
+    pub admin: bool,
+    pub create_time: DateTime<Utc>,
+}
+
 /// Where a build is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BuildStatus {

@@ -1,0 +1,130 @@
+//! Organizations and their tokens, managed by the operator with the admin
+//! token written at first start. Tokens are stored hashed and shown once.
+
+use chrono::Utc;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::routes::Caller;
+use super::{json_response, ApiError, ApiState, Body};
+use crate::store::{Org, TokenRecord};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrg {
+    name: String,
+}
+
+/// Organization names: what may stand in an image path.
+pub fn check_org_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "organization name {name:?} is not valid: 1 to 64 lowercase letters, digits and `-`, not starting or ending with `-` (it becomes part of image references)"
+        ))
+    }
+}
+
+/// A new random token.
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("kiln_{}", hex::encode(bytes))
+}
+
+/// Create a token for `org` and store its hash; returns (token, record).
+pub fn issue_token(
+    store: &crate::store::Store,
+    org: &str,
+    admin: bool,
+) -> Result<(String, TokenRecord), crate::store::StoreError> {
+    let token = new_token();
+    let record = TokenRecord {
+        token_id: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+        org: org.to_string(),
+        admin,
+        create_time: Utc::now(),
+    };
+    store.add_token(&record, &token)?;
+    Ok((token, record))
+}
+
+pub async fn create(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let body = Limited::new(request.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| ApiError::bad_request("the request body is over 64 KiB"))?
+        .to_bytes();
+    let body: CreateOrg = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("the request body is not a valid CreateOrg ({{\"name\": \"...\"}}): {e}"))
+    })?;
+    check_org_name(&body.name).map_err(ApiError::bad_request)?;
+    let org = Org {
+        name: body.name,
+        create_time: Utc::now(),
+    };
+    if !state.store.create_org(&org)? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("organization {} already exists", org.name),
+        ));
+    }
+    state.store.flush().await?;
+    Ok(json_response(StatusCode::CREATED, &org))
+}
+
+pub fn list(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    Ok(json_response(StatusCode::OK, &json!({ "orgs": state.store.orgs()? })))
+}
+
+pub fn create_token(state: &ApiState, caller: &Caller, org: &str) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    if state.store.org(org)?.is_none() {
+        return Err(ApiError::not_found(&format!("organization {org}")));
+    }
+    let (token, record) = issue_token(&state.store, org, false)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({
+            "token": token,
+            "tokenId": record.token_id,
+            "org": record.org,
+            "createTime": record.create_time,
+            "note": "the token is shown only now; store it safely",
+        }),
+    ))
+}
+
+pub fn revoke_token(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+    token_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    if !state.store.revoke_token(org, token_id)? {
+        return Err(ApiError::not_found(&format!("token {token_id} of organization {org}")));
+    }
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
+        .unwrap())
+}
