@@ -194,13 +194,37 @@ async fn a_zip_entry_escaping_the_context_fails_and_writes_nothing_outside() {
 async fn the_log_replays_whole_and_a_follower_gets_every_line_in_order() {
     let t = TestServer::start().await;
     let dockerfile = format!(
-        "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 20); do echo tick-$i; sleep 0.05; done\n"
+        "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 40); do echo tick-$i; sleep 0.05; done\n"
     );
     let mut request = dockerfile_request(&unique_name("ticks"), &dockerfile);
     request["noCache"] = json!(true);
     let build_id = t.create_build(&request).await;
 
-    // Attach while the build is pending or running, and read to the end.
+    // Replays while it runs grow and never lose a line (a replay must not
+    // detach the running build's log from the hub).
+    let mut previous: Vec<serde_json::Value> = Vec::new();
+    let mut replays_showing_ticks = 0;
+    let started = std::time::Instant::now();
+    while replays_showing_ticks < 3 && started.elapsed() < LIMIT {
+        let now = t.log(&build_id).await;
+        assert!(now.len() >= previous.len(), "a replay shrank");
+        assert_eq!(&now[..previous.len()], &previous[..]);
+        if now
+            .iter()
+            .any(|l| l["line"].as_str().unwrap_or("").contains("tick-"))
+        {
+            replays_showing_ticks += 1;
+        }
+        previous = now;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        t.build(&build_id).await["status"],
+        "BUILD_STATUS_RUNNING",
+        "replays while running show the running step's output"
+    );
+
+    // Attach while the build runs, and read to the end.
     let follow = t
         .get(&format!(
             "/v1/builds/{build_id}/logs?fromStart=true&follow=true"
@@ -239,7 +263,7 @@ async fn the_log_replays_whole_and_a_follower_gets_every_line_in_order() {
         })
         .map(str::to_string)
         .collect();
-    let expected: Vec<String> = (1..=20).map(|i| format!("tick-{i}")).collect();
+    let expected: Vec<String> = (1..=40).map(|i| format!("tick-{i}")).collect();
     assert_eq!(ticks, expected);
 
     // Resuming after a line gives exactly the rest.

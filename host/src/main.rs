@@ -42,7 +42,10 @@ async fn main() -> anyhow::Result<()> {
                     let org = client
                         .call(Method::POST, "/v1/orgs", Some(&json!({ "name": name })))
                         .await?;
-                    println!("created organization {}", org["name"].as_str().unwrap_or(&name));
+                    println!(
+                        "created organization {}",
+                        org["name"].as_str().unwrap_or(&name)
+                    );
                 }
                 OrgCommand::List => {
                     let answer = client.call(Method::GET, "/v1/orgs", None).await?;
@@ -68,7 +71,11 @@ async fn main() -> anyhow::Result<()> {
                 }
                 TokenCommand::Revoke { org, token_id } => {
                     client
-                        .call(Method::DELETE, &format!("/v1/orgs/{org}/tokens/{token_id}"), None)
+                        .call(
+                            Method::DELETE,
+                            &format!("/v1/orgs/{org}/tokens/{token_id}"),
+                            None,
+                        )
                         .await?;
                     eprintln!("revoked token {token_id} of organization {org}");
                 }

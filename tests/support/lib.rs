@@ -41,12 +41,26 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// A running server and a client holding the `default` organization's token.
+/// A client of one server, holding one token.
+pub struct Api {
+    base: String,
+    pub token: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A running server (in this process) and a client holding the `default`
+/// organization's admin token.
 pub struct TestServer {
     pub server: kiln_host::Server,
     pub data_dir: tempfile::TempDir,
-    pub token: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    api: Api,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// An HTTP answer.
@@ -92,16 +106,122 @@ impl TestServer {
             .await
             .expect("the server starts (did scripts/setup.sh run?)");
         let token = server.admin_token().unwrap();
+        let api = Api::new(&format!("http://{}", server.addr()), &token);
         TestServer {
             server,
             data_dir,
-            token,
+            api,
+        }
+    }
+
+    /// A client of this server with another token.
+    pub fn as_token(&self, token: &str) -> Api {
+        Api::new(&self.api.base, token)
+    }
+}
+
+/// A `kiln serve` process, for what only a real process can show (a kill -9,
+/// a restart, the CLI).
+pub struct KilnProcess {
+    child: std::process::Child,
+    pub data_dir: PathBuf,
+    api: Api,
+}
+
+impl std::ops::Deref for KilnProcess {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl KilnProcess {
+    /// Start `kiln serve` from `binary` on a free port with `data_dir`.
+    pub fn spawn(binary: &Path, data_dir: &Path, extra_args: &[&str]) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        std::fs::create_dir_all(data_dir).unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("kiln-stderr.log"))
+            .unwrap();
+        let mut child = Command::new(binary)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--registry",
+                REGISTRY,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("KILN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start kiln serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "kiln serve exited before listening: {}",
+                        std::fs::read_to_string(data_dir.join("kiln-stderr.log"))
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("kiln listening on http://") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        KilnProcess {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            api: Api::new(&format!("http://{addr}"), &token),
+        }
+    }
+
+    /// The server's address, `http://host:port`.
+    pub fn server_url(&self) -> &str {
+        &self.api.base
+    }
+
+    /// SIGKILL: no chance to clean up or flush.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for KilnProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Self {
+        Api {
+            base: base.to_string(),
+            token: token.to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.server.addr(), path)
+        format!("{}{}", self.base, path)
     }
 
     /// A request with an explicit token (or none).

@@ -73,7 +73,9 @@ pub async fn create(
         .map_err(|_| ApiError::bad_request("the request body is over 64 KiB"))?
         .to_bytes();
     let body: CreateOrg = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!("the request body is not a valid CreateOrg ({{\"name\": \"...\"}}): {e}"))
+        ApiError::bad_request(format!(
+            "the request body is not a valid CreateOrg ({{\"name\": \"...\"}}): {e}"
+        ))
     })?;
     check_org_name(&body.name).map_err(ApiError::bad_request)?;
     let org = Org {
@@ -92,10 +94,17 @@ pub async fn create(
 
 pub fn list(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
-    Ok(json_response(StatusCode::OK, &json!({ "orgs": state.store.orgs()? })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "orgs": state.store.orgs()? }),
+    ))
 }
 
-pub fn create_token(state: &ApiState, caller: &Caller, org: &str) -> Result<Response<Body>, ApiError> {
+pub fn create_token(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
     if state.store.org(org)?.is_none() {
         return Err(ApiError::not_found(&format!("organization {org}")));
@@ -121,10 +130,16 @@ pub fn revoke_token(
 ) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
     if !state.store.revoke_token(org, token_id)? {
-        return Err(ApiError::not_found(&format!("token {token_id} of organization {org}")));
+        return Err(ApiError::not_found(&format!(
+            "token {token_id} of organization {org}"
+        )));
     }
     Ok(Response::builder()
         .status(StatusCode::NO_CONTENT)
-        .body(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .unwrap())
 }

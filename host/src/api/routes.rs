@@ -102,12 +102,10 @@ async fn route(
         | (_, ["plugins"])
         | (_, ["orgs"])
         | (_, ["orgs", _, "tokens"])
-        | (_, ["orgs", _, "tokens", _]) => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{} does not accept this method", path),
-            ))
-        }
+        | (_, ["orgs", _, "tokens", _]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} does not accept this method", path),
+        )),
         _ => Err(ApiError::not_found(&format!("route {path}"))),
     }
 }

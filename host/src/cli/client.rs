@@ -38,7 +38,9 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(server: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        let token = token.filter(|t| !t.is_empty()).ok_or(ClientError::NoToken)?;
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(ClientError::NoToken)?;
         let server = server.trim_end_matches('/').to_string();
         if !server.starts_with("http://") {
             return Err(ClientError::BadServer(server));
@@ -51,7 +53,12 @@ impl ApiClient {
     }
 
     /// Send a request; JSON in, JSON out (`Value::Null` for an empty answer).
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.server))
@@ -66,10 +73,14 @@ impl ApiClient {
         let request = request
             .body(Full::new(bytes))
             .map_err(|_| ClientError::BadServer(self.server.clone()))?;
-        let response = self.http.request(request).await.map_err(|source| ClientError::Unreachable {
-            server: self.server.clone(),
-            source,
-        })?;
+        let response =
+            self.http
+                .request(request)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    server: self.server.clone(),
+                    source,
+                })?;
         let status = response.status();
         let body = response
             .into_body()

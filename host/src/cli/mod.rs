@@ -43,7 +43,12 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
     /// The Kiln server.
-    #[arg(long, env = "KILN_SERVER", default_value = "http://127.0.0.1:7878", global = true)]
+    #[arg(
+        long,
+        env = "KILN_SERVER",
+        default_value = "http://127.0.0.1:7878",
+        global = true
+    )]
     pub server: String,
     /// An API token (for organization management: the admin token).
     #[arg(long, env = "KILN_TOKEN", hide_env_values = true, global = true)]

@@ -23,8 +23,14 @@ const MAX_LINE_BYTES: usize = 16 * 1024;
 /// with a writer or a follower; its value is the last durable sequence.
 #[derive(Clone)]
 pub struct LogHub {
-    channels: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
     commits: Arc<GroupCommit>,
+}
+
+struct Channel {
+    sender: watch::Sender<u64>,
+    /// A build is writing to it: keep it even with no follower.
+    has_writer: bool,
 }
 
 /// Lines stored but not yet flushed, per build, and the flusher's bell.
@@ -50,7 +56,9 @@ impl LogHub {
         tokio::spawn(async move {
             loop {
                 let notified = bell.notified();
-                let Some(commits) = weak.upgrade() else { return };
+                let Some(commits) = weak.upgrade() else {
+                    return;
+                };
                 let batch: Vec<_> = std::mem::take(&mut *commits.pending.lock().unwrap())
                     .into_values()
                     .collect();
@@ -74,17 +82,28 @@ impl LogHub {
         }
     }
 
-    fn sender(&self, build_id: &str, current: u64) -> watch::Sender<u64> {
+    fn channel(&self, build_id: &str, current: u64, writer: bool) -> watch::Sender<u64> {
         let mut channels = self.channels.lock().unwrap();
-        channels
+        let channel = channels
             .entry(build_id.to_string())
-            .or_insert_with(|| watch::channel(current).0)
-            .clone()
+            .or_insert_with(|| Channel {
+                sender: watch::channel(current).0,
+                has_writer: false,
+            });
+        if writer {
+            channel.has_writer = true;
+            channel.sender.send_if_modified(|seq| {
+                let grew = current > *seq;
+                *seq = (*seq).max(current);
+                grew
+            });
+        }
+        channel.sender.clone()
     }
 
     /// Watch a build's last durable log sequence number.
     pub fn subscribe(&self, build_id: &str) -> watch::Receiver<u64> {
-        self.sender(build_id, 0).subscribe()
+        self.channel(build_id, 0, false).subscribe()
     }
 
     /// The build ended (its log is flushed): drop its channel.
@@ -95,8 +114,8 @@ impl LogHub {
     /// Drop a channel nobody listens to any more.
     pub fn release_if_idle(&self, build_id: &str) {
         let mut channels = self.channels.lock().unwrap();
-        if let Some(sender) = channels.get(build_id) {
-            if sender.receiver_count() == 0 {
+        if let Some(channel) = channels.get(build_id) {
+            if !channel.has_writer && channel.sender.receiver_count() == 0 {
                 channels.remove(build_id);
             }
         }
@@ -137,7 +156,7 @@ impl BuildLog {
                 hub: hub.clone(),
                 build_id: build_id.to_string(),
                 next_seq: Mutex::new(last + 1),
-                notify: hub.sender(build_id, last),
+                notify: hub.channel(build_id, last, true),
             }),
         })
     }
@@ -165,7 +184,11 @@ impl BuildLog {
             stream: stream.to_string(),
             line: text,
         };
-        if let Err(e) = self.inner.store.append_log(&self.inner.build_id, entry.seq, &entry) {
+        if let Err(e) = self
+            .inner
+            .store
+            .append_log(&self.inner.build_id, entry.seq, &entry)
+        {
             tracing::error!(build_id = %self.inner.build_id, "cannot store a log line: {e}");
             return;
         }

@@ -168,7 +168,9 @@ impl Store {
     pub fn add_token(&self, record: &TokenRecord, token: &str) -> Result<()> {
         let hash = token_hash(token);
         self.inner.tokens.insert(&hash, encode(record))?;
-        self.inner.token_ids.insert(record.token_id.as_bytes(), hash)?;
+        self.inner
+            .token_ids
+            .insert(record.token_id.as_bytes(), hash)?;
         Ok(())
     }
 
@@ -230,7 +232,11 @@ impl Store {
             record.build_id.as_bytes(),
         )?;
         self.inner.builds_by_name.insert(
-            join_key(&[record.org.as_bytes(), record.name.as_bytes(), &seq.to_be_bytes()]),
+            join_key(&[
+                record.org.as_bytes(),
+                record.name.as_bytes(),
+                &seq.to_be_bytes(),
+            ]),
             record.build_id.as_bytes(),
         )?;
         self.inner
@@ -326,10 +332,18 @@ impl Store {
     /// An organization's builds, newest first, those created before
     /// `before_seq` when given, at most `limit`, filtered by status and name
     /// through their indexes.
-    pub fn list_builds(&self, org: &str, filter: &ListFilter, limit: usize) -> Result<Vec<BuildRecord>> {
+    pub fn list_builds(
+        &self,
+        org: &str,
+        filter: &ListFilter,
+        limit: usize,
+    ) -> Result<Vec<BuildRecord>> {
         let before = filter.before_seq.unwrap_or(u64::MAX);
         let (tree, prefix) = match (&filter.name, filter.status) {
-            (Some(name), _) => (&self.inner.builds_by_name, join_key(&[org.as_bytes(), name.as_bytes(), b""])),
+            (Some(name), _) => (
+                &self.inner.builds_by_name,
+                join_key(&[org.as_bytes(), name.as_bytes(), b""]),
+            ),
             (None, Some(status)) => (
                 &self.inner.builds_by_status,
                 join_key(&[org.as_bytes(), &[status_byte(status)], b""]),
@@ -344,7 +358,9 @@ impl Store {
         for entry in tree.range(start..end).rev() {
             let (_, id) = entry?;
             let id = String::from_utf8_lossy(&id).into_owned();
-            let Some(record) = self.build(&id)? else { continue };
+            let Some(record) = self.build(&id)? else {
+                continue;
+            };
             let matches = record.org == org
                 && filter.status.is_none_or(|s| record.status == s)
                 && filter.name.as_ref().is_none_or(|n| &record.name == n);

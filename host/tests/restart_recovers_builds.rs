@@ -1,0 +1,84 @@
+//! kill -9 of the host with builds RUNNING and PENDING, then a restart on the
+//! same data directory: the RUNNING one is closed INTERRUPTED, the PENDING
+//! ones run to completion, and no record or log line is lost.
+
+use std::time::{Duration, Instant};
+
+use kiln_tests::*;
+
+#[tokio::test]
+async fn a_killed_host_interrupts_running_builds_and_runs_pending_ones_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = env!("CARGO_BIN_EXE_kiln");
+    let mut first = KilnProcess::spawn(
+        binary.as_ref(),
+        dir.path(),
+        &["--max-concurrent-builds", "1"],
+    );
+
+    let slow = format!(
+        "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 300); do echo still-running-$i; sleep 0.1; done\n"
+    );
+    let mut slow_request = dockerfile_request(&unique_name("interrupted"), &slow);
+    slow_request["noCache"] = true.into();
+    let running = first.create_build(&slow_request).await;
+    let pending: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            ids.push(
+                first
+                    .create_build(&hello_request(&unique_name("pending")))
+                    .await,
+            );
+        }
+        ids
+    };
+
+    // Wait until the running build has produced output.
+    let started = Instant::now();
+    let seen_before_kill = loop {
+        let log = first.log(&running).await;
+        if log
+            .iter()
+            .any(|l| l["line"].as_str().unwrap_or("").contains("still-running-3"))
+        {
+            break log;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the slow build never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for id in &pending {
+        assert_eq!(first.build(id).await["status"], "BUILD_STATUS_PENDING");
+    }
+    first.kill9();
+
+    let second = KilnProcess::spawn(
+        binary.as_ref(),
+        dir.path(),
+        &["--max-concurrent-builds", "1"],
+    );
+    let record = second.build(&running).await;
+    assert_eq!(record["status"], "BUILD_STATUS_FAILED", "{record:#}");
+    assert_eq!(record["failure"]["reason"], "INTERRUPTED");
+    assert_eq!(record["failure"]["message"], "interrupted by host restart");
+
+    // Every line served before the kill is still there, in place.
+    let after = second.log(&running).await;
+    assert!(after.len() > seen_before_kill.len());
+    assert_eq!(&after[..seen_before_kill.len()], &seen_before_kill[..]);
+    assert!(after.last().unwrap()["line"]
+        .as_str()
+        .unwrap()
+        .contains("host restarted"));
+
+    for id in &pending {
+        let record = second.wait_finished(id, Duration::from_secs(120)).await;
+        assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
+    }
+    // Numbers keep counting per name across the restart: nothing was reused.
+    let list = second.get("/v1/builds?pageSize=10").await.json();
+    assert_eq!(list["builds"].as_array().unwrap().len(), 3);
+}
