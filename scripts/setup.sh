@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for Kiln's demo and tests on a Debian machine:
 #   - installs what is missing (docker.io, docker-registry, busybox-static,
-#     curl, zip, jq; the wasm32-wasip2 Rust target);
+#     curl, zip, jq, apache2-utils for test registries with auth; the
+#     wasm32-wasip2 Rust target);
 #   - starts dockerd when no daemon answers;
 #   - starts a registry on 127.0.0.1:5000 when none answers (data under .kiln/);
 #   - makes the local base image 127.0.0.1:5000/base/busybox:1 (also tagged
@@ -28,6 +29,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_packages+=(busybox-static)
 command -v curl >/dev/null || need_packages+=(curl)
 command -v zip >/dev/null || need_packages+=(zip)
 command -v jq >/dev/null || need_packages+=(jq)
+command -v htpasswd >/dev/null || need_packages+=(apache2-utils)
 if [ ${#need_packages[@]} -gt 0 ]; then
   log "installing ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -481,3 +481,82 @@ pub async fn run_image(image: &str) -> String {
         .ok();
     out
 }
+
+/// A registry of our own for one test (Debian's `docker-registry`), on a
+/// free loopback port: with basic auth, read-only, or open.
+pub struct TestRegistry {
+    child: std::process::Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+/// How a [`TestRegistry`] behaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RegistryMode {
+    /// htpasswd auth, user `kiln`, password `secret`.
+    BasicAuth,
+    /// Refuses every write (maintenance read-only mode).
+    ReadOnly,
+}
+
+impl TestRegistry {
+    pub async fn start(mode: RegistryMode) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+            dir.path().join("data").display()
+        );
+        match mode {
+            RegistryMode::BasicAuth => {
+                let htpasswd = std::process::Command::new("htpasswd")
+                    .args(["-Bbn", "kiln", "secret"])
+                    .output()
+                    .expect("htpasswd (apache2-utils; scripts/setup.sh installs it)");
+                std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    dir.path().join("htpasswd").display()
+                ));
+            }
+            RegistryMode::ReadOnly => {
+                config.push_str("  maintenance:\n    readonly:\n      enabled: true\n");
+            }
+        }
+        config.push_str(&format!("http:\n  addr: {addr}\n"));
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = std::process::Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let started = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the test registry did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        TestRegistry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

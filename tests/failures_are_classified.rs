@@ -1,0 +1,112 @@
+//! Each failure the real daemon and registry can be made to produce gets
+//! its reason and a hint that says what to do. (RUN_FAILED, CONTEXT_INVALID,
+//! PLUGIN_ERROR, TIMEOUT and INTERRUPTED have tests of their own.)
+
+use std::time::Duration;
+
+use kiln_tests::*;
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+async fn failure_of(t: &TestServer, request: &Value) -> Value {
+    let build_id = t.create_build(request).await;
+    let record = t.wait_finished(&build_id, LIMIT).await;
+    assert_eq!(record["status"], "BUILD_STATUS_FAILED", "{record:#}");
+    record["failure"].clone()
+}
+
+fn context(entries: &[(&str, &str)]) -> String {
+    let entries: Vec<(&str, &[u8], u32)> = entries
+        .iter()
+        .map(|(name, text)| (*name, text.as_bytes(), 0o644))
+        .collect();
+    base64(&zip_entries(&entries))
+}
+
+#[tokio::test]
+async fn a_missing_dockerfile_is_named_with_its_case() {
+    let t = TestServer::start().await;
+    let failure = failure_of(
+        &t,
+        &json!({"name": unique_name("nodockerfile"), "zippedCode": context(&[("dockerfile", "FROM scratch\n")])}),
+    )
+    .await;
+    assert_eq!(failure["reason"], "DOCKERFILE_NOT_FOUND");
+    let message = failure["message"].as_str().unwrap();
+    assert!(message.contains("`Dockerfile` not found"), "{message}");
+    assert!(message.contains("there is `dockerfile`"), "{message}");
+    assert!(failure["hint"].as_str().unwrap().contains("case-sensitive"));
+
+    let failure = failure_of(
+        &t,
+        &json!({"name": unique_name("nodockerfile"), "dockerfile": "build/Dockerfile.prod",
+                "zippedCode": context(&[("Dockerfile", "FROM scratch\n")])}),
+    )
+    .await;
+    assert_eq!(failure["reason"], "DOCKERFILE_NOT_FOUND");
+    assert!(failure["message"]
+        .as_str()
+        .unwrap()
+        .contains("build/Dockerfile.prod"));
+}
+
+#[tokio::test]
+async fn a_dockerfile_syntax_error_is_a_parse_error() {
+    let t = TestServer::start().await;
+    let dockerfile = format!("FROM {REGISTRY}/base/busybox:1\nFROBNICATE everything\n");
+    let failure = failure_of(&t, &dockerfile_request(&unique_name("parse"), &dockerfile)).await;
+    assert_eq!(failure["reason"], "DOCKERFILE_PARSE_ERROR", "{failure:#}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("frobnicate"),
+        "{failure:#}"
+    );
+}
+
+#[tokio::test]
+async fn copying_a_missing_file_is_a_copy_failure() {
+    let t = TestServer::start().await;
+    let dockerfile = format!("FROM {REGISTRY}/base/busybox:1\nCOPY not-in-context.txt /app/\n");
+    let failure = failure_of(&t, &dockerfile_request(&unique_name("copy"), &dockerfile)).await;
+    assert_eq!(failure["reason"], "COPY_FAILED", "{failure:#}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("not-in-context.txt"),
+        "{failure:#}"
+    );
+    assert!(failure["hint"].as_str().unwrap().contains(".dockerignore"));
+}
+
+#[tokio::test]
+async fn a_registry_that_wants_credentials_is_push_unauthorized() {
+    let registry = TestRegistry::start(RegistryMode::BasicAuth).await;
+    let t = TestServer::start_with(|c| c.registry = registry.addr.clone()).await;
+    let failure = failure_of(&t, &hello_request(&unique_name("unauthorized"))).await;
+    assert_eq!(failure["reason"], "PUSH_UNAUTHORIZED", "{failure:#}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains(&registry.addr),
+        "{failure:#}"
+    );
+    assert!(failure["hint"].as_str().unwrap().contains("credentials"));
+}
+
+#[tokio::test]
+async fn a_registry_that_refuses_writes_is_push_denied() {
+    let registry = TestRegistry::start(RegistryMode::ReadOnly).await;
+    let t = TestServer::start_with(|c| c.registry = registry.addr.clone()).await;
+    let failure = failure_of(&t, &hello_request(&unique_name("denied"))).await;
+    assert_eq!(failure["reason"], "PUSH_DENIED", "{failure:#}");
+    assert!(
+        failure["message"].as_str().unwrap().contains("push of"),
+        "{failure:#}"
+    );
+}
