@@ -9,6 +9,7 @@ use std::path::PathBuf;
 /// (directory under `plugins/`, package name)
 const FIRST_PARTY: &[(&str, &str)] = &[
     ("inline-zip", "kiln-plugin-inline-zip"),
+    ("upload", "kiln-plugin-upload"),
     ("buildkit", "kiln-plugin-buildkit"),
 ];
 

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     /// Extra directories holding third-party plugins (one sub-directory per
     /// plugin, each with a `plugin.toml`).
     pub plugin_dirs: Vec<PathBuf>,
+    /// Most bytes an uploaded context (POST /v1/contexts) may have, packed.
+    pub max_upload_bytes: u64,
     /// Most bytes an unpacked context may hold.
     pub max_context_bytes: u64,
     /// Most files and directories an unpacked context may hold.
@@ -44,7 +46,8 @@ impl ServerConfig {
             default_build_timeout: Duration::from_secs(60 * 60),
             max_build_timeout: Duration::from_secs(6 * 60 * 60),
             plugin_dirs: Vec::new(),
-            max_context_bytes: 4 << 30,
+            max_upload_bytes: 2 << 30,
+            max_context_bytes: 8 << 30,
             max_context_entries: 200_000,
         }
     }

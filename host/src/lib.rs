@@ -9,6 +9,7 @@
 //! | [`api`] | the hyper server: routing, bearer auth, JSON in and out, log streaming |
 //! | [`store`] | sled: organizations and tokens, build records, the queue, log lines |
 //! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery |
+//! | [`context`] | the host's half of materializing a context: modes, links, `.dockerignore`, the Dockerfile |
 //! | [`plugins`] | wasmtime: manifests, the engine and linker, one `InstancePre` per plugin, per-call stores with memory and time limits |
 //! | [`capabilities`] | the host side of the WIT interfaces plugins import (`log`, `engine`), each checking its permission first |
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
@@ -22,6 +23,7 @@ pub mod api;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod engine;
 pub mod plugins;
 pub mod scheduler;

@@ -171,7 +171,7 @@ pub mod builder {
 #[cfg(feature = "context-source")]
 pub mod source {
     pub use crate::bindings::context_source::exports::kiln::plugin::source::{
-        ContextInfo, FileMode, SourceSpec,
+        ContextInfo, FileMode, SourceSpec, Symlink,
     };
     pub use crate::bindings::context_source::kiln::plugin::types::{
         KeyValue, PluginError, PluginInfo,

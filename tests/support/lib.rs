@@ -560,3 +560,54 @@ impl Drop for TestRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// One entry of a test tar: a file, a symlink, or a character device.
+pub enum TarEntry<'a> {
+    File(&'a str, &'a [u8], u32),
+    Symlink(&'a str, &'a str),
+    CharDevice(&'a str),
+}
+
+/// A tar archive of the entries.
+pub fn tar_entries(entries: &[TarEntry]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        match entry {
+            TarEntry::File(name, data, mode) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(data.len() as u64);
+                header.set_mode(*mode);
+                builder.append_data(&mut header, name, *data).unwrap();
+            }
+            TarEntry::Symlink(name, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                builder.append_link(&mut header, name, target).unwrap();
+            }
+            TarEntry::CharDevice(name) => {
+                header.set_entry_type(tar::EntryType::Char);
+                header.set_size(0);
+                header.set_mode(0o644);
+                builder.append_data(&mut header, name, &b""[..]).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+/// gzip the bytes.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+impl Api {
+    /// POST /v1/contexts with these bytes.
+    pub async fn upload(&self, bytes: Vec<u8>) -> Answer {
+        self.request_as(Some(&self.token), Method::POST, "/v1/contexts", Some(bytes))
+            .await
+    }
+}

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::routes::Caller;
 use super::validate::{self, CreateBuildRequest, MAX_INLINE_ZIP_BYTES};
 use super::{json_response, ApiError, ApiState, Body};
+use crate::scheduler::staged_file_name;
 use crate::store::{BuildRecord, BuildSpec, BuildStatus, ListFilter, SourceSummary};
 
 /// Largest CreateBuild body: a 4 MiB zip is ~5.6 MB of base64, plus fields.
@@ -46,14 +47,12 @@ pub async fn create(
     let request: CreateBuildRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("the request body is not a valid CreateBuild: {e}"))
     })?;
-    let (record, zip) = validate_create(state, caller, request)?;
+    let (record, staged) = validate_create(state, caller, request)?;
 
     let staging = crate::scheduler::staging_dir(&state.config.data_dir, &record.build_id);
-    let stage = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&staging)?;
-        std::fs::write(staging.join("context.zip"), &zip)
-    };
-    stage().map_err(ApiError::internal)?;
+    staged
+        .stage(&state.config.data_dir, &staging)
+        .map_err(ApiError::internal)?;
     let record = match state.store.create_build(record) {
         Ok(record) => record,
         Err(e) => {
@@ -78,7 +77,7 @@ fn validate_create(
     state: &ApiState,
     caller: &Caller,
     request: CreateBuildRequest,
-) -> Result<(BuildRecord, Vec<u8>), ApiError> {
+) -> Result<(BuildRecord, Staged), ApiError> {
     let bad = ApiError::bad_request;
     validate::check_name(&request.name).map_err(bad)?;
 
@@ -91,16 +90,25 @@ fn validate_create(
     .filter(|(_, present)| *present)
     .map(|(name, _)| *name)
     .collect();
-    match given.as_slice() {
+    let staged = match given.as_slice() {
         [] => {
             return Err(bad(
-                "the request names no build context: give exactly one of `zippedCode` (a base64 zip), `contextId` or `gitSource`".into(),
+                "the request names no build context: give exactly one of `zippedCode` (a base64 zip), `contextId` (from POST /v1/contexts) or `gitSource`".into(),
             ))
         }
-        ["zippedCode"] => {}
+        ["zippedCode"] => Staged::Inline(decode_inline_zip(request.zipped_code.as_deref().unwrap_or_default())?),
+        ["contextId"] => {
+            let id = request.context_id.as_deref().unwrap_or_default();
+            let record = state.store.context(&caller.org, id)?.ok_or_else(|| {
+                bad(format!(
+                    "`contextId` {id:?} does not exist for this organization; upload the context with POST /v1/contexts and use the id it returns"
+                ))
+            })?;
+            Staged::Upload(record)
+        }
         [one] => {
             return Err(bad(format!(
-                "`{one}` is not supported by this server yet; send the context inline as `zippedCode` (a base64 zip)"
+                "`{one}` is not supported by this server yet; send the context as `zippedCode` or upload it (`contextId`)"
             )))
         }
         many => {
@@ -109,31 +117,7 @@ fn validate_create(
                 many.join(" and ")
             )))
         }
-    }
-    let encoded = request.zipped_code.unwrap_or_default();
-    // Reject by size before decoding: base64 is 4/3 of the bytes.
-    if encoded.len() / 4 * 3 > MAX_INLINE_ZIP_BYTES + 3 {
-        return Err(bad(format!(
-            "`zippedCode` is about {:.1} MiB packed; inline contexts are limited to {} MiB: leave out build outputs and dependencies (a .dockerignore helps)",
-            (encoded.len() / 4 * 3) as f64 / (1 << 20) as f64,
-            MAX_INLINE_ZIP_BYTES >> 20
-        )));
-    }
-    let zip = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|e| bad(format!("`zippedCode` is not valid base64 ({e}); encode the zip file's bytes with standard base64")))?;
-    if zip.len() > MAX_INLINE_ZIP_BYTES {
-        return Err(bad(format!(
-            "`zippedCode` is {} bytes packed; inline contexts are limited to {} MiB",
-            zip.len(),
-            MAX_INLINE_ZIP_BYTES >> 20
-        )));
-    }
-    if !(zip.starts_with(b"PK\x03\x04") || zip.starts_with(b"PK\x05\x06")) {
-        return Err(bad(
-            "`zippedCode` is not a zip archive (it does not start with a zip signature); send the base64 of a .zip file".into(),
-        ));
-    }
+    };
 
     let dockerfile = request.dockerfile.unwrap_or_else(|| "Dockerfile".into());
     validate::check_context_path("dockerfile", &dockerfile).map_err(bad)?;
@@ -187,10 +171,7 @@ fn validate_create(
         number: 0,
         name: request.name,
         status: BuildStatus::Pending,
-        source: SourceSummary {
-            kind: "inline-zip".into(),
-            size_bytes: Some(zip.len() as u64),
-        },
+        source: staged.summary(),
         request: BuildSpec {
             dockerfile,
             tags,
@@ -210,7 +191,75 @@ fn validate_create(
         finish_time: None,
         seq: 0,
     };
-    Ok((record, zip))
+    Ok((record, staged))
+}
+
+/// The context a build request brought, before it is staged for the worker.
+pub enum Staged {
+    Inline(Vec<u8>),
+    Upload(crate::store::ContextRecord),
+}
+
+impl Staged {
+    fn summary(&self) -> SourceSummary {
+        match self {
+            Staged::Inline(zip) => SourceSummary {
+                kind: "inline-zip".into(),
+                size_bytes: Some(zip.len() as u64),
+                format: Some("zip".into()),
+                context_id: None,
+            },
+            Staged::Upload(record) => SourceSummary {
+                kind: "upload".into(),
+                size_bytes: Some(record.size_bytes),
+                format: Some(record.format.clone()),
+                context_id: Some(record.context_id.clone()),
+            },
+        }
+    }
+
+    /// Put the input where the worker's context source will find it.
+    fn stage(&self, data_dir: &std::path::Path, staging: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(staging)?;
+        match self {
+            Staged::Inline(zip) => std::fs::write(staging.join(staged_file_name("zip")), zip),
+            Staged::Upload(record) => {
+                let blob = super::contexts::blob_path(data_dir, &record.sha256);
+                let target = staging.join(staged_file_name(&record.format));
+                // A hard link costs nothing; blobs are never modified in place.
+                std::fs::hard_link(&blob, &target)
+                    .or_else(|_| std::fs::copy(&blob, &target).map(|_| ()))
+            }
+        }
+    }
+}
+
+fn decode_inline_zip(encoded: &str) -> Result<Vec<u8>, ApiError> {
+    let bad = ApiError::bad_request;
+    // Reject by size before decoding: base64 is 4/3 of the bytes.
+    if encoded.len() / 4 * 3 > MAX_INLINE_ZIP_BYTES + 3 {
+        return Err(bad(format!(
+            "`zippedCode` is about {:.1} MiB packed; inline contexts are limited to {} MiB: upload bigger contexts with POST /v1/contexts and build them by `contextId`",
+            (encoded.len() / 4 * 3) as f64 / (1 << 20) as f64,
+            MAX_INLINE_ZIP_BYTES >> 20
+        )));
+    }
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| bad(format!("`zippedCode` is not valid base64 ({e}); encode the zip file's bytes with standard base64")))?;
+    if zip.len() > MAX_INLINE_ZIP_BYTES {
+        return Err(bad(format!(
+            "`zippedCode` is {} bytes packed; inline contexts are limited to {} MiB: upload bigger contexts with POST /v1/contexts",
+            zip.len(),
+            MAX_INLINE_ZIP_BYTES >> 20
+        )));
+    }
+    if !(zip.starts_with(b"PK\x03\x04") || zip.starts_with(b"PK\x05\x06")) {
+        return Err(bad(
+            "`zippedCode` is not a zip archive (it does not start with a zip signature); send the base64 of a .zip file".into(),
+        ));
+    }
+    Ok(zip)
 }
 
 pub fn get(state: &ApiState, caller: &Caller, build_id: &str) -> Result<Response<Body>, ApiError> {

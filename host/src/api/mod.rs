@@ -2,6 +2,7 @@
 //!
 //! * [`routes`] — dispatch by method and path, bearer auth.
 //! * [`builds`] — CreateBuild, GetBuild, ListBuilds, CancelBuild.
+//! * [`contexts`] — UploadBuildContext (streamed to disk, content-addressed).
 //! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
 //! * [`orgs`] — organizations and their tokens (the operator's admin token only).
 //! * [`validate`] — what a well-formed request looks like.
@@ -11,6 +12,7 @@
 //! resources answer 404, exactly like missing ones.
 
 pub mod builds;
+pub mod contexts;
 pub mod logs;
 pub mod orgs;
 pub mod routes;

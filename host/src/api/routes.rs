@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{builds, logs, orgs, ApiError, ApiState, Body};
+use super::{builds, contexts, logs, orgs, ApiError, ApiState, Body};
 
 /// Who is calling: the organization the bearer token belongs to.
 pub struct Caller {
@@ -90,6 +90,8 @@ async fn route(
         }
         (Method::GET, ["builds", id, "logs"]) => logs::stream(&state, &caller, id, &request),
         (Method::GET, ["plugins"]) => builds::plugins(&state),
+        (Method::POST, ["contexts"]) => contexts::upload(&state, &caller, request).await,
+        (Method::GET, ["contexts", id]) => contexts::get(&state, &caller, id),
         (Method::POST, ["orgs"]) => orgs::create(&state, &caller, request).await,
         (Method::GET, ["orgs"]) => orgs::list(&state, &caller),
         (Method::POST, ["orgs", org, "tokens"]) => orgs::create_token(&state, &caller, org),
@@ -100,6 +102,8 @@ async fn route(
         | (_, ["builds", _])
         | (_, ["builds", _, "logs"])
         | (_, ["plugins"])
+        | (_, ["contexts"])
+        | (_, ["contexts", _])
         | (_, ["orgs"])
         | (_, ["orgs", _, "tokens"])
         | (_, ["orgs", _, "tokens", _]) => Err(ApiError::new(

@@ -106,6 +106,15 @@ pub struct ServeArgs {
     /// Directory of third-party plugins (repeatable).
     #[arg(long = "plugin-dir", env = "KILN_PLUGIN_DIRS", value_delimiter = ':')]
     pub plugin_dirs: Vec<PathBuf>,
+    /// Most bytes an uploaded context may have, packed.
+    #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
+    pub max_upload_bytes: u64,
+    /// Most bytes a context may unpack to (an archive-bomb guard).
+    #[arg(long, env = "KILN_MAX_CONTEXT_BYTES", default_value_t = 8 << 30)]
+    pub max_context_bytes: u64,
+    /// Most files and directories a context may unpack to.
+    #[arg(long, env = "KILN_MAX_CONTEXT_ENTRIES", default_value_t = 200_000)]
+    pub max_context_entries: u64,
     /// Write the host's own log as JSON lines.
     #[arg(long, env = "KILN_LOG_JSON")]
     pub log_json: bool,
@@ -121,6 +130,9 @@ impl ServeArgs {
         config.max_concurrent_builds = self.max_concurrent_builds;
         config.default_build_timeout = Duration::from_secs(self.default_build_timeout_secs);
         config.plugin_dirs = self.plugin_dirs.clone();
+        config.max_upload_bytes = self.max_upload_bytes;
+        config.max_context_bytes = self.max_context_bytes;
+        config.max_context_entries = self.max_context_entries;
         config
     }
 }

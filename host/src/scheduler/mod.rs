@@ -16,6 +16,7 @@ mod failure;
 mod pipeline;
 
 pub use failure::hint_for;
+pub use pipeline::staged_file_name;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

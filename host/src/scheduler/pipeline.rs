@@ -1,9 +1,10 @@
 //! One build's steps, from staged input to pushed image.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::capabilities::{Capabilities, EngineScope};
 use crate::config::ServerConfig;
+use crate::context::{self, ContextError};
 use crate::engine::DockerEngine;
 use crate::plugins::bindings::builder::exports::kiln::plugin::build as wit_build;
 use crate::plugins::bindings::source::exports::kiln::plugin::source as wit_source;
@@ -73,6 +74,20 @@ fn failure(reason: FailureReason, message: impl Into<String>, exit_code: Option<
     }
 }
 
+/// The staged input's file name for an archive format.
+pub fn staged_file_name(format: &str) -> String {
+    format!("context.{format}")
+}
+
+fn from_context(error: ContextError) -> Failure {
+    let reason = match &error {
+        ContextError::Invalid(_) => FailureReason::ContextInvalid,
+        ContextError::DockerfileNotFound { .. } => FailureReason::DockerfileNotFound,
+        ContextError::Io(_) => FailureReason::Internal,
+    };
+    failure(reason, error.to_string(), None)
+}
+
 fn from_runtime(error: crate::plugins::PluginError) -> Failure {
     failure(FailureReason::PluginError, error.to_string(), None)
 }
@@ -113,27 +128,14 @@ fn from_plugin(plugin_id: &str, error: wit::PluginError) -> Failure {
     }
 }
 
-/// `relative` joined to `root`, if it has no `..`, root or prefix parts.
-fn join_inside(root: &Path, relative: &str) -> Option<PathBuf> {
-    let mut out = root.to_path_buf();
-    for part in Path::new(relative).components() {
-        match part {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
 impl Pipeline<'_> {
     pub async fn run(self) -> Result<Built, Failure> {
-        self.materialize().await?;
-        self.find_dockerfile()?;
+        let info = self.materialize().await?;
+        self.prepare(&info)?;
         self.build().await
     }
 
-    async fn materialize(&self) -> Result<(), Failure> {
+    async fn materialize(&self) -> Result<wit_source::ContextInfo, Failure> {
         let kind = &self.record.source.kind;
         let plugin = self.runtime.source(kind).ok_or_else(|| {
             failure(
@@ -153,10 +155,19 @@ impl Pipeline<'_> {
             "context: {kind} (plugin {} {})",
             plugin.manifest.id, plugin.manifest.version
         ));
+        let format = self
+            .record
+            .source
+            .format
+            .clone()
+            .unwrap_or_else(|| "zip".into());
         let spec = wit_source::SourceSpec {
             kind: kind.clone(),
-            input_path: Some("/input/context.zip".into()),
-            options: Vec::new(),
+            input_path: Some(format!("/input/{}", staged_file_name(&format))),
+            options: vec![wit::KeyValue {
+                key: "format".into(),
+                value: format,
+            }],
             max_unpacked_bytes: self.config.max_context_bytes,
             max_entries: self.config.max_context_entries,
         };
@@ -176,78 +187,35 @@ impl Pipeline<'_> {
             .await
             .map_err(from_runtime)?
             .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
-        self.apply_modes(&info.file_modes)?;
         self.log.system(&format!("context: {}", info.summary));
-        Ok(())
+        Ok(info)
     }
 
-    /// WASI cannot set unix modes: apply the ones the plugin reported,
-    /// permission bits only, to regular files inside the context.
-    fn apply_modes(&self, modes: &[wit_source::FileMode]) -> Result<(), Failure> {
-        use std::os::unix::fs::PermissionsExt;
-        for entry in modes {
-            let path = join_inside(&self.paths.context, &entry.path).ok_or_else(|| {
-                failure(
-                    FailureReason::ContextInvalid,
-                    format!(
-                        "the context source named a path outside the context: {}",
-                        entry.path
-                    ),
-                    None,
-                )
-            })?;
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => {
-                    let perms = std::fs::Permissions::from_mode(entry.mode & 0o777);
-                    std::fs::set_permissions(&path, perms).map_err(|e| {
-                        failure(
-                            FailureReason::Internal,
-                            format!("cannot set the mode of {}: {e}", entry.path),
-                            None,
-                        )
-                    })?;
-                }
-                _ => {} // not a regular file any more: nothing to do
-            }
+    /// The host's half of materialization: modes, links, `.dockerignore`,
+    /// and the Dockerfile's presence.
+    fn prepare(&self, info: &wit_source::ContextInfo) -> Result<(), Failure> {
+        let root = &self.paths.context;
+        let modes: Vec<(String, u32)> = info
+            .file_modes
+            .iter()
+            .map(|m| (m.path.clone(), m.mode))
+            .collect();
+        let links: Vec<(String, String)> = info
+            .symlinks
+            .iter()
+            .map(|l| (l.path.clone(), l.target.clone()))
+            .collect();
+        context::apply_modes(root, &modes).map_err(from_context)?;
+        context::create_symlinks(root, &links).map_err(from_context)?;
+        let dockerfile = &self.record.request.dockerfile;
+        if let Some(report) = context::apply_dockerignore(root, dockerfile).map_err(from_context)? {
+            self.log.system(&format!(
+                "context: .dockerignore left out {} files ({} bytes)",
+                report.removed_files, report.removed_bytes
+            ));
         }
+        context::find_dockerfile(root, dockerfile).map_err(from_context)?;
         Ok(())
-    }
-
-    fn find_dockerfile(&self) -> Result<(), Failure> {
-        let name = &self.record.request.dockerfile;
-        let not_found = |extra: String| {
-            failure(
-                FailureReason::DockerfileNotFound,
-                format!("Dockerfile `{name}` not found in the build context{extra}"),
-                None,
-            )
-        };
-        let path =
-            join_inside(&self.paths.context, name).ok_or_else(|| not_found(String::new()))?;
-        let inside = path
-            .canonicalize()
-            .ok()
-            .zip(self.paths.context.canonicalize().ok())
-            .map(|(file, root)| file.starts_with(root) && file.is_file())
-            .unwrap_or(false);
-        if inside {
-            return Ok(());
-        }
-        // A near miss in case only: say so, since names are case-sensitive.
-        let wanted = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
-        let near = path
-            .parent()
-            .and_then(|dir| std::fs::read_dir(dir).ok())
-            .and_then(|entries| {
-                entries.filter_map(|e| e.ok()).find_map(|e| {
-                    let candidate = e.file_name().to_string_lossy().into_owned();
-                    (Some(candidate.to_lowercase()) == wanted).then_some(candidate)
-                })
-            });
-        Err(not_found(match near {
-            Some(found) => format!(" (there is `{found}`: names are case-sensitive)"),
-            None => " (names are case-sensitive)".into(),
-        }))
     }
 
     async fn build(&self) -> Result<Built, Failure> {

@@ -19,6 +19,7 @@
 //! | `queue` | sequence (big-endian) | build id, for PENDING builds in FIFO order |
 //! | `counters` | org, 0, name | next build number for that name (big-endian) |
 //! | `logs` | build id, 0, line sequence (big-endian) | JSON [`LogLine`] |
+//! | `contexts` | org, 0, context id | JSON [`ContextRecord`] (the bytes are in `contexts/blobs/<sha256>`) |
 
 mod logs;
 mod records;
@@ -66,6 +67,7 @@ struct Inner {
     queue: sled::Tree,
     counters: sled::Tree,
     logs: sled::Tree,
+    contexts: sled::Tree,
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
@@ -112,6 +114,7 @@ impl Store {
             queue: db.open_tree("queue")?,
             counters: db.open_tree("counters")?,
             logs: db.open_tree("logs")?,
+            contexts: db.open_tree("contexts")?,
             db,
         };
         Ok(Store {
@@ -372,6 +375,27 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    // ---- uploaded contexts ----
+
+    /// Remember an uploaded context for `org` (again, if it uploaded the same bytes before).
+    pub fn put_context(&self, org: &str, record: &ContextRecord) -> Result<()> {
+        self.inner.contexts.insert(
+            join_key(&[org.as_bytes(), record.context_id.as_bytes()]),
+            encode(record),
+        )?;
+        Ok(())
+    }
+
+    /// An uploaded context, if `org` uploaded it.
+    pub fn context(&self, org: &str, context_id: &str) -> Result<Option<ContextRecord>> {
+        let key = join_key(&[org.as_bytes(), context_id.as_bytes()]);
+        self.inner
+            .contexts
+            .get(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()
     }
 
     // ---- logs ----

@@ -73,6 +73,24 @@ pub struct SourceSummary {
     /// Size of the staged input, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
+    /// The archive format of the staged input: `zip`, `tar`, `tar.gz`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub format: Option<String>,
+    /// For `upload`: the uploaded context's id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub context_id: Option<String>,
+}
+
+/// An uploaded build context (POST /v1/contexts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextRecord {
+    pub context_id: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// `tar`, `tar.gz` or `zip`.
+    pub format: String,
+    pub create_time: DateTime<Utc>,
 }
 
 /// Why a failed build failed, for operators' troubleshooting.

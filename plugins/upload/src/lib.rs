@@ -1,0 +1,82 @@
+//! Kiln context source `upload`: unpacks a context uploaded with
+//! `POST /v1/contexts` (a tar, tar.gz or zip; the host tells which in the
+//! `format` option) from `/input` into `/context`, with the checks of
+//! [`kiln_unpack`].
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use kiln_sdk::source::{
+    ContextInfo, ContextSource, FileMode, PluginError, PluginInfo, SourceSpec, Symlink,
+};
+use kiln_unpack::{Limits, UnpackError, Unpacked};
+
+struct Upload;
+
+impl ContextSource for Upload {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            description: "Unpacks an uploaded tar, tar.gz or zip into the build context".into(),
+        }
+    }
+
+    fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError> {
+        let input = spec.input_path.as_deref().ok_or_else(|| {
+            PluginError::InvalidInput("upload needs the staged archive; none was given".into())
+        })?;
+        let format = spec
+            .options
+            .iter()
+            .find(|kv| kv.key == "format")
+            .map(|kv| kv.value.as_str())
+            .unwrap_or("tar");
+        let file = fs::File::open(input).map_err(|e| {
+            PluginError::Internal(format!("cannot open staged archive {input}: {e}"))
+        })?;
+        let reader = io::BufReader::with_capacity(256 * 1024, file);
+        let limits = Limits {
+            max_bytes: spec.max_unpacked_bytes,
+            max_entries: spec.max_entries,
+        };
+        let root = Path::new("/context");
+        let unpacked = match format {
+            "zip" => kiln_unpack::unpack_zip(reader, root, limits),
+            "tar.gz" => kiln_unpack::unpack_tar_gz(reader, root, limits),
+            "tar" => kiln_unpack::unpack_tar(reader, root, limits),
+            other => {
+                return Err(PluginError::InvalidInput(format!(
+                    "unknown archive format `{other}`; expected tar, tar.gz or zip"
+                )))
+            }
+        }
+        .map_err(|e| match e {
+            UnpackError::Invalid(m) => PluginError::ContextInvalid(m),
+            UnpackError::Io(m) => PluginError::Internal(m),
+        })?;
+        Ok(context_info(unpacked, format))
+    }
+}
+
+kiln_sdk::export_context_source!(Upload);
+
+fn context_info(unpacked: Unpacked, format: &str) -> ContextInfo {
+    ContextInfo {
+        summary: format!(
+            "unpacked {} files ({} bytes) from the uploaded {format}",
+            unpacked.files, unpacked.bytes
+        ),
+        files: unpacked.files,
+        bytes: unpacked.bytes,
+        file_modes: unpacked
+            .modes
+            .into_iter()
+            .map(|(path, mode)| FileMode { path, mode })
+            .collect(),
+        symlinks: unpacked
+            .symlinks
+            .into_iter()
+            .map(|(path, target)| Symlink { path, target })
+            .collect(),
+    }
+}
