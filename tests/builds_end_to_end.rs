@@ -322,3 +322,69 @@ async fn server_sent_events_carry_ids_for_resuming() {
     );
     assert!(answer.ends_with("event: end\ndata: {}\n\n"), "{answer}");
 }
+
+#[tokio::test]
+async fn two_hundred_followers_all_receive_the_full_log() {
+    let t = TestServer::start().await;
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 100); do echo fan-out-$i; sleep 0.01; done\n"
+    );
+    let mut request = dockerfile_request(&unique_name("fanout"), &dockerfile);
+    request["noCache"] = json!(true);
+    let build_id = t.create_build(&request).await;
+    let t = std::sync::Arc::new(t);
+    let mut followers = Vec::new();
+    for _ in 0..200 {
+        let t = t.clone();
+        let path = format!("/v1/builds/{build_id}/logs?fromStart=true&follow=true");
+        followers.push(tokio::spawn(async move {
+            parse_ndjson(&t.get(&path).await.body)
+        }));
+    }
+    let mut received = Vec::new();
+    for follower in followers {
+        received.push(follower.await.unwrap());
+    }
+    let record = t.build(&build_id).await;
+    assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
+    let full = t.log(&build_id).await;
+    assert!(full
+        .iter()
+        .any(|l| l["line"].as_str().unwrap().ends_with("fan-out-100")));
+    for (i, lines) in received.iter().enumerate() {
+        assert_eq!(lines, &full, "follower {i} missed or reordered lines");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_builds_and_plugin_calls_and_openapi_is_public() {
+    let t = TestServer::start().await;
+    let build_id = t
+        .create_build(&hello_request(&unique_name("metrics")))
+        .await;
+    assert_eq!(
+        t.wait_finished(&build_id, LIMIT).await["status"],
+        "BUILD_STATUS_SUCCEEDED"
+    );
+    let metrics = t
+        .request_as(None, hyper::Method::GET, "/metrics", None)
+        .await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    for expected in [
+        "kiln_builds_created_total 1",
+        "kiln_builds_finished_total{status=\"BUILD_STATUS_SUCCEEDED\"} 1",
+        "kiln_queue_depth 0",
+        "kiln_builds_running 0",
+        "kiln_build_duration_seconds_count 1",
+        "kiln_plugin_call_duration_seconds_count{plugin=\"inline-zip\",call=\"materialize\"} 1",
+        "kiln_plugin_call_duration_seconds_count{plugin=\"buildkit\",call=\"build\"} 1",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    let spec = t
+        .request_as(None, hyper::Method::GET, "/v1/openapi.json", None)
+        .await;
+    assert_eq!(spec.status, 200);
+    assert_eq!(spec.json()["openapi"], "3.1.0");
+}

@@ -13,6 +13,7 @@
 //! | [`plugins`] | wasmtime: manifests, the engine and linker, one `InstancePre` per plugin, per-call stores with memory and time limits |
 //! | [`capabilities`] | the host side of the WIT interfaces plugins import (`log`, `engine`), each checking its permission first |
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
+//! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |
 //! | [`cli`] | the `kiln` command line |
 //! | [`config`] | the settings `kiln serve` runs with |
 //!
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod engine;
+pub mod metrics;
 pub mod plugins;
 pub mod scheduler;
 pub mod store;

@@ -98,12 +98,14 @@ impl Server {
             tracing::warn!("{e}; builds will fail until it answers");
         }
         let hub = LogHub::new(store.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let scheduler = Scheduler::start(
             store.clone(),
             hub.clone(),
             runtime.clone(),
             engine,
             config.clone(),
+            metrics.clone(),
         )?;
 
         let listener =
@@ -123,6 +125,7 @@ impl Server {
             scheduler: scheduler.clone(),
             runtime,
             config,
+            metrics,
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, state, stop.clone()));

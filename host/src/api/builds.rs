@@ -60,6 +60,7 @@ pub async fn create(
             return Err(e.into());
         }
     };
+    state.metrics.build_created();
     state.scheduler.wake();
     tracing::info!(build_id = %record.build_id, org = %record.org, name = %record.name, number = record.number, "build accepted");
     Ok(json_response(
@@ -342,6 +343,9 @@ pub fn cancel(
         }
     })?;
     if updated.status == BuildStatus::Cancelled {
+        state
+            .metrics
+            .build_finished(BuildStatus::Cancelled, std::time::Duration::ZERO);
         state.hub.finish(build_id);
     } else {
         state.scheduler.cancel_running(build_id);

@@ -41,6 +41,7 @@ pub struct ApiState {
     pub scheduler: Scheduler,
     pub runtime: Arc<PluginRuntime>,
     pub config: ServerConfig,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// An error answer.

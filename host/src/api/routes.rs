@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
@@ -64,52 +65,195 @@ pub async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Respons
     response
 }
 
+/// Every route, as (method, path template) — the same set the OpenAPI
+/// document describes; a test keeps the two equal.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/builds"),
+    ("GET", "/v1/builds"),
+    ("GET", "/v1/builds/{buildId}"),
+    ("POST", "/v1/builds/{buildId}:cancel"),
+    ("GET", "/v1/builds/{buildId}/logs"),
+    ("POST", "/v1/contexts"),
+    ("GET", "/v1/contexts/{contextId}"),
+    ("GET", "/v1/plugins"),
+    ("POST", "/v1/orgs"),
+    ("GET", "/v1/orgs"),
+    ("POST", "/v1/orgs/{org}/tokens"),
+    ("DELETE", "/v1/orgs/{org}/tokens/{tokenId}"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+];
+
+/// The OpenAPI 3.1 description of every route.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// A request's destination, with its path parameters.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Healthz,
+    Metrics,
+    OpenApi,
+    CreateBuild,
+    ListBuilds,
+    GetBuild(&'a str),
+    CancelBuild(&'a str),
+    BuildLogs(&'a str),
+    UploadContext,
+    GetContext(&'a str),
+    ListPlugins,
+    CreateOrg,
+    ListOrgs,
+    CreateToken(&'a str),
+    RevokeToken(&'a str, &'a str),
+}
+
+impl Route<'_> {
+    /// Routes anyone may call, without a token.
+    fn is_public(&self) -> bool {
+        matches!(self, Route::Healthz | Route::Metrics | Route::OpenApi)
+    }
+}
+
+/// Where `method path` goes: 404 for no such path, 405 for a path that
+/// exists with other methods.
+pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
+    let segments: Vec<&'a str> = path.trim_start_matches('/').split('/').collect();
+    let is = |m: Method| *method == m;
+    let route = match segments.as_slice() {
+        ["healthz"] => is(Method::GET).then_some(Route::Healthz),
+        ["metrics"] => is(Method::GET).then_some(Route::Metrics),
+        ["v1", "openapi.json"] => is(Method::GET).then_some(Route::OpenApi),
+        ["v1", "builds"] if is(Method::POST) => Some(Route::CreateBuild),
+        ["v1", "builds"] => is(Method::GET).then_some(Route::ListBuilds),
+        ["v1", "builds", action] if action.ends_with(":cancel") => {
+            is(Method::POST).then(|| Route::CancelBuild(action.trim_end_matches(":cancel")))
+        }
+        ["v1", "builds", id] if !id.is_empty() => is(Method::GET).then_some(Route::GetBuild(id)),
+        ["v1", "builds", id, "logs"] => is(Method::GET).then_some(Route::BuildLogs(id)),
+        ["v1", "contexts"] => is(Method::POST).then_some(Route::UploadContext),
+        ["v1", "contexts", id] => is(Method::GET).then_some(Route::GetContext(id)),
+        ["v1", "plugins"] => is(Method::GET).then_some(Route::ListPlugins),
+        ["v1", "orgs"] if is(Method::POST) => Some(Route::CreateOrg),
+        ["v1", "orgs"] => is(Method::GET).then_some(Route::ListOrgs),
+        ["v1", "orgs", org, "tokens"] => is(Method::POST).then_some(Route::CreateToken(org)),
+        ["v1", "orgs", org, "tokens", id] => {
+            is(Method::DELETE).then_some(Route::RevokeToken(org, id))
+        }
+        _ => return Err(ApiError::not_found(&format!("route {path}"))),
+    };
+    route.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} does not accept {method}; see GET /v1/openapi.json"),
+        )
+    })
+}
+
 async fn route(
     state: Arc<ApiState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
-    if path == "/healthz" {
-        return Ok(super::json_response(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
-        ));
+    let route = resolve(request.method(), &path)?;
+    if route.is_public() {
+        return Ok(match route {
+            Route::Metrics => metrics(&state),
+            Route::OpenApi => Response::builder()
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(
+                    http_body_util::Full::new(bytes::Bytes::from_static(OPENAPI.as_bytes()))
+                        .boxed(),
+                )
+                .unwrap(),
+            _ => super::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        });
     }
-    let Some(rest) = path.strip_prefix("/v1/") else {
-        return Err(ApiError::not_found(&format!("route {path}")));
-    };
     let caller = authenticate(&state, &request)?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    let method = request.method().clone();
-    match (method, segments.as_slice()) {
-        (Method::POST, ["builds"]) => builds::create(&state, &caller, request).await,
-        (Method::GET, ["builds"]) => builds::list(&state, &caller, &request),
-        (Method::GET, ["builds", id]) if !id.contains(':') => builds::get(&state, &caller, id),
-        (Method::POST, ["builds", action]) if action.ends_with(":cancel") => {
-            builds::cancel(&state, &caller, action.trim_end_matches(":cancel"))
+    match route {
+        Route::CreateBuild => builds::create(&state, &caller, request).await,
+        Route::ListBuilds => builds::list(&state, &caller, &request),
+        Route::GetBuild(id) => builds::get(&state, &caller, id),
+        Route::CancelBuild(id) => builds::cancel(&state, &caller, id),
+        Route::BuildLogs(id) => logs::stream(&state, &caller, id, &request),
+        Route::UploadContext => contexts::upload(&state, &caller, request).await,
+        Route::GetContext(id) => contexts::get(&state, &caller, id),
+        Route::ListPlugins => builds::plugins(&state),
+        Route::CreateOrg => orgs::create(&state, &caller, request).await,
+        Route::ListOrgs => orgs::list(&state, &caller),
+        Route::CreateToken(org) => orgs::create_token(&state, &caller, org),
+        Route::RevokeToken(org, id) => orgs::revoke_token(&state, &caller, org, id),
+        Route::Healthz | Route::Metrics | Route::OpenApi => {
+            unreachable!("public routes answered above")
         }
-        (Method::GET, ["builds", id, "logs"]) => logs::stream(&state, &caller, id, &request),
-        (Method::GET, ["plugins"]) => builds::plugins(&state),
-        (Method::POST, ["contexts"]) => contexts::upload(&state, &caller, request).await,
-        (Method::GET, ["contexts", id]) => contexts::get(&state, &caller, id),
-        (Method::POST, ["orgs"]) => orgs::create(&state, &caller, request).await,
-        (Method::GET, ["orgs"]) => orgs::list(&state, &caller),
-        (Method::POST, ["orgs", org, "tokens"]) => orgs::create_token(&state, &caller, org),
-        (Method::DELETE, ["orgs", org, "tokens", token_id]) => {
-            orgs::revoke_token(&state, &caller, org, token_id)
+    }
+}
+
+fn metrics(state: &ApiState) -> Response<Body> {
+    let text = state.metrics.render(&crate::metrics::Snapshot {
+        queue_depth: state.store.queue_len() as u64,
+        running: state.scheduler.running_count() as u64,
+    });
+    Response::builder()
+        .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(http_body_util::Full::new(bytes::Bytes::from(text)).boxed())
+        .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn spec_routes() -> BTreeSet<(String, String)> {
+        let spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(spec["openapi"], "3.1.0");
+        let mut out = BTreeSet::new();
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
         }
-        (_, ["builds"])
-        | (_, ["builds", _])
-        | (_, ["builds", _, "logs"])
-        | (_, ["plugins"])
-        | (_, ["contexts"])
-        | (_, ["contexts", _])
-        | (_, ["orgs"])
-        | (_, ["orgs", _, "tokens"])
-        | (_, ["orgs", _, "tokens", _]) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{} does not accept this method", path),
-        )),
-        _ => Err(ApiError::not_found(&format!("route {path}"))),
+        out
+    }
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let ours: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(spec_routes(), ours);
+    }
+
+    #[test]
+    fn every_documented_route_resolves_and_other_methods_are_405() {
+        for (method, template) in spec_routes() {
+            let path = template
+                .replace("{buildId}", "b-1")
+                .replace("{contextId}", "ctx-1")
+                .replace("{org}", "team")
+                .replace("{tokenId}", "t-1");
+            let method: Method = method.parse().unwrap();
+            let route = resolve(&method, &path);
+            assert!(route.is_ok(), "{method} {path}: {:?}", route.err());
+            let other = if method == Method::PATCH {
+                Method::PUT
+            } else {
+                Method::PATCH
+            };
+            assert_eq!(
+                resolve(&other, &path).unwrap_err().status,
+                StatusCode::METHOD_NOT_ALLOWED
+            );
+        }
+        assert_eq!(
+            resolve(&Method::GET, "/v1/nope").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            resolve(&Method::POST, "/v1/builds/abc:cancel").unwrap(),
+            Route::CancelBuild("abc")
+        );
     }
 }

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::engine::DockerEngine;
+use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::store::{BuildLog, BuildStatus, Failure, FailureReason, LogHub, Store, StoreError};
 
@@ -44,6 +45,7 @@ struct Inner {
     runtime: Arc<PluginRuntime>,
     engine: DockerEngine,
     config: ServerConfig,
+    metrics: Arc<Metrics>,
     wake: Notify,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
@@ -64,6 +66,7 @@ impl Scheduler {
         runtime: Arc<PluginRuntime>,
         engine: DockerEngine,
         config: ServerConfig,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
@@ -72,6 +75,7 @@ impl Scheduler {
                 runtime,
                 engine,
                 config,
+                metrics,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
@@ -133,6 +137,11 @@ impl Scheduler {
             }
             None => false,
         }
+    }
+
+    /// How many builds are running now.
+    pub fn running_count(&self) -> usize {
+        self.inner.running.lock().unwrap().len()
     }
 
     /// Stop taking new builds and cancel the running ones' futures.
@@ -216,6 +225,7 @@ impl Scheduler {
             log: &log,
             record: &record,
             paths: &paths,
+            metrics: &inner.metrics,
         };
         let outcome = tokio::select! {
             result = tokio::time::timeout(timeout, job.run()) => match result {
@@ -274,6 +284,14 @@ impl Scheduler {
             r.metrics = Some(metrics);
         })?;
         inner.store.flush().await?;
+        let final_status = match &outcome {
+            Outcome::Succeeded(_) => BuildStatus::Succeeded,
+            Outcome::Failed(_) => BuildStatus::Failed,
+            Outcome::Cancelled => BuildStatus::Cancelled,
+        };
+        inner
+            .metrics
+            .build_finished(final_status, started.elapsed());
         inner.running.lock().unwrap().remove(build_id);
         inner.hub.finish(build_id);
         paths.remove_all();

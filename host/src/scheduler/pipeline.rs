@@ -63,6 +63,7 @@ pub struct Pipeline<'a> {
     pub log: &'a BuildLog,
     pub record: &'a BuildRecord,
     pub paths: &'a Paths,
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 fn failure(reason: FailureReason, message: impl Into<String>, exit_code: Option<i32>) -> Failure {
@@ -181,10 +182,14 @@ impl Pipeline<'_> {
             context_writable: true,
             input: Some(self.paths.input.clone()),
         };
+        let started = std::time::Instant::now();
         let info = self
             .runtime
             .materialize(plugin, caps, &preopens, &spec)
-            .await
+            .await;
+        self.metrics
+            .plugin_call(&plugin.manifest.id, "materialize", started.elapsed());
+        let info = info
             .map_err(from_runtime)?
             .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
         self.log.system(&format!("context: {}", info.summary));
@@ -265,10 +270,11 @@ impl Pipeline<'_> {
             context_writable: false,
             input: None,
         };
-        let output = self
-            .runtime
-            .build(plugin, caps, &preopens, &request)
-            .await
+        let started = std::time::Instant::now();
+        let output = self.runtime.build(plugin, caps, &preopens, &request).await;
+        self.metrics
+            .plugin_call(&plugin.manifest.id, "build", started.elapsed());
+        let output = output
             .map_err(from_runtime)?
             .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
         Ok(Built {

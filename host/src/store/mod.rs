@@ -319,6 +319,11 @@ impl Store {
         Ok(())
     }
 
+    /// How many builds wait in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.inner.queue.len()
+    }
+
     /// Whether the build is waiting in the queue.
     pub fn is_queued(&self, record: &BuildRecord) -> Result<bool> {
         Ok(self.inner.queue.contains_key(record.seq.to_be_bytes())?)

@@ -1,0 +1,202 @@
+//! The host's own measurements, served at `GET /metrics` in Prometheus'
+//! text format. Counters and histograms are atomics: recording never takes
+//! a lock on the build path (except the per-plugin map, once per call).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::store::BuildStatus;
+
+/// A cumulative histogram with fixed buckets (seconds).
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Record one observation.
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            if seconds <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{braces} {total}");
+    }
+}
+
+const BUILD_SECONDS: &[f64] = &[
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+const PLUGIN_SECONDS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
+];
+
+/// Everything `/metrics` reports.
+pub struct Metrics {
+    builds_created: AtomicU64,
+    builds_finished: [AtomicU64; 3],
+    build_duration: Histogram,
+    plugin_calls: Mutex<BTreeMap<(String, &'static str), std::sync::Arc<Histogram>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            builds_created: AtomicU64::new(0),
+            builds_finished: Default::default(),
+            build_duration: Histogram::new(BUILD_SECONDS),
+            plugin_calls: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// Gauges read at scrape time.
+pub struct Snapshot {
+    pub queue_depth: u64,
+    pub running: u64,
+}
+
+impl Metrics {
+    /// A build was accepted.
+    pub fn build_created(&self) {
+        self.builds_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A build ended with `status` after `took`.
+    pub fn build_finished(&self, status: BuildStatus, took: Duration) {
+        let index = match status {
+            BuildStatus::Succeeded => 0,
+            BuildStatus::Failed => 1,
+            BuildStatus::Cancelled => 2,
+            _ => return,
+        };
+        self.builds_finished[index].fetch_add(1, Ordering::Relaxed);
+        self.build_duration.observe(took);
+    }
+
+    /// A plugin call (`materialize`, `build`...) took `took`.
+    pub fn plugin_call(&self, plugin: &str, call: &'static str, took: Duration) {
+        let histogram = self
+            .plugin_calls
+            .lock()
+            .unwrap()
+            .entry((plugin.to_string(), call))
+            .or_insert_with(|| std::sync::Arc::new(Histogram::new(PLUGIN_SECONDS)))
+            .clone();
+        histogram.observe(took);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP kiln_builds_created_total Builds accepted since the host started.\n# TYPE kiln_builds_created_total counter\n");
+        let _ = writeln!(
+            out,
+            "kiln_builds_created_total {}",
+            self.builds_created.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP kiln_builds_finished_total Builds that ended since the host started, by final status.\n# TYPE kiln_builds_finished_total counter\n");
+        for (status, count) in [
+            "BUILD_STATUS_SUCCEEDED",
+            "BUILD_STATUS_FAILED",
+            "BUILD_STATUS_CANCELLED",
+        ]
+        .iter()
+        .zip(&self.builds_finished)
+        {
+            let _ = writeln!(
+                out,
+                "kiln_builds_finished_total{{status=\"{status}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP kiln_queue_depth Builds waiting for a worker.\n# TYPE kiln_queue_depth gauge\n",
+        );
+        let _ = writeln!(out, "kiln_queue_depth {}", snapshot.queue_depth);
+        out.push_str(
+            "# HELP kiln_builds_running Builds running now.\n# TYPE kiln_builds_running gauge\n",
+        );
+        let _ = writeln!(out, "kiln_builds_running {}", snapshot.running);
+        out.push_str("# HELP kiln_build_duration_seconds Wall time of finished builds.\n# TYPE kiln_build_duration_seconds histogram\n");
+        self.build_duration
+            .render(&mut out, "kiln_build_duration_seconds", "");
+        out.push_str("# HELP kiln_plugin_call_duration_seconds Wall time of plugin calls, by plugin and call.\n# TYPE kiln_plugin_call_duration_seconds histogram\n");
+        for ((plugin, call), histogram) in self.plugin_calls.lock().unwrap().iter() {
+            histogram.render(
+                &mut out,
+                "kiln_plugin_call_duration_seconds",
+                &format!("plugin=\"{plugin}\",call=\"{call}\""),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_rendered_for_prometheus() {
+        let metrics = Metrics::default();
+        metrics.build_finished(BuildStatus::Succeeded, Duration::from_secs(3));
+        metrics.build_finished(BuildStatus::Failed, Duration::from_secs(40));
+        metrics.plugin_call("buildkit", "build", Duration::from_millis(20));
+        let text = metrics.render(&Snapshot {
+            queue_depth: 4,
+            running: 2,
+        });
+        assert!(text.contains("kiln_builds_finished_total{status=\"BUILD_STATUS_SUCCEEDED\"} 1"));
+        assert!(text.contains("kiln_build_duration_seconds_bucket{le=\"5\"} 1"));
+        assert!(text.contains("kiln_build_duration_seconds_bucket{le=\"60\"} 2"));
+        assert!(text.contains("kiln_build_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("kiln_build_duration_seconds_sum 43"));
+        assert!(text.contains("kiln_queue_depth 4\n"));
+        assert!(text.contains(
+            "kiln_plugin_call_duration_seconds_bucket{plugin=\"buildkit\",call=\"build\",le=\"0.05\"} 1"
+        ));
+    }
+}
