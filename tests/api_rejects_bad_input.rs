@@ -123,6 +123,11 @@ async fn malformed_and_invalid_requests_are_400_with_a_fix() {
             "build arg name",
         ),
         ("bad platform", with("platform", json!("amd64")), "os/arch"),
+        (
+            "bad profile",
+            with("profile", json!("huge")),
+            "not one of small, medium, large, xlarge",
+        ),
     ];
     for (what, body, expected) in cases {
         let answer = t

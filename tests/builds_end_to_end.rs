@@ -20,6 +20,10 @@ async fn hello_example_is_built_pushed_and_runs() {
         t.log_text(&build_id).await
     );
     assert_eq!(record["number"], 1);
+    assert_eq!(
+        record["request"]["profile"], "medium",
+        "the server's default profile"
+    );
 
     let expected_ref = format!("{REGISTRY}/default/{name}:latest");
     assert_eq!(record["imageRefs"], json!([expected_ref]));
@@ -57,8 +61,13 @@ async fn hello_example_is_built_pushed_and_runs() {
     // What the pushed image prints.
     assert_eq!(run_image(&expected_ref).await.trim(), "Hello from Kiln!");
 
-    // The log tells the story in BuildKit's plain style.
+    // The log tells the story in BuildKit's plain style, and says plainly
+    // that this engine path cannot enforce the profile's limits.
     let log = t.log_text(&build_id).await;
+    assert!(
+        log.contains("profile medium (2 CPUs, 4096 MiB) is not enforced"),
+        "{log}"
+    );
     assert!(log.contains("[4/4] RUN chmod 0755 /app/hello.sh"), "{log}");
     assert!(
         log.contains(&format!("pushed {expected_ref} {digest}")),

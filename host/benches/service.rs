@@ -94,7 +94,11 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
         };
         store.create_build(record).unwrap();
         store.pop_queued().unwrap();
-        let status = if i % 10 == 0 { BuildStatus::Failed } else { BuildStatus::Succeeded };
+        let status = if i % 10 == 0 {
+            BuildStatus::Failed
+        } else {
+            BuildStatus::Succeeded
+        };
         store
             .update_build(&format!("bench-{i:06}"), |r| r.status = status)
             .unwrap();
@@ -122,14 +126,20 @@ async fn accept_to_running(t: &TestServer) -> Row {
         let build_id = t.create_build(&hello_request("bench-accept")).await;
         let record = t.wait_finished(&build_id, Duration::from_secs(120)).await;
         assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED");
-        let created = chrono::DateTime::parse_from_rfc3339(record["createTime"].as_str().unwrap()).unwrap();
-        let started = chrono::DateTime::parse_from_rfc3339(record["startTime"].as_str().unwrap()).unwrap();
+        let created =
+            chrono::DateTime::parse_from_rfc3339(record["createTime"].as_str().unwrap()).unwrap();
+        let started =
+            chrono::DateTime::parse_from_rfc3339(record["startTime"].as_str().unwrap()).unwrap();
         latencies.push((started - created).num_microseconds().unwrap() as f64 / 1000.0);
     }
     let latencies = sorted(latencies);
     Row(
         "accept → RUNNING, idle worker (10 builds)".into(),
-        format!("median {:.2} ms, max {:.2} ms", percentile(&latencies, 0.5), latencies[latencies.len() - 1]),
+        format!(
+            "median {:.2} ms, max {:.2} ms",
+            percentile(&latencies, 0.5),
+            latencies[latencies.len() - 1]
+        ),
     )
 }
 
@@ -150,7 +160,12 @@ async fn upload_throughput(t: &TestServer) -> Vec<Row> {
         let last = body.len() - 1;
         body[last] = kiln_rates.len() as u8 + 1;
         let answer = t.upload(body).await;
-        assert_eq!(answer.status, 201, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(
+            answer.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
         kiln_rates.push(mb / started.elapsed().as_secs_f64());
     }
 
@@ -209,7 +224,9 @@ async fn fan_out(t: &Arc<TestServer>, followers: usize) -> Row {
     for _ in 0..followers {
         let t = t.clone();
         let path = format!("/v1/builds/{build_id}/logs?fromStart=true&follow=true");
-        tasks.push(tokio::spawn(async move { follow_latencies(&t, &path).await }));
+        tasks.push(tokio::spawn(
+            async move { follow_latencies(&t, &path).await },
+        ));
     }
     let mut latencies = Vec::new();
     for task in tasks {
@@ -243,15 +260,20 @@ async fn follow_latencies(t: &TestServer, path: &str) -> Vec<f64> {
     let mut pending = String::new();
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.unwrap().into_data() else { continue };
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
         let now = Utc::now();
         pending.push_str(&String::from_utf8_lossy(&data));
         while let Some(end) = pending.find('\n') {
             let line: String = pending.drain(..=end).collect();
             let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-            let time = chrono::DateTime::parse_from_rfc3339(value["time"].as_str().unwrap()).unwrap();
+            let time =
+                chrono::DateTime::parse_from_rfc3339(value["time"].as_str().unwrap()).unwrap();
             if time > attached && value["line"].as_str().unwrap_or("").contains("fan-") {
-                out.push((now - time.with_timezone(&Utc)).num_microseconds().unwrap() as f64 / 1000.0);
+                out.push(
+                    (now - time.with_timezone(&Utc)).num_microseconds().unwrap() as f64 / 1000.0,
+                );
             }
         }
     }
@@ -273,7 +295,11 @@ async fn main() {
     let startup = started.elapsed();
     rows.push(Row(
         format!("start-up over {records} records (recovery scan)"),
-        format!("{:.0} ms (filling them took {:.1} s)", startup.as_secs_f64() * 1000.0, fill.as_secs_f64()),
+        format!(
+            "{:.0} ms (filling them took {:.1} s)",
+            startup.as_secs_f64() * 1000.0,
+            fill.as_secs_f64()
+        ),
     ));
     for (what, query) in [
         ("ListBuilds first page, 100k records", ""),
@@ -281,7 +307,10 @@ async fn main() {
         ("… filtered by name", "&name=app-7"),
     ] {
         let (p50, p99) = list_latencies(&big, query).await;
-        rows.push(Row(what.into(), format!("p50 {p50:.2} ms, p99 {p99:.2} ms (pageSize 50)")));
+        rows.push(Row(
+            what.into(),
+            format!("p50 {p50:.2} ms, p99 {p99:.2} ms (pageSize 50)"),
+        ));
     }
     rows.push(get_build_rate(&big, "bench-050000").await);
     drop(big);

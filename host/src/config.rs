@@ -26,12 +26,51 @@ pub struct ServerConfig {
     /// Extra directories holding third-party plugins (one sub-directory per
     /// plugin, each with a `plugin.toml`).
     pub plugin_dirs: Vec<PathBuf>,
+    /// The profile a build gets when its request names none.
+    pub default_profile: String,
     /// Most bytes an uploaded context (POST /v1/contexts) may have, packed.
     pub max_upload_bytes: u64,
     /// Most bytes an unpacked context may hold.
     pub max_context_bytes: u64,
     /// Most files and directories an unpacked context may hold.
     pub max_context_entries: u64,
+}
+
+/// A build profile: the resources one build may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    pub name: &'static str,
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
+}
+
+/// The profiles a request may name.
+pub const PROFILES: &[Profile] = &[
+    Profile {
+        name: "small",
+        memory_bytes: 2 << 30,
+        nano_cpus: 1_000_000_000,
+    },
+    Profile {
+        name: "medium",
+        memory_bytes: 4 << 30,
+        nano_cpus: 2_000_000_000,
+    },
+    Profile {
+        name: "large",
+        memory_bytes: 8 << 30,
+        nano_cpus: 4_000_000_000,
+    },
+    Profile {
+        name: "xlarge",
+        memory_bytes: 16 << 30,
+        nano_cpus: 8_000_000_000,
+    },
+];
+
+/// The profile called `name`.
+pub fn profile(name: &str) -> Option<Profile> {
+    PROFILES.iter().copied().find(|p| p.name == name)
 }
 
 impl ServerConfig {
@@ -46,6 +85,7 @@ impl ServerConfig {
             default_build_timeout: Duration::from_secs(60 * 60),
             max_build_timeout: Duration::from_secs(6 * 60 * 60),
             plugin_dirs: Vec::new(),
+            default_profile: "medium".into(),
             max_upload_bytes: 2 << 30,
             max_context_bytes: 8 << 30,
             max_context_entries: 200_000,

@@ -136,7 +136,7 @@ pub mod log {
 pub mod builder {
     pub use crate::bindings::builder::exports::kiln::plugin::build::{BuildOutput, BuildRequest};
     pub use crate::bindings::builder::kiln::plugin::types::{
-        EngineFailure, FailureReason, KeyValue, PluginError, PluginInfo,
+        EngineFailure, FailureReason, KeyValue, PluginError, PluginInfo, ResourceLimits,
     };
 
     /// The host's container engine. Every call is checked against the

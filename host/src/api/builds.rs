@@ -149,6 +149,14 @@ fn validate_create(
             state.config.default_build_timeout.as_secs()
         )));
     }
+    let profile = request
+        .profile
+        .unwrap_or_else(|| state.config.default_profile.clone());
+    if crate::config::profile(&profile).is_none() {
+        return Err(bad(format!(
+            "`profile` {profile:?} is not one of small, medium, large, xlarge"
+        )));
+    }
     let builder = request.builder.unwrap_or_else(|| "buildkit".into());
     if state.runtime.builder(&builder).is_none() {
         return Err(bad(format!(
@@ -182,6 +190,7 @@ fn validate_create(
             no_cache: request.no_cache.unwrap_or(false),
             timeout_secs,
             builder,
+            profile,
         },
         image_refs,
         digest: None,

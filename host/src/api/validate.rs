@@ -37,6 +37,8 @@ pub struct CreateBuildRequest {
     pub no_cache: Option<bool>,
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 fn is_lower_alnum(c: char) -> bool {

@@ -106,6 +106,9 @@ pub struct ServeArgs {
     /// Directory of third-party plugins (repeatable).
     #[arg(long = "plugin-dir", env = "KILN_PLUGIN_DIRS", value_delimiter = ':')]
     pub plugin_dirs: Vec<PathBuf>,
+    /// The build profile when a request names none: small, medium, large or xlarge.
+    #[arg(long, env = "KILN_DEFAULT_PROFILE", default_value = "medium", value_parser = ["small", "medium", "large", "xlarge"])]
+    pub default_profile: String,
     /// Most bytes an uploaded context may have, packed.
     #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
     pub max_upload_bytes: u64,
@@ -131,6 +134,7 @@ impl ServeArgs {
         config.default_build_timeout = Duration::from_secs(self.default_build_timeout_secs);
         config.plugin_dirs = self.plugin_dirs.clone();
         config.max_upload_bytes = self.max_upload_bytes;
+        config.default_profile = self.default_profile.clone();
         config.max_context_bytes = self.max_context_bytes;
         config.max_context_entries = self.max_context_entries;
         config

@@ -253,6 +253,16 @@ impl Pipeline<'_> {
             platform: spec.platform.clone(),
             no_cache: spec.no_cache,
             secrets: Vec::new(),
+            limits: {
+                let profile = crate::config::profile(&spec.profile)
+                    .or_else(|| crate::config::profile(&self.config.default_profile))
+                    .unwrap_or(crate::config::PROFILES[1]);
+                wit::ResourceLimits {
+                    profile: profile.name.to_string(),
+                    memory_bytes: profile.memory_bytes,
+                    nano_cpus: profile.nano_cpus,
+                }
+            },
             options: Vec::new(),
         };
         let caps = Capabilities::new(

@@ -62,6 +62,9 @@ pub struct BuildSpec {
     pub no_cache: bool,
     pub timeout_secs: u64,
     pub builder: String,
+    /// The build profile (`small`, `medium`, `large`, `xlarge`).
+    #[serde(default)]
+    pub profile: String,
 }
 
 /// Where the build's context comes from.

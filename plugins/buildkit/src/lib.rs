@@ -32,6 +32,13 @@ impl Builder for BuildKit {
             request.dockerfile,
             request.image_refs.join(", ")
         ));
+        let limits = &request.limits;
+        kiln_sdk::log::info(&format!(
+            "profile {} ({} CPUs, {} MiB) is not enforced: BuildKit builds through Docker Engine's /build endpoint ignore memory and CPU limits",
+            limits.profile,
+            limits.nano_cpus as f64 / 1e9,
+            limits.memory_bytes >> 20
+        ));
         let labels = vec![KeyValue {
             key: "dev.kiln.build-id".into(),
             value: request.build_id.clone(),
