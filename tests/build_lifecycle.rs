@@ -21,6 +21,18 @@ fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
+/// Containers the daemon knows, running or not.
+async fn container_count() -> usize {
+    docker()
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .len()
+}
+
 /// A RUN step that sleeps in a shell whose command line carries `marker`
 /// (the trailing `echo` keeps busybox's shell from exec'ing `sleep`).
 fn sleeper(marker: &str) -> String {
@@ -61,6 +73,7 @@ async fn cancelling_a_running_build_stops_its_step_within_two_seconds() {
     let marker = unique_name("cancel-marker");
     let mut request = dockerfile_request(&unique_name("cancelled"), &sleeper(&marker));
     request["noCache"] = true.into();
+    let containers_before = container_count().await;
     let build_id = t.create_build(&request).await;
     wait_for_process(&marker).await;
 
@@ -80,6 +93,11 @@ async fn cancelling_a_running_build_stops_its_step_within_two_seconds() {
     let record = t.wait_finished(&build_id, Duration::from_secs(10)).await;
     assert_eq!(record["status"], "BUILD_STATUS_CANCELLED", "{record:#}");
     assert!(t.log_text(&build_id).await.contains("build cancelled"));
+    assert_eq!(
+        container_count().await,
+        containers_before,
+        "the daemon keeps no container"
+    );
 
     // A finished build cannot be cancelled again.
     let again = t

@@ -103,6 +103,9 @@ pub struct ServeArgs {
     /// A build's time limit when its request sets none, in seconds.
     #[arg(long, env = "KILN_DEFAULT_BUILD_TIMEOUT", default_value_t = 3600)]
     pub default_build_timeout_secs: u64,
+    /// The longest `timeoutSecs` a request may ask for, in seconds.
+    #[arg(long, env = "KILN_MAX_BUILD_TIMEOUT", default_value_t = 6 * 3600)]
+    pub max_build_timeout_secs: u64,
     /// Directory of third-party plugins (repeatable).
     #[arg(long = "plugin-dir", env = "KILN_PLUGIN_DIRS", value_delimiter = ':')]
     pub plugin_dirs: Vec<PathBuf>,
@@ -132,6 +135,7 @@ impl ServeArgs {
         config.docker_host = self.docker_host.clone();
         config.max_concurrent_builds = self.max_concurrent_builds;
         config.default_build_timeout = Duration::from_secs(self.default_build_timeout_secs);
+        config.max_build_timeout = Duration::from_secs(self.max_build_timeout_secs);
         config.plugin_dirs = self.plugin_dirs.clone();
         config.max_upload_bytes = self.max_upload_bytes;
         config.default_profile = self.default_profile.clone();
