@@ -170,20 +170,25 @@ async fn follow_log(
     tx: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
 ) -> Result<(), FollowError> {
     let mut updates = hub.subscribe(&build_id);
+    // The record is read only when it may have changed (at the start, when
+    // the writer's channel closes, and on the periodic re-check), not on
+    // every new line: with hundreds of followers that read dominated.
+    let mut check_record = true;
     let result = async {
         loop {
-            // Only durable lines are served while the build runs.
-            let durable = *updates.borrow_and_update();
-            if finished(&store, &build_id)? {
-                drain(&store, &build_id, after, u64::MAX, format, &tx).await?;
-                if let Format::Sse = format {
-                    if follow {
+            if check_record {
+                if finished(&store, &build_id)? {
+                    drain(&store, &build_id, after, u64::MAX, format, &tx).await?;
+                    if let (Format::Sse, true) = (format, follow) {
                         let end = Bytes::from_static(b"event: end\ndata: {}\n\n");
                         let _ = tx.send(Ok(Frame::data(end))).await;
                     }
+                    return Ok(());
                 }
-                return Ok(());
+                check_record = false;
             }
+            // Only durable lines are served while the build runs.
+            let durable = *updates.borrow_and_update();
             after = drain(&store, &build_id, after, durable, format, &tx).await?;
             if !follow {
                 return Ok(());
@@ -194,9 +199,10 @@ async fn follow_log(
                         // The writer is gone: the build ended. A fresh channel
                         // keeps this loop from spinning on a closed one.
                         updates = hub.subscribe(&build_id);
+                        check_record = true;
                     }
                 }
-                _ = tokio::time::sleep(RECHECK) => {}
+                _ = tokio::time::sleep(RECHECK) => check_record = true,
                 _ = tx.closed() => return Err(FollowError::ClientGone),
             }
         }
