@@ -1,11 +1,9 @@
 //! The `kiln` binary: flags in, [`kiln_host`] does the work.
 
 use anyhow::Context;
-use clap::Parser;
-use hyper::Method;
-use kiln_host::cli::client::ApiClient;
-use kiln_host::cli::{Cli, Command, OrgCommand, ServerArgs, TokenCommand};
-use serde_json::json;
+use clap::{CommandFactory, Parser};
+use kiln_host::cli::commands;
+use kiln_host::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(json: bool) {
@@ -21,7 +19,7 @@ fn init_tracing(json: bool) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    let outcome = match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_json);
             let config = args.to_config();
@@ -34,57 +32,26 @@ async fn main() -> anyhow::Result<()> {
                 server.admin_token_path().display()
             );
             server.run_until_signal().await;
+            Ok(0)
         }
-        Command::Org { command, server } => {
-            let client = connect(&server)?;
-            match command {
-                OrgCommand::Create { name } => {
-                    let org = client
-                        .call(Method::POST, "/v1/orgs", Some(&json!({ "name": name })))
-                        .await?;
-                    println!(
-                        "created organization {}",
-                        org["name"].as_str().unwrap_or(&name)
-                    );
-                }
-                OrgCommand::List => {
-                    let answer = client.call(Method::GET, "/v1/orgs", None).await?;
-                    for org in answer["orgs"].as_array().into_iter().flatten() {
-                        println!("{}", org["name"].as_str().unwrap_or(""));
-                    }
-                }
-            }
+        Command::Build(args) => commands::build(args).await,
+        Command::Builds { command, server } => commands::builds(command, &server).await,
+        Command::Context { command, server } => commands::context(command, &server).await,
+        Command::Plugins { command, server } => commands::plugins(command, &server).await,
+        Command::Login(args) => commands::login(args).await,
+        Command::Org { command, server } => commands::org(command, &server).await,
+        Command::Token { command, server } => commands::token(command, &server).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
+            Ok(0)
         }
-        Command::Token { command, server } => {
-            let client = connect(&server)?;
-            match command {
-                TokenCommand::Create { org } => {
-                    let answer = client
-                        .call(Method::POST, &format!("/v1/orgs/{org}/tokens"), None)
-                        .await?;
-                    // The token alone on stdout, so scripts can capture it.
-                    println!("{}", answer["token"].as_str().unwrap_or(""));
-                    eprintln!(
-                        "token id {} for organization {org}; the token is shown only now",
-                        answer["tokenId"].as_str().unwrap_or("")
-                    );
-                }
-                TokenCommand::Revoke { org, token_id } => {
-                    client
-                        .call(
-                            Method::DELETE,
-                            &format!("/v1/orgs/{org}/tokens/{token_id}"),
-                            None,
-                        )
-                        .await?;
-                    eprintln!("revoked token {token_id} of organization {org}");
-                }
-            }
+    };
+    match outcome {
+        Ok(0) => Ok(()),
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("kiln: {error}");
+            std::process::exit(1);
         }
     }
-    Ok(())
-}
-
-fn connect(args: &ServerArgs) -> anyhow::Result<ApiClient> {
-    Ok(ApiClient::new(&args.server, args.token.as_deref())?)
 }

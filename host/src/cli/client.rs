@@ -3,7 +3,9 @@
 //! message for a 4xx.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures_util::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -29,11 +31,13 @@ pub enum ClientError {
     BadAnswer(String),
 }
 
+type RequestBody = BoxBody<Bytes, std::io::Error>;
+
 /// A connection to one Kiln server with one token.
 pub struct ApiClient {
     server: String,
     token: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpConnector, RequestBody>,
 }
 
 impl ApiClient {
@@ -52,6 +56,35 @@ impl ApiClient {
         })
     }
 
+    /// The server's base URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.server))
+            .header("authorization", format!("Bearer {}", self.token))
+    }
+
+    async fn send(
+        &self,
+        request: hyper::http::request::Builder,
+        body: RequestBody,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let request = request
+            .body(body)
+            .map_err(|_| ClientError::BadServer(self.server.clone()))?;
+        self.http
+            .request(request)
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                server: self.server.clone(),
+                source,
+            })
+    }
+
     /// Send a request; JSON in, JSON out (`Value::Null` for an empty answer).
     pub async fn call(
         &self,
@@ -59,10 +92,7 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.server))
-            .header("authorization", format!("Bearer {}", self.token));
+        let mut request = self.request(method, path);
         let bytes = match body {
             Some(value) => {
                 request = request.header("content-type", "application/json");
@@ -70,17 +100,76 @@ impl ApiClient {
             }
             None => Bytes::new(),
         };
-        let request = request
-            .body(Full::new(bytes))
-            .map_err(|_| ClientError::BadServer(self.server.clone()))?;
-        let response =
-            self.http
-                .request(request)
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    server: self.server.clone(),
-                    source,
-                })?;
+        let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+        let response = self.send(request, body).await?;
+        Self::json_answer(response).await
+    }
+
+    /// Upload a file as the body of `POST path`, streamed, reporting bytes sent.
+    pub async fn upload_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<Value, ClientError> {
+        let handle = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::BadAnswer(format!("cannot read {}: {e}", file.display())))?;
+        let length = handle.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(handle, 256 * 1024).map(move |chunk| {
+                chunk.map(|bytes| {
+                    progress(bytes.len() as u64);
+                    Frame::data(bytes)
+                })
+            });
+        let request = self
+            .request(Method::POST, path)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", length);
+        let response = self
+            .send(request, BoxBody::new(StreamBody::new(stream)))
+            .await?;
+        Self::json_answer(response).await
+    }
+
+    /// GET `path` and hand each line of the (streamed) answer to `each`,
+    /// until the server ends the stream.
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let body = Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed();
+        let response = self.send(self.request(Method::GET, path), body).await?;
+        if !response.status().is_success() {
+            return Self::json_answer(response).await.map(|_| ());
+        }
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ClientError::BadAnswer(format!("the stream broke off: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                each(String::from_utf8_lossy(&line).trim_end());
+            }
+        }
+        if !pending.is_empty() {
+            each(String::from_utf8_lossy(&pending).trim_end());
+        }
+        Ok(())
+    }
+
+    async fn json_answer(
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Value, ClientError> {
         let status = response.status();
         let body = response
             .into_body()

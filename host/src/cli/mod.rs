@@ -2,6 +2,9 @@
 //! subcommands are clients of a running server ([`client`]).
 
 pub mod client;
+pub mod commands;
+pub mod config;
+pub mod pack;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +26,31 @@ pub struct Cli {
 pub enum Command {
     /// Run the Kiln server.
     Serve(ServeArgs),
+    /// Build a directory (or a git repository) on a Kiln server, like `docker build`.
+    Build(BuildArgs),
+    /// List, inspect, follow and cancel builds.
+    Builds {
+        #[command(subcommand)]
+        command: BuildsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Upload build contexts.
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show the server's plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Save a server and token to ~/.config/kiln/config.toml (mode 0600).
+    Login(LoginArgs),
     /// Manage organizations (needs the admin token).
     Org {
         #[command(subcommand)]
@@ -37,21 +65,145 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Print a shell completion script: `kiln completions bash > /etc/bash_completion.d/kiln`.
+    Completions { shell: clap_complete::Shell },
 }
 
-/// Where the server is and who is asking.
-#[derive(Debug, clap::Args)]
+/// Where the server is and who is asking. Flags win over the environment,
+/// which wins over `kiln login`'s saved config.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The Kiln server.
-    #[arg(
-        long,
-        env = "KILN_SERVER",
-        default_value = "http://127.0.0.1:7878",
-        global = true
-    )]
-    pub server: String,
-    /// An API token (for organization management: the admin token).
+    /// The Kiln server [default: saved by `kiln login`, else http://127.0.0.1:7878].
+    #[arg(long, env = "KILN_SERVER", global = true)]
+    pub server: Option<String>,
+    /// An API token [default: saved by `kiln login`].
     #[arg(long, env = "KILN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The server's JSON, for scripts.
+    Json,
+}
+
+/// `kiln build` flags, named as `docker build` names them.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The context directory.
+    #[arg(default_value = ".", conflicts_with = "git")]
+    pub dir: std::path::PathBuf,
+    /// Name and tag, `name:tag` (repeatable; every tag must share the name).
+    #[arg(short = 't', long = "tag", required = true)]
+    pub tags: Vec<String>,
+    /// The Dockerfile, relative to the context.
+    #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
+    pub file: String,
+    /// `KEY=VALUE`, or `KEY` alone to take the value from the environment (repeatable).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// The stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// `os/arch[/variant]`.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// buildkit, kaniko, wizard, or a plugin's builder name.
+    #[arg(long)]
+    pub builder: Option<String>,
+    /// The build's time limit in seconds (0: the server's default).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// small, medium, large or xlarge.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// A build secret to mount, by name (repeatable).
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Build from git instead of a directory: `URL#REF:DIR`.
+    #[arg(long)]
+    pub git: Option<String>,
+    /// Pack `.git` too (left out by default).
+    #[arg(long)]
+    pub include_git: bool,
+    /// Print the build id and return without following the build.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// On Ctrl-C, cancel the build without asking.
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildsCommand {
+    /// List builds, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one build.
+    Get {
+        id: String,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Print a build's log.
+    Logs {
+        id: String,
+        /// Keep printing until the build ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Start at the first line (default: with --follow, from now; else the whole log).
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Cancel a pending or running build.
+    Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Upload a directory (packed, honoring .dockerignore) or a tar/tar.gz/zip file; prints the context id.
+    Upload {
+        path: std::path::PathBuf,
+        /// Pack `.git` too.
+        #[arg(long)]
+        include_git: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List the server's plugins.
+    List {
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+/// `kiln login` flags.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The Kiln server.
+    #[arg(long, env = "KILN_SERVER", default_value = "http://127.0.0.1:7878")]
+    pub server: String,
+    /// The token; read from standard input when not given.
+    #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 

@@ -83,7 +83,11 @@ impl Renderer {
             if vertex.cached && !state.announced_cached {
                 state.announced_cached = true;
                 state.cached = true;
-                out.push(format!("#{} CACHED", state.number));
+                // BuildKit sometimes marks a vertex cached after reporting
+                // it done; one closing line per step is enough.
+                if !state.finished {
+                    out.push(format!("#{} CACHED", state.number));
+                }
             }
             if vertex.completed.is_some() && !state.finished {
                 state.finished = true;

@@ -1,0 +1,699 @@
+//! The client commands. Output is plain and stable when standard output is
+//! not a terminal (for scripts and CI logs); colour and progress bars only
+//! on a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use hyper::Method;
+use serde_json::{json, Value};
+
+use super::client::{ApiClient, ClientError};
+use super::{
+    config, pack, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand, Output,
+    PluginsCommand, ServerArgs, TokenCommand,
+};
+use crate::api::validate::MAX_INLINE_ZIP_BYTES;
+
+/// Why a client command failed; `main` prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Pack(#[from] pack::PackError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the process should exit with.
+pub type ExitCode = i32;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+
+/// Connect with flags/env first, then the saved config.
+pub fn connect(args: &ServerArgs) -> Result<ApiClient, CommandError> {
+    let saved = config::load()?;
+    let server = args
+        .server
+        .clone()
+        .or(saved.server)
+        .unwrap_or_else(|| DEFAULT_SERVER.into());
+    let token = args.token.clone().or(saved.token);
+    Ok(ApiClient::new(&server, token.as_deref())?)
+}
+
+struct Style {
+    tty: bool,
+}
+
+impl Style {
+    fn stdout() -> Self {
+        Style {
+            tty: std::io::stdout().is_terminal(),
+        }
+    }
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.tty {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+// ---- kiln build ----
+
+/// Split `name:tag` (a registry-style `host:port/name:tag` is refused: the
+/// server decides the registry).
+fn split_tag(tag: &str) -> Result<(String, String), CommandError> {
+    let last_slash = tag.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let (name, tag_part) = match tag[last_slash..].rfind(':') {
+        Some(colon) => (&tag[..last_slash + colon], &tag[last_slash + colon + 1..]),
+        None => (tag, "latest"),
+    };
+    if name.contains(':')
+        || name
+            .split('/')
+            .next()
+            .is_some_and(|first| first.contains('.') && tag.contains('/'))
+    {
+        return Err(CommandError::Usage(format!(
+            "-t {tag}: give `name:tag` only; the server pushes to its own registry under your organization"
+        )));
+    }
+    Ok((name.to_string(), tag_part.to_string()))
+}
+
+fn build_args(pairs: &[String]) -> Result<serde_json::Map<String, Value>, CommandError> {
+    let mut out = serde_json::Map::new();
+    for pair in pairs {
+        match pair.split_once('=') {
+            Some((key, value)) => {
+                out.insert(key.to_string(), Value::String(value.to_string()));
+            }
+            None => {
+                // Like docker: a bare KEY that is not set is left out.
+                if let Ok(value) = std::env::var(pair) {
+                    out.insert(pair.clone(), Value::String(value));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `URL#REF:DIR` → gitSource.
+fn git_source(spec: &str) -> Value {
+    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
+    let (reference, dir) = fragment.split_once(':').unwrap_or((fragment, ""));
+    let mut source = json!({ "url": url });
+    if !reference.is_empty() {
+        source["reference"] = json!(reference);
+    }
+    if !dir.is_empty() {
+        source["contextDir"] = json!(dir);
+    }
+    source
+}
+
+fn progress_bar(tty: bool, total: u64, what: &str) -> indicatif::ProgressBar {
+    if !tty {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Pack the directory; inline when small, else upload. Returns the request's
+/// context fields.
+async fn send_context(
+    client: &ApiClient,
+    dir: &std::path::Path,
+    dockerfile: &str,
+    include_git: bool,
+) -> Result<serde_json::Map<String, Value>, CommandError> {
+    let tty = std::io::stderr().is_terminal();
+    let files = pack::context_files(dir, dockerfile, include_git)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|(_, p)| std::fs::symlink_metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let archive = tempfile::NamedTempFile::new()?;
+    let bar = progress_bar(tty, total, "packing");
+    let packed = {
+        let bar = bar.clone();
+        let out = archive.reopen()?;
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || pack::pack_zip(&files, out, |n| bar.inc(n)))
+            .await
+            .map_err(|e| CommandError::Usage(e.to_string()))??
+    };
+    bar.finish_and_clear();
+    let size = archive.as_file().metadata()?.len();
+    if !tty {
+        eprintln!(
+            "packed {} files ({} bytes) into {} bytes",
+            packed.files, packed.bytes, size
+        );
+    }
+    let mut fields = serde_json::Map::new();
+    if size as usize <= MAX_INLINE_ZIP_BYTES {
+        let bytes = std::fs::read(archive.path())?;
+        fields.insert(
+            "zippedCode".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        );
+        return Ok(fields);
+    }
+    let bar = Arc::new(progress_bar(tty, size, "uploading"));
+    let counter = bar.clone();
+    let uploaded = client
+        .upload_file("/v1/contexts", archive.path(), move |n| counter.inc(n))
+        .await?;
+    bar.finish_and_clear();
+    if !tty {
+        eprintln!("uploaded the context ({size} bytes)");
+    }
+    fields.insert("contextId".into(), uploaded["contextId"].clone());
+    Ok(fields)
+}
+
+/// `kiln build`.
+pub async fn build(args: BuildArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(&args.server)?;
+    let mut name = None;
+    let mut tags = Vec::new();
+    for tag in &args.tags {
+        let (n, t) = split_tag(tag)?;
+        if name.as_ref().is_some_and(|existing| existing != &n) {
+            return Err(CommandError::Usage(format!(
+                "every -t must name the same image; got {} and {n}",
+                name.unwrap()
+            )));
+        }
+        name = Some(n);
+        tags.push(t);
+    }
+    let mut body = json!({
+        "name": name.unwrap_or_default(),
+        "tags": tags,
+        "dockerfile": args.file,
+        "noCache": args.no_cache,
+    });
+    let build_args = build_args(&args.build_args)?;
+    if !build_args.is_empty() {
+        body["buildArgs"] = Value::Object(build_args);
+    }
+    for (key, value) in [
+        ("target", &args.target),
+        ("platform", &args.platform),
+        ("builder", &args.builder),
+        ("profile", &args.profile),
+    ] {
+        if let Some(value) = value {
+            body[key] = json!(value);
+        }
+    }
+    if let Some(timeout) = args.timeout {
+        body["timeoutSecs"] = json!(timeout);
+    }
+    if !args.secrets.is_empty() {
+        body["secrets"] = json!(args.secrets);
+    }
+    match &args.git {
+        Some(spec) => body["gitSource"] = git_source(spec),
+        None => {
+            let fields = send_context(&client, &args.dir, &args.file, args.include_git).await?;
+            for (key, value) in fields {
+                body[key] = value;
+            }
+        }
+    }
+    let accepted = client.call(Method::POST, "/v1/builds", Some(&body)).await?;
+    let build_id = accepted["buildId"].as_str().unwrap_or_default().to_string();
+    if args.detach {
+        println!("{build_id}");
+        return Ok(0);
+    }
+    eprintln!(
+        "build {build_id} (#{}) accepted; following its log",
+        accepted["number"]
+    );
+    follow_build(&client, &build_id, args.cancel_on_interrupt).await
+}
+
+/// Follow a build's log to the end, handling Ctrl-C, then print the result.
+async fn follow_build(
+    client: &ApiClient,
+    build_id: &str,
+    cancel_on_interrupt: bool,
+) -> Result<ExitCode, CommandError> {
+    let style = Style::stdout();
+    let path = format!("/v1/builds/{build_id}/logs?fromStart=true&follow=true");
+    let follow = client.stream_lines(&path, |line| print_log_line(&style, line));
+    tokio::pin!(follow);
+    tokio::select! {
+        result = &mut follow => result?,
+        _ = tokio::signal::ctrl_c() => {
+            let cancel = cancel_on_interrupt || ask_to_cancel(build_id);
+            if cancel {
+                client.call(Method::POST, &format!("/v1/builds/{build_id}:cancel"), None).await?;
+                eprintln!("cancelling build {build_id}");
+                // Show the rest of the log up to the end.
+                follow.await?;
+            } else {
+                eprintln!("build {build_id} goes on; follow it with `kiln builds logs {build_id} --follow`");
+                return Ok(130);
+            }
+        }
+    }
+    let record = client
+        .call(Method::GET, &format!("/v1/builds/{build_id}"), None)
+        .await?;
+    print_result(&style, &record);
+    Ok(match record["status"].as_str() {
+        Some("BUILD_STATUS_SUCCEEDED") => 0,
+        Some("BUILD_STATUS_CANCELLED") => 130,
+        _ => 1,
+    })
+}
+
+fn ask_to_cancel(build_id: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("\ncancel build {build_id}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+}
+
+fn print_log_line(style: &Style, raw: &str) {
+    let Ok(value) = serde_json::from_str::<Value>(raw) else {
+        return;
+    };
+    let line = value["line"].as_str().unwrap_or_default();
+    let printed = match value["stream"].as_str() {
+        Some("system") => style.paint("2", line),
+        _ if line.contains("ERROR") => style.paint("31", line),
+        _ => line.to_string(),
+    };
+    println!("{printed}");
+}
+
+fn print_result(style: &Style, record: &Value) {
+    let status = record["status"].as_str().unwrap_or_default();
+    match status {
+        "BUILD_STATUS_SUCCEEDED" => {
+            println!("{}", style.paint("32", "build succeeded"));
+            for image in record["imageRefs"].as_array().into_iter().flatten() {
+                println!("image:  {}", image.as_str().unwrap_or_default());
+            }
+            println!("digest: {}", record["digest"].as_str().unwrap_or_default());
+            let m = &record["metrics"];
+            println!(
+                "took {:.1}s, image {} bytes in {} layers, {} of {} steps cached",
+                m["durationMs"].as_f64().unwrap_or(0.0) / 1000.0,
+                m["imageSizeBytes"],
+                m["layerCount"],
+                m["cachedSteps"],
+                m["totalSteps"]
+            );
+        }
+        "BUILD_STATUS_FAILED" => {
+            let f = &record["failure"];
+            println!(
+                "{} ({}): {}",
+                style.paint("31", "build failed"),
+                f["reason"].as_str().unwrap_or_default(),
+                f["message"].as_str().unwrap_or_default()
+            );
+            println!("hint: {}", f["hint"].as_str().unwrap_or_default());
+        }
+        other => println!("build ended {other}"),
+    }
+}
+
+// ---- kiln builds ----
+
+pub async fn builds(command: BuildsCommand, server: &ServerArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        BuildsCommand::List {
+            status,
+            name,
+            limit,
+            output,
+        } => {
+            let mut query = format!("pageSize={}", limit.clamp(1, 1000));
+            if let Some(status) = status {
+                let status = if status.starts_with("BUILD_STATUS_") {
+                    status
+                } else {
+                    format!("BUILD_STATUS_{}", status.to_uppercase())
+                };
+                query.push_str(&format!("&status={status}"));
+            }
+            if let Some(name) = name {
+                query.push_str(&format!(
+                    "&name={}",
+                    form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+                ));
+            }
+            let answer = client
+                .call(Method::GET, &format!("/v1/builds?{query}"), None)
+                .await?;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&answer["builds"]).unwrap()
+                ),
+                Output::Table => print_build_table(
+                    answer["builds"]
+                        .as_array()
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                ),
+            }
+        }
+        BuildsCommand::Get { id, output } => {
+            let record = client
+                .call(Method::GET, &format!("/v1/builds/{id}"), None)
+                .await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&record).unwrap()),
+                Output::Table => {
+                    print_build_table(std::slice::from_ref(&record));
+                    print_result(&Style::stdout(), &record);
+                }
+            }
+        }
+        BuildsCommand::Logs {
+            id,
+            follow,
+            from_start,
+        } => {
+            let style = Style::stdout();
+            let from_start = from_start || !follow;
+            let path = format!("/v1/builds/{id}/logs?fromStart={from_start}&follow={follow}");
+            client
+                .stream_lines(&path, |line| print_log_line(&style, line))
+                .await?;
+        }
+        BuildsCommand::Cancel { id } => {
+            let record = client
+                .call(Method::POST, &format!("/v1/builds/{id}:cancel"), None)
+                .await?;
+            println!("{} {}", id, record["status"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(0)
+}
+
+fn short_status(status: &str) -> &str {
+    status.strip_prefix("BUILD_STATUS_").unwrap_or(status)
+}
+
+fn print_build_table(builds: &[Value]) {
+    let rows: Vec<[String; 6]> = builds
+        .iter()
+        .map(|b| {
+            let duration = b["metrics"]["durationMs"]
+                .as_f64()
+                .map(|ms| format!("{:.1}s", ms / 1000.0))
+                .unwrap_or_else(|| "-".into());
+            [
+                b["buildId"].as_str().unwrap_or_default().to_string(),
+                b["name"].as_str().unwrap_or_default().to_string(),
+                format!("#{}", b["number"]),
+                short_status(b["status"].as_str().unwrap_or_default()).to_string(),
+                b["createTime"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(19)
+                    .collect(),
+                duration,
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "BUILD ID", "NAME", "NUMBER", "STATUS", "CREATED", "DURATION",
+        ],
+        &rows,
+    );
+}
+
+fn print_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+// ---- kiln context ----
+
+pub async fn context(
+    command: ContextCommand,
+    server: &ServerArgs,
+) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    let ContextCommand::Upload { path, include_git } = command;
+    let answer = if path.is_dir() {
+        let fields = send_context_upload(&client, &path, include_git).await?;
+        fields
+    } else {
+        let tty = std::io::stderr().is_terminal();
+        let size = std::fs::metadata(&path)?.len();
+        let bar = Arc::new(progress_bar(tty, size, "uploading"));
+        let counter = bar.clone();
+        let answer = client
+            .upload_file("/v1/contexts", &path, move |n| counter.inc(n))
+            .await?;
+        bar.finish_and_clear();
+        answer
+    };
+    println!("{}", answer["contextId"].as_str().unwrap_or_default());
+    Ok(0)
+}
+
+/// Pack a directory and always upload it (no inline path).
+async fn send_context_upload(
+    client: &ApiClient,
+    dir: &std::path::Path,
+    include_git: bool,
+) -> Result<Value, CommandError> {
+    let files = pack::context_files(dir, "Dockerfile", include_git)?;
+    let archive = tempfile::NamedTempFile::new()?;
+    let out = archive.reopen()?;
+    tokio::task::spawn_blocking(move || pack::pack_zip(&files, out, |_| {}))
+        .await
+        .map_err(|e| CommandError::Usage(e.to_string()))??;
+    let tty = std::io::stderr().is_terminal();
+    let size = archive.as_file().metadata()?.len();
+    let bar = Arc::new(progress_bar(tty, size, "uploading"));
+    let counter = bar.clone();
+    let answer = client
+        .upload_file("/v1/contexts", archive.path(), move |n| counter.inc(n))
+        .await?;
+    bar.finish_and_clear();
+    Ok(answer)
+}
+
+// ---- kiln plugins ----
+
+pub async fn plugins(
+    command: PluginsCommand,
+    server: &ServerArgs,
+) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    let PluginsCommand::List { output } = command;
+    let answer = client.call(Method::GET, "/v1/plugins", None).await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&answer["plugins"]).unwrap()
+        ),
+        Output::Table => {
+            let rows: Vec<[String; 5]> = answer["plugins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let kinds = &p["kinds"];
+                    let provides: Vec<String> = kinds["builder"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|b| format!("builder {}", b.as_str().unwrap_or_default()))
+                        .chain(
+                            kinds["contextSource"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|s| format!("source {}", s.as_str().unwrap_or_default())),
+                        )
+                        .collect();
+                    [
+                        p["id"].as_str().unwrap_or_default().to_string(),
+                        p["version"].as_str().unwrap_or_default().to_string(),
+                        p["api"].as_str().unwrap_or_default().to_string(),
+                        provides.join(", "),
+                        p["origin"].as_str().unwrap_or_default().to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "VERSION", "API", "PROVIDES", "ORIGIN"], &rows);
+        }
+    }
+    Ok(0)
+}
+
+// ---- kiln login, org, token ----
+
+pub async fn login(args: LoginArgs) -> Result<ExitCode, CommandError> {
+    let token = match args.token {
+        Some(token) => token,
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("token for {}: ", args.server);
+                let _ = std::io::stderr().flush();
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+    };
+    let client = ApiClient::new(&args.server, Some(&token))?;
+    // Check before saving: a typo should not be remembered.
+    client
+        .call(Method::GET, "/v1/builds?pageSize=1", None)
+        .await?;
+    let path = config::save(&config::ClientConfig {
+        server: Some(args.server.clone()),
+        token: Some(token),
+    })?;
+    eprintln!("logged in to {}; saved to {}", args.server, path.display());
+    Ok(0)
+}
+
+pub async fn org(command: OrgCommand, server: &ServerArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        OrgCommand::Create { name } => {
+            let org = client
+                .call(Method::POST, "/v1/orgs", Some(&json!({ "name": name })))
+                .await?;
+            println!(
+                "created organization {}",
+                org["name"].as_str().unwrap_or(&name)
+            );
+        }
+        OrgCommand::List => {
+            let answer = client.call(Method::GET, "/v1/orgs", None).await?;
+            for org in answer["orgs"].as_array().into_iter().flatten() {
+                println!("{}", org["name"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn token(command: TokenCommand, server: &ServerArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        TokenCommand::Create { org } => {
+            let answer = client
+                .call(Method::POST, &format!("/v1/orgs/{org}/tokens"), None)
+                .await?;
+            // The token alone on stdout, so scripts can capture it.
+            println!("{}", answer["token"].as_str().unwrap_or(""));
+            eprintln!(
+                "token id {} for organization {org}; the token is shown only now",
+                answer["tokenId"].as_str().unwrap_or("")
+            );
+        }
+        TokenCommand::Revoke { org, token_id } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/orgs/{org}/tokens/{token_id}"),
+                    None,
+                )
+                .await?;
+            eprintln!("revoked token {token_id} of organization {org}");
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_split_like_docker() {
+        assert_eq!(
+            split_tag("hello:v1").unwrap(),
+            ("hello".into(), "v1".into())
+        );
+        assert_eq!(
+            split_tag("team/api").unwrap(),
+            ("team/api".into(), "latest".into())
+        );
+        assert!(split_tag("registry.example.com:5000/x:1").is_err());
+    }
+
+    #[test]
+    fn git_specs_map_to_a_git_source() {
+        assert_eq!(
+            git_source("https://example.com/r.git#v1.2:services/api"),
+            json!({"url": "https://example.com/r.git", "reference": "v1.2", "contextDir": "services/api"})
+        );
+        assert_eq!(git_source("git://h/r"), json!({"url": "git://h/r"}));
+    }
+
+    #[test]
+    fn bare_build_arg_names_come_from_the_environment() {
+        std::env::set_var("KILN_TEST_BUILD_ARG", "from-env");
+        let args = build_args(&[
+            "A=1".into(),
+            "KILN_TEST_BUILD_ARG".into(),
+            "KILN_TEST_UNSET_ARG".into(),
+        ])
+        .unwrap();
+        assert_eq!(args["A"], "1");
+        assert_eq!(args["KILN_TEST_BUILD_ARG"], "from-env");
+        assert!(!args.contains_key("KILN_TEST_UNSET_ARG"));
+    }
+}

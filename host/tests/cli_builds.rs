@@ -1,0 +1,300 @@
+//! `kiln build` and friends, driven as a user would: the real binary, no
+//! terminal (so the output is the plain, stable kind), against a real server.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use kiln_tests::*;
+
+struct Cli<'a> {
+    server: &'a KilnProcess,
+    home: tempfile::TempDir,
+}
+
+impl<'a> Cli<'a> {
+    fn new(server: &'a KilnProcess) -> Self {
+        Cli {
+            server,
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Run `kiln ARGS` with the server and token in the environment.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_SERVER", self.server.server_url())
+            .env("KILN_TOKEN", &self.server.token)
+            .env("XDG_CONFIG_HOME", self.home.path())
+            .envs(env.iter().copied())
+            .output()
+            .expect("run kiln")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(root: &Path, path: &str, contents: &[u8]) {
+    let path = root.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, contents).unwrap();
+}
+
+#[tokio::test]
+async fn kiln_build_packs_builds_follows_and_reports_like_docker_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let cli = Cli::new(&server);
+    let hello = workspace().join("examples/hello");
+    let name = unique_name("cli");
+
+    // `--build-arg GREETING` alone takes the value from the environment.
+    let out = cli.run_with_env(
+        &[
+            "build",
+            hello.to_str().unwrap(),
+            "-t",
+            &format!("{name}:v1"),
+            "-t",
+            &format!("{name}:stable"),
+            "--build-arg",
+            "GREETING",
+        ],
+        &[("GREETING", "Greetings from the CLI")],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        !stdout.contains('\x1b'),
+        "no colour without a terminal: {stdout}"
+    );
+    assert!(
+        stdout.contains("[4/4] RUN chmod"),
+        "the log is followed: {stdout}"
+    );
+    let image = format!("{REGISTRY}/default/{name}:v1");
+    assert!(stdout.contains(&format!("image:  {image}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("image:  {REGISTRY}/default/{name}:stable")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("digest: sha256:"), "{stdout}");
+    assert!(
+        stdout.contains("steps cached"),
+        "metrics are printed: {stdout}"
+    );
+    assert_eq!(run_image(&image).await.trim(), "Greetings from the CLI!");
+
+    // --detach prints the id alone and returns.
+    let out = cli.run(&[
+        "build",
+        hello.to_str().unwrap(),
+        "-t",
+        &format!("{name}:v2"),
+        "--detach",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let build_id = text(&out.stdout).trim().to_string();
+    assert_eq!(build_id.len(), 36, "a build id: {build_id:?}");
+    let record = server
+        .wait_finished(&build_id, Duration::from_secs(120))
+        .await;
+    assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED");
+
+    // The other commands see the builds.
+    let out = cli.run(&["builds", "list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[0]["buildId"], build_id.as_str(), "newest first");
+    let out = cli.run(&["builds", "list", "--name", &name, "--status", "succeeded"]);
+    let table = text(&out.stdout);
+    assert!(table.starts_with("BUILD ID"), "{table}");
+    assert_eq!(table.lines().count(), 3, "{table}");
+    let out = cli.run(&["builds", "get", &build_id, "-o", "json"]);
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["imageRefs"][0], format!("{REGISTRY}/default/{name}:v2"));
+    let out = cli.run(&["builds", "logs", &build_id]);
+    assert!(
+        text(&out.stdout).contains("build succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cli.run(&["builds", "cancel", &build_id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already finished"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_build_exits_non_zero_with_the_reason_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let cli = Cli::new(&server);
+    let context = tempfile::tempdir().unwrap();
+    write(
+        context.path(),
+        "Dockerfile",
+        format!("FROM {REGISTRY}/base/busybox:1\nRUN echo about-to-fail && exit 4\n").as_bytes(),
+    );
+    let out = cli.run(&[
+        "build",
+        context.path().to_str().unwrap(),
+        "-t",
+        &unique_name("clifail"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("about-to-fail"), "{stdout}");
+    assert!(stdout.contains("build failed (RUN_FAILED)"), "{stdout}");
+    assert!(
+        stdout.contains("hint: A RUN step exited with code 4"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn packing_sends_exactly_what_dockerignore_leaves_and_big_contexts_are_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let cli = Cli::new(&server);
+    let context = tempfile::tempdir().unwrap();
+    let root = context.path();
+    write(
+        root,
+        "Dockerfile",
+        format!(
+            "FROM {REGISTRY}/base/busybox:1\nCOPY . /ctx\nRUN cd /ctx && find . -type f | sed 's|^./|seen:|'\n"
+        )
+        .as_bytes(),
+    );
+    write(root, ".dockerignore", b"*.log\ntmp/\n!tmp/keep.txt\n");
+    write(root, "src/main.c", b"int main(){}");
+    write(root, "debug.log", b"noise");
+    write(root, "tmp/cache.bin", b"noise");
+    write(root, "tmp/keep.txt", b"kept");
+    write(root, ".git/HEAD", b"ref: refs/heads/main");
+    let seen = |stdout: &str| {
+        let mut seen: Vec<String> = stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .filter_map(|w| w.strip_prefix("seen:"))
+            .map(str::to_string)
+            .collect();
+        seen.sort();
+        seen
+    };
+    let out = cli.run(&[
+        "build",
+        root.to_str().unwrap(),
+        "-t",
+        &unique_name("packed"),
+        "--no-cache",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(
+        seen(&text(&out.stdout)),
+        vec![".dockerignore", "Dockerfile", "src/main.c", "tmp/keep.txt"]
+    );
+    assert!(
+        text(&out.stderr).contains("packed 4 files"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Over 4 MiB packed: uploaded, not inline.
+    let mut noise = vec![0u8; 5 << 20];
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    for byte in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *byte = x as u8;
+    }
+    write(root, "assets/noise.bin", &noise);
+    let out = cli.run(&[
+        "build",
+        root.to_str().unwrap(),
+        "-t",
+        &unique_name("uploaded"),
+        "--detach",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("uploaded the context"),
+        "{}",
+        text(&out.stderr)
+    );
+    let build_id = text(&out.stdout).trim().to_string();
+    let record = server
+        .wait_finished(&build_id, Duration::from_secs(120))
+        .await;
+    assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
+    assert_eq!(record["source"]["kind"], "upload");
+}
+
+#[tokio::test]
+async fn login_saves_a_private_config_that_later_commands_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let home = tempfile::tempdir().unwrap();
+    let kiln = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env_remove("KILN_SERVER")
+            .env_remove("KILN_TOKEN")
+            .env("XDG_CONFIG_HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    let bad = kiln(&[
+        "login",
+        "--server",
+        server.server_url(),
+        "--token",
+        "kiln_wrong",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("rejected the token"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert!(
+        !home.path().join("kiln/config.toml").exists(),
+        "a bad token is not saved"
+    );
+
+    let good = kiln(&[
+        "login",
+        "--server",
+        server.server_url(),
+        "--token",
+        &server.token,
+    ]);
+    assert!(good.status.success(), "{}", text(&good.stderr));
+    let config = home.path().join("kiln/config.toml");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let listed = kiln(&["builds", "list"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(text(&listed.stdout).starts_with("BUILD ID"));
+
+    let completions = kiln(&["completions", "bash"]);
+    assert!(
+        text(&completions.stdout).contains("_kiln()"),
+        "a bash completion function"
+    );
+}
