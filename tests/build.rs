@@ -11,6 +11,10 @@ use std::path::PathBuf;
 const FIXTURES: &[(&str, &str)] = &[
     ("loop-forever", "kiln-test-plugin-loop-forever"),
     ("alloc-unbounded", "kiln-test-plugin-alloc-unbounded"),
+    ("panic", "kiln-test-plugin-panic"),
+    ("escape-artist", "kiln-test-plugin-escape-artist"),
+    ("engine-caller", "kiln-test-plugin-engine-caller"),
+    ("log-flood", "kiln-test-plugin-log-flood"),
 ];
 
 fn main() {

@@ -1,8 +1,13 @@
 //! The settings `kiln serve` runs with.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugins::manifest::Permissions;
 
 /// Everything the server needs to start. [`crate::cli`] fills it from flags
 /// and environment variables; tests build it directly.
@@ -26,6 +31,12 @@ pub struct ServerConfig {
     /// Extra directories holding third-party plugins (one sub-directory per
     /// plugin, each with a `plugin.toml`).
     pub plugin_dirs: Vec<PathBuf>,
+    /// What the operator grants each plugin (`[plugins.<id>]` in the config file).
+    pub plugin_grants: BTreeMap<String, PluginGrant>,
+    /// The most memory any plugin call may have, whatever its manifest says.
+    pub max_plugin_memory_mib: u64,
+    /// The most time any plugin call's own code may run.
+    pub max_plugin_time_secs: u64,
     /// The profile a build gets when its request names none.
     pub default_profile: String,
     /// Most bytes an uploaded context (POST /v1/contexts) may have, packed.
@@ -85,10 +96,154 @@ impl ServerConfig {
             default_build_timeout: Duration::from_secs(60 * 60),
             max_build_timeout: Duration::from_secs(6 * 60 * 60),
             plugin_dirs: Vec::new(),
+            plugin_grants: BTreeMap::new(),
+            max_plugin_memory_mib: 1024,
+            max_plugin_time_secs: 3600,
             default_profile: "medium".into(),
             max_upload_bytes: 2 << 30,
             max_context_bytes: 8 << 30,
             max_context_entries: 200_000,
         }
+    }
+}
+
+/// What the operator grants one plugin: either everything its manifest asks
+/// (`grant = "asked"`, like accepting an extension's permissions), or
+/// explicit lists per permission. Limits here cap the manifest's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrant {
+    /// `"asked"`: grant what the manifest asks for.
+    #[serde(default)]
+    pub grant: Option<GrantAll>,
+    #[serde(default)]
+    pub engine: BTreeSet<String>,
+    #[serde(default)]
+    pub git: BTreeSet<String>,
+    #[serde(default)]
+    pub http: BTreeSet<String>,
+    #[serde(default)]
+    pub secrets: BTreeSet<String>,
+    #[serde(default)]
+    pub env: BTreeSet<String>,
+    /// Cap on the plugin's memory, in MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Cap on the plugin's own running time per call, in seconds.
+    #[serde(default)]
+    pub time_secs: Option<u64>,
+}
+
+/// The one value `grant` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantAll {
+    Asked,
+}
+
+impl PluginGrant {
+    /// The rights granted to a plugin that asks for `asked`.
+    pub fn rights(&self, asked: &Permissions) -> Permissions {
+        match self.grant {
+            Some(GrantAll::Asked) => asked.clone(),
+            None => Permissions {
+                engine: self.engine.clone(),
+                git: self.git.clone(),
+                http: self.http.clone(),
+                secrets: self.secrets.clone(),
+                env: self.env.clone(),
+            },
+        }
+    }
+}
+
+/// `kiln serve --config kiln.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Grants per plugin id.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginGrant>,
+    /// Host-wide plugin limits.
+    #[serde(default)]
+    pub plugin_limits: Option<PluginLimits>,
+}
+
+/// Host-wide caps on every plugin call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    pub max_memory_mib: Option<u64>,
+    pub max_time_secs: Option<u64>,
+}
+
+/// Why the config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+impl FileConfig {
+    /// Read and check a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// One `[plugins.<id>]` table's body, parsed (tests, tools).
+    pub fn parse_grant(text: &str) -> PluginGrant {
+        toml::from_str(text).expect("a valid grant")
+    }
+
+    /// Put its settings into a server configuration.
+    pub fn apply(self, config: &mut ServerConfig) {
+        config.plugin_grants = self.plugins;
+        if let Some(limits) = self.plugin_limits {
+            if let Some(memory) = limits.max_memory_mib {
+                config.max_plugin_memory_mib = memory;
+            }
+            if let Some(time) = limits.max_time_secs {
+                config.max_plugin_time_secs = time;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_are_asked_or_explicit_and_unknown_keys_are_refused() {
+        let file: FileConfig = toml::from_str(
+            "[plugins.recipe-builder]\ngrant = \"asked\"\n\n[plugins.fetcher]\nhttp = [\"example.com\"]\nmemory_mib = 32\n",
+        )
+        .unwrap();
+        let asked = Permissions {
+            engine: ["buildkit-build".to_string()].into(),
+            http: ["example.com".to_string(), "evil.com".to_string()].into(),
+            ..Default::default()
+        };
+        assert_eq!(file.plugins["recipe-builder"].rights(&asked), asked);
+        let fetcher = file.plugins["fetcher"].rights(&asked);
+        assert_eq!(asked.intersect(&fetcher).http.len(), 1);
+        assert!(asked.intersect(&fetcher).engine.is_empty());
+        assert!(toml::from_str::<FileConfig>("[plugins.x]\ngrant = \"everything\"\n").is_err());
+        assert!(toml::from_str::<FileConfig>("[plugins.x]\nnetwork = true\n").is_err());
     }
 }

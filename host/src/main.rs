@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let outcome = match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_json);
-            let config = args.to_config();
+            let config = args.to_config()?;
             let server = kiln_host::Server::start(config)
                 .await
                 .context("kiln serve could not start")?;

@@ -16,7 +16,7 @@ use crate::api::orgs::issue_token;
 use crate::api::{routes, ApiState};
 use crate::config::ServerConfig;
 use crate::engine::DockerEngine;
-use crate::plugins::PluginRuntime;
+use crate::plugins::{LoadOptions, PluginRuntime};
 use crate::scheduler::Scheduler;
 use crate::store::{LogHub, Org, Store};
 
@@ -89,9 +89,22 @@ impl Server {
             tracing::info!(path = %admin_token_path.display(), "created organization `default`; its token is in the file");
         }
 
-        let runtime = Arc::new(PluginRuntime::with_plugins(&config.plugin_dirs)?);
+        let runtime = Arc::new(PluginRuntime::load(LoadOptions {
+            plugin_dirs: &config.plugin_dirs,
+            grants: &config.plugin_grants,
+            cache_dir: Some(config.data_dir.join("plugin-cache")),
+            max_memory_mib: config.max_plugin_memory_mib,
+            max_time_secs: config.max_plugin_time_secs,
+        })?);
         for plugin in runtime.plugins() {
-            tracing::info!(id = %plugin.manifest.id, version = %plugin.manifest.version, origin = %plugin.origin, "plugin loaded");
+            tracing::info!(
+                id = %plugin.manifest.id,
+                version = %plugin.manifest.version,
+                origin = %plugin.origin,
+                cached = plugin.from_cache,
+                load_ms = plugin.load_time.as_secs_f64() * 1000.0,
+                "plugin loaded"
+            );
         }
         let engine = DockerEngine::connect(&config.docker_host)?;
         if let Err(e) = engine.ping().await {

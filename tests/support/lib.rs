@@ -611,3 +611,30 @@ impl Api {
             .await
     }
 }
+
+/// A plugin directory for one test: copies of the named fixture plugins,
+/// plus extra plugins given as (directory name, plugin.toml, component bytes).
+pub fn plugin_dir_with(fixtures: &[&str], extra: &[(&str, &str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in fixtures {
+        let from = fixture_plugin_dir().join(name);
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    for (name, manifest, component) in extra {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::write(to.join("plugin.toml"), manifest).unwrap();
+        std::fs::write(to.join("component.wasm"), component).unwrap();
+    }
+    dir
+}
+
+/// A fixture plugin's component bytes.
+pub fn fixture_component(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_plugin_dir().join(name).join(format!("{name}.wasm"))).unwrap()
+}

@@ -86,6 +86,7 @@ fn validate_create(
         ("zippedCode", request.zipped_code.is_some()),
         ("contextId", request.context_id.is_some()),
         ("gitSource", request.git_source.is_some()),
+        ("contextUrl", request.context_url.is_some()),
     ]
     .iter()
     .filter(|(_, present)| *present)
@@ -94,7 +95,7 @@ fn validate_create(
     let staged = match given.as_slice() {
         [] => {
             return Err(bad(
-                "the request names no build context: give exactly one of `zippedCode` (a base64 zip), `contextId` (from POST /v1/contexts) or `gitSource`".into(),
+                "the request names no build context: give exactly one of `zippedCode` (a base64 zip), `contextId` (from POST /v1/contexts), `gitSource` or `contextUrl`".into(),
             ))
         }
         ["zippedCode"] => Staged::Inline(decode_inline_zip(request.zipped_code.as_deref().unwrap_or_default())?),
@@ -106,6 +107,23 @@ fn validate_create(
                 ))
             })?;
             Staged::Upload(record)
+        }
+        ["contextUrl"] => {
+            let url = request.context_url.clone().unwrap_or_default();
+            let scheme = url
+                .split_once("://")
+                .map(|(scheme, _)| scheme)
+                .filter(|s| {
+                    s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
+                })
+                .ok_or_else(|| bad(format!("`contextUrl` {url:?} is not a URL of the form scheme://...")))?;
+            if matches!(scheme, "inline-zip" | "upload") || state.runtime.source(scheme).is_none() {
+                return Err(bad(format!(
+                    "no context source plugin on this server handles `{scheme}://` URLs; load one with --plugin-dir"
+                )));
+            }
+            Staged::Url(scheme.to_string(), url)
         }
         [one] => {
             return Err(bad(format!(
@@ -208,6 +226,8 @@ fn validate_create(
 pub enum Staged {
     Inline(Vec<u8>),
     Upload(crate::store::ContextRecord),
+    /// A URL for the plugin handling its scheme (kind, url).
+    Url(String, String),
 }
 
 impl Staged {
@@ -218,12 +238,21 @@ impl Staged {
                 size_bytes: Some(zip.len() as u64),
                 format: Some("zip".into()),
                 context_id: None,
+                url: None,
             },
             Staged::Upload(record) => SourceSummary {
                 kind: "upload".into(),
                 size_bytes: Some(record.size_bytes),
                 format: Some(record.format.clone()),
                 context_id: Some(record.context_id.clone()),
+                url: None,
+            },
+            Staged::Url(kind, url) => SourceSummary {
+                kind: kind.clone(),
+                size_bytes: None,
+                format: None,
+                context_id: None,
+                url: Some(url.clone()),
             },
         }
     }
@@ -240,6 +269,8 @@ impl Staged {
                 std::fs::hard_link(&blob, &target)
                     .or_else(|_| std::fs::copy(&blob, &target).map(|_| ()))
             }
+            // The plugin fetches it; nothing to stage.
+            Staged::Url(..) => Ok(()),
         }
     }
 }
@@ -372,7 +403,9 @@ pub fn plugins(state: &ApiState) -> Result<Response<Body>, ApiError> {
                 "version": p.manifest.version,
                 "api": p.manifest.api,
                 "description": p.manifest.description,
+                "authors": p.manifest.authors,
                 "origin": p.origin,
+                "sha256": p.sha256,
                 "world": format!("{:?}", p.world),
                 "kinds": {
                     "contextSource": p.manifest.kinds.context_source,
@@ -380,12 +413,12 @@ pub fn plugins(state: &ApiState) -> Result<Response<Body>, ApiError> {
                 },
                 "askedPermissions": p.manifest.permissions,
                 "grantedPermissions": *p.granted,
-                "limits": { "memoryMib": p.manifest.limits.memory_mib, "timeSecs": p.manifest.limits.time_secs },
+                "limits": p.limits,
             })
         })
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "plugins": plugins }),
+        &json!({ "plugins": plugins, "loadErrors": state.runtime.load_errors() }),
     ))
 }

@@ -21,6 +21,9 @@ pub struct CreateBuildRequest {
     pub context_id: Option<String>,
     #[serde(default)]
     pub git_source: Option<serde_json::Value>,
+    /// A URL for a context source plugin: its scheme picks the plugin.
+    #[serde(default)]
+    pub context_url: Option<String>,
     #[serde(default)]
     pub dockerfile: Option<String>,
     #[serde(default)]

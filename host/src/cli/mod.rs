@@ -258,6 +258,9 @@ pub struct ServeArgs {
     /// The longest `timeoutSecs` a request may ask for, in seconds.
     #[arg(long, env = "KILN_MAX_BUILD_TIMEOUT", default_value_t = 6 * 3600)]
     pub max_build_timeout_secs: u64,
+    /// The host's config file (plugin grants and limits: `[plugins.<id>]`).
+    #[arg(long, env = "KILN_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Directory of third-party plugins (repeatable).
     #[arg(long = "plugin-dir", env = "KILN_PLUGIN_DIRS", value_delimiter = ':')]
     pub plugin_dirs: Vec<PathBuf>,
@@ -279,8 +282,8 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The server configuration these flags describe.
-    pub fn to_config(&self) -> ServerConfig {
+    /// The server configuration these flags (and the config file) describe.
+    pub fn to_config(&self) -> Result<ServerConfig, crate::config::ConfigFileError> {
         let mut config = ServerConfig::new(&self.data_dir);
         config.listen = self.listen;
         config.registry = self.registry.clone();
@@ -293,6 +296,9 @@ impl ServeArgs {
         config.default_profile = self.default_profile.clone();
         config.max_context_bytes = self.max_context_bytes;
         config.max_context_entries = self.max_context_entries;
-        config
+        if let Some(path) = &self.config {
+            crate::config::FileConfig::load(path)?.apply(&mut config);
+        }
+        Ok(config)
     }
 }

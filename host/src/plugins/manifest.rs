@@ -48,20 +48,55 @@ pub struct Kinds {
     pub credential_store: bool,
 }
 
-/// Rights a plugin asks for (in its manifest) or is granted (by the operator).
+/// Rights a plugin asks for (in its manifest) or is granted (by the
+/// operator). Each is a list: what is not listed is not allowed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Permissions {
     /// Engine operations, e.g. `buildkit-build`.
     #[serde(default)]
     pub engine: BTreeSet<String>,
+    /// Git hosts the plugin may fetch from through the host.
+    #[serde(default)]
+    pub git: BTreeSet<String>,
+    /// Hosts the plugin may send HTTP requests to.
+    #[serde(default)]
+    pub http: BTreeSet<String>,
+    /// Kinds of secrets a builder may reference by id (values never cross).
+    #[serde(default)]
+    pub secrets: BTreeSet<String>,
+    /// Environment variables the plugin may read.
+    #[serde(default)]
+    pub env: BTreeSet<String>,
 }
 
 impl Permissions {
     /// Rights in both sets: what a plugin asked for and was granted.
     pub fn intersect(&self, granted: &Permissions) -> Permissions {
+        let both =
+            |a: &BTreeSet<String>, b: &BTreeSet<String>| a.intersection(b).cloned().collect();
         Permissions {
-            engine: self.engine.intersection(&granted.engine).cloned().collect(),
+            engine: both(&self.engine, &granted.engine),
+            git: both(&self.git, &granted.git),
+            http: both(&self.http, &granted.http),
+            secrets: both(&self.secrets, &granted.secrets),
+            env: both(&self.env, &granted.env),
+        }
+    }
+
+    /// The permission a host interface needs, by the interface's name
+    /// (`kiln:plugin/engine@0.1.0`), and whether these rights include it.
+    /// Interfaces every plugin may import answer `None`.
+    pub fn needed_for(&self, interface: &str) -> Option<(&'static str, bool)> {
+        let name = interface.split('@').next().unwrap_or(interface);
+        match name {
+            "kiln:plugin/engine" => Some(("engine", !self.engine.is_empty())),
+            "kiln:plugin/git" => Some(("git", !self.git.is_empty())),
+            n if n.starts_with("wasi:http/") => Some(("http", !self.http.is_empty())),
+            // wasi:sockets links (Rust's std imports it whenever a crate
+            // touches std::net) but the WASI context allows no address and
+            // no name lookup, so every connection is refused at run time.
+            _ => None,
         }
     }
 }

@@ -28,6 +28,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::capabilities::Capabilities;
+use crate::config::PluginGrant;
 use manifest::{Manifest, Permissions};
 
 /// Epoch tick.
@@ -97,7 +98,59 @@ pub struct LoadedPlugin {
     pub world: World,
     /// Asked ∩ granted.
     pub granted: Arc<Permissions>,
+    /// The manifest's limits, capped by the operator.
+    pub limits: EffectiveLimits,
+    /// The component's sha256.
+    pub sha256: String,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
+    /// How long compiling (or loading the cached artifact) took.
+    pub load_time: Duration,
     pre: Pre,
+}
+
+/// Limits one call of a plugin runs under.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveLimits {
+    pub memory_mib: u64,
+    pub time_secs: u64,
+}
+
+/// A plugin that was found but refused.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadError {
+    /// Where it came from (its manifest's path).
+    pub origin: String,
+    /// Its id, when the manifest could be read.
+    pub plugin_id: Option<String>,
+    pub message: String,
+}
+
+/// What [`PluginRuntime::load`] loads, and under which rules.
+#[derive(Debug, Clone)]
+pub struct LoadOptions<'a> {
+    pub plugin_dirs: &'a [PathBuf],
+    pub grants: &'a BTreeMap<String, PluginGrant>,
+    /// Where compiled components are cached; none: compile every time.
+    pub cache_dir: Option<PathBuf>,
+    pub max_memory_mib: u64,
+    pub max_time_secs: u64,
+}
+
+static NO_GRANTS: BTreeMap<String, PluginGrant> = BTreeMap::new();
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        LoadOptions {
+            plugin_dirs: &[],
+            grants: &NO_GRANTS,
+            cache_dir: None,
+            max_memory_mib: MAX_MEMORY_MIB,
+            max_time_secs: 3600,
+        }
+    }
 }
 
 /// Per-call memory cap that remembers whether it was hit, so the failure can
@@ -184,6 +237,10 @@ pub struct PluginRuntime {
     builders: BTreeMap<String, String>,
     /// Source kind → plugin id.
     sources: BTreeMap<String, String>,
+    load_errors: Vec<LoadError>,
+    cache_dir: Option<PathBuf>,
+    max_memory_mib: u64,
+    max_time_secs: u64,
     _ticker: Ticker,
 }
 
@@ -216,33 +273,63 @@ impl PluginRuntime {
             plugins: BTreeMap::new(),
             builders: BTreeMap::new(),
             sources: BTreeMap::new(),
+            load_errors: Vec::new(),
+            cache_dir: None,
+            max_memory_mib: MAX_MEMORY_MIB,
+            max_time_secs: 3600,
             _ticker: Ticker { stop },
         })
     }
 
-    /// A runtime with the first-party plugins and those in `plugin_dirs`.
-    pub fn with_plugins(plugin_dirs: &[PathBuf]) -> Result<Self, PluginError> {
+    /// A runtime with the first-party plugins and those in the options'
+    /// plugin directories. A third-party plugin that cannot be loaded is
+    /// recorded in [`load_errors`](Self::load_errors) and skipped: one bad
+    /// plugin does not keep the host from serving.
+    pub fn load(options: LoadOptions) -> Result<Self, PluginError> {
         let mut runtime = Self::new()?;
+        runtime.cache_dir = options.cache_dir.clone();
+        runtime.max_memory_mib = options.max_memory_mib;
+        runtime.max_time_secs = options.max_time_secs;
         for plugin in embedded::PLUGINS {
             let manifest = Manifest::parse(plugin.manifest)?;
             // First-party plugins are granted what they ask.
             let granted = manifest.permissions.clone();
-            runtime.add(manifest, plugin.component, "embedded".into(), granted)?;
+            runtime.add(manifest, plugin.component, "embedded".into(), granted, None)?;
         }
-        for dir in plugin_dirs {
-            runtime.load_dir(dir)?;
+        for dir in options.plugin_dirs {
+            runtime.load_dir(dir, options.grants);
         }
         Ok(runtime)
     }
 
+    /// An empty runtime with the first-party plugins only (tests, tools).
+    pub fn with_plugins(plugin_dirs: &[PathBuf]) -> Result<Self, PluginError> {
+        Self::load(LoadOptions {
+            plugin_dirs,
+            ..LoadOptions::default()
+        })
+    }
+
+    /// Plugins that were found but refused, and why.
+    pub fn load_errors(&self) -> &[LoadError] {
+        &self.load_errors
+    }
+
     /// Load every plugin in `dir` (one sub-directory per plugin, each with a
-    /// `plugin.toml`). Third-party plugins get only what the operator grants:
-    /// for now, nothing beyond logging.
-    pub fn load_dir(&mut self, dir: &Path) -> Result<(), PluginError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| PluginError::Load {
-            path: dir.display().to_string(),
-            message: format!("cannot read the plugin directory: {e}"),
-        })?;
+    /// `plugin.toml`), granting each what the operator's `grants` say —
+    /// nothing beyond logging when they say nothing.
+    pub fn load_dir(&mut self, dir: &Path, grants: &BTreeMap<String, PluginGrant>) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.load_errors.push(LoadError {
+                    origin: dir.display().to_string(),
+                    plugin_id: None,
+                    message: format!("cannot read the plugin directory: {e}"),
+                });
+                return;
+            }
+        };
         let mut dirs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.join("plugin.toml").is_file())
@@ -250,52 +337,59 @@ impl PluginRuntime {
         dirs.sort();
         for plugin_dir in dirs {
             let manifest_path = plugin_dir.join("plugin.toml");
-            let load_err = |message: String| PluginError::Load {
-                path: manifest_path.display().to_string(),
-                message,
-            };
-            let text = std::fs::read_to_string(&manifest_path)
-                .map_err(|e| load_err(format!("cannot read: {e}")))?;
-            let manifest = Manifest::parse(&text)?;
-            let component_rel = manifest
-                .component
-                .clone()
-                .ok_or_else(|| load_err("the manifest names no `component` file".into()))?;
-            let component_path = plugin_dir.join(&component_rel);
-            let bytes = std::fs::read(&component_path).map_err(|e| {
-                load_err(format!(
-                    "cannot read component {}: {e}",
-                    component_path.display()
-                ))
-            })?;
-            self.add(
-                manifest,
-                &bytes,
-                manifest_path.display().to_string(),
-                Permissions::default(),
-            )?;
+            let origin = manifest_path.display().to_string();
+            let mut plugin_id = None;
+            let result = (|| {
+                let text = std::fs::read_to_string(&manifest_path)
+                    .map_err(|e| format!("cannot read: {e}"))?;
+                let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
+                plugin_id = Some(manifest.id.clone());
+                let component_rel = manifest
+                    .component
+                    .clone()
+                    .ok_or("the manifest names no `component` file")?;
+                let component_path = plugin_dir.join(&component_rel);
+                let bytes = std::fs::read(&component_path).map_err(|e| {
+                    format!("cannot read component {}: {e}", component_path.display())
+                })?;
+                let grant = grants.get(&manifest.id).cloned();
+                let granted = grant
+                    .as_ref()
+                    .map(|g| g.rights(&manifest.permissions))
+                    .unwrap_or_default();
+                self.add(manifest, &bytes, origin.clone(), granted, grant)
+                    .map_err(|e| e.to_string())
+            })();
+            if let Err(message) = result {
+                tracing::warn!(plugin = %origin, "plugin refused: {message}");
+                self.load_errors.push(LoadError {
+                    origin,
+                    plugin_id,
+                    message,
+                });
+            }
         }
-        Ok(())
     }
 
-    /// Compile, check and register one plugin.
+    /// Compile (or load from the cache), check and register one plugin.
     pub fn add(
         &mut self,
         manifest: Manifest,
         component_bytes: &[u8],
         origin: String,
         granted: Permissions,
+        grant: Option<PluginGrant>,
     ) -> Result<(), PluginError> {
         let id = manifest.id.clone();
         let invalid = |message: String| PluginError::Invalid {
             id: id.clone(),
             message,
         };
+        let sha256 = hex::encode(Sha256::digest(component_bytes));
         if let Some(expected) = &manifest.sha256 {
-            let actual = hex::encode(Sha256::digest(component_bytes));
-            if !actual.eq_ignore_ascii_case(expected) {
+            if !sha256.eq_ignore_ascii_case(expected) {
                 return Err(invalid(format!(
-                    "the component's sha256 is {actual}, the manifest says {expected}"
+                    "the component's sha256 is {sha256}, the manifest says {expected}; rebuild it or fix the manifest"
                 )));
             }
         }
@@ -306,8 +400,25 @@ impl PluginRuntime {
                 second: origin,
             });
         }
-        let component = Component::new(&self.engine, component_bytes)
+        for name in &manifest.kinds.builder {
+            if let Some(owner) = self.builders.get(name) {
+                return Err(invalid(format!(
+                    "the builder name `{name}` is already provided by plugin {owner}"
+                )));
+            }
+        }
+        for kind in &manifest.kinds.context_source {
+            if let Some(owner) = self.sources.get(kind) {
+                return Err(invalid(format!(
+                    "the context source `{kind}` is already provided by plugin {owner}"
+                )));
+            }
+        }
+        let loading = Instant::now();
+        let (component, from_cache) = self
+            .compile(component_bytes, &sha256)
             .map_err(|e| invalid(format!("not a valid wasm component: {e}")))?;
+        let load_time = loading.elapsed();
         let world = detect_world(&self.engine, &component)
             .ok_or_else(|| invalid("the component exports no kiln:plugin@0.1.0 world".into()))?;
         let kinds_ok = match world {
@@ -319,6 +430,26 @@ impl PluginRuntime {
                 "the component implements the {world:?} world, which its manifest's [kinds] does not declare"
             )));
         }
+        let granted = manifest.permissions.intersect(&granted);
+        // Before linking: every host interface it imports must be granted.
+        for (import, _) in component.component_type().imports(&self.engine) {
+            let Some((permission, true)) = granted.needed_for(import).map(|(p, ok)| (p, !ok))
+            else {
+                continue;
+            };
+            let asked = manifest
+                .permissions
+                .needed_for(import)
+                .is_some_and(|(_, ok)| ok);
+            return Err(invalid(format!(
+                "it imports {import}, which needs the `{permission}` permission; {}",
+                if asked {
+                    format!("its manifest asks for it but the operator has not granted it (config file: [plugins.{id}])")
+                } else {
+                    "its manifest does not ask for it".to_string()
+                }
+            )));
+        }
         let mut linker: Linker<PluginState> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| invalid(format!("cannot link WASI: {e}")))?;
@@ -327,6 +458,26 @@ impl PluginRuntime {
         let instance_pre: InstancePre<PluginState> = linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("imports something this host does not provide: {e}")))?;
+        let limits = EffectiveLimits {
+            memory_mib: [
+                Some(manifest.limits.memory_mib),
+                grant.as_ref().and_then(|g| g.memory_mib),
+                Some(self.max_memory_mib),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(manifest.limits.memory_mib),
+            time_secs: [
+                Some(manifest.limits.time_secs),
+                grant.as_ref().and_then(|g| g.time_secs),
+                Some(self.max_time_secs),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(manifest.limits.time_secs),
+        };
         let pre = match world {
             World::Builder => Pre::Builder(
                 bindings::builder::BuilderPre::new(instance_pre)
@@ -338,7 +489,7 @@ impl PluginRuntime {
                 })?,
             ),
         };
-        let granted = Arc::new(manifest.permissions.intersect(&granted));
+        let granted = Arc::new(granted);
         for name in &manifest.kinds.builder {
             self.builders.insert(name.clone(), id.clone());
         }
@@ -352,6 +503,10 @@ impl PluginRuntime {
                 origin,
                 world,
                 granted,
+                limits,
+                sha256,
+                from_cache,
+                load_time,
                 pre,
             },
         );
@@ -390,8 +545,20 @@ impl PluginRuntime {
             id: id.clone(),
             message,
         };
+        // Nothing is inherited: no environment, no arguments, no network
+        // (the builder's defaults already refuse every socket address; this
+        // says so), stdio captured for the build log.
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(stdio.clone()).stderr(stdio.clone());
+        wasi.stdout(stdio.clone())
+            .stderr(stdio.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for name in &plugin.granted.env {
+            if let Ok(value) = std::env::var(name) {
+                wasi.env(name, value);
+            }
+        }
         wasi.preopened_dir(
             &preopens.context,
             "/context",
@@ -406,8 +573,8 @@ impl PluginRuntime {
             wasi.preopened_dir(input, "/input", FsPerms::ReadOnly)
                 .map_err(|e| setup(format!("cannot open the input directory: {e}")))?;
         }
-        let limits = &plugin.manifest.limits;
-        let memory_mib = limits.memory_mib.min(MAX_MEMORY_MIB);
+        let limits = &plugin.limits;
+        let memory_mib = limits.memory_mib;
         let state = PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -442,13 +609,13 @@ impl PluginRuntime {
         if store.data().memory.hit {
             return PluginError::OutOfMemory {
                 id,
-                limit_mib: plugin.manifest.limits.memory_mib.min(MAX_MEMORY_MIB),
+                limit_mib: plugin.limits.memory_mib,
             };
         }
         if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return PluginError::OutOfTime {
                 id,
-                limit_secs: plugin.manifest.limits.time_secs,
+                limit_secs: plugin.limits.time_secs,
             };
         }
         let captured = String::from_utf8_lossy(&stdio.contents())
@@ -546,6 +713,47 @@ impl PluginRuntime {
         .await;
         Self::forward_stdio(log.as_ref(), &plugin.manifest.id, &stdio);
         outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
+    }
+}
+
+impl PluginRuntime {
+    /// Compile a component, or load the artifact compiled earlier for the
+    /// same bytes and the same engine configuration.
+    fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<(Component, bool)> {
+        let Some(dir) = &self.cache_dir else {
+            return Ok((Component::new(&self.engine, bytes)?, false));
+        };
+        let compatibility = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            self.engine
+                .precompile_compatibility_hash()
+                .hash(&mut hasher);
+            hasher.finish()
+        };
+        let path = dir.join(format!("{sha256}-{compatibility:016x}.cwasm"));
+        if path.is_file() {
+            // SAFETY: the cache directory lives under the host's data
+            // directory and only this host writes to it (below), naming each
+            // artifact by the hash of the source it was compiled from and of
+            // the engine configuration that compiled it. No one else's
+            // precompiled code is ever loaded.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok((component, true)),
+                Err(e) => tracing::warn!("recompiling {}: {e}", path.display()),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if let Ok(artifact) = component.serialize() {
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(&tmp, artifact))
+                .and_then(|_| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::warn!("cannot cache {}: {e}", path.display());
+            }
+        }
+        Ok((component, false))
     }
 }
 

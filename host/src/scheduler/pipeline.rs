@@ -156,19 +156,37 @@ impl Pipeline<'_> {
             "context: {kind} (plugin {} {})",
             plugin.manifest.id, plugin.manifest.version
         ));
-        let format = self
-            .record
-            .source
-            .format
-            .clone()
-            .unwrap_or_else(|| "zip".into());
+        std::fs::create_dir_all(&self.paths.input).map_err(|e| {
+            failure(
+                FailureReason::Internal,
+                format!("cannot create the input directory: {e}"),
+                None,
+            )
+        })?;
+        let source = &self.record.source;
+        let (input_path, options) = match (&source.url, &source.format) {
+            (Some(url), _) => (
+                None,
+                vec![wit::KeyValue {
+                    key: "url".into(),
+                    value: url.clone(),
+                }],
+            ),
+            (None, format) => {
+                let format = format.clone().unwrap_or_else(|| "zip".into());
+                (
+                    Some(format!("/input/{}", staged_file_name(&format))),
+                    vec![wit::KeyValue {
+                        key: "format".into(),
+                        value: format,
+                    }],
+                )
+            }
+        };
         let spec = wit_source::SourceSpec {
             kind: kind.clone(),
-            input_path: Some(format!("/input/{}", staged_file_name(&format))),
-            options: vec![wit::KeyValue {
-                key: "format".into(),
-                value: format,
-            }],
+            input_path,
+            options,
             max_unpacked_bytes: self.config.max_context_bytes,
             max_entries: self.config.max_context_entries,
         };

@@ -82,6 +82,9 @@ pub struct SourceSummary {
     /// For `upload`: the uploaded context's id.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub context_id: Option<String>,
+    /// For a `contextUrl`: the URL.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url: Option<String>,
 }
 
 /// An uploaded build context (POST /v1/contexts).
