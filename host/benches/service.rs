@@ -76,6 +76,7 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
                 size_bytes: Some(1000),
                 format: Some("zip".into()),
                 context_id: None,
+                url: None,
             },
             request: BuildSpec {
                 dockerfile: "Dockerfile".into(),
