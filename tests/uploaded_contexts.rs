@@ -154,9 +154,12 @@ async fn build_of_archive(t: &TestServer, archive: Vec<u8>) -> serde_json::Value
         String::from_utf8_lossy(&answer.body)
     );
     let build_id = t
-        .create_build(
-            &json!({ "name": unique_name("archive"), "contextId": answer.json()["contextId"] }),
-        )
+        .create_build(&json!({
+            "name": unique_name("archive"),
+            "contextId": answer.json()["contextId"],
+            // A RUN's output is only in the log when it really runs.
+            "noCache": true,
+        }))
         .await;
     t.wait_finished(&build_id, LIMIT).await
 }

@@ -211,8 +211,8 @@ impl WasiView for PluginState {
 
 /// Directories a call may see.
 pub struct Preopens {
-    /// Mounted at `/context`.
-    pub context: PathBuf,
+    /// Mounted at `/context`; none for calls that need no files.
+    pub context: Option<PathBuf>,
     pub context_writable: bool,
     /// Mounted read-only at `/input`.
     pub input: Option<PathBuf>,
@@ -553,22 +553,25 @@ impl PluginRuntime {
             .stderr(stdio.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            // Plugins' file operations are small and many (an archive's
+            // entries); doing them on the calling thread instead of a
+            // blocking-pool hop per call is what makes unpacking fast.
+            .allow_blocking_current_thread(true);
         for name in &plugin.granted.env {
             if let Ok(value) = std::env::var(name) {
                 wasi.env(name, value);
             }
         }
-        wasi.preopened_dir(
-            &preopens.context,
-            "/context",
-            if preopens.context_writable {
+        if let Some(context) = &preopens.context {
+            let perms = if preopens.context_writable {
                 FsPerms::ReadWrite
             } else {
                 FsPerms::ReadOnly
-            },
-        )
-        .map_err(|e| setup(format!("cannot open the context directory: {e}")))?;
+            };
+            wasi.preopened_dir(context, "/context", perms)
+                .map_err(|e| setup(format!("cannot open the context directory: {e}")))?;
+        }
         if let Some(input) = &preopens.input {
             wasi.preopened_dir(input, "/input", FsPerms::ReadOnly)
                 .map_err(|e| setup(format!("cannot open the input directory: {e}")))?;
@@ -643,6 +646,45 @@ impl PluginRuntime {
         for line in String::from_utf8_lossy(&captured).lines() {
             log.write("plugin", &format!("[{id}] {line}"));
         }
+    }
+
+    /// The wasmtime engine every plugin runs on (for tools and benchmarks).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Call the plugin's `describe`: a fresh store, an instance from its
+    /// `InstancePre`, one call. What every build pays before its real call.
+    pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<String, PluginError> {
+        let stdio = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let preopens = Preopens {
+            context: None,
+            context_writable: false,
+            input: None,
+        };
+        let caps = Capabilities::new(&plugin.manifest.id, plugin.granted.clone(), None);
+        let mut store = self.new_store(plugin, caps, &preopens, &stdio)?;
+        let outcome = async {
+            let info = match &plugin.pre {
+                Pre::Builder(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .kiln_plugin_build()
+                        .call_describe(&mut store)
+                        .await?
+                }
+                Pre::Source(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .kiln_plugin_source()
+                        .call_describe(&mut store)
+                        .await?
+                }
+            };
+            Ok::<_, wasmtime::Error>(info.description)
+        }
+        .await;
+        outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
     }
 
     /// Call a context source's `materialize`.

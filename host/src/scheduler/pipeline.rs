@@ -196,7 +196,7 @@ impl Pipeline<'_> {
             Some(self.log.clone()),
         );
         let preopens = Preopens {
-            context: self.paths.context.clone(),
+            context: Some(self.paths.context.clone()),
             context_writable: true,
             input: Some(self.paths.input.clone()),
         };
@@ -294,7 +294,7 @@ impl Pipeline<'_> {
             allowed_refs: self.record.image_refs.clone(),
         });
         let preopens = Preopens {
-            context: self.paths.context.clone(),
+            context: Some(self.paths.context.clone()),
             context_writable: false,
             input: None,
         };

@@ -111,11 +111,14 @@ pub fn link_stays_inside(link: &Path, target: &str) -> bool {
     true
 }
 
-/// Counts what an archive has unpacked so far against the limits.
+/// Counts what an archive has unpacked so far against the limits, and
+/// remembers which directories exist: in the sandbox every filesystem call
+/// crosses into the host, so a directory is created once, not per file.
 struct Budget {
     limits: Limits,
     entries: u64,
     bytes: u64,
+    made_dirs: std::collections::HashSet<PathBuf>,
 }
 
 impl Budget {
@@ -131,6 +134,14 @@ impl Budget {
         Ok(())
     }
 
+    fn make_dir(&mut self, name: &str, dir: &Path) -> Result<(), UnpackError> {
+        if !self.made_dirs.contains(dir) {
+            fs::create_dir_all(dir).map_err(|e| io_error(name, e))?;
+            self.made_dirs.insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
     /// Copy one file's contents, counting real bytes, not the header's claim.
     fn copy(
         &mut self,
@@ -139,12 +150,24 @@ impl Budget {
         target: &Path,
     ) -> Result<u64, UnpackError> {
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| io_error(name, e))?;
+            self.make_dir(name, parent)?;
         }
         let mut out = fs::File::create(target).map_err(|e| io_error(name, e))?;
         let left = self.limits.max_bytes.saturating_sub(self.bytes);
-        let written = io::copy(&mut reader.take(left + 1), &mut out)
-            .map_err(|e| invalid(format!("archive entry `{name}` cannot be read: {e}")))?;
+        // One big buffer: each write is a host call in the sandbox.
+        let mut written = 0u64;
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut limited = reader.take(left + 1);
+        loop {
+            let n = limited
+                .read(&mut buffer)
+                .map_err(|e| invalid(format!("archive entry `{name}` cannot be read: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buffer[..n]).map_err(|e| io_error(name, e))?;
+            written += n as u64;
+        }
         if written > left {
             return Err(invalid(format!(
                 "the archive unpacks to more than {} bytes (stopped at `{name}`): it may be an archive bomb, \
@@ -152,7 +175,6 @@ impl Budget {
                 self.limits.max_bytes
             )));
         }
-        out.flush().map_err(|e| io_error(name, e))?;
         self.bytes += written;
         Ok(written)
     }
@@ -202,6 +224,7 @@ pub fn unpack_zip<R: Read + Seek>(
         limits,
         entries: 0,
         bytes: 0,
+        made_dirs: Default::default(),
     };
     let mut unpacked = Unpacked::default();
     for index in 0..archive.len() {
@@ -224,7 +247,7 @@ pub fn unpack_zip<R: Read + Seek>(
             continue;
         }
         if entry.is_dir() {
-            fs::create_dir_all(&target).map_err(|e| io_error(&name, e))?;
+            budget.make_dir(&name, &target)?;
             continue;
         }
         if let Some(mode) = entry.unix_mode() {
@@ -254,6 +277,7 @@ pub fn unpack_tar<R: Read>(
         limits,
         entries: 0,
         bytes: 0,
+        made_dirs: Default::default(),
     };
     let mut unpacked = Unpacked::default();
     let entries = archive
@@ -271,7 +295,7 @@ pub fn unpack_tar<R: Read>(
         let kind = entry.header().entry_type();
         match kind {
             tar::EntryType::Directory => {
-                fs::create_dir_all(&target).map_err(|e| io_error(&name, e))?;
+                budget.make_dir(&name, &target)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 budget.copy(&name, &mut entry, &target)?;
