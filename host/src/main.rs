@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Context { command, server } => commands::context(command, &server).await,
         Command::Plugins { command, server } => commands::plugins(command, &server).await,
         Command::Login(args) => commands::login(args).await,
+        Command::Plugin { command } => commands::plugin(command).await,
         Command::Org { command, server } => commands::org(command, &server).await,
         Command::Token { command, server } => commands::token(command, &server).await,
         Command::Completions { shell } => {

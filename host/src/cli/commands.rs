@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::client::{ApiClient, ClientError};
 use super::{
     config, pack, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand, Output,
-    PluginsCommand, ServerArgs, TokenCommand,
+    PluginCommand, PluginsCommand, ServerArgs, TokenCommand,
 };
 use crate::api::validate::MAX_INLINE_ZIP_BYTES;
 
@@ -29,6 +29,12 @@ pub enum CommandError {
     Usage(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Scaffold(#[from] super::scaffold::ScaffoldError),
+    #[error(transparent)]
+    ConfigFile(#[from] crate::config::ConfigFileError),
+    #[error(transparent)]
+    Plugins(#[from] crate::plugins::PluginError),
 }
 
 /// What the process should exit with.
@@ -577,6 +583,137 @@ pub async fn plugins(
         }
     }
     Ok(0)
+}
+
+// ---- kiln plugin ----
+
+pub async fn plugin(command: PluginCommand) -> Result<ExitCode, CommandError> {
+    match command {
+        PluginCommand::New {
+            kind,
+            name,
+            dir,
+            sdk_path,
+        } => {
+            let created = super::scaffold::new_plugin(&dir, &name, kind, sdk_path.as_deref())?;
+            println!("created {}", created.display());
+            eprintln!(
+                "next: cd {} && cargo build --release --target wasm32-wasip2 && kiln plugin check .",
+                created.display()
+            );
+            Ok(0)
+        }
+        PluginCommand::Check { path, config } => {
+            let grants = match &config {
+                Some(path) => crate::config::FileConfig::load(path)?.plugins,
+                None => Default::default(),
+            };
+            // Validate with everything it asks for granted, then say what
+            // this config would grant and whether a server would refuse it.
+            let mut runtime = crate::plugins::PluginRuntime::load(Default::default())?;
+            let asked_all: std::collections::BTreeMap<String, crate::config::PluginGrant> =
+                std::fs::read_to_string(path.join("plugin.toml"))
+                    .ok()
+                    .and_then(|t| crate::plugins::manifest::Manifest::parse(&t).ok())
+                    .map(|m| {
+                        (
+                            m.id,
+                            crate::config::FileConfig::parse_grant("grant = \"asked\""),
+                        )
+                    })
+                    .into_iter()
+                    .collect();
+            let id = match runtime.load_one(&path, &asked_all) {
+                Ok(id) => id,
+                Err(error) => {
+                    println!("refused: {}", error.message);
+                    return Ok(1);
+                }
+            };
+            let plugin = runtime.plugin(&id).expect("just loaded");
+            let description = runtime.describe(plugin).await?;
+            let m = &plugin.manifest;
+            let list = |p: &crate::plugins::manifest::Permissions| {
+                let parts: Vec<String> = [
+                    ("engine", &p.engine),
+                    ("git", &p.git),
+                    ("http", &p.http),
+                    ("secrets", &p.secrets),
+                    ("env", &p.env),
+                ]
+                .iter()
+                .filter(|(_, set)| !set.is_empty())
+                .map(|(name, set)| {
+                    format!(
+                        "{name}={}",
+                        set.iter().cloned().collect::<Vec<_>>().join(",")
+                    )
+                })
+                .collect();
+                if parts.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    parts.join(" ")
+                }
+            };
+            println!(
+                "ok: plugin {} {} ({:?} world, api {})",
+                m.id, m.version, plugin.world, m.api
+            );
+            println!("describe: {description}");
+            println!(
+                "provides: {}",
+                m.kinds
+                    .builder
+                    .iter()
+                    .map(|b| format!("builder {b}"))
+                    .chain(
+                        m.kinds
+                            .context_source
+                            .iter()
+                            .map(|s| format!("context source {s}"))
+                    )
+                    .chain(
+                        m.kinds
+                            .credential_store
+                            .then(|| "credential store".to_string())
+                    )
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("sha256: {}", plugin.sha256);
+            if m.sha256.is_none() {
+                println!("  (the manifest pins no sha256; add `sha256 = \"{}\"` to refuse any other build)", plugin.sha256);
+            }
+            println!("asks for: {}", list(&m.permissions));
+            let would = grants
+                .get(&m.id)
+                .map(|g| m.permissions.intersect(&g.rights(&m.permissions)))
+                .unwrap_or_default();
+            println!(
+                "would be granted: {}{}",
+                list(&would),
+                if config.is_none() {
+                    " (no --config given: third-party plugins get nothing by default)"
+                } else {
+                    ""
+                }
+            );
+            for import in &plugin.imports {
+                if let Some((permission, false)) = would.needed_for(import) {
+                    println!(
+                        "a server with this config would refuse it: it imports {import}, which needs `{permission}`; grant it with [plugins.{}] grant = \"asked\" (or {permission} = [...])",
+                        m.id
+                    );
+                }
+            }
+            println!(
+                "limits: {} MiB memory, {} s of its own time per call",
+                plugin.limits.memory_mib, plugin.limits.time_secs
+            );
+            Ok(0)
+        }
+    }
 }
 
 // ---- kiln login, org, token ----

@@ -5,6 +5,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod pack;
+pub mod scaffold;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,11 @@ pub enum Command {
     },
     /// Save a server and token to ~/.config/kiln/config.toml (mode 0600).
     Login(LoginArgs),
+    /// Write and check plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Manage organizations (needs the admin token).
     Org {
         #[command(subcommand)]
@@ -205,6 +211,41 @@ pub struct LoginArgs {
     /// The token; read from standard input when not given.
     #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a plugin crate in ./NAME that builds as it is.
+    New {
+        /// The world the plugin implements.
+        #[arg(long, value_enum)]
+        kind: PluginKind,
+        /// The plugin id and crate name.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Depend on the SDK at this path (default: the SDK this kiln was built from, else crates.io).
+        #[arg(long)]
+        sdk_path: Option<std::path::PathBuf>,
+    },
+    /// Validate a built plugin against its manifest and show what it would be granted.
+    Check {
+        /// The plugin's directory (holding plugin.toml).
+        #[arg(default_value = ".")]
+        path: std::path::PathBuf,
+        /// The host config whose grants apply.
+        #[arg(long, env = "KILN_CONFIG")]
+        config: Option<std::path::PathBuf>,
+    },
+}
+
+/// The three plugin worlds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginKind {
+    Builder,
+    ContextSource,
+    CredentialStore,
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,4 +27,18 @@ pub mod source {
     });
 }
 
+/// The `credential-store` world: imports `log`, exports `credentials`.
+pub mod store {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "kiln:plugin/credential-store",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "kiln:plugin/types": crate::plugins::bindings::builder::kiln::plugin::types,
+            "kiln:plugin/log": crate::plugins::bindings::builder::kiln::plugin::log,
+        },
+    });
+}
+
 pub use builder::kiln::plugin::{engine, log, types};

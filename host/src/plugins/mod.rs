@@ -83,11 +83,13 @@ pub enum PluginError {
 pub enum World {
     Builder,
     ContextSource,
+    CredentialStore,
 }
 
 enum Pre {
     Builder(bindings::builder::BuilderPre<PluginState>),
     Source(bindings::source::ContextSourcePre<PluginState>),
+    Store(bindings::store::CredentialStorePre<PluginState>),
 }
 
 /// A plugin ready to be called.
@@ -106,6 +108,8 @@ pub struct LoadedPlugin {
     pub from_cache: bool,
     /// How long compiling (or loading the cached artifact) took.
     pub load_time: Duration,
+    /// The interfaces the component imports.
+    pub imports: Vec<String>,
     pre: Pre,
 }
 
@@ -336,39 +340,59 @@ impl PluginRuntime {
             .collect();
         dirs.sort();
         for plugin_dir in dirs {
-            let manifest_path = plugin_dir.join("plugin.toml");
-            let origin = manifest_path.display().to_string();
-            let mut plugin_id = None;
-            let result = (|| {
-                let text = std::fs::read_to_string(&manifest_path)
-                    .map_err(|e| format!("cannot read: {e}"))?;
-                let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
-                plugin_id = Some(manifest.id.clone());
-                let component_rel = manifest
-                    .component
-                    .clone()
-                    .ok_or("the manifest names no `component` file")?;
-                let component_path = plugin_dir.join(&component_rel);
-                let bytes = std::fs::read(&component_path).map_err(|e| {
-                    format!("cannot read component {}: {e}", component_path.display())
-                })?;
-                let grant = grants.get(&manifest.id).cloned();
-                let granted = grant
-                    .as_ref()
-                    .map(|g| g.rights(&manifest.permissions))
-                    .unwrap_or_default();
-                self.add(manifest, &bytes, origin.clone(), granted, grant)
-                    .map_err(|e| e.to_string())
-            })();
-            if let Err(message) = result {
-                tracing::warn!(plugin = %origin, "plugin refused: {message}");
-                self.load_errors.push(LoadError {
-                    origin,
-                    plugin_id,
-                    message,
-                });
+            if let Err(error) = self.load_one(&plugin_dir, grants) {
+                tracing::warn!(plugin = %error.origin, "plugin refused: {}", error.message);
+                self.load_errors.push(error);
             }
         }
+    }
+
+    /// Load the plugin in `plugin_dir` (its `plugin.toml` and the component
+    /// it names); returns its id.
+    pub fn load_one(
+        &mut self,
+        plugin_dir: &Path,
+        grants: &BTreeMap<String, PluginGrant>,
+    ) -> Result<String, LoadError> {
+        let manifest_path = plugin_dir.join("plugin.toml");
+        let origin = manifest_path.display().to_string();
+        let mut plugin_id = None;
+        let result = (|| {
+            let text =
+                std::fs::read_to_string(&manifest_path).map_err(|e| format!("cannot read: {e}"))?;
+            let manifest = Manifest::parse(&text).map_err(|e| e.to_string())?;
+            plugin_id = Some(manifest.id.clone());
+            let component_rel = manifest
+                .component
+                .clone()
+                .ok_or("the manifest names no `component` file")?;
+            let component_path = plugin_dir.join(&component_rel);
+            let bytes = std::fs::read(&component_path).map_err(|e| {
+                format!(
+                    "cannot read component {}: {e} (is it built?)",
+                    component_path.display()
+                )
+            })?;
+            let grant = grants.get(&manifest.id).cloned();
+            let granted = grant
+                .as_ref()
+                .map(|g| g.rights(&manifest.permissions))
+                .unwrap_or_default();
+            let id = manifest.id.clone();
+            self.add(manifest, &bytes, origin.clone(), granted, grant)
+                .map_err(|e| e.to_string())?;
+            Ok(id)
+        })();
+        result.map_err(|message: String| LoadError {
+            origin,
+            plugin_id,
+            message,
+        })
+    }
+
+    /// The plugin with this id.
+    pub fn plugin(&self, id: &str) -> Option<&LoadedPlugin> {
+        self.plugins.get(id)
     }
 
     /// Compile (or load from the cache), check and register one plugin.
@@ -424,6 +448,7 @@ impl PluginRuntime {
         let kinds_ok = match world {
             World::Builder => !manifest.kinds.builder.is_empty(),
             World::ContextSource => !manifest.kinds.context_source.is_empty(),
+            World::CredentialStore => manifest.kinds.credential_store,
         };
         if !kinds_ok {
             return Err(invalid(format!(
@@ -432,7 +457,12 @@ impl PluginRuntime {
         }
         let granted = manifest.permissions.intersect(&granted);
         // Before linking: every host interface it imports must be granted.
-        for (import, _) in component.component_type().imports(&self.engine) {
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for import in imports.iter().map(String::as_str) {
             let Some((permission, true)) = granted.needed_for(import).map(|(p, ok)| (p, !ok))
             else {
                 continue;
@@ -488,6 +518,11 @@ impl PluginRuntime {
                     invalid(format!("does not match the context-source world: {e}"))
                 })?,
             ),
+            World::CredentialStore => Pre::Store(
+                bindings::store::CredentialStorePre::new(instance_pre).map_err(|e| {
+                    invalid(format!("does not match the credential-store world: {e}"))
+                })?,
+            ),
         };
         let granted = Arc::new(granted);
         for name in &manifest.kinds.builder {
@@ -507,6 +542,7 @@ impl PluginRuntime {
                 sha256,
                 from_cache,
                 load_time,
+                imports,
                 pre,
             },
         );
@@ -680,6 +716,13 @@ impl PluginRuntime {
                         .call_describe(&mut store)
                         .await?
                 }
+                Pre::Store(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .kiln_plugin_credentials()
+                        .call_describe(&mut store)
+                        .await?
+                }
             };
             Ok::<_, wasmtime::Error>(info.description)
         }
@@ -808,6 +851,8 @@ fn detect_world(engine: &Engine, component: &Component) -> Option<World> {
             world = Some(World::Builder);
         } else if name.starts_with("kiln:plugin/source@0.1") {
             world = Some(World::ContextSource);
+        } else if name.starts_with("kiln:plugin/credentials@0.1") {
+            world = Some(World::CredentialStore);
         }
     }
     world

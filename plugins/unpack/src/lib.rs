@@ -119,6 +119,10 @@ struct Budget {
     entries: u64,
     bytes: u64,
     made_dirs: std::collections::HashSet<PathBuf>,
+    /// One copy buffer for every file: each write is a host call in the
+    /// sandbox, so writes are big; allocating it per file would cost more
+    /// than the copying for small files.
+    buffer: Vec<u8>,
 }
 
 impl Budget {
@@ -154,13 +158,12 @@ impl Budget {
         }
         let mut out = fs::File::create(target).map_err(|e| io_error(name, e))?;
         let left = self.limits.max_bytes.saturating_sub(self.bytes);
-        // One big buffer: each write is a host call in the sandbox.
         let mut written = 0u64;
-        let mut buffer = vec![0u8; 256 * 1024];
         let mut limited = reader.take(left + 1);
+        let buffer = &mut self.buffer;
         loop {
             let n = limited
-                .read(&mut buffer)
+                .read(buffer)
                 .map_err(|e| invalid(format!("archive entry `{name}` cannot be read: {e}")))?;
             if n == 0 {
                 break;
@@ -225,6 +228,7 @@ pub fn unpack_zip<R: Read + Seek>(
         entries: 0,
         bytes: 0,
         made_dirs: Default::default(),
+        buffer: vec![0u8; 256 * 1024],
     };
     let mut unpacked = Unpacked::default();
     for index in 0..archive.len() {
@@ -278,6 +282,7 @@ pub fn unpack_tar<R: Read>(
         entries: 0,
         bytes: 0,
         made_dirs: Default::default(),
+        buffer: vec![0u8; 256 * 1024],
     };
     let mut unpacked = Unpacked::default();
     let entries = archive
