@@ -3,7 +3,6 @@
 //! granted, and a server loads it from a plugin directory with the
 //! operator's grant and builds with it.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -18,25 +17,6 @@ fn kiln(args: &[&str]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `cargo build --release --target wasm32-wasip2` in the plugin's own
-/// directory, as its author would, free of this test's cargo settings.
-fn build_plugin(dir: &Path) {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
-            cmd.env_remove(key);
-        }
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "the scaffold does not build: {}",
-        text(&out.stderr)
-    );
 }
 
 #[tokio::test]
@@ -69,7 +49,7 @@ async fn a_scaffolded_builder_builds_checks_loads_and_builds_an_image() {
     ]);
     assert!(!again.status.success() && text(&again.stderr).contains("exists"));
 
-    build_plugin(&dir);
+    build_plugin_crate(&dir);
     let checked = kiln(&["plugin", "check", dir.to_str().unwrap()]);
     let report = text(&checked.stdout);
     assert!(
@@ -159,7 +139,7 @@ async fn scaffolded_sources_and_stores_build_and_check() {
         ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let dir = work.path().join(name);
-        build_plugin(&dir);
+        build_plugin_crate(&dir);
         let checked = kiln(&["plugin", "check", dir.to_str().unwrap()]);
         let report = text(&checked.stdout);
         assert!(checked.status.success(), "{report}");

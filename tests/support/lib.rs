@@ -638,3 +638,24 @@ pub fn plugin_dir_with(fixtures: &[&str], extra: &[(&str, &str, &[u8])]) -> temp
 pub fn fixture_component(name: &str) -> Vec<u8> {
     std::fs::read(fixture_plugin_dir().join(name).join(format!("{name}.wasm"))).unwrap()
 }
+
+/// `cargo build --release --target wasm32-wasip2` in a plugin crate's own
+/// directory, as its author would, free of the calling test's cargo settings.
+pub fn build_plugin_crate(dir: &Path) {
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
+    for (key, _) in std::env::vars() {
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key == "RUSTFLAGS" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} does not build: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

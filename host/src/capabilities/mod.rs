@@ -170,6 +170,7 @@ impl engine::Host for PluginState {
         }
         let params = BuildkitParams {
             dockerfile: request.dockerfile,
+            dockerfile_inline: request.dockerfile_inline,
             tags: request.tags,
             build_args: to_map(request.build_args),
             labels: to_map(request.labels),

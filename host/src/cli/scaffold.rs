@@ -168,6 +168,7 @@ impl Builder for Plugin {
         kiln_sdk::log::info(&format!("{name}: building {}", request.dockerfile));
         let image = buildkit_build(&BuildkitRequest {
             dockerfile: request.dockerfile,
+            dockerfile_inline: None,
             tags: request.image_refs,
             build_args: request.build_args,
             target: request.target,

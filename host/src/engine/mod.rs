@@ -68,6 +68,8 @@ impl BuildFailure {
 #[derive(Debug, Clone, Default)]
 pub struct BuildkitParams {
     pub dockerfile: String,
+    /// A generated Dockerfile, sent beside the context.
+    pub dockerfile_inline: Option<String>,
     /// Full references; the first is built, the rest tagged from it.
     pub tags: Vec<String>,
     pub build_args: HashMap<String, String>,
@@ -199,8 +201,12 @@ impl DockerEngine {
             .tags
             .first()
             .ok_or_else(|| BuildFailure::engine("a build needs at least one tag"))?;
+        let dockerfile = match &params.dockerfile_inline {
+            Some(_) => tarball::GENERATED_DOCKERFILE.to_string(),
+            None => params.dockerfile.clone(),
+        };
         let options = BuildImageOptions {
-            dockerfile: params.dockerfile.clone(),
+            dockerfile,
             t: Some(first.clone()),
             nocache: params.no_cache,
             rm: true,
@@ -213,7 +219,10 @@ impl DockerEngine {
             session: Some(uuid::Uuid::new_v4().to_string()),
             ..Default::default()
         };
-        let body = bollard::body_try_stream(tarball::stream_directory(context_dir.to_path_buf()));
+        let body = bollard::body_try_stream(tarball::stream_directory(
+            context_dir.to_path_buf(),
+            params.dockerfile_inline.clone(),
+        ));
         let mut stream = self.docker.build_image(options, None, Some(body));
         let mut renderer = progress::Renderer::default();
         let mut image_id = None;

@@ -46,7 +46,13 @@ impl Write for ChannelWriter {
 
 /// The directory as a stream of tar chunks. Entries get deterministic metadata (owner 0,
 /// fixed times, 0644/0755 modes) so identical contexts hit the build cache.
-pub fn stream_directory(dir: PathBuf) -> impl futures_util::Stream<Item = io::Result<Bytes>> {
+/// Where a builder's generated Dockerfile goes in the tar.
+pub const GENERATED_DOCKERFILE: &str = ".kiln-generated/Dockerfile";
+
+pub fn stream_directory(
+    dir: PathBuf,
+    generated_dockerfile: Option<String>,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     tokio::task::spawn_blocking(move || {
         let error_tx = tx.clone();
@@ -59,6 +65,16 @@ pub fn stream_directory(dir: PathBuf) -> impl futures_util::Stream<Item = io::Re
         builder.follow_symlinks(false);
         let result = builder
             .append_dir_all(".", &dir)
+            .and_then(|_| match &generated_dockerfile {
+                Some(text) => {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_size(text.len() as u64);
+                    header.set_mode(0o644);
+                    header.set_cksum();
+                    builder.append_data(&mut header, GENERATED_DOCKERFILE, text.as_bytes())
+                }
+                None => Ok(()),
+            })
             .and_then(|_| builder.into_inner())
             .and_then(|mut w| w.flush());
         if let Err(e) = result {

@@ -46,6 +46,17 @@ pub struct Kinds {
     /// Whether it is a credential store.
     #[serde(default)]
     pub credential_store: bool,
+    /// For builders: whether the build reads a Dockerfile from the context
+    /// (the host then checks it exists first). A builder that makes its own
+    /// (a recipe, the wizard) says `false`.
+    #[serde(default = "Kinds::yes")]
+    pub dockerfile: bool,
+}
+
+impl Kinds {
+    fn yes() -> bool {
+        true
+    }
 }
 
 /// Rights a plugin asks for (in its manifest) or is granted (by the

@@ -237,7 +237,13 @@ impl Pipeline<'_> {
                 report.removed_files, report.removed_bytes
             ));
         }
-        context::find_dockerfile(root, dockerfile).map_err(from_context)?;
+        let builder_reads_one = self
+            .runtime
+            .builder(&self.record.request.builder)
+            .is_none_or(|plugin| plugin.manifest.kinds.dockerfile);
+        if builder_reads_one {
+            context::find_dockerfile(root, dockerfile).map_err(from_context)?;
+        }
         Ok(())
     }
 
