@@ -36,6 +36,29 @@
 //! kiln_sdk::export_builder!(Echo);
 //! ```
 
+//! ## Versions
+//!
+//! The contract is one semver-tagged WIT package. A host lists the contract
+//! versions it loads, and keeps loading plugins built against every one of
+//! them; a released version's WIT is frozen (kept beside the live one) and
+//! only ever gains a successor.
+//!
+//! | `kiln:plugin` | `kiln-sdk` | hosts that load it | status |
+//! |---|---|---|---|
+//! | 0.1.0 | 0.1.x | kiln 0.1.x | current; not yet frozen |
+//!
+//! Policy: adding a function, a record field or a world is a new minor
+//! version of the contract (0.2.0), served by the host side by side with
+//! 0.1.0; removing or changing anything a released version has is a new
+//! major version. A plugin states the version it was built against in its
+//! manifest (`api = "0.1.0"`); the host refuses versions it does not list.
+//!
+//! ## Secrets
+//!
+//! Builders never receive secret values: they name secrets by id and the
+//! host resolves them inside its own engine calls. Credential stores do
+//! handle values; [`Secret`] keeps them out of logs and `Debug` output.
+
 #![deny(missing_docs)]
 
 #[cfg(not(any(
@@ -108,6 +131,40 @@ pub mod bindings {
     pub(crate) use credential_store::kiln::plugin::log as log_import;
 }
 
+/// A secret value whose `Debug` and `Display` never show it.
+///
+/// ```
+/// let token = kiln_sdk::Secret::new("s3cr3t");
+/// assert_eq!(format!("{token:?}"), "Secret(***)");
+/// assert_eq!(token.expose(), "s3cr3t");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value itself: the one way to read it, easy to find in review.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Lines into the current build's log. The host masks secret values and caps
 /// how much one plugin call may write.
 pub mod log {
@@ -148,6 +205,43 @@ pub mod builder {
     }
 
     /// Implement this and call [`export_builder!`](crate::export_builder).
+    ///
+    /// A complete builder that builds the context's Dockerfile with the
+    /// host's BuildKit engine (its manifest must ask for
+    /// `engine = ["buildkit-build"]`):
+    ///
+    /// ```no_run
+    /// use kiln_sdk::builder::engine::{buildkit_build, BuildkitRequest};
+    /// use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, PluginError};
+    ///
+    /// struct Plain;
+    ///
+    /// impl Builder for Plain {
+    ///     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
+    ///         let image = buildkit_build(&BuildkitRequest {
+    ///             dockerfile: request.dockerfile,
+    ///             dockerfile_inline: None,
+    ///             tags: request.image_refs,
+    ///             build_args: request.build_args,
+    ///             target: request.target,
+    ///             platform: request.platform,
+    ///             no_cache: request.no_cache,
+    ///             secrets: request.secrets,
+    ///             labels: Vec::new(),
+    ///         })?;
+    ///         Ok(BuildOutput {
+    ///             digest: image.digest,
+    ///             image_refs: image.image_refs,
+    ///             size_bytes: image.size_bytes,
+    ///             layer_count: image.layer_count,
+    ///             cached_steps: image.cached_steps,
+    ///             total_steps: image.total_steps,
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// kiln_sdk::export_builder!(Plain);
+    /// ```
     pub trait Builder {
         /// What the plugin says about itself.
         fn describe() -> PluginInfo {
@@ -178,6 +272,32 @@ pub mod source {
     };
 
     /// Implement this and call [`export_context_source!`](crate::export_context_source).
+    ///
+    /// A complete context source for `contextUrl: "hello://anything"` that
+    /// writes a one-line Dockerfile:
+    ///
+    /// ```no_run
+    /// use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, SourceSpec};
+    ///
+    /// struct Hello;
+    ///
+    /// impl ContextSource for Hello {
+    ///     fn materialize(_spec: SourceSpec) -> Result<ContextInfo, PluginError> {
+    ///         let text = "FROM scratch\n";
+    ///         std::fs::write("/context/Dockerfile", text)
+    ///             .map_err(|e| PluginError::Internal(e.to_string()))?;
+    ///         Ok(ContextInfo {
+    ///             files: 1,
+    ///             bytes: text.len() as u64,
+    ///             file_modes: Vec::new(),
+    ///             symlinks: Vec::new(),
+    ///             summary: "wrote a Dockerfile".into(),
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// kiln_sdk::export_context_source!(Hello);
+    /// ```
     pub trait ContextSource {
         /// What the plugin says about itself.
         fn describe() -> PluginInfo {
