@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub max_plugin_memory_mib: u64,
     /// The most time any plugin call's own code may run.
     pub max_plugin_time_secs: u64,
+    /// The key that seals organization secrets; created on first start.
+    pub secret_key_file: PathBuf,
     /// The profile a build gets when its request names none.
     pub default_profile: String,
     /// Most bytes an uploaded context (POST /v1/contexts) may have, packed.
@@ -87,9 +89,10 @@ pub fn profile(name: &str) -> Option<Profile> {
 impl ServerConfig {
     /// The defaults the README documents, with data under `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir: PathBuf = data_dir.into();
         ServerConfig {
             listen: "127.0.0.1:7878".parse().unwrap(),
-            data_dir: data_dir.into(),
+            data_dir: data_dir.clone(),
             registry: "127.0.0.1:5000".into(),
             docker_host: String::new(),
             max_concurrent_builds: 2,
@@ -100,6 +103,7 @@ impl ServerConfig {
             max_plugin_memory_mib: 1024,
             max_plugin_time_secs: 3600,
             default_profile: "medium".into(),
+            secret_key_file: data_dir.join("secret.key"),
             max_upload_bytes: 2 << 30,
             max_context_bytes: 8 << 30,
             max_context_entries: 200_000,

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Builds { command, server } => commands::builds(command, &server).await,
         Command::Context { command, server } => commands::context(command, &server).await,
         Command::Plugins { command, server } => commands::plugins(command, &server).await,
+        Command::Secrets { command, server } => commands::secrets(command, &server).await,
         Command::Login(args) => commands::login(args).await,
         Command::Plugin { command } => commands::plugin(command).await,
         Command::Org { command, server } => commands::org(command, &server).await,

@@ -34,6 +34,8 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
+    Secrets(#[from] crate::store::secrets::SecretError),
+    #[error(transparent)]
     Plugins(#[from] crate::plugins::PluginError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
@@ -110,6 +112,8 @@ impl Server {
         if let Err(e) = engine.ping().await {
             tracing::warn!("{e}; builds will fail until it answers");
         }
+        let secret_key = crate::store::secrets::SecretKey::load_or_create(&config.secret_key_file)?;
+        let secrets = Arc::new(store.secrets(&secret_key)?);
         let hub = LogHub::new(store.clone());
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let scheduler = Scheduler::start(
@@ -119,6 +123,7 @@ impl Server {
             engine,
             config.clone(),
             metrics.clone(),
+            secrets.clone(),
         )?;
 
         let listener =
@@ -139,6 +144,7 @@ impl Server {
             runtime,
             config,
             metrics,
+            secrets,
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, state, stop.clone()));

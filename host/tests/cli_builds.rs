@@ -298,3 +298,38 @@ async fn login_saves_a_private_config_that_later_commands_use() {
         "a bash completion function"
     );
 }
+
+#[tokio::test]
+async fn secrets_are_set_from_stdin_listed_masked_and_deleted() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["secrets", "set", "build", "NPM_TOKEN"])
+        .env("KILN_SERVER", server.server_url())
+        .env("KILN_TOKEN", &server.token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"npm-secret-value\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cli = Cli::new(&server);
+    let listed = cli.run(&["secrets", "list"]);
+    let table = text(&listed.stdout);
+    assert!(
+        table.contains("build") && table.contains("NPM_TOKEN") && table.contains("***"),
+        "{table}"
+    );
+    assert!(!table.contains("npm-secret-value"));
+    let deleted = cli.run(&["secrets", "delete", "build", "NPM_TOKEN"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert!(!text(&cli.run(&["secrets", "list"]).stdout).contains("NPM_TOKEN"));
+}

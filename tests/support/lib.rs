@@ -114,6 +114,11 @@ impl TestServer {
         }
     }
 
+    /// The server's store (to flush it before reading its files raw).
+    pub fn store(&self) -> &kiln_host::store::Store {
+        self.server.store()
+    }
+
     /// A client of this server with another token.
     pub fn as_token(&self, token: &str) -> Api {
         Api::new(&self.api.base, token)

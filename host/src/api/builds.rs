@@ -175,6 +175,33 @@ fn validate_create(
             "`profile` {profile:?} is not one of small, medium, large, xlarge"
         )));
     }
+    if request.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(bad(
+            "`secrets` (BuildKit secret mounts) are not available on this server yet; pass them as build args with `secretBuildArgs` (values are masked in the log)".into(),
+        ));
+    }
+    let secret_build_args = request.secret_build_args.unwrap_or_default();
+    let stored = state
+        .secrets
+        .names(&caller.org)
+        .map_err(ApiError::internal)?;
+    let stored_build = stored
+        .get(&crate::store::secrets::SecretKind::Build)
+        .cloned()
+        .unwrap_or_default();
+    for name in &secret_build_args {
+        super::secrets::check_secret_name(name).map_err(bad)?;
+        if !stored_build.contains(name) {
+            return Err(bad(format!(
+                "build secret {name} is not set for this organization; save it with PUT /v1/secrets {{\"buildSecrets\": {{\"{name}\": \"...\"}}}}"
+            )));
+        }
+        if build_args.contains_key(name) {
+            return Err(bad(format!(
+                "{name} is both a build arg and a secret build arg; give it once"
+            )));
+        }
+    }
     let builder = request.builder.unwrap_or_else(|| "buildkit".into());
     if state.runtime.builder(&builder).is_none() {
         return Err(bad(format!(
@@ -209,6 +236,7 @@ fn validate_create(
             timeout_secs,
             builder,
             profile,
+            secret_build_args,
         },
         image_refs,
         digest: None,

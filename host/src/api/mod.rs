@@ -5,6 +5,7 @@
 //! * [`contexts`] — UploadBuildContext (streamed to disk, content-addressed).
 //! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
 //! * [`orgs`] — organizations and their tokens (the operator's admin token only).
+//! * [`secrets`] — SaveBuildSecrets: sealed at rest, read back as `***`.
 //! * [`validate`] — what a well-formed request looks like.
 //!
 //! Errors are JSON, `{"error": {"code", "status", "message"}}`, and every
@@ -16,6 +17,8 @@ pub mod contexts;
 pub mod logs;
 pub mod orgs;
 pub mod routes;
+pub mod secrets;
+
 pub mod validate;
 
 use std::convert::Infallible;
@@ -42,6 +45,7 @@ pub struct ApiState {
     pub runtime: Arc<PluginRuntime>,
     pub config: ServerConfig,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub secrets: Arc<crate::store::secrets::SecretStore>,
 }
 
 /// An error answer.

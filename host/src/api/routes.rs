@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{builds, contexts, logs, orgs, ApiError, ApiState, Body};
+use super::{builds, contexts, logs, orgs, secrets, ApiError, ApiState, Body};
 
 /// Who is calling: the organization the bearer token belongs to.
 pub struct Caller {
@@ -80,6 +80,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/orgs"),
     ("POST", "/v1/orgs/{org}/tokens"),
     ("DELETE", "/v1/orgs/{org}/tokens/{tokenId}"),
+    ("PUT", "/v1/secrets"),
+    ("GET", "/v1/secrets"),
+    ("DELETE", "/v1/secrets/{kind}/{name}"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
@@ -106,6 +109,9 @@ pub enum Route<'a> {
     ListOrgs,
     CreateToken(&'a str),
     RevokeToken(&'a str, &'a str),
+    SaveSecrets,
+    ListSecrets,
+    DeleteSecret(&'a str, &'a str),
 }
 
 impl Route<'_> {
@@ -139,6 +145,11 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError
         ["v1", "orgs", org, "tokens"] => is(Method::POST).then_some(Route::CreateToken(org)),
         ["v1", "orgs", org, "tokens", id] => {
             is(Method::DELETE).then_some(Route::RevokeToken(org, id))
+        }
+        ["v1", "secrets"] if is(Method::PUT) => Some(Route::SaveSecrets),
+        ["v1", "secrets"] => is(Method::GET).then_some(Route::ListSecrets),
+        ["v1", "secrets", kind, name] => {
+            is(Method::DELETE).then_some(Route::DeleteSecret(kind, name))
         }
         _ => return Err(ApiError::not_found(&format!("route {path}"))),
     };
@@ -183,6 +194,9 @@ async fn route(
         Route::ListOrgs => orgs::list(&state, &caller),
         Route::CreateToken(org) => orgs::create_token(&state, &caller, org),
         Route::RevokeToken(org, id) => orgs::revoke_token(&state, &caller, org, id),
+        Route::SaveSecrets => secrets::save(&state, &caller, request).await,
+        Route::ListSecrets => secrets::list(&state, &caller),
+        Route::DeleteSecret(kind, name) => secrets::delete(&state, &caller, kind, name),
         Route::Healthz | Route::Metrics | Route::OpenApi => {
             unreachable!("public routes answered above")
         }
@@ -233,7 +247,9 @@ mod tests {
                 .replace("{buildId}", "b-1")
                 .replace("{contextId}", "ctx-1")
                 .replace("{org}", "team")
-                .replace("{tokenId}", "t-1");
+                .replace("{tokenId}", "t-1")
+                .replace("{kind}", "build")
+                .replace("{name}", "NPM_TOKEN");
             let method: Method = method.parse().unwrap();
             let route = resolve(&method, &path);
             assert!(route.is_ok(), "{method} {path}: {:?}", route.err());

@@ -42,6 +42,12 @@ pub struct CreateBuildRequest {
     pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub profile: Option<String>,
+    /// Build secrets passed as build args of the same name.
+    #[serde(default)]
+    pub secret_build_args: Option<Vec<String>>,
+    /// Build secrets to mount (`RUN --mount=type=secret,id=NAME`).
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
 }
 
 fn is_lower_alnum(c: char) -> bool {

@@ -39,6 +39,10 @@ pub struct EngineScope {
     pub context_dir: PathBuf,
     /// The only references this build may tag and push.
     pub allowed_refs: Vec<String>,
+    /// Secret build args the host adds to the build; the plugin never sees them.
+    pub secret_build_args: HashMap<String, String>,
+    /// The organization's credentials for the registry, used by the host only.
+    pub registry_auth: Option<crate::engine::RegistryAuth>,
 }
 
 impl Capabilities {
@@ -168,11 +172,14 @@ impl engine::Host for PluginState {
                 exit_code: None,
             }));
         }
+        let mut build_args = to_map(request.build_args);
+        build_args.extend(scope.secret_build_args.clone());
         let params = BuildkitParams {
             dockerfile: request.dockerfile,
             dockerfile_inline: request.dockerfile_inline,
             tags: request.tags,
-            build_args: to_map(request.build_args),
+            build_args,
+            registry_auth: scope.registry_auth.clone(),
             labels: to_map(request.labels),
             target: request.target,
             platform: request.platform,

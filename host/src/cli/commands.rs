@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::client::{ApiClient, ClientError};
 use super::{
     config, pack, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand, Output,
-    PluginCommand, PluginsCommand, ServerArgs, TokenCommand,
+    PluginCommand, PluginsCommand, SecretValue, SecretsCommand, ServerArgs, TokenCommand,
 };
 use crate::api::validate::MAX_INLINE_ZIP_BYTES;
 
@@ -240,6 +240,9 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode, CommandError> {
     }
     if !args.secrets.is_empty() {
         body["secrets"] = json!(args.secrets);
+    }
+    if !args.secret_build_args.is_empty() {
+        body["secretBuildArgs"] = json!(args.secret_build_args);
     }
     match &args.git {
         Some(spec) => body["gitSource"] = git_source(spec),
@@ -534,6 +537,82 @@ async fn send_context_upload(
         .await?;
     bar.finish_and_clear();
     Ok(answer)
+}
+
+// ---- kiln secrets ----
+
+fn value_or_stdin(value: Option<String>, what: &str) -> Result<String, CommandError> {
+    if let Some(value) = value {
+        return Ok(value);
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("{what}: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let value = line.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(CommandError::Usage(format!("no {what} given")));
+    }
+    Ok(value)
+}
+
+pub async fn secrets(
+    command: SecretsCommand,
+    server: &ServerArgs,
+) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        SecretsCommand::Set { secret } => {
+            let body = match secret {
+                SecretValue::Build { name, value } => {
+                    let value = value_or_stdin(value, &format!("value of {name}"))?;
+                    json!({ "buildSecrets": { name: value } })
+                }
+                SecretValue::Registry {
+                    host,
+                    username,
+                    password,
+                } => {
+                    let password =
+                        value_or_stdin(password, &format!("password for {username}@{host}"))?;
+                    json!({ "registryCredentials": { host: { "username": username, "password": password } } })
+                }
+                SecretValue::Git {
+                    host,
+                    username,
+                    token,
+                } => {
+                    let token = value_or_stdin(token, &format!("token for {username}@{host}"))?;
+                    json!({ "gitCredentials": { host: { "username": username, "token": token } } })
+                }
+            };
+            client.call(Method::PUT, "/v1/secrets", Some(&body)).await?;
+            eprintln!("saved");
+        }
+        SecretsCommand::List => {
+            let answer = client.call(Method::GET, "/v1/secrets", None).await?;
+            let mut rows: Vec<[String; 3]> = Vec::new();
+            for (group, kind) in [
+                ("registryCredentials", "registry"),
+                ("gitCredentials", "git"),
+                ("buildSecrets", "build"),
+            ] {
+                for (name, _) in answer[group].as_object().into_iter().flatten() {
+                    rows.push([kind.to_string(), name.clone(), "***".to_string()]);
+                }
+            }
+            print_table(&["KIND", "NAME", "VALUE"], &rows);
+        }
+        SecretsCommand::Delete { kind, name } => {
+            client
+                .call(Method::DELETE, &format!("/v1/secrets/{kind}/{name}"), None)
+                .await?;
+            eprintln!("deleted {kind} secret {name}");
+        }
+    }
+    Ok(0)
 }
 
 // ---- kiln plugins ----

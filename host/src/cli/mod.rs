@@ -43,6 +43,13 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Save, list and delete the organization's secrets (values are never shown).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Show the server's plugins.
     Plugins {
         #[command(subcommand)]
@@ -132,6 +139,9 @@ pub struct BuildArgs {
     /// A build secret to mount, by name (repeatable).
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// A build secret passed as the build arg of the same name; masked in the log (repeatable).
+    #[arg(long = "secret-build-arg")]
+    pub secret_build_args: Vec<String>,
     /// Build from git instead of a directory: `URL#REF:DIR`.
     #[arg(long)]
     pub git: Option<String>,
@@ -211,6 +221,47 @@ pub struct LoginArgs {
     /// The token; read from standard input when not given.
     #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Save a secret. Values not given on the command line are read from
+    /// standard input (so they stay out of shell history).
+    Set {
+        #[command(subcommand)]
+        secret: SecretValue,
+    },
+    /// List the organization's secrets: kinds and names, values as ***.
+    List,
+    /// Delete a secret: `kiln secrets delete build NPM_TOKEN`.
+    Delete {
+        /// registry, git or build.
+        kind: String,
+        /// The host (registry, git) or the name (build).
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretValue {
+    /// A build secret: `kiln secrets set build NPM_TOKEN` (value on stdin).
+    Build { name: String, value: Option<String> },
+    /// Registry credentials, used to push and to pull private bases.
+    Registry {
+        host: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Git credentials for a host (`*` for every host).
+    Git {
+        host: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +350,9 @@ pub struct ServeArgs {
     /// The longest `timeoutSecs` a request may ask for, in seconds.
     #[arg(long, env = "KILN_MAX_BUILD_TIMEOUT", default_value_t = 6 * 3600)]
     pub max_build_timeout_secs: u64,
+    /// The key sealing organization secrets (32 bytes or 64 hex characters; created if missing) [default: <data-dir>/secret.key].
+    #[arg(long, env = "KILN_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<std::path::PathBuf>,
     /// The host's config file (plugin grants and limits: `[plugins.<id>]`).
     #[arg(long, env = "KILN_CONFIG")]
     pub config: Option<std::path::PathBuf>,
@@ -337,6 +391,9 @@ impl ServeArgs {
         config.default_profile = self.default_profile.clone();
         config.max_context_bytes = self.max_context_bytes;
         config.max_context_entries = self.max_context_entries;
+        if let Some(path) = &self.secret_key_file {
+            config.secret_key_file = path.clone();
+        }
         if let Some(path) = &self.config {
             crate::config::FileConfig::load(path)?.apply(&mut config);
         }

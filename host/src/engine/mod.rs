@@ -64,6 +64,36 @@ impl BuildFailure {
     }
 }
 
+/// Credentials for the registry images are pushed to (and private bases
+/// pulled from). Only the host holds them.
+#[derive(Clone)]
+pub struct RegistryAuth {
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RegistryAuth({} as {}, password ***)",
+            self.server, self.username
+        )
+    }
+}
+
+impl RegistryAuth {
+    fn docker(&self) -> DockerCredentials {
+        DockerCredentials {
+            username: Some(self.username.clone()),
+            password: Some(self.password.clone()),
+            serveraddress: Some(self.server.clone()),
+            ..Default::default()
+        }
+    }
+}
+
 /// What a BuildKit build needs, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct BuildkitParams {
@@ -77,6 +107,7 @@ pub struct BuildkitParams {
     pub target: Option<String>,
     pub platform: Option<String>,
     pub no_cache: bool,
+    pub registry_auth: Option<RegistryAuth>,
 }
 
 /// What a successful build produced.
@@ -223,7 +254,14 @@ impl DockerEngine {
             context_dir.to_path_buf(),
             params.dockerfile_inline.clone(),
         ));
-        let mut stream = self.docker.build_image(options, None, Some(body));
+        // Credentials for pulling private bases from the org's registry.
+        let pull_credentials = params
+            .registry_auth
+            .as_ref()
+            .map(|auth| HashMap::from([(auth.server.clone(), auth.docker())]));
+        let mut stream = self
+            .docker
+            .build_image(options, pull_credentials, Some(body));
         let mut renderer = progress::Renderer::default();
         let mut image_id = None;
         let mut stream_error = None;
@@ -285,7 +323,9 @@ impl DockerEngine {
         }
         let mut digest = String::new();
         for reference in &params.tags {
-            digest = self.push(reference, sink).await?;
+            digest = self
+                .push(reference, params.registry_auth.as_ref(), sink)
+                .await?;
         }
         let inspect = self
             .docker
@@ -307,7 +347,12 @@ impl DockerEngine {
     }
 
     /// Push one reference; returns the manifest digest the registry reported.
-    async fn push(&self, reference: &str, sink: &dyn LineSink) -> Result<String, BuildFailure> {
+    async fn push(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        sink: &dyn LineSink,
+    ) -> Result<String, BuildFailure> {
         let (repo, tag) = split_reference(reference);
         sink.line(&format!("pushing {reference}"));
         let mut stream = self.docker.push_image(
@@ -316,9 +361,9 @@ impl DockerEngine {
                 tag: Some(tag.to_string()),
                 platform: None,
             }),
-            // An empty auth header: the daemon wants one even for registries
-            // that need no credentials.
-            Some(DockerCredentials::default()),
+            // Without credentials an empty auth header: the daemon wants one
+            // even for registries that need none.
+            Some(auth.map(RegistryAuth::docker).unwrap_or_default()),
         );
         let mut digest = None;
         while let Some(item) = stream.next().await {

@@ -31,6 +31,7 @@ use crate::config::ServerConfig;
 use crate::engine::DockerEngine;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
+use crate::store::secrets::SecretStore;
 use crate::store::{BuildLog, BuildStatus, Failure, FailureReason, LogHub, Store, StoreError};
 
 /// Shared by the API (to wake workers and cancel) and the workers.
@@ -46,6 +47,7 @@ struct Inner {
     engine: DockerEngine,
     config: ServerConfig,
     metrics: Arc<Metrics>,
+    secrets: Arc<SecretStore>,
     wake: Notify,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
@@ -67,6 +69,7 @@ impl Scheduler {
         engine: DockerEngine,
         config: ServerConfig,
         metrics: Arc<Metrics>,
+        secrets: Arc<SecretStore>,
     ) -> Result<Self, StoreError> {
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
@@ -76,6 +79,7 @@ impl Scheduler {
                 engine,
                 config,
                 metrics,
+                secrets,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
@@ -226,6 +230,7 @@ impl Scheduler {
             record: &record,
             paths: &paths,
             metrics: &inner.metrics,
+            secrets: &inner.secrets,
         };
         let outcome = tokio::select! {
             result = tokio::time::timeout(timeout, job.run()) => match result {

@@ -1,11 +1,12 @@
 //! One build's steps, from staged input to pushed image.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::capabilities::{Capabilities, EngineScope};
 use crate::config::ServerConfig;
 use crate::context::{self, ContextError};
-use crate::engine::DockerEngine;
+use crate::engine::{DockerEngine, RegistryAuth};
 use crate::plugins::bindings::builder::exports::kiln::plugin::build as wit_build;
 use crate::plugins::bindings::source::exports::kiln::plugin::source as wit_source;
 use crate::plugins::bindings::types as wit;
@@ -64,6 +65,7 @@ pub struct Pipeline<'a> {
     pub record: &'a BuildRecord,
     pub paths: &'a Paths,
     pub metrics: &'a crate::metrics::Metrics,
+    pub secrets: &'a crate::store::secrets::SecretStore,
 }
 
 fn failure(reason: FailureReason, message: impl Into<String>, exit_code: Option<i32>) -> Failure {
@@ -247,7 +249,53 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// The values of the build's secret build args and the organization's
+    /// credentials for the registry; the log masks every one of them.
+    fn resolve_secrets(&self) -> Result<(HashMap<String, String>, Option<RegistryAuth>), Failure> {
+        use crate::store::secrets::SecretKind;
+        let org = &self.record.org;
+        let broken = |e: crate::store::secrets::SecretError| {
+            failure(
+                FailureReason::Internal,
+                format!("cannot read the organization's secrets: {e}"),
+                None,
+            )
+        };
+        let mut args = HashMap::new();
+        for name in &self.record.request.secret_build_args {
+            let value = self
+                .secrets
+                .get(org, SecretKind::Build, name)
+                .map_err(broken)?
+                .ok_or_else(|| {
+                    failure(
+                        FailureReason::ContextInvalid,
+                        format!("build secret {name} was removed after the build was accepted; save it again"),
+                        None,
+                    )
+                })?;
+            args.insert(name.clone(), String::from_utf8_lossy(&value).into_owned());
+        }
+        let registry = &self.config.registry;
+        let auth = self
+            .secrets
+            .credential(org, SecretKind::Registry, registry)
+            .map_err(broken)?
+            .map(|c| RegistryAuth {
+                server: registry.clone(),
+                username: c.username,
+                password: c.password,
+            });
+        let mut masks: Vec<String> = args.values().cloned().collect();
+        if let Some(auth) = &auth {
+            masks.push(auth.password.clone());
+        }
+        self.log.mask(masks);
+        Ok((args, auth))
+    }
+
     async fn build(&self) -> Result<Built, Failure> {
+        let (secret_build_args, registry_auth) = self.resolve_secrets()?;
         let name = &self.record.request.builder;
         let plugin = self.runtime.builder(name).ok_or_else(|| {
             failure(
@@ -298,6 +346,8 @@ impl Pipeline<'_> {
             engine: self.engine.clone(),
             context_dir: self.paths.context.clone(),
             allowed_refs: self.record.image_refs.clone(),
+            secret_build_args,
+            registry_auth,
         });
         let preopens = Preopens {
             context: Some(self.paths.context.clone()),

@@ -139,6 +139,8 @@ pub struct BuildLog {
 }
 
 struct BuildLogInner {
+    /// Secret values this build may print; replaced by `***`.
+    masks: std::sync::RwLock<Vec<String>>,
     store: Store,
     hub: LogHub,
     build_id: String,
@@ -152,6 +154,7 @@ impl BuildLog {
         let last = store.last_log_seq(build_id)?;
         Ok(BuildLog {
             inner: Arc::new(BuildLogInner {
+                masks: Default::default(),
                 store: store.clone(),
                 hub: hub.clone(),
                 build_id: build_id.to_string(),
@@ -159,6 +162,15 @@ impl BuildLog {
                 notify: hub.channel(build_id, last, true),
             }),
         })
+    }
+
+    /// Mask these values in every line written from now on. Values under
+    /// four characters are not masked (they would garble the log).
+    pub fn mask(&self, values: impl IntoIterator<Item = String>) {
+        let mut masks = self.inner.masks.write().unwrap();
+        masks.extend(values.into_iter().filter(|v| v.len() >= 4));
+        // Longest first, so a secret containing another is masked whole.
+        masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
     }
 
     /// The build this log belongs to.
@@ -169,6 +181,11 @@ impl BuildLog {
     /// Append a line. `stream` is `system`, `build` or `plugin`.
     pub fn write(&self, stream: &str, line: &str) {
         let mut text = line.trim_end_matches(['\n', '\r']).to_string();
+        for secret in self.inner.masks.read().unwrap().iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
         if text.len() > MAX_LINE_BYTES {
             let mut cut = MAX_LINE_BYTES;
             while !text.is_char_boundary(cut) {

@@ -20,9 +20,11 @@
 //! | `counters` | org, 0, name | next build number for that name (big-endian) |
 //! | `logs` | build id, 0, line sequence (big-endian) | JSON [`LogLine`] |
 //! | `contexts` | org, 0, context id | JSON [`ContextRecord`] (the bytes are in `contexts/blobs/<sha256>`) |
+//! | `secrets` | org, 0, kind, 0, name | nonce + ChaCha20-Poly1305 sealed value ([`secrets`]) |
 
 mod logs;
 mod records;
+pub mod secrets;
 
 pub use logs::{BuildLog, LogHub};
 
@@ -85,7 +87,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records always serialize")
 }
 
-fn join_key(parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn join_key(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
@@ -120,6 +122,14 @@ impl Store {
         Ok(Store {
             inner: Arc::new(inner),
         })
+    }
+
+    /// The organization secrets, sealed with `key`.
+    pub fn secrets(&self, key: &secrets::SecretKey) -> Result<secrets::SecretStore> {
+        Ok(secrets::SecretStore::new(
+            self.inner.db.open_tree("secrets")?,
+            key,
+        ))
     }
 
     /// Make sure everything written so far is on disk.

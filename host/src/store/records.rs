@@ -65,6 +65,9 @@ pub struct BuildSpec {
     /// The build profile (`small`, `medium`, `large`, `xlarge`).
     #[serde(default)]
     pub profile: String,
+    /// Names of build secrets passed as build args (values are never stored here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_build_args: Vec<String>,
 }
 
 /// Where the build's context comes from.

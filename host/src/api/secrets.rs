@@ -1,0 +1,186 @@
+//! SaveBuildSecrets: an organization's registry credentials, git
+//! credentials and build secrets. Values go in, sealed; they never come out
+//! of the API: every read shows `***`.
+
+use std::collections::BTreeMap;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::routes::Caller;
+use super::{json_response, ApiError, ApiState, Body};
+use crate::store::secrets::{Credential, SecretKind};
+
+/// PUT /v1/secrets: each named entry is set (or, with `null`, removed);
+/// entries not named are left as they are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SaveSecrets {
+    #[serde(default)]
+    registry_credentials: BTreeMap<String, Option<Credential>>,
+    #[serde(default)]
+    git_credentials: BTreeMap<String, Option<Credential>>,
+    #[serde(default)]
+    build_secrets: BTreeMap<String, Option<String>>,
+}
+
+/// A build secret's name: what may follow `id=` in a secret mount and name
+/// a build arg.
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "build secret name {name:?} is not valid: letters, digits and `_`, not starting with a digit"
+        ))
+    }
+}
+
+fn check_host(group: &str, host: &str) -> Result<(), String> {
+    let ok = host == "*"
+        || (!host.is_empty()
+            && host.len() <= 255
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{group}` key {host:?} is not a host: give host or host:port (e.g. \"registry.example.com\", \"127.0.0.1:5000\"){}",
+            if group == "gitCredentials" { ", or \"*\" for every host" } else { "" }
+        ))
+    }
+}
+
+fn masked(state: &ApiState, org: &str) -> Result<Value, ApiError> {
+    let names = state.secrets.names(org).map_err(ApiError::internal)?;
+    let group = |kind: SecretKind, credential: bool| -> Value {
+        let map: serde_json::Map<String, Value> = names
+            .get(&kind)
+            .into_iter()
+            .flatten()
+            .map(|name| {
+                let value = if credential {
+                    json!({"username": "***", "password": "***"})
+                } else {
+                    json!("***")
+                };
+                (name.clone(), value)
+            })
+            .collect();
+        Value::Object(map)
+    };
+    Ok(json!({
+        "registryCredentials": group(SecretKind::Registry, true),
+        "gitCredentials": group(SecretKind::Git, true),
+        "buildSecrets": group(SecretKind::Build, false),
+    }))
+}
+
+pub async fn save(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body = Limited::new(request.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|_| ApiError::bad_request("the request body is over 1 MiB"))?
+        .to_bytes();
+    let save: SaveSecrets = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is not a valid SaveBuildSecrets ({{registryCredentials, gitCredentials, buildSecrets}}): {e}"
+        ))
+    })?;
+    // Check everything before changing anything.
+    for host in save.registry_credentials.keys() {
+        check_host("registryCredentials", host).map_err(ApiError::bad_request)?;
+    }
+    for host in save.git_credentials.keys() {
+        check_host("gitCredentials", host).map_err(ApiError::bad_request)?;
+    }
+    for (name, value) in &save.build_secrets {
+        check_secret_name(name).map_err(ApiError::bad_request)?;
+        if value.as_deref() == Some("") {
+            return Err(ApiError::bad_request(format!(
+                "build secret {name} is empty; give a value, or null to remove it"
+            )));
+        }
+    }
+    let secrets = &state.secrets;
+    let org = &caller.org;
+    let internal = ApiError::internal;
+    for (kind, entries) in [
+        (SecretKind::Registry, &save.registry_credentials),
+        (SecretKind::Git, &save.git_credentials),
+    ] {
+        for (host, credential) in entries {
+            match credential {
+                Some(credential) => {
+                    let bytes = serde_json::to_vec(credential).expect("credentials serialize");
+                    secrets.put(org, kind, host, &bytes).map_err(internal)?
+                }
+                None => {
+                    secrets.delete(org, kind, host).map_err(internal)?;
+                }
+            }
+        }
+    }
+    for (name, value) in &save.build_secrets {
+        match value {
+            Some(value) => secrets
+                .put(org, SecretKind::Build, name, value.as_bytes())
+                .map_err(internal)?,
+            None => {
+                secrets
+                    .delete(org, SecretKind::Build, name)
+                    .map_err(internal)?;
+            }
+        }
+    }
+    state.store.flush().await?;
+    Ok(json_response(StatusCode::OK, &masked(state, org)?))
+}
+
+pub fn list(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
+    Ok(json_response(StatusCode::OK, &masked(state, &caller.org)?))
+}
+
+pub fn delete(
+    state: &ApiState,
+    caller: &Caller,
+    kind: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let kind = SecretKind::parse(kind).ok_or_else(|| {
+        ApiError::not_found(&format!("secret kind {kind} (use registry, git or build)"))
+    })?;
+    if !state
+        .secrets
+        .delete(&caller.org, kind, name)
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::not_found(&format!(
+            "{} secret {name}",
+            kind.as_str()
+        )));
+    }
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap())
+}

@@ -1,0 +1,191 @@
+//! SaveBuildSecrets: values sealed at rest, never read back, masked in build
+//! logs, used by the host for pushes, and per organization.
+
+use std::time::Duration;
+
+use hyper::Method;
+use kiln_tests::*;
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(120);
+const TOKEN_VALUE: &str = "tok-9f8e7d6c5b4a-very-secret";
+const PASSWORD: &str = "secret";
+
+/// Every file under `dir`, read raw, searched for `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_masked_per_org_and_never_read_back() {
+    let t = TestServer::start().await;
+    let answer = t
+        .request_as(
+            Some(&t.token),
+            Method::PUT,
+            "/v1/secrets",
+            Some(
+                serde_json::to_vec(&json!({
+                    "registryCredentials": {"registry.example.com": {"username": "bot", "password": "hunter2-registry"}},
+                    "gitCredentials": {"*": {"username": "bot", "token": "ghp-git-token-value"}},
+                    "buildSecrets": {"API_TOKEN": TOKEN_VALUE},
+                }))
+                .unwrap(),
+            ),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let listed = t.get("/v1/secrets").await;
+    for body in [&answer.body, &listed.body] {
+        let text = String::from_utf8_lossy(body);
+        for value in [
+            "hunter2-registry",
+            "ghp-git-token-value",
+            TOKEN_VALUE,
+            "bot",
+        ] {
+            assert!(!text.contains(value), "{value} read back: {text}");
+        }
+    }
+    let listed = listed.json();
+    assert_eq!(listed["buildSecrets"], json!({"API_TOKEN": "***"}));
+    assert_eq!(
+        listed["registryCredentials"]["registry.example.com"],
+        json!({"username": "***", "password": "***"})
+    );
+    t.store().flush().await.unwrap();
+    for value in ["hunter2-registry", "ghp-git-token-value", TOKEN_VALUE] {
+        let leaks = files_containing(t.data_dir.path(), value.as_bytes());
+        assert!(leaks.is_empty(), "{value} is readable in {leaks:?}");
+    }
+
+    // Another organization sees none of it and cannot use or delete it.
+    let other = t.as_token(&t.server.create_org_with_token("other").unwrap());
+    assert_eq!(
+        other.get("/v1/secrets").await.json()["buildSecrets"],
+        json!({})
+    );
+    let gone = other
+        .request_as(
+            Some(&other.token),
+            Method::DELETE,
+            "/v1/secrets/build/API_TOKEN",
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 404);
+    let mut request = hello_request("stolen-secret");
+    request["secretBuildArgs"] = json!(["API_TOKEN"]);
+    let refused = other.post_json("/v1/builds", &request).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused
+        .error_message()
+        .contains("not set for this organization"));
+
+    // Null removes; bad names are refused.
+    let removed = t
+        .request_as(
+            Some(&t.token),
+            Method::PUT,
+            "/v1/secrets",
+            Some(br#"{"gitCredentials": {"*": null}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(removed.json()["gitCredentials"], json!({}));
+    let bad = t
+        .request_as(
+            Some(&t.token),
+            Method::PUT,
+            "/v1/secrets",
+            Some(br#"{"buildSecrets": {"1BAD": "x"}}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.error_message().contains("not valid"));
+}
+
+#[tokio::test]
+async fn a_secret_build_arg_reaches_the_build_and_is_masked_everywhere() {
+    let t = TestServer::start().await;
+    t.request_as(
+        Some(&t.token),
+        Method::PUT,
+        "/v1/secrets",
+        Some(serde_json::to_vec(&json!({"buildSecrets": {"API_TOKEN": TOKEN_VALUE}})).unwrap()),
+    )
+    .await;
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nARG API_TOKEN\nRUN echo \"the token is $API_TOKEN\" && test -n \"$API_TOKEN\"\n"
+    );
+    let mut request = dockerfile_request(&unique_name("secret-arg"), &dockerfile);
+    request["secretBuildArgs"] = json!(["API_TOKEN"]);
+    request["noCache"] = json!(true);
+    let build_id = t.create_build(&request).await;
+    let record = t.wait_finished(&build_id, LIMIT).await;
+    assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
+    assert_eq!(record["request"]["secretBuildArgs"], json!(["API_TOKEN"]));
+    let log = t.log_text(&build_id).await;
+    assert!(
+        log.contains("the token is ***"),
+        "the RUN step saw a value, masked: {log}"
+    );
+    assert!(!log.contains(TOKEN_VALUE), "{log}");
+    let answer = t.get(&format!("/v1/builds/{build_id}")).await;
+    assert!(!String::from_utf8_lossy(&answer.body).contains(TOKEN_VALUE));
+
+    // Mounts are not offered yet, and say so.
+    let mut mount = dockerfile_request("mount", &dockerfile);
+    mount["secrets"] = json!(["API_TOKEN"]);
+    let refused = t.post_json("/v1/builds", &mount).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.error_message().contains("secretBuildArgs"));
+}
+
+#[tokio::test]
+async fn registry_credentials_let_the_host_push_to_a_registry_that_needs_them() {
+    let registry = TestRegistry::start(RegistryMode::BasicAuth).await;
+    let t = TestServer::start_with(|c| c.registry = registry.addr.clone()).await;
+    let saved = t
+        .request_as(
+            Some(&t.token),
+            Method::PUT,
+            "/v1/secrets",
+            Some(
+                serde_json::to_vec(&json!({"registryCredentials": {registry.addr.clone(): {"username": "kiln", "password": PASSWORD}}}))
+                    .unwrap(),
+            ),
+        )
+        .await;
+    assert_eq!(saved.status, 200);
+    let build_id = t.create_build(&hello_request(&unique_name("authed"))).await;
+    let record = t.wait_finished(&build_id, LIMIT).await;
+    assert_eq!(
+        record["status"],
+        "BUILD_STATUS_SUCCEEDED",
+        "{record:#}\n{}",
+        t.log_text(&build_id).await
+    );
+    assert!(record["imageRefs"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&registry.addr));
+}
