@@ -21,12 +21,18 @@ use crate::store::{BuildLog, FailureReason};
 /// Most bytes of log one plugin call may write.
 pub const LOG_BUDGET_BYTES: usize = 4 << 20;
 
+/// Most bytes a plugin may hand the engine in one request (a generated
+/// Dockerfile, build args, labels, tags together).
+pub const ENGINE_REQUEST_BYTES: usize = 1 << 20;
+
 /// What the host lends one plugin call: the build's log, and (for builders)
 /// the engine, scoped to this build's context and image references.
 pub struct Capabilities {
     pub plugin_id: String,
     pub granted: Arc<Permissions>,
     pub log: Option<BuildLog>,
+    /// Where log lines also go when a test harness collects them.
+    pub collected: Option<Arc<std::sync::Mutex<Vec<String>>>>,
     pub engine: Option<EngineScope>,
     log_bytes_left: usize,
     log_cut_reported: bool,
@@ -51,10 +57,17 @@ impl Capabilities {
             plugin_id: plugin_id.to_string(),
             granted,
             log,
+            collected: None,
             engine: None,
             log_bytes_left: LOG_BUDGET_BYTES,
             log_cut_reported: false,
         }
+    }
+
+    /// Also collect the plugin's log lines here (the plugin test kit).
+    pub fn with_log_sink(mut self, lines: Arc<std::sync::Mutex<Vec<String>>>) -> Self {
+        self.collected = Some(lines);
+        self
     }
 
     /// Lend the engine for this call.
@@ -81,6 +94,9 @@ impl log::Host for PluginState {
     async fn write(&mut self, level: log::Level, line: String) -> wasmtime::Result<()> {
         // Permission: every plugin may log, within its budget.
         let caps = &mut self.caps;
+        if let Some(collected) = &caps.collected {
+            collected.lock().unwrap().push(line.clone());
+        }
         let Some(build_log) = caps.log.clone() else {
             return Ok(());
         };
@@ -163,6 +179,21 @@ impl engine::Host for PluginState {
             return Ok(Err(self.caps.denied(&format!(
                 "pushing `{bad}`: a build may only push its own references ({})",
                 scope.allowed_refs.join(", ")
+            ))));
+        }
+        let size = request.dockerfile.len()
+            + request.dockerfile_inline.as_ref().map_or(0, String::len)
+            + request.tags.iter().map(String::len).sum::<usize>()
+            + request
+                .build_args
+                .iter()
+                .chain(&request.labels)
+                .map(|kv| kv.key.len() + kv.value.len())
+                .sum::<usize>();
+        if size > ENGINE_REQUEST_BYTES {
+            return Ok(Err(self.caps.denied(&format!(
+                "a {size}-byte engine request: one request may carry at most {} bytes",
+                ENGINE_REQUEST_BYTES
             ))));
         }
         if !request.secrets.is_empty() {

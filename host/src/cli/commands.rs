@@ -659,6 +659,14 @@ pub async fn plugins(
                 })
                 .collect();
             print_table(&["ID", "VERSION", "API", "PROVIDES", "ORIGIN"], &rows);
+            for error in answer["loadErrors"].as_array().into_iter().flatten() {
+                println!(
+                    "not loaded: {} ({}): {}",
+                    error["pluginId"].as_str().unwrap_or("?"),
+                    error["origin"].as_str().unwrap_or(""),
+                    error["message"].as_str().unwrap_or("")
+                );
+            }
         }
     }
     Ok(0)
