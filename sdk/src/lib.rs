@@ -229,14 +229,7 @@ pub mod builder {
     ///             secrets: request.secrets,
     ///             labels: Vec::new(),
     ///         })?;
-    ///         Ok(BuildOutput {
-    ///             digest: image.digest,
-    ///             image_refs: image.image_refs,
-    ///             size_bytes: image.size_bytes,
-    ///             layer_count: image.layer_count,
-    ///             cached_steps: image.cached_steps,
-    ///             total_steps: image.total_steps,
-    ///         })
+    ///         Ok(image.into())
     ///     }
     /// }
     ///
@@ -257,6 +250,20 @@ pub mod builder {
     impl From<EngineFailure> for PluginError {
         fn from(failure: EngineFailure) -> Self {
             PluginError::Engine(failure)
+        }
+    }
+
+    /// What the engine built is what a builder usually reports.
+    impl From<engine::ImageResult> for BuildOutput {
+        fn from(image: engine::ImageResult) -> Self {
+            BuildOutput {
+                digest: image.digest,
+                image_refs: image.image_refs,
+                size_bytes: image.size_bytes,
+                layer_count: image.layer_count,
+                cached_steps: image.cached_steps,
+                total_steps: image.total_steps,
+            }
         }
     }
 }

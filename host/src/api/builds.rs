@@ -4,14 +4,13 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use chrono::Utc;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use super::routes::Caller;
 use super::validate::{self, CreateBuildRequest, MAX_INLINE_ZIP_BYTES};
-use super::{json_response, ApiError, ApiState, Body};
+use super::{json_response, read_json, ApiError, ApiState, Body};
 use crate::scheduler::staged_file_name;
 use crate::store::{BuildRecord, BuildSpec, BuildStatus, ListFilter, SourceSummary};
 
@@ -30,23 +29,17 @@ pub async fn create(
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is over {} MiB; inline contexts (zippedCode) are limited to {} MiB packed",
-                    MAX_BODY_BYTES >> 20,
-                    MAX_INLINE_ZIP_BYTES >> 20
-                ),
-            )
-        })?
-        .to_bytes();
-    let request: CreateBuildRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!("the request body is not a valid CreateBuild: {e}"))
-    })?;
+    let request: CreateBuildRequest = read_json(request, MAX_BODY_BYTES, "CreateBuild", || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over {} MiB; inline contexts (zippedCode) are limited to {} MiB packed",
+                MAX_BODY_BYTES >> 20,
+                MAX_INLINE_ZIP_BYTES >> 20
+            ),
+        )
+    })
+    .await?;
     let (record, staged) = validate_create(state, caller, request)?;
 
     let staging = crate::scheduler::staging_dir(&state.config.data_dir, &record.build_id);

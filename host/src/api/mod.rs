@@ -114,6 +114,24 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// Read a request's JSON body of at most `limit` bytes as a `T`; `what`
+/// names the body in the error (e.g. `CreateBuild`), `too_large` is the
+/// answer for a bigger body.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    request: hyper::Request<hyper::body::Incoming>,
+    limit: usize,
+    what: &str,
+    too_large: impl FnOnce() -> ApiError,
+) -> Result<T, ApiError> {
+    let body = http_body_util::Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|_| too_large())?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a valid {what}: {e}")))
+}
+
 /// A JSON answer.
 pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let bytes = serde_json::to_vec(value).expect("responses serialize");

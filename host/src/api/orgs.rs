@@ -2,14 +2,14 @@
 //! token written at first start. Tokens are stored hashed and shown once.
 
 use chrono::Utc;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::routes::Caller;
-use super::{json_response, ApiError, ApiState, Body};
+use super::{json_response, read_json, ApiError, ApiState, Body};
 use crate::store::{Org, TokenRecord};
 
 #[derive(Deserialize)]
@@ -67,16 +67,13 @@ pub async fn create(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
-    let body = Limited::new(request.into_body(), 64 * 1024)
-        .collect()
-        .await
-        .map_err(|_| ApiError::bad_request("the request body is over 64 KiB"))?
-        .to_bytes();
-    let body: CreateOrg = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the request body is not a valid CreateOrg ({{\"name\": \"...\"}}): {e}"
-        ))
-    })?;
+    let body: CreateOrg = read_json(
+        request,
+        64 * 1024,
+        "CreateOrg ({\"name\": \"...\"})",
+        || ApiError::bad_request("the request body is over 64 KiB"),
+    )
+    .await?;
     check_org_name(&body.name).map_err(ApiError::bad_request)?;
     let org = Org {
         name: body.name,

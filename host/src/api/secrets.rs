@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::routes::Caller;
-use super::{json_response, ApiError, ApiState, Body};
+use super::{json_response, read_json, ApiError, ApiState, Body};
 use crate::store::secrets::{Credential, SecretKind};
 
 /// PUT /v1/secrets: each named entry is set (or, with `null`, removed);
@@ -92,16 +92,13 @@ pub async fn save(
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = Limited::new(request.into_body(), 1 << 20)
-        .collect()
-        .await
-        .map_err(|_| ApiError::bad_request("the request body is over 1 MiB"))?
-        .to_bytes();
-    let save: SaveSecrets = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the request body is not a valid SaveBuildSecrets ({{registryCredentials, gitCredentials, buildSecrets}}): {e}"
-        ))
-    })?;
+    let save: SaveSecrets = read_json(
+        request,
+        1 << 20,
+        "SaveBuildSecrets ({registryCredentials, gitCredentials, buildSecrets})",
+        || ApiError::bad_request("the request body is over 1 MiB"),
+    )
+    .await?;
     // Check everything before changing anything.
     for host in save.registry_credentials.keys() {
         check_host("registryCredentials", host).map_err(ApiError::bad_request)?;

@@ -177,14 +177,7 @@ impl Builder for Plugin {
             secrets: request.secrets,
             labels: Vec::new(),
         })?;
-        Ok(BuildOutput {
-            digest: image.digest,
-            image_refs: image.image_refs,
-            size_bytes: image.size_bytes,
-            layer_count: image.layer_count,
-            cached_steps: image.cached_steps,
-            total_steps: image.total_steps,
-        })
+        Ok(image.into())
     }
 }
 

@@ -54,14 +54,7 @@ impl Builder for BuildKit {
             secrets: request.secrets,
             labels,
         })?;
-        Ok(BuildOutput {
-            digest: result.digest,
-            image_refs: result.image_refs,
-            size_bytes: result.size_bytes,
-            layer_count: result.layer_count,
-            cached_steps: result.cached_steps,
-            total_steps: result.total_steps,
-        })
+        Ok(result.into())
     }
 }
 

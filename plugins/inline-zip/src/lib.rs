@@ -6,10 +6,9 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use kiln_sdk::source::{
-    ContextInfo, ContextSource, FileMode, PluginError, PluginInfo, SourceSpec, Symlink,
-};
-use kiln_unpack::{Limits, UnpackError, Unpacked};
+use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
+use kiln_unpack::sdk::context_info;
+use kiln_unpack::Limits;
 
 struct InlineZip;
 
@@ -31,38 +30,9 @@ impl ContextSource for InlineZip {
             max_entries: spec.max_entries,
         };
         let unpacked =
-            kiln_unpack::unpack_zip(io::BufReader::new(file), Path::new("/context"), limits)
-                .map_err(to_plugin_error)?;
+            kiln_unpack::unpack_zip(io::BufReader::new(file), Path::new("/context"), limits)?;
         Ok(context_info(unpacked, "the inline zip"))
     }
 }
 
 kiln_sdk::export_context_source!(InlineZip);
-
-fn to_plugin_error(error: UnpackError) -> PluginError {
-    match error {
-        UnpackError::Invalid(m) => PluginError::ContextInvalid(m),
-        UnpackError::Io(m) => PluginError::Internal(m),
-    }
-}
-
-fn context_info(unpacked: Unpacked, what: &str) -> ContextInfo {
-    ContextInfo {
-        summary: format!(
-            "unpacked {} files ({} bytes) from {what}",
-            unpacked.files, unpacked.bytes
-        ),
-        files: unpacked.files,
-        bytes: unpacked.bytes,
-        file_modes: unpacked
-            .modes
-            .into_iter()
-            .map(|(path, mode)| FileMode { path, mode })
-            .collect(),
-        symlinks: unpacked
-            .symlinks
-            .into_iter()
-            .map(|(path, target)| Symlink { path, target })
-            .collect(),
-    }
-}

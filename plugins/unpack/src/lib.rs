@@ -366,5 +366,46 @@ pub fn unpack_tar_gz<R: Read>(
     unpack_tar(flate2::read::GzDecoder::new(reader), root, limits)
 }
 
+/// The SDK's view of an unpacked context, for context-source plugins.
+#[cfg(feature = "sdk")]
+pub mod sdk {
+    use kiln_sdk::source::{ContextInfo, FileMode, PluginError, Symlink};
+
+    use super::{UnpackError, Unpacked};
+
+    /// What the plugin reports: counts, modes and links for the host, and
+    /// a summary line naming `what` was unpacked.
+    pub fn context_info(unpacked: Unpacked, what: &str) -> ContextInfo {
+        ContextInfo {
+            summary: format!(
+                "unpacked {} files ({} bytes) from {what}",
+                unpacked.files, unpacked.bytes
+            ),
+            files: unpacked.files,
+            bytes: unpacked.bytes,
+            file_modes: unpacked
+                .modes
+                .into_iter()
+                .map(|(path, mode)| FileMode { path, mode })
+                .collect(),
+            symlinks: unpacked
+                .symlinks
+                .into_iter()
+                .map(|(path, target)| Symlink { path, target })
+                .collect(),
+        }
+    }
+
+    /// An unusable archive is the user's to fix; an I/O failure is not.
+    impl From<UnpackError> for PluginError {
+        fn from(error: UnpackError) -> Self {
+            match error {
+                UnpackError::Invalid(m) => PluginError::ContextInvalid(m),
+                UnpackError::Io(m) => PluginError::Internal(m),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -7,10 +7,9 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use kiln_sdk::source::{
-    ContextInfo, ContextSource, FileMode, PluginError, PluginInfo, SourceSpec, Symlink,
-};
-use kiln_unpack::{Limits, UnpackError, Unpacked};
+use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
+use kiln_unpack::sdk::context_info;
+use kiln_unpack::Limits;
 
 struct Upload;
 
@@ -49,34 +48,9 @@ impl ContextSource for Upload {
                     "unknown archive format `{other}`; expected tar, tar.gz or zip"
                 )))
             }
-        }
-        .map_err(|e| match e {
-            UnpackError::Invalid(m) => PluginError::ContextInvalid(m),
-            UnpackError::Io(m) => PluginError::Internal(m),
-        })?;
-        Ok(context_info(unpacked, format))
+        }?;
+        Ok(context_info(unpacked, &format!("the uploaded {format}")))
     }
 }
 
 kiln_sdk::export_context_source!(Upload);
-
-fn context_info(unpacked: Unpacked, format: &str) -> ContextInfo {
-    ContextInfo {
-        summary: format!(
-            "unpacked {} files ({} bytes) from the uploaded {format}",
-            unpacked.files, unpacked.bytes
-        ),
-        files: unpacked.files,
-        bytes: unpacked.bytes,
-        file_modes: unpacked
-            .modes
-            .into_iter()
-            .map(|(path, mode)| FileMode { path, mode })
-            .collect(),
-        symlinks: unpacked
-            .symlinks
-            .into_iter()
-            .map(|(path, target)| Symlink { path, target })
-            .collect(),
-    }
-}
