@@ -333,3 +333,67 @@ async fn secrets_are_set_from_stdin_listed_masked_and_deleted() {
     assert!(deleted.status.success(), "{}", text(&deleted.stderr));
     assert!(!text(&cli.run(&["secrets", "list"]).stdout).contains("NPM_TOKEN"));
 }
+
+#[tokio::test]
+async fn ctrl_c_with_cancel_on_interrupt_cancels_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let context = tempfile::tempdir().unwrap();
+    let marker = unique_name("interrupt-marker");
+    write(
+        context.path(),
+        "Dockerfile",
+        format!("FROM {REGISTRY}/base/busybox:1\nRUN echo {marker} && sleep 300 && echo {marker}-done\n").as_bytes(),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "build",
+            context.path().to_str().unwrap(),
+            "-t",
+            &unique_name("interrupted"),
+            "--no-cache",
+            "--cancel-on-interrupt",
+        ])
+        .env("KILN_SERVER", server.server_url())
+        .env("KILN_TOKEN", &server.token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the RUN step, as a user would wait before pressing Ctrl-C.
+    let started = std::time::Instant::now();
+    let running = |marker: &str| {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+                && e.file_name() != std::ffi::OsString::from(child.id().to_string())
+        })
+    };
+    while !running(&format!("echo {marker} &&")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the RUN step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cancelling build"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("BUILD_STATUS_CANCELLED"),
+        "{}",
+        text(&out.stdout)
+    );
+    let listed = server.get("/v1/builds?pageSize=1").await.json();
+    assert_eq!(listed["builds"][0]["status"], "BUILD_STATUS_CANCELLED");
+}
