@@ -282,6 +282,11 @@ async fn the_log_replays_whole_and_a_follower_gets_every_line_in_order() {
         .await;
     let rest = parse_ndjson(&rest.body);
     assert_eq!(rest, replayed[middle as usize..].to_vec());
+
+    // Without fromStart the log starts "from now": a finished build has no more.
+    let from_now = t.get(&format!("/v1/builds/{build_id}/logs")).await;
+    assert_eq!(from_now.status, 200);
+    assert!(parse_ndjson(&from_now.body).is_empty());
 }
 
 #[tokio::test]

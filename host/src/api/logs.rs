@@ -75,6 +75,9 @@ pub fn stream(
     let after = match (resume, from_start) {
         (Some(seq), _) => seq,
         (None, true) => 0,
+        // "From now": after the last durable line of a running build; a
+        // finished build has nothing more to say.
+        (None, false) if record.status.is_finished() => state.store.last_log_seq(build_id)?,
         (None, false) => *state.hub.subscribe(build_id).borrow(),
     };
     let format = match request.headers().get(hyper::header::ACCEPT) {
