@@ -13,6 +13,7 @@
 //! the plugin's own code, while the build as a whole has its own timeout.
 
 pub mod bindings;
+pub mod http;
 pub mod manifest;
 
 use std::collections::BTreeMap;
@@ -192,6 +193,8 @@ impl ResourceLimiter for MemoryCap {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    http_gate: http::HttpGate,
     memory: MemoryCap,
     deadline: Instant,
     pub caps: Capabilities,
@@ -201,6 +204,16 @@ impl PluginState {
     /// Give the plugin back time it spent waiting on the host.
     pub fn extend_deadline(&mut self, by: Duration) {
         self.deadline += by;
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for PluginState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            hooks: &mut self.http_gate,
+            table: &mut self.table,
+            ctx: &mut self.http_ctx,
+        }
     }
 }
 
@@ -483,6 +496,10 @@ impl PluginRuntime {
         let mut linker: Linker<PluginState> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| invalid(format!("cannot link WASI: {e}")))?;
+        // Linked for every plugin; only granted ones may import it (checked
+        // above), and each request is checked again by the gate.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| invalid(format!("cannot link wasi:http: {e}")))?;
         bindings::builder::Builder::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| invalid(format!("cannot link host interfaces: {e}")))?;
         let instance_pre: InstancePre<PluginState> = linker
@@ -614,9 +631,15 @@ impl PluginRuntime {
         }
         let limits = &plugin.limits;
         let memory_mib = limits.memory_mib;
+        let http_gate = http::HttpGate {
+            plugin_id: id.clone(),
+            granted: plugin.granted.clone(),
+        };
         let state = PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_gate,
             memory: MemoryCap {
                 limit: (memory_mib << 20) as usize,
                 hit: false,
