@@ -324,6 +324,50 @@ pub mod credentials {
     pub use crate::bindings::credential_store::kiln::plugin::types::{PluginError, PluginInfo};
 
     /// Implement this and call [`export_credential_store!`](crate::export_credential_store).
+    ///
+    /// A complete store that serves read-only credentials from a file the
+    /// host preopens as `/context` (one `org/key=value` per line):
+    ///
+    /// ```no_run
+    /// use kiln_sdk::credentials::{CredentialStore, PluginError};
+    ///
+    /// struct FileStore;
+    ///
+    /// fn read_all() -> Result<Vec<(String, String, Vec<u8>)>, PluginError> {
+    ///     let text = std::fs::read_to_string("/context/credentials")
+    ///         .map_err(|e| PluginError::Internal(format!("cannot read the credentials file: {e}")))?;
+    ///     Ok(text
+    ///         .lines()
+    ///         .filter_map(|line| line.split_once('='))
+    ///         .filter_map(|(slot, value)| {
+    ///             let (org, key) = slot.split_once('/')?;
+    ///             Some((org.to_string(), key.to_string(), value.as_bytes().to_vec()))
+    ///         })
+    ///         .collect())
+    /// }
+    ///
+    /// impl CredentialStore for FileStore {
+    ///     fn get(org: String, key: String) -> Result<Option<Vec<u8>>, PluginError> {
+    ///         let secret = read_all()?
+    ///             .into_iter()
+    ///             .find(|(o, k, _)| *o == org && *k == key)
+    ///             .map(|(_, _, value)| kiln_sdk::Secret::new(String::from_utf8_lossy(&value)));
+    ///         // `Secret` keeps the value out of Debug output until it is returned.
+    ///         Ok(secret.map(|s| s.expose().as_bytes().to_vec()))
+    ///     }
+    ///     fn put(_org: String, _key: String, _value: Vec<u8>) -> Result<(), PluginError> {
+    ///         Err(PluginError::Denied("this store is read-only".into()))
+    ///     }
+    ///     fn delete(_org: String, _key: String) -> Result<bool, PluginError> {
+    ///         Err(PluginError::Denied("this store is read-only".into()))
+    ///     }
+    ///     fn list_keys(org: String) -> Result<Vec<String>, PluginError> {
+    ///         Ok(read_all()?.into_iter().filter(|(o, _, _)| *o == org).map(|(_, k, _)| k).collect())
+    ///     }
+    /// }
+    ///
+    /// kiln_sdk::export_credential_store!(FileStore);
+    /// ```
     pub trait CredentialStore {
         /// What the plugin says about itself.
         fn describe() -> PluginInfo {

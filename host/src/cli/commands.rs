@@ -630,7 +630,7 @@ pub async fn plugins(
             serde_json::to_string_pretty(&answer["plugins"]).unwrap()
         ),
         Output::Table => {
-            let rows: Vec<[String; 5]> = answer["plugins"]
+            let rows: Vec<[String; 7]> = answer["plugins"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -649,16 +649,47 @@ pub async fn plugins(
                                 .map(|s| format!("source {}", s.as_str().unwrap_or_default())),
                         )
                         .collect();
+                    let rights = |value: &Value| {
+                        let parts: Vec<String> = value
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(name, list)| {
+                                let items: Vec<&str> =
+                                    list.as_array()?.iter().filter_map(Value::as_str).collect();
+                                (!items.is_empty()).then(|| format!("{name}={}", items.join(",")))
+                            })
+                            .collect();
+                        if parts.is_empty() {
+                            "-".to_string()
+                        } else {
+                            parts.join(" ")
+                        }
+                    };
                     [
                         p["id"].as_str().unwrap_or_default().to_string(),
                         p["version"].as_str().unwrap_or_default().to_string(),
                         p["api"].as_str().unwrap_or_default().to_string(),
                         provides.join(", "),
+                        format!(
+                            "{} (asked {})",
+                            rights(&p["grantedPermissions"]),
+                            rights(&p["askedPermissions"])
+                        ),
+                        format!(
+                            "{} MiB, {} s",
+                            p["limits"]["memoryMib"], p["limits"]["timeSecs"]
+                        ),
                         p["origin"].as_str().unwrap_or_default().to_string(),
                     ]
                 })
                 .collect();
-            print_table(&["ID", "VERSION", "API", "PROVIDES", "ORIGIN"], &rows);
+            print_table(
+                &[
+                    "ID", "VERSION", "API", "PROVIDES", "GRANTED", "LIMITS", "ORIGIN",
+                ],
+                &rows,
+            );
             for error in answer["loadErrors"].as_array().into_iter().flatten() {
                 println!(
                     "not loaded: {} ({}): {}",
