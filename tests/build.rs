@@ -15,6 +15,7 @@ const FIXTURES: &[(&str, &str)] = &[
     ("escape-artist", "kiln-test-plugin-escape-artist"),
     ("engine-caller", "kiln-test-plugin-engine-caller"),
     ("log-flood", "kiln-test-plugin-log-flood"),
+    ("container-runner", "kiln-test-plugin-container-runner"),
 ];
 
 fn main() {

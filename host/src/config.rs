@@ -130,6 +130,8 @@ pub struct PluginGrant {
     pub secrets: BTreeSet<String>,
     #[serde(default)]
     pub env: BTreeSet<String>,
+    #[serde(default)]
+    pub images: BTreeSet<String>,
     /// Cap on the plugin's memory, in MiB.
     #[serde(default)]
     pub memory_mib: Option<u64>,
@@ -156,6 +158,7 @@ impl PluginGrant {
                 http: self.http.clone(),
                 secrets: self.secrets.clone(),
                 env: self.env.clone(),
+                images: self.images.clone(),
             },
         }
     }

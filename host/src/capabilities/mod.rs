@@ -49,6 +49,9 @@ pub struct EngineScope {
     pub secret_build_args: HashMap<String, String>,
     /// The organization's credentials for the registry, used by the host only.
     pub registry_auth: Option<crate::engine::RegistryAuth>,
+    /// The build profile's limits, applied to container runs.
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
 }
 
 impl Capabilities {
@@ -158,7 +161,119 @@ fn failure_to_wit(reason: FailureReason) -> types::FailureReason {
     }
 }
 
+/// A docker `config.json` holding one registry's credentials, in a private
+/// temporary directory that lives as long as the returned handle.
+fn registry_config(
+    auth: Option<&crate::engine::RegistryAuth>,
+) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+    use base64::Engine as _;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let auths = match auth {
+        Some(auth) => serde_json::json!({
+            auth.server.clone(): {
+                "auth": base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", auth.username, auth.password)),
+            }
+        }),
+        None => serde_json::json!({}),
+    };
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&serde_json::json!({ "auths": auths })).unwrap(),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    Ok((dir, path))
+}
+
+/// A container path for a bind mount: absolute, and nothing Docker's
+/// `host:container:mode` syntax would misread.
+fn mount_point(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains(':')
+        && !path.contains(',')
+        && !path.split('/').any(|p| p == "..")
+}
+
 impl engine::Host for PluginState {
+    async fn container_run(
+        &mut self,
+        request: engine::ContainerRunRequest,
+    ) -> wasmtime::Result<Result<engine::ContainerRunResult, types::EngineFailure>> {
+        if !self.caps.granted.engine.contains("container-run") {
+            return Ok(Err(self
+                .caps
+                .denied("the engine permission `container-run`")));
+        }
+        if !self.caps.granted.may_run(&request.image) {
+            return Ok(Err(self.caps.denied(&format!(
+                "running the image `{}` (the images it may run: {:?})",
+                request.image, self.caps.granted.images
+            ))));
+        }
+        let Some(scope) = self.caps.engine.as_ref() else {
+            return Ok(Err(self.caps.denied("the engine outside a build")));
+        };
+        let mounts = [&request.context_mount, &request.registry_config_mount];
+        if let Some(bad) = mounts.into_iter().flatten().find(|m| !mount_point(m)) {
+            return Ok(Err(types::EngineFailure {
+                reason: types::FailureReason::EngineError,
+                message: format!("`{bad}` is not a usable mount point: give an absolute path without `:`, `,` or `..`"),
+                exit_code: None,
+            }));
+        }
+        let mut binds = Vec::new();
+        if let Some(mount) = &request.context_mount {
+            binds.push(format!("{}:{mount}:ro", scope.context_dir.display()));
+        }
+        // Held until the run ends: the config file lives in it.
+        let mut _config_dir = None;
+        if let Some(mount) = &request.registry_config_mount {
+            match registry_config(scope.registry_auth.as_ref()) {
+                Ok((dir, file)) => {
+                    binds.push(format!("{}:{mount}:ro", file.display()));
+                    _config_dir = Some(dir);
+                }
+                Err(e) => {
+                    return Ok(Err(types::EngineFailure {
+                        reason: types::FailureReason::EngineError,
+                        message: format!("cannot write the registry config: {e}"),
+                        exit_code: None,
+                    }))
+                }
+            }
+        }
+        let params = crate::engine::ContainerParams {
+            image: request.image,
+            args: request.args,
+            env: request
+                .env
+                .into_iter()
+                .map(|kv| (kv.key, kv.value))
+                .collect(),
+            binds,
+            host_network: request.host_network,
+            memory_bytes: scope.memory_bytes,
+            nano_cpus: scope.nano_cpus,
+        };
+        let started = Instant::now();
+        let sink = Arc::new(BuildLogSink(self.caps.log.clone()));
+        let result = scope.engine.run_container(params, sink).await;
+        self.extend_deadline(started.elapsed());
+        Ok(match result {
+            Ok(exit) => Ok(engine::ContainerRunResult {
+                exit_code: exit.exit_code,
+                oom_killed: exit.oom_killed,
+            }),
+            Err(failure) => Err(types::EngineFailure {
+                reason: failure_to_wit(failure.reason),
+                message: failure.message,
+                exit_code: failure.exit_code,
+            }),
+        })
+    }
+
     async fn buildkit_build(
         &mut self,
         request: engine::BuildkitRequest,

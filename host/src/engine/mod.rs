@@ -110,6 +110,26 @@ pub struct BuildkitParams {
     pub registry_auth: Option<RegistryAuth>,
 }
 
+/// A container run, already permitted and resolved by the host.
+#[derive(Clone)]
+pub struct ContainerParams {
+    pub image: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `host:container[:ro]` bind mounts.
+    pub binds: Vec<String>,
+    pub host_network: bool,
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
+}
+
+/// How a container run ended.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerExit {
+    pub exit_code: i32,
+    pub oom_killed: bool,
+}
+
 /// What a successful build produced.
 #[derive(Debug, Clone)]
 pub struct BuiltImage {
@@ -179,15 +199,38 @@ impl DockerEngine {
         params: &BuildkitParams,
         sink: Arc<dyn LineSink>,
     ) -> Result<BuiltImage, BuildFailure> {
+        let context_dir = context_dir.to_path_buf();
+        let params = params.clone();
+        self.isolated(
+            move |engine| async move {
+                engine
+                    .buildkit_build_here(&context_dir, &params, &*sink)
+                    .await
+            },
+            |_| async {},
+        )
+        .await
+    }
+
+    /// Run `work` with a client of its own on a runtime of its own, on a
+    /// dedicated thread; when the returned future is dropped (timeout,
+    /// cancel), `cleanup` runs on that runtime before it shuts down, and the
+    /// shutdown ends every task bollard spawned there.
+    async fn isolated<T, W, WF, C, CF>(&self, work: W, cleanup: C) -> Result<T, BuildFailure>
+    where
+        T: Send + 'static,
+        W: FnOnce(DockerEngine) -> WF + Send + 'static,
+        WF: std::future::Future<Output = Result<T, BuildFailure>>,
+        C: FnOnce(DockerEngine) -> CF + Send + 'static,
+        CF: std::future::Future<Output = ()>,
+    {
         let cancel = CancellationToken::new();
-        // Dropping this future (timeout, cancel) cancels the build's runtime.
+        // Dropping this future (timeout, cancel) cancels the work.
         let _stop_on_drop = cancel.clone().drop_guard();
         let (done_tx, done_rx) = oneshot::channel();
         let host = self.host.clone();
-        let context_dir = context_dir.to_path_buf();
-        let params = params.clone();
         std::thread::Builder::new()
-            .name("kiln-build".into())
+            .name("kiln-engine".into())
             .spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -196,7 +239,7 @@ impl DockerEngine {
                     Ok(runtime) => runtime,
                     Err(e) => {
                         let _ = done_tx.send(Err(BuildFailure::engine(format!(
-                            "cannot start the build's runtime: {e}"
+                            "cannot start the engine runtime: {e}"
                         ))));
                         return;
                     }
@@ -205,19 +248,154 @@ impl DockerEngine {
                     let engine = DockerEngine::connect(&host)
                         .map_err(|e| BuildFailure::engine(e.to_string()))?;
                     tokio::select! {
-                        result = engine.buildkit_build_here(&context_dir, &params, &*sink) => result,
-                        _ = cancel.cancelled() => Err(BuildFailure::engine("the build was stopped")),
+                        result = work(engine.clone()) => result,
+                        _ = cancel.cancelled() => {
+                            cleanup(engine).await;
+                            Err(BuildFailure::engine("the engine work was stopped"))
+                        }
                     }
                 });
-                // Ends the session task and closes its connection.
+                // Ends the session tasks and closes their connections.
                 runtime.shutdown_timeout(Duration::from_secs(5));
                 let _ = done_tx.send(result);
             })
-            .map_err(|e| BuildFailure::engine(format!("cannot start a build thread: {e}")))?;
+            .map_err(|e| BuildFailure::engine(format!("cannot start an engine thread: {e}")))?;
         done_rx.await.unwrap_or_else(|_| {
             Err(BuildFailure::engine(
-                "the build thread ended without an answer",
+                "the engine thread ended without an answer",
             ))
+        })
+    }
+
+    /// Run a container to completion (see [`ContainerParams`]); returns its
+    /// exit code and whether it was killed for memory. The container is
+    /// removed in every case, also when the caller stops waiting.
+    pub async fn run_container(
+        &self,
+        params: ContainerParams,
+        sink: Arc<dyn LineSink>,
+    ) -> Result<ContainerExit, BuildFailure> {
+        let name = format!("kiln-run-{}", uuid::Uuid::new_v4().simple());
+        let cleanup_name = name.clone();
+        self.isolated(
+            move |engine| async move {
+                let result = engine.run_container_here(&name, &params, &*sink).await;
+                engine.remove_container(&name).await;
+                result
+            },
+            move |engine| async move { engine.remove_container(&cleanup_name).await },
+        )
+        .await
+    }
+
+    async fn remove_container(&self, name: &str) {
+        let _ = self
+            .docker
+            .remove_container(
+                name,
+                Some(bollard::query_parameters::RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+    }
+
+    async fn run_container_here(
+        &self,
+        name: &str,
+        params: &ContainerParams,
+        sink: &dyn LineSink,
+    ) -> Result<ContainerExit, BuildFailure> {
+        use bollard::models::{ContainerCreateBody, HostConfig};
+        use bollard::query_parameters::{
+            CreateContainerOptions, LogsOptions, StartContainerOptions, WaitContainerOptions,
+        };
+        if self.docker.inspect_image(&params.image).await.is_err() {
+            return Err(BuildFailure::engine(format!(
+                "the image {} is not on the engine; pull it there first (or configure the builder to use an image that is)",
+                params.image
+            )));
+        }
+        let config = ContainerCreateBody {
+            image: Some(params.image.clone()),
+            cmd: Some(params.args.clone()),
+            env: Some(params.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            host_config: Some(HostConfig {
+                binds: Some(params.binds.clone()),
+                network_mode: params.host_network.then(|| "host".to_string()),
+                memory: Some(params.memory_bytes as i64),
+                nano_cpus: Some(params.nano_cpus as i64),
+                pids_limit: Some(4096),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    platform: String::new(),
+                }),
+                config,
+            )
+            .await
+            .map_err(|e| BuildFailure::engine(format!("cannot create the container: {e}")))?;
+        self.docker
+            .start_container(name, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| BuildFailure::engine(format!("cannot start the container: {e}")))?;
+        let mut logs = self.docker.logs(
+            name,
+            Some(LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                ..Default::default()
+            }),
+        );
+        let mut pending = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            pending.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                sink.line(line.trim_end_matches(['\n', '\r']));
+            }
+        }
+        if !pending.is_empty() {
+            sink.line(&pending);
+        }
+        let mut wait = self
+            .docker
+            .wait_container(name, None::<WaitContainerOptions>);
+        let mut exit_code = 0i64;
+        while let Some(result) = wait.next().await {
+            match result {
+                Ok(status) => exit_code = status.status_code,
+                Err(bollard::errors::Error::DockerContainerWaitError { code, .. }) => {
+                    exit_code = code
+                }
+                Err(e) => {
+                    return Err(BuildFailure::engine(format!(
+                        "waiting for the container failed: {e}"
+                    )))
+                }
+            }
+        }
+        let oom_killed = self
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
+        Ok(ContainerExit {
+            exit_code: exit_code as i32,
+            oom_killed,
         })
     }
 

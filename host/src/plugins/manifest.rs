@@ -79,6 +79,10 @@ pub struct Permissions {
     /// Environment variables the plugin may read.
     #[serde(default)]
     pub env: BTreeSet<String>,
+    /// Images the plugin may run (engine `container-run`), as globs where
+    /// `*` matches anything: `ghcr.io/osscontainertools/kaniko:*`.
+    #[serde(default)]
+    pub images: BTreeSet<String>,
 }
 
 impl Permissions {
@@ -92,7 +96,13 @@ impl Permissions {
             http: both(&self.http, &granted.http),
             secrets: both(&self.secrets, &granted.secrets),
             env: both(&self.env, &granted.env),
+            images: both(&self.images, &granted.images),
         }
+    }
+
+    /// Whether `image` matches one of the granted image globs.
+    pub fn may_run(&self, image: &str) -> bool {
+        self.images.iter().any(|glob| glob_matches(glob, image))
     }
 
     /// The permission a host interface needs, by the interface's name
@@ -110,6 +120,26 @@ impl Permissions {
             _ => None,
         }
     }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_matches(glob: &str, text: &str) -> bool {
+    let parts: Vec<&str> = glob.split('*').collect();
+    if parts.len() == 1 {
+        return glob == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Per-call limits the plugin declares; the host caps them.
@@ -213,6 +243,24 @@ mod tests {
         ] {
             Manifest::parse(text).unwrap();
         }
+    }
+
+    #[test]
+    fn image_globs_match_like_shell_stars() {
+        assert!(glob_matches(
+            "ghcr.io/osscontainertools/kaniko:*",
+            "ghcr.io/osscontainertools/kaniko:v1.24"
+        ));
+        assert!(glob_matches(
+            "127.0.0.1:5000/base/*",
+            "127.0.0.1:5000/base/busybox:1"
+        ));
+        assert!(!glob_matches(
+            "127.0.0.1:5000/base/*",
+            "127.0.0.1:5000/other/busybox:1"
+        ));
+        assert!(glob_matches("exact:1", "exact:1") && !glob_matches("exact:1", "exact:10"));
+        assert!(glob_matches("a*b*c", "a-x-b-y-c") && !glob_matches("a*b*c", "a-x-c"));
     }
 
     #[test]

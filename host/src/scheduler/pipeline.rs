@@ -309,6 +309,9 @@ impl Pipeline<'_> {
             plugin.manifest.id, plugin.manifest.version
         ));
         let spec = &self.record.request;
+        let profile = crate::config::profile(&spec.profile)
+            .or_else(|| crate::config::profile(&self.config.default_profile))
+            .unwrap_or(crate::config::PROFILES[1]);
         let request = wit_build::BuildRequest {
             build_id: self.record.build_id.clone(),
             dockerfile: spec.dockerfile.clone(),
@@ -325,15 +328,10 @@ impl Pipeline<'_> {
             platform: spec.platform.clone(),
             no_cache: spec.no_cache,
             secrets: Vec::new(),
-            limits: {
-                let profile = crate::config::profile(&spec.profile)
-                    .or_else(|| crate::config::profile(&self.config.default_profile))
-                    .unwrap_or(crate::config::PROFILES[1]);
-                wit::ResourceLimits {
-                    profile: profile.name.to_string(),
-                    memory_bytes: profile.memory_bytes,
-                    nano_cpus: profile.nano_cpus,
-                }
+            limits: wit::ResourceLimits {
+                profile: profile.name.to_string(),
+                memory_bytes: profile.memory_bytes,
+                nano_cpus: profile.nano_cpus,
             },
             options: Vec::new(),
         };
@@ -348,6 +346,8 @@ impl Pipeline<'_> {
             allowed_refs: self.record.image_refs.clone(),
             secret_build_args,
             registry_auth,
+            memory_bytes: profile.memory_bytes,
+            nano_cpus: profile.nano_cpus,
         });
         let preopens = Preopens {
             context: Some(self.paths.context.clone()),

@@ -1,0 +1,127 @@
+//! The engine's container runs, as a builder plugin drives them: granted
+//! images only, the context mounted read-only, output in the build log, the
+//! exit code reported, and no container left behind — also when cancelled.
+
+use std::time::{Duration, Instant};
+
+use kiln_tests::*;
+use serde_json::json;
+
+async fn container_count() -> usize {
+    docker()
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .len()
+}
+
+async fn server() -> TestServer {
+    let plugins = plugin_dir_with(&["container-runner"], &[]);
+    let dir = plugins.path().to_path_buf();
+    let t = TestServer::start_with(|c| {
+        c.plugin_dirs = vec![dir];
+        c.plugin_grants.insert(
+            "container-runner".into(),
+            kiln_tests::kiln_host::config::FileConfig::parse_grant("grant = \"asked\""),
+        );
+    })
+    .await;
+    // The directory must outlive loading only; the component is in memory.
+    drop(plugins);
+    t
+}
+
+fn request(script: &str, image: Option<&str>) -> serde_json::Value {
+    let mut args = json!({ "RUN_SCRIPT": script });
+    if let Some(image) = image {
+        args["RUN_IMAGE"] = json!(image);
+    }
+    let mut body = hello_request(&unique_name("runner"));
+    body["builder"] = json!("container-runner");
+    body["buildArgs"] = args;
+    body
+}
+
+#[tokio::test]
+async fn a_granted_image_runs_with_the_context_and_reports_its_exit() {
+    let t = server().await;
+    let before = container_count().await;
+    let build_id = t
+        .create_build(&request(
+            "ls /workspace && wc -c < /creds/config.json && echo run-finished && exit 7",
+            None,
+        ))
+        .await;
+    let record = t.wait_finished(&build_id, Duration::from_secs(60)).await;
+    let message = record["failure"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("exit code 7, oom-killed false"),
+        "{record:#}"
+    );
+    let log = t.log_text(&build_id).await;
+    assert!(
+        log.contains("hello.sh") && log.contains("run-finished"),
+        "{log}"
+    );
+    assert_eq!(container_count().await, before, "the container was removed");
+
+    let build_id = t.create_build(&request("touch /workspace/x", None)).await;
+    t.wait_finished(&build_id, Duration::from_secs(60)).await;
+    assert!(
+        t.log_text(&build_id)
+            .await
+            .contains("Read-only file system"),
+        "the context is read-only"
+    );
+}
+
+#[tokio::test]
+async fn an_image_outside_the_grant_is_denied() {
+    let t = server().await;
+    let build_id = t
+        .create_build(&request("true", Some("local/busybox:1")))
+        .await;
+    let record = t.wait_finished(&build_id, Duration::from_secs(60)).await;
+    let message = record["failure"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("is not granted running the image `local/busybox:1`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_removes_the_running_container_within_two_seconds() {
+    let t = server().await;
+    let before = container_count().await;
+    let marker = unique_name("container-marker");
+    let build_id = t
+        .create_build(&request(
+            &format!("echo {marker} && sleep 300 && echo done"),
+            None,
+        ))
+        .await;
+    let started = Instant::now();
+    while !t.log_text(&build_id).await.contains(&marker) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the container never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(container_count().await, before + 1);
+    t.post_json(&format!("/v1/builds/{build_id}:cancel"), &json!({}))
+        .await;
+    let cancelled = Instant::now();
+    while container_count().await != before {
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(2),
+            "the container is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let record = t.wait_finished(&build_id, Duration::from_secs(10)).await;
+    assert_eq!(record["status"], "BUILD_STATUS_CANCELLED");
+}
