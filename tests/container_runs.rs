@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use kiln_tests::*;
 use serde_json::json;
 
-async fn container_count() -> usize {
+/// Containers, running or not, whose command mentions `marker` (tests in
+/// this file run side by side, so counting all containers would race).
+async fn containers_with(marker: &str) -> usize {
     docker()
         .list_containers(Some(bollard::query_parameters::ListContainersOptions {
             all: true,
@@ -15,7 +17,9 @@ async fn container_count() -> usize {
         }))
         .await
         .unwrap()
-        .len()
+        .iter()
+        .filter(|c| c.command.as_deref().unwrap_or_default().contains(marker))
+        .count()
 }
 
 async fn server() -> TestServer {
@@ -48,10 +52,10 @@ fn request(script: &str, image: Option<&str>) -> serde_json::Value {
 #[tokio::test]
 async fn a_granted_image_runs_with_the_context_and_reports_its_exit() {
     let t = server().await;
-    let before = container_count().await;
+    let marker = unique_name("finished-marker");
     let build_id = t
         .create_build(&request(
-            "ls /workspace && wc -c < /creds/config.json && echo run-finished && exit 7",
+            &format!("ls /workspace && wc -c < /creds/config.json && echo {marker} && exit 7"),
             None,
         ))
         .await;
@@ -62,11 +66,12 @@ async fn a_granted_image_runs_with_the_context_and_reports_its_exit() {
         "{record:#}"
     );
     let log = t.log_text(&build_id).await;
-    assert!(
-        log.contains("hello.sh") && log.contains("run-finished"),
-        "{log}"
+    assert!(log.contains("hello.sh") && log.contains(&marker), "{log}");
+    assert_eq!(
+        containers_with(&marker).await,
+        0,
+        "the container was removed"
     );
-    assert_eq!(container_count().await, before, "the container was removed");
 
     let build_id = t.create_build(&request("touch /workspace/x", None)).await;
     t.wait_finished(&build_id, Duration::from_secs(60)).await;
@@ -95,7 +100,6 @@ async fn an_image_outside_the_grant_is_denied() {
 #[tokio::test]
 async fn cancelling_removes_the_running_container_within_two_seconds() {
     let t = server().await;
-    let before = container_count().await;
     let marker = unique_name("container-marker");
     let build_id = t
         .create_build(&request(
@@ -111,11 +115,11 @@ async fn cancelling_removes_the_running_container_within_two_seconds() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(container_count().await, before + 1);
+    assert_eq!(containers_with(&marker).await, 1);
     t.post_json(&format!("/v1/builds/{build_id}:cancel"), &json!({}))
         .await;
     let cancelled = Instant::now();
-    while container_count().await != before {
+    while containers_with(&marker).await != 0 {
         assert!(
             cancelled.elapsed() < Duration::from_secs(2),
             "the container is still there"
