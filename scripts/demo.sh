@@ -11,6 +11,8 @@ bash scripts/setup.sh
 
 state="${KILN_STATE_DIR:-$repo/.kiln}"
 data_dir="$state/demo-data"
+# Every demo starts from a clean data directory (a new organization token).
+rm -rf "$data_dir"
 listen="${KILN_LISTEN:-127.0.0.1:7878}"
 server="http://$listen"
 

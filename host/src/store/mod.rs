@@ -47,7 +47,13 @@ pub enum StoreError {
     },
     #[error("build {0} does not exist")]
     NoSuchBuild(String),
+    #[error("the data directory holds records in format {found}, this Kiln reads format {FORMAT}; use a new --data-dir (or the Kiln that wrote it)")]
+    Format { found: String },
 }
+
+/// The on-disk format of the records; bumped when an old data directory
+/// could not be read correctly.
+pub const FORMAT: &str = "1";
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -105,6 +111,25 @@ impl Store {
             .path(dir)
             .flush_every_ms(Some(200))
             .open()?;
+        // A data directory from another format is refused up front, not
+        // misread record by record.
+        let meta = db.open_tree("meta")?;
+        match meta.get("format")? {
+            Some(found) if found.as_ref() != FORMAT.as_bytes() => {
+                return Err(StoreError::Format {
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                })
+            }
+            Some(_) => {}
+            None if db.open_tree("orgs")?.is_empty() => {
+                meta.insert("format", FORMAT)?;
+            }
+            None => {
+                return Err(StoreError::Format {
+                    found: "0 (before formats were recorded)".into(),
+                })
+            }
+        }
         let inner = Inner {
             orgs: db.open_tree("orgs")?,
             tokens: db.open_tree("tokens")?,
@@ -489,4 +514,24 @@ fn read_u64(bytes: &[u8]) -> u64 {
     let mut buf = [0u8; 8];
     buf.copy_from_slice(&bytes[..8]);
     u64::from_be_bytes(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_in_another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(Store::open(&path).unwrap());
+        drop(Store::open(&path).unwrap()); // its own format opens again
+        {
+            let db = sled::open(&path).unwrap();
+            db.open_tree("meta").unwrap().insert("format", "9").unwrap();
+            db.flush().unwrap();
+        }
+        let error = Store::open(&path).err().expect("refused");
+        assert!(error.to_string().contains("format 9"), "{error}");
+    }
 }
