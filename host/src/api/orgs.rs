@@ -2,14 +2,13 @@
 //! token written at first start. Tokens are stored hashed and shown once.
 
 use chrono::Utc;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::routes::Caller;
-use super::{json_response, read_json, ApiError, ApiState, Body};
+use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
 use crate::store::{Org, TokenRecord};
 
 #[derive(Deserialize)]
@@ -131,12 +130,5 @@ pub fn revoke_token(
             "token {token_id} of organization {org}"
         )));
     }
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .unwrap())
+    Ok(no_content())
 }

@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::routes::Caller;
-use super::{json_response, read_json, ApiError, ApiState, Body};
+use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
 use crate::store::secrets::{Credential, SecretKind};
 
 /// PUT /v1/secrets: each named entry is set (or, with `null`, removed);
@@ -172,12 +171,5 @@ pub fn delete(
             kind.as_str()
         )));
     }
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .unwrap())
+    Ok(no_content())
 }
