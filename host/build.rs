@@ -11,6 +11,7 @@ const FIRST_PARTY: &[(&str, &str)] = &[
     ("inline-zip", "kiln-plugin-inline-zip"),
     ("upload", "kiln-plugin-upload"),
     ("buildkit", "kiln-plugin-buildkit"),
+    ("git", "kiln-plugin-git"),
 ];
 
 fn main() {

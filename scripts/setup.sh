@@ -30,6 +30,8 @@ command -v curl >/dev/null || need_packages+=(curl)
 command -v zip >/dev/null || need_packages+=(zip)
 command -v jq >/dev/null || need_packages+=(jq)
 command -v htpasswd >/dev/null || need_packages+=(apache2-utils)
+# git daemon and git http-backend serve the test repositories (Kiln itself fetches with gix).
+[ -x /usr/lib/git-core/git-http-backend ] || need_packages+=(git)
 if [ ${#need_packages[@]} -gt 0 ]; then
   log "installing ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

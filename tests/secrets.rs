@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use hyper::Method;
 use kiln_tests::*;
 use serde_json::json;
@@ -151,13 +152,59 @@ async fn a_secret_build_arg_reaches_the_build_and_is_masked_everywhere() {
     assert!(!log.contains(TOKEN_VALUE), "{log}");
     let answer = t.get(&format!("/v1/builds/{build_id}")).await;
     assert!(!String::from_utf8_lossy(&answer.body).contains(TOKEN_VALUE));
+}
 
-    // Mounts are not offered yet, and say so.
-    let mut mount = dockerfile_request("mount", &dockerfile);
-    mount["secrets"] = json!(["API_TOKEN"]);
-    let refused = t.post_json("/v1/builds", &mount).await;
+#[tokio::test]
+async fn a_secret_mount_reaches_run_and_leaves_nothing_in_the_image() {
+    let t = TestServer::start().await;
+    t.request_as(
+        Some(&t.token),
+        Method::PUT,
+        "/v1/secrets",
+        Some(serde_json::to_vec(&json!({"buildSecrets": {"API_TOKEN": TOKEN_VALUE}})).unwrap()),
+    )
+    .await;
+    let marker = unique_name("mount");
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nRUN --mount=type=secret,id=API_TOKEN,required=true echo \"{marker} sees $(cat /run/secrets/API_TOKEN)\" && test -s /run/secrets/API_TOKEN\nRUN test ! -e /run/secrets/API_TOKEN && echo {marker} gone afterwards\n"
+    );
+    let mut request = dockerfile_request(&unique_name("secret-mount"), &dockerfile);
+    request["secrets"] = json!(["API_TOKEN"]);
+    request["noCache"] = json!(true);
+    request["buildArgs"] = json!({"PLAIN": "visible"});
+    let build_id = t.create_build(&request).await;
+    let record = t.wait_finished(&build_id, LIMIT).await;
+    let log = t.log_text(&build_id).await;
+    assert_eq!(
+        record["status"], "BUILD_STATUS_SUCCEEDED",
+        "{record:#}\n{log}"
+    );
+    assert_eq!(record["request"]["secrets"], json!(["API_TOKEN"]));
+    assert!(log.contains(&format!("{marker} sees ***")), "{log}");
+    assert!(log.contains(&format!("{marker} gone afterwards")), "{log}");
+    assert!(!log.contains(TOKEN_VALUE), "{log}");
+    assert!(record["digest"].as_str().unwrap().starts_with("sha256:"));
+    // Nothing of the value in the image: every layer, the config and the
+    // history, as `docker save` writes them.
+    let image = record["imageRefs"][0].as_str().unwrap();
+    let saved: Vec<u8> = docker()
+        .export_image(image)
+        .map(|chunk| chunk.unwrap().to_vec())
+        .concat()
+        .await;
+    assert!(saved.len() > 1000, "the image was exported");
+    let needle = TOKEN_VALUE.as_bytes();
+    assert!(
+        !saved.windows(needle.len()).any(|w| w == needle),
+        "the secret value is in the image"
+    );
+
+    // A secret the organization does not have is refused up front.
+    let mut missing = dockerfile_request("mount", &dockerfile);
+    missing["secrets"] = json!(["NOT_SAVED"]);
+    let refused = t.post_json("/v1/builds", &missing).await;
     assert_eq!(refused.status, 400);
-    assert!(refused.error_message().contains("secretBuildArgs"));
+    assert!(refused.error_message().contains("NOT_SAVED"));
 }
 
 #[tokio::test]

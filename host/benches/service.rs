@@ -77,6 +77,7 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
                 format: Some("zip".into()),
                 context_id: None,
                 url: None,
+                git: None,
             },
             request: BuildSpec {
                 dockerfile: "Dockerfile".into(),

@@ -2,7 +2,7 @@
 //!
 //! A build flows one way through these modules:
 //!
-//! **[`api`] → [`store`] / [`scheduler`] → [`plugins`] → [`capabilities`] → [`engine`] → [`store`]**
+//! **[`api`] → [`store`] / [`scheduler`] → [`plugins`] → [`capabilities`] → [`engine`] / [`git`] → [`store`]**
 //!
 //! | module | owns |
 //! |---|---|
@@ -13,6 +13,7 @@
 //! | [`plugins`] | wasmtime: manifests, the engine and linker, one `InstancePre` per plugin, per-call stores with memory and time limits |
 //! | [`capabilities`] | the host side of the WIT interfaces plugins import (`log`, `engine`), each checking its permission first |
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
+//! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |
 //! | [`cli`] | the `kiln` command line |
 //! | [`config`] | the settings `kiln serve` runs with |
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod engine;
+pub mod git;
 pub mod metrics;
 pub mod plugins;
 pub mod scheduler;

@@ -397,3 +397,42 @@ async fn ctrl_c_with_cancel_on_interrupt_cancels_the_build() {
     let listed = server.get("/v1/builds?pageSize=1").await.json();
     assert_eq!(listed["builds"][0]["status"], "BUILD_STATUS_CANCELLED");
 }
+
+#[tokio::test]
+async fn kiln_build_git_builds_a_branch_subdirectory_and_lists_by_branch() {
+    use kiln_tests::git::{GitDaemon, RepoRoot};
+    let root = RepoRoot::new();
+    let repo = root.repo("cli-app");
+    let name = unique_name("cli-git");
+    repo.write("README", "root of the repository\n");
+    repo.commit("root");
+    repo.run(&["checkout", "-q", "-b", "release"]);
+    repo.write(
+        "app/Dockerfile",
+        "FROM local/busybox:1\nCOPY note.txt /note.txt\nRUN cat /note.txt\n",
+    );
+    repo.write(
+        "app/note.txt",
+        &format!("from the release branch ({name})\n"),
+    );
+    let commit = repo.commit("release");
+    let daemon = GitDaemon::start(&root).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let cli = Cli::new(&server);
+    let spec = format!("{}#release:app", daemon.url("cli-app"));
+    let out = cli.run(&["build", "--git", &spec, "-t", &name, "--no-cache"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("from the release branch"), "{stdout}");
+    assert!(
+        stdout.contains(&commit),
+        "the resolved commit is shown: {stdout}"
+    );
+    let out = cli.run(&["builds", "list", "--branch", "release", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    let out = cli.run(&["builds", "list", "--branch", "main", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(listed.as_array().unwrap().is_empty(), "{listed:#}");
+}

@@ -279,6 +279,16 @@ pub mod source {
         KeyValue, PluginError, PluginInfo,
     };
 
+    /// Git checkouts by the host: it fetches (shallow, through its mirror
+    /// cache, with the organization's credentials) and writes the commit's
+    /// tree into `/context`. The manifest must ask for the hosts
+    /// (`git = ["github.com"]`, `"*"` for any) and the operator grant them.
+    pub mod git {
+        pub use crate::bindings::context_source::kiln::plugin::git::{
+            checkout, CheckoutRequest, CheckoutResult, GitFailure, GitFailureReason, RefKind,
+        };
+    }
+
     /// Implement this and call [`export_context_source!`](crate::export_context_source).
     ///
     /// A complete context source for `contextUrl: "hello://anything"` that

@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 pub use kiln_host;
 
+pub mod git;
+
 /// The registry `scripts/setup.sh` runs.
 pub const REGISTRY: &str = "127.0.0.1:5000";
 

@@ -118,11 +118,10 @@ fn validate_create(
             }
             Staged::Url(scheme.to_string(), url)
         }
-        [one] => {
-            return Err(bad(format!(
-                "`{one}` is not supported by this server yet; send the context as `zippedCode` or upload it (`contextId`)"
-            )))
-        }
+        ["gitSource"] => Staged::Git(validate_git_source(
+            state,
+            request.git_source.clone().expect("present"),
+        )?),
         many => {
             return Err(bad(format!(
                 "give exactly one build context, not several: the request has {}",
@@ -168,12 +167,8 @@ fn validate_create(
             "`profile` {profile:?} is not one of small, medium, large, xlarge"
         )));
     }
-    if request.secrets.as_ref().is_some_and(|s| !s.is_empty()) {
-        return Err(bad(
-            "`secrets` (BuildKit secret mounts) are not available on this server yet; pass them as build args with `secretBuildArgs` (values are masked in the log)".into(),
-        ));
-    }
     let secret_build_args = request.secret_build_args.unwrap_or_default();
+    let secret_mounts = request.secrets.unwrap_or_default();
     let stored = state
         .secrets
         .names(&caller.org)
@@ -182,13 +177,27 @@ fn validate_create(
         .get(&crate::store::secrets::SecretKind::Build)
         .cloned()
         .unwrap_or_default();
-    for name in &secret_build_args {
-        super::secrets::check_secret_name(name).map_err(bad)?;
-        if !stored_build.contains(name) {
-            return Err(bad(format!(
-                "build secret {name} is not set for this organization; save it with PUT /v1/secrets {{\"buildSecrets\": {{\"{name}\": \"...\"}}}}"
-            )));
+    for (field, names) in [
+        ("secretBuildArgs", &secret_build_args),
+        ("secrets", &secret_mounts),
+    ] {
+        for name in names {
+            super::secrets::check_secret_name(name).map_err(|e| bad(format!("`{field}`: {e}")))?;
+            if !stored_build.contains(name) {
+                return Err(bad(format!(
+                    "`{field}`: build secret {name} is not set for this organization; save it with PUT /v1/secrets {{\"buildSecrets\": {{\"{name}\": \"...\"}}}}"
+                )));
+            }
         }
+        if let Some(twice) = names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| names[..*i].contains(n))
+        {
+            return Err(bad(format!("`{field}` names {} twice", twice.1)));
+        }
+    }
+    for name in &secret_build_args {
         if build_args.contains_key(name) {
             return Err(bad(format!(
                 "{name} is both a build arg and a secret build arg; give it once"
@@ -230,6 +239,7 @@ fn validate_create(
             builder,
             profile,
             secret_build_args,
+            secrets: secret_mounts,
         },
         image_refs,
         digest: None,
@@ -243,8 +253,55 @@ fn validate_create(
     Ok((record, staged))
 }
 
+/// Check `gitSource` and turn it into what the record keeps.
+fn validate_git_source(
+    state: &ApiState,
+    git: validate::GitSourceRequest,
+) -> Result<crate::store::GitSource, ApiError> {
+    let bad = ApiError::bad_request;
+    if state.runtime.source("git").is_none() {
+        return Err(bad(
+            "no context source plugin on this server handles `gitSource`; the first-party `git` plugin is missing".into(),
+        ));
+    }
+    let url =
+        crate::git::RepoUrl::parse(&git.url).map_err(|e| bad(format!("`gitSource.url`: {e}")))?;
+    let reference = git
+        .reference
+        .unwrap_or_else(|| validate::DEFAULT_GIT_REFERENCE.to_string());
+    validate::check_git_reference(&reference).map_err(bad)?;
+    let context_dir = match git.context_dir.as_deref() {
+        None | Some("") | Some(".") => String::new(),
+        Some(dir) => {
+            validate::check_context_path("gitSource.contextDir", dir).map_err(|_| {
+                bad(format!(
+                    "`gitSource.contextDir` {dir:?} must be a relative directory inside the repository, without `..` (e.g. \"services/api\")"
+                ))
+            })?;
+            crate::git::export::normalized_dir(dir)
+        }
+    };
+    let looks_like_commit =
+        reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+    let branch = if looks_like_commit || reference.starts_with("refs/tags/") {
+        None
+    } else {
+        Some(reference.trim_start_matches("refs/heads/").to_string())
+    };
+    Ok(crate::store::GitSource {
+        url: url.redacted(),
+        reference,
+        context_dir,
+        submodules: git.submodules.unwrap_or(false),
+        branch,
+        ..Default::default()
+    })
+}
+
 /// The context a build request brought, before it is staged for the worker.
 pub enum Staged {
+    /// A repository the `git` source plugin checks out through the host.
+    Git(crate::store::GitSource),
     Inline(Vec<u8>),
     Upload(crate::store::ContextRecord),
     /// A URL for the plugin handling its scheme (kind, url).
@@ -260,6 +317,7 @@ impl Staged {
                 format: Some("zip".into()),
                 context_id: None,
                 url: None,
+                git: None,
             },
             Staged::Upload(record) => SourceSummary {
                 kind: "upload".into(),
@@ -267,6 +325,7 @@ impl Staged {
                 format: Some(record.format.clone()),
                 context_id: Some(record.context_id.clone()),
                 url: None,
+                git: None,
             },
             Staged::Url(kind, url) => SourceSummary {
                 kind: kind.clone(),
@@ -274,6 +333,15 @@ impl Staged {
                 format: None,
                 context_id: None,
                 url: Some(url.clone()),
+                git: None,
+            },
+            Staged::Git(git) => SourceSummary {
+                kind: "git".into(),
+                size_bytes: None,
+                format: None,
+                context_id: None,
+                url: None,
+                git: Some(git.clone()),
             },
         }
     }
@@ -291,7 +359,7 @@ impl Staged {
                     .or_else(|_| std::fs::copy(&blob, &target).map(|_| ()))
             }
             // The plugin fetches it; nothing to stage.
-            Staged::Url(..) => Ok(()),
+            Staged::Url(..) | Staged::Git(_) => Ok(()),
         }
     }
 }
@@ -363,6 +431,7 @@ pub fn list(
     let filter = ListFilter {
         status,
         name: params.get("name").cloned(),
+        branch: params.get("branch").cloned().filter(|b| !b.is_empty()),
         before_seq: before,
     };
     let builds = state.store.list_builds(&caller.org, &filter, page_size)?;

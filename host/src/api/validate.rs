@@ -9,6 +9,60 @@ use serde::Deserialize;
 /// Most bytes an inline zip may have, packed.
 pub const MAX_INLINE_ZIP_BYTES: usize = 4 << 20;
 
+/// `gitSource` in CreateBuild.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitSourceRequest {
+    pub url: String,
+    /// A branch, tag, or full/abbreviated commit id; default `main`.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// A sub-directory of the repository to use as the context.
+    #[serde(default)]
+    pub context_dir: Option<String>,
+    /// Fetch submodules too (default false).
+    #[serde(default)]
+    pub submodules: Option<bool>,
+}
+
+/// The reference a git build uses when the request names none.
+pub const DEFAULT_GIT_REFERENCE: &str = "main";
+
+/// A git reference: a branch or tag name (git's ref-name rules), a commit
+/// id, or a full ref name.
+pub fn check_git_reference(reference: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`gitSource.reference` {reference:?} is not a valid git reference: {why}; give a branch (\"main\"), a tag (\"v1.2.0\") or a commit id"
+        ))
+    };
+    if reference.is_empty() {
+        return bad("it is empty");
+    }
+    if reference.len() > 255 {
+        return bad("it is longer than 255 characters");
+    }
+    if reference
+        .chars()
+        .any(|c| c.is_control() || " ~^:?*[\\".contains(c))
+    {
+        return bad("it contains a space, a control character or one of ~ ^ : ? * [ \\");
+    }
+    if reference.contains("..") || reference.contains("@{") || reference.contains("//") {
+        return bad("it contains `..`, `@{` or `//`");
+    }
+    if reference.starts_with('/')
+        || reference.starts_with('-')
+        || reference.ends_with('/')
+        || reference.ends_with('.')
+        || reference.ends_with(".lock")
+        || reference.split('/').any(|part| part.starts_with('.'))
+    {
+        return bad("it starts with `/` or `-`, ends with `/`, `.` or `.lock`, or has a part starting with `.`");
+    }
+    Ok(())
+}
+
 /// The CreateBuild body. Unknown fields are refused, so a typo is an error
 /// rather than a silently ignored option.
 #[derive(Debug, Deserialize)]
@@ -20,7 +74,7 @@ pub struct CreateBuildRequest {
     #[serde(default)]
     pub context_id: Option<String>,
     #[serde(default)]
-    pub git_source: Option<serde_json::Value>,
+    pub git_source: Option<GitSourceRequest>,
     /// A URL for a context source plugin: its scheme picks the plugin.
     #[serde(default)]
     pub context_url: Option<String>,

@@ -6,6 +6,9 @@
 //! |---|---|---|
 //! | `log` | append lines to the current build's log (capped per call) | always |
 //! | `engine` | `buildkit-build` the current build's context into the build's own image references | `engine = ["buildkit-build"]` |
+//! | `git` | check a repository out into the current build's context ([`git`]) | `git = ["host", "*.glob", "file://"]` |
+
+pub mod git;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,6 +37,7 @@ pub struct Capabilities {
     /// Where log lines also go when a test harness collects them.
     pub collected: Option<Arc<std::sync::Mutex<Vec<String>>>>,
     pub engine: Option<EngineScope>,
+    pub git: Option<git::GitScope>,
     log_bytes_left: usize,
     log_cut_reported: bool,
 }
@@ -47,11 +51,17 @@ pub struct EngineScope {
     pub allowed_refs: Vec<String>,
     /// Secret build args the host adds to the build; the plugin never sees them.
     pub secret_build_args: HashMap<String, String>,
+    /// The build's secrets for `RUN --mount=type=secret` (id → value); a
+    /// plugin may name them, never read them.
+    pub secret_mounts: HashMap<String, String>,
     /// The organization's credentials for the registry, used by the host only.
     pub registry_auth: Option<crate::engine::RegistryAuth>,
     /// The build profile's limits, applied to container runs.
     pub memory_bytes: u64,
     pub nano_cpus: u64,
+    /// Labels the host adds to every image (the OCI source and revision of
+    /// a git build); a plugin's own labels cannot override them.
+    pub labels: Vec<(String, String)>,
 }
 
 impl Capabilities {
@@ -62,6 +72,7 @@ impl Capabilities {
             log,
             collected: None,
             engine: None,
+            git: None,
             log_bytes_left: LOG_BUDGET_BYTES,
             log_cut_reported: false,
         }
@@ -70,6 +81,12 @@ impl Capabilities {
     /// Also collect the plugin's log lines here (the plugin test kit).
     pub fn with_log_sink(mut self, lines: Arc<std::sync::Mutex<Vec<String>>>) -> Self {
         self.collected = Some(lines);
+        self
+    }
+
+    /// Lend git checkouts for this call (context sources).
+    pub fn with_git(mut self, scope: git::GitScope) -> Self {
+        self.git = Some(scope);
         self
     }
 
@@ -311,12 +328,27 @@ impl engine::Host for PluginState {
                 ENGINE_REQUEST_BYTES
             ))));
         }
-        if !request.secrets.is_empty() {
-            return Ok(Err(types::EngineFailure {
-                reason: types::FailureReason::EngineError,
-                message: "build secrets are not supported by this host yet".into(),
-                exit_code: None,
-            }));
+        if !request.secrets.is_empty() && !self.caps.granted.secrets.contains("build") {
+            return Ok(Err(self
+                .caps
+                .denied("build secrets (the permission `secrets = [\"build\"]`)")));
+        }
+        let mut secrets = Vec::new();
+        for id in &request.secrets {
+            match scope.secret_mounts.get(id) {
+                Some(value) => secrets.push((id.clone(), value.clone())),
+                None => {
+                    return Ok(Err(self.caps.denied(&format!(
+                        "secret `{id}`: a build may mount only the secrets its request names ({})",
+                        scope
+                            .secret_mounts
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))))
+                }
+            }
         }
         let mut build_args = to_map(request.build_args);
         build_args.extend(scope.secret_build_args.clone());
@@ -326,10 +358,15 @@ impl engine::Host for PluginState {
             tags: request.tags,
             build_args,
             registry_auth: scope.registry_auth.clone(),
-            labels: to_map(request.labels),
+            labels: {
+                let mut labels = to_map(request.labels);
+                labels.extend(scope.labels.iter().cloned());
+                labels
+            },
             target: request.target,
             platform: request.platform,
             no_cache: request.no_cache,
+            secrets,
         };
         let started = Instant::now();
         let sink = Arc::new(BuildLogSink(self.caps.log.clone()));

@@ -366,6 +366,7 @@ pub async fn builds(command: BuildsCommand, server: &ServerArgs) -> Result<ExitC
         BuildsCommand::List {
             status,
             name,
+            branch,
             limit,
             output,
         } => {
@@ -378,11 +379,13 @@ pub async fn builds(command: BuildsCommand, server: &ServerArgs) -> Result<ExitC
                 };
                 query.push_str(&format!("&status={status}"));
             }
-            if let Some(name) = name {
-                query.push_str(&format!(
-                    "&name={}",
-                    form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
-                ));
+            for (key, value) in [("name", name), ("branch", branch)] {
+                if let Some(value) = value {
+                    query.push_str(&format!(
+                        "&{key}={}",
+                        form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+                    ));
+                }
             }
             let answer = client
                 .call(Method::GET, &format!("/v1/builds?{query}"), None)

@@ -166,6 +166,9 @@ pub enum BuildsCommand {
         status: Option<String>,
         #[arg(long)]
         name: Option<String>,
+        /// Only git builds of this branch.
+        #[arg(long)]
+        branch: Option<String>,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u32,

@@ -4,6 +4,7 @@
 
 mod classify;
 mod progress;
+mod secrets;
 mod tarball;
 
 pub use classify::classify_build_error;
@@ -108,6 +109,8 @@ pub struct BuildkitParams {
     pub platform: Option<String>,
     pub no_cache: bool,
     pub registry_auth: Option<RegistryAuth>,
+    /// Build secrets (id, value) for `RUN --mount=type=secret,id=ID`.
+    pub secrets: Vec<(String, String)>,
 }
 
 /// A container run, already permitted and resolved by the host.
@@ -414,8 +417,66 @@ impl DockerEngine {
             Some(_) => tarball::GENERATED_DOCKERFILE.to_string(),
             None => params.dockerfile.clone(),
         };
+        let renderer = if params.secrets.is_empty() {
+            self.solve_through_build_endpoint(context_dir, params, &dockerfile, sink)
+                .await?
+        } else {
+            self.solve_with_secrets(context_dir, params, &dockerfile, sink)
+                .await?
+        };
+        for extra in &params.tags[1..] {
+            let (repo, tag) = split_reference(extra);
+            self.docker
+                .tag_image(
+                    first,
+                    Some(TagImageOptions {
+                        repo: Some(repo.to_string()),
+                        tag: Some(tag.to_string()),
+                    }),
+                )
+                .await
+                .map_err(|e| BuildFailure::engine(format!("cannot tag {extra}: {e}")))?;
+        }
+        let mut digest = String::new();
+        for reference in &params.tags {
+            digest = self
+                .push(reference, params.registry_auth.as_ref(), sink)
+                .await?;
+        }
+        let inspect = self
+            .docker
+            .inspect_image(first)
+            .await
+            .map_err(|e| BuildFailure::engine(format!("cannot inspect {first}: {e}")))?;
+        Ok(BuiltImage {
+            digest,
+            image_refs: params.tags.clone(),
+            size_bytes: inspect.size.unwrap_or(0).max(0) as u64,
+            layer_count: inspect
+                .root_fs
+                .and_then(|fs| fs.layers)
+                .map(|l| l.len() as u32)
+                .unwrap_or(0),
+            cached_steps: renderer.cached_steps(),
+            total_steps: renderer.total_steps(),
+        })
+    }
+
+    /// Solve through Docker Engine's `/build` endpoint, streaming the
+    /// context; on success the image is in the engine under the first tag.
+    async fn solve_through_build_endpoint(
+        &self,
+        context_dir: &Path,
+        params: &BuildkitParams,
+        dockerfile: &str,
+        sink: &dyn LineSink,
+    ) -> Result<progress::Renderer, BuildFailure> {
+        let first = params
+            .tags
+            .first()
+            .ok_or_else(|| BuildFailure::engine("a build needs at least one tag"))?;
         let options = BuildImageOptions {
-            dockerfile,
+            dockerfile: dockerfile.to_string(),
             t: Some(first.clone()),
             nocache: params.no_cache,
             rm: true,
@@ -486,42 +547,7 @@ impl DockerEngine {
                 "the engine finished the build without reporting an image",
             ));
         }
-        for extra in &params.tags[1..] {
-            let (repo, tag) = split_reference(extra);
-            self.docker
-                .tag_image(
-                    first,
-                    Some(TagImageOptions {
-                        repo: Some(repo.to_string()),
-                        tag: Some(tag.to_string()),
-                    }),
-                )
-                .await
-                .map_err(|e| BuildFailure::engine(format!("cannot tag {extra}: {e}")))?;
-        }
-        let mut digest = String::new();
-        for reference in &params.tags {
-            digest = self
-                .push(reference, params.registry_auth.as_ref(), sink)
-                .await?;
-        }
-        let inspect = self
-            .docker
-            .inspect_image(first)
-            .await
-            .map_err(|e| BuildFailure::engine(format!("cannot inspect {first}: {e}")))?;
-        Ok(BuiltImage {
-            digest,
-            image_refs: params.tags.clone(),
-            size_bytes: inspect.size.unwrap_or(0).max(0) as u64,
-            layer_count: inspect
-                .root_fs
-                .and_then(|fs| fs.layers)
-                .map(|l| l.len() as u32)
-                .unwrap_or(0),
-            cached_steps: renderer.cached_steps(),
-            total_steps: renderer.total_steps(),
-        })
+        Ok(renderer)
     }
 
     /// Push one reference; returns the manifest digest the registry reported.

@@ -308,10 +308,22 @@ impl PluginRuntime {
         runtime.max_memory_mib = options.max_memory_mib;
         runtime.max_time_secs = options.max_time_secs;
         for plugin in embedded::PLUGINS {
-            let manifest = Manifest::parse(plugin.manifest)?;
-            // First-party plugins are granted what they ask.
+            let mut manifest = Manifest::parse(plugin.manifest)?;
+            // First-party plugins are granted what they ask, unless the
+            // operator configured one: then its lists are exactly what the
+            // plugin gets (`[plugins.git] git = ["github.com", "file://"]`).
+            let grant = options.grants.get(&manifest.id).cloned();
+            if let Some(grant) = &grant {
+                manifest.permissions = grant.rights(&manifest.permissions);
+            }
             let granted = manifest.permissions.clone();
-            runtime.add(manifest, plugin.component, "embedded".into(), granted, None)?;
+            runtime.add(
+                manifest,
+                plugin.component,
+                "embedded".into(),
+                granted,
+                grant,
+            )?;
         }
         for dir in options.plugin_dirs {
             runtime.load_dir(dir, options.grants);
@@ -502,6 +514,8 @@ impl PluginRuntime {
             .map_err(|e| invalid(format!("cannot link wasi:http: {e}")))?;
         bindings::builder::Builder::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| invalid(format!("cannot link host interfaces: {e}")))?;
+        bindings::source::kiln::plugin::git::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| invalid(format!("cannot link the git interface: {e}")))?;
         let instance_pre: InstancePre<PluginState> = linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("imports something this host does not provide: {e}")))?;

@@ -6,6 +6,27 @@ use crate::store::FailureReason;
 /// The hint shown with a failure of this kind.
 pub fn hint_for(reason: FailureReason, exit_code: Option<i32>) -> String {
     match reason {
+        FailureReason::GitRepositoryNotFound => {
+            "Check `gitSource.url`. A private repository that the credentials cannot see also looks missing: save git credentials for its host (PUT /v1/secrets gitCredentials).".into()
+        }
+        FailureReason::GitAuthRequired => {
+            "Save git credentials for the repository's host: PUT /v1/secrets {\"gitCredentials\": {\"HOST\": {\"username\": \"...\", \"token\": \"...\"}}} (or `kiln secrets set git HOST`).".into()
+        }
+        FailureReason::GitAuthFailed => {
+            "The git host refused the saved credentials: check the username, that the token has not expired, and that it may read the repository (e.g. GitLab's read_repository scope, GitHub's contents:read).".into()
+        }
+        FailureReason::GitReferenceNotFound => {
+            "Check `gitSource.reference`: a branch or tag name as it is on the remote (case-sensitive), or a commit id that is on one of its branches.".into()
+        }
+        FailureReason::GitHostNotPermitted => {
+            "The server's operator decides which git hosts builds may fetch from ([plugins.git] git = [...] in the server config).".into()
+        }
+        FailureReason::GitFetchFailed => {
+            "The fetch failed: check that the git host is reachable from the Kiln server, then build again.".into()
+        }
+        FailureReason::ContextDirNotFound => {
+            "Check `gitSource.contextDir`: a directory of the repository at that commit, relative to its root (e.g. `services/api`).".into()
+        }
         FailureReason::DockerfileNotFound => {
             "Check the `dockerfile` path: it is relative to the context root, and names are case-sensitive (`Dockerfile`, not `dockerfile`).".into()
         }

@@ -231,6 +231,7 @@ impl Scheduler {
             paths: &paths,
             metrics: &inner.metrics,
             secrets: &inner.secrets,
+            store: &inner.store,
         };
         let outcome = tokio::select! {
             result = tokio::time::timeout(timeout, job.run()) => match result {

@@ -3,10 +3,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::{Arc, Mutex};
+
+use crate::capabilities::git::GitScope;
 use crate::capabilities::{Capabilities, EngineScope};
 use crate::config::ServerConfig;
 use crate::context::{self, ContextError};
 use crate::engine::{DockerEngine, RegistryAuth};
+use crate::git::{Checkout, CredentialLookup, GitCredential, GitError, GitFetcher, RefKind};
 use crate::plugins::bindings::builder::exports::kiln::plugin::build as wit_build;
 use crate::plugins::bindings::source::exports::kiln::plugin::source as wit_source;
 use crate::plugins::bindings::types as wit;
@@ -47,6 +51,13 @@ impl Paths {
     }
 }
 
+/// A build's secret values, resolved from the organization's store.
+struct ResolvedSecrets {
+    build_args: HashMap<String, String>,
+    mounts: HashMap<String, String>,
+    registry_auth: Option<RegistryAuth>,
+}
+
 /// What a successful build produced.
 pub struct Built {
     pub digest: String,
@@ -65,7 +76,8 @@ pub struct Pipeline<'a> {
     pub record: &'a BuildRecord,
     pub paths: &'a Paths,
     pub metrics: &'a crate::metrics::Metrics,
-    pub secrets: &'a crate::store::secrets::SecretStore,
+    pub secrets: &'a Arc<crate::store::secrets::SecretStore>,
+    pub store: &'a crate::store::Store,
 }
 
 fn failure(reason: FailureReason, message: impl Into<String>, exit_code: Option<i32>) -> Failure {
@@ -87,6 +99,31 @@ fn from_context(error: ContextError) -> Failure {
         ContextError::Invalid(_) => FailureReason::ContextInvalid,
         ContextError::DockerfileNotFound { .. } => FailureReason::DockerfileNotFound,
         ContextError::Io(_) => FailureReason::Internal,
+    };
+    failure(reason, error.to_string(), None)
+}
+
+fn from_git(error: GitError) -> Failure {
+    let reason = match &error {
+        GitError::RepositoryNotFound { .. } => FailureReason::GitRepositoryNotFound,
+        GitError::AuthenticationRequired { .. } | GitError::ClearTextCredentials { .. } => {
+            FailureReason::GitAuthRequired
+        }
+        GitError::AuthenticationFailed { .. } => FailureReason::GitAuthFailed,
+        GitError::UnknownReference { .. } | GitError::AmbiguousReference { .. } => {
+            FailureReason::GitReferenceNotFound
+        }
+        GitError::HostNotPermitted { .. } => FailureReason::GitHostNotPermitted,
+        GitError::ContextDirMissing { .. } | GitError::ContextDirNotDirectory { .. } => {
+            FailureReason::ContextDirNotFound
+        }
+        GitError::UnsafeTree(_) | GitError::TooLarge(_) | GitError::InvalidUrl { .. } => {
+            FailureReason::ContextInvalid
+        }
+        GitError::Submodule { .. } | GitError::Fetch { .. } | GitError::Cancelled { .. } => {
+            FailureReason::GitFetchFailed
+        }
+        GitError::Internal(_) => FailureReason::Internal,
     };
     failure(reason, error.to_string(), None)
 }
@@ -133,12 +170,12 @@ fn from_plugin(plugin_id: &str, error: wit::PluginError) -> Failure {
 
 impl Pipeline<'_> {
     pub async fn run(self) -> Result<Built, Failure> {
-        let info = self.materialize().await?;
+        let (info, checkout) = self.materialize().await?;
         self.prepare(&info)?;
-        self.build().await
+        self.build(checkout.as_ref()).await
     }
 
-    async fn materialize(&self) -> Result<wit_source::ContextInfo, Failure> {
+    async fn materialize(&self) -> Result<(wit_source::ContextInfo, Option<Checkout>), Failure> {
         let kind = &self.record.source.kind;
         let plugin = self.runtime.source(kind).ok_or_else(|| {
             failure(
@@ -166,22 +203,26 @@ impl Pipeline<'_> {
             )
         })?;
         let source = &self.record.source;
-        let (input_path, options) = match (&source.url, &source.format) {
-            (Some(url), _) => (
+        let kv = |key: &str, value: &str| wit::KeyValue {
+            key: key.into(),
+            value: value.into(),
+        };
+        let (input_path, options) = match (&source.git, &source.url, &source.format) {
+            (Some(git), _, _) => (
                 None,
-                vec![wit::KeyValue {
-                    key: "url".into(),
-                    value: url.clone(),
-                }],
+                vec![
+                    kv("url", &git.url),
+                    kv("reference", &git.reference),
+                    kv("context-dir", &git.context_dir),
+                    kv("submodules", if git.submodules { "true" } else { "false" }),
+                ],
             ),
-            (None, format) => {
+            (None, Some(url), _) => (None, vec![kv("url", url)]),
+            (None, None, format) => {
                 let format = format.clone().unwrap_or_else(|| "zip".into());
                 (
                     Some(format!("/input/{}", staged_file_name(&format))),
-                    vec![wit::KeyValue {
-                        key: "format".into(),
-                        value: format,
-                    }],
+                    vec![kv("format", &format)],
                 )
             }
         };
@@ -192,11 +233,25 @@ impl Pipeline<'_> {
             max_unpacked_bytes: self.config.max_context_bytes,
             max_entries: self.config.max_context_entries,
         };
-        let caps = Capabilities::new(
+        let git_outcome = Arc::new(Mutex::new(None));
+        let mut caps = Capabilities::new(
             &plugin.manifest.id,
             plugin.granted.clone(),
             Some(self.log.clone()),
         );
+        if source.git.is_some() {
+            caps = caps.with_git(GitScope {
+                fetcher: GitFetcher::new(&self.config.data_dir),
+                org: self.record.org.clone(),
+                context_dir: self.paths.context.clone(),
+                credentials: self.git_credentials(),
+                limits: crate::git::Limits {
+                    max_bytes: self.config.max_context_bytes,
+                    max_entries: self.config.max_context_entries,
+                },
+                outcome: git_outcome.clone(),
+            });
+        }
         let preopens = Preopens {
             context: Some(self.paths.context.clone()),
             context_writable: true,
@@ -209,11 +264,92 @@ impl Pipeline<'_> {
             .await;
         self.metrics
             .plugin_call(&plugin.manifest.id, "materialize", started.elapsed());
+        // The host's own record of the checkout decides what the build
+        // record says, and classifies a failure (the plugin only relays it).
+        let checkout = git_outcome.lock().unwrap().take();
+        let checkout = match checkout {
+            Some(Ok(checkout)) => {
+                self.record_checkout(&checkout)?;
+                Some(checkout)
+            }
+            Some(Err(error)) => return Err(from_git(error)),
+            None => None,
+        };
         let info = info
             .map_err(from_runtime)?
             .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
+        if source.git.is_some() && checkout.is_none() {
+            return Err(failure(
+                FailureReason::PluginError,
+                format!(
+                    "plugin {} reported success without checking the repository out",
+                    plugin.manifest.id
+                ),
+                None,
+            ));
+        }
         self.log.system(&format!("context: {}", info.summary));
-        Ok(info)
+        Ok((info, checkout))
+    }
+
+    /// The organization's git credentials by host (`*` as the fallback);
+    /// every value used is masked in the log.
+    fn git_credentials(&self) -> CredentialLookup {
+        use crate::store::secrets::SecretKind;
+        let secrets = self.secrets.clone();
+        let org = self.record.org.clone();
+        let log = self.log.clone();
+        Arc::new(move |host: &str| {
+            let found = [host, "*"].into_iter().find_map(|key| {
+                secrets
+                    .credential(&org, SecretKind::Git, key)
+                    .ok()
+                    .flatten()
+            })?;
+            log.mask(vec![found.password.clone()]);
+            Some(GitCredential {
+                username: found.username,
+                password: found.password,
+            })
+        })
+    }
+
+    /// Put the resolved commit into the record as soon as it is known.
+    fn record_checkout(&self, checkout: &Checkout) -> Result<(), Failure> {
+        self.log.system(&format!(
+            "git: {} {} → commit {} ({} files{}{})",
+            checkout.kind.as_str(),
+            checkout.full_ref.as_deref().unwrap_or(""),
+            checkout.commit,
+            checkout.files,
+            if checkout.shallow { ", shallow" } else { "" },
+            if checkout.received_pack {
+                ""
+            } else {
+                ", nothing new to fetch"
+            },
+        ));
+        let update = self.store.update_build(&self.record.build_id, |r| {
+            if let Some(git) = r.source.git.as_mut() {
+                git.commit = Some(checkout.commit.clone());
+                git.reference_kind = Some(checkout.kind);
+                git.full_ref = checkout.full_ref.clone();
+                git.branch = match checkout.kind {
+                    RefKind::Branch => checkout
+                        .full_ref
+                        .as_deref()
+                        .map(|r| r.trim_start_matches("refs/heads/").to_string()),
+                    _ => None,
+                };
+            }
+        });
+        update.map(|_| ()).map_err(|e| {
+            failure(
+                FailureReason::Internal,
+                format!("cannot record the commit: {e}"),
+                None,
+            )
+        })
     }
 
     /// The host's half of materialization: modes, links, `.dockerignore`,
@@ -249,9 +385,10 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// The values of the build's secret build args and the organization's
-    /// credentials for the registry; the log masks every one of them.
-    fn resolve_secrets(&self) -> Result<(HashMap<String, String>, Option<RegistryAuth>), Failure> {
+    /// The values of the build's secrets (build args, then mounts) and the
+    /// organization's credentials for the registry; the log masks every
+    /// one of them.
+    fn resolve_secrets(&self) -> Result<ResolvedSecrets, Failure> {
         use crate::store::secrets::SecretKind;
         let org = &self.record.org;
         let broken = |e: crate::store::secrets::SecretError| {
@@ -261,23 +398,28 @@ impl Pipeline<'_> {
                 None,
             )
         };
-        let mut args = HashMap::new();
-        for name in &self.record.request.secret_build_args {
-            let value = self
-                .secrets
-                .get(org, SecretKind::Build, name)
-                .map_err(broken)?
-                .ok_or_else(|| {
-                    failure(
-                        FailureReason::ContextInvalid,
-                        format!("build secret {name} was removed after the build was accepted; save it again"),
-                        None,
-                    )
-                })?;
-            args.insert(name.clone(), String::from_utf8_lossy(&value).into_owned());
-        }
+        let values = |names: &[String]| -> Result<HashMap<String, String>, Failure> {
+            let mut out = HashMap::new();
+            for name in names {
+                let value = self
+                    .secrets
+                    .get(org, SecretKind::Build, name)
+                    .map_err(broken)?
+                    .ok_or_else(|| {
+                        failure(
+                            FailureReason::ContextInvalid,
+                            format!("build secret {name} was removed after the build was accepted; save it again"),
+                            None,
+                        )
+                    })?;
+                out.insert(name.clone(), String::from_utf8_lossy(&value).into_owned());
+            }
+            Ok(out)
+        };
+        let build_args = values(&self.record.request.secret_build_args)?;
+        let mounts = values(&self.record.request.secrets)?;
         let registry = &self.config.registry;
-        let auth = self
+        let registry_auth = self
             .secrets
             .credential(org, SecretKind::Registry, registry)
             .map_err(broken)?
@@ -286,16 +428,28 @@ impl Pipeline<'_> {
                 username: c.username,
                 password: c.password,
             });
-        let mut masks: Vec<String> = args.values().cloned().collect();
-        if let Some(auth) = &auth {
+        let mut masks: Vec<String> = build_args
+            .values()
+            .chain(mounts.values())
+            .cloned()
+            .collect();
+        if let Some(auth) = &registry_auth {
             masks.push(auth.password.clone());
         }
         self.log.mask(masks);
-        Ok((args, auth))
+        Ok(ResolvedSecrets {
+            build_args,
+            mounts,
+            registry_auth,
+        })
     }
 
-    async fn build(&self) -> Result<Built, Failure> {
-        let (secret_build_args, registry_auth) = self.resolve_secrets()?;
+    async fn build(&self, checkout: Option<&Checkout>) -> Result<Built, Failure> {
+        let ResolvedSecrets {
+            build_args: secret_build_args,
+            mounts: secret_mounts,
+            registry_auth,
+        } = self.resolve_secrets()?;
         let name = &self.record.request.builder;
         let plugin = self.runtime.builder(name).ok_or_else(|| {
             failure(
@@ -327,7 +481,7 @@ impl Pipeline<'_> {
             target: spec.target.clone(),
             platform: spec.platform.clone(),
             no_cache: spec.no_cache,
-            secrets: Vec::new(),
+            secrets: spec.secrets.clone(),
             limits: wit::ResourceLimits {
                 profile: profile.name.to_string(),
                 memory_bytes: profile.memory_bytes,
@@ -345,9 +499,11 @@ impl Pipeline<'_> {
             context_dir: self.paths.context.clone(),
             allowed_refs: self.record.image_refs.clone(),
             secret_build_args,
+            secret_mounts,
             registry_auth,
             memory_bytes: profile.memory_bytes,
             nano_cpus: profile.nano_cpus,
+            labels: self.standard_labels(checkout),
         });
         let preopens = Preopens {
             context: Some(self.paths.context.clone()),
@@ -369,5 +525,26 @@ impl Pipeline<'_> {
             cached_steps: output.cached_steps,
             total_steps: output.total_steps,
         })
+    }
+
+    /// The OCI labels every image of this build gets: where its source
+    /// came from and which commit.
+    fn standard_labels(&self, checkout: Option<&Checkout>) -> Vec<(String, String)> {
+        let mut labels = Vec::new();
+        if let (Some(git), Some(checkout)) = (&self.record.source.git, checkout) {
+            labels.push(("org.opencontainers.image.source".into(), git.url.clone()));
+            labels.push((
+                "org.opencontainers.image.revision".into(),
+                checkout.commit.clone(),
+            ));
+            if let Some(tag) = checkout
+                .full_ref
+                .as_deref()
+                .and_then(|r| r.strip_prefix("refs/tags/"))
+            {
+                labels.push(("org.opencontainers.image.version".into(), tag.to_string()));
+            }
+        }
+        labels
     }
 }

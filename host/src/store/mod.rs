@@ -406,7 +406,10 @@ impl Store {
             };
             let matches = record.org == org
                 && filter.status.is_none_or(|s| record.status == s)
-                && filter.name.as_ref().is_none_or(|n| &record.name == n);
+                && filter.name.as_ref().is_none_or(|n| &record.name == n)
+                && filter.branch.as_ref().is_none_or(|b| {
+                    record.source.git.as_ref().and_then(|g| g.branch.as_ref()) == Some(b)
+                });
             if matches {
                 out.push(record);
                 if out.len() >= limit {
@@ -492,6 +495,8 @@ impl Store {
 pub struct ListFilter {
     pub status: Option<BuildStatus>,
     pub name: Option<String>,
+    /// Only git builds of this branch (scanned, not indexed).
+    pub branch: Option<String>,
     /// Only builds created before this sequence (the page token).
     pub before_seq: Option<u64>,
 }

@@ -68,6 +68,9 @@ pub struct BuildSpec {
     /// Names of build secrets passed as build args (values are never stored here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_build_args: Vec<String>,
+    /// Names of build secrets mounted with `RUN --mount=type=secret,id=NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// Where the build's context comes from.
@@ -88,6 +91,38 @@ pub struct SourceSummary {
     /// For a `contextUrl`: the URL.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub url: Option<String>,
+    /// For `git`: what was asked and what it resolved to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub git: Option<GitSource>,
+}
+
+/// A git context: the request, then the commit the host checked out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// The repository URL (never with credentials).
+    pub url: String,
+    /// The reference asked for (a branch, tag or commit id); the git
+    /// plugin's default (`main`) when none was given.
+    pub reference: String,
+    /// The sub-directory that is the context; empty for the whole tree.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub context_dir: String,
+    #[serde(default)]
+    pub submodules: bool,
+    /// The branch the build is of: the reference until it resolves, then
+    /// the branch it named (none for a tag or a commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The resolved commit id, once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// `branch`, `tag` or `commit`, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_kind: Option<crate::git::RefKind>,
+    /// The full ref name on the remote, for branches and tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_ref: Option<String>,
 }
 
 /// An uploaded build context (POST /v1/contexts).
@@ -106,6 +141,20 @@ pub struct ContextRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FailureReason {
+    /// The git repository does not exist or is not visible.
+    GitRepositoryNotFound,
+    /// The repository needs credentials and the organization has none for its host.
+    GitAuthRequired,
+    /// The saved git credentials were refused.
+    GitAuthFailed,
+    /// The branch, tag or commit does not exist.
+    GitReferenceNotFound,
+    /// The git host is not among the plugin's granted hosts.
+    GitHostNotPermitted,
+    /// The fetch failed for another reason (network, protocol).
+    GitFetchFailed,
+    /// `contextDir` is not a directory of the commit.
+    ContextDirNotFound,
     DockerfileNotFound,
     DockerfileParseError,
     CopyFailed,
