@@ -12,6 +12,7 @@ const FIRST_PARTY: &[(&str, &str)] = &[
     ("upload", "kiln-plugin-upload"),
     ("buildkit", "kiln-plugin-buildkit"),
     ("git", "kiln-plugin-git"),
+    ("file-credentials", "kiln-plugin-file-credentials"),
 ];
 
 fn main() {

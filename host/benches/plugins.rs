@@ -141,6 +141,7 @@ async fn main() {
             context: Some(context.path().to_path_buf()),
             context_writable: true,
             input: Some(input.path().to_path_buf()),
+            credentials: None,
         };
         let caps = Capabilities::new("inline-zip", plugin.granted.clone(), None);
         let started = Instant::now();

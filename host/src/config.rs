@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub max_context_bytes: u64,
     /// Most files and directories an unpacked context may hold.
     pub max_context_entries: u64,
+    /// Organization → credential-store plugin id (the rest use the local store).
+    pub credential_orgs: BTreeMap<String, String>,
+    /// Mounted read-only at `/credentials` for credential-store plugins.
+    pub credentials_dir: Option<PathBuf>,
 }
 
 /// A build profile: the resources one build may use.
@@ -107,6 +111,8 @@ impl ServerConfig {
             max_upload_bytes: 2 << 30,
             max_context_bytes: 8 << 30,
             max_context_entries: 200_000,
+            credential_orgs: BTreeMap::new(),
+            credentials_dir: None,
         }
     }
 }
@@ -174,6 +180,26 @@ pub struct FileConfig {
     /// Host-wide plugin limits.
     #[serde(default)]
     pub plugin_limits: Option<PluginLimits>,
+    /// Which organizations keep their secrets in a credential-store plugin.
+    #[serde(default)]
+    pub credentials: Option<CredentialsConfig>,
+}
+
+/// `[credentials]`: per-organization credential stores.
+///
+/// ```toml
+/// [credentials]
+/// directory = "/run/secrets/kiln"   # mounted read-only at /credentials for store plugins
+/// [credentials.orgs]
+/// acme = "file-credentials"         # organizations not listed use the encrypted local store
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    #[serde(default)]
+    pub orgs: BTreeMap<String, String>,
 }
 
 /// Host-wide caps on every plugin call.
@@ -220,6 +246,10 @@ impl FileConfig {
     /// Put its settings into a server configuration.
     pub fn apply(self, config: &mut ServerConfig) {
         config.plugin_grants = self.plugins;
+        if let Some(credentials) = self.credentials {
+            config.credential_orgs = credentials.orgs;
+            config.credentials_dir = credentials.directory;
+        }
         if let Some(limits) = self.plugin_limits {
             if let Some(memory) = limits.max_memory_mib {
                 config.max_plugin_memory_mib = memory;

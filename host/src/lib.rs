@@ -16,6 +16,7 @@
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |
 //! | [`cli`] | the `kiln` command line |
+//! | [`credentials`] | which store keeps an organization's secrets: the encrypted local one, or a credential-store plugin |
 //! | [`config`] | the settings `kiln serve` runs with |
 //!
 //! The API never touches the engine, and no plugin ever sees a credential or
@@ -26,6 +27,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod credentials;
 pub mod engine;
 pub mod git;
 pub mod metrics;

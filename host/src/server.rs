@@ -37,6 +37,8 @@ pub enum StartError {
     Secrets(#[from] crate::store::secrets::SecretError),
     #[error(transparent)]
     Plugins(#[from] crate::plugins::PluginError),
+    #[error("the credential stores are misconfigured: {0}")]
+    Credentials(String),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error("cannot listen on {addr}: {source}")]
@@ -113,7 +115,13 @@ impl Server {
             tracing::warn!("{e}; builds will fail until it answers");
         }
         let secret_key = crate::store::secrets::SecretKey::load_or_create(&config.secret_key_file)?;
-        let secrets = Arc::new(store.secrets(&secret_key)?);
+        let secrets = crate::credentials::CredentialStores::new(
+            Arc::new(store.secrets(&secret_key)?),
+            runtime.clone(),
+            config.credential_orgs.clone(),
+            config.credentials_dir.clone(),
+        );
+        secrets.check().map_err(StartError::Credentials)?;
         let hub = LogHub::new(store.clone());
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let scheduler = Scheduler::start(

@@ -337,7 +337,8 @@ pub mod credentials {
     /// Implement this and call [`export_credential_store!`](crate::export_credential_store).
     ///
     /// A complete store that serves read-only credentials from a file the
-    /// host preopens as `/context` (one `org/key=value` per line):
+    /// host mounts read-only at `/credentials` (one `org/key=value` per line;
+    /// the host asks for keys such as `registry/HOST`, `git/HOST`, `build/NAME`):
     ///
     /// ```no_run
     /// use kiln_sdk::credentials::{CredentialStore, PluginError};
@@ -345,7 +346,7 @@ pub mod credentials {
     /// struct FileStore;
     ///
     /// fn read_all() -> Result<Vec<(String, String, Vec<u8>)>, PluginError> {
-    ///     let text = std::fs::read_to_string("/context/credentials")
+    ///     let text = std::fs::read_to_string("/credentials/credentials")
     ///         .map_err(|e| PluginError::Internal(format!("cannot read the credentials file: {e}")))?;
     ///     Ok(text
     ///         .lines()

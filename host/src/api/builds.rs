@@ -40,7 +40,7 @@ pub async fn create(
         )
     })
     .await?;
-    let (record, staged) = validate_create(state, caller, request)?;
+    let (record, staged) = validate_create(state, caller, request).await?;
 
     let staging = crate::scheduler::staging_dir(&state.config.data_dir, &record.build_id);
     staged
@@ -67,7 +67,7 @@ pub async fn create(
 }
 
 /// Check every field; return the record to store and the decoded zip.
-fn validate_create(
+async fn validate_create(
     state: &ApiState,
     caller: &Caller,
     request: CreateBuildRequest,
@@ -172,6 +172,7 @@ fn validate_create(
     let stored = state
         .secrets
         .names(&caller.org)
+        .await
         .map_err(ApiError::internal)?;
     let stored_build = stored
         .get(&crate::store::secrets::SecretKind::Build)

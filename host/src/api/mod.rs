@@ -45,7 +45,7 @@ pub struct ApiState {
     pub runtime: Arc<PluginRuntime>,
     pub config: ServerConfig,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub secrets: Arc<crate::store::secrets::SecretStore>,
+    pub secrets: crate::credentials::CredentialStores,
 }
 
 /// An error answer.

@@ -195,8 +195,8 @@ async fn route(
         Route::CreateToken(org) => orgs::create_token(&state, &caller, org),
         Route::RevokeToken(org, id) => orgs::revoke_token(&state, &caller, org, id),
         Route::SaveSecrets => secrets::save(&state, &caller, request).await,
-        Route::ListSecrets => secrets::list(&state, &caller),
-        Route::DeleteSecret(kind, name) => secrets::delete(&state, &caller, kind, name),
+        Route::ListSecrets => secrets::list(&state, &caller).await,
+        Route::DeleteSecret(kind, name) => secrets::delete(&state, &caller, kind, name).await,
         Route::Healthz | Route::Metrics | Route::OpenApi => {
             unreachable!("public routes answered above")
         }

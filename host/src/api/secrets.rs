@@ -61,8 +61,19 @@ fn check_host(group: &str, host: &str) -> Result<(), String> {
     }
 }
 
-fn masked(state: &ApiState, org: &str) -> Result<Value, ApiError> {
-    let names = state.secrets.names(org).map_err(ApiError::internal)?;
+/// A store's refusal is the caller's to fix (a read-only store); anything
+/// else is the server's.
+fn store_error(error: crate::credentials::CredentialError) -> ApiError {
+    match error {
+        crate::credentials::CredentialError::Refused { .. } => {
+            ApiError::new(StatusCode::CONFLICT, error.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+async fn masked(state: &ApiState, org: &str) -> Result<Value, ApiError> {
+    let names = state.secrets.names(org).await.map_err(store_error)?;
     let group = |kind: SecretKind, credential: bool| -> Value {
         let map: serde_json::Map<String, Value> = names
             .get(&kind)
@@ -115,7 +126,6 @@ pub async fn save(
     }
     let secrets = &state.secrets;
     let org = &caller.org;
-    let internal = ApiError::internal;
     for (kind, entries) in [
         (SecretKind::Registry, &save.registry_credentials),
         (SecretKind::Git, &save.git_credentials),
@@ -124,10 +134,13 @@ pub async fn save(
             match credential {
                 Some(credential) => {
                     let bytes = serde_json::to_vec(credential).expect("credentials serialize");
-                    secrets.put(org, kind, host, &bytes).map_err(internal)?
+                    secrets
+                        .put(org, kind, host, &bytes)
+                        .await
+                        .map_err(store_error)?
                 }
                 None => {
-                    secrets.delete(org, kind, host).map_err(internal)?;
+                    secrets.delete(org, kind, host).await.map_err(store_error)?;
                 }
             }
         }
@@ -136,23 +149,28 @@ pub async fn save(
         match value {
             Some(value) => secrets
                 .put(org, SecretKind::Build, name, value.as_bytes())
-                .map_err(internal)?,
+                .await
+                .map_err(store_error)?,
             None => {
                 secrets
                     .delete(org, SecretKind::Build, name)
-                    .map_err(internal)?;
+                    .await
+                    .map_err(store_error)?;
             }
         }
     }
     state.store.flush().await?;
-    Ok(json_response(StatusCode::OK, &masked(state, org)?))
+    Ok(json_response(StatusCode::OK, &masked(state, org).await?))
 }
 
-pub fn list(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
-    Ok(json_response(StatusCode::OK, &masked(state, &caller.org)?))
+pub async fn list(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &masked(state, &caller.org).await?,
+    ))
 }
 
-pub fn delete(
+pub async fn delete(
     state: &ApiState,
     caller: &Caller,
     kind: &str,
@@ -164,7 +182,8 @@ pub fn delete(
     if !state
         .secrets
         .delete(&caller.org, kind, name)
-        .map_err(ApiError::internal)?
+        .await
+        .map_err(store_error)?
     {
         return Err(ApiError::not_found(&format!(
             "{} secret {name}",

@@ -233,6 +233,9 @@ pub struct Preopens {
     pub context_writable: bool,
     /// Mounted read-only at `/input`.
     pub input: Option<PathBuf>,
+    /// Mounted read-only at `/credentials` (credential stores that read
+    /// mounted files).
+    pub credentials: Option<PathBuf>,
 }
 
 /// Stops the epoch ticker thread when the runtime goes away.
@@ -643,6 +646,10 @@ impl PluginRuntime {
             wasi.preopened_dir(input, "/input", FsPerms::ReadOnly)
                 .map_err(|e| setup(format!("cannot open the input directory: {e}")))?;
         }
+        if let Some(credentials) = &preopens.credentials {
+            wasi.preopened_dir(credentials, "/credentials", FsPerms::ReadOnly)
+                .map_err(|e| setup(format!("cannot open the credentials directory: {e}")))?;
+        }
         let limits = &plugin.limits;
         let memory_mib = limits.memory_mib;
         let http_gate = http::HttpGate {
@@ -734,6 +741,7 @@ impl PluginRuntime {
             context: None,
             context_writable: false,
             input: None,
+            credentials: None,
         };
         let caps = Capabilities::new(&plugin.manifest.id, plugin.granted.clone(), None);
         let mut store = self.new_store(plugin, caps, &preopens, &stdio)?;
@@ -838,7 +846,84 @@ impl PluginRuntime {
     }
 }
 
+/// One call of a credential store's `credentials` interface.
+pub enum CredentialCall<'a> {
+    Get {
+        org: &'a str,
+        key: &'a str,
+    },
+    Put {
+        org: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+    },
+    Delete {
+        org: &'a str,
+        key: &'a str,
+    },
+    ListKeys {
+        org: &'a str,
+    },
+}
+
+/// What a credential store answered.
+pub enum CredentialAnswer {
+    Value(Option<Vec<u8>>),
+    Done,
+    Deleted(bool),
+    Keys(Vec<String>),
+}
+
 impl PluginRuntime {
+    /// Call a credential store, with `credentials_dir` (if any) mounted
+    /// read-only at `/credentials`.
+    pub async fn credentials(
+        &self,
+        plugin: &LoadedPlugin,
+        credentials_dir: Option<&Path>,
+        call: CredentialCall<'_>,
+    ) -> Result<Result<CredentialAnswer, bindings::types::PluginError>, PluginError> {
+        let Pre::Store(pre) = &plugin.pre else {
+            return Err(PluginError::Invalid {
+                id: plugin.manifest.id.clone(),
+                message: "is not a credential store".into(),
+            });
+        };
+        let stdio = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let preopens = Preopens {
+            context: None,
+            context_writable: false,
+            input: None,
+            credentials: credentials_dir.map(Path::to_path_buf),
+        };
+        let caps = Capabilities::new(&plugin.manifest.id, plugin.granted.clone(), None);
+        let mut store = self.new_store(plugin, caps, &preopens, &stdio)?;
+        let outcome = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let api = instance.kiln_plugin_credentials();
+            Ok::<_, wasmtime::Error>(match call {
+                CredentialCall::Get { org, key } => api
+                    .call_get(&mut store, org, key)
+                    .await?
+                    .map(CredentialAnswer::Value),
+                CredentialCall::Put { org, key, value } => api
+                    .call_put(&mut store, org, key, value)
+                    .await?
+                    .map(|()| CredentialAnswer::Done),
+                CredentialCall::Delete { org, key } => api
+                    .call_delete(&mut store, org, key)
+                    .await?
+                    .map(CredentialAnswer::Deleted),
+                CredentialCall::ListKeys { org } => api
+                    .call_list_keys(&mut store, org)
+                    .await?
+                    .map(CredentialAnswer::Keys),
+            })
+        }
+        .await;
+        outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
+    }
+
     /// Compile a component, or load the artifact compiled earlier for the
     /// same bytes and the same engine configuration.
     fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<(Component, bool)> {

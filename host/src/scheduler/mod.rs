@@ -28,10 +28,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
+use crate::credentials::CredentialStores;
 use crate::engine::DockerEngine;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
-use crate::store::secrets::SecretStore;
 use crate::store::{BuildLog, BuildStatus, Failure, FailureReason, LogHub, Store, StoreError};
 
 /// Shared by the API (to wake workers and cancel) and the workers.
@@ -47,7 +47,7 @@ struct Inner {
     engine: DockerEngine,
     config: ServerConfig,
     metrics: Arc<Metrics>,
-    secrets: Arc<SecretStore>,
+    secrets: CredentialStores,
     wake: Notify,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
@@ -69,7 +69,7 @@ impl Scheduler {
         engine: DockerEngine,
         config: ServerConfig,
         metrics: Arc<Metrics>,
-        secrets: Arc<SecretStore>,
+        secrets: CredentialStores,
     ) -> Result<Self, StoreError> {
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
@@ -283,7 +283,9 @@ impl Scheduler {
                 }
                 Outcome::Failed(failure) => {
                     r.status = BuildStatus::Failed;
-                    r.failure = Some(failure.clone());
+                    let mut failure = failure.clone();
+                    failure.message = log.redact(&failure.message);
+                    r.failure = Some(failure);
                 }
                 Outcome::Cancelled => r.status = BuildStatus::Cancelled,
             }

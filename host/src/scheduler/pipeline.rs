@@ -76,7 +76,7 @@ pub struct Pipeline<'a> {
     pub record: &'a BuildRecord,
     pub paths: &'a Paths,
     pub metrics: &'a crate::metrics::Metrics,
-    pub secrets: &'a Arc<crate::store::secrets::SecretStore>,
+    pub secrets: &'a crate::credentials::CredentialStores,
     pub store: &'a crate::store::Store,
 }
 
@@ -244,7 +244,7 @@ impl Pipeline<'_> {
                 fetcher: GitFetcher::new(&self.config.data_dir),
                 org: self.record.org.clone(),
                 context_dir: self.paths.context.clone(),
-                credentials: self.git_credentials(),
+                credentials: self.git_credentials().await?,
                 limits: crate::git::Limits {
                     max_bytes: self.config.max_context_bytes,
                     max_entries: self.config.max_context_entries,
@@ -256,6 +256,7 @@ impl Pipeline<'_> {
             context: Some(self.paths.context.clone()),
             context_writable: true,
             input: Some(self.paths.input.clone()),
+            credentials: None,
         };
         let started = std::time::Instant::now();
         let info = self
@@ -292,26 +293,29 @@ impl Pipeline<'_> {
         Ok((info, checkout))
     }
 
-    /// The organization's git credentials by host (`*` as the fallback);
-    /// every value used is masked in the log.
-    fn git_credentials(&self) -> CredentialLookup {
-        use crate::store::secrets::SecretKind;
-        let secrets = self.secrets.clone();
-        let org = self.record.org.clone();
-        let log = self.log.clone();
-        Arc::new(move |host: &str| {
-            let found = [host, "*"].into_iter().find_map(|key| {
-                secrets
-                    .credential(&org, SecretKind::Git, key)
-                    .ok()
-                    .flatten()
+    /// The organization's git credentials by host (`*` as the fallback),
+    /// read once before the checkout; every value used is masked in the log.
+    async fn git_credentials(&self) -> Result<CredentialLookup, Failure> {
+        let known = self
+            .secrets
+            .git_credentials(&self.record.org)
+            .await
+            .map_err(|e| {
+                failure(
+                    FailureReason::Internal,
+                    format!("cannot read the organization's git credentials: {e}"),
+                    None,
+                )
             })?;
+        let log = self.log.clone();
+        Ok(Arc::new(move |host: &str| {
+            let found = known.get(host).or_else(|| known.get("*"))?;
             log.mask(vec![found.password.clone()]);
             Some(GitCredential {
-                username: found.username,
-                password: found.password,
+                username: found.username.clone(),
+                password: found.password.clone(),
             })
-        })
+        }))
     }
 
     /// Put the resolved commit into the record as soon as it is known.
@@ -388,22 +392,23 @@ impl Pipeline<'_> {
     /// The values of the build's secrets (build args, then mounts) and the
     /// organization's credentials for the registry; the log masks every
     /// one of them.
-    fn resolve_secrets(&self) -> Result<ResolvedSecrets, Failure> {
+    async fn resolve_secrets(&self) -> Result<ResolvedSecrets, Failure> {
         use crate::store::secrets::SecretKind;
         let org = &self.record.org;
-        let broken = |e: crate::store::secrets::SecretError| {
+        let broken = |e: crate::credentials::CredentialError| {
             failure(
                 FailureReason::Internal,
                 format!("cannot read the organization's secrets: {e}"),
                 None,
             )
         };
-        let values = |names: &[String]| -> Result<HashMap<String, String>, Failure> {
+        let values = |names: Vec<String>| async move {
             let mut out = HashMap::new();
             for name in names {
                 let value = self
                     .secrets
-                    .get(org, SecretKind::Build, name)
+                    .get(org, SecretKind::Build, &name)
+                    .await
                     .map_err(broken)?
                     .ok_or_else(|| {
                         failure(
@@ -412,16 +417,17 @@ impl Pipeline<'_> {
                             None,
                         )
                     })?;
-                out.insert(name.clone(), String::from_utf8_lossy(&value).into_owned());
+                out.insert(name, String::from_utf8_lossy(&value).into_owned());
             }
-            Ok(out)
+            Ok::<_, Failure>(out)
         };
-        let build_args = values(&self.record.request.secret_build_args)?;
-        let mounts = values(&self.record.request.secrets)?;
+        let build_args = values(self.record.request.secret_build_args.clone()).await?;
+        let mounts = values(self.record.request.secrets.clone()).await?;
         let registry = &self.config.registry;
         let registry_auth = self
             .secrets
             .credential(org, SecretKind::Registry, registry)
+            .await
             .map_err(broken)?
             .map(|c| RegistryAuth {
                 server: registry.clone(),
@@ -449,7 +455,7 @@ impl Pipeline<'_> {
             build_args: secret_build_args,
             mounts: secret_mounts,
             registry_auth,
-        } = self.resolve_secrets()?;
+        } = self.resolve_secrets().await?;
         let name = &self.record.request.builder;
         let plugin = self.runtime.builder(name).ok_or_else(|| {
             failure(
@@ -509,6 +515,7 @@ impl Pipeline<'_> {
             context: Some(self.paths.context.clone()),
             context_writable: false,
             input: None,
+            credentials: None,
         };
         let started = std::time::Instant::now();
         let output = self.runtime.build(plugin, caps, &preopens, &request).await;

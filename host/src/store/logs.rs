@@ -178,14 +178,22 @@ impl BuildLog {
         &self.inner.build_id
     }
 
-    /// Append a line. `stream` is `system`, `build` or `plugin`.
-    pub fn write(&self, stream: &str, line: &str) {
-        let mut text = line.trim_end_matches(['\n', '\r']).to_string();
+    /// `text` with every masked value replaced by `***`: for anything of
+    /// the build that leaves the host besides its log (the failure message
+    /// in the record quotes the failing step and its output).
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
         for secret in self.inner.masks.read().unwrap().iter() {
             if text.contains(secret.as_str()) {
                 text = text.replace(secret.as_str(), "***");
             }
         }
+        text
+    }
+
+    /// Append a line. `stream` is `system`, `build` or `plugin`.
+    pub fn write(&self, stream: &str, line: &str) {
+        let mut text = self.redact(line.trim_end_matches(['\n', '\r']));
         if text.len() > MAX_LINE_BYTES {
             let mut cut = MAX_LINE_BYTES;
             while !text.is_char_boundary(cut) {

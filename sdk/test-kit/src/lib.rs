@@ -125,6 +125,7 @@ impl PluginHarness {
             context: Some(context.path().to_path_buf()),
             context_writable: true,
             input: Some(staging.path().to_path_buf()),
+            credentials: None,
         };
         let lines = Arc::new(Mutex::new(Vec::new()));
         let caps =

@@ -1,0 +1,125 @@
+//! Per-organization credential stores: an organization the operator routes
+//! to the first-party `file-credentials` plugin gets its secrets from a
+//! mounted `<org>.json` (read on every use, read-only through the API);
+//! every other organization keeps the encrypted local store.
+
+use std::time::Duration;
+
+use hyper::Method;
+use kiln_tests::*;
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn write_org_file(dir: &std::path::Path, token: &str) {
+    std::fs::write(
+        dir.join("default.json"),
+        serde_json::to_vec(&json!({
+            "gitCredentials": { "*": { "username": "ci", "token": "git-token-from-file" } },
+            "buildSecrets": { "API_TOKEN": token },
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_org_on_file_credentials_reads_its_mounted_file_and_cannot_write_it() {
+    let mounted = tempfile::tempdir().unwrap();
+    write_org_file(mounted.path(), "first-value-7d1e");
+    let dir = mounted.path().to_path_buf();
+    let t = TestServer::start_with(move |config| {
+        config
+            .credential_orgs
+            .insert("default".into(), "file-credentials".into());
+        config.credentials_dir = Some(dir);
+    })
+    .await;
+
+    let listed = t.get("/v1/secrets").await;
+    assert_eq!(listed.status, 200);
+    let listed = listed.json();
+    assert_eq!(listed["buildSecrets"]["API_TOKEN"], "***", "{listed:#}");
+    assert_eq!(listed["gitCredentials"]["*"]["password"], "***");
+    assert!(!listed.to_string().contains("first-value"));
+
+    let refused = t
+        .request_as(
+            Some(&t.token),
+            Method::PUT,
+            "/v1/secrets",
+            Some(serde_json::to_vec(&json!({"buildSecrets": {"X": "y"}})).unwrap()),
+        )
+        .await;
+    assert_eq!(refused.status, 409);
+    assert!(
+        refused.error_message().contains("read-only"),
+        "{}",
+        refused.error_message()
+    );
+
+    // A build uses the file's value, masked; a rotated value is used by
+    // the next build without a restart.
+    let marker = unique_name("file-creds");
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nARG API_TOKEN\nARG EXPECTED\nRUN echo \"{marker} got $API_TOKEN\" && test \"$API_TOKEN\" = \"$EXPECTED\"\n"
+    );
+    for expected in ["first-value-7d1e", "rotated-value-9a2c"] {
+        write_org_file(mounted.path(), expected);
+        let mut request = dockerfile_request(&unique_name("file-creds"), &dockerfile);
+        request["secretBuildArgs"] = json!(["API_TOKEN"]);
+        request["buildArgs"] = json!({ "EXPECTED": expected });
+        request["noCache"] = json!(true);
+        let id = t.create_build(&request).await;
+        let record = t.wait_finished(&id, LIMIT).await;
+        let log = t.log_text(&id).await;
+        assert_eq!(
+            record["status"], "BUILD_STATUS_SUCCEEDED",
+            "{record:#}\n{log}"
+        );
+        assert!(log.contains(&format!("{marker} got ***")), "{log}");
+        assert!(!log.contains(expected), "{log}");
+    }
+
+    // A failure quotes the failing step; the record masks the value too.
+    let mut failing = dockerfile_request(
+        &unique_name("file-creds"),
+        &format!("FROM {REGISTRY}/base/busybox:1\nARG API_TOKEN\nRUN echo \"{marker} has $API_TOKEN\" && false\n"),
+    );
+    failing["secretBuildArgs"] = json!(["API_TOKEN"]);
+    failing["noCache"] = json!(true);
+    let id = t.create_build(&failing).await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    assert_eq!(record["failure"]["reason"], "RUN_FAILED", "{record:#}");
+    let text = record.to_string();
+    assert!(text.contains(&format!("{marker} has ***")), "{text}");
+    assert!(!text.contains("rotated-value-9a2c"), "{text}");
+
+    // Another organization keeps the local, writable store.
+    let other = t.server.create_org_with_token("other").unwrap();
+    let saved = t
+        .request_as(
+            Some(&other),
+            Method::PUT,
+            "/v1/secrets",
+            Some(serde_json::to_vec(&json!({"buildSecrets": {"X": "y"}})).unwrap()),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.error_message());
+}
+
+#[tokio::test]
+async fn routing_an_org_to_a_plugin_that_is_not_a_store_stops_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = kiln_host::config::ServerConfig::new(data.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config
+        .credential_orgs
+        .insert("default".into(), "buildkit".into());
+    let error = kiln_host::Server::start(config)
+        .await
+        .err()
+        .expect("the start is refused")
+        .to_string();
+    assert!(error.contains("not a credential store"), "{error}");
+}
