@@ -13,6 +13,7 @@ const FIRST_PARTY: &[(&str, &str)] = &[
     ("buildkit", "kiln-plugin-buildkit"),
     ("git", "kiln-plugin-git"),
     ("file-credentials", "kiln-plugin-file-credentials"),
+    ("kaniko", "kiln-plugin-kaniko"),
 ];
 
 fn main() {

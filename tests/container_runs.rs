@@ -55,14 +55,14 @@ async fn a_granted_image_runs_with_the_context_and_reports_its_exit() {
     let marker = unique_name("finished-marker");
     let build_id = t
         .create_build(&request(
-            &format!("ls /workspace && wc -c < /creds/config.json && echo {marker} && exit 7"),
+            &format!("ls /workspace && wc -c < /creds/config.json && echo {marker} && echo written-by-the-run > /out/result && exit 7"),
             None,
         ))
         .await;
     let record = t.wait_finished(&build_id, Duration::from_secs(60)).await;
     let message = record["failure"]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("exit code 7, oom-killed false"),
+        message.contains("exit code 7, oom-killed false, outputs [result=written-by-the-run]"),
         "{record:#}"
     );
     let log = t.log_text(&build_id).await;

@@ -51,7 +51,14 @@ pub struct ServerConfig {
     pub credential_orgs: BTreeMap<String, String>,
     /// Mounted read-only at `/credentials` for credential-store plugins.
     pub credentials_dir: Option<PathBuf>,
+    /// The Kaniko executor image the `kaniko` builder runs (and the only
+    /// image it may run).
+    pub kaniko_image: String,
 }
+
+/// The executor image when none is configured: the maintained fork
+/// (upstream Kaniko was archived in 2025), pinned.
+pub const DEFAULT_KANIKO_IMAGE: &str = "ghcr.io/osscontainertools/kaniko:v1.28.0";
 
 /// A build profile: the resources one build may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +120,7 @@ impl ServerConfig {
             max_context_entries: 200_000,
             credential_orgs: BTreeMap::new(),
             credentials_dir: None,
+            kaniko_image: DEFAULT_KANIKO_IMAGE.to_string(),
         }
     }
 }
@@ -183,6 +191,9 @@ pub struct FileConfig {
     /// Which organizations keep their secrets in a credential-store plugin.
     #[serde(default)]
     pub credentials: Option<CredentialsConfig>,
+    /// The Kaniko executor image (`--kaniko-image` overrides it).
+    #[serde(default)]
+    pub kaniko_image: Option<String>,
 }
 
 /// `[credentials]`: per-organization credential stores.
@@ -246,6 +257,9 @@ impl FileConfig {
     /// Put its settings into a server configuration.
     pub fn apply(self, config: &mut ServerConfig) {
         config.plugin_grants = self.plugins;
+        if let Some(image) = self.kaniko_image {
+            config.kaniko_image = image;
+        }
         if let Some(credentials) = self.credentials {
             config.credential_orgs = credentials.orgs;
             config.credentials_dir = credentials.directory;

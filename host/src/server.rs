@@ -99,6 +99,7 @@ impl Server {
             cache_dir: Some(config.data_dir.join("plugin-cache")),
             max_memory_mib: config.max_plugin_memory_mib,
             max_time_secs: config.max_plugin_time_secs,
+            executor_image: Some(config.kaniko_image.clone()),
         })?);
         for plugin in runtime.plugins() {
             tracing::info!(

@@ -200,8 +200,8 @@ pub mod builder {
     /// plugin's granted permissions before it does anything.
     pub mod engine {
         pub use crate::bindings::builder::kiln::plugin::engine::{
-            buildkit_build, container_run, BuildkitRequest, ContainerRunRequest,
-            ContainerRunResult, ImageResult,
+            buildkit_build, container_run, registry_manifest, BuildkitRequest, ContainerRunRequest,
+            ContainerRunResult, ImageResult, PushedImage,
         };
     }
 

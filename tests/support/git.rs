@@ -49,7 +49,8 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 
 /// A directory of repositories that servers export.
 pub struct RepoRoot {
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl Default for RepoRoot {
@@ -59,16 +60,31 @@ impl Default for RepoRoot {
 }
 
 impl RepoRoot {
+    /// A fresh temporary directory.
     pub fn new() -> Self {
+        let temporary = tempfile::tempdir().unwrap();
         RepoRoot {
-            dir: tempfile::tempdir().unwrap(),
+            dir: temporary.path().to_path_buf(),
+            _temporary: Some(temporary),
         }
+    }
+
+    /// An existing directory, kept afterwards (benchmarks reuse it).
+    pub fn at(dir: &Path) -> Self {
+        RepoRoot {
+            dir: dir.to_path_buf(),
+            _temporary: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
     }
 
     /// A new repository with a working tree at `<root>/<name>` (servers
     /// find its `.git`).
     pub fn repo(&self, name: &str) -> WorkRepo {
-        let path = self.dir.path().join(name);
+        let path = self.dir.join(name);
         std::fs::create_dir_all(&path).unwrap();
         git(&path, &["init", "-q", "-b", "main"]);
         // Fetches by commit id (submodules, pinned builds) need this on
@@ -141,7 +157,7 @@ async fn wait_for_port(port: u16, what: &str) {
 impl GitDaemon {
     pub async fn start(root: &RepoRoot) -> Self {
         let port = free_port();
-        let base = root.dir.path().display().to_string();
+        let base = root.path().display().to_string();
         let child = Command::new("git")
             .args([
                 "daemon",
@@ -187,7 +203,7 @@ impl GitHttp {
     pub async fn start(root: &RepoRoot, user: &str, password: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let root = root.dir.path().to_path_buf();
+        let root = root.path().to_path_buf();
         let expected = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))

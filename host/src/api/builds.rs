@@ -206,10 +206,20 @@ async fn validate_create(
         }
     }
     let builder = request.builder.unwrap_or_else(|| "buildkit".into());
-    if state.runtime.builder(&builder).is_none() {
+    let Some(builder_plugin) = state.runtime.builder(&builder) else {
         return Err(bad(format!(
             "`builder` {builder:?} is not available here; this server has: {}",
             state.runtime.builder_names().join(", ")
+        )));
+    };
+    // Secret values reach a build only through the host's BuildKit path;
+    // a builder not granted secrets would silently build without them.
+    let takes_secrets = builder_plugin.granted.secrets.contains("build")
+        && builder_plugin.granted.engine.contains("buildkit-build");
+    let wants_secrets = !secret_mounts.is_empty() || !secret_build_args.is_empty();
+    if wants_secrets && !takes_secrets {
+        return Err(bad(format!(
+            "the `{builder}` builder cannot use build secrets (`secrets`, `secretBuildArgs`); build with `buildkit` for them"
         )));
     }
 

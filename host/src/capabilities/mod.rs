@@ -148,6 +148,79 @@ impl log::Host for PluginState {
     }
 }
 
+/// A container's output, rendered (or not) on its way into the log.
+struct RenderingSink {
+    log: BuildLogSink,
+    renderer: Option<std::sync::Mutex<crate::engine::kaniko_log::KanikoRenderer>>,
+}
+
+impl LineSink for RenderingSink {
+    fn line(&self, line: &str) {
+        match &self.renderer {
+            Some(renderer) => {
+                for rendered in renderer.lock().unwrap().line(line) {
+                    self.log.line(&rendered);
+                }
+            }
+            None => self.log.line(line),
+        }
+    }
+}
+
+impl RenderingSink {
+    /// Close the last step; (cached steps, steps, first error).
+    fn finish(&self) -> (u32, u32, Option<String>) {
+        let Some(renderer) = &self.renderer else {
+            return (0, 0, None);
+        };
+        let mut renderer = renderer.lock().unwrap();
+        for rendered in renderer.finish() {
+            self.log.line(&rendered);
+        }
+        (
+            renderer.cached_steps,
+            renderer.total_steps,
+            renderer.error.clone(),
+        )
+    }
+}
+
+/// Most files and bytes per file a run's output directory gives back.
+const MAX_OUTPUT_FILES: usize = 16;
+const MAX_OUTPUT_FILE_BYTES: u64 = 64 << 10;
+
+/// An empty directory a container (whatever its user) may write to.
+fn output_directory() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    Ok(dir)
+}
+
+/// The small regular files a run left, by name (links are not followed).
+fn read_outputs(dir: &std::path::Path) -> Vec<types::KeyValue> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten().take(MAX_OUTPUT_FILES) {
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !meta.is_file() || meta.len() > MAX_OUTPUT_FILE_BYTES {
+            continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(entry.path()) {
+            out.push(types::KeyValue {
+                key: entry.file_name().to_string_lossy().into_owned(),
+                value: text,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
 /// Engine output goes into the build log as `build` lines.
 struct BuildLogSink(Option<BuildLog>);
 
@@ -232,7 +305,11 @@ impl engine::Host for PluginState {
         let Some(scope) = self.caps.engine.as_ref() else {
             return Ok(Err(self.caps.denied("the engine outside a build")));
         };
-        let mounts = [&request.context_mount, &request.registry_config_mount];
+        let mounts = [
+            &request.context_mount,
+            &request.registry_config_mount,
+            &request.output_mount,
+        ];
         if let Some(bad) = mounts.into_iter().flatten().find(|m| !mount_point(m)) {
             return Ok(Err(types::EngineFailure {
                 reason: types::FailureReason::EngineError,
@@ -261,6 +338,44 @@ impl engine::Host for PluginState {
                 }
             }
         }
+        // Held until the run ends and read back then.
+        let mut output_dir = None;
+        if let Some(mount) = &request.output_mount {
+            match output_directory() {
+                Ok(dir) => {
+                    binds.push(format!("{}:{mount}:rw", dir.path().display()));
+                    output_dir = Some(dir);
+                }
+                Err(e) => {
+                    return Ok(Err(types::EngineFailure {
+                        reason: types::FailureReason::EngineError,
+                        message: format!("cannot make the output directory: {e}"),
+                        exit_code: None,
+                    }))
+                }
+            }
+        }
+        let renderer = match request.output_style.as_deref() {
+            None => None,
+            Some("kaniko") => {
+                let dockerfile = request.dockerfile.as_deref().unwrap_or("Dockerfile");
+                let text = crate::context::join_inside(&scope.context_dir, dockerfile)
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .unwrap_or_default();
+                Some(std::sync::Mutex::new(
+                    crate::engine::kaniko_log::KanikoRenderer::new(&text),
+                ))
+            }
+            Some(other) => {
+                return Ok(Err(types::EngineFailure {
+                    reason: types::FailureReason::EngineError,
+                    message: format!(
+                        "output style `{other}` is unknown; this host renders `kaniko`"
+                    ),
+                    exit_code: None,
+                }))
+            }
+        };
         let params = crate::engine::ContainerParams {
             image: request.image,
             args: request.args,
@@ -275,13 +390,25 @@ impl engine::Host for PluginState {
             nano_cpus: scope.nano_cpus,
         };
         let started = Instant::now();
-        let sink = Arc::new(BuildLogSink(self.caps.log.clone()));
-        let result = scope.engine.run_container(params, sink).await;
+        let sink = Arc::new(RenderingSink {
+            log: BuildLogSink(self.caps.log.clone()),
+            renderer,
+        });
+        let result = scope.engine.run_container(params, sink.clone()).await;
         self.extend_deadline(started.elapsed());
+        let (cached_steps, total_steps, error) = sink.finish();
+        let outputs = output_dir
+            .as_ref()
+            .map(|dir| read_outputs(dir.path()))
+            .unwrap_or_default();
         Ok(match result {
             Ok(exit) => Ok(engine::ContainerRunResult {
                 exit_code: exit.exit_code,
                 oom_killed: exit.oom_killed,
+                outputs,
+                cached_steps,
+                total_steps,
+                error,
             }),
             Err(failure) => Err(types::EngineFailure {
                 reason: failure_to_wit(failure.reason),
@@ -289,6 +416,41 @@ impl engine::Host for PluginState {
                 exit_code: failure.exit_code,
             }),
         })
+    }
+
+    async fn registry_manifest(
+        &mut self,
+        reference: String,
+    ) -> wasmtime::Result<Result<engine::PushedImage, types::EngineFailure>> {
+        if !self.caps.granted.engine.contains("registry-manifest") {
+            return Ok(Err(self
+                .caps
+                .denied("the engine permission `registry-manifest`")));
+        }
+        let Some(scope) = self.caps.engine.as_ref() else {
+            return Ok(Err(self.caps.denied("the engine outside a build")));
+        };
+        if !scope.allowed_refs.contains(&reference) {
+            return Ok(Err(self.caps.denied(&format!(
+                "reading `{reference}`: a build may read only its own references ({})",
+                scope.allowed_refs.join(", ")
+            ))));
+        }
+        let auth = scope.registry_auth.clone();
+        let started = Instant::now();
+        let result = crate::engine::registry::manifest(&reference, auth.as_ref()).await;
+        self.extend_deadline(started.elapsed());
+        Ok(result
+            .map(|image| engine::PushedImage {
+                digest: image.digest,
+                size_bytes: image.size_bytes,
+                layer_count: image.layer_count,
+            })
+            .map_err(|failure| types::EngineFailure {
+                reason: failure_to_wit(failure.reason),
+                message: failure.message,
+                exit_code: failure.exit_code,
+            }))
     }
 
     async fn buildkit_build(

@@ -377,6 +377,9 @@ pub struct ServeArgs {
     /// Write the host's own log as JSON lines.
     #[arg(long, env = "KILN_LOG_JSON")]
     pub log_json: bool,
+    /// The Kaniko executor image the `kaniko` builder runs (it must be in the Docker Engine) [default: ghcr.io/osscontainertools/kaniko:v1.28.0, or `kaniko_image` in the config file].
+    #[arg(long, env = "KILN_KANIKO_IMAGE")]
+    pub kaniko_image: Option<String>,
 }
 
 impl ServeArgs {
@@ -399,6 +402,9 @@ impl ServeArgs {
         }
         if let Some(path) = &self.config {
             crate::config::FileConfig::load(path)?.apply(&mut config);
+        }
+        if let Some(image) = &self.kaniko_image {
+            config.kaniko_image = image.clone();
         }
         Ok(config)
     }

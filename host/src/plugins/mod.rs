@@ -142,6 +142,9 @@ pub struct LoadOptions<'a> {
     pub cache_dir: Option<PathBuf>,
     pub max_memory_mib: u64,
     pub max_time_secs: u64,
+    /// The executor image configured for first-party builders that run
+    /// one (Kaniko): their `images` permission becomes exactly this image.
+    pub executor_image: Option<String>,
 }
 
 static NO_GRANTS: BTreeMap<String, PluginGrant> = BTreeMap::new();
@@ -154,6 +157,7 @@ impl Default for LoadOptions<'_> {
             cache_dir: None,
             max_memory_mib: MAX_MEMORY_MIB,
             max_time_secs: 3600,
+            executor_image: Some(crate::config::DEFAULT_KANIKO_IMAGE.to_string()),
         }
     }
 }
@@ -318,6 +322,11 @@ impl PluginRuntime {
             let grant = options.grants.get(&manifest.id).cloned();
             if let Some(grant) = &grant {
                 manifest.permissions = grant.rights(&manifest.permissions);
+            }
+            if let Some(image) = &options.executor_image {
+                if !manifest.permissions.images.is_empty() {
+                    manifest.permissions.images = [image.clone()].into();
+                }
             }
             let granted = manifest.permissions.clone();
             runtime.add(

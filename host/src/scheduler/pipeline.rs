@@ -493,7 +493,7 @@ impl Pipeline<'_> {
                 memory_bytes: profile.memory_bytes,
                 nano_cpus: profile.nano_cpus,
             },
-            options: Vec::new(),
+            options: self.host_facts(checkout),
         };
         let caps = Capabilities::new(
             &plugin.manifest.id,
@@ -532,6 +532,33 @@ impl Pipeline<'_> {
             cached_steps: output.cached_steps,
             total_steps: output.total_steps,
         })
+    }
+
+    /// What the host tells every builder (`kiln.*` options): the registry,
+    /// whether it speaks plain HTTP, a cache repository, the configured
+    /// executor image, and the labels every image must carry.
+    fn host_facts(&self, checkout: Option<&Checkout>) -> Vec<wit::KeyValue> {
+        let registry = &self.config.registry;
+        let kv = |key: String, value: String| wit::KeyValue { key, value };
+        let mut facts = vec![
+            kv("kiln.registry".into(), registry.clone()),
+            kv(
+                "kiln.registry-plain-http".into(),
+                crate::engine::registry::plain_http(registry).to_string(),
+            ),
+            kv(
+                "kiln.cache-repo".into(),
+                format!("{registry}/{}/cache/{}", self.record.org, self.record.name),
+            ),
+            kv(
+                "kiln.executor-image".into(),
+                self.config.kaniko_image.clone(),
+            ),
+        ];
+        for (key, value) in self.standard_labels(checkout) {
+            facts.push(kv(format!("kiln.label.{key}"), value));
+        }
+        facts
     }
 
     /// The OCI labels every image of this build gets: where its source

@@ -21,7 +21,9 @@ impl Builder for BuildKit {
                 "nothing to push: the build has no image references".into(),
             ));
         }
-        if let Some(unknown) = request.options.first() {
+        // Host facts (`kiln.*`) the BuildKit path does not need: the host
+        // adds the labels and knows the registry itself.
+        if let Some(unknown) = request.options.iter().find(|o| !o.key.starts_with("kiln.")) {
             return Err(PluginError::InvalidInput(format!(
                 "the buildkit builder takes no option `{}`",
                 unknown.key

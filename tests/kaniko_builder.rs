@@ -1,0 +1,148 @@
+//! The `kaniko` builder. No registry can be pulled here, so the real
+//! executor runs only when `KILN_TEST_KANIKO_IMAGE` names a Kaniko executor
+//! image already in the local Docker Engine; that test says so plainly
+//! when it skips. Everything else — the configured image as the builder's
+//! only runnable image, the missing-image error, secrets refused, and the
+//! registry manifest the builder reads back — runs against the real engine
+//! and registry. (Argument mapping, log rendering and error mapping are
+//! unit-tested in `plugins/kaniko` and `host/src/engine/kaniko_log.rs`.)
+
+use std::time::Duration;
+
+use kiln_tests::*;
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+async fn server_with_executor(image: &str) -> TestServer {
+    let image = image.to_string();
+    TestServer::start_with(move |config| config.kaniko_image = image).await
+}
+
+#[tokio::test]
+async fn the_configured_executor_is_the_only_image_kaniko_may_run() {
+    let t = server_with_executor("registry.example.com/tools/kaniko-executor:v9").await;
+    let plugins = t.get("/v1/plugins").await.json();
+    let kaniko = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "kaniko")
+        .cloned()
+        .expect("the kaniko builder is loaded");
+    assert_eq!(
+        kaniko["grantedPermissions"]["images"],
+        json!(["registry.example.com/tools/kaniko-executor:v9"]),
+        "{kaniko:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_executor_image_is_a_clear_error_naming_it() {
+    let image = "kiln-test.invalid/kaniko-executor-missing:1";
+    let t = server_with_executor(image).await;
+    let mut request = hello_request(&unique_name("kaniko-missing"));
+    request["builder"] = json!("kaniko");
+    let id = t.create_build(&request).await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    assert_eq!(record["status"], "BUILD_STATUS_FAILED", "{record:#}");
+    let message = record["failure"]["message"].as_str().unwrap();
+    assert!(message.contains(image), "{message}");
+    assert!(message.contains("--kaniko-image"), "{message}");
+    assert!(message.contains("KILN_KANIKO_IMAGE"), "{message}");
+}
+
+#[tokio::test]
+async fn kaniko_refuses_build_secrets_up_front() {
+    let t = TestServer::start().await;
+    let saved = t
+        .request_as(
+            Some(&t.token),
+            hyper::Method::PUT,
+            "/v1/secrets",
+            Some(serde_json::to_vec(&json!({"buildSecrets": {"TOKEN": "value-1234"}})).unwrap()),
+        )
+        .await;
+    assert_eq!(saved.status, 200);
+    for field in ["secrets", "secretBuildArgs"] {
+        let mut request = hello_request("kaniko-secrets");
+        request["builder"] = json!("kaniko");
+        request[field] = json!(["TOKEN"]);
+        let answer = t.post_json("/v1/builds", &request).await;
+        assert_eq!(answer.status, 400, "{field}");
+        assert!(
+            answer.error_message().contains("buildkit"),
+            "{}",
+            answer.error_message()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_registry_manifest_matches_what_the_engine_pushed() {
+    let t = TestServer::start().await;
+    let id = t
+        .create_build(&hello_request(&unique_name("manifest")))
+        .await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
+    let reference = record["imageRefs"][0].as_str().unwrap();
+    let pushed = kiln_host::engine::registry::manifest(reference, None)
+        .await
+        .unwrap();
+    assert_eq!(pushed.digest, record["digest"].as_str().unwrap());
+    assert_eq!(
+        pushed.layer_count as u64,
+        record["metrics"]["layerCount"].as_u64().unwrap()
+    );
+    assert!(pushed.size_bytes > 0);
+    let missing = kiln_host::engine::registry::manifest(
+        &format!("{REGISTRY}/default/no-such-image-{}:v1", unique_name("x")),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(missing.message.contains("404"), "{}", missing.message);
+}
+
+#[tokio::test]
+async fn kaniko_builds_hello_when_an_executor_image_is_present() {
+    let Ok(image) = std::env::var("KILN_TEST_KANIKO_IMAGE") else {
+        eprintln!(
+            "SKIPPED kaniko_builds_hello_when_an_executor_image_is_present: KILN_TEST_KANIKO_IMAGE is not set (name a Kaniko executor image loaded in the local Docker Engine to run it)"
+        );
+        return;
+    };
+    if docker().inspect_image(&image).await.is_err() {
+        eprintln!(
+            "SKIPPED kaniko_builds_hello_when_an_executor_image_is_present: {image} is not in the local Docker Engine"
+        );
+        return;
+    }
+    let t = server_with_executor(&image).await;
+    let mut request = hello_request(&unique_name("kaniko"));
+    request["builder"] = json!("kaniko");
+    request["noCache"] = json!(true);
+    let id = t.create_build(&request).await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    let log = t.log_text(&id).await;
+    assert_eq!(
+        record["status"], "BUILD_STATUS_SUCCEEDED",
+        "{record:#}\n{log}"
+    );
+    assert!(record["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(record["metrics"]["layerCount"].as_u64().unwrap() > 0);
+    assert!(log.contains("#1 [1/"), "BuildKit-style steps: {log}");
+    let output = run_image(record["imageRefs"][0].as_str().unwrap()).await;
+    assert!(output.contains("Hello from Kiln!"), "{output}");
+
+    let mut failing = dockerfile_request(
+        &unique_name("kaniko-fail"),
+        &format!("FROM {REGISTRY}/base/busybox:1\nRUN exit 7\n"),
+    );
+    failing["builder"] = json!("kaniko");
+    let id = t.create_build(&failing).await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    assert_eq!(record["failure"]["reason"], "RUN_FAILED", "{record:#}");
+    assert_eq!(record["failure"]["exitCode"], 7, "{record:#}");
+}
