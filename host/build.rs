@@ -14,6 +14,8 @@ const FIRST_PARTY: &[(&str, &str)] = &[
     ("git", "kiln-plugin-git"),
     ("file-credentials", "kiln-plugin-file-credentials"),
     ("kaniko", "kiln-plugin-kaniko"),
+    ("wizard", "kiln-plugin-wizard"),
+    ("wizard-detect", "kiln-plugin-wizard-detect"),
 ];
 
 fn main() {

@@ -6,7 +6,8 @@
 #   - starts dockerd when no daemon answers;
 #   - starts a registry on 127.0.0.1:5000 when none answers (data under .kiln/);
 #   - makes the local base image 127.0.0.1:5000/base/busybox:1 (also tagged
-#     local/busybox:1) from busybox-static, with no registry pull.
+#     local/busybox:1) from busybox-static, and base/python:1 + base/static:1
+#     (the wizard's tests) from a debootstrap'd Debian, with no registry pull.
 # Safe to run again: each step checks first.
 set -euo pipefail
 
@@ -106,4 +107,54 @@ if ! curl -fs -o /dev/null "http://$registry_addr/v2/base/busybox/manifests/1" \
   docker_cli tag local/busybox:1 "$base"
   docker_cli push "$base" >/dev/null
 fi
-log "ready: Docker Engine, registry $registry_addr, base image $base"
+# --- Wizard base images: a Debian rootfs (debootstrap) with python3 and
+# nginx-light, imported, no pull. The tests name them through the wizard's
+# base-image config: base/python:1 (python3) and base/static:1 (nginx serving
+# /usr/share/nginx/html on 8080 as a non-root user, like
+# nginxinc/nginx-unprivileged).
+static_base="$registry_addr/base/static:1"
+python_base="$registry_addr/base/python:1"
+if ! curl -fs -o /dev/null "http://$registry_addr/v2/base/static/manifests/1" \
+      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+   || ! docker_cli image inspect "$python_base" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null || {
+    log "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  }
+  mirror="${KILN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  log "making $python_base and $static_base with debootstrap from $mirror (about a minute)"
+  wizard_rootfs="$state/wizard-rootfs"
+  rm -rf "$wizard_rootfs"
+  debootstrap --variant=minbase --include=python3,nginx-light bookworm "$wizard_rootfs" "$mirror" \
+    >"$state/debootstrap.log" 2>&1 || { log "debootstrap failed; see $state/debootstrap.log"; tail -20 "$state/debootstrap.log" >&2; exit 1; }
+  mkdir -p "$wizard_rootfs/usr/share/nginx/html"
+  cat >"$wizard_rootfs/etc/nginx/nginx.conf" <<'NGINX'
+worker_processes 1;
+pid /tmp/nginx.pid;
+error_log /dev/stderr warn;
+events { worker_connections 256; }
+http {
+  include /etc/nginx/mime.types;
+  access_log /dev/stdout;
+  client_body_temp_path /tmp/client_body;
+  proxy_temp_path /tmp/proxy;
+  fastcgi_temp_path /tmp/fastcgi;
+  uwsgi_temp_path /tmp/uwsgi;
+  scgi_temp_path /tmp/scgi;
+  server {
+    listen 8080;
+    root /usr/share/nginx/html;
+    index index.html;
+  }
+}
+NGINX
+  rm -rf "$wizard_rootfs/var/cache/apt/archives"/*.deb "$wizard_rootfs/var/lib/apt/lists"/*
+  tar -C "$wizard_rootfs" -c . | docker_cli import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'EXPOSE 8080' -c 'CMD ["nginx", "-g", "daemon off;"]' - "$static_base" >/dev/null
+  docker_cli tag "$static_base" "$python_base"
+  docker_cli push "$static_base" >/dev/null
+  docker_cli push "$python_base" >/dev/null
+  rm -rf "$wizard_rootfs"
+fi
+log "ready: Docker Engine, registry $registry_addr, base images $base, $python_base, $static_base"

@@ -89,6 +89,7 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
             digest: Some(format!("sha256:{:064x}", i)),
             metrics: None,
             failure: None,
+            wizard: None,
             create_time: Utc::now(),
             start_time: None,
             finish_time: None,

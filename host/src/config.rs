@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// The Kaniko executor image the `kaniko` builder runs (and the only
     /// image it may run).
     pub kaniko_image: String,
+    /// Base image per wizard stack (`node`, `python`, `static`...): the
+    /// operator's `[wizard.base_images]`; stacks not named keep the defaults.
+    pub wizard_base_images: BTreeMap<String, String>,
 }
 
 /// The executor image when none is configured: the maintained fork
@@ -121,6 +124,7 @@ impl ServerConfig {
             credential_orgs: BTreeMap::new(),
             credentials_dir: None,
             kaniko_image: DEFAULT_KANIKO_IMAGE.to_string(),
+            wizard_base_images: BTreeMap::new(),
         }
     }
 }
@@ -194,6 +198,23 @@ pub struct FileConfig {
     /// The Kaniko executor image (`--kaniko-image` overrides it).
     #[serde(default)]
     pub kaniko_image: Option<String>,
+    /// `[wizard.base_images]`: base image per stack.
+    #[serde(default)]
+    pub wizard: Option<WizardConfig>,
+}
+
+/// `[wizard]`: the Dockerfile wizard's settings.
+///
+/// ```toml
+/// [wizard.base_images]
+/// python = "mirror.example.com/library/python:3.12-slim"
+/// static = "mirror.example.com/nginxinc/nginx-unprivileged:1.27-alpine"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WizardConfig {
+    #[serde(default)]
+    pub base_images: BTreeMap<String, String>,
 }
 
 /// `[credentials]`: per-organization credential stores.
@@ -259,6 +280,9 @@ impl FileConfig {
         config.plugin_grants = self.plugins;
         if let Some(image) = self.kaniko_image {
             config.kaniko_image = image;
+        }
+        if let Some(wizard) = self.wizard {
+            config.wizard_base_images = wizard.base_images;
         }
         if let Some(credentials) = self.credentials {
             config.credential_orgs = credentials.orgs;

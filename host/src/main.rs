@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Plugins { command, server } => commands::plugins(command, &server).await,
         Command::Secrets { command, server } => commands::secrets(command, &server).await,
         Command::Login(args) => commands::login(args).await,
+        Command::Init(args) => commands::init(args).await,
         Command::Plugin { command } => commands::plugin(command).await,
         Command::Org { command, server } => commands::org(command, &server).await,
         Command::Token { command, server } => commands::token(command, &server).await,

@@ -436,3 +436,73 @@ async fn kiln_build_git_builds_a_branch_subdirectory_and_lists_by_branch() {
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(listed.as_array().unwrap().is_empty(), "{listed:#}");
 }
+
+#[test]
+fn kiln_init_writes_the_wizards_files_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(workspace().join("examples/wizard/python-pip"))
+        .arg(&app)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let cache = tempfile::tempdir().unwrap();
+    let kiln = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("XDG_CACHE_HOME", cache.path())
+            .output()
+            .unwrap()
+    };
+    std::fs::write(app.join(".dockerignore"), "mine\n").unwrap();
+    let refused = kiln(&["init", app.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("--force"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!app.join("Dockerfile").exists());
+    assert_eq!(
+        std::fs::read_to_string(app.join(".dockerignore")).unwrap(),
+        "mine\n"
+    );
+
+    let out = kiln(&[
+        "init",
+        app.to_str().unwrap(),
+        "--force",
+        "--base-image",
+        "python=mirror.example.com/python:3.12",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("detected python (pip)"), "{stdout}");
+    assert!(stdout.contains("requirements.txt → pip"), "{stdout}");
+    let dockerfile = std::fs::read_to_string(app.join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("FROM mirror.example.com/python:3.12"),
+        "{dockerfile}"
+    );
+    assert!(dockerfile.contains("gunicorn"), "{dockerfile}");
+    assert!(std::fs::read_to_string(app.join(".dockerignore"))
+        .unwrap()
+        .contains("__pycache__"));
+
+    let monorepo = kiln(&[
+        "init",
+        workspace()
+            .join("examples/wizard/monorepo-mixed")
+            .to_str()
+            .unwrap(),
+        "--dry-run",
+    ]);
+    let stdout = text(&monorepo.stdout);
+    assert!(
+        stdout.contains("sub-project services/worker: go"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sub-project tools/cli: rust"), "{stdout}");
+}

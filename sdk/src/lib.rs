@@ -9,6 +9,7 @@
 //! | context source | `context-source` | [`source::ContextSource`] | [`export_context_source!`] |
 //! | builder | `builder` | [`builder::Builder`] | [`export_builder!`] |
 //! | credential store | `credential-store` | [`credentials::CredentialStore`] | [`export_credential_store!`] |
+//! | detector (what a directory holds, the Dockerfile it would get) | `detector` | [`detector::Detector`] | [`export_detector!`] |
 //!
 //! Enable one world's feature per plugin crate: each world's bindings carry
 //! that world's component type, and a component must export everything its
@@ -64,11 +65,12 @@
 #[cfg(not(any(
     feature = "builder",
     feature = "context-source",
-    feature = "credential-store"
+    feature = "credential-store",
+    feature = "detector"
 )))]
 compile_error!(
     "kiln-sdk: enable the feature of the world your plugin implements: \
-     `builder`, `context-source` or `credential-store`"
+     `builder`, `context-source`, `credential-store` or `detector`"
 );
 
 /// Generated bindings, one module per world. Not a stable API: use the
@@ -103,6 +105,20 @@ pub mod bindings {
         });
     }
 
+    /// Bindings for the `detector` world.
+    #[cfg(feature = "detector")]
+    #[allow(missing_docs)]
+    pub mod detector {
+        wit_bindgen::generate!({
+            path: "wit",
+            world: "kiln:plugin/detector@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_detector_raw",
+            default_bindings_module: "kiln_sdk::bindings::detector",
+            generate_all,
+        });
+    }
+
     /// Bindings for the `credential-store` world.
     #[cfg(feature = "credential-store")]
     #[allow(missing_docs)]
@@ -129,6 +145,13 @@ pub mod bindings {
         feature = "credential-store"
     ))]
     pub(crate) use credential_store::kiln::plugin::log as log_import;
+    #[cfg(all(
+        not(feature = "builder"),
+        not(feature = "context-source"),
+        not(feature = "credential-store"),
+        feature = "detector"
+    ))]
+    pub(crate) use detector::kiln::plugin::log as log_import;
 }
 
 /// A secret value whose `Debug` and `Display` never show it.
@@ -222,6 +245,7 @@ pub mod builder {
     ///         let image = buildkit_build(&BuildkitRequest {
     ///             dockerfile: request.dockerfile,
     ///             dockerfile_inline: None,
+    ///             dockerignore_inline: None,
     ///             tags: request.image_refs,
     ///             build_args: request.build_args,
     ///             target: request.target,
@@ -396,6 +420,44 @@ pub mod credentials {
         /// The keys stored for `org`.
         fn list_keys(org: String) -> Result<Vec<String>, PluginError>;
     }
+}
+
+/// The detector world: say what a directory holds and the Dockerfile it
+/// would get, without building (the Dockerfile wizard's detection).
+#[cfg(feature = "detector")]
+pub mod detector {
+    pub use crate::bindings::detector::exports::kiln::plugin::detect::{DetectRequest, Project};
+    pub use crate::bindings::detector::kiln::plugin::types::{KeyValue, PluginError};
+
+    /// Implement this and call [`export_detector!`](crate::export_detector).
+    pub trait Detector {
+        /// What `/context/<path>` holds and what it would get, no build.
+        fn detect(request: DetectRequest) -> Result<Vec<Project>, PluginError>;
+    }
+}
+
+/// Export a [`detector::Detector`] implementation as this component's detector.
+#[cfg(feature = "detector")]
+#[macro_export]
+macro_rules! export_detector {
+    ($plugin:ident) => {
+        const _: () = {
+            struct __KilnExport;
+            impl $crate::bindings::detector::exports::kiln::plugin::detect::Guest for __KilnExport {
+                fn detect(
+                    request: $crate::detector::DetectRequest,
+                ) -> ::core::result::Result<
+                    ::std::vec::Vec<$crate::detector::Project>,
+                    $crate::detector::PluginError,
+                > {
+                    <$plugin as $crate::detector::Detector>::detect(request)
+                }
+            }
+            $crate::bindings::detector::__export_detector_raw!(
+                __KilnExport with_types_in $crate::bindings::detector
+            );
+        };
+    };
 }
 
 /// Export a [`builder::Builder`] implementation as this component's builder.

@@ -171,6 +171,7 @@ impl Builder for RecipeBuilder {
         let image = buildkit_build(&BuildkitRequest {
             dockerfile: request.dockerfile,
             dockerfile_inline: Some(generated),
+            dockerignore_inline: None,
             tags: request.image_refs,
             build_args: request.build_args,
             target: None,

@@ -256,6 +256,7 @@ async fn validate_create(
         digest: None,
         metrics: None,
         failure: None,
+        wizard: None,
         create_time: Utc::now(),
         start_time: None,
         finish_time: None,
@@ -320,7 +321,7 @@ pub enum Staged {
 }
 
 impl Staged {
-    fn summary(&self) -> SourceSummary {
+    pub(super) fn summary(&self) -> SourceSummary {
         match self {
             Staged::Inline(zip) => SourceSummary {
                 kind: "inline-zip".into(),
@@ -358,7 +359,11 @@ impl Staged {
     }
 
     /// Put the input where the worker's context source will find it.
-    fn stage(&self, data_dir: &std::path::Path, staging: &std::path::Path) -> std::io::Result<()> {
+    pub(super) fn stage(
+        &self,
+        data_dir: &std::path::Path,
+        staging: &std::path::Path,
+    ) -> std::io::Result<()> {
         std::fs::create_dir_all(staging)?;
         match self {
             Staged::Inline(zip) => std::fs::write(staging.join(staged_file_name("zip")), zip),
@@ -375,7 +380,7 @@ impl Staged {
     }
 }
 
-fn decode_inline_zip(encoded: &str) -> Result<Vec<u8>, ApiError> {
+pub(super) fn decode_inline_zip(encoded: &str) -> Result<Vec<u8>, ApiError> {
     let bad = ApiError::bad_request;
     // Reject by size before decoding: base64 is 4/3 of the bytes.
     if encoded.len() / 4 * 3 > MAX_INLINE_ZIP_BYTES + 3 {

@@ -6,6 +6,7 @@
 //! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
 //! * [`orgs`] — organizations and their tokens (the operator's admin token only).
 //! * [`secrets`] — SaveBuildSecrets: sealed at rest, read back as `***`.
+//! * [`wizard`] — `wizard:detect`: the Dockerfile wizard's answer, no build.
 //! * [`validate`] — what a well-formed request looks like.
 //!
 //! Errors are JSON, `{"error": {"code", "status", "message"}}`, and every
@@ -18,6 +19,7 @@ pub mod logs;
 pub mod orgs;
 pub mod routes;
 pub mod secrets;
+pub mod wizard;
 
 pub mod validate;
 

@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{builds, contexts, logs, orgs, secrets, ApiError, ApiState, Body};
+use super::{builds, contexts, logs, orgs, secrets, wizard, ApiError, ApiState, Body};
 
 /// Who is calling: the organization the bearer token belongs to.
 pub struct Caller {
@@ -76,6 +76,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/contexts"),
     ("GET", "/v1/contexts/{contextId}"),
     ("GET", "/v1/plugins"),
+    ("POST", "/v1/wizard:detect"),
     ("POST", "/v1/orgs"),
     ("GET", "/v1/orgs"),
     ("POST", "/v1/orgs/{org}/tokens"),
@@ -105,6 +106,7 @@ pub enum Route<'a> {
     UploadContext,
     GetContext(&'a str),
     ListPlugins,
+    WizardDetect,
     CreateOrg,
     ListOrgs,
     CreateToken(&'a str),
@@ -140,6 +142,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError
         ["v1", "contexts"] => is(Method::POST).then_some(Route::UploadContext),
         ["v1", "contexts", id] => is(Method::GET).then_some(Route::GetContext(id)),
         ["v1", "plugins"] => is(Method::GET).then_some(Route::ListPlugins),
+        ["v1", "wizard:detect"] => is(Method::POST).then_some(Route::WizardDetect),
         ["v1", "orgs"] if is(Method::POST) => Some(Route::CreateOrg),
         ["v1", "orgs"] => is(Method::GET).then_some(Route::ListOrgs),
         ["v1", "orgs", org, "tokens"] => is(Method::POST).then_some(Route::CreateToken(org)),
@@ -190,6 +193,7 @@ async fn route(
         Route::UploadContext => contexts::upload(&state, &caller, request).await,
         Route::GetContext(id) => contexts::get(&state, &caller, id),
         Route::ListPlugins => builds::plugins(&state),
+        Route::WizardDetect => wizard::detect(&state, &caller, request).await,
         Route::CreateOrg => orgs::create(&state, &caller, request).await,
         Route::ListOrgs => orgs::list(&state, &caller),
         Route::CreateToken(org) => orgs::create_token(&state, &caller, org),

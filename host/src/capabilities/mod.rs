@@ -477,6 +477,7 @@ impl engine::Host for PluginState {
         }
         let size = request.dockerfile.len()
             + request.dockerfile_inline.as_ref().map_or(0, String::len)
+            + request.dockerignore_inline.as_ref().map_or(0, String::len)
             + request.tags.iter().map(String::len).sum::<usize>()
             + request
                 .build_args
@@ -510,6 +511,20 @@ impl engine::Host for PluginState {
                             .join(", ")
                     ))))
                 }
+            }
+        }
+        if let Some(text) = &request.dockerignore_inline {
+            // The context is this build's own copy: the host may prune it.
+            if let Err(e) = crate::context::apply_dockerignore_text(
+                &scope.context_dir,
+                &request.dockerfile,
+                text,
+            ) {
+                return Ok(Err(types::EngineFailure {
+                    reason: types::FailureReason::ContextInvalid,
+                    message: format!("the generated .dockerignore: {e}"),
+                    exit_code: None,
+                }));
             }
         }
         let mut build_args = to_map(request.build_args);

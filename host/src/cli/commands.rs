@@ -37,6 +37,12 @@ pub enum CommandError {
     Plugins(#[from] crate::plugins::PluginError),
 }
 
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        CommandError::Usage(format!($($arg)*))
+    };
+}
+
 /// What the process should exit with.
 pub type ExitCode = i32;
 
@@ -913,6 +919,129 @@ pub async fn token(command: TokenCommand, server: &ServerArgs) -> Result<ExitCod
         }
     }
     Ok(0)
+}
+
+// ---- kiln init ----
+
+/// Run the embedded wizard on `DIR` (read-only, in its sandbox) and write
+/// the Dockerfile and `.dockerignore` it would build with.
+pub async fn init(args: super::InitArgs) -> Result<ExitCode, CommandError> {
+    use crate::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
+    use crate::plugins::bindings::types::{KeyValue, PluginError};
+    let dir = args
+        .dir
+        .canonicalize()
+        .map_err(|e| usage!("cannot open {}: {e}", args.dir.display()))?;
+    let mut base_images = Vec::new();
+    for spec in &args.base_images {
+        let (stack, image) = spec
+            .split_once('=')
+            .filter(|(s, i)| !s.is_empty() && !i.is_empty())
+            .ok_or_else(|| usage!("--base-image {spec:?}: give STACK=IMAGE"))?;
+        base_images.push(KeyValue {
+            key: stack.to_string(),
+            value: image.to_string(),
+        });
+    }
+    let runtime = crate::plugins::PluginRuntime::load(crate::plugins::LoadOptions {
+        cache_dir: dirs_cache().map(|d| d.join("kiln/plugin-cache")),
+        ..Default::default()
+    })?;
+    let wizard = runtime
+        .detector()
+        .ok_or_else(|| usage!("this kiln has no detector plugin"))?;
+    let request = DetectRequest {
+        path: String::new(),
+        monorepo: true,
+        base_images,
+    };
+    let projects = runtime
+        .detect(wizard, &dir, &request)
+        .await?
+        .map_err(|e| match e {
+            PluginError::InvalidInput(m) | PluginError::ContextInvalid(m) => CommandError::Usage(m),
+            other => CommandError::Usage(format!("the wizard failed: {other:?}")),
+        })?;
+    let root = projects.iter().find(|p| p.path.is_empty());
+    for project in projects.iter().filter(|p| !p.path.is_empty()) {
+        println!(
+            "sub-project {}: {}{} — build it with contextDir {:?}",
+            project.path,
+            project.stack,
+            if project.has_dockerfile {
+                " (has a Dockerfile)"
+            } else {
+                ""
+            },
+            project.path
+        );
+    }
+    let Some(root) = root else {
+        eprintln!(
+            "kiln init: nothing the wizard recognizes in {}{}",
+            dir.display(),
+            if projects.is_empty() {
+                ""
+            } else {
+                " itself (see the sub-projects above; run kiln init in one of them)"
+            }
+        );
+        return Ok(1);
+    };
+    println!(
+        "detected {}{}:",
+        root.stack,
+        if root.tool.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", root.tool)
+        }
+    );
+    for reason in &root.reasons {
+        println!("  - {reason}");
+    }
+    if root.has_dockerfile {
+        println!(
+            "{} already has a Dockerfile; nothing to write (remove it to have one generated)",
+            dir.display()
+        );
+        return Ok(0);
+    }
+    let files = [
+        ("Dockerfile", &root.dockerfile),
+        (".dockerignore", &root.dockerignore),
+    ];
+    if args.dry_run {
+        for (name, text) in files {
+            println!("--- {name}\n{text}");
+        }
+        return Ok(0);
+    }
+    let existing: Vec<&str> = files
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| dir.join(name).exists())
+        .collect();
+    if !existing.is_empty() && !args.force {
+        eprintln!(
+            "kiln init: {} already exist(s) in {}; nothing written (use --force to overwrite, or --dry-run to see what would be written)",
+            existing.join(" and "),
+            dir.display()
+        );
+        return Ok(1);
+    }
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).map_err(|e| usage!("cannot write {name}: {e}"))?;
+        println!("wrote {}", dir.join(name).display());
+    }
+    Ok(0)
+}
+
+/// `$XDG_CACHE_HOME` or `~/.cache`.
+fn dirs_cache() -> Option<std::path::PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
 }
 
 #[cfg(test)]

@@ -23,6 +23,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `kiln init [DIR]`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The directory to look at and write into.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Overwrite an existing Dockerfile or .dockerignore.
+    #[arg(long)]
+    pub force: bool,
+    /// A base image for a stack, e.g. `python=mirror.example.com/python:3.12-slim` (repeatable).
+    #[arg(long = "base-image", value_name = "STACK=IMAGE")]
+    pub base_images: Vec<String>,
+    /// Only show what would be written (and the sub-projects of a monorepo).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the Kiln server.
@@ -57,6 +74,8 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Write a Dockerfile and .dockerignore for a directory, as the Dockerfile wizard would (runs locally).
+    Init(InitArgs),
     /// Save a server and token to ~/.config/kiln/config.toml (mode 0600).
     Login(LoginArgs),
     /// Write and check plugins.

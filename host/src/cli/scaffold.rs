@@ -169,6 +169,7 @@ impl Builder for Plugin {
         let image = buildkit_build(&BuildkitRequest {
             dockerfile: request.dockerfile,
             dockerfile_inline: None,
+            dockerignore_inline: None,
             tags: request.image_refs,
             build_args: request.build_args,
             target: request.target,

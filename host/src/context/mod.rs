@@ -162,9 +162,18 @@ pub fn apply_dockerignore(
             )))
         }
     };
-    let ignore = DockerIgnore::parse(&text).map_err(ContextError::Invalid)?;
+    apply_dockerignore_text(root, dockerfile, &text).map(Some)
+}
+
+/// Remove what `.dockerignore` text (one a builder generated) excludes.
+pub fn apply_dockerignore_text(
+    root: &Path,
+    dockerfile: &str,
+    text: &str,
+) -> Result<IgnoreReport, ContextError> {
+    let ignore = DockerIgnore::parse(text).map_err(ContextError::Invalid)?;
     if ignore.is_empty() {
-        return Ok(Some(IgnoreReport::default()));
+        return Ok(IgnoreReport::default());
     }
     let dockerfile = Path::new(dockerfile)
         .components()
@@ -177,7 +186,7 @@ pub fn apply_dockerignore(
     let kept = [dockerfile.as_str(), ".dockerignore"];
     let mut report = IgnoreReport::default();
     walk(root, root, &ignore, &kept, &mut report)?;
-    Ok(Some(report))
+    Ok(report)
 }
 
 /// Remove excluded entries under `dir`; returns whether `dir` is now empty.

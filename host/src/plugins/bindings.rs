@@ -41,4 +41,18 @@ pub mod store {
     });
 }
 
+/// The `detector` world: imports `log`, exports `detect`.
+pub mod detector {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "kiln:plugin/detector",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "kiln:plugin/types": crate::plugins::bindings::builder::kiln::plugin::types,
+            "kiln:plugin/log": crate::plugins::bindings::builder::kiln::plugin::log,
+        },
+    });
+}
+
 pub use builder::kiln::plugin::{engine, log, types};

@@ -46,6 +46,9 @@ pub struct Kinds {
     /// Whether it is a credential store.
     #[serde(default)]
     pub credential_store: bool,
+    /// Whether it is a detector (exports `detect`: the wizard's detection).
+    #[serde(default)]
+    pub detector: bool,
     /// For builders: whether the build reads a Dockerfile from the context
     /// (the host then checks it exists first). A builder that makes its own
     /// (a recipe, the wizard) says `false`.
@@ -190,7 +193,9 @@ pub enum ManifestError {
         api: String,
         supported: &'static str,
     },
-    #[error("plugin {id}: declares no kind (context-source, builder or credential-store)")]
+    #[error(
+        "plugin {id}: declares no kind (context-source, builder, credential-store or detector)"
+    )]
     NoKind { id: String },
 }
 
@@ -224,7 +229,11 @@ impl Manifest {
             });
         }
         let kinds = &manifest.kinds;
-        if kinds.context_source.is_empty() && kinds.builder.is_empty() && !kinds.credential_store {
+        if kinds.context_source.is_empty()
+            && kinds.builder.is_empty()
+            && !kinds.credential_store
+            && !kinds.detector
+        {
             return Err(ManifestError::NoKind { id: manifest.id });
         }
         Ok(manifest)

@@ -85,10 +85,13 @@ pub enum World {
     Builder,
     ContextSource,
     CredentialStore,
+    /// Exports `detect` (the Dockerfile wizard's detection).
+    Detector,
 }
 
 enum Pre {
     Builder(bindings::builder::BuilderPre<PluginState>),
+    Detector(bindings::detector::DetectorPre<PluginState>),
     Source(bindings::source::ContextSourcePre<PluginState>),
     Store(bindings::store::CredentialStorePre<PluginState>),
 }
@@ -484,6 +487,7 @@ impl PluginRuntime {
             .ok_or_else(|| invalid("the component exports no kiln:plugin@0.1.0 world".into()))?;
         let kinds_ok = match world {
             World::Builder => !manifest.kinds.builder.is_empty(),
+            World::Detector => manifest.kinds.detector,
             World::ContextSource => !manifest.kinds.context_source.is_empty(),
             World::CredentialStore => manifest.kinds.credential_store,
         };
@@ -555,6 +559,10 @@ impl PluginRuntime {
             World::Builder => Pre::Builder(
                 bindings::builder::BuilderPre::new(instance_pre)
                     .map_err(|e| invalid(format!("does not match the builder world: {e}")))?,
+            ),
+            World::Detector => Pre::Detector(
+                bindings::detector::DetectorPre::new(instance_pre)
+                    .map_err(|e| invalid(format!("does not match the detector world: {e}")))?,
             ),
             World::ContextSource => Pre::Source(
                 bindings::source::ContextSourcePre::new(instance_pre).map_err(|e| {
@@ -777,6 +785,10 @@ impl PluginRuntime {
                         .call_describe(&mut store)
                         .await?
                 }
+                // The detect interface has no `describe`: the manifest says it.
+                Pre::Detector(_) => bindings::types::PluginInfo {
+                    description: plugin.manifest.description.clone(),
+                },
             };
             Ok::<_, wasmtime::Error>(info.description)
         }
@@ -833,25 +845,70 @@ impl PluginRuntime {
         >,
         PluginError,
     > {
-        let Pre::Builder(pre) = &plugin.pre else {
-            return Err(PluginError::Invalid {
-                id: plugin.manifest.id.clone(),
-                message: "is not a builder".into(),
-            });
-        };
         let stdio = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
         let log = caps.log.clone();
         let mut store = self.new_store(plugin, caps, preopens, &stdio)?;
         let outcome = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance
-                .kiln_plugin_build()
-                .call_build(&mut store, request)
-                .await
+            match &plugin.pre {
+                Pre::Builder(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .kiln_plugin_build()
+                        .call_build(&mut store, request)
+                        .await
+                }
+                _ => Err(wasmtime::Error::msg("the plugin is not a builder")),
+            }
         }
         .await;
         Self::forward_stdio(log.as_ref(), &plugin.manifest.id, &stdio);
         outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
+    }
+}
+
+impl PluginRuntime {
+    /// Call a detector's `detect` with `context_dir` preopened read-only.
+    pub async fn detect(
+        &self,
+        plugin: &LoadedPlugin,
+        context_dir: &Path,
+        request: &bindings::detector::exports::kiln::plugin::detect::DetectRequest,
+    ) -> Result<
+        Result<
+            Vec<bindings::detector::exports::kiln::plugin::detect::Project>,
+            bindings::types::PluginError,
+        >,
+        PluginError,
+    > {
+        let Pre::Detector(pre) = &plugin.pre else {
+            return Err(PluginError::Invalid {
+                id: plugin.manifest.id.clone(),
+                message: "is not a detector (it exports no `detect`)".into(),
+            });
+        };
+        let stdio = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let preopens = Preopens {
+            context: Some(context_dir.to_path_buf()),
+            context_writable: false,
+            input: None,
+            credentials: None,
+        };
+        let caps = Capabilities::new(&plugin.manifest.id, plugin.granted.clone(), None);
+        let mut store = self.new_store(plugin, caps, &preopens, &stdio)?;
+        let outcome = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .kiln_plugin_detect()
+                .call_detect(&mut store, request)
+                .await
+        }
+        .await;
+        outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
+    }
+
+    /// The first detector loaded, if any.
+    pub fn detector(&self) -> Option<&LoadedPlugin> {
+        self.plugins.values().find(|p| p.world == World::Detector)
     }
 }
 
@@ -985,6 +1042,13 @@ fn detect_world(engine: &Engine, component: &Component) -> Option<World> {
         } else if name.starts_with("kiln:plugin/credentials@0.1") {
             world = Some(World::CredentialStore);
         }
+    }
+    if world.is_none()
+        && ty
+            .exports(engine)
+            .any(|(name, _)| name.starts_with("kiln:plugin/detect@0.1"))
+    {
+        world = Some(World::Detector);
     }
     world
 }

@@ -58,6 +58,9 @@ struct ResolvedSecrets {
     registry_auth: Option<RegistryAuth>,
 }
 
+/// The builder that takes over when the default Dockerfile is missing.
+const WIZARD: &str = "wizard";
+
 /// What a successful build produced.
 pub struct Built {
     pub digest: String,
@@ -171,8 +174,8 @@ fn from_plugin(plugin_id: &str, error: wit::PluginError) -> Failure {
 impl Pipeline<'_> {
     pub async fn run(self) -> Result<Built, Failure> {
         let (info, checkout) = self.materialize().await?;
-        self.prepare(&info)?;
-        self.build(checkout.as_ref()).await
+        let wizard_takes_over = self.prepare(&info)?;
+        self.build(checkout.as_ref(), wizard_takes_over).await
     }
 
     async fn materialize(&self) -> Result<(wit_source::ContextInfo, Option<Checkout>), Failure> {
@@ -358,7 +361,9 @@ impl Pipeline<'_> {
 
     /// The host's half of materialization: modes, links, `.dockerignore`,
     /// and the Dockerfile's presence.
-    fn prepare(&self, info: &wit_source::ContextInfo) -> Result<(), Failure> {
+    /// Answers whether the wizard takes over (no Dockerfile where the
+    /// default one was expected, and a wizard is loaded).
+    fn prepare(&self, info: &wit_source::ContextInfo) -> Result<bool, Failure> {
         let root = &self.paths.context;
         let modes: Vec<(String, u32)> = info
             .file_modes
@@ -384,9 +389,89 @@ impl Pipeline<'_> {
             .builder(&self.record.request.builder)
             .is_none_or(|plugin| plugin.manifest.kinds.dockerfile);
         if builder_reads_one {
-            context::find_dockerfile(root, dockerfile).map_err(from_context)?;
+            match context::find_dockerfile(root, dockerfile) {
+                Ok(_) => {}
+                Err(ContextError::DockerfileNotFound { .. })
+                    if dockerfile == "Dockerfile" && self.runtime.builder(WIZARD).is_some() =>
+                {
+                    self.log
+                        .system("context: no Dockerfile; the Dockerfile wizard takes over");
+                    return Ok(true);
+                }
+                Err(e) => return Err(from_context(e)),
+            }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Ask the wizard what the context is, put the answer in the record
+    /// and the log. `fallback`: the build expected a Dockerfile.
+    async fn record_detection(
+        &self,
+        plugin: &crate::plugins::LoadedPlugin,
+        fallback: bool,
+    ) -> Result<(), Failure> {
+        use crate::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
+        let request = DetectRequest {
+            path: String::new(),
+            monorepo: false,
+            base_images: self.wizard_base_images(),
+        };
+        let projects = self
+            .runtime
+            .detect(plugin, &self.paths.context, &request)
+            .await
+            .map_err(from_runtime)?
+            .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
+        let Some(project) = projects.into_iter().next() else {
+            let message = "the context has no Dockerfile, and the wizard found nothing it can build: add a Dockerfile, or one of package.json, requirements.txt / pyproject.toml / *.py, go.mod, Cargo.toml, pom.xml / build.gradle, Gemfile, composer.json, index.html, a Procfile, or start.sh"
+                .to_string();
+            let reason = if fallback {
+                FailureReason::DockerfileNotFound
+            } else {
+                FailureReason::ContextInvalid
+            };
+            return Err(failure(reason, message, None));
+        };
+        let summary = crate::store::WizardDetection {
+            stack: project.stack.clone(),
+            tool: project.tool.clone(),
+            reasons: project.reasons.clone(),
+            generated: !project.has_dockerfile,
+            port: project.port,
+        };
+        self.log.system(&format!(
+            "wizard: detected {}{} because {}",
+            project.stack,
+            if project.tool.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", project.tool)
+            },
+            project.reasons.join("; ")
+        ));
+        self.store
+            .update_build(&self.record.build_id, |r| r.wizard = Some(summary.clone()))
+            .map(|_| ())
+            .map_err(|e| {
+                failure(
+                    FailureReason::Internal,
+                    format!("cannot record the detection: {e}"),
+                    None,
+                )
+            })
+    }
+
+    /// The operator's base images per stack, for the wizard.
+    fn wizard_base_images(&self) -> Vec<wit::KeyValue> {
+        self.config
+            .wizard_base_images
+            .iter()
+            .map(|(stack, image)| wit::KeyValue {
+                key: stack.clone(),
+                value: image.clone(),
+            })
+            .collect()
     }
 
     /// The values of the build's secrets (build args, then mounts) and the
@@ -450,20 +535,35 @@ impl Pipeline<'_> {
         })
     }
 
-    async fn build(&self, checkout: Option<&Checkout>) -> Result<Built, Failure> {
+    async fn build(
+        &self,
+        checkout: Option<&Checkout>,
+        wizard_takes_over: bool,
+    ) -> Result<Built, Failure> {
         let ResolvedSecrets {
             build_args: secret_build_args,
             mounts: secret_mounts,
             registry_auth,
         } = self.resolve_secrets().await?;
         let name = &self.record.request.builder;
-        let plugin = self.runtime.builder(name).ok_or_else(|| {
+        let found = if wizard_takes_over {
+            self.runtime.builder(WIZARD)
+        } else {
+            self.runtime.builder(name)
+        };
+        let plugin = found.ok_or_else(|| {
             failure(
                 FailureReason::PluginError,
                 format!("no plugin provides the builder `{name}`"),
                 None,
             )
         })?;
+        let name = if wizard_takes_over { WIZARD } else { name };
+        if name == WIZARD {
+            if let Some(detector) = self.runtime.detector() {
+                self.record_detection(detector, wizard_takes_over).await?;
+            }
+        }
         self.log.system(&format!(
             "builder: {name} (plugin {} {})",
             plugin.manifest.id, plugin.manifest.version
@@ -557,6 +657,9 @@ impl Pipeline<'_> {
         ];
         for (key, value) in self.standard_labels(checkout) {
             facts.push(kv(format!("kiln.label.{key}"), value));
+        }
+        for base in self.wizard_base_images() {
+            facts.push(kv(format!("kiln.wizard.base.{}", base.key), base.value));
         }
         facts
     }

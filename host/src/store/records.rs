@@ -125,6 +125,23 @@ pub struct GitSource {
     pub full_ref: Option<String>,
 }
 
+/// What the Dockerfile wizard found, for a build it made (or took over).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WizardDetection {
+    /// `node`, `python`, `go`... (or `dockerfile` when one was there).
+    pub stack: String,
+    /// `npm`, `pnpm`, `poetry`...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool: String,
+    /// Which files decided it.
+    pub reasons: Vec<String>,
+    /// Whether the Dockerfile was generated.
+    pub generated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
 /// An uploaded build context (POST /v1/contexts).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -214,6 +231,9 @@ pub struct BuildRecord {
     pub metrics: Option<Metrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// For builds the Dockerfile wizard made: what it detected and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wizard: Option<WizardDetection>,
     pub create_time: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<DateTime<Utc>>,

@@ -48,6 +48,7 @@ impl Builder for BuildKit {
         let result = buildkit_build(&BuildkitRequest {
             dockerfile: request.dockerfile,
             dockerfile_inline: None,
+            dockerignore_inline: None,
             tags: request.image_refs,
             build_args: request.build_args,
             target: request.target,

@@ -1,0 +1,2 @@
+plugins { java; application }
+application { mainClass.set("Hello") }

@@ -1,0 +1,1 @@
+run ->(env) { [200, {}, ["hello from ruby\n"]] }
