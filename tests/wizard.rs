@@ -181,6 +181,7 @@ async fn nothing_to_detect_is_still_dockerfile_not_found() {
     );
     let message = record["failure"]["message"].as_str().unwrap();
     assert!(message.contains("wizard found nothing"), "{message}");
+    assert!(message.contains("`Dockerfile` not found"), "{message}");
     assert!(message.contains("package.json"), "{message}");
 }
 

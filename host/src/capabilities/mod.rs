@@ -5,7 +5,9 @@
 //! | interface | what a plugin can do with it | permission |
 //! |---|---|---|
 //! | `log` | append lines to the current build's log (capped per call) | always |
-//! | `engine` | `buildkit-build` the current build's context into the build's own image references | `engine = ["buildkit-build"]` |
+//! | `engine` | `buildkit-build` the current build's context into the build's own image references (secret mounts by id: `secrets = ["build"]`) | `engine = ["buildkit-build"]` |
+//! | `engine` | `container-run` an image (context read-only, registry config, output directory, profile limits, output rendered into the log) | `engine = ["container-run"]` and the image in `images` |
+//! | `engine` | `registry-manifest` of one of the build's own references | `engine = ["registry-manifest"]` |
 //! | `git` | check a repository out into the current build's context ([`git`]) | `git = ["host", "*.glob", "file://"]` |
 
 pub mod git;

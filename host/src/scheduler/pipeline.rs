@@ -174,8 +174,8 @@ fn from_plugin(plugin_id: &str, error: wit::PluginError) -> Failure {
 impl Pipeline<'_> {
     pub async fn run(self) -> Result<Built, Failure> {
         let (info, checkout) = self.materialize().await?;
-        let wizard_takes_over = self.prepare(&info)?;
-        self.build(checkout.as_ref(), wizard_takes_over).await
+        let missing_dockerfile = self.prepare(&info)?;
+        self.build(checkout.as_ref(), missing_dockerfile).await
     }
 
     async fn materialize(&self) -> Result<(wit_source::ContextInfo, Option<Checkout>), Failure> {
@@ -361,9 +361,10 @@ impl Pipeline<'_> {
 
     /// The host's half of materialization: modes, links, `.dockerignore`,
     /// and the Dockerfile's presence.
-    /// Answers whether the wizard takes over (no Dockerfile where the
-    /// default one was expected, and a wizard is loaded).
-    fn prepare(&self, info: &wit_source::ContextInfo) -> Result<bool, Failure> {
+    /// Answers why the Dockerfile is missing when the wizard takes over (no
+    /// Dockerfile where the default one was expected, and a wizard is
+    /// loaded); `None`: the build goes on as asked.
+    fn prepare(&self, info: &wit_source::ContextInfo) -> Result<Option<String>, Failure> {
         let root = &self.paths.context;
         let modes: Vec<(String, u32)> = info
             .file_modes
@@ -391,25 +392,26 @@ impl Pipeline<'_> {
         if builder_reads_one {
             match context::find_dockerfile(root, dockerfile) {
                 Ok(_) => {}
-                Err(ContextError::DockerfileNotFound { .. })
+                Err(e @ ContextError::DockerfileNotFound { .. })
                     if dockerfile == "Dockerfile" && self.runtime.builder(WIZARD).is_some() =>
                 {
                     self.log
                         .system("context: no Dockerfile; the Dockerfile wizard takes over");
-                    return Ok(true);
+                    return Ok(Some(e.to_string()));
                 }
                 Err(e) => return Err(from_context(e)),
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// Ask the wizard what the context is, put the answer in the record
-    /// and the log. `fallback`: the build expected a Dockerfile.
+    /// and the log. `missing_dockerfile`: why the build's Dockerfile was not
+    /// found, when the wizard took over.
     async fn record_detection(
         &self,
         plugin: &crate::plugins::LoadedPlugin,
-        fallback: bool,
+        missing_dockerfile: Option<&str>,
     ) -> Result<(), Failure> {
         use crate::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
         let request = DetectRequest {
@@ -424,12 +426,16 @@ impl Pipeline<'_> {
             .map_err(from_runtime)?
             .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
         let Some(project) = projects.into_iter().next() else {
-            let message = "the context has no Dockerfile, and the wizard found nothing it can build: add a Dockerfile, or one of package.json, requirements.txt / pyproject.toml / *.py, go.mod, Cargo.toml, pom.xml / build.gradle, Gemfile, composer.json, index.html, a Procfile, or start.sh"
-                .to_string();
-            let reason = if fallback {
-                FailureReason::DockerfileNotFound
-            } else {
-                FailureReason::ContextInvalid
+            let nothing = "the wizard found nothing it can build either: add a Dockerfile, or one of package.json, requirements.txt / pyproject.toml / *.py, go.mod, Cargo.toml, pom.xml / build.gradle, Gemfile, composer.json, index.html, a Procfile, or start.sh";
+            let (reason, message) = match missing_dockerfile {
+                Some(why) => (
+                    FailureReason::DockerfileNotFound,
+                    format!("{why}; {nothing}"),
+                ),
+                None => (
+                    FailureReason::ContextInvalid,
+                    nothing.replace(" either", ""),
+                ),
             };
             return Err(failure(reason, message, None));
         };
@@ -538,8 +544,9 @@ impl Pipeline<'_> {
     async fn build(
         &self,
         checkout: Option<&Checkout>,
-        wizard_takes_over: bool,
+        missing_dockerfile: Option<String>,
     ) -> Result<Built, Failure> {
+        let wizard_takes_over = missing_dockerfile.is_some();
         let ResolvedSecrets {
             build_args: secret_build_args,
             mounts: secret_mounts,
@@ -561,7 +568,8 @@ impl Pipeline<'_> {
         let name = if wizard_takes_over { WIZARD } else { name };
         if name == WIZARD {
             if let Some(detector) = self.runtime.detector() {
-                self.record_detection(detector, wizard_takes_over).await?;
+                self.record_detection(detector, missing_dockerfile.as_deref())
+                    .await?;
             }
         }
         self.log.system(&format!(
