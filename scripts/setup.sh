@@ -6,8 +6,9 @@
 #   - starts dockerd when no daemon answers;
 #   - starts a registry on 127.0.0.1:5000 when none answers (data under .kiln/);
 #   - makes the local base image 127.0.0.1:5000/base/busybox:1 (also tagged
-#     local/busybox:1) from busybox-static, and base/python:1 + base/static:1
-#     (the wizard's tests) from a debootstrap'd Debian, with no registry pull.
+#     local/busybox:1) from busybox-static, and with KILN_WIZARD_BASES=1
+#     (scripts/test.sh) base/python:1 + base/static:1 for the wizard's tests
+#     from a debootstrap'd Debian; no registry pull.
 # Safe to run again: each step checks first.
 set -euo pipefail
 
@@ -114,9 +115,11 @@ fi
 # nginxinc/nginx-unprivileged).
 static_base="$registry_addr/base/static:1"
 python_base="$registry_addr/base/python:1"
-if ! curl -fs -o /dev/null "http://$registry_addr/v2/base/static/manifests/1" \
-      -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
-   || ! docker_cli image inspect "$python_base" >/dev/null 2>&1; then
+if [ "${KILN_WIZARD_BASES:-0}" = 1 ] && {
+     ! curl -fs -o /dev/null "http://$registry_addr/v2/base/static/manifests/1" \
+         -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+     || ! docker_cli image inspect "$python_base" >/dev/null 2>&1
+   }; then
   command -v debootstrap >/dev/null || {
     log "installing debootstrap"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
@@ -157,4 +160,8 @@ NGINX
   docker_cli push "$python_base" >/dev/null
   rm -rf "$wizard_rootfs"
 fi
-log "ready: Docker Engine, registry $registry_addr, base images $base, $python_base, $static_base"
+if [ "${KILN_WIZARD_BASES:-0}" = 1 ]; then
+  log "ready: Docker Engine, registry $registry_addr, base images $base, $python_base, $static_base"
+else
+  log "ready: Docker Engine, registry $registry_addr, base image $base"
+fi

@@ -10,7 +10,9 @@
 //! * cold: an empty mirror (Kiln) / no clone (git);
 //! * warm after one new commit: Kiln's mirror from the cold run; for git, a
 //!   fresh `clone --depth 1` (what a tool without a mirror does) and, for
-//!   reference, `fetch --depth 1` + `checkout` in the clone from before.
+//!   reference, `fetch --depth 1` + `checkout` in the clone from before
+//!   (which rewrites one file, where a build context is written whole);
+//! * the same commit again: what Kiln pays with nothing to fetch.
 //!
 //! `cargo bench -p kiln-host --bench git` (needs git; scripts/setup.sh
 //! installs it).
@@ -179,6 +181,7 @@ async fn main() {
     let mut warm_kiln = Vec::new();
     let mut warm_clone = Vec::new();
     let mut warm_fetch = Vec::new();
+    let mut same_again = Vec::new();
     for run in 0..RUNS {
         let data = work.path().join(format!("data-{run}"));
         let fetcher = GitFetcher::new(&data);
@@ -200,6 +203,8 @@ async fn main() {
             &["commit", "-q", "-m", &format!("change {run}")],
         );
         warm_kiln.push(kiln_checkout(&fetcher, &url, &kiln_dest));
+        // Nothing new: the handshake and the export of the tree alone.
+        same_again.push(kiln_checkout(&fetcher, &url, &kiln_dest));
         warm_fetch.push(git_fetch_checkout(&git_dest));
         warm_clone.push(git_clone(&url, &work.path().join("git-fresh")));
         let _ = std::fs::remove_dir_all(&data);
@@ -230,5 +235,9 @@ async fn main() {
         ms(wk),
         ms(wf),
         ratio(wk, wf)
+    );
+    println!(
+        "| the same commit again (Kiln: handshake + writing the whole tree) | {} | | |",
+        ms(median(same_again))
     );
 }
