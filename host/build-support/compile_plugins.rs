@@ -57,12 +57,15 @@ pub fn compile_plugin(workspace: &Path, crate_dir: &str, package: &str) -> PathB
         .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
-/// Tell cargo to rebuild when the contract or the SDK changes.
+/// Tell cargo to rebuild when the contract, the SDK or the library crates
+/// the first-party plugins share change.
 pub fn rerun_on_sdk_change(workspace: &Path) {
     for path in [
         "wit",
         "sdk/src",
         "sdk/Cargo.toml",
+        "plugins/unpack",
+        "plugins/stacks",
         "Cargo.toml",
         "Cargo.lock",
     ] {
