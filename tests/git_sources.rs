@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use hyper::Method;
 use kiln_tests::git::{git, GitDaemon, GitHttp, RepoRoot, WorkRepo};
 use kiln_tests::*;
 use serde_json::{json, Value};
@@ -343,14 +342,7 @@ async fn private_repositories_over_http_need_the_orgs_git_credentials() {
         .contains("gitCredentials"));
 
     let save = |token: &'static str| json!({ "gitCredentials": { "127.0.0.1": { "username": "tester", "token": token } } });
-    let answer = t
-        .request_as(
-            Some(&t.token),
-            Method::PUT,
-            "/v1/secrets",
-            Some(serde_json::to_vec(&save("wrong-token-value")).unwrap()),
-        )
-        .await;
+    let answer = t.save_secrets(&save("wrong-token-value")).await;
     assert_eq!(answer.status, 200);
     let (record, _) = build_failed(&t, &git_build(&name, private.clone()), "GIT_AUTH_FAILED").await;
     assert!(record["failure"]["hint"]
@@ -358,14 +350,7 @@ async fn private_repositories_over_http_need_the_orgs_git_credentials() {
         .unwrap()
         .contains("read_repository"));
 
-    let answer = t
-        .request_as(
-            Some(&t.token),
-            Method::PUT,
-            "/v1/secrets",
-            Some(serde_json::to_vec(&save(TOKEN)).unwrap()),
-        )
-        .await;
+    let answer = t.save_secrets(&save(TOKEN)).await;
     assert_eq!(answer.status, 200);
     let id = t.create_build(&git_build(&name, private)).await;
     let record = t.wait_finished(&id, LIMIT).await;

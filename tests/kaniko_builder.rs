@@ -56,12 +56,7 @@ async fn a_missing_executor_image_is_a_clear_error_naming_it() {
 async fn kaniko_refuses_build_secrets_up_front() {
     let t = TestServer::start().await;
     let saved = t
-        .request_as(
-            Some(&t.token),
-            hyper::Method::PUT,
-            "/v1/secrets",
-            Some(serde_json::to_vec(&json!({"buildSecrets": {"TOKEN": "value-1234"}})).unwrap()),
-        )
+        .save_secrets(&json!({"buildSecrets": {"TOKEN": "value-1234"}}))
         .await;
     assert_eq!(saved.status, 200);
     for field in ["secrets", "secretBuildArgs"] {

@@ -127,13 +127,8 @@ async fn secrets_are_sealed_masked_per_org_and_never_read_back() {
 #[tokio::test]
 async fn a_secret_build_arg_reaches_the_build_and_is_masked_everywhere() {
     let t = TestServer::start().await;
-    t.request_as(
-        Some(&t.token),
-        Method::PUT,
-        "/v1/secrets",
-        Some(serde_json::to_vec(&json!({"buildSecrets": {"API_TOKEN": TOKEN_VALUE}})).unwrap()),
-    )
-    .await;
+    t.save_secrets(&json!({"buildSecrets": {"API_TOKEN": TOKEN_VALUE}}))
+        .await;
     let dockerfile = format!(
         "FROM {REGISTRY}/base/busybox:1\nARG API_TOKEN\nRUN echo \"the token is $API_TOKEN\" && test -n \"$API_TOKEN\"\n"
     );
@@ -157,13 +152,8 @@ async fn a_secret_build_arg_reaches_the_build_and_is_masked_everywhere() {
 #[tokio::test]
 async fn a_secret_mount_reaches_run_and_leaves_nothing_in_the_image() {
     let t = TestServer::start().await;
-    t.request_as(
-        Some(&t.token),
-        Method::PUT,
-        "/v1/secrets",
-        Some(serde_json::to_vec(&json!({"buildSecrets": {"API_TOKEN": TOKEN_VALUE}})).unwrap()),
-    )
-    .await;
+    t.save_secrets(&json!({"buildSecrets": {"API_TOKEN": TOKEN_VALUE}}))
+        .await;
     let marker = unique_name("mount");
     let dockerfile = format!(
         "FROM {REGISTRY}/base/busybox:1\nRUN --mount=type=secret,id=API_TOKEN,required=true echo \"{marker} sees $(cat /run/secrets/API_TOKEN)\" && test -s /run/secrets/API_TOKEN\nRUN test ! -e /run/secrets/API_TOKEN && echo {marker} gone afterwards\n"

@@ -232,6 +232,17 @@ impl Api {
     }
 
     /// A request with an explicit token (or none).
+    /// `PUT /v1/secrets` with `body`, as this client's token.
+    pub async fn save_secrets(&self, body: &Value) -> Answer {
+        self.request_as(
+            Some(&self.token),
+            Method::PUT,
+            "/v1/secrets",
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
     pub async fn request_as(
         &self,
         token: Option<&str>,
@@ -436,11 +447,31 @@ pub fn docker() -> bollard::Docker {
 
 /// Run `image` to completion and return what it printed on stdout.
 pub async fn run_image(image: &str) -> String {
-    use bollard::models::ContainerCreateBody;
-    use bollard::query_parameters::{
-        CreateContainerOptions, LogsOptions, RemoveContainerOptions, WaitContainerOptions,
-    };
+    use bollard::query_parameters::{LogsOptions, WaitContainerOptions};
     use futures_util::StreamExt;
+    let docker = docker();
+    let name = start_container(image).await;
+    let mut wait = docker.wait_container(&name, None::<WaitContainerOptions>);
+    while wait.next().await.is_some() {}
+    let mut out = String::new();
+    let mut logs = docker.logs(
+        &name,
+        Some(LogsOptions {
+            stdout: true,
+            ..Default::default()
+        }),
+    );
+    while let Some(Ok(chunk)) = logs.next().await {
+        out.push_str(&chunk.to_string());
+    }
+    remove_container(&name).await;
+    out
+}
+
+/// Create and start a container of `image` (its own command); its name.
+pub async fn start_container(image: &str) -> String {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::CreateContainerOptions;
     let docker = docker();
     let name = unique_name("kiln-test-run");
     docker
@@ -463,30 +494,56 @@ pub async fn run_image(image: &str) -> String {
         )
         .await
         .expect("start it");
-    let mut wait = docker.wait_container(&name, None::<WaitContainerOptions>);
-    while wait.next().await.is_some() {}
-    let mut out = String::new();
-    let mut logs = docker.logs(
-        &name,
-        Some(LogsOptions {
-            stdout: true,
-            ..Default::default()
-        }),
-    );
-    while let Some(Ok(chunk)) = logs.next().await {
-        out.push_str(&chunk.to_string());
-    }
-    docker
+    name
+}
+
+/// Remove a container, running or not.
+pub async fn remove_container(name: &str) {
+    docker()
         .remove_container(
-            &name,
-            Some(RemoveContainerOptions {
+            name,
+            Some(bollard::query_parameters::RemoveContainerOptions {
                 force: true,
                 ..Default::default()
             }),
         )
         .await
         .ok();
-    out
+}
+
+/// Start `image`, answer what `GET /` on its `port` returns (raw HTTP),
+/// remove the container.
+pub async fn serve_and_get(image: &str, port: u16) -> String {
+    let name = start_container(image).await;
+    let ip = docker()
+        .inspect_container(
+            &name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap()
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|networks| networks.into_values().find_map(|n| n.ip_address))
+        .filter(|ip| !ip.is_empty())
+        .expect("the container has an address");
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect((ip.as_str(), port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+                .await
+                .unwrap();
+            stream.read_to_string(&mut body).await.ok();
+            if !body.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    remove_container(&name).await;
+    body
 }
 
 /// A registry of our own for one test (Debian's `docker-registry`), on a

@@ -420,10 +420,10 @@ impl DockerEngine {
             None => params.dockerfile.clone(),
         };
         let renderer = if params.secrets.is_empty() {
-            self.solve_through_build_endpoint(context_dir, params, &dockerfile, sink)
+            self.solve_through_build_endpoint(context_dir, params, first, &dockerfile, sink)
                 .await?
         } else {
-            self.solve_with_secrets(context_dir, params, &dockerfile, sink)
+            self.solve_with_secrets(context_dir, params, first, &dockerfile, sink)
                 .await?
         };
         for extra in &params.tags[1..] {
@@ -470,16 +470,13 @@ impl DockerEngine {
         &self,
         context_dir: &Path,
         params: &BuildkitParams,
+        first: &str,
         dockerfile: &str,
         sink: &dyn LineSink,
     ) -> Result<progress::Renderer, BuildFailure> {
-        let first = params
-            .tags
-            .first()
-            .ok_or_else(|| BuildFailure::engine("a build needs at least one tag"))?;
         let options = BuildImageOptions {
             dockerfile: dockerfile.to_string(),
-            t: Some(first.clone()),
+            t: Some(first.to_string()),
             nocache: params.no_cache,
             rm: true,
             forcerm: true,

@@ -39,13 +39,10 @@ impl DockerEngine {
         &self,
         context_dir: &Path,
         params: &BuildkitParams,
+        first: &str,
         dockerfile: &str,
         sink: &dyn LineSink,
     ) -> Result<progress::Renderer, BuildFailure> {
-        let first = params
-            .tags
-            .first()
-            .ok_or_else(|| BuildFailure::engine("a build needs at least one tag"))?;
         let socket = self.unix_socket().ok_or_else(|| {
             BuildFailure::engine(
                 "build secrets need the Docker Engine on a local unix socket (DOCKER_HOST=unix://...)",
