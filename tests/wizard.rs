@@ -159,7 +159,49 @@ async fn detect_answers_without_building_and_lists_monorepo_projects() {
     let builds = t.get("/v1/builds").await.json();
     assert!(builds["builds"].as_array().unwrap().is_empty());
 
-    // A sub-project is built by its contextDir (here from git).
+    // A sub-project is built by its contextDir: from the same zip ...
+    let zipped = base64(&zip_dir(&fixture("monorepo-pnpm")));
+    let id = t
+        .create_build(&json!({
+            "name": unique_name("wizard-mono-zip"),
+            "zippedCode": zipped,
+            "contextDir": "packages/web",
+        }))
+        .await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    let log = t.log_text(&id).await;
+    assert_eq!(
+        record["status"], "BUILD_STATUS_SUCCEEDED",
+        "{record:#}\n{log}"
+    );
+    assert_eq!(record["request"]["contextDir"], "packages/web");
+    assert_eq!(record["wizard"]["stack"], "static", "{record:#}");
+    assert!(
+        log.contains("the directory packages/web is the build context"),
+        "{log}"
+    );
+    let id = t
+        .create_build(&json!({
+            "name": unique_name("wizard-mono-zip"),
+            "zippedCode": zipped,
+            "contextDir": "packages/nope",
+        }))
+        .await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    assert_eq!(
+        record["failure"]["reason"], "CONTEXT_DIR_NOT_FOUND",
+        "{record:#}"
+    );
+    let refused = t
+        .post_json(
+            "/v1/builds",
+            &json!({"name": "x", "zippedCode": zipped, "contextDir": "../up"}),
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.error_message().contains("contextDir"));
+
+    // ... or from git.
     let root = RepoRoot::new();
     let repo = root.repo("mono");
     std::process::Command::new("cp")

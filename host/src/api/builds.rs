@@ -130,6 +130,19 @@ async fn validate_create(
         }
     };
 
+    let context_dir = match request.context_dir.as_deref() {
+        None | Some("") | Some(".") => String::new(),
+        Some(_) if matches!(staged, Staged::Git(_)) => {
+            return Err(bad(
+                "a git build names its directory as `gitSource.contextDir`, not `contextDir`"
+                    .into(),
+            ))
+        }
+        Some(dir) => {
+            validate::check_context_path("contextDir", dir).map_err(bad)?;
+            crate::git::export::normalized_dir(dir)
+        }
+    };
     let dockerfile = request.dockerfile.unwrap_or_else(|| "Dockerfile".into());
     validate::check_context_path("dockerfile", &dockerfile).map_err(bad)?;
     let tags = request.tags.unwrap_or_else(|| vec!["latest".into()]);
@@ -251,6 +264,7 @@ async fn validate_create(
             profile,
             secret_build_args,
             secrets: secret_mounts,
+            context_dir,
         },
         image_refs,
         digest: None,

@@ -80,6 +80,10 @@ pub struct CreateBuildRequest {
     pub context_url: Option<String>,
     #[serde(default)]
     pub dockerfile: Option<String>,
+    /// A directory of the context to build instead of its root (one
+    /// project of a monorepo, as `wizard:detect` lists them).
+    #[serde(default)]
+    pub context_dir: Option<String>,
     #[serde(default)]
     pub builder: Option<String>,
     #[serde(default)]

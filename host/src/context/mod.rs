@@ -22,6 +22,8 @@ pub enum ContextError {
     DockerfileNotFound { name: String, hint: String },
     #[error("cannot prepare the context: {0}")]
     Io(String),
+    #[error("contextDir `{dir}` is not a directory of the context; give a directory relative to the context's root (wizard:detect lists a monorepo's)")]
+    DirNotFound { dir: String },
 }
 
 /// `relative` joined to `root`, if it has no `..`, root or prefix parts.
@@ -165,6 +167,23 @@ pub fn apply_dockerignore(
     apply_dockerignore_text(root, dockerfile, &text).map(Some)
 }
 
+/// Make `dir` (relative to `root`) the context: it must be a real
+/// directory inside `root`, reached through no link. The rest of the tree
+/// is moved to `set_aside`.
+pub fn narrow_to(root: &Path, dir: &str, set_aside: &Path) -> Result<(), ContextError> {
+    let missing = || ContextError::DirNotFound {
+        dir: dir.to_string(),
+    };
+    let target = join_inside(root, dir).ok_or_else(missing)?;
+    let is_dir = std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir());
+    if !is_dir || !ancestors_are_real_dirs(root, &target) {
+        return Err(missing());
+    }
+    std::fs::rename(root, set_aside).map_err(|e| ContextError::Io(e.to_string()))?;
+    let moved = set_aside.join(target.strip_prefix(root).expect("inside"));
+    std::fs::rename(&moved, root).map_err(|e| ContextError::Io(e.to_string()))
+}
+
 /// Remove what `.dockerignore` text (one a builder generated) excludes.
 pub fn apply_dockerignore_text(
     root: &Path,
@@ -286,6 +305,32 @@ pub fn find_dockerfile(root: &Path, name: &str) -> Result<PathBuf, ContextError>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_context_dir_must_be_a_real_directory_inside() {
+        let work = tempfile::tempdir().unwrap();
+        let root = work.path().join("context");
+        std::fs::create_dir_all(root.join("apps/web")).unwrap();
+        std::fs::write(root.join("apps/web/index.html"), "hi").unwrap();
+        std::fs::write(root.join("apps/file"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("apps/etc")).unwrap();
+        std::os::unix::fs::symlink("web", root.join("apps/alias")).unwrap();
+        for bad in ["apps/file", "apps/etc", "apps/alias", "../x", "apps/none"] {
+            let aside = work.path().join("aside");
+            let error = narrow_to(&root, bad, &aside).unwrap_err();
+            assert!(matches!(error, ContextError::DirNotFound { .. }), "{bad}");
+            assert!(
+                root.join("apps/web/index.html").exists(),
+                "{bad}: nothing moved"
+            );
+        }
+        narrow_to(&root, "apps/web", &work.path().join("aside")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("index.html")).unwrap(),
+            "hi"
+        );
+    }
+
     use super::*;
 
     fn write(root: &Path, path: &str, text: &str) {

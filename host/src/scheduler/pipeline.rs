@@ -102,6 +102,7 @@ fn from_context(error: ContextError) -> Failure {
         ContextError::Invalid(_) => FailureReason::ContextInvalid,
         ContextError::DockerfileNotFound { .. } => FailureReason::DockerfileNotFound,
         ContextError::Io(_) => FailureReason::Internal,
+        ContextError::DirNotFound { .. } => FailureReason::ContextDirNotFound,
     };
     failure(reason, error.to_string(), None)
 }
@@ -378,6 +379,14 @@ impl Pipeline<'_> {
             .collect();
         context::apply_modes(root, &modes).map_err(from_context)?;
         context::create_symlinks(root, &links).map_err(from_context)?;
+        let dir = &self.record.request.context_dir;
+        if !dir.is_empty() {
+            let set_aside = self.paths.workspace.join("outside-context-dir");
+            context::narrow_to(root, dir, &set_aside).map_err(from_context)?;
+            self.log.system(&format!(
+                "context: the directory {dir} is the build context"
+            ));
+        }
         let dockerfile = &self.record.request.dockerfile;
         if let Some(report) = context::apply_dockerignore(root, dockerfile).map_err(from_context)? {
             self.log.system(&format!(

@@ -71,6 +71,10 @@ pub struct BuildSpec {
     /// Names of build secrets mounted with `RUN --mount=type=secret,id=NAME`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// The directory of the context that is built (empty: its root). Git
+    /// sources narrow at checkout instead (`source.git.contextDir`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub context_dir: String,
 }
 
 /// Where the build's context comes from.
