@@ -69,6 +69,8 @@ pub struct Writer<'a> {
     links: Vec<(String, String)>,
     /// Submodule commits found: path relative to the destination, commit.
     pub gitlinks: Vec<(String, gix::ObjectId)>,
+    /// Files found by the walk, written together afterwards.
+    pending: Vec<(PathBuf, gix::ObjectId, u32)>,
 }
 
 impl<'a> Writer<'a> {
@@ -81,11 +83,23 @@ impl<'a> Writer<'a> {
             entries: 0,
             links: Vec::new(),
             gitlinks: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
-    /// Write `tree` at `prefix` (relative to the destination).
+    /// Write `tree` at `prefix` (relative to the destination): walk it
+    /// (directories, links, limits), then write its files on a few threads.
     pub fn write_tree(
+        &mut self,
+        repo: &gix::Repository,
+        tree: &gix::Tree<'_>,
+        prefix: &str,
+    ) -> Result<(), GitError> {
+        self.walk(repo, tree, prefix)?;
+        self.write_pending(repo)
+    }
+
+    fn walk(
         &mut self,
         repo: &gix::Repository,
         tree: &gix::Tree<'_>,
@@ -121,25 +135,15 @@ impl<'a> Writer<'a> {
             match kind {
                 EntryKind::Tree => {
                     let sub = repo.find_tree(id).map_err(internal)?;
-                    self.write_tree(repo, &sub, &relative)?;
+                    self.walk(repo, &sub, &relative)?;
                 }
                 EntryKind::Blob | EntryKind::BlobExecutable => {
-                    let blob = repo.find_blob(id).map_err(internal)?;
-                    self.add_bytes(blob.data.len() as u64)?;
-                    let path = self.path_of(&relative);
                     let mode = if kind == EntryKind::BlobExecutable {
                         0o755
                     } else {
                         0o644
                     };
-                    let mut file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(mode)
-                        .open(&path)
-                        .map_err(|e| io_error(&path, e))?;
-                    file.write_all(&blob.data).map_err(|e| io_error(&path, e))?;
-                    self.files += 1;
+                    self.pending.push((self.path_of(&relative), id, mode));
                 }
                 EntryKind::Link => {
                     let blob = repo.find_blob(id).map_err(internal)?;
@@ -171,14 +175,71 @@ impl<'a> Writer<'a> {
         })
     }
 
-    fn add_bytes(&mut self, n: u64) -> Result<(), GitError> {
-        self.bytes += n;
-        if self.bytes > self.limits.max_bytes {
-            return Err(GitError::TooLarge(format!(
-                "more than {} bytes of files",
-                self.limits.max_bytes
-            )));
+    /// Write the walked files, split across up to four threads (reading
+    /// and inflating objects is most of the cost); the byte limit is shared.
+    fn write_pending(&mut self, repo: &gix::Repository) -> Result<(), GitError> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return Ok(());
         }
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4);
+        let shared = repo.clone().into_sync();
+        let bytes = AtomicU64::new(self.bytes);
+        let stop = AtomicBool::new(false);
+        let max_bytes = self.limits.max_bytes;
+        let chunk = pending.len().div_ceil(workers);
+        let results: Vec<Result<(), GitError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pending
+                .chunks(chunk)
+                .map(|files| {
+                    let (shared, bytes, stop) = (&shared, &bytes, &stop);
+                    scope.spawn(move || -> Result<(), GitError> {
+                        let repo = shared.to_thread_local();
+                        for (path, id, mode) in files {
+                            if stop.load(Ordering::Relaxed) {
+                                return Ok(());
+                            }
+                            let fail = |e: GitError| {
+                                stop.store(true, Ordering::Relaxed);
+                                e
+                            };
+                            let blob = repo
+                                .find_blob(*id)
+                                .map_err(|e| fail(GitError::Internal(super::error_chain(&e))))?;
+                            let len = blob.data.len() as u64;
+                            if bytes.fetch_add(len, Ordering::Relaxed) + len > max_bytes {
+                                return Err(fail(GitError::TooLarge(format!(
+                                    "more than {max_bytes} bytes of files"
+                                ))));
+                            }
+                            let mut file = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .mode(*mode)
+                                .open(path)
+                                .map_err(|e| fail(io_error(path, e)))?;
+                            file.write_all(&blob.data)
+                                .map_err(|e| fail(io_error(path, e)))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(GitError::Internal("a checkout thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>, GitError>>()?;
+        self.bytes = bytes.load(Ordering::Relaxed);
+        self.files += pending.len() as u64;
         Ok(())
     }
 
