@@ -59,6 +59,17 @@ pub struct ServerConfig {
     pub wizard_base_images: BTreeMap<String, String>,
 }
 
+/// Whether a host name (without port) is this machine: `localhost` or a
+/// loopback address. Kiln speaks plain HTTP to registries, and sends git
+/// credentials in clear text, only to such hosts.
+pub fn is_loopback_host(name: &str) -> bool {
+    name == "localhost"
+        || name
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The executor image when none is configured: the maintained fork
 /// (upstream Kaniko was archived in 2025), pinned.
 pub const DEFAULT_KANIKO_IMAGE: &str = "ghcr.io/osscontainertools/kaniko:v1.28.0";

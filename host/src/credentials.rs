@@ -108,7 +108,7 @@ impl CredentialStores {
         answer.map_err(|e| CredentialError::Refused {
             plugin: plugin_id.to_string(),
             org: org.to_string(),
-            message: plugin_error_text(e),
+            message: e.into_message(),
         })
     }
 
@@ -233,12 +233,4 @@ impl CredentialStores {
 
 fn key(kind: SecretKind, name: &str) -> String {
     format!("{}/{name}", kind.as_str())
-}
-
-fn plugin_error_text(error: crate::plugins::bindings::types::PluginError) -> String {
-    use crate::plugins::bindings::types::PluginError as E;
-    match error {
-        E::InvalidInput(m) | E::ContextInvalid(m) | E::Denied(m) | E::Internal(m) => m,
-        E::Engine(f) => f.message,
-    }
 }

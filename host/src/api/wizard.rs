@@ -14,9 +14,8 @@ use super::{json_response, read_json, ApiError, ApiState, Body};
 use crate::capabilities::Capabilities;
 use crate::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
 use crate::plugins::bindings::source::exports::kiln::plugin::source::SourceSpec;
-use crate::plugins::bindings::types as wit;
 use crate::plugins::Preopens;
-use crate::scheduler::staged_file_name;
+use crate::scheduler::{staged_archive, wizard_base_images};
 
 /// The detect body: one context, and what to look at.
 #[derive(Debug, Deserialize)]
@@ -80,14 +79,11 @@ pub async fn detect(
     staged
         .stage(&state.config.data_dir, &input)
         .map_err(ApiError::internal)?;
-    let format = summary.format.clone().unwrap_or_else(|| "zip".into());
+    let (input_path, options) = staged_archive(summary.format.as_deref());
     let spec = SourceSpec {
         kind: summary.kind.clone(),
-        input_path: Some(format!("/input/{}", staged_file_name(&format))),
-        options: vec![wit::KeyValue {
-            key: "format".into(),
-            value: format,
-        }],
+        input_path,
+        options,
         max_unpacked_bytes: state.config.max_context_bytes,
         max_entries: state.config.max_context_entries,
     };
@@ -106,28 +102,20 @@ pub async fn detect(
         .map_err(|e| {
             bad(format!(
                 "the context cannot be unpacked: {}",
-                plugin_message(e)
+                e.into_message()
             ))
         })?;
     let request = DetectRequest {
         path,
         monorepo: body.monorepo.unwrap_or(true),
-        base_images: state
-            .config
-            .wizard_base_images
-            .iter()
-            .map(|(k, v)| wit::KeyValue {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
+        base_images: wizard_base_images(&state.config),
     };
     let projects = state
         .runtime
         .detect(wizard, &context, &request)
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| bad(plugin_message(e)))?;
+        .map_err(|e| bad(e.into_message()))?;
     let projects: Vec<_> = projects
         .into_iter()
         .map(|p| {
@@ -148,14 +136,4 @@ pub async fn detect(
         StatusCode::OK,
         &json!({ "projects": projects, "detected": !projects.is_empty() }),
     ))
-}
-
-fn plugin_message(error: wit::PluginError) -> String {
-    match error {
-        wit::PluginError::InvalidInput(m)
-        | wit::PluginError::ContextInvalid(m)
-        | wit::PluginError::Denied(m)
-        | wit::PluginError::Internal(m) => m,
-        wit::PluginError::Engine(f) => f.message,
-    }
 }

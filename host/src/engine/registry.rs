@@ -46,11 +46,7 @@ pub fn plain_http(host: &str) -> bool {
         .rsplit_once(':')
         .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
         .map_or(host, |(name, _)| name);
-    name == "localhost"
-        || name
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    crate::config::is_loopback_host(name)
 }
 
 /// `host/repo/path:tag` → (host, repository, tag).

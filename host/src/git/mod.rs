@@ -138,31 +138,6 @@ pub enum GitError {
     Internal(String),
 }
 
-impl GitError {
-    /// A stable, machine-readable name for the failure (the plugin and the
-    /// API carry it).
-    pub fn code(&self) -> &'static str {
-        match self {
-            GitError::InvalidUrl { .. } => "invalid-url",
-            GitError::HostNotPermitted { .. } => "host-not-permitted",
-            GitError::RepositoryNotFound { .. } => "repository-not-found",
-            GitError::AuthenticationRequired { .. } | GitError::ClearTextCredentials { .. } => {
-                "authentication-required"
-            }
-            GitError::AuthenticationFailed { .. } => "authentication-failed",
-            GitError::UnknownReference { .. } | GitError::AmbiguousReference { .. } => {
-                "unknown-reference"
-            }
-            GitError::ContextDirMissing { .. } | GitError::ContextDirNotDirectory { .. } => {
-                "context-dir-missing"
-            }
-            GitError::UnsafeTree(_) | GitError::TooLarge(_) => "context-invalid",
-            GitError::Submodule { .. } => "submodule",
-            GitError::Fetch { .. } | GitError::Cancelled { .. } | GitError::Internal(_) => "fetch",
-        }
-    }
-}
-
 /// Fetches into mirrors and exports trees. Cheap to clone.
 #[derive(Clone)]
 pub struct GitFetcher {
@@ -315,7 +290,7 @@ impl GitFetcher {
                     | GitError::RepositoryNotFound { .. }
                     | GitError::Cancelled { .. }),
                 ) => return Err(e),
-                Err(e) if has_object(&repo, id) => {
+                Err(e) if repo.has_object(id) => {
                     tracing::debug!("fetch by id failed ({e}); the mirror has the commit");
                     false
                 }
@@ -482,10 +457,6 @@ fn reopen(path: &Path) -> Result<gix::Repository, GitError> {
             error_chain(&e)
         ))
     })
-}
-
-fn has_object(repo: &gix::Repository, id: gix::ObjectId) -> bool {
-    repo.has_object(id)
 }
 
 fn is_commit(repo: &gix::Repository, id: gix::ObjectId) -> bool {
@@ -686,7 +657,7 @@ fn fetch_specs(
         .collect();
     if !wanted.is_empty()
         && !specs.iter().any(|s| s.contains('*'))
-        && wanted.iter().all(|id| has_object(repo, *id))
+        && wanted.iter().all(|id| repo.has_object(id))
     {
         return Ok(FetchOutcome {
             resolved,

@@ -85,14 +85,7 @@ impl RepoUrl {
     /// forge on loopback), never across a network.
     pub fn may_carry_credentials(&self) -> bool {
         match self.scheme.as_str() {
-            "http" => {
-                self.host == "localhost"
-                    || self
-                        .host
-                        .trim_matches(|c| c == '[' || c == ']')
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
+            "http" => crate::config::is_loopback_host(&self.host),
             "https" | "ssh" => true,
             _ => false,
         }

@@ -56,3 +56,16 @@ pub mod detector {
 }
 
 pub use builder::kiln::plugin::{engine, log, types};
+
+impl types::PluginError {
+    /// What the plugin said, whichever kind of error it is.
+    pub fn into_message(self) -> String {
+        match self {
+            types::PluginError::InvalidInput(m)
+            | types::PluginError::ContextInvalid(m)
+            | types::PluginError::Denied(m)
+            | types::PluginError::Internal(m) => m,
+            types::PluginError::Engine(failure) => failure.message,
+        }
+    }
+}

@@ -16,7 +16,7 @@ mod failure;
 mod pipeline;
 
 pub use failure::hint_for;
-pub use pipeline::staged_file_name;
+pub use pipeline::{staged_archive, staged_file_name, wizard_base_images};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -97,6 +97,32 @@ pub fn staged_file_name(format: &str) -> String {
     format!("context.{format}")
 }
 
+/// Where an archive source plugin finds its staged input (`zip` when no
+/// format is known), and the `format` option telling it what it is.
+pub fn staged_archive(format: Option<&str>) -> (Option<String>, Vec<wit::KeyValue>) {
+    let format = format.unwrap_or("zip");
+    (
+        Some(format!("/input/{}", staged_file_name(format))),
+        vec![wit::KeyValue {
+            key: "format".into(),
+            value: format.to_string(),
+        }],
+    )
+}
+
+/// The operator's base images per stack, as the wizard's detector and
+/// builder take them.
+pub fn wizard_base_images(config: &ServerConfig) -> Vec<wit::KeyValue> {
+    config
+        .wizard_base_images
+        .iter()
+        .map(|(stack, image)| wit::KeyValue {
+            key: stack.clone(),
+            value: image.clone(),
+        })
+        .collect()
+}
+
 fn from_context(error: ContextError) -> Failure {
     let reason = match &error {
         ContextError::Invalid(_) => FailureReason::ContextInvalid,
@@ -222,13 +248,7 @@ impl Pipeline<'_> {
                 ],
             ),
             (None, Some(url), _) => (None, vec![kv("url", url)]),
-            (None, None, format) => {
-                let format = format.clone().unwrap_or_else(|| "zip".into());
-                (
-                    Some(format!("/input/{}", staged_file_name(&format))),
-                    vec![kv("format", &format)],
-                )
-            }
+            (None, None, format) => staged_archive(format.as_deref()),
         };
         let spec = wit_source::SourceSpec {
             kind: kind.clone(),
@@ -426,7 +446,7 @@ impl Pipeline<'_> {
         let request = DetectRequest {
             path: String::new(),
             monorepo: false,
-            base_images: self.wizard_base_images(),
+            base_images: wizard_base_images(self.config),
         };
         let projects = self
             .runtime
@@ -475,18 +495,6 @@ impl Pipeline<'_> {
                     None,
                 )
             })
-    }
-
-    /// The operator's base images per stack, for the wizard.
-    fn wizard_base_images(&self) -> Vec<wit::KeyValue> {
-        self.config
-            .wizard_base_images
-            .iter()
-            .map(|(stack, image)| wit::KeyValue {
-                key: stack.clone(),
-                value: image.clone(),
-            })
-            .collect()
     }
 
     /// The values of the build's secrets (build args, then mounts) and the
@@ -589,6 +597,7 @@ impl Pipeline<'_> {
         let profile = crate::config::profile(&spec.profile)
             .or_else(|| crate::config::profile(&self.config.default_profile))
             .unwrap_or(crate::config::PROFILES[1]);
+        let labels = self.standard_labels(checkout);
         let request = wit_build::BuildRequest {
             build_id: self.record.build_id.clone(),
             dockerfile: spec.dockerfile.clone(),
@@ -610,7 +619,7 @@ impl Pipeline<'_> {
                 memory_bytes: profile.memory_bytes,
                 nano_cpus: profile.nano_cpus,
             },
-            options: self.host_facts(checkout),
+            options: self.host_facts(&labels),
         };
         let caps = Capabilities::new(
             &plugin.manifest.id,
@@ -626,7 +635,7 @@ impl Pipeline<'_> {
             registry_auth,
             memory_bytes: profile.memory_bytes,
             nano_cpus: profile.nano_cpus,
-            labels: self.standard_labels(checkout),
+            labels,
         });
         let preopens = Preopens {
             context: Some(self.paths.context.clone()),
@@ -654,7 +663,7 @@ impl Pipeline<'_> {
     /// What the host tells every builder (`kiln.*` options): the registry,
     /// whether it speaks plain HTTP, a cache repository, the configured
     /// executor image, and the labels every image must carry.
-    fn host_facts(&self, checkout: Option<&Checkout>) -> Vec<wit::KeyValue> {
+    fn host_facts(&self, labels: &[(String, String)]) -> Vec<wit::KeyValue> {
         let registry = &self.config.registry;
         let kv = |key: String, value: String| wit::KeyValue { key, value };
         let mut facts = vec![
@@ -672,10 +681,10 @@ impl Pipeline<'_> {
                 self.config.kaniko_image.clone(),
             ),
         ];
-        for (key, value) in self.standard_labels(checkout) {
-            facts.push(kv(format!("kiln.label.{key}"), value));
+        for (key, value) in labels {
+            facts.push(kv(format!("kiln.label.{key}"), value.clone()));
         }
-        for base in self.wizard_base_images() {
+        for base in wizard_base_images(self.config) {
             facts.push(kv(format!("kiln.wizard.base.{}", base.key), base.value));
         }
         facts
