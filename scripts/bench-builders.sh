@@ -30,7 +30,7 @@ else
   kaniko_image=""
 fi
 
-cargo build --quiet -p kiln-host
+cargo build -p kiln
 target/debug/kiln serve --listen "$listen" --data-dir "$data_dir" --config "$work/kiln.toml" "${extra[@]}" >"$state/bench-builders.log" 2>&1 &
 kiln_pid=$!
 trap 'kill $kiln_pid 2>/dev/null; rm -rf "$data_dir" "$work"' EXIT

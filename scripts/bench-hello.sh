@@ -14,7 +14,7 @@ listen=127.0.0.1:7899
 server="http://$listen"
 docker_cli=/usr/bin/docker; [ -x "$docker_cli" ] || docker_cli=docker
 
-cargo build --quiet -p kiln-host
+cargo build -p kiln
 target/debug/kiln serve --listen "$listen" --data-dir "$data_dir" >"$state/bench.log" 2>&1 &
 kiln_pid=$!
 trap 'kill $kiln_pid 2>/dev/null; rm -rf "$data_dir"' EXIT

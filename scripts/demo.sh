@@ -17,7 +17,7 @@ listen="${KILN_LISTEN:-127.0.0.1:7878}"
 server="http://$listen"
 
 echo "== building kiln"
-cargo build --quiet -p kiln-host
+cargo build -p kiln
 kiln="$repo/target/debug/kiln"
 
 echo "== starting kiln serve on $listen (data in $data_dir)"

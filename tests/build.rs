@@ -3,7 +3,7 @@
 //! (`<OUT_DIR>/fixture-plugins/<id>/{plugin.toml, <id>.wasm}`) that a test
 //! server loads with `plugin_dirs`.
 
-#[path = "../host/build-support/compile_plugins.rs"]
+#[path = "../host/server/build-support/compile_plugins.rs"]
 mod compile_plugins;
 
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ const FIXTURES: &[(&str, &str)] = &[
     ("engine-caller", "kiln-test-plugin-engine-caller"),
     ("log-flood", "kiln-test-plugin-log-flood"),
     ("container-runner", "kiln-test-plugin-container-runner"),
+    ("future-contract", "kiln-test-plugin-future-contract"),
 ];
 
 fn main() {

@@ -29,7 +29,7 @@ async fn server() -> TestServer {
         c.plugin_dirs = vec![dir];
         c.plugin_grants.insert(
             "container-runner".into(),
-            kiln_tests::kiln_host::config::FileConfig::parse_grant("grant = \"asked\""),
+            kiln_tests::kiln_server::config::FileConfig::parse_grant("grant = \"asked\""),
         );
     })
     .await;

@@ -104,12 +104,12 @@ async fn an_org_on_file_credentials_reads_its_mounted_file_and_cannot_write_it()
 #[tokio::test]
 async fn routing_an_org_to_a_plugin_that_is_not_a_store_stops_the_start() {
     let data = tempfile::tempdir().unwrap();
-    let mut config = kiln_host::config::ServerConfig::new(data.path());
+    let mut config = kiln_server::config::ServerConfig::new(data.path());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config
         .credential_orgs
         .insert("default".into(), "buildkit".into());
-    let error = kiln_host::Server::start(config)
+    let error = kiln_server::Server::start(config)
         .await
         .err()
         .expect("the start is refused")

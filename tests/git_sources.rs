@@ -71,7 +71,7 @@ async fn build_failed(t: &TestServer, body: &Value, reason: &str) -> (Value, Str
 
 /// The commits a mirror holds, counted by git itself.
 fn mirror_commit_count(t: &TestServer, url: &str) -> usize {
-    let mirror = kiln_host::git::GitFetcher::new(t.data_dir.path()).mirror_path("default", url);
+    let mirror = kiln_server::git::GitFetcher::new(t.data_dir.path()).mirror_path("default", url);
     git(
         &mirror,
         &["rev-list", "--all", "--count", "--no-object-names"],
@@ -287,7 +287,7 @@ async fn hosts_the_operator_did_not_grant_are_refused() {
     let t = TestServer::start_with(|config| {
         config.plugin_grants.insert(
             "git".into(),
-            kiln_host::config::FileConfig::parse_grant("git = [\"git.example.com\"]\n"),
+            kiln_server::config::FileConfig::parse_grant("git = [\"git.example.com\"]\n"),
         );
     })
     .await;

@@ -184,8 +184,8 @@ async fn an_import_that_was_not_granted_is_refused_at_load_and_a_grant_outside_t
     assert_eq!(status, 404, "nothing was pushed");
 }
 
-fn toml_grant(text: &str) -> kiln_tests::kiln_host::config::PluginGrant {
-    kiln_tests::kiln_host::config::FileConfig::parse_grant(text)
+fn toml_grant(text: &str) -> kiln_tests::kiln_server::config::PluginGrant {
+    kiln_tests::kiln_server::config::FileConfig::parse_grant(text)
 }
 
 #[tokio::test]
@@ -200,7 +200,7 @@ async fn invalid_and_lying_plugins_are_listed_as_load_errors_and_the_rest_load()
     let not_wasm = "schema_version = 1\nid = \"not-wasm\"\nversion = \"1\"\napi = \"0.1.0\"\ncomponent = \"component.wasm\"\n[kinds]\nbuilder = [\"not-wasm\"]\n";
     let hijack = "schema_version = 1\nid = \"hijack\"\nversion = \"1\"\napi = \"0.1.0\"\ncomponent = \"component.wasm\"\n[kinds]\nbuilder = [\"buildkit\"]\n";
     let plugins = plugin_dir_with(
-        &["loop-forever"],
+        &["loop-forever", "future-contract"],
         &[
             ("a-lying-sha", &lying_sha, &panic),
             ("b-lying-world", lying_world, &source),
@@ -236,6 +236,12 @@ async fn invalid_and_lying_plugins_are_listed_as_load_errors_and_the_rest_load()
     );
     assert!(
         errors["hijack"].contains("`buildkit` is already provided by plugin buildkit"),
+        "{errors:#?}"
+    );
+    // Regression (#11): `0.10.0` is not `0.1`; the message names both.
+    assert!(
+        errors["future-contract"].contains("kiln:plugin/source@0.10.0")
+            && errors["future-contract"].contains("kiln:plugin@0.1.x"),
         "{errors:#?}"
     );
     let ids: Vec<&str> = listed["plugins"]

@@ -5,7 +5,7 @@
 //! only runnable image, the missing-image error, secrets refused, and the
 //! registry manifest the builder reads back — runs against the real engine
 //! and registry. (Argument mapping, log rendering and error mapping are
-//! unit-tested in `plugins/kaniko` and `host/src/engine/kaniko_log.rs`.)
+//! unit-tested in `plugins/kaniko` and `host/server/src/engine/kaniko_log.rs`.)
 
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ async fn the_registry_manifest_matches_what_the_engine_pushed() {
     let record = t.wait_finished(&id, LIMIT).await;
     assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
     let reference = record["imageRefs"][0].as_str().unwrap();
-    let pushed = kiln_host::engine::registry::manifest(reference, None)
+    let pushed = kiln_server::engine::registry::manifest(reference, None)
         .await
         .unwrap();
     assert_eq!(pushed.digest, record["digest"].as_str().unwrap());
@@ -91,7 +91,7 @@ async fn the_registry_manifest_matches_what_the_engine_pushed() {
         record["metrics"]["layerCount"].as_u64().unwrap()
     );
     assert!(pushed.size_bytes > 0);
-    let missing = kiln_host::engine::registry::manifest(
+    let missing = kiln_server::engine::registry::manifest(
         &format!("{REGISTRY}/default/no-such-image-{}:v1", unique_name("x")),
         None,
     )

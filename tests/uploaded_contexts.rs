@@ -286,3 +286,52 @@ async fn dockerignore_is_honored_for_inline_and_uploaded_contexts() {
     let uploaded = json!({ "name": unique_name("ignored"), "noCache": true, "contextId": id });
     assert_eq!(files_seen(&t, uploaded).await, expected);
 }
+
+/// Regression (#11): `wizard:detect` materializes a context the way a
+/// build does (one step for both), so it sees the links the host creates
+/// and refuses the ones a build refuses. It used to skip the host's half:
+/// a site whose `index.html` is a link was "nothing detected", and a link
+/// out of the context went unnoticed.
+#[tokio::test]
+async fn issue_11_detect_sees_the_context_a_build_sees() {
+    let t = TestServer::start().await;
+    let detect = async |archive: Vec<u8>| {
+        let uploaded = t.upload(archive).await;
+        assert_eq!(uploaded.status, 201, "{}", uploaded.error_message());
+        let id = uploaded.json()["contextId"].as_str().unwrap().to_string();
+        t.post_json(
+            "/v1/wizard:detect",
+            &json!({ "contextId": id, "monorepo": false }),
+        )
+        .await
+    };
+    let linked = tar_entries(&[
+        TarEntry::File("site/index.html", b"<h1>linked</h1>\n", 0o644),
+        TarEntry::Symlink("index.html", "site/index.html"),
+    ]);
+    let answer = detect(linked).await;
+    assert_eq!(answer.status, 200, "{}", answer.error_message());
+    assert_eq!(
+        answer.json()["projects"][0]["stack"],
+        "static",
+        "{}",
+        answer.json()
+    );
+
+    let escaping = tar_entries(&[
+        TarEntry::File("index.html", b"<h1>hi</h1>\n", 0o644),
+        TarEntry::Symlink("sneaky", "/etc/passwd"),
+    ]);
+    let answer = detect(escaping).await;
+    assert_eq!(
+        answer.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let message = answer.error_message();
+    assert!(
+        message.contains("sneaky") && message.contains("/etc/passwd"),
+        "{message}"
+    );
+}

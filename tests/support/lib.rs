@@ -15,7 +15,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-pub use kiln_host;
+pub use kiln_server;
 
 pub mod git;
 
@@ -53,7 +53,7 @@ pub struct Api {
 /// A running server (in this process) and a client holding the `default`
 /// organization's admin token.
 pub struct TestServer {
-    pub server: kiln_host::Server,
+    pub server: kiln_server::Server,
     pub data_dir: tempfile::TempDir,
     api: Api,
 }
@@ -98,13 +98,13 @@ impl TestServer {
     }
 
     /// A server whose configuration `adjust` may change first.
-    pub async fn start_with(adjust: impl FnOnce(&mut kiln_host::config::ServerConfig)) -> Self {
+    pub async fn start_with(adjust: impl FnOnce(&mut kiln_server::config::ServerConfig)) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
-        let mut config = kiln_host::config::ServerConfig::new(data_dir.path());
+        let mut config = kiln_server::config::ServerConfig::new(data_dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.registry = REGISTRY.into();
         adjust(&mut config);
-        let server = kiln_host::Server::start(config)
+        let server = kiln_server::Server::start(config)
             .await
             .expect("the server starts (did scripts/setup.sh run?)");
         let token = server.admin_token().unwrap();
@@ -117,7 +117,7 @@ impl TestServer {
     }
 
     /// The server's store (to flush it before reading its files raw).
-    pub fn store(&self) -> &kiln_host::store::Store {
+    pub fn store(&self) -> &kiln_server::store::Store {
         self.server.store()
     }
 

@@ -70,35 +70,61 @@ fn read(dir: &Path, name: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(name)).ok()
 }
 
-/// A JSON string value at `"key": "value"` inside the object named `section`
-/// (`""` for the top level) — enough of package.json without a parser.
-fn json_field(text: &str, section: &str, key: &str) -> Option<String> {
-    let scope = if section.is_empty() {
-        text
-    } else {
-        let start = text.find(&format!("\"{section}\""))?;
-        let rest = &text[start..];
-        let open = rest.find('{')?;
-        let close = rest[open..].find('}')?;
-        &rest[open..open + close]
-    };
-    let needle = format!("\"{key}\"");
-    let at = scope.find(&needle)?;
-    let after = scope[at + needle.len()..].trim_start().strip_prefix(':')?;
-    let after = after.trim_start().strip_prefix('"')?;
-    Some(after[..after.find('"')?].to_string())
+/// `package.json`, parsed: what the Node rule reads of it.
+#[derive(Debug, Default, serde::Deserialize)]
+struct PackageJson {
+    #[serde(default)]
+    main: Option<String>,
+    #[serde(default)]
+    scripts: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    dependencies: BTreeMap<String, serde_json::Value>,
 }
 
-fn has_key(text: &str, section: &str, key: &str) -> bool {
-    let Some(start) = text.find(&format!("\"{section}\"")) else {
-        return false;
-    };
-    let rest = &text[start..];
-    let Some(open) = rest.find('{') else {
-        return false;
-    };
-    let close = rest[open..].find('}').unwrap_or(rest.len() - open);
-    rest[open..open + close].contains(&format!("\"{key}\""))
+/// Parse a JSON manifest; a broken one reads as empty, and says so in the
+/// reasons (the build would fail on it anyway, with the tool's own message).
+fn parse_json<T: serde::de::DeserializeOwned + Default>(
+    text: &str,
+    file: &str,
+    reasons: &mut Vec<String>,
+) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        reasons.push(format!("{file} is not valid JSON ({e}); read as empty"));
+        T::default()
+    })
+}
+
+/// Parse a TOML manifest as a table; a broken one reads as empty, and says so.
+fn parse_toml(text: &str, file: &str, reasons: &mut Vec<String>) -> toml::Table {
+    text.parse::<toml::Table>().unwrap_or_else(|e| {
+        reasons.push(format!(
+            "{file} is not valid TOML ({}); read as empty",
+            e.message()
+        ));
+        toml::Table::new()
+    })
+}
+
+/// The string at a dotted path of a TOML table (`package.name`).
+fn toml_str<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a str> {
+    let (last, parents) = path.split_last()?;
+    let mut table = table;
+    for key in parents {
+        table = table.get(*key)?.as_table()?;
+    }
+    table.get(*last)?.as_str()
+}
+
+/// Whether a TOML table has a table at this dotted path (`tool.poetry`).
+fn toml_has_table(table: &toml::Table, path: &[&str]) -> bool {
+    let mut table = table;
+    for key in path {
+        match table.get(*key).and_then(toml::Value::as_table) {
+            Some(inner) => table = inner,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The common part of every generated `.dockerignore`.
@@ -188,8 +214,9 @@ fn detected(
 }
 
 fn node(dir: &Path, bases: &BaseImages) -> Option<Detected> {
-    let package = read(dir, "package.json")?;
+    let text = read(dir, "package.json")?;
     let mut reasons = vec!["package.json → Node.js".to_string()];
+    let package: PackageJson = parse_json(&text, "package.json", &mut reasons);
     let (variant, lock, install, run) = if exists(dir, "pnpm-lock.yaml") {
         reasons.push("pnpm-lock.yaml → pnpm".into());
         (
@@ -215,19 +242,27 @@ fn node(dir: &Path, bases: &BaseImages) -> Option<Detected> {
     };
     let framework = ["next", "nuxt", "@remix-run/serve", "express", "fastify"]
         .into_iter()
-        .find(|name| has_key(&package, "dependencies", name));
+        .find(|name| package.dependencies.contains_key(*name));
     if let Some(framework) = framework {
         reasons.push(format!("dependencies.{framework} → {framework}"));
     }
-    let build = json_field(&package, "scripts", "build").map(|_| {
+    let build = package.scripts.get("build").map(|_| {
         reasons.push(format!("scripts.build → `{run} run build`"));
         format!("RUN {run} run build\n")
     });
-    let start = if json_field(&package, "scripts", "start").is_some() {
+    let start = if package.scripts.contains_key("start") {
         reasons.push(format!("scripts.start → `{run} start`"));
         format!("CMD [\"{run}\", \"start\"]")
     } else {
-        let main = json_field(&package, "", "main").unwrap_or_else(|| "index.js".into());
+        // `main` goes into the Dockerfile's CMD: a path, nothing that could
+        // end the JSON string or the line.
+        let main = package
+            .main
+            .clone()
+            .filter(|m| {
+                !m.is_empty() && !m.chars().any(|c| c.is_control() || c == '"' || c == '\\')
+            })
+            .unwrap_or_else(|| "index.js".into());
         reasons.push(format!("no start script → `node {main}`"));
         format!("CMD [\"node\", \"{main}\"]")
     };
@@ -272,19 +307,22 @@ EXPOSE {port}\n\
 }
 
 fn python(dir: &Path, bases: &BaseImages) -> Option<Detected> {
-    let pyproject = read(dir, "pyproject.toml");
+    let pyproject_text = read(dir, "pyproject.toml");
     let entry = ["app.py", "main.py", "server.py", "wsgi.py", "manage.py"]
         .into_iter()
         .find(|f| exists(dir, f));
     let has_requirements = exists(dir, "requirements.txt");
-    if pyproject.is_none() && !has_requirements && !exists(dir, "Pipfile") && entry.is_none() {
+    if pyproject_text.is_none() && !has_requirements && !exists(dir, "Pipfile") && entry.is_none() {
         return None;
     }
     let mut reasons = Vec::new();
+    let pyproject = pyproject_text
+        .as_deref()
+        .map(|text| parse_toml(text, "pyproject.toml", &mut reasons));
     let (variant, deps) = if exists(dir, "poetry.lock")
         || pyproject
-            .as_deref()
-            .is_some_and(|p| p.contains("[tool.poetry]"))
+            .as_ref()
+            .is_some_and(|p| toml_has_table(p, &["tool", "poetry"]))
     {
         reasons.push("pyproject.toml with [tool.poetry] / poetry.lock → Poetry".into());
         (
@@ -317,7 +355,7 @@ fn python(dir: &Path, bases: &BaseImages) -> Option<Detected> {
     let requirements = read(dir, "requirements.txt")
         .unwrap_or_default()
         .to_lowercase()
-        + &pyproject.clone().unwrap_or_default().to_lowercase();
+        + &pyproject_text.clone().unwrap_or_default().to_lowercase();
     let (cmd, port) = if entry == Some("manage.py") {
         reasons.push("manage.py → Django".into());
         (
@@ -427,31 +465,19 @@ ENTRYPOINT [\"/app/{name}\"]\n",
     )
 }
 
-/// `name = "…"` in a TOML section.
-fn toml_value(text: &str, section: &str, key: &str) -> Option<String> {
-    let mut in_section = section.is_empty();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_section = line == format!("[{section}]");
-            continue;
-        }
-        if in_section {
-            if let Some((k, v)) = line.split_once('=') {
-                if k.trim() == key {
-                    return Some(v.trim().trim_matches('"').to_string());
-                }
-            }
-        }
-    }
-    None
-}
-
 fn rust(dir: &Path, bases: &BaseImages) -> Option<Detected> {
-    let manifest = read(dir, "Cargo.toml")?;
+    let text = read(dir, "Cargo.toml")?;
     let mut reasons = vec!["Cargo.toml → Rust (cargo)".to_string()];
-    let name = toml_value(&manifest, "package", "name").unwrap_or_else(|| "app".into());
-    if manifest.contains("[workspace]") && !manifest.contains("[package]") {
+    let manifest = parse_toml(&text, "Cargo.toml", &mut reasons);
+    // The name goes into the Dockerfile: only what cargo allows in one.
+    let name = toml_str(&manifest, &["package", "name"])
+        .filter(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .unwrap_or("app");
+    if manifest.contains_key("workspace") && !manifest.contains_key("package") {
         reasons
             .push("a Cargo workspace without a root package: build a member by contextDir".into());
     }
@@ -765,19 +791,20 @@ fn workspace_members(root: &Path) -> (Vec<String>, Vec<String>) {
         }
     }
     if let Some(text) = read(root, "Cargo.toml") {
-        if let Some(start) = text.find("members") {
-            if text.contains("[workspace]") {
-                reasons.push("Cargo.toml [workspace] members".into());
-                let list = &text[start..];
-                if let (Some(open), Some(close)) = (list.find('['), list.find(']')) {
-                    patterns.extend(
-                        list[open + 1..close]
-                            .split(',')
-                            .map(|m| m.trim().trim_matches('"').to_string())
-                            .filter(|m| !m.is_empty()),
-                    );
-                }
-            }
+        let manifest = parse_toml(&text, "Cargo.toml", &mut reasons);
+        let members = manifest
+            .get("workspace")
+            .and_then(|w| w.get("members"))
+            .and_then(toml::Value::as_array);
+        if let Some(members) = members {
+            reasons.push("Cargo.toml [workspace] members".into());
+            patterns.extend(
+                members
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string),
+            );
         }
     }
     if let Some(text) = read(root, "pom.xml") {
@@ -1189,5 +1216,69 @@ mod tests {
             mixed[0].reasons
         );
         assert!(mixed[1].dockerfile.contains("CMD [\"echo\", \"api\"]"));
+    }
+
+    fn detect_files(files: &[(&str, &str)]) -> Detected {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        detect_dir(dir.path(), "", &BaseImages::with_overrides(&[])).expect("detected")
+    }
+
+    /// Regression (#11): package.json is parsed, not searched. A `"main"`
+    /// inside `scripts` or a dependency named in `devDependencies` used to
+    /// be taken for the real thing.
+    #[test]
+    fn issue_11_package_json_is_parsed_not_searched() {
+        let found = detect_files(&[(
+            "package.json",
+            r#"{
+              "scripts": { "main": "not-this.js", "test": "jest" },
+              "devDependencies": { "express": "4" },
+              "main": "server/app.js"
+            }"#,
+        )]);
+        assert!(
+            found
+                .dockerfile
+                .contains(r#"CMD ["node", "server/app.js"]"#),
+            "{}",
+            found.dockerfile
+        );
+        assert!(!found.reasons.iter().any(|r| r.contains("express")));
+        assert!(!found.dockerfile.contains("run build"));
+    }
+
+    #[test]
+    fn manifest_values_cannot_inject_dockerfile_lines() {
+        let found = detect_files(&[("package.json", r#"{ "main": "x.js\"]\nRUN curl evil" }"#)]);
+        assert!(found.dockerfile.contains(r#"CMD ["node", "index.js"]"#));
+        assert!(!found.dockerfile.contains("evil"));
+        let found = detect_files(&[("Cargo.toml", "[package]\nname = \"a\\nRUN evil\"\n")]);
+        assert!(!found.dockerfile.contains("evil"), "{}", found.dockerfile);
+        assert!(found.dockerfile.contains("target/release/app"));
+    }
+
+    #[test]
+    fn toml_manifests_are_parsed_by_table() {
+        // `name` under another table first, then the package's own.
+        let found = detect_files(&[(
+            "Cargo.toml",
+            "[dependencies]\nname = \"wrong\"\n\n[package]\nversion = \"0.1.0\"\nname = \"svc\"\n",
+        )]);
+        assert!(
+            found.dockerfile.contains("target/release/svc"),
+            "{}",
+            found.dockerfile
+        );
+        // `[tool.poetry]` written as a dotted key is still Poetry.
+        let found = detect_files(&[
+            ("pyproject.toml", "tool.poetry.name = \"x\"\n"),
+            ("main.py", "print(1)\n"),
+        ]);
+        assert_eq!(found.variant, "poetry");
+        let broken = detect_files(&[("package.json", "{ not json")]);
+        assert!(broken.reasons.iter().any(|r| r.contains("not valid JSON")));
     }
 }

@@ -22,12 +22,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kiln_host::capabilities::Capabilities;
-use kiln_host::plugins::bindings::source::exports::kiln::plugin::source::{
+use kiln_server::capabilities::Capabilities;
+use kiln_server::plugins::bindings::source::exports::kiln::plugin::source::{
     ContextInfo, SourceSpec,
 };
-use kiln_host::plugins::bindings::types::{KeyValue, PluginError};
-use kiln_host::plugins::{PluginRuntime, Preopens};
+use kiln_server::plugins::bindings::types::{KeyValue, PluginError};
+use kiln_server::plugins::{PluginRuntime, Preopens};
 
 /// Why a harness call failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,7 @@ pub enum HarnessError {
     #[error("the plugin did not load: {0}")]
     Load(String),
     #[error("the plugin crashed or hit a limit: {0}")]
-    Runtime(#[from] kiln_host::plugins::PluginError),
+    Runtime(#[from] kiln_server::plugins::PluginError),
     #[error("the plugin returned an error: {0:?}")]
     Plugin(PluginError),
     #[error("{0}")]
@@ -63,12 +63,12 @@ impl PluginHarness {
         // Only this plugin: the harness tests it alone, under its own id.
         let mut runtime = PluginRuntime::new()?;
         let manifest = std::fs::read_to_string(dir.join("plugin.toml"))?;
-        let id = kiln_host::plugins::manifest::Manifest::parse(&manifest)
+        let id = kiln_server::plugins::manifest::Manifest::parse(&manifest)
             .map_err(|e| HarnessError::Load(e.to_string()))?
             .id;
         let grants = [(
             id.clone(),
-            kiln_host::config::FileConfig::parse_grant("grant = \"asked\""),
+            kiln_server::config::FileConfig::parse_grant("grant = \"asked\""),
         )]
         .into_iter()
         .collect();

@@ -7,7 +7,7 @@ use kiln_tests::*;
 async fn a_context_source_materializes_into_a_temporary_context() {
     // The first-party inline-zip plugin, laid out as a plugin directory.
     let dir = tempfile::tempdir().unwrap();
-    let embedded = kiln_tests::kiln_host::plugins::embedded::PLUGINS
+    let embedded = kiln_tests::kiln_server::plugins::embedded::PLUGINS
         .iter()
         .find(|p| p.dir == "inline-zip")
         .unwrap();

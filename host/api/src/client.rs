@@ -1,0 +1,349 @@
+//! A typed async client for the Kiln API (what the `kiln` CLI uses). Errors
+//! say what to do: start the server, check the token, or the server's own
+//! message for a 4xx.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kiln_api::ClientError> {
+//! use kiln_api::{ApiClient, CreateBuildRequest};
+//! let client = ApiClient::new("http://127.0.0.1:7878", Some("TOKEN"))?;
+//! let accepted = client
+//!     .create_build(&CreateBuildRequest {
+//!         name: "hello".into(),
+//!         context_id: Some("CONTEXT_ID".into()),
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! let build = client.get_build(&accepted.build_id).await?;
+//! println!("{} is {}", build.build_id, build.status);
+//! # Ok(()) }
+//! ```
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::builds::{
+    Build, BuildAccepted, BuildList, BuildStatus, CreateBuildRequest, LogLine, UploadedContext,
+};
+use crate::error::ErrorBody;
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no token: pass --token or set KILN_TOKEN (the server writes the admin token to <data-dir>/admin-token)")]
+    NoToken,
+    #[error("`{0}` is not a valid server URL; use http://host:port")]
+    BadServer(String),
+    #[error("cannot reach the Kiln server at {server}: {source}; is `kiln serve` running there? (--server / KILN_SERVER)")]
+    Unreachable {
+        server: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("the server rejected the token (401): {0}")]
+    Unauthorized(String),
+    #[error("the server refused ({status}): {message}")]
+    Refused { status: StatusCode, message: String },
+    #[error("the server's answer is not JSON: {0}")]
+    BadAnswer(String),
+}
+
+type RequestBody = BoxBody<Bytes, std::io::Error>;
+
+/// A connection to one Kiln server with one token.
+pub struct ApiClient {
+    server: String,
+    token: String,
+    http: Client<HttpConnector, RequestBody>,
+}
+
+impl ApiClient {
+    pub fn new(server: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(ClientError::NoToken)?;
+        let server = server.trim_end_matches('/').to_string();
+        if !server.starts_with("http://") {
+            return Err(ClientError::BadServer(server));
+        }
+        Ok(ApiClient {
+            server,
+            token: token.trim().to_string(),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// The server's base URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.server))
+            .header("authorization", format!("Bearer {}", self.token))
+    }
+
+    async fn send(
+        &self,
+        request: hyper::http::request::Builder,
+        body: RequestBody,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let request = request
+            .body(body)
+            .map_err(|_| ClientError::BadServer(self.server.clone()))?;
+        self.http
+            .request(request)
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                server: self.server.clone(),
+                source,
+            })
+    }
+
+    /// Send a request; JSON in, JSON out (`Value::Null` for an empty answer).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        self.call_typed(method, path, body).await
+    }
+
+    /// Send a request with a typed body and read a typed answer.
+    pub async fn call_typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let mut request = self.request(method, path);
+        let bytes = match body {
+            Some(value) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(value).expect("JSON serializes"))
+            }
+            None => Bytes::new(),
+        };
+        let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+        let response = self.send(request, body).await?;
+        Self::json_answer(response).await
+    }
+
+    /// `POST /v1/builds`.
+    pub async fn create_build(
+        &self,
+        request: &CreateBuildRequest,
+    ) -> Result<BuildAccepted, ClientError> {
+        self.call_typed(Method::POST, "/v1/builds", Some(request))
+            .await
+    }
+
+    /// `GET /v1/builds/{id}`.
+    pub async fn get_build(&self, build_id: &str) -> Result<Build, ClientError> {
+        self.call_typed(
+            Method::GET,
+            &format!("/v1/builds/{}", encode(build_id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/builds`: one page, newest first.
+    pub async fn list_builds(&self, query: &ListBuilds) -> Result<BuildList, ClientError> {
+        let mut params = form_query();
+        if let Some(status) = query.status {
+            params.append_pair("status", status.as_str());
+        }
+        for (key, value) in [
+            ("name", &query.name),
+            ("branch", &query.branch),
+            ("pageToken", &query.page_token),
+        ] {
+            if let Some(value) = value {
+                params.append_pair(key, value);
+            }
+        }
+        if let Some(size) = query.page_size {
+            params.append_pair("pageSize", &size.to_string());
+        }
+        let query = params.finish();
+        let path = if query.is_empty() {
+            "/v1/builds".to_string()
+        } else {
+            format!("/v1/builds?{query}")
+        };
+        self.call_typed(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/builds/{id}:cancel`: the build as it stands after the request.
+    pub async fn cancel_build(&self, build_id: &str) -> Result<Build, ClientError> {
+        self.call_typed(
+            Method::POST,
+            &format!("/v1/builds/{}:cancel", encode(build_id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/contexts` with a file as the body, streamed.
+    pub async fn upload_context(
+        &self,
+        file: &std::path::Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<UploadedContext, ClientError> {
+        let answer = self.upload_file("/v1/contexts", file, progress).await?;
+        serde_json::from_value(answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
+    /// `GET /v1/builds/{id}/logs` as NDJSON: each line to `each`, until the
+    /// server ends the stream (with `follow`, when the build finishes).
+    pub async fn stream_log(
+        &self,
+        build_id: &str,
+        from_start: bool,
+        follow: bool,
+        mut each: impl FnMut(LogLine),
+    ) -> Result<(), ClientError> {
+        let path = format!(
+            "/v1/builds/{}/logs?fromStart={from_start}&follow={follow}&format=ndjson",
+            encode(build_id)
+        );
+        let mut bad = None;
+        self.stream_lines(&path, |line| {
+            if line.is_empty() || bad.is_some() {
+                return;
+            }
+            match serde_json::from_str::<LogLine>(line) {
+                Ok(line) => each(line),
+                Err(e) => bad = Some(format!("a log line is not JSON ({e}): {line}")),
+            }
+        })
+        .await?;
+        bad.map_or(Ok(()), |b| Err(ClientError::BadAnswer(b)))
+    }
+
+    /// Upload a file as the body of `POST path`, streamed, reporting bytes sent.
+    pub async fn upload_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<Value, ClientError> {
+        let handle = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::BadAnswer(format!("cannot read {}: {e}", file.display())))?;
+        let length = handle.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(handle, 256 * 1024).map(move |chunk| {
+                chunk.map(|bytes| {
+                    progress(bytes.len() as u64);
+                    Frame::data(bytes)
+                })
+            });
+        let request = self
+            .request(Method::POST, path)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", length);
+        let response = self
+            .send(request, BoxBody::new(StreamBody::new(stream)))
+            .await?;
+        Self::json_answer(response).await
+    }
+
+    /// GET `path` and hand each line of the (streamed) answer to `each`,
+    /// until the server ends the stream.
+    pub async fn stream_lines(
+        &self,
+        path: &str,
+        mut each: impl FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let body = Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed();
+        let response = self.send(self.request(Method::GET, path), body).await?;
+        if !response.status().is_success() {
+            return Self::json_answer::<Value>(response).await.map(|_| ());
+        }
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ClientError::BadAnswer(format!("the stream broke off: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                each(String::from_utf8_lossy(&line).trim_end());
+            }
+        }
+        if !pending.is_empty() {
+            each(String::from_utf8_lossy(&pending).trim_end());
+        }
+        Ok(())
+    }
+
+    async fn json_answer<T: DeserializeOwned>(
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<T, ClientError> {
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if status.is_success() {
+            // An empty answer (204) reads as JSON `null`: `()` or `Value::Null`.
+            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+            return serde_json::from_slice(body).map_err(|e| {
+                ClientError::BadAnswer(format!("{e}: {}", String::from_utf8_lossy(body)))
+            });
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| {
+                let text = String::from_utf8_lossy(&body).trim().to_string();
+                if text.is_empty() {
+                    "(no message)".to_string()
+                } else {
+                    text
+                }
+            });
+        Err(if status == StatusCode::UNAUTHORIZED {
+            ClientError::Unauthorized(message)
+        } else {
+            ClientError::Refused { status, message }
+        })
+    }
+}
+
+/// The query of `GET /v1/builds`; `Default` lists the newest 50.
+#[derive(Debug, Clone, Default)]
+pub struct ListBuilds {
+    pub status: Option<BuildStatus>,
+    pub name: Option<String>,
+    pub branch: Option<String>,
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+fn form_query() -> form_urlencoded::Serializer<'static, String> {
+    form_urlencoded::Serializer::new(String::new())
+}
+
+/// A path segment, percent-encoded (a build id is a UUID, but the client
+/// must not build a path from whatever it is handed).
+fn encode(segment: &str) -> String {
+    form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}

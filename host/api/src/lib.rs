@@ -1,0 +1,34 @@
+//! `kiln-api`: Kiln's HTTP API as Rust types, shared by the server, the
+//! `kiln` CLI and any Rust program that drives a Kiln server.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`builds`] | CreateBuild's body, the build view (`GET /v1/builds/{id}`), pages, log lines, uploaded contexts |
+//! | [`error`] | the one error body every route answers with |
+//! | [`validate`] | the rules a well-formed request follows (names, tags, paths, refs), with messages that say how to fix it |
+//! | [`dockerignore`] | `.dockerignore` with Docker's semantics: the client packs exactly what the server would keep |
+//! | [`client`] | (feature `client`) a typed async client over hyper |
+//!
+//! These are the wire types: the server converts its storage records into
+//! them at the edge, so the store's format can change without changing the
+//! API, and the CLI reads the answers it is given as these same types.
+//! This crate depends on no part of the server (no wasmtime, bollard, sled
+//! or gix): the client-only `kiln` build is this crate plus the CLI.
+
+pub mod builds;
+pub mod dockerignore;
+pub mod error;
+pub mod validate;
+
+#[cfg(feature = "client")]
+pub mod client;
+
+pub use builds::{
+    Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,
+    FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, RefKind, Source, UploadedContext,
+    WizardDetection,
+};
+pub use error::ErrorBody;
+
+#[cfg(feature = "client")]
+pub use client::{ApiClient, ClientError, ListBuilds};

@@ -1,0 +1,1104 @@
+//! The client commands. Output is plain and stable when standard output is
+//! not a terminal (for scripts and CI logs); colour and progress bars only
+//! on a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use hyper::Method;
+use serde_json::{json, Value};
+
+use super::{
+    config, pack, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand, Output,
+    PluginCommand, PluginsCommand, SecretValue, SecretsCommand, ServerArgs, TokenCommand,
+};
+use kiln_api::builds::MAX_INLINE_ZIP_BYTES;
+use kiln_api::{
+    ApiClient, Build, BuildStatus, ClientError, CreateBuildRequest, GitSourceRequest, ListBuilds,
+    LogLine,
+};
+
+/// Why a client command failed; `main` prints it and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Pack(#[from] pack::PackError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Scaffold(#[from] super::scaffold::ScaffoldError),
+    #[cfg(feature = "server")]
+    #[error(transparent)]
+    ConfigFile(#[from] kiln_server::config::ConfigFileError),
+    #[cfg(feature = "server")]
+    #[error(transparent)]
+    Plugins(#[from] kiln_server::plugins::PluginError),
+}
+
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        CommandError::Usage(format!($($arg)*))
+    };
+}
+
+/// What the process should exit with.
+pub type ExitCode = i32;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+
+/// Connect with flags/env first, then the saved config.
+pub fn connect(args: &ServerArgs) -> Result<ApiClient, CommandError> {
+    let saved = config::load()?;
+    let server = args
+        .server
+        .clone()
+        .or(saved.server)
+        .unwrap_or_else(|| DEFAULT_SERVER.into());
+    let token = args.token.clone().or(saved.token);
+    Ok(ApiClient::new(&server, token.as_deref())?)
+}
+
+struct Style {
+    tty: bool,
+}
+
+impl Style {
+    fn stdout() -> Self {
+        Style {
+            tty: std::io::stdout().is_terminal(),
+        }
+    }
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.tty {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+// ---- kiln build ----
+
+/// Split `name:tag` (a registry-style `host:port/name:tag` is refused: the
+/// server decides the registry).
+fn split_tag(tag: &str) -> Result<(String, String), CommandError> {
+    let last_slash = tag.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let (name, tag_part) = match tag[last_slash..].rfind(':') {
+        Some(colon) => (&tag[..last_slash + colon], &tag[last_slash + colon + 1..]),
+        None => (tag, "latest"),
+    };
+    if name.contains(':')
+        || name
+            .split('/')
+            .next()
+            .is_some_and(|first| first.contains('.') && tag.contains('/'))
+    {
+        return Err(CommandError::Usage(format!(
+            "-t {tag}: give `name:tag` only; the server pushes to its own registry under your organization"
+        )));
+    }
+    Ok((name.to_string(), tag_part.to_string()))
+}
+
+fn build_args(pairs: &[String]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in pairs {
+        match pair.split_once('=') {
+            Some((key, value)) => {
+                out.insert(key.to_string(), value.to_string());
+            }
+            None => {
+                // Like docker: a bare KEY that is not set is left out.
+                if let Ok(value) = std::env::var(pair) {
+                    out.insert(pair.clone(), value);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `URL#REF:DIR` → gitSource.
+fn git_source(spec: &str) -> GitSourceRequest {
+    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
+    let (reference, dir) = fragment.split_once(':').unwrap_or((fragment, ""));
+    let given = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    GitSourceRequest {
+        url: url.to_string(),
+        reference: given(reference),
+        context_dir: given(dir),
+        submodules: None,
+    }
+}
+
+fn progress_bar(tty: bool, total: u64, what: &str) -> indicatif::ProgressBar {
+    if !tty {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Pack the directory; inline when small, else upload. Sets the request's
+/// context field (`zippedCode` or `contextId`).
+async fn send_context(
+    client: &ApiClient,
+    dir: &std::path::Path,
+    dockerfile: &str,
+    include_git: bool,
+    request: &mut CreateBuildRequest,
+) -> Result<(), CommandError> {
+    let tty = std::io::stderr().is_terminal();
+    let files = pack::context_files(dir, dockerfile, include_git)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|(_, p)| std::fs::symlink_metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let archive = tempfile::NamedTempFile::new()?;
+    let bar = progress_bar(tty, total, "packing");
+    let packed = {
+        let bar = bar.clone();
+        let out = archive.reopen()?;
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || pack::pack_zip(&files, out, |n| bar.inc(n)))
+            .await
+            .map_err(|e| CommandError::Usage(e.to_string()))??
+    };
+    bar.finish_and_clear();
+    let size = archive.as_file().metadata()?.len();
+    if !tty {
+        eprintln!(
+            "packed {} files ({} bytes) into {} bytes",
+            packed.files, packed.bytes, size
+        );
+    }
+    if size as usize <= MAX_INLINE_ZIP_BYTES {
+        let bytes = std::fs::read(archive.path())?;
+        request.zipped_code = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+        return Ok(());
+    }
+    let bar = Arc::new(progress_bar(tty, size, "uploading"));
+    let counter = bar.clone();
+    let uploaded = client
+        .upload_context(archive.path(), move |n| counter.inc(n))
+        .await?;
+    bar.finish_and_clear();
+    if !tty {
+        eprintln!("uploaded the context ({size} bytes)");
+    }
+    request.context_id = Some(uploaded.context_id);
+    Ok(())
+}
+
+/// `kiln build`.
+pub async fn build(args: BuildArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(&args.server)?;
+    let mut name = None;
+    let mut tags = Vec::new();
+    for tag in &args.tags {
+        let (n, t) = split_tag(tag)?;
+        if name.as_ref().is_some_and(|existing| existing != &n) {
+            return Err(CommandError::Usage(format!(
+                "every -t must name the same image; got {} and {n}",
+                name.unwrap()
+            )));
+        }
+        name = Some(n);
+        tags.push(t);
+    }
+    let build_args = build_args(&args.build_args);
+    let listed = |items: &[String]| (!items.is_empty()).then(|| items.to_vec());
+    let mut request = CreateBuildRequest {
+        name: name.unwrap_or_default(),
+        tags: Some(tags),
+        dockerfile: Some(args.file.clone()),
+        no_cache: Some(args.no_cache),
+        build_args: (!build_args.is_empty()).then_some(build_args),
+        target: args.target.clone(),
+        platform: args.platform.clone(),
+        builder: args.builder.clone(),
+        profile: args.profile.clone(),
+        timeout_secs: args.timeout,
+        secrets: listed(&args.secrets),
+        secret_build_args: listed(&args.secret_build_args),
+        ..Default::default()
+    };
+    match &args.git {
+        Some(spec) => request.git_source = Some(git_source(spec)),
+        None => {
+            send_context(
+                &client,
+                &args.dir,
+                &args.file,
+                args.include_git,
+                &mut request,
+            )
+            .await?
+        }
+    }
+    let accepted = client.create_build(&request).await?;
+    let build_id = accepted.build_id;
+    if args.detach {
+        println!("{build_id}");
+        return Ok(0);
+    }
+    eprintln!(
+        "build {build_id} (#{}) accepted; following its log",
+        accepted.number
+    );
+    follow_build(&client, &build_id, args.cancel_on_interrupt).await
+}
+
+/// Follow a build's log to the end, handling Ctrl-C, then print the result.
+async fn follow_build(
+    client: &ApiClient,
+    build_id: &str,
+    cancel_on_interrupt: bool,
+) -> Result<ExitCode, CommandError> {
+    let style = Style::stdout();
+    let follow = client.stream_log(build_id, true, true, |line| print_log_line(&style, &line));
+    tokio::pin!(follow);
+    tokio::select! {
+        result = &mut follow => result?,
+        _ = tokio::signal::ctrl_c() => {
+            let cancel = cancel_on_interrupt || ask_to_cancel(build_id);
+            if cancel {
+                client.cancel_build(build_id).await?;
+                eprintln!("cancelling build {build_id}");
+                // Show the rest of the log up to the end.
+                follow.await?;
+            } else {
+                eprintln!("build {build_id} goes on; follow it with `kiln builds logs {build_id} --follow`");
+                return Ok(130);
+            }
+        }
+    }
+    let build = client.get_build(build_id).await?;
+    print_result(&style, &build);
+    Ok(match build.status {
+        BuildStatus::Succeeded => 0,
+        BuildStatus::Cancelled => 130,
+        _ => 1,
+    })
+}
+
+fn ask_to_cancel(build_id: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("\ncancel build {build_id}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+}
+
+fn print_log_line(style: &Style, line: &LogLine) {
+    let text = line.line.as_str();
+    let printed = match line.stream.as_str() {
+        "system" => style.paint("2", text),
+        _ if text.contains("ERROR") => style.paint("31", text),
+        _ => text.to_string(),
+    };
+    println!("{printed}");
+}
+
+/// A number the server may not know yet, as `null` (what scripts parsing
+/// this line have always seen).
+fn or_null<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "null".to_string(), |v| v.to_string())
+}
+
+fn print_result(style: &Style, build: &Build) {
+    match build.status {
+        BuildStatus::Succeeded => {
+            println!("{}", style.paint("32", "build succeeded"));
+            for image in &build.image_refs {
+                println!("image:  {image}");
+            }
+            println!("digest: {}", build.digest.as_deref().unwrap_or_default());
+            let m = build.metrics.clone().unwrap_or_default();
+            println!(
+                "took {:.1}s, image {} bytes in {} layers, {} of {} steps cached",
+                m.duration_ms as f64 / 1000.0,
+                or_null(m.image_size_bytes),
+                or_null(m.layer_count),
+                m.cached_steps,
+                m.total_steps
+            );
+        }
+        BuildStatus::Failed => {
+            let (reason, message, hint) = match &build.failure {
+                Some(f) => (
+                    serde_json::to_value(f.reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    f.message.as_str(),
+                    f.hint.as_str(),
+                ),
+                None => (String::new(), "", ""),
+            };
+            println!(
+                "{} ({reason}): {message}",
+                style.paint("31", "build failed")
+            );
+            println!("hint: {hint}");
+        }
+        other => println!("build ended {other}"),
+    }
+}
+
+// ---- kiln builds ----
+
+pub async fn builds(command: BuildsCommand, server: &ServerArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        BuildsCommand::List {
+            status,
+            name,
+            branch,
+            limit,
+            output,
+        } => {
+            let status = match status {
+                Some(text) => Some(BuildStatus::parse(&text).ok_or_else(|| {
+                    usage!("--status {text:?} is not a build status: pending, running, succeeded, failed or cancelled")
+                })?),
+                None => None,
+            };
+            let page = client
+                .list_builds(&ListBuilds {
+                    status,
+                    name,
+                    branch,
+                    page_size: Some(limit.clamp(1, 1000)),
+                    page_token: None,
+                })
+                .await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&page.builds).unwrap()),
+                Output::Table => print_build_table(&page.builds),
+            }
+        }
+        BuildsCommand::Get { id, output } => {
+            let build = client.get_build(&id).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&build).unwrap()),
+                Output::Table => {
+                    print_build_table(std::slice::from_ref(&build));
+                    print_result(&Style::stdout(), &build);
+                }
+            }
+        }
+        BuildsCommand::Logs {
+            id,
+            follow,
+            from_start,
+        } => {
+            let style = Style::stdout();
+            let from_start = from_start || !follow;
+            client
+                .stream_log(&id, from_start, follow, |line| {
+                    print_log_line(&style, &line)
+                })
+                .await?;
+        }
+        BuildsCommand::Cancel { id } => {
+            let build = client.cancel_build(&id).await?;
+            println!("{id} {}", build.status);
+        }
+    }
+    Ok(0)
+}
+
+fn short_status(status: &str) -> &str {
+    status.strip_prefix("BUILD_STATUS_").unwrap_or(status)
+}
+
+fn print_build_table(builds: &[Build]) {
+    let rows: Vec<[String; 6]> = builds
+        .iter()
+        .map(|b| {
+            let duration = b
+                .metrics
+                .as_ref()
+                .map(|m| format!("{:.1}s", m.duration_ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into());
+            [
+                b.build_id.clone(),
+                b.name.clone(),
+                format!("#{}", b.number),
+                short_status(b.status.as_str()).to_string(),
+                b.create_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                duration,
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "BUILD ID", "NAME", "NUMBER", "STATUS", "CREATED", "DURATION",
+        ],
+        &rows,
+    );
+}
+
+fn print_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+// ---- kiln context ----
+
+pub async fn context(
+    command: ContextCommand,
+    server: &ServerArgs,
+) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    let ContextCommand::Upload { path, include_git } = command;
+    let uploaded = if path.is_dir() {
+        send_context_upload(&client, &path, include_git).await?
+    } else {
+        let tty = std::io::stderr().is_terminal();
+        let size = std::fs::metadata(&path)?.len();
+        let bar = Arc::new(progress_bar(tty, size, "uploading"));
+        let counter = bar.clone();
+        let uploaded = client
+            .upload_context(&path, move |n| counter.inc(n))
+            .await?;
+        bar.finish_and_clear();
+        uploaded
+    };
+    println!("{}", uploaded.context_id);
+    Ok(0)
+}
+
+/// Pack a directory and always upload it (no inline path).
+async fn send_context_upload(
+    client: &ApiClient,
+    dir: &std::path::Path,
+    include_git: bool,
+) -> Result<kiln_api::UploadedContext, CommandError> {
+    let files = pack::context_files(dir, "Dockerfile", include_git)?;
+    let archive = tempfile::NamedTempFile::new()?;
+    let out = archive.reopen()?;
+    tokio::task::spawn_blocking(move || pack::pack_zip(&files, out, |_| {}))
+        .await
+        .map_err(|e| CommandError::Usage(e.to_string()))??;
+    let tty = std::io::stderr().is_terminal();
+    let size = archive.as_file().metadata()?.len();
+    let bar = Arc::new(progress_bar(tty, size, "uploading"));
+    let counter = bar.clone();
+    let uploaded = client
+        .upload_context(archive.path(), move |n| counter.inc(n))
+        .await?;
+    bar.finish_and_clear();
+    Ok(uploaded)
+}
+
+// ---- kiln secrets ----
+
+fn value_or_stdin(value: Option<String>, what: &str) -> Result<String, CommandError> {
+    if let Some(value) = value {
+        return Ok(value);
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("{what}: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let value = line.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(CommandError::Usage(format!("no {what} given")));
+    }
+    Ok(value)
+}
+
+pub async fn secrets(
+    command: SecretsCommand,
+    server: &ServerArgs,
+) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        SecretsCommand::Set { secret } => {
+            let body = match secret {
+                SecretValue::Build { name, value } => {
+                    let value = value_or_stdin(value, &format!("value of {name}"))?;
+                    json!({ "buildSecrets": { name: value } })
+                }
+                SecretValue::Registry {
+                    host,
+                    username,
+                    password,
+                } => {
+                    let password =
+                        value_or_stdin(password, &format!("password for {username}@{host}"))?;
+                    json!({ "registryCredentials": { host: { "username": username, "password": password } } })
+                }
+                SecretValue::Git {
+                    host,
+                    username,
+                    token,
+                } => {
+                    let token = value_or_stdin(token, &format!("token for {username}@{host}"))?;
+                    json!({ "gitCredentials": { host: { "username": username, "token": token } } })
+                }
+            };
+            client.call(Method::PUT, "/v1/secrets", Some(&body)).await?;
+            eprintln!("saved");
+        }
+        SecretsCommand::List => {
+            let answer = client.call(Method::GET, "/v1/secrets", None).await?;
+            let mut rows: Vec<[String; 3]> = Vec::new();
+            for (group, kind) in [
+                ("registryCredentials", "registry"),
+                ("gitCredentials", "git"),
+                ("buildSecrets", "build"),
+            ] {
+                for (name, _) in answer[group].as_object().into_iter().flatten() {
+                    rows.push([kind.to_string(), name.clone(), "***".to_string()]);
+                }
+            }
+            print_table(&["KIND", "NAME", "VALUE"], &rows);
+        }
+        SecretsCommand::Delete { kind, name } => {
+            client
+                .call(Method::DELETE, &format!("/v1/secrets/{kind}/{name}"), None)
+                .await?;
+            eprintln!("deleted {kind} secret {name}");
+        }
+    }
+    Ok(0)
+}
+
+// ---- kiln plugins ----
+
+pub async fn plugins(
+    command: PluginsCommand,
+    server: &ServerArgs,
+) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    let PluginsCommand::List { output } = command;
+    let answer = client.call(Method::GET, "/v1/plugins", None).await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&answer["plugins"]).unwrap()
+        ),
+        Output::Table => {
+            let rows: Vec<[String; 7]> = answer["plugins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let kinds = &p["kinds"];
+                    let provides: Vec<String> = kinds["builder"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|b| format!("builder {}", b.as_str().unwrap_or_default()))
+                        .chain(
+                            kinds["contextSource"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|s| format!("source {}", s.as_str().unwrap_or_default())),
+                        )
+                        .collect();
+                    let rights = |value: &Value| {
+                        let parts: Vec<String> = value
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(name, list)| {
+                                let items: Vec<&str> =
+                                    list.as_array()?.iter().filter_map(Value::as_str).collect();
+                                (!items.is_empty()).then(|| format!("{name}={}", items.join(",")))
+                            })
+                            .collect();
+                        if parts.is_empty() {
+                            "-".to_string()
+                        } else {
+                            parts.join(" ")
+                        }
+                    };
+                    [
+                        p["id"].as_str().unwrap_or_default().to_string(),
+                        p["version"].as_str().unwrap_or_default().to_string(),
+                        p["api"].as_str().unwrap_or_default().to_string(),
+                        provides.join(", "),
+                        format!(
+                            "{} (asked {})",
+                            rights(&p["grantedPermissions"]),
+                            rights(&p["askedPermissions"])
+                        ),
+                        format!(
+                            "{} MiB, {} s",
+                            p["limits"]["memoryMib"], p["limits"]["timeSecs"]
+                        ),
+                        p["origin"].as_str().unwrap_or_default().to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "ID", "VERSION", "API", "PROVIDES", "GRANTED", "LIMITS", "ORIGIN",
+                ],
+                &rows,
+            );
+            for error in answer["loadErrors"].as_array().into_iter().flatten() {
+                println!(
+                    "not loaded: {} ({}): {}",
+                    error["pluginId"].as_str().unwrap_or("?"),
+                    error["origin"].as_str().unwrap_or(""),
+                    error["message"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+// ---- kiln plugin ----
+
+pub async fn plugin(command: PluginCommand) -> Result<ExitCode, CommandError> {
+    match command {
+        PluginCommand::New {
+            kind,
+            name,
+            dir,
+            sdk_path,
+        } => {
+            let created = super::scaffold::new_plugin(&dir, &name, kind, sdk_path.as_deref())?;
+            println!("created {}", created.display());
+            eprintln!(
+                "next: cd {} && cargo build --release --target wasm32-wasip2 && kiln plugin check .",
+                created.display()
+            );
+            Ok(0)
+        }
+        PluginCommand::Check { path, config } => check_plugin(&path, config.as_deref()).await,
+    }
+}
+
+// ---- kiln login, org, token ----
+
+pub async fn login(args: LoginArgs) -> Result<ExitCode, CommandError> {
+    let token = match args.token {
+        Some(token) => token,
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprint!("token for {}: ", args.server);
+                let _ = std::io::stderr().flush();
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+    };
+    let client = ApiClient::new(&args.server, Some(&token))?;
+    // Check before saving: a typo should not be remembered.
+    client
+        .list_builds(&ListBuilds {
+            page_size: Some(1),
+            ..Default::default()
+        })
+        .await?;
+    let path = config::save(&config::ClientConfig {
+        server: Some(args.server.clone()),
+        token: Some(token),
+    })?;
+    eprintln!("logged in to {}; saved to {}", args.server, path.display());
+    Ok(0)
+}
+
+pub async fn org(command: OrgCommand, server: &ServerArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        OrgCommand::Create { name } => {
+            let org = client
+                .call(Method::POST, "/v1/orgs", Some(&json!({ "name": name })))
+                .await?;
+            println!(
+                "created organization {}",
+                org["name"].as_str().unwrap_or(&name)
+            );
+        }
+        OrgCommand::List => {
+            let answer = client.call(Method::GET, "/v1/orgs", None).await?;
+            for org in answer["orgs"].as_array().into_iter().flatten() {
+                println!("{}", org["name"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn token(command: TokenCommand, server: &ServerArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        TokenCommand::Create { org } => {
+            let answer = client
+                .call(Method::POST, &format!("/v1/orgs/{org}/tokens"), None)
+                .await?;
+            // The token alone on stdout, so scripts can capture it.
+            println!("{}", answer["token"].as_str().unwrap_or(""));
+            eprintln!(
+                "token id {} for organization {org}; the token is shown only now",
+                answer["tokenId"].as_str().unwrap_or("")
+            );
+        }
+        TokenCommand::Revoke { org, token_id } => {
+            client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/orgs/{org}/tokens/{token_id}"),
+                    None,
+                )
+                .await?;
+            eprintln!("revoked token {token_id} of organization {org}");
+        }
+    }
+    Ok(0)
+}
+
+// ---- kiln init ----
+
+/// `kiln plugin check`: load the plugin in the real runtime, call it once,
+/// and say what a server with this config would grant.
+#[cfg(feature = "server")]
+async fn check_plugin(
+    path: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> Result<ExitCode, CommandError> {
+    let grants = match &config {
+        Some(path) => kiln_server::config::FileConfig::load(path)?.plugins,
+        None => Default::default(),
+    };
+    // Validate with everything it asks for granted, then say what
+    // this config would grant and whether a server would refuse it.
+    let mut runtime = kiln_server::plugins::PluginRuntime::load(Default::default())?;
+    let asked_all: std::collections::BTreeMap<String, kiln_server::config::PluginGrant> =
+        std::fs::read_to_string(path.join("plugin.toml"))
+            .ok()
+            .and_then(|t| kiln_server::plugins::manifest::Manifest::parse(&t).ok())
+            .map(|m| {
+                (
+                    m.id,
+                    kiln_server::config::FileConfig::parse_grant("grant = \"asked\""),
+                )
+            })
+            .into_iter()
+            .collect();
+    let id = match runtime.load_one(path, &asked_all) {
+        Ok(id) => id,
+        Err(error) => {
+            println!("refused: {}", error.message);
+            return Ok(1);
+        }
+    };
+    let plugin = runtime.plugin(&id).expect("just loaded");
+    let description = runtime.describe(plugin).await?;
+    let m = &plugin.manifest;
+    let list = |p: &kiln_server::plugins::manifest::Permissions| {
+        let parts: Vec<String> = [
+            ("engine", &p.engine),
+            ("git", &p.git),
+            ("http", &p.http),
+            ("secrets", &p.secrets),
+            ("env", &p.env),
+        ]
+        .iter()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(name, set)| {
+            format!(
+                "{name}={}",
+                set.iter().cloned().collect::<Vec<_>>().join(",")
+            )
+        })
+        .collect();
+        if parts.is_empty() {
+            "nothing".to_string()
+        } else {
+            parts.join(" ")
+        }
+    };
+    println!(
+        "ok: plugin {} {} ({:?} world, api {})",
+        m.id, m.version, plugin.world, m.api
+    );
+    println!("describe: {description}");
+    println!(
+        "provides: {}",
+        m.kinds
+            .builder
+            .iter()
+            .map(|b| format!("builder {b}"))
+            .chain(
+                m.kinds
+                    .context_source
+                    .iter()
+                    .map(|s| format!("context source {s}"))
+            )
+            .chain(
+                m.kinds
+                    .credential_store
+                    .then(|| "credential store".to_string())
+            )
+            .chain(m.kinds.detector.then(|| "detector".to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("sha256: {}", plugin.sha256);
+    if m.sha256.is_none() {
+        println!(
+            "  (the manifest pins no sha256; add `sha256 = \"{}\"` to refuse any other build)",
+            plugin.sha256
+        );
+    }
+    println!("asks for: {}", list(&m.permissions));
+    let would = grants
+        .get(&m.id)
+        .map(|g| m.permissions.intersect(&g.rights(&m.permissions)))
+        .unwrap_or_default();
+    println!(
+        "would be granted: {}{}",
+        list(&would),
+        if config.is_none() {
+            " (no --config given: third-party plugins get nothing by default)"
+        } else {
+            ""
+        }
+    );
+    for import in &plugin.imports {
+        if let Some((permission, false)) = would.needed_for(import) {
+            println!(
+                "a server with this config would refuse it: it imports {import}, which needs `{permission}`; grant it with [plugins.{}] grant = \"asked\" (or {permission} = [...])",
+                m.id
+            );
+        }
+    }
+    println!(
+        "limits: {} MiB memory, {} s of its own time per call",
+        plugin.limits.memory_mib, plugin.limits.time_secs
+    );
+    Ok(0)
+}
+
+#[cfg(not(feature = "server"))]
+async fn check_plugin(
+    _path: &std::path::Path,
+    _config: Option<&std::path::Path>,
+) -> Result<ExitCode, CommandError> {
+    Err(without_runtime("kiln plugin check"))
+}
+
+/// What a client-only `kiln` says for the commands that run plugins.
+#[cfg(not(feature = "server"))]
+fn without_runtime(command: &str) -> CommandError {
+    usage!(
+        "`{command}` runs plugins locally, and this kiln was built without the plugin runtime (client only); install the full one with `cargo install kiln` (default features)"
+    )
+}
+
+/// Run the embedded wizard on `DIR` (read-only, in its sandbox) and write
+/// the Dockerfile and `.dockerignore` it would build with.
+#[cfg(feature = "server")]
+pub async fn init(args: super::InitArgs) -> Result<ExitCode, CommandError> {
+    use kiln_server::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
+    use kiln_server::plugins::bindings::types::{KeyValue, PluginError};
+    let dir = args
+        .dir
+        .canonicalize()
+        .map_err(|e| usage!("cannot open {}: {e}", args.dir.display()))?;
+    let mut base_images = Vec::new();
+    for spec in &args.base_images {
+        let (stack, image) = spec
+            .split_once('=')
+            .filter(|(s, i)| !s.is_empty() && !i.is_empty())
+            .ok_or_else(|| usage!("--base-image {spec:?}: give STACK=IMAGE"))?;
+        base_images.push(KeyValue {
+            key: stack.to_string(),
+            value: image.to_string(),
+        });
+    }
+    let runtime = kiln_server::plugins::PluginRuntime::load(kiln_server::plugins::LoadOptions {
+        cache_dir: dirs_cache().map(|d| d.join("kiln/plugin-cache")),
+        ..Default::default()
+    })?;
+    let wizard = runtime
+        .detector()
+        .ok_or_else(|| usage!("this kiln has no detector plugin"))?;
+    let request = DetectRequest {
+        path: String::new(),
+        monorepo: true,
+        base_images,
+    };
+    let projects = runtime
+        .detect(wizard, &dir, &request)
+        .await?
+        .map_err(|e| match e {
+            PluginError::InvalidInput(m) | PluginError::ContextInvalid(m) => CommandError::Usage(m),
+            other => CommandError::Usage(format!("the wizard failed: {other:?}")),
+        })?;
+    let root = projects.iter().find(|p| p.path.is_empty());
+    for project in projects.iter().filter(|p| !p.path.is_empty()) {
+        println!(
+            "sub-project {}: {}{} — build it with contextDir {:?}",
+            project.path,
+            project.stack,
+            if project.has_dockerfile {
+                " (has a Dockerfile)"
+            } else {
+                ""
+            },
+            project.path
+        );
+    }
+    let Some(root) = root else {
+        eprintln!(
+            "kiln init: nothing the wizard recognizes in {}{}",
+            dir.display(),
+            if projects.is_empty() {
+                ""
+            } else {
+                " itself (see the sub-projects above; run kiln init in one of them)"
+            }
+        );
+        return Ok(1);
+    };
+    println!(
+        "detected {}{}:",
+        root.stack,
+        if root.tool.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", root.tool)
+        }
+    );
+    for reason in &root.reasons {
+        println!("  - {reason}");
+    }
+    if root.has_dockerfile {
+        println!(
+            "{} already has a Dockerfile; nothing to write (remove it to have one generated)",
+            dir.display()
+        );
+        return Ok(0);
+    }
+    let files = [
+        ("Dockerfile", &root.dockerfile),
+        (".dockerignore", &root.dockerignore),
+    ];
+    if args.dry_run {
+        for (name, text) in files {
+            println!("--- {name}\n{text}");
+        }
+        return Ok(0);
+    }
+    let existing: Vec<&str> = files
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| dir.join(name).exists())
+        .collect();
+    if !existing.is_empty() && !args.force {
+        eprintln!(
+            "kiln init: {} already exist(s) in {}; nothing written (use --force to overwrite, or --dry-run to see what would be written)",
+            existing.join(" and "),
+            dir.display()
+        );
+        return Ok(1);
+    }
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).map_err(|e| usage!("cannot write {name}: {e}"))?;
+        println!("wrote {}", dir.join(name).display());
+    }
+    Ok(0)
+}
+
+/// `$XDG_CACHE_HOME` or `~/.cache`.
+#[cfg(feature = "server")]
+fn dirs_cache() -> Option<std::path::PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+}
+
+#[cfg(not(feature = "server"))]
+pub async fn init(_args: super::InitArgs) -> Result<ExitCode, CommandError> {
+    Err(without_runtime("kiln init"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_split_like_docker() {
+        assert_eq!(
+            split_tag("hello:v1").unwrap(),
+            ("hello".into(), "v1".into())
+        );
+        assert_eq!(
+            split_tag("team/api").unwrap(),
+            ("team/api".into(), "latest".into())
+        );
+        assert!(split_tag("registry.example.com:5000/x:1").is_err());
+    }
+
+    #[test]
+    fn git_specs_map_to_a_git_source() {
+        // As the server reads them: absent fields are left out.
+        let wire = |spec: &str| serde_json::to_value(git_source(spec)).unwrap();
+        assert_eq!(
+            wire("https://example.com/r.git#v1.2:services/api"),
+            json!({"url": "https://example.com/r.git", "reference": "v1.2", "contextDir": "services/api"})
+        );
+        assert_eq!(wire("git://h/r"), json!({"url": "git://h/r"}));
+    }
+
+    #[test]
+    fn bare_build_arg_names_come_from_the_environment() {
+        std::env::set_var("KILN_TEST_BUILD_ARG", "from-env");
+        let args = build_args(&[
+            "A=1".into(),
+            "KILN_TEST_BUILD_ARG".into(),
+            "KILN_TEST_UNSET_ARG".into(),
+        ]);
+        assert_eq!(args["A"], "1");
+        assert_eq!(args["KILN_TEST_BUILD_ARG"], "from-env");
+        assert!(!args.contains_key("KILN_TEST_UNSET_ARG"));
+    }
+}

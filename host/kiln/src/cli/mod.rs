@@ -1,0 +1,432 @@
+//! The `kiln` command line: `kiln serve` runs the server; the other
+//! subcommands are clients of a running server (`kiln_api::ApiClient`).
+
+pub mod commands;
+pub mod config;
+pub mod pack;
+pub mod scaffold;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[cfg(feature = "server")]
+use kiln_server::config::ServerConfig;
+
+/// Kiln: build container images through sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `kiln init [DIR]`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The directory to look at and write into.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Overwrite an existing Dockerfile or .dockerignore.
+    #[arg(long)]
+    pub force: bool,
+    /// A base image for a stack, e.g. `python=mirror.example.com/python:3.12-slim` (repeatable).
+    #[arg(long = "base-image", value_name = "STACK=IMAGE")]
+    pub base_images: Vec<String>,
+    /// Only show what would be written (and the sub-projects of a monorepo).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Kiln server.
+    Serve(ServeArgs),
+    /// Build a directory (or a git repository) on a Kiln server, like `docker build`.
+    Build(BuildArgs),
+    /// List, inspect, follow and cancel builds.
+    Builds {
+        #[command(subcommand)]
+        command: BuildsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Upload build contexts.
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Save, list and delete the organization's secrets (values are never shown).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show the server's plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Write a Dockerfile and .dockerignore for a directory, as the Dockerfile wizard would (runs locally).
+    Init(InitArgs),
+    /// Save a server and token to ~/.config/kiln/config.toml (mode 0600).
+    Login(LoginArgs),
+    /// Write and check plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Manage organizations (needs the admin token).
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Manage an organization's API tokens (needs the admin token).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Print a shell completion script: `kiln completions bash > /etc/bash_completion.d/kiln`.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// Where the server is and who is asking. Flags win over the environment,
+/// which wins over `kiln login`'s saved config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// The Kiln server [default: saved by `kiln login`, else http://127.0.0.1:7878].
+    #[arg(long, env = "KILN_SERVER", global = true)]
+    pub server: Option<String>,
+    /// An API token [default: saved by `kiln login`].
+    #[arg(long, env = "KILN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// The server's JSON, for scripts.
+    Json,
+}
+
+/// `kiln build` flags, named as `docker build` names them.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The context directory.
+    #[arg(default_value = ".", conflicts_with = "git")]
+    pub dir: std::path::PathBuf,
+    /// Name and tag, `name:tag` (repeatable; every tag must share the name).
+    #[arg(short = 't', long = "tag", required = true)]
+    pub tags: Vec<String>,
+    /// The Dockerfile, relative to the context.
+    #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
+    pub file: String,
+    /// `KEY=VALUE`, or `KEY` alone to take the value from the environment (repeatable).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// The stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// `os/arch[/variant]`.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// buildkit, kaniko, wizard, or a plugin's builder name.
+    #[arg(long)]
+    pub builder: Option<String>,
+    /// The build's time limit in seconds (0: the server's default).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// small, medium, large or xlarge.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// A build secret to mount, by name (repeatable).
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// A build secret passed as the build arg of the same name; masked in the log (repeatable).
+    #[arg(long = "secret-build-arg")]
+    pub secret_build_args: Vec<String>,
+    /// Build from git instead of a directory: `URL#REF:DIR`.
+    #[arg(long)]
+    pub git: Option<String>,
+    /// Pack `.git` too (left out by default).
+    #[arg(long)]
+    pub include_git: bool,
+    /// Print the build id and return without following the build.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// On Ctrl-C, cancel the build without asking.
+    #[arg(long)]
+    pub cancel_on_interrupt: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildsCommand {
+    /// List builds, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Only git builds of this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one build.
+    Get {
+        id: String,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Print a build's log.
+    Logs {
+        id: String,
+        /// Keep printing until the build ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Start at the first line (default: with --follow, from now; else the whole log).
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Cancel a pending or running build.
+    Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Upload a directory (packed, honoring .dockerignore) or a tar/tar.gz/zip file; prints the context id.
+    Upload {
+        path: std::path::PathBuf,
+        /// Pack `.git` too.
+        #[arg(long)]
+        include_git: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List the server's plugins.
+    List {
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+/// `kiln login` flags.
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The Kiln server.
+    #[arg(long, env = "KILN_SERVER", default_value = "http://127.0.0.1:7878")]
+    pub server: String,
+    /// The token; read from standard input when not given.
+    #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Save a secret. Values not given on the command line are read from
+    /// standard input (so they stay out of shell history).
+    Set {
+        #[command(subcommand)]
+        secret: SecretValue,
+    },
+    /// List the organization's secrets: kinds and names, values as ***.
+    List,
+    /// Delete a secret: `kiln secrets delete build NPM_TOKEN`.
+    Delete {
+        /// registry, git or build.
+        kind: String,
+        /// The host (registry, git) or the name (build).
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretValue {
+    /// A build secret: `kiln secrets set build NPM_TOKEN` (value on stdin).
+    Build { name: String, value: Option<String> },
+    /// Registry credentials, used to push and to pull private bases.
+    Registry {
+        host: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Git credentials for a host (`*` for every host).
+    Git {
+        host: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a plugin crate in ./NAME that builds as it is.
+    New {
+        /// The world the plugin implements.
+        #[arg(long, value_enum)]
+        kind: PluginKind,
+        /// The plugin id and crate name.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Depend on the SDK at this path, a checkout's `sdk/` (default: kiln-sdk 0.1 from crates.io).
+        #[arg(long)]
+        sdk_path: Option<std::path::PathBuf>,
+    },
+    /// Validate a built plugin against its manifest and show what it would be granted.
+    Check {
+        /// The plugin's directory (holding plugin.toml).
+        #[arg(default_value = ".")]
+        path: std::path::PathBuf,
+        /// The host config whose grants apply.
+        #[arg(long, env = "KILN_CONFIG")]
+        config: Option<std::path::PathBuf>,
+    },
+}
+
+/// The plugin worlds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginKind {
+    Builder,
+    ContextSource,
+    CredentialStore,
+    Detector,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization.
+    Create {
+        /// Lowercase letters, digits and `-`.
+        name: String,
+    },
+    /// List organizations.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for an organization; it is printed once.
+    Create {
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        #[arg(long)]
+        org: String,
+        /// The `tokenId` printed when the token was created.
+        token_id: String,
+    },
+}
+
+/// `kiln serve` flags; each also reads an environment variable.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+    /// Directory for records, logs and workspaces.
+    #[arg(long, env = "KILN_DATA_DIR", default_value = "./kiln-data")]
+    pub data_dir: PathBuf,
+    /// Registry images are pushed to, as host:port.
+    #[arg(long, env = "KILN_REGISTRY", default_value = "127.0.0.1:5000")]
+    pub registry: String,
+    /// Docker Engine address (unix:///var/run/docker.sock, tcp://host:2375); the local socket when empty.
+    #[arg(long, env = "KILN_DOCKER_HOST", default_value = "")]
+    pub docker_host: String,
+    /// Builds that run at once.
+    #[arg(long, env = "KILN_MAX_CONCURRENT_BUILDS", default_value_t = 2)]
+    pub max_concurrent_builds: usize,
+    /// A build's time limit when its request sets none, in seconds.
+    #[arg(long, env = "KILN_DEFAULT_BUILD_TIMEOUT", default_value_t = 3600)]
+    pub default_build_timeout_secs: u64,
+    /// The longest `timeoutSecs` a request may ask for, in seconds.
+    #[arg(long, env = "KILN_MAX_BUILD_TIMEOUT", default_value_t = 6 * 3600)]
+    pub max_build_timeout_secs: u64,
+    /// The key sealing organization secrets (32 bytes or 64 hex characters; created if missing) [default: <data-dir>/secret.key].
+    #[arg(long, env = "KILN_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<std::path::PathBuf>,
+    /// The host's config file (plugin grants and limits: `[plugins.<id>]`).
+    #[arg(long, env = "KILN_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Directory of third-party plugins (repeatable).
+    #[arg(long = "plugin-dir", env = "KILN_PLUGIN_DIRS", value_delimiter = ':')]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The build profile when a request names none: small, medium, large or xlarge.
+    #[arg(long, env = "KILN_DEFAULT_PROFILE", default_value = "medium", value_parser = ["small", "medium", "large", "xlarge"])]
+    pub default_profile: String,
+    /// Most bytes an uploaded context may have, packed.
+    #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
+    pub max_upload_bytes: u64,
+    /// Most bytes a context may unpack to (an archive-bomb guard).
+    #[arg(long, env = "KILN_MAX_CONTEXT_BYTES", default_value_t = 8 << 30)]
+    pub max_context_bytes: u64,
+    /// Most files and directories a context may unpack to.
+    #[arg(long, env = "KILN_MAX_CONTEXT_ENTRIES", default_value_t = 200_000)]
+    pub max_context_entries: u64,
+    /// Write the host's own log as JSON lines.
+    #[arg(long, env = "KILN_LOG_JSON")]
+    pub log_json: bool,
+    /// The Kaniko executor image the `kaniko` builder runs (it must be in the Docker Engine) [default: ghcr.io/osscontainertools/kaniko:v1.28.0, or `kaniko_image` in the config file].
+    #[arg(long, env = "KILN_KANIKO_IMAGE")]
+    pub kaniko_image: Option<String>,
+}
+
+#[cfg(feature = "server")]
+impl ServeArgs {
+    /// The server configuration these flags (and the config file) describe.
+    pub fn to_config(&self) -> Result<ServerConfig, kiln_server::config::ConfigFileError> {
+        let mut config = ServerConfig::new(&self.data_dir);
+        config.listen = self.listen;
+        config.registry = self.registry.clone();
+        config.docker_host = self.docker_host.clone();
+        config.max_concurrent_builds = self.max_concurrent_builds;
+        config.default_build_timeout =
+            std::time::Duration::from_secs(self.default_build_timeout_secs);
+        config.max_build_timeout = std::time::Duration::from_secs(self.max_build_timeout_secs);
+        config.plugin_dirs = self.plugin_dirs.clone();
+        config.max_upload_bytes = self.max_upload_bytes;
+        config.default_profile = self.default_profile.clone();
+        config.max_context_bytes = self.max_context_bytes;
+        config.max_context_entries = self.max_context_entries;
+        if let Some(path) = &self.secret_key_file {
+            config.secret_key_file = path.clone();
+        }
+        if let Some(path) = &self.config {
+            kiln_server::config::FileConfig::load(path)?.apply(&mut config);
+        }
+        if let Some(image) = &self.kaniko_image {
+            config.kaniko_image = image.clone();
+        }
+        Ok(config)
+    }
+}

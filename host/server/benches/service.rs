@@ -1,0 +1,334 @@
+//! The build service's speed, measured against the real engine and
+//! registry (run `scripts/setup.sh` first), printed as a table:
+//!
+//! * GetBuild requests per second (16 concurrent keep-alive clients);
+//! * ListBuilds first-page latency over 100,000 records, unfiltered and
+//!   filtered by status and by name (indexes, not scans);
+//! * accept → RUNNING latency with an idle worker (the record's own times);
+//! * UploadBuildContext throughput against a plain loopback copy to disk;
+//! * follower fan-out latency (line stored → line received) for 1, 50 and
+//!   200 followers of one build.
+//!
+//! `cargo bench -p kiln-server --bench service`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use kiln_server::store::{BuildRecord, BuildSpec, BuildStatus, SourceSummary, Store};
+use kiln_tests::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values
+}
+
+struct Row(String, String);
+
+async fn get_build_rate(t: &TestServer, build_id: &str) -> Row {
+    let clients = 16;
+    let per_client = 1500;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let api = t.as_token(&t.token);
+        let path = format!("/v1/builds/{build_id}");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_client {
+                let answer = api.get(&path).await;
+                assert_eq!(answer.status, 200);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rate = (clients * per_client) as f64 / started.elapsed().as_secs_f64();
+    Row(
+        "GetBuild, 16 concurrent clients".into(),
+        format!("{rate:.0} requests/s ({} requests)", clients * per_client),
+    )
+}
+
+/// Fill a fresh data directory with `count` finished builds of 50 names.
+fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
+    let started = Instant::now();
+    let store = Store::open(&dir.join("db")).unwrap();
+    for i in 0..count {
+        let record = BuildRecord {
+            build_id: format!("bench-{i:06}"),
+            org: "default".into(),
+            number: 0,
+            name: format!("app-{}", i % 50),
+            status: BuildStatus::Pending,
+            source: SourceSummary {
+                kind: "inline-zip".into(),
+                size_bytes: Some(1000),
+                format: Some("zip".into()),
+                context_id: None,
+                url: None,
+                git: None,
+            },
+            request: BuildSpec {
+                dockerfile: "Dockerfile".into(),
+                tags: vec!["latest".into()],
+                builder: "buildkit".into(),
+                ..Default::default()
+            },
+            image_refs: vec![format!("127.0.0.1:5000/default/app-{}:latest", i % 50)],
+            digest: Some(format!("sha256:{:064x}", i)),
+            metrics: None,
+            failure: None,
+            wizard: None,
+            create_time: Utc::now(),
+            start_time: None,
+            finish_time: None,
+            seq: 0,
+        };
+        store.create_build(record).unwrap();
+        store.pop_queued().unwrap();
+        let status = if i % 10 == 0 {
+            BuildStatus::Failed
+        } else {
+            BuildStatus::Succeeded
+        };
+        store
+            .update_build(&format!("bench-{i:06}"), |r| r.status = status)
+            .unwrap();
+    }
+    store.flush_blocking().unwrap();
+    started.elapsed()
+}
+
+async fn list_latencies(t: &TestServer, query: &str) -> (f64, f64) {
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let answer = t.get(&format!("/v1/builds?pageSize=50{query}")).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["builds"].as_array().unwrap().len(), 50);
+    }
+    let times = sorted(times);
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+async fn accept_to_running(t: &TestServer) -> Row {
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        let build_id = t.create_build(&hello_request("bench-accept")).await;
+        let record = t.wait_finished(&build_id, Duration::from_secs(120)).await;
+        assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED");
+        let created =
+            chrono::DateTime::parse_from_rfc3339(record["createTime"].as_str().unwrap()).unwrap();
+        let started =
+            chrono::DateTime::parse_from_rfc3339(record["startTime"].as_str().unwrap()).unwrap();
+        latencies.push((started - created).num_microseconds().unwrap() as f64 / 1000.0);
+    }
+    let latencies = sorted(latencies);
+    Row(
+        "accept → RUNNING, idle worker (10 builds)".into(),
+        format!(
+            "median {:.2} ms, max {:.2} ms",
+            percentile(&latencies, 0.5),
+            latencies[latencies.len() - 1]
+        ),
+    )
+}
+
+async fn upload_throughput(t: &TestServer) -> Vec<Row> {
+    let size = 256usize << 20;
+    let mut payload = vec![0u8; size];
+    rand::Rng::fill(&mut rand::rng(), &mut payload[..]);
+    let archive = tar_entries(&[TarEntry::File("blob.bin", &payload, 0o644)]);
+    drop(payload);
+    let mb = archive.len() as f64 / 1e6;
+
+    let mut kiln_rates = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        // A fresh byte at the end makes each upload new content.
+        let mut body = archive.clone();
+        body.extend_from_slice(&[0u8; 1024]);
+        let last = body.len() - 1;
+        body[last] = kiln_rates.len() as u8 + 1;
+        let answer = t.upload(body).await;
+        assert_eq!(
+            answer.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        kiln_rates.push(mb / started.elapsed().as_secs_f64());
+    }
+
+    // The baseline: the same bytes over a loopback TCP socket into a file.
+    let mut plain_rates = Vec::new();
+    for _ in 0..3 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sink = tempfile::NamedTempFile::new().unwrap();
+        let sink_path = sink.path().to_path_buf();
+        let receiver = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut file = tokio::io::BufWriter::with_capacity(
+                256 * 1024,
+                tokio::fs::File::create(&sink_path).await.unwrap(),
+            );
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let n = socket.read(&mut buffer).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&buffer[..n]).await.unwrap();
+            }
+            file.flush().await.unwrap();
+        });
+        let started = Instant::now();
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket.write_all(&archive).await.unwrap();
+        socket.shutdown().await.unwrap();
+        receiver.await.unwrap();
+        plain_rates.push(mb / started.elapsed().as_secs_f64());
+    }
+    let kiln = sorted(kiln_rates);
+    let plain = sorted(plain_rates);
+    vec![
+        Row(
+            format!("UploadBuildContext, {mb:.0} MB tar"),
+            format!("{:.0} MB/s (median of 3)", percentile(&kiln, 0.5)),
+        ),
+        Row(
+            "plain loopback TCP copy to a file".into(),
+            format!("{:.0} MB/s (median of 3)", percentile(&plain, 0.5)),
+        ),
+    ]
+}
+
+async fn fan_out(t: &Arc<TestServer>, followers: usize) -> Row {
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 200); do echo fan-$i; sleep 0.02; done\n"
+    );
+    let mut request = dockerfile_request("bench-fanout", &dockerfile);
+    request["noCache"] = json!(true);
+    let build_id = t.create_build(&request).await;
+    let mut tasks = Vec::new();
+    for _ in 0..followers {
+        let t = t.clone();
+        let path = format!("/v1/builds/{build_id}/logs?fromStart=true&follow=true");
+        tasks.push(tokio::spawn(
+            async move { follow_latencies(&t, &path).await },
+        ));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let latencies = sorted(latencies);
+    Row(
+        format!("log fan-out, {followers} followers"),
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms (stored → received, {} lines)",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.len()
+        ),
+    )
+}
+
+/// Follow a log; for each line written after the follower attached, the
+/// time from the line's stored timestamp to its arrival here.
+async fn follow_latencies(t: &TestServer, path: &str) -> Vec<f64> {
+    use http_body_util::BodyExt;
+    let request = hyper::Request::builder()
+        .uri(t.url(path))
+        .header("authorization", format!("Bearer {}", t.token))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let attached = Utc::now();
+    let mut body = client.request(request).await.unwrap().into_body();
+    let mut pending = String::new();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
+        let now = Utc::now();
+        pending.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+            let time =
+                chrono::DateTime::parse_from_rfc3339(value["time"].as_str().unwrap()).unwrap();
+            if time > attached && value["line"].as_str().unwrap_or("").contains("fan-") {
+                out.push(
+                    (now - time.with_timezone(&Utc)).num_microseconds().unwrap() as f64 / 1000.0,
+                );
+            }
+        }
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let mut rows = Vec::new();
+
+    let records = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let fill = fill_store(dir.path(), records);
+    let started = Instant::now();
+    let big = TestServer::start_with(|c| {
+        c.data_dir = dir.path().to_path_buf();
+    })
+    .await;
+    let startup = started.elapsed();
+    rows.push(Row(
+        format!("start-up over {records} records (recovery scan)"),
+        format!(
+            "{:.0} ms (filling them took {:.1} s)",
+            startup.as_secs_f64() * 1000.0,
+            fill.as_secs_f64()
+        ),
+    ));
+    for (what, query) in [
+        ("ListBuilds first page, 100k records", ""),
+        ("… filtered by status=FAILED", "&status=BUILD_STATUS_FAILED"),
+        ("… filtered by name", "&name=app-7"),
+    ] {
+        let (p50, p99) = list_latencies(&big, query).await;
+        rows.push(Row(
+            what.into(),
+            format!("p50 {p50:.2} ms, p99 {p99:.2} ms (pageSize 50)"),
+        ));
+    }
+    rows.push(get_build_rate(&big, "bench-050000").await);
+    drop(big);
+
+    let t = Arc::new(TestServer::start().await);
+    rows.push(accept_to_running(&t).await);
+    rows.extend(upload_throughput(&t).await);
+    for followers in [1, 50, 200] {
+        rows.push(fan_out(&t, followers).await);
+    }
+
+    let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(10);
+    println!("\n| {:width$} | result |", "measure");
+    println!("|{}|--------|", "-".repeat(width + 2));
+    for Row(what, result) in rows {
+        println!("| {what:width$} | {result} |");
+    }
+}

@@ -1,0 +1,43 @@
+//! Compiles the first-party plugins in `plugins/` to wasm components and
+//! embeds them, so `kiln serve` works with no plugin directory configured.
+
+#[path = "build-support/compile_plugins.rs"]
+mod compile_plugins;
+
+use std::path::PathBuf;
+
+/// (directory under `plugins/`, package name)
+const FIRST_PARTY: &[(&str, &str)] = &[
+    ("inline-zip", "kiln-plugin-inline-zip"),
+    ("upload", "kiln-plugin-upload"),
+    ("buildkit", "kiln-plugin-buildkit"),
+    ("git", "kiln-plugin-git"),
+    ("file-credentials", "kiln-plugin-file-credentials"),
+    ("kaniko", "kiln-plugin-kaniko"),
+    ("wizard", "kiln-plugin-wizard"),
+    ("wizard-detect", "kiln-plugin-wizard-detect"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    // host/server → the workspace root.
+    let workspace = manifest_dir.ancestors().nth(2).unwrap().to_path_buf();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    compile_plugins::rerun_on_sdk_change(&workspace);
+
+    let mut registry = String::from("&[\n");
+    for (dir, package) in FIRST_PARTY {
+        let crate_dir = format!("plugins/{dir}");
+        let component = compile_plugins::compile_plugin(&workspace, &crate_dir, package);
+        let embedded = out_dir.join(format!("{dir}.wasm"));
+        std::fs::copy(&component, &embedded).expect("copy component");
+        let manifest = workspace.join(&crate_dir).join("plugin.toml");
+        registry.push_str(&format!(
+            "    EmbeddedPlugin {{ dir: {dir:?}, manifest: include_str!({manifest:?}), component: include_bytes!({embedded:?}) }},\n",
+            manifest = manifest.display().to_string(),
+            embedded = embedded.display().to_string(),
+        ));
+    }
+    registry.push(']');
+    std::fs::write(out_dir.join("embedded_plugins.rs"), registry).unwrap();
+}

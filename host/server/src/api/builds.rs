@@ -1,0 +1,554 @@
+//! CreateBuild, GetBuild, ListBuilds, CancelBuild, and the plugin list.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use chrono::Utc;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use super::routes::Caller;
+use super::validate;
+use super::{json_response, read_json, ApiError, ApiState, Body};
+use crate::scheduler::staged_file_name;
+use crate::store::{BuildRecord, BuildSpec, BuildStatus, ListFilter, SourceSummary};
+use kiln_api::builds::{CreateBuildRequest, GitSourceRequest, MAX_INLINE_ZIP_BYTES};
+
+/// Largest CreateBuild body: a 4 MiB zip is ~5.6 MB of base64, plus fields.
+const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// The query string as a map (last value wins).
+pub fn query_params(request: &Request<Incoming>) -> HashMap<String, String> {
+    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+pub async fn create(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let request: CreateBuildRequest = read_json(request, MAX_BODY_BYTES, "CreateBuild", || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over {} MiB; inline contexts (zippedCode) are limited to {} MiB packed",
+                MAX_BODY_BYTES >> 20,
+                MAX_INLINE_ZIP_BYTES >> 20
+            ),
+        )
+    })
+    .await?;
+    let (record, staged) = validate_create(state, caller, request).await?;
+
+    let staging = crate::scheduler::staging_dir(&state.config.data_dir, &record.build_id);
+    staged
+        .stage(&state.config.data_dir, &staging)
+        .map_err(ApiError::internal)?;
+    let record = match state.store.create_build(record) {
+        Ok(record) => record,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
+    };
+    state.metrics.build_created();
+    state.scheduler.wake();
+    tracing::info!(build_id = %record.build_id, org = %record.org, name = %record.name, number = record.number, "build accepted");
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &kiln_api::BuildAccepted {
+            build_id: record.build_id,
+            number: record.number,
+            status: record.status,
+        },
+    ))
+}
+
+/// Check every field; return the record to store and the decoded zip.
+async fn validate_create(
+    state: &ApiState,
+    caller: &Caller,
+    request: CreateBuildRequest,
+) -> Result<(BuildRecord, Staged), ApiError> {
+    let bad = ApiError::bad_request;
+    validate::check_name(&request.name).map_err(bad)?;
+
+    let given: Vec<&str> = [
+        ("zippedCode", request.zipped_code.is_some()),
+        ("contextId", request.context_id.is_some()),
+        ("gitSource", request.git_source.is_some()),
+        ("contextUrl", request.context_url.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(name, _)| *name)
+    .collect();
+    let staged = match given.as_slice() {
+        [] => {
+            return Err(bad(
+                "the request names no build context: give exactly one of `zippedCode` (a base64 zip), `contextId` (from POST /v1/contexts), `gitSource` or `contextUrl`".into(),
+            ))
+        }
+        ["zippedCode"] => Staged::Inline(decode_inline_zip(request.zipped_code.as_deref().unwrap_or_default())?),
+        ["contextId"] => {
+            let id = request.context_id.as_deref().unwrap_or_default();
+            let record = state.store.context(&caller.org, id)?.ok_or_else(|| {
+                bad(format!(
+                    "`contextId` {id:?} does not exist for this organization; upload the context with POST /v1/contexts and use the id it returns"
+                ))
+            })?;
+            Staged::Upload(record)
+        }
+        ["contextUrl"] => {
+            let url = request.context_url.clone().unwrap_or_default();
+            let scheme = url
+                .split_once("://")
+                .map(|(scheme, _)| scheme)
+                .filter(|s| {
+                    s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
+                })
+                .ok_or_else(|| bad(format!("`contextUrl` {url:?} is not a URL of the form scheme://...")))?;
+            if matches!(scheme, "inline-zip" | "upload") || state.runtime.source(scheme).is_none() {
+                return Err(bad(format!(
+                    "no context source plugin on this server handles `{scheme}://` URLs; load one with --plugin-dir"
+                )));
+            }
+            Staged::Url(scheme.to_string(), url)
+        }
+        ["gitSource"] => Staged::Git(validate_git_source(
+            state,
+            request.git_source.clone().expect("present"),
+        )?),
+        many => {
+            return Err(bad(format!(
+                "give exactly one build context, not several: the request has {}",
+                many.join(" and ")
+            )))
+        }
+    };
+
+    let context_dir = match request.context_dir.as_deref() {
+        None | Some("") | Some(".") => String::new(),
+        Some(_) if matches!(staged, Staged::Git(_)) => {
+            return Err(bad(
+                "a git build names its directory as `gitSource.contextDir`, not `contextDir`"
+                    .into(),
+            ))
+        }
+        Some(dir) => {
+            validate::check_context_path("contextDir", dir).map_err(bad)?;
+            crate::git::export::normalized_dir(dir)
+        }
+    };
+    let dockerfile = request.dockerfile.unwrap_or_else(|| "Dockerfile".into());
+    validate::check_context_path("dockerfile", &dockerfile).map_err(bad)?;
+    let tags = request.tags.unwrap_or_else(|| vec!["latest".into()]);
+    if tags.is_empty() {
+        return Err(bad(
+            "`tags` is empty: give at least one tag, or leave it out for [\"latest\"]".into(),
+        ));
+    }
+    for tag in &tags {
+        validate::check_tag(tag).map_err(bad)?;
+    }
+    let build_args = request.build_args.unwrap_or_default();
+    for name in build_args.keys() {
+        validate::check_build_arg(name).map_err(bad)?;
+    }
+    if let Some(platform) = &request.platform {
+        validate::check_platform(platform).map_err(bad)?;
+    }
+    if let Some(target) = &request.target {
+        validate::check_target(target).map_err(bad)?;
+    }
+    let timeout_secs = request.timeout_secs.unwrap_or(0);
+    let max = state.config.max_build_timeout.as_secs();
+    if timeout_secs > max {
+        return Err(bad(format!(
+            "`timeoutSecs` {timeout_secs} is over this server's maximum of {max}; 0 means the default ({} s)",
+            state.config.default_build_timeout.as_secs()
+        )));
+    }
+    let profile = request
+        .profile
+        .unwrap_or_else(|| state.config.default_profile.clone());
+    if crate::config::profile(&profile).is_none() {
+        return Err(bad(format!(
+            "`profile` {profile:?} is not one of small, medium, large, xlarge"
+        )));
+    }
+    let secret_build_args = request.secret_build_args.unwrap_or_default();
+    let secret_mounts = request.secrets.unwrap_or_default();
+    let stored = state
+        .secrets
+        .names(&caller.org)
+        .await
+        .map_err(ApiError::internal)?;
+    let stored_build = stored
+        .get(&crate::store::secrets::SecretKind::Build)
+        .cloned()
+        .unwrap_or_default();
+    for (field, names) in [
+        ("secretBuildArgs", &secret_build_args),
+        ("secrets", &secret_mounts),
+    ] {
+        for name in names {
+            super::secrets::check_secret_name(name).map_err(|e| bad(format!("`{field}`: {e}")))?;
+            if !stored_build.contains(name) {
+                return Err(bad(format!(
+                    "`{field}`: build secret {name} is not set for this organization; save it with PUT /v1/secrets {{\"buildSecrets\": {{\"{name}\": \"...\"}}}}"
+                )));
+            }
+        }
+        if let Some(twice) = names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| names[..*i].contains(n))
+        {
+            return Err(bad(format!("`{field}` names {} twice", twice.1)));
+        }
+    }
+    for name in &secret_build_args {
+        if build_args.contains_key(name) {
+            return Err(bad(format!(
+                "{name} is both a build arg and a secret build arg; give it once"
+            )));
+        }
+    }
+    let builder = request.builder.unwrap_or_else(|| "buildkit".into());
+    let Some(builder_plugin) = state.runtime.builder(&builder) else {
+        return Err(bad(format!(
+            "`builder` {builder:?} is not available here; this server has: {}",
+            state.runtime.builder_names().join(", ")
+        )));
+    };
+    // Secret values reach a build only through the host's BuildKit path;
+    // a builder not granted secrets would silently build without them.
+    let takes_secrets = builder_plugin.granted.secrets.contains("build")
+        && builder_plugin.granted.engine.contains("buildkit-build");
+    let wants_secrets = !secret_mounts.is_empty() || !secret_build_args.is_empty();
+    if wants_secrets && !takes_secrets {
+        return Err(bad(format!(
+            "the `{builder}` builder cannot use build secrets (`secrets`, `secretBuildArgs`); build with `buildkit` for them"
+        )));
+    }
+
+    let image_refs = tags
+        .iter()
+        .map(|tag| {
+            format!(
+                "{}/{}/{}:{}",
+                state.config.registry, caller.org, request.name, tag
+            )
+        })
+        .collect();
+    let record = BuildRecord {
+        build_id: uuid::Uuid::new_v4().to_string(),
+        org: caller.org.clone(),
+        number: 0,
+        name: request.name,
+        status: BuildStatus::Pending,
+        source: staged.summary(),
+        request: BuildSpec {
+            dockerfile,
+            tags,
+            build_args,
+            target: request.target,
+            platform: request.platform,
+            no_cache: request.no_cache.unwrap_or(false),
+            timeout_secs,
+            builder,
+            profile,
+            secret_build_args,
+            secrets: secret_mounts,
+            context_dir,
+        },
+        image_refs,
+        digest: None,
+        metrics: None,
+        failure: None,
+        wizard: None,
+        create_time: Utc::now(),
+        start_time: None,
+        finish_time: None,
+        seq: 0,
+    };
+    Ok((record, staged))
+}
+
+/// Check `gitSource` and turn it into what the record keeps.
+fn validate_git_source(
+    state: &ApiState,
+    git: GitSourceRequest,
+) -> Result<crate::store::GitSource, ApiError> {
+    let bad = ApiError::bad_request;
+    if state.runtime.source("git").is_none() {
+        return Err(bad(
+            "no context source plugin on this server handles `gitSource`; the first-party `git` plugin is missing".into(),
+        ));
+    }
+    let url =
+        crate::git::RepoUrl::parse(&git.url).map_err(|e| bad(format!("`gitSource.url`: {e}")))?;
+    let reference = git
+        .reference
+        .unwrap_or_else(|| kiln_api::validate::DEFAULT_GIT_REFERENCE.to_string());
+    validate::check_git_reference(&reference).map_err(bad)?;
+    let context_dir = match git.context_dir.as_deref() {
+        None | Some("") | Some(".") => String::new(),
+        Some(dir) => {
+            validate::check_context_path("gitSource.contextDir", dir).map_err(|_| {
+                bad(format!(
+                    "`gitSource.contextDir` {dir:?} must be a relative directory inside the repository, without `..` (e.g. \"services/api\")"
+                ))
+            })?;
+            crate::git::export::normalized_dir(dir)
+        }
+    };
+    let looks_like_commit =
+        reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit());
+    let branch = if looks_like_commit || reference.starts_with("refs/tags/") {
+        None
+    } else {
+        Some(reference.trim_start_matches("refs/heads/").to_string())
+    };
+    Ok(crate::store::GitSource {
+        url: url.redacted(),
+        reference,
+        context_dir,
+        submodules: git.submodules.unwrap_or(false),
+        branch,
+        ..Default::default()
+    })
+}
+
+/// The context a build request brought, before it is staged for the worker.
+pub enum Staged {
+    /// A repository the `git` source plugin checks out through the host.
+    Git(crate::store::GitSource),
+    Inline(Vec<u8>),
+    Upload(crate::store::ContextRecord),
+    /// A URL for the plugin handling its scheme (kind, url).
+    Url(String, String),
+}
+
+impl Staged {
+    pub(super) fn summary(&self) -> SourceSummary {
+        match self {
+            Staged::Inline(zip) => SourceSummary {
+                kind: "inline-zip".into(),
+                size_bytes: Some(zip.len() as u64),
+                format: Some("zip".into()),
+                context_id: None,
+                url: None,
+                git: None,
+            },
+            Staged::Upload(record) => SourceSummary {
+                kind: "upload".into(),
+                size_bytes: Some(record.size_bytes),
+                format: Some(record.format.clone()),
+                context_id: Some(record.context_id.clone()),
+                url: None,
+                git: None,
+            },
+            Staged::Url(kind, url) => SourceSummary {
+                kind: kind.clone(),
+                size_bytes: None,
+                format: None,
+                context_id: None,
+                url: Some(url.clone()),
+                git: None,
+            },
+            Staged::Git(git) => SourceSummary {
+                kind: "git".into(),
+                size_bytes: None,
+                format: None,
+                context_id: None,
+                url: None,
+                git: Some(git.clone()),
+            },
+        }
+    }
+
+    /// Put the input where the worker's context source will find it.
+    pub(super) fn stage(
+        &self,
+        data_dir: &std::path::Path,
+        staging: &std::path::Path,
+    ) -> std::io::Result<()> {
+        std::fs::create_dir_all(staging)?;
+        match self {
+            Staged::Inline(zip) => std::fs::write(staging.join(staged_file_name("zip")), zip),
+            Staged::Upload(record) => {
+                let blob = super::contexts::blob_path(data_dir, &record.sha256);
+                let target = staging.join(staged_file_name(&record.format));
+                // A hard link costs nothing; blobs are never modified in place.
+                std::fs::hard_link(&blob, &target)
+                    .or_else(|_| std::fs::copy(&blob, &target).map(|_| ()))
+            }
+            // The plugin fetches it; nothing to stage.
+            Staged::Url(..) | Staged::Git(_) => Ok(()),
+        }
+    }
+}
+
+pub(super) fn decode_inline_zip(encoded: &str) -> Result<Vec<u8>, ApiError> {
+    let bad = ApiError::bad_request;
+    // Reject by size before decoding: base64 is 4/3 of the bytes.
+    if encoded.len() / 4 * 3 > MAX_INLINE_ZIP_BYTES + 3 {
+        return Err(bad(format!(
+            "`zippedCode` is about {:.1} MiB packed; inline contexts are limited to {} MiB: upload bigger contexts with POST /v1/contexts and build them by `contextId`",
+            (encoded.len() / 4 * 3) as f64 / (1 << 20) as f64,
+            MAX_INLINE_ZIP_BYTES >> 20
+        )));
+    }
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| bad(format!("`zippedCode` is not valid base64 ({e}); encode the zip file's bytes with standard base64")))?;
+    if zip.len() > MAX_INLINE_ZIP_BYTES {
+        return Err(bad(format!(
+            "`zippedCode` is {} bytes packed; inline contexts are limited to {} MiB: upload bigger contexts with POST /v1/contexts",
+            zip.len(),
+            MAX_INLINE_ZIP_BYTES >> 20
+        )));
+    }
+    if !(zip.starts_with(b"PK\x03\x04") || zip.starts_with(b"PK\x05\x06")) {
+        return Err(bad(
+            "`zippedCode` is not a zip archive (it does not start with a zip signature); send the base64 of a .zip file".into(),
+        ));
+    }
+    Ok(zip)
+}
+
+pub fn get(state: &ApiState, caller: &Caller, build_id: &str) -> Result<Response<Body>, ApiError> {
+    let record = state
+        .store
+        .build_for_org(&caller.org, build_id)?
+        .ok_or_else(|| ApiError::not_found(&format!("build {build_id}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &kiln_api::Build::from(&record),
+    ))
+}
+
+pub fn list(
+    state: &ApiState,
+    caller: &Caller,
+    request: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let params = query_params(request);
+    let page_size = match params.get("pageSize") {
+        None => 50,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request("`pageSize` must be a number from 1 to 1000"))?,
+    };
+    let before = match params.get("pageToken").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => Some(token.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("`pageToken` is not one this server gave out; use the `nextPageToken` of the previous page")
+        })?),
+    };
+    let status: Option<BuildStatus> = match params.get("status") {
+        None => None,
+        Some(s) => Some(serde_json::from_value(serde_json::Value::from(s.as_str())).map_err(|_| {
+            ApiError::bad_request(format!(
+                "`status` {s:?} is not a build status: use BUILD_STATUS_PENDING, _RUNNING, _SUCCEEDED, _FAILED or _CANCELLED"
+            ))
+        })?),
+    };
+    let filter = ListFilter {
+        status,
+        name: params.get("name").cloned(),
+        branch: params.get("branch").cloned().filter(|b| !b.is_empty()),
+        before_seq: before,
+    };
+    let builds = state.store.list_builds(&caller.org, &filter, page_size)?;
+    let next = if builds.len() == page_size {
+        builds.last().map(|r| r.seq.to_string())
+    } else {
+        None
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &kiln_api::BuildList {
+            builds: builds.iter().map(Into::into).collect(),
+            next_page_token: next.unwrap_or_default(),
+        },
+    ))
+}
+
+pub fn cancel(
+    state: &ApiState,
+    caller: &Caller,
+    build_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let record = state
+        .store
+        .build_for_org(&caller.org, build_id)?
+        .ok_or_else(|| ApiError::not_found(&format!("build {build_id}")))?;
+    if record.status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "build {build_id} has already finished ({}); only pending or running builds can be cancelled",
+                record.status
+            ),
+        ));
+    }
+    // A pending build is cancelled in place; a worker that pops it later
+    // sees it is no longer pending and skips it.
+    let updated = state.store.update_build(build_id, |r| {
+        if r.status == BuildStatus::Pending {
+            r.status = BuildStatus::Cancelled;
+            r.finish_time = Some(Utc::now());
+        }
+    })?;
+    if updated.status == BuildStatus::Cancelled {
+        state
+            .metrics
+            .build_finished(BuildStatus::Cancelled, std::time::Duration::ZERO);
+        state.hub.finish(build_id);
+    } else {
+        state.scheduler.cancel_running(build_id);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &kiln_api::Build::from(&updated),
+    ))
+}
+
+pub fn plugins(state: &ApiState) -> Result<Response<Body>, ApiError> {
+    let plugins: Vec<_> = state
+        .runtime
+        .plugins()
+        .map(|p| {
+            json!({
+                "id": p.manifest.id,
+                "version": p.manifest.version,
+                "api": p.manifest.api,
+                "description": p.manifest.description,
+                "authors": p.manifest.authors,
+                "origin": p.origin,
+                "sha256": p.sha256,
+                "world": format!("{:?}", p.world),
+                "kinds": {
+                    "contextSource": p.manifest.kinds.context_source,
+                    "builder": p.manifest.kinds.builder,
+                },
+                "askedPermissions": p.manifest.permissions,
+                "grantedPermissions": *p.granted,
+                "limits": p.limits,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "plugins": plugins, "loadErrors": state.runtime.load_errors() }),
+    ))
+}

@@ -1,0 +1,156 @@
+//! UploadBuildContext: a tar, tar.gz or zip body streamed to disk as it
+//! arrives (never held whole in memory), hashed on the way, size-limited,
+//! and stored by content: the same bytes twice give the same context id.
+//! Uploads are per organization; another organization's id does not exist.
+
+use chrono::Utc;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::routes::Caller;
+use super::{json_response, ApiError, ApiState, Body};
+use crate::store::ContextRecord;
+
+/// Where uploaded bytes live: `contexts/blobs/<sha256>`.
+pub fn blob_path(data_dir: &std::path::Path, sha256: &str) -> std::path::PathBuf {
+    data_dir.join("contexts").join("blobs").join(sha256)
+}
+
+/// The archive format, from the first bytes.
+fn sniff(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some("tar.gz")
+    } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        Some("zip")
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some("tar")
+    } else {
+        None
+    }
+}
+
+/// Removes a partial upload unless it was kept.
+struct PartialFile(Option<std::path::PathBuf>);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+pub async fn upload(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let limit = state.config.max_upload_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the context is over this server's upload limit of {limit} bytes; leave out dependencies and build outputs (a .dockerignore helps)"
+            ),
+        )
+    };
+    if let Some(length) = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length > limit {
+            return Err(too_large());
+        }
+    }
+    let dir = state.config.data_dir.join("contexts");
+    let tmp_dir = dir.join("tmp");
+    tokio::fs::create_dir_all(&tmp_dir)
+        .await
+        .map_err(ApiError::internal)?;
+    tokio::fs::create_dir_all(dir.join("blobs"))
+        .await
+        .map_err(ApiError::internal)?;
+    let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
+    let mut partial = PartialFile(Some(tmp.clone()));
+    let mut file = tokio::io::BufWriter::with_capacity(
+        256 * 1024,
+        tokio::fs::File::create(&tmp)
+            .await
+            .map_err(ApiError::internal)?,
+    );
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut head: Vec<u8> = Vec::with_capacity(512);
+    let mut body = request.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len() as u64;
+        if size > limit {
+            return Err(too_large());
+        }
+        if head.len() < 512 {
+            let take = (512 - head.len()).min(data.len());
+            head.extend_from_slice(&data[..take]);
+        }
+        hasher.update(&data);
+        file.write_all(&data).await.map_err(ApiError::internal)?;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    drop(file);
+    if size == 0 {
+        return Err(ApiError::bad_request(
+            "the upload is empty; send a tar, tar.gz or zip of the build context as the request body",
+        ));
+    }
+    let format = sniff(&head).ok_or_else(|| {
+        ApiError::bad_request(
+            "the upload is not a tar, tar.gz or zip archive (by its first bytes); e.g. `tar -czf - -C DIR .`",
+        )
+    })?;
+    let sha256 = hex::encode(hasher.finalize());
+    let blob = blob_path(&state.config.data_dir, &sha256);
+    if tokio::fs::metadata(&blob).await.is_err() {
+        tokio::fs::rename(&tmp, &blob)
+            .await
+            .map_err(ApiError::internal)?;
+        partial.0 = None;
+    }
+    let record = ContextRecord {
+        context_id: format!("ctx-{}", &sha256[..32]),
+        sha256,
+        size_bytes: size,
+        format: format.to_string(),
+        create_time: Utc::now(),
+    };
+    state.store.put_context(&caller.org, &record)?;
+    state.store.flush().await?;
+    tracing::info!(org = %caller.org, context_id = %record.context_id, size, format, "context uploaded");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &kiln_api::UploadedContext::from(&record),
+    ))
+}
+
+pub fn get(
+    state: &ApiState,
+    caller: &Caller,
+    context_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let record = state
+        .store
+        .context(&caller.org, context_id)?
+        .ok_or_else(|| ApiError::not_found(&format!("context {context_id}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &kiln_api::UploadedContext::from(&record),
+    ))
+}

@@ -1,0 +1,143 @@
+//! The HTTP API, on hyper.
+//!
+//! * [`routes`] — dispatch by method and path, bearer auth.
+//! * [`builds`] — CreateBuild, GetBuild, ListBuilds, CancelBuild.
+//! * [`contexts`] — UploadBuildContext (streamed to disk, content-addressed).
+//! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
+//! * [`orgs`] — organizations and their tokens (the operator's admin token only).
+//! * [`secrets`] — SaveBuildSecrets: sealed at rest, read back as `***`.
+//! * [`wizard`] — `wizard:detect`: the Dockerfile wizard's answer, no build.
+//! * [`views`] — storage records into `kiln-api`'s wire types (the only
+//!   shapes the API answers with).
+//!
+//! Request and answer types, and the rules a well-formed request follows
+//! ([`validate`]), live in `kiln-api`, shared with the CLI.
+//!
+//! Errors are JSON, `{"error": {"code", "status", "message"}}`, and every
+//! message says what was wrong and how to fix it. Another organization's
+//! resources answer 404, exactly like missing ones.
+
+pub mod builds;
+pub mod contexts;
+pub mod logs;
+pub mod orgs;
+pub mod routes;
+pub mod secrets;
+pub mod views;
+pub mod wizard;
+
+pub use kiln_api::validate;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::config::ServerConfig;
+use crate::plugins::PluginRuntime;
+use crate::scheduler::Scheduler;
+use crate::store::{LogHub, Store};
+
+/// The response body every handler returns.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What every handler can reach.
+pub struct ApiState {
+    pub store: Store,
+    pub hub: LogHub,
+    pub scheduler: Scheduler,
+    pub runtime: Arc<PluginRuntime>,
+    pub config: ServerConfig,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub secrets: crate::credentials::CredentialStores,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {error}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the server's log has the details",
+        )
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = kiln_api::ErrorBody::new(self.status.as_u16(), self.message);
+        let mut response = json_response(self.status, &body);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// Read a request's JSON body of at most `limit` bytes as a `T`; `what`
+/// names the body in the error (e.g. `CreateBuild`), `too_large` is the
+/// answer for a bigger body.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    request: hyper::Request<hyper::body::Incoming>,
+    limit: usize,
+    what: &str,
+    too_large: impl FnOnce() -> ApiError,
+) -> Result<T, ApiError> {
+    let body = http_body_util::Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|_| too_large())?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a valid {what}: {e}")))
+}
+
+/// `204 No Content`: done, nothing to say.
+pub fn no_content() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+/// A JSON answer.
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).expect("responses serialize");
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(bytes)).boxed())
+        .unwrap()
+}

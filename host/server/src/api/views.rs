@@ -1,0 +1,208 @@
+//! Storage records into wire types: the one place the API's shape meets
+//! the store's. A field added to a record stays private until it is added
+//! here and to `kiln-api`.
+
+use kiln_api as wire;
+
+use crate::store::{
+    BuildRecord, BuildSpec, ContextRecord, Failure, GitSource, LogLine, Metrics, SourceSummary,
+    WizardDetection,
+};
+
+impl From<&BuildRecord> for wire::Build {
+    fn from(record: &BuildRecord) -> Self {
+        wire::Build {
+            build_id: record.build_id.clone(),
+            org: record.org.clone(),
+            number: record.number,
+            name: record.name.clone(),
+            status: record.status,
+            source: (&record.source).into(),
+            request: (&record.request).into(),
+            image_refs: record.image_refs.clone(),
+            digest: record.digest.clone(),
+            metrics: record.metrics.as_ref().map(Into::into),
+            failure: record.failure.as_ref().map(Into::into),
+            wizard: record.wizard.as_ref().map(Into::into),
+            create_time: record.create_time,
+            start_time: record.start_time,
+            finish_time: record.finish_time,
+        }
+    }
+}
+
+impl From<&BuildSpec> for wire::BuildSettings {
+    fn from(spec: &BuildSpec) -> Self {
+        wire::BuildSettings {
+            dockerfile: spec.dockerfile.clone(),
+            tags: spec.tags.clone(),
+            build_args: spec.build_args.clone(),
+            target: spec.target.clone(),
+            platform: spec.platform.clone(),
+            no_cache: spec.no_cache,
+            timeout_secs: spec.timeout_secs,
+            builder: spec.builder.clone(),
+            profile: spec.profile.clone(),
+            secret_build_args: spec.secret_build_args.clone(),
+            secrets: spec.secrets.clone(),
+            context_dir: spec.context_dir.clone(),
+        }
+    }
+}
+
+impl From<&SourceSummary> for wire::Source {
+    fn from(source: &SourceSummary) -> Self {
+        wire::Source {
+            kind: source.kind.clone(),
+            size_bytes: source.size_bytes,
+            format: source.format.clone(),
+            context_id: source.context_id.clone(),
+            url: source.url.clone(),
+            git: source.git.as_ref().map(Into::into),
+        }
+    }
+}
+
+impl From<&GitSource> for wire::GitSource {
+    fn from(git: &GitSource) -> Self {
+        wire::GitSource {
+            url: git.url.clone(),
+            reference: git.reference.clone(),
+            context_dir: git.context_dir.clone(),
+            submodules: git.submodules,
+            branch: git.branch.clone(),
+            commit: git.commit.clone(),
+            reference_kind: git.reference_kind,
+            full_ref: git.full_ref.clone(),
+        }
+    }
+}
+
+impl From<&Metrics> for wire::Metrics {
+    fn from(metrics: &Metrics) -> Self {
+        wire::Metrics {
+            duration_ms: metrics.duration_ms,
+            image_size_bytes: metrics.image_size_bytes,
+            layer_count: metrics.layer_count,
+            cache_used: metrics.cache_used,
+            cached_steps: metrics.cached_steps,
+            total_steps: metrics.total_steps,
+        }
+    }
+}
+
+impl From<&Failure> for wire::Failure {
+    fn from(failure: &Failure) -> Self {
+        wire::Failure {
+            reason: failure.reason,
+            message: failure.message.clone(),
+            hint: failure.hint.clone(),
+            exit_code: failure.exit_code,
+        }
+    }
+}
+
+impl From<&WizardDetection> for wire::WizardDetection {
+    fn from(wizard: &WizardDetection) -> Self {
+        wire::WizardDetection {
+            stack: wizard.stack.clone(),
+            tool: wizard.tool.clone(),
+            reasons: wizard.reasons.clone(),
+            generated: wizard.generated,
+            port: wizard.port,
+        }
+    }
+}
+
+impl From<&LogLine> for wire::LogLine {
+    fn from(line: &LogLine) -> Self {
+        wire::LogLine {
+            seq: line.seq,
+            time: line.time,
+            stream: line.stream.clone(),
+            line: line.line.clone(),
+        }
+    }
+}
+
+impl From<&ContextRecord> for wire::UploadedContext {
+    fn from(context: &ContextRecord) -> Self {
+        wire::UploadedContext {
+            context_id: context.context_id.clone(),
+            sha256: context.sha256.clone(),
+            size_bytes: context.size_bytes,
+            format: context.format.clone(),
+            create_time: context.create_time,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The view serializes every field the record has except the store's
+    /// own bookkeeping (`seq`), under the same names: the API kept its shape
+    /// when records stopped being the API.
+    #[test]
+    fn a_build_view_matches_the_record_but_for_store_bookkeeping() {
+        let record = BuildRecord {
+            build_id: "b1".into(),
+            org: "acme".into(),
+            number: 3,
+            name: "hello".into(),
+            status: wire::BuildStatus::Failed,
+            source: SourceSummary {
+                kind: "git".into(),
+                size_bytes: Some(10),
+                format: None,
+                context_id: None,
+                url: None,
+                git: Some(GitSource {
+                    url: "https://example.com/a.git".into(),
+                    reference: "main".into(),
+                    commit: Some("0".repeat(40)),
+                    reference_kind: Some(wire::RefKind::Branch),
+                    ..Default::default()
+                }),
+            },
+            request: BuildSpec {
+                dockerfile: "Dockerfile".into(),
+                tags: vec!["v1".into()],
+                builder: "buildkit".into(),
+                secrets: vec!["NPM".into()],
+                ..Default::default()
+            },
+            image_refs: vec!["r/acme/hello:v1".into()],
+            digest: Some("sha256:00".into()),
+            metrics: Some(Metrics {
+                duration_ms: 5,
+                cached_steps: 1,
+                total_steps: 2,
+                ..Default::default()
+            }),
+            failure: Some(Failure {
+                reason: wire::FailureReason::RunFailed,
+                message: "m".into(),
+                hint: "h".into(),
+                exit_code: Some(7),
+            }),
+            wizard: Some(WizardDetection {
+                stack: "shell".into(),
+                reasons: vec!["start.sh".into()],
+                generated: true,
+                ..Default::default()
+            }),
+            create_time: chrono::Utc::now(),
+            start_time: Some(chrono::Utc::now()),
+            finish_time: None,
+            seq: 42,
+        };
+        let mut stored = serde_json::to_value(&record).unwrap();
+        stored.as_object_mut().unwrap().remove("seq");
+        let served = serde_json::to_value(wire::Build::from(&record)).unwrap();
+        assert_eq!(served, stored);
+        let back: wire::Build = serde_json::from_value(served).unwrap();
+        assert_eq!(back, wire::Build::from(&record));
+    }
+}

@@ -1,0 +1,140 @@
+//! `POST /v1/wizard:detect`: what the Dockerfile wizard makes of a context
+//! (and, with `monorepo`, of each buildable sub-project), without building.
+//! The context is unpacked in the sandbox by the same context-source
+//! plugins builds use, into a temporary directory removed afterwards.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::builds::{decode_inline_zip, Staged};
+use super::routes::Caller;
+use super::{json_response, read_json, ApiError, ApiState, Body};
+use crate::capabilities::Capabilities;
+use crate::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
+use crate::plugins::bindings::source::exports::kiln::plugin::source::SourceSpec;
+use crate::plugins::Preopens;
+use crate::scheduler::{materialize, staged_archive, wizard_base_images, MaterializeError};
+
+/// The detect body: one context, and what to look at.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Detect {
+    #[serde(default)]
+    zipped_code: Option<String>,
+    #[serde(default)]
+    context_id: Option<String>,
+    /// A directory of the context (default: its root).
+    #[serde(default)]
+    path: Option<String>,
+    /// Also list the sub-projects (default true).
+    #[serde(default)]
+    monorepo: Option<bool>,
+}
+
+pub async fn detect(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let bad = ApiError::bad_request;
+    let body: Detect = read_json(
+        request,
+        8 << 20,
+        "WizardDetect ({zippedCode | contextId, path, monorepo})",
+        || bad("the request body is over 8 MiB; upload the context (POST /v1/contexts) and send its contextId".into()),
+    )
+    .await?;
+    let staged = match (&body.zipped_code, &body.context_id) {
+        (Some(zip), None) => Staged::Inline(decode_inline_zip(zip)?),
+        (None, Some(id)) => Staged::Upload(state.store.context(&caller.org, id)?.ok_or_else(|| {
+            bad(format!(
+                "`contextId` {id:?} does not exist for this organization; upload the context with POST /v1/contexts"
+            ))
+        })?),
+        _ => {
+            return Err(bad(
+                "give exactly one context: `zippedCode` (a base64 zip) or `contextId`".into(),
+            ))
+        }
+    };
+    let path = body.path.unwrap_or_default();
+    if !path.is_empty() {
+        super::validate::check_context_path("path", &path).map_err(bad)?;
+    }
+    let wizard = state.runtime.detector().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_IMPLEMENTED, "no detector plugin is loaded")
+    })?;
+    let summary = staged.summary();
+    let source = state
+        .runtime
+        .source(&summary.kind)
+        .ok_or_else(|| ApiError::internal(format!("no context source for {}", summary.kind)))?;
+
+    let work = tempfile::tempdir_in(&state.config.data_dir).map_err(ApiError::internal)?;
+    let input = work.path().join("input");
+    let context = work.path().join("context");
+    std::fs::create_dir_all(&context).map_err(ApiError::internal)?;
+    staged
+        .stage(&state.config.data_dir, &input)
+        .map_err(ApiError::internal)?;
+    let (input_path, options) = staged_archive(summary.format.as_deref());
+    let spec = SourceSpec {
+        kind: summary.kind.clone(),
+        input_path,
+        options,
+        max_unpacked_bytes: state.config.max_context_bytes,
+        max_entries: state.config.max_context_entries,
+    };
+    let caps = Capabilities::new(&source.manifest.id, source.granted.clone(), None);
+    let preopens = Preopens {
+        context: Some(context.clone()),
+        context_writable: true,
+        input: Some(input),
+        credentials: None,
+    };
+    // The same step a build takes, so detection sees the context the build
+    // would: modes applied, links created (or refused) by the host.
+    materialize(&state.runtime, source, caps, &preopens, &spec)
+        .await
+        .map_err(|error| match error {
+            MaterializeError::Runtime(e) => ApiError::internal(e),
+            MaterializeError::Plugin(e) => bad(format!(
+                "the context cannot be unpacked: {}",
+                e.into_message()
+            )),
+            MaterializeError::Context(e) => bad(format!("the context cannot be unpacked: {e}")),
+        })?;
+    let request = DetectRequest {
+        path,
+        monorepo: body.monorepo.unwrap_or(true),
+        base_images: wizard_base_images(&state.config),
+    };
+    let projects = state
+        .runtime
+        .detect(wizard, &context, &request)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| bad(e.into_message()))?;
+    let projects: Vec<_> = projects
+        .into_iter()
+        .map(|p| {
+            json!({
+                "path": p.path,
+                "contextDir": p.path,
+                "stack": p.stack,
+                "tool": p.tool,
+                "reasons": p.reasons,
+                "hasDockerfile": p.has_dockerfile,
+                "dockerfile": p.dockerfile,
+                "dockerignore": p.dockerignore,
+                "port": p.port,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "projects": projects, "detected": !projects.is_empty() }),
+    ))
+}

@@ -1,0 +1,315 @@
+//! The queue's workers. Each build runs the same pipeline:
+//!
+//! 1. stage: the API already wrote the source's input under `staging/<id>/`;
+//! 2. **context source** plugin fills a fresh `workspaces/<id>/context/`;
+//! 3. the host applies file modes and finds the Dockerfile;
+//! 4. **builder** plugin builds and pushes through the host's engine;
+//! 5. the record gets its images, digest and metrics — or a classified failure.
+//!
+//! The queue lives in sled, so PENDING builds survive a restart; RUNNING
+//! builds a dead host left behind are closed as `INTERRUPTED`. A build's
+//! timeout or cancellation drops its pipeline future, which stops the
+//! plugin (wasmtime) and the engine work (the daemon ends a build whose
+//! connection closes).
+
+mod failure;
+mod pipeline;
+
+pub use failure::hint_for;
+pub use pipeline::{
+    materialize, staged_archive, staged_file_name, wizard_base_images, MaterializeError,
+};
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::credentials::CredentialStores;
+use crate::engine::DockerEngine;
+use crate::metrics::Metrics;
+use crate::plugins::PluginRuntime;
+use crate::store::{BuildLog, BuildStatus, Failure, FailureReason, LogHub, Store, StoreError};
+
+/// Shared by the API (to wake workers and cancel) and the workers.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    hub: LogHub,
+    runtime: Arc<PluginRuntime>,
+    engine: DockerEngine,
+    config: ServerConfig,
+    metrics: Arc<Metrics>,
+    secrets: CredentialStores,
+    wake: Notify,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    shutdown: CancellationToken,
+}
+
+/// How a build's pipeline ended, before it is written to the record.
+enum Outcome {
+    Succeeded(pipeline::Built),
+    Failed(Failure),
+    Cancelled,
+}
+
+impl Scheduler {
+    /// Recover what a previous run left, then start the workers.
+    pub fn start(
+        store: Store,
+        hub: LogHub,
+        runtime: Arc<PluginRuntime>,
+        engine: DockerEngine,
+        config: ServerConfig,
+        metrics: Arc<Metrics>,
+        secrets: CredentialStores,
+    ) -> Result<Self, StoreError> {
+        let scheduler = Scheduler {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                runtime,
+                engine,
+                config,
+                metrics,
+                secrets,
+                wake: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+            }),
+        };
+        scheduler.recover()?;
+        for worker in 0..scheduler.inner.config.max_concurrent_builds.max(1) {
+            let this = scheduler.clone();
+            tokio::spawn(async move { this.worker(worker).await });
+        }
+        Ok(scheduler)
+    }
+
+    /// Close builds a dead host left RUNNING; requeue PENDING ones the queue lost.
+    fn recover(&self) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let mut interrupted = Vec::new();
+        for record in store.all_builds() {
+            let record = record?;
+            match record.status {
+                BuildStatus::Running => interrupted.push(record.build_id),
+                BuildStatus::Pending if !store.is_queued(&record)? => store.enqueue(&record)?,
+                _ => {}
+            }
+        }
+        for build_id in interrupted {
+            let log = BuildLog::open(store, &self.inner.hub, &build_id)?;
+            log.system("the host restarted while this build ran; the build was stopped");
+            store.flush_blocking()?;
+            let failure = Failure {
+                reason: FailureReason::Interrupted,
+                message: "interrupted by host restart".into(),
+                hint: hint_for(FailureReason::Interrupted, None),
+                exit_code: None,
+            };
+            store.update_build(&build_id, |r| {
+                r.status = BuildStatus::Failed;
+                r.failure = Some(failure.clone());
+                r.finish_time = Some(Utc::now());
+            })?;
+            self.inner.hub.finish(&build_id);
+            tracing::warn!(build_id, "closed a build interrupted by a host restart");
+        }
+        store.flush_blocking()?;
+        Ok(())
+    }
+
+    /// Tell a worker there is work.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Stop a running build; returns whether one was running.
+    pub fn cancel_running(&self, build_id: &str) -> bool {
+        match self.inner.running.lock().unwrap().get(build_id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many builds are running now.
+    pub fn running_count(&self) -> usize {
+        self.inner.running.lock().unwrap().len()
+    }
+
+    /// Stop taking new builds and cancel the running ones' futures.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    async fn worker(self, worker: usize) {
+        loop {
+            let notified = self.inner.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            match self.inner.store.pop_queued() {
+                Ok(Some(build_id)) => {
+                    // More may be waiting: let another idle worker look too.
+                    self.inner.wake.notify_one();
+                    if let Err(e) = self.run(&build_id).await {
+                        tracing::error!(worker, build_id, "build bookkeeping failed: {e}");
+                    }
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = self.inner.shutdown.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(worker, "cannot read the queue: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn run(&self, build_id: &str) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        // Register the cancel token before the record says RUNNING, so a
+        // cancel that sees RUNNING always finds the token.
+        let token = inner.shutdown.child_token();
+        inner
+            .running
+            .lock()
+            .unwrap()
+            .insert(build_id.to_string(), token.clone());
+        let started = inner.store.update_build(build_id, |r| {
+            if r.status == BuildStatus::Pending {
+                r.status = BuildStatus::Running;
+                r.start_time = Some(Utc::now());
+            }
+        });
+        let record = match started {
+            Ok(record) if record.status == BuildStatus::Running => record,
+            other => {
+                // Cancelled while queued, or gone.
+                inner.running.lock().unwrap().remove(build_id);
+                return match other {
+                    Err(StoreError::NoSuchBuild(_)) => Ok(()),
+                    Err(e) => Err(e),
+                    Ok(_) => Ok(()),
+                };
+            }
+        };
+        let log = BuildLog::open(&inner.store, &inner.hub, build_id)?;
+        log.system(&format!(
+            "build {} #{} of {} started (builder {})",
+            record.build_id, record.number, record.name, record.request.builder
+        ));
+        let started = Instant::now();
+        let timeout = match record.request.timeout_secs {
+            0 => inner.config.default_build_timeout,
+            secs => Duration::from_secs(secs),
+        };
+        let paths = pipeline::Paths::new(&inner.config.data_dir, build_id);
+        let job = pipeline::Pipeline {
+            runtime: &inner.runtime,
+            engine: &inner.engine,
+            config: &inner.config,
+            log: &log,
+            record: &record,
+            paths: &paths,
+            metrics: &inner.metrics,
+            secrets: &inner.secrets,
+            store: &inner.store,
+        };
+        let outcome = tokio::select! {
+            result = tokio::time::timeout(timeout, job.run()) => match result {
+                Ok(Ok(built)) => Outcome::Succeeded(built),
+                Ok(Err(failure)) => Outcome::Failed(failure),
+                Err(_) => Outcome::Failed(Failure {
+                    reason: FailureReason::Timeout,
+                    message: format!("the build exceeded its time limit of {} s", timeout.as_secs()),
+                    hint: hint_for(FailureReason::Timeout, None),
+                    exit_code: None,
+                }),
+            },
+            _ = token.cancelled() => Outcome::Cancelled,
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            Outcome::Succeeded(built) => log.system(&format!(
+                "build succeeded in {:.1}s: {} {}",
+                duration_ms as f64 / 1000.0,
+                built.image_refs.join(", "),
+                built.digest
+            )),
+            Outcome::Failed(failure) => log.system(&format!(
+                "build failed ({:?}): {}",
+                failure.reason,
+                failure.message.lines().next().unwrap_or("")
+            )),
+            Outcome::Cancelled => log.system("build cancelled"),
+        }
+        // The log is durable before the record says the build is over:
+        // readers take a finished record to mean the whole log is there.
+        inner.store.flush().await?;
+        inner.store.update_build(build_id, |r| {
+            r.finish_time = Some(Utc::now());
+            let mut metrics = crate::store::Metrics {
+                duration_ms,
+                ..Default::default()
+            };
+            match &outcome {
+                Outcome::Succeeded(built) => {
+                    r.status = BuildStatus::Succeeded;
+                    r.image_refs = built.image_refs.clone();
+                    r.digest = Some(built.digest.clone());
+                    metrics.image_size_bytes = Some(built.size_bytes);
+                    metrics.layer_count = Some(built.layer_count);
+                    metrics.cached_steps = built.cached_steps;
+                    metrics.total_steps = built.total_steps;
+                    metrics.cache_used = built.cached_steps > 0;
+                }
+                Outcome::Failed(failure) => {
+                    r.status = BuildStatus::Failed;
+                    let mut failure = failure.clone();
+                    failure.message = log.redact(&failure.message);
+                    r.failure = Some(failure);
+                }
+                Outcome::Cancelled => r.status = BuildStatus::Cancelled,
+            }
+            r.metrics = Some(metrics);
+        })?;
+        inner.store.flush().await?;
+        let final_status = match &outcome {
+            Outcome::Succeeded(_) => BuildStatus::Succeeded,
+            Outcome::Failed(_) => BuildStatus::Failed,
+            Outcome::Cancelled => BuildStatus::Cancelled,
+        };
+        inner
+            .metrics
+            .build_finished(final_status, started.elapsed());
+        inner.running.lock().unwrap().remove(build_id);
+        inner.hub.finish(build_id);
+        paths.remove_all();
+        Ok(())
+    }
+}
+
+/// Where a build's files live under the data directory.
+pub fn staging_dir(data_dir: &std::path::Path, build_id: &str) -> PathBuf {
+    data_dir.join("staging").join(build_id)
+}

@@ -1,0 +1,748 @@
+//! One build's steps, from staged input to pushed image.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use std::sync::{Arc, Mutex};
+
+use crate::capabilities::git::GitScope;
+use crate::capabilities::{Capabilities, EngineScope};
+use crate::config::ServerConfig;
+use crate::context::{self, ContextError};
+use crate::engine::{DockerEngine, RegistryAuth};
+use crate::git::{Checkout, CredentialLookup, GitCredential, GitError, GitFetcher, RefKind};
+use crate::plugins::bindings::builder::exports::kiln::plugin::build as wit_build;
+use crate::plugins::bindings::source::exports::kiln::plugin::source as wit_source;
+use crate::plugins::bindings::types as wit;
+use crate::plugins::{PluginRuntime, Preopens};
+use crate::store::{BuildLog, BuildRecord, Failure, FailureReason};
+
+use super::failure::hint_for;
+
+/// The directories one build uses.
+pub struct Paths {
+    /// What the API staged (`staging/<id>/`), preopened read-only as `/input`.
+    pub input: PathBuf,
+    /// `workspaces/<id>/`.
+    pub workspace: PathBuf,
+    /// `workspaces/<id>/context/`, preopened as `/context`.
+    pub context: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path, build_id: &str) -> Self {
+        let workspace = data_dir.join("workspaces").join(build_id);
+        Paths {
+            input: super::staging_dir(data_dir, build_id),
+            context: workspace.join("context"),
+            workspace,
+        }
+    }
+
+    /// Remove everything the build left on disk.
+    pub fn remove_all(&self) {
+        for dir in [&self.workspace, &self.input] {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+}
+
+/// A build's secret values, resolved from the organization's store.
+struct ResolvedSecrets {
+    build_args: HashMap<String, String>,
+    mounts: HashMap<String, String>,
+    registry_auth: Option<RegistryAuth>,
+}
+
+/// The builder that takes over when the default Dockerfile is missing.
+const WIZARD: &str = "wizard";
+
+/// What a successful build produced.
+pub struct Built {
+    pub digest: String,
+    pub image_refs: Vec<String>,
+    pub size_bytes: u64,
+    pub layer_count: u32,
+    pub cached_steps: u32,
+    pub total_steps: u32,
+}
+
+pub struct Pipeline<'a> {
+    pub runtime: &'a PluginRuntime,
+    pub engine: &'a DockerEngine,
+    pub config: &'a ServerConfig,
+    pub log: &'a BuildLog,
+    pub record: &'a BuildRecord,
+    pub paths: &'a Paths,
+    pub metrics: &'a crate::metrics::Metrics,
+    pub secrets: &'a crate::credentials::CredentialStores,
+    pub store: &'a crate::store::Store,
+}
+
+fn failure(reason: FailureReason, message: impl Into<String>, exit_code: Option<i32>) -> Failure {
+    Failure {
+        reason,
+        message: message.into(),
+        hint: hint_for(reason, exit_code),
+        exit_code,
+    }
+}
+
+/// The staged input's file name for an archive format.
+pub fn staged_file_name(format: &str) -> String {
+    format!("context.{format}")
+}
+
+/// Where an archive source plugin finds its staged input (`zip` when no
+/// format is known), and the `format` option telling it what it is.
+pub fn staged_archive(format: Option<&str>) -> (Option<String>, Vec<wit::KeyValue>) {
+    let format = format.unwrap_or("zip");
+    (
+        Some(format!("/input/{}", staged_file_name(format))),
+        vec![wit::KeyValue {
+            key: "format".into(),
+            value: format.to_string(),
+        }],
+    )
+}
+
+/// Why [`materialize`] did not give a context.
+#[derive(Debug)]
+pub enum MaterializeError {
+    /// The plugin crashed, hit a limit, or could not be called.
+    Runtime(crate::plugins::PluginError),
+    /// The plugin said no (bad archive, missing repository…).
+    Plugin(wit::PluginError),
+    /// The host could not apply what the plugin reported (a link that
+    /// would leave the context, a mode on a path that is not there).
+    Context(ContextError),
+}
+
+/// The one materialize step, shared by builds and `wizard:detect` so both
+/// see the same context: the source plugin fills `preopens.context` inside
+/// its sandbox, then the host applies the file modes and symlinks the
+/// plugin reported (a sandboxed plugin can create neither itself), with
+/// the inside-the-context checks.
+pub async fn materialize(
+    runtime: &PluginRuntime,
+    plugin: &crate::plugins::LoadedPlugin,
+    caps: Capabilities,
+    preopens: &Preopens,
+    spec: &wit_source::SourceSpec,
+) -> Result<wit_source::ContextInfo, MaterializeError> {
+    let root = preopens
+        .context
+        .as_deref()
+        .expect("a context source is always given a context directory");
+    let info = runtime
+        .materialize(plugin, caps, preopens, spec)
+        .await
+        .map_err(MaterializeError::Runtime)?
+        .map_err(MaterializeError::Plugin)?;
+    let modes: Vec<(String, u32)> = info
+        .file_modes
+        .iter()
+        .map(|m| (m.path.clone(), m.mode))
+        .collect();
+    let links: Vec<(String, String)> = info
+        .symlinks
+        .iter()
+        .map(|l| (l.path.clone(), l.target.clone()))
+        .collect();
+    context::apply_modes(root, &modes).map_err(MaterializeError::Context)?;
+    context::create_symlinks(root, &links).map_err(MaterializeError::Context)?;
+    Ok(info)
+}
+
+/// The operator's base images per stack, as the wizard's detector and
+/// builder take them.
+pub fn wizard_base_images(config: &ServerConfig) -> Vec<wit::KeyValue> {
+    config
+        .wizard_base_images
+        .iter()
+        .map(|(stack, image)| wit::KeyValue {
+            key: stack.clone(),
+            value: image.clone(),
+        })
+        .collect()
+}
+
+fn from_context(error: ContextError) -> Failure {
+    let reason = match &error {
+        ContextError::Invalid(_) => FailureReason::ContextInvalid,
+        ContextError::DockerfileNotFound { .. } => FailureReason::DockerfileNotFound,
+        ContextError::Io(_) => FailureReason::Internal,
+        ContextError::DirNotFound { .. } => FailureReason::ContextDirNotFound,
+    };
+    failure(reason, error.to_string(), None)
+}
+
+fn from_git(error: GitError) -> Failure {
+    let reason = match &error {
+        GitError::RepositoryNotFound { .. } => FailureReason::GitRepositoryNotFound,
+        GitError::AuthenticationRequired { .. } | GitError::ClearTextCredentials { .. } => {
+            FailureReason::GitAuthRequired
+        }
+        GitError::AuthenticationFailed { .. } => FailureReason::GitAuthFailed,
+        GitError::UnknownReference { .. } | GitError::AmbiguousReference { .. } => {
+            FailureReason::GitReferenceNotFound
+        }
+        GitError::HostNotPermitted { .. } => FailureReason::GitHostNotPermitted,
+        GitError::ContextDirMissing { .. } | GitError::ContextDirNotDirectory { .. } => {
+            FailureReason::ContextDirNotFound
+        }
+        GitError::UnsafeTree(_) | GitError::TooLarge(_) | GitError::InvalidUrl { .. } => {
+            FailureReason::ContextInvalid
+        }
+        GitError::Submodule { .. } | GitError::Fetch { .. } | GitError::Cancelled { .. } => {
+            FailureReason::GitFetchFailed
+        }
+        GitError::Internal(_) => FailureReason::Internal,
+    };
+    failure(reason, error.to_string(), None)
+}
+
+fn from_runtime(error: crate::plugins::PluginError) -> Failure {
+    failure(FailureReason::PluginError, error.to_string(), None)
+}
+
+fn from_plugin(plugin_id: &str, error: wit::PluginError) -> Failure {
+    match error {
+        wit::PluginError::ContextInvalid(m) => failure(FailureReason::ContextInvalid, m, None),
+        wit::PluginError::InvalidInput(m) => failure(
+            FailureReason::PluginError,
+            format!("plugin {plugin_id} refused the request: {m}"),
+            None,
+        ),
+        wit::PluginError::Denied(m) => failure(
+            FailureReason::PluginError,
+            format!("plugin {plugin_id} was denied: {m}"),
+            None,
+        ),
+        wit::PluginError::Internal(m) => failure(
+            FailureReason::PluginError,
+            format!("plugin {plugin_id} failed: {m}"),
+            None,
+        ),
+        wit::PluginError::Engine(f) => {
+            let reason = match f.reason {
+                wit::FailureReason::DockerfileNotFound => FailureReason::DockerfileNotFound,
+                wit::FailureReason::DockerfileParseError => FailureReason::DockerfileParseError,
+                wit::FailureReason::CopyFailed => FailureReason::CopyFailed,
+                wit::FailureReason::RunFailed => FailureReason::RunFailed,
+                wit::FailureReason::OutOfMemory => FailureReason::OutOfMemory,
+                wit::FailureReason::PushUnauthorized => FailureReason::PushUnauthorized,
+                wit::FailureReason::PushDenied => FailureReason::PushDenied,
+                wit::FailureReason::ContextInvalid => FailureReason::ContextInvalid,
+                wit::FailureReason::Denied => FailureReason::PluginError,
+                wit::FailureReason::EngineError => FailureReason::EngineError,
+            };
+            failure(reason, f.message, f.exit_code)
+        }
+    }
+}
+
+impl Pipeline<'_> {
+    pub async fn run(self) -> Result<Built, Failure> {
+        let checkout = self.materialize().await?;
+        let missing_dockerfile = self.prepare()?;
+        self.build(checkout.as_ref(), missing_dockerfile).await
+    }
+
+    async fn materialize(&self) -> Result<Option<Checkout>, Failure> {
+        let kind = &self.record.source.kind;
+        let plugin = self.runtime.source(kind).ok_or_else(|| {
+            failure(
+                FailureReason::PluginError,
+                format!("no plugin provides the context source `{kind}`"),
+                None,
+            )
+        })?;
+        std::fs::create_dir_all(&self.paths.context).map_err(|e| {
+            failure(
+                FailureReason::Internal,
+                format!("cannot create the workspace: {e}"),
+                None,
+            )
+        })?;
+        self.log.system(&format!(
+            "context: {kind} (plugin {} {})",
+            plugin.manifest.id, plugin.manifest.version
+        ));
+        std::fs::create_dir_all(&self.paths.input).map_err(|e| {
+            failure(
+                FailureReason::Internal,
+                format!("cannot create the input directory: {e}"),
+                None,
+            )
+        })?;
+        let source = &self.record.source;
+        let kv = |key: &str, value: &str| wit::KeyValue {
+            key: key.into(),
+            value: value.into(),
+        };
+        let (input_path, options) = match (&source.git, &source.url, &source.format) {
+            (Some(git), _, _) => (
+                None,
+                vec![
+                    kv("url", &git.url),
+                    kv("reference", &git.reference),
+                    kv("context-dir", &git.context_dir),
+                    kv("submodules", if git.submodules { "true" } else { "false" }),
+                ],
+            ),
+            (None, Some(url), _) => (None, vec![kv("url", url)]),
+            (None, None, format) => staged_archive(format.as_deref()),
+        };
+        let spec = wit_source::SourceSpec {
+            kind: kind.clone(),
+            input_path,
+            options,
+            max_unpacked_bytes: self.config.max_context_bytes,
+            max_entries: self.config.max_context_entries,
+        };
+        let git_outcome = Arc::new(Mutex::new(None));
+        let mut caps = Capabilities::new(
+            &plugin.manifest.id,
+            plugin.granted.clone(),
+            Some(self.log.clone()),
+        );
+        if source.git.is_some() {
+            caps = caps.with_git(GitScope {
+                fetcher: GitFetcher::new(&self.config.data_dir),
+                org: self.record.org.clone(),
+                context_dir: self.paths.context.clone(),
+                credentials: self.git_credentials().await?,
+                limits: crate::git::Limits {
+                    max_bytes: self.config.max_context_bytes,
+                    max_entries: self.config.max_context_entries,
+                },
+                outcome: git_outcome.clone(),
+            });
+        }
+        let preopens = Preopens {
+            context: Some(self.paths.context.clone()),
+            context_writable: true,
+            input: Some(self.paths.input.clone()),
+            credentials: None,
+        };
+        let started = std::time::Instant::now();
+        let info = materialize(self.runtime, plugin, caps, &preopens, &spec).await;
+        self.metrics
+            .plugin_call(&plugin.manifest.id, "materialize", started.elapsed());
+        // The host's own record of the checkout decides what the build
+        // record says, and classifies a failure (the plugin only relays it).
+        let checkout = git_outcome.lock().unwrap().take();
+        let checkout = match checkout {
+            Some(Ok(checkout)) => {
+                self.record_checkout(&checkout)?;
+                Some(checkout)
+            }
+            Some(Err(error)) => return Err(from_git(error)),
+            None => None,
+        };
+        let info = info.map_err(|error| match error {
+            MaterializeError::Runtime(e) => from_runtime(e),
+            MaterializeError::Plugin(e) => from_plugin(&plugin.manifest.id, e),
+            MaterializeError::Context(e) => from_context(e),
+        })?;
+        if source.git.is_some() && checkout.is_none() {
+            return Err(failure(
+                FailureReason::PluginError,
+                format!(
+                    "plugin {} reported success without checking the repository out",
+                    plugin.manifest.id
+                ),
+                None,
+            ));
+        }
+        self.log.system(&format!("context: {}", info.summary));
+        Ok(checkout)
+    }
+
+    /// The organization's git credentials by host (`*` as the fallback),
+    /// read once before the checkout; every value used is masked in the log.
+    async fn git_credentials(&self) -> Result<CredentialLookup, Failure> {
+        let known = self
+            .secrets
+            .git_credentials(&self.record.org)
+            .await
+            .map_err(|e| {
+                failure(
+                    FailureReason::Internal,
+                    format!("cannot read the organization's git credentials: {e}"),
+                    None,
+                )
+            })?;
+        let log = self.log.clone();
+        Ok(Arc::new(move |host: &str| {
+            let found = known.get(host).or_else(|| known.get("*"))?;
+            log.mask(vec![found.password.clone()]);
+            Some(GitCredential {
+                username: found.username.clone(),
+                password: found.password.clone(),
+            })
+        }))
+    }
+
+    /// Put the resolved commit into the record as soon as it is known.
+    fn record_checkout(&self, checkout: &Checkout) -> Result<(), Failure> {
+        self.log.system(&format!(
+            "git: {} {} → commit {} ({} files{}{})",
+            checkout.kind.as_str(),
+            checkout.full_ref.as_deref().unwrap_or(""),
+            checkout.commit,
+            checkout.files,
+            if checkout.shallow { ", shallow" } else { "" },
+            if checkout.received_pack {
+                ""
+            } else {
+                ", nothing new to fetch"
+            },
+        ));
+        let update = self.store.update_build(&self.record.build_id, |r| {
+            if let Some(git) = r.source.git.as_mut() {
+                git.commit = Some(checkout.commit.clone());
+                git.reference_kind = Some(checkout.kind);
+                git.full_ref = checkout.full_ref.clone();
+                git.branch = match checkout.kind {
+                    RefKind::Branch => checkout
+                        .full_ref
+                        .as_deref()
+                        .map(|r| r.trim_start_matches("refs/heads/").to_string()),
+                    _ => None,
+                };
+            }
+        });
+        update.map(|_| ()).map_err(|e| {
+            failure(
+                FailureReason::Internal,
+                format!("cannot record the commit: {e}"),
+                None,
+            )
+        })
+    }
+
+    /// After materializing: `contextDir`, `.dockerignore`, and the
+    /// Dockerfile's presence.
+    /// Answers why the Dockerfile is missing when the wizard takes over (no
+    /// Dockerfile where the default one was expected, and a wizard is
+    /// loaded); `None`: the build goes on as asked.
+    fn prepare(&self) -> Result<Option<String>, Failure> {
+        let root = &self.paths.context;
+        let dir = &self.record.request.context_dir;
+        if !dir.is_empty() {
+            let set_aside = self.paths.workspace.join("outside-context-dir");
+            context::narrow_to(root, dir, &set_aside).map_err(from_context)?;
+            self.log.system(&format!(
+                "context: the directory {dir} is the build context"
+            ));
+        }
+        let dockerfile = &self.record.request.dockerfile;
+        if let Some(report) = context::apply_dockerignore(root, dockerfile).map_err(from_context)? {
+            self.log.system(&format!(
+                "context: .dockerignore left out {} files ({} bytes)",
+                report.removed_files, report.removed_bytes
+            ));
+        }
+        let builder_reads_one = self
+            .runtime
+            .builder(&self.record.request.builder)
+            .is_none_or(|plugin| plugin.manifest.kinds.dockerfile);
+        if builder_reads_one {
+            match context::find_dockerfile(root, dockerfile) {
+                Ok(_) => {}
+                Err(e @ ContextError::DockerfileNotFound { .. })
+                    if dockerfile == "Dockerfile" && self.runtime.builder(WIZARD).is_some() =>
+                {
+                    self.log
+                        .system("context: no Dockerfile; the Dockerfile wizard takes over");
+                    return Ok(Some(e.to_string()));
+                }
+                Err(e) => return Err(from_context(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Ask the wizard what the context is, put the answer in the record
+    /// and the log. `missing_dockerfile`: why the build's Dockerfile was not
+    /// found, when the wizard took over.
+    async fn record_detection(
+        &self,
+        plugin: &crate::plugins::LoadedPlugin,
+        missing_dockerfile: Option<&str>,
+    ) -> Result<(), Failure> {
+        use crate::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
+        let request = DetectRequest {
+            path: String::new(),
+            monorepo: false,
+            base_images: wizard_base_images(self.config),
+        };
+        let projects = self
+            .runtime
+            .detect(plugin, &self.paths.context, &request)
+            .await
+            .map_err(from_runtime)?
+            .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
+        let Some(project) = projects.into_iter().next() else {
+            let nothing = "the wizard found nothing it can build either: add a Dockerfile, or one of package.json, requirements.txt / pyproject.toml / *.py, go.mod, Cargo.toml, pom.xml / build.gradle, Gemfile, composer.json, index.html, a Procfile, or start.sh";
+            let (reason, message) = match missing_dockerfile {
+                Some(why) => (
+                    FailureReason::DockerfileNotFound,
+                    format!("{why}; {nothing}"),
+                ),
+                None => (
+                    FailureReason::ContextInvalid,
+                    nothing.replace(" either", ""),
+                ),
+            };
+            return Err(failure(reason, message, None));
+        };
+        let summary = crate::store::WizardDetection {
+            stack: project.stack.clone(),
+            tool: project.tool.clone(),
+            reasons: project.reasons.clone(),
+            generated: !project.has_dockerfile,
+            port: project.port,
+        };
+        self.log.system(&format!(
+            "wizard: detected {}{} because {}",
+            project.stack,
+            if project.tool.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", project.tool)
+            },
+            project.reasons.join("; ")
+        ));
+        self.store
+            .update_build(&self.record.build_id, |r| r.wizard = Some(summary.clone()))
+            .map(|_| ())
+            .map_err(|e| {
+                failure(
+                    FailureReason::Internal,
+                    format!("cannot record the detection: {e}"),
+                    None,
+                )
+            })
+    }
+
+    /// The values of the build's secrets (build args, then mounts) and the
+    /// organization's credentials for the registry; the log masks every
+    /// one of them.
+    async fn resolve_secrets(&self) -> Result<ResolvedSecrets, Failure> {
+        use crate::store::secrets::SecretKind;
+        let org = &self.record.org;
+        let broken = |e: crate::credentials::CredentialError| {
+            failure(
+                FailureReason::Internal,
+                format!("cannot read the organization's secrets: {e}"),
+                None,
+            )
+        };
+        let values = |names: Vec<String>| async move {
+            let mut out = HashMap::new();
+            for name in names {
+                let value = self
+                    .secrets
+                    .get(org, SecretKind::Build, &name)
+                    .await
+                    .map_err(broken)?
+                    .ok_or_else(|| {
+                        failure(
+                            FailureReason::ContextInvalid,
+                            format!("build secret {name} was removed after the build was accepted; save it again"),
+                            None,
+                        )
+                    })?;
+                out.insert(name, String::from_utf8_lossy(&value).into_owned());
+            }
+            Ok::<_, Failure>(out)
+        };
+        let build_args = values(self.record.request.secret_build_args.clone()).await?;
+        let mounts = values(self.record.request.secrets.clone()).await?;
+        let registry = &self.config.registry;
+        let registry_auth = self
+            .secrets
+            .credential(org, SecretKind::Registry, registry)
+            .await
+            .map_err(broken)?
+            .map(|c| RegistryAuth {
+                server: registry.clone(),
+                username: c.username,
+                password: c.password,
+            });
+        let mut masks: Vec<String> = build_args
+            .values()
+            .chain(mounts.values())
+            .cloned()
+            .collect();
+        if let Some(auth) = &registry_auth {
+            masks.push(auth.password.clone());
+        }
+        self.log.mask(masks);
+        Ok(ResolvedSecrets {
+            build_args,
+            mounts,
+            registry_auth,
+        })
+    }
+
+    async fn build(
+        &self,
+        checkout: Option<&Checkout>,
+        missing_dockerfile: Option<String>,
+    ) -> Result<Built, Failure> {
+        let wizard_takes_over = missing_dockerfile.is_some();
+        let ResolvedSecrets {
+            build_args: secret_build_args,
+            mounts: secret_mounts,
+            registry_auth,
+        } = self.resolve_secrets().await?;
+        let name = &self.record.request.builder;
+        let found = if wizard_takes_over {
+            self.runtime.builder(WIZARD)
+        } else {
+            self.runtime.builder(name)
+        };
+        let plugin = found.ok_or_else(|| {
+            failure(
+                FailureReason::PluginError,
+                format!("no plugin provides the builder `{name}`"),
+                None,
+            )
+        })?;
+        let name = if wizard_takes_over { WIZARD } else { name };
+        if name == WIZARD {
+            if let Some(detector) = self.runtime.detector() {
+                self.record_detection(detector, missing_dockerfile.as_deref())
+                    .await?;
+            }
+        }
+        self.log.system(&format!(
+            "builder: {name} (plugin {} {})",
+            plugin.manifest.id, plugin.manifest.version
+        ));
+        let spec = &self.record.request;
+        let profile = crate::config::profile(&spec.profile)
+            .or_else(|| crate::config::profile(&self.config.default_profile))
+            .unwrap_or(crate::config::PROFILES[1]);
+        let labels = self.standard_labels(checkout);
+        let request = wit_build::BuildRequest {
+            build_id: self.record.build_id.clone(),
+            dockerfile: spec.dockerfile.clone(),
+            image_refs: self.record.image_refs.clone(),
+            build_args: spec
+                .build_args
+                .iter()
+                .map(|(k, v)| wit::KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            target: spec.target.clone(),
+            platform: spec.platform.clone(),
+            no_cache: spec.no_cache,
+            secrets: spec.secrets.clone(),
+            limits: wit::ResourceLimits {
+                profile: profile.name.to_string(),
+                memory_bytes: profile.memory_bytes,
+                nano_cpus: profile.nano_cpus,
+            },
+            options: self.host_facts(&labels),
+        };
+        let caps = Capabilities::new(
+            &plugin.manifest.id,
+            plugin.granted.clone(),
+            Some(self.log.clone()),
+        )
+        .with_engine(EngineScope {
+            engine: self.engine.clone(),
+            context_dir: self.paths.context.clone(),
+            allowed_refs: self.record.image_refs.clone(),
+            secret_build_args,
+            secret_mounts,
+            registry_auth,
+            memory_bytes: profile.memory_bytes,
+            nano_cpus: profile.nano_cpus,
+            labels,
+        });
+        let preopens = Preopens {
+            context: Some(self.paths.context.clone()),
+            context_writable: false,
+            input: None,
+            credentials: None,
+        };
+        let started = std::time::Instant::now();
+        let output = self.runtime.build(plugin, caps, &preopens, &request).await;
+        self.metrics
+            .plugin_call(&plugin.manifest.id, "build", started.elapsed());
+        let output = output
+            .map_err(from_runtime)?
+            .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
+        Ok(Built {
+            digest: output.digest,
+            image_refs: output.image_refs,
+            size_bytes: output.size_bytes,
+            layer_count: output.layer_count,
+            cached_steps: output.cached_steps,
+            total_steps: output.total_steps,
+        })
+    }
+
+    /// What the host tells every builder (`kiln.*` options): the registry,
+    /// whether it speaks plain HTTP, a cache repository, the configured
+    /// executor image, and the labels every image must carry.
+    fn host_facts(&self, labels: &[(String, String)]) -> Vec<wit::KeyValue> {
+        let registry = &self.config.registry;
+        let kv = |key: String, value: String| wit::KeyValue { key, value };
+        let mut facts = vec![
+            kv("kiln.registry".into(), registry.clone()),
+            kv(
+                "kiln.registry-plain-http".into(),
+                crate::engine::registry::plain_http(registry).to_string(),
+            ),
+            kv(
+                "kiln.cache-repo".into(),
+                format!("{registry}/{}/cache/{}", self.record.org, self.record.name),
+            ),
+            kv(
+                "kiln.executor-image".into(),
+                self.config.kaniko_image.clone(),
+            ),
+        ];
+        for (key, value) in labels {
+            facts.push(kv(format!("kiln.label.{key}"), value.clone()));
+        }
+        for base in wizard_base_images(self.config) {
+            facts.push(kv(format!("kiln.wizard.base.{}", base.key), base.value));
+        }
+        facts
+    }
+
+    /// The OCI labels every image of this build gets: where its source
+    /// came from and which commit.
+    fn standard_labels(&self, checkout: Option<&Checkout>) -> Vec<(String, String)> {
+        let mut labels = Vec::new();
+        if let (Some(git), Some(checkout)) = (&self.record.source.git, checkout) {
+            labels.push(("org.opencontainers.image.source".into(), git.url.clone()));
+            labels.push((
+                "org.opencontainers.image.revision".into(),
+                checkout.commit.clone(),
+            ));
+            if let Some(tag) = checkout
+                .full_ref
+                .as_deref()
+                .and_then(|r| r.strip_prefix("refs/tags/"))
+            {
+                labels.push(("org.opencontainers.image.version".into(), tag.to_string()));
+            }
+        }
+        labels
+    }
+}

@@ -1,0 +1,210 @@
+//! The records the store keeps. They are not the API: `api::views` converts
+//! them into `kiln-api`'s wire types, so this format can change on its own.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An organization: the unit of isolation. Its builds, logs and images
+/// (`<registry>/<org>/...`) are invisible to every other organization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Org {
+    pub name: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// A bearer token, as stored (under the token's hash; the token itself is
+/// shown once, when created).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub org: String,
+    /// Operator tokens may manage organizations and their tokens.
+    #[serde(default)]
+    pub admin: bool,
+    pub create_time: DateTime<Utc>,
+}
+
+/// The wire enums are stored as they are named on the wire: their names are
+/// the API's contract already, and a stored record must keep meaning the same.
+pub use kiln_api::{BuildStatus, FailureReason, RefKind};
+
+/// What a build was asked to do (the validated request, without the context
+/// bytes themselves).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildSpec {
+    pub dockerfile: String,
+    pub tags: Vec<String>,
+    pub build_args: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    pub no_cache: bool,
+    pub timeout_secs: u64,
+    pub builder: String,
+    /// The build profile (`small`, `medium`, `large`, `xlarge`).
+    #[serde(default)]
+    pub profile: String,
+    /// Names of build secrets passed as build args (values are never stored here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_build_args: Vec<String>,
+    /// Names of build secrets mounted with `RUN --mount=type=secret,id=NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// The directory of the context that is built (empty: its root). Git
+    /// sources narrow at checkout instead (`source.git.contextDir`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub context_dir: String,
+}
+
+/// Where the build's context comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSummary {
+    /// `inline-zip`, `upload`, `git`...
+    pub kind: String,
+    /// Size of the staged input, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// The archive format of the staged input: `zip`, `tar`, `tar.gz`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub format: Option<String>,
+    /// For `upload`: the uploaded context's id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub context_id: Option<String>,
+    /// For a `contextUrl`: the URL.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url: Option<String>,
+    /// For `git`: what was asked and what it resolved to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub git: Option<GitSource>,
+}
+
+/// A git context: the request, then the commit the host checked out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// The repository URL (never with credentials).
+    pub url: String,
+    /// The reference asked for (a branch, tag or commit id); the git
+    /// plugin's default (`main`) when none was given.
+    pub reference: String,
+    /// The sub-directory that is the context; empty for the whole tree.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub context_dir: String,
+    #[serde(default)]
+    pub submodules: bool,
+    /// The branch the build is of: the reference until it resolves, then
+    /// the branch it named (none for a tag or a commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The resolved commit id, once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// `branch`, `tag` or `commit`, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_kind: Option<RefKind>,
+    /// The full ref name on the remote, for branches and tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_ref: Option<String>,
+}
+
+/// What the Dockerfile wizard found, for a build it made (or took over).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WizardDetection {
+    /// `node`, `python`, `go`... (or `dockerfile` when one was there).
+    pub stack: String,
+    /// `npm`, `pnpm`, `poetry`...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool: String,
+    /// Which files decided it.
+    pub reasons: Vec<String>,
+    /// Whether the Dockerfile was generated.
+    pub generated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// An uploaded build context (POST /v1/contexts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextRecord {
+    pub context_id: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// `tar`, `tar.gz` or `zip`.
+    pub format: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// A failed build's classified reason, the message, and what to do about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub reason: FailureReason,
+    pub message: String,
+    pub hint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// Measurements of a finished build.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metrics {
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_count: Option<u32>,
+    pub cache_used: bool,
+    pub cached_steps: u32,
+    pub total_steps: u32,
+}
+
+/// One build, as stored (the API serves it as a [`kiln_api::Build`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildRecord {
+    pub build_id: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub org: String,
+    pub number: u64,
+    pub name: String,
+    pub status: BuildStatus,
+    pub source: SourceSummary,
+    pub request: BuildSpec,
+    pub image_refs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// For builds the Dockerfile wizard made: what it detected and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wizard: Option<WizardDetection>,
+    pub create_time: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<DateTime<Utc>>,
+    /// Position in the node's creation order; the queue and list key.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// One line of a build log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    /// `system` (the host), `build` (the engine), or `plugin`.
+    pub stream: String,
+    pub line: String,
+}
