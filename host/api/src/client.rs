@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::admin::{CreateOrgRequest, MaskedSecrets, NewToken, Org, OrgList, PluginList};
 use crate::builds::{
     Build, BuildAccepted, BuildList, BuildStatus, CreateBuildRequest, LogLine, UploadedContext,
 };
@@ -189,6 +190,39 @@ impl ApiClient {
         self.call_typed(
             Method::POST,
             &format!("/v1/builds/{}:cancel", encode(build_id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/plugins`.
+    pub async fn list_plugins(&self) -> Result<PluginList, ClientError> {
+        self.call_typed(Method::GET, "/v1/plugins", None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/secrets`: names only, every value `***`.
+    pub async fn list_secrets(&self) -> Result<MaskedSecrets, ClientError> {
+        self.call_typed(Method::GET, "/v1/secrets", None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/orgs` (admin token).
+    pub async fn create_org(&self, name: &str) -> Result<Org, ClientError> {
+        let body = CreateOrgRequest { name: name.into() };
+        self.call_typed(Method::POST, "/v1/orgs", Some(&body)).await
+    }
+
+    /// `GET /v1/orgs` (admin token).
+    pub async fn list_orgs(&self) -> Result<OrgList, ClientError> {
+        self.call_typed(Method::GET, "/v1/orgs", None::<&()>).await
+    }
+
+    /// `POST /v1/orgs/{org}/tokens` (admin token): the token, shown once.
+    pub async fn create_token(&self, org: &str) -> Result<NewToken, ClientError> {
+        self.call_typed(
+            Method::POST,
+            &format!("/v1/orgs/{}/tokens", encode(org)),
             None::<&()>,
         )
         .await

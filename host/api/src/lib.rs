@@ -4,6 +4,7 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`builds`] | CreateBuild's body, the build view (`GET /v1/builds/{id}`), pages, log lines, uploaded contexts |
+//! | [`admin`] | organizations and tokens, masked secrets, loaded plugins, the wizard's detection |
 //! | [`error`] | the one error body every route answers with |
 //! | [`validate`] | the rules a well-formed request follows (names, tags, paths, refs), with messages that say how to fix it |
 //! | [`dockerignore`] | `.dockerignore` with Docker's semantics: the client packs exactly what the server would keep |
@@ -15,6 +16,7 @@
 //! This crate depends on no part of the server (no wasmtime, bollard, sled
 //! or gix): the client-only `kiln` build is this crate plus the CLI.
 
+pub mod admin;
 pub mod builds;
 pub mod dockerignore;
 pub mod error;
@@ -23,6 +25,11 @@ pub mod validate;
 #[cfg(feature = "client")]
 pub mod client;
 
+pub use admin::{
+    CreateOrgRequest, DetectAnswer, DetectRequest, DetectedProject, MaskedCredential,
+    MaskedSecrets, NewToken, Org, OrgList, Permissions, PluginKinds, PluginLimits, PluginList,
+    PluginLoadError, PluginView,
+};
 pub use builds::{
     Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,
     FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, RefKind, Source, UploadedContext,

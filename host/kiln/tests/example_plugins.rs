@@ -52,6 +52,25 @@ async fn the_recipe_builder_builds_a_yaml_recipe_and_refuses_a_bad_one() {
     let image = format!("{REGISTRY}/default/{name}:latest");
     assert_eq!(run_image(&image).await.trim(), "Hello from a recipe!");
 
+    // `kiln plugins list` shows it with what it provides, was granted and asked.
+    let listed = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["plugins", "list"])
+        .env("KILN_SERVER", server.server_url())
+        .env("KILN_TOKEN", &server.token)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&listed.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("recipe-builder "))
+        .unwrap_or_else(|| panic!("no recipe-builder row:\n{table}"));
+    assert!(
+        row.contains("builder recipe")
+            && row.contains("engine=buildkit-build (asked engine=buildkit-build)")
+            && row.contains("64 MiB, 10 s"),
+        "{row}"
+    );
+
     let bad = zip_entries(&[(
         "kiln-recipe.yaml",
         b"base: 127.0.0.1:5000/base/busybox:1\nsteps:\n  - run: ls\nentrypoint: [sh]\n",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{
     config, pack, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand, Output,
@@ -580,17 +580,13 @@ pub async fn secrets(
             eprintln!("saved");
         }
         SecretsCommand::List => {
-            let answer = client.call(Method::GET, "/v1/secrets", None).await?;
-            let mut rows: Vec<[String; 3]> = Vec::new();
-            for (group, kind) in [
-                ("registryCredentials", "registry"),
-                ("gitCredentials", "git"),
-                ("buildSecrets", "build"),
-            ] {
-                for (name, _) in answer[group].as_object().into_iter().flatten() {
-                    rows.push([kind.to_string(), name.clone(), "***".to_string()]);
-                }
-            }
+            let secrets = client.list_secrets().await?;
+            let row = |kind: &str, name: &String| [kind.to_string(), name.clone(), "***".into()];
+            let rows: Vec<[String; 3]> = (secrets.registry_credentials.keys())
+                .map(|name| row("registry", name))
+                .chain(secrets.git_credentials.keys().map(|name| row("git", name)))
+                .chain(secrets.build_secrets.keys().map(|name| row("build", name)))
+                .collect();
             print_table(&["KIND", "NAME", "VALUE"], &rows);
         }
         SecretsCommand::Delete { kind, name } => {
@@ -611,64 +607,30 @@ pub async fn plugins(
 ) -> Result<ExitCode, CommandError> {
     let client = connect(server)?;
     let PluginsCommand::List { output } = command;
-    let answer = client.call(Method::GET, "/v1/plugins", None).await?;
+    let list = client.list_plugins().await?;
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&answer["plugins"]).unwrap()
-        ),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&list.plugins).unwrap()),
         Output::Table => {
-            let rows: Vec<[String; 7]> = answer["plugins"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows: Vec<[String; 7]> = list
+                .plugins
+                .iter()
                 .map(|p| {
-                    let kinds = &p["kinds"];
-                    let provides: Vec<String> = kinds["builder"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|b| format!("builder {}", b.as_str().unwrap_or_default()))
-                        .chain(
-                            kinds["contextSource"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .map(|s| format!("source {}", s.as_str().unwrap_or_default())),
-                        )
+                    let provides: Vec<String> = (p.kinds.builder.iter())
+                        .map(|b| format!("builder {b}"))
+                        .chain(p.kinds.context_source.iter().map(|s| format!("source {s}")))
                         .collect();
-                    let rights = |value: &Value| {
-                        let parts: Vec<String> = value
-                            .as_object()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|(name, list)| {
-                                let items: Vec<&str> =
-                                    list.as_array()?.iter().filter_map(Value::as_str).collect();
-                                (!items.is_empty()).then(|| format!("{name}={}", items.join(",")))
-                            })
-                            .collect();
-                        if parts.is_empty() {
-                            "-".to_string()
-                        } else {
-                            parts.join(" ")
-                        }
-                    };
                     [
-                        p["id"].as_str().unwrap_or_default().to_string(),
-                        p["version"].as_str().unwrap_or_default().to_string(),
-                        p["api"].as_str().unwrap_or_default().to_string(),
+                        p.id.clone(),
+                        p.version.clone(),
+                        p.api.clone(),
                         provides.join(", "),
                         format!(
                             "{} (asked {})",
-                            rights(&p["grantedPermissions"]),
-                            rights(&p["askedPermissions"])
+                            p.granted_permissions.summary(),
+                            p.asked_permissions.summary()
                         ),
-                        format!(
-                            "{} MiB, {} s",
-                            p["limits"]["memoryMib"], p["limits"]["timeSecs"]
-                        ),
-                        p["origin"].as_str().unwrap_or_default().to_string(),
+                        format!("{} MiB, {} s", p.limits.memory_mib, p.limits.time_secs),
+                        p.origin.clone(),
                     ]
                 })
                 .collect();
@@ -678,12 +640,12 @@ pub async fn plugins(
                 ],
                 &rows,
             );
-            for error in answer["loadErrors"].as_array().into_iter().flatten() {
+            for error in &list.load_errors {
                 println!(
                     "not loaded: {} ({}): {}",
-                    error["pluginId"].as_str().unwrap_or("?"),
-                    error["origin"].as_str().unwrap_or(""),
-                    error["message"].as_str().unwrap_or("")
+                    error.plugin_id.as_deref().unwrap_or("?"),
+                    error.origin,
+                    error.message
                 );
             }
         }
@@ -748,18 +710,12 @@ pub async fn org(command: OrgCommand, server: &ServerArgs) -> Result<ExitCode, C
     let client = connect(server)?;
     match command {
         OrgCommand::Create { name } => {
-            let org = client
-                .call(Method::POST, "/v1/orgs", Some(&json!({ "name": name })))
-                .await?;
-            println!(
-                "created organization {}",
-                org["name"].as_str().unwrap_or(&name)
-            );
+            let org = client.create_org(&name).await?;
+            println!("created organization {}", org.name);
         }
         OrgCommand::List => {
-            let answer = client.call(Method::GET, "/v1/orgs", None).await?;
-            for org in answer["orgs"].as_array().into_iter().flatten() {
-                println!("{}", org["name"].as_str().unwrap_or(""));
+            for org in client.list_orgs().await?.orgs {
+                println!("{}", org.name);
             }
         }
     }
@@ -770,14 +726,12 @@ pub async fn token(command: TokenCommand, server: &ServerArgs) -> Result<ExitCod
     let client = connect(server)?;
     match command {
         TokenCommand::Create { org } => {
-            let answer = client
-                .call(Method::POST, &format!("/v1/orgs/{org}/tokens"), None)
-                .await?;
+            let new = client.create_token(&org).await?;
             // The token alone on stdout, so scripts can capture it.
-            println!("{}", answer["token"].as_str().unwrap_or(""));
+            println!("{}", new.token);
             eprintln!(
                 "token id {} for organization {org}; the token is shown only now",
-                answer["tokenId"].as_str().unwrap_or("")
+                new.token_id
             );
         }
         TokenCommand::Revoke { org, token_id } => {

@@ -6,7 +6,6 @@ use base64::Engine as _;
 use chrono::Utc;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde_json::json;
 
 use super::routes::Caller;
 use super::validate;
@@ -524,31 +523,11 @@ pub fn cancel(
 }
 
 pub fn plugins(state: &ApiState) -> Result<Response<Body>, ApiError> {
-    let plugins: Vec<_> = state
-        .runtime
-        .plugins()
-        .map(|p| {
-            json!({
-                "id": p.manifest.id,
-                "version": p.manifest.version,
-                "api": p.manifest.api,
-                "description": p.manifest.description,
-                "authors": p.manifest.authors,
-                "origin": p.origin,
-                "sha256": p.sha256,
-                "world": format!("{:?}", p.world),
-                "kinds": {
-                    "contextSource": p.manifest.kinds.context_source,
-                    "builder": p.manifest.kinds.builder,
-                },
-                "askedPermissions": p.manifest.permissions,
-                "grantedPermissions": *p.granted,
-                "limits": p.limits,
-            })
-        })
-        .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "plugins": plugins, "loadErrors": state.runtime.load_errors() }),
+        &kiln_api::PluginList {
+            plugins: state.runtime.plugins().map(Into::into).collect(),
+            load_errors: state.runtime.load_errors().iter().map(Into::into).collect(),
+        },
     ))
 }

@@ -4,18 +4,10 @@
 use chrono::Utc;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
-use serde_json::json;
 
 use super::routes::Caller;
 use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
 use crate::store::{Org, TokenRecord};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateOrg {
-    name: String,
-}
 
 /// Organization names: what may stand in an image path.
 pub fn check_org_name(name: &str) -> Result<(), String> {
@@ -66,7 +58,7 @@ pub async fn create(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
-    let body: CreateOrg = read_json(
+    let body: kiln_api::CreateOrgRequest = read_json(
         request,
         64 * 1024,
         "CreateOrg ({\"name\": \"...\"})",
@@ -85,14 +77,19 @@ pub async fn create(
         ));
     }
     state.store.flush().await?;
-    Ok(json_response(StatusCode::CREATED, &org))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &kiln_api::Org::from(&org),
+    ))
 }
 
 pub fn list(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "orgs": state.store.orgs()? }),
+        &kiln_api::OrgList {
+            orgs: state.store.orgs()?.iter().map(Into::into).collect(),
+        },
     ))
 }
 
@@ -108,13 +105,13 @@ pub fn create_token(
     let (token, record) = issue_token(&state.store, org, false)?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({
-            "token": token,
-            "tokenId": record.token_id,
-            "org": record.org,
-            "createTime": record.create_time,
-            "note": "the token is shown only now; store it safely",
-        }),
+        &kiln_api::NewToken {
+            token,
+            token_id: record.token_id,
+            org: record.org,
+            create_time: record.create_time,
+            note: "the token is shown only now; store it safely".into(),
+        },
     ))
 }
 

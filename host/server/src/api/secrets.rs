@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::routes::Caller;
 use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
@@ -72,29 +71,21 @@ fn store_error(error: crate::credentials::CredentialError) -> ApiError {
     }
 }
 
-async fn masked(state: &ApiState, org: &str) -> Result<Value, ApiError> {
+async fn masked(state: &ApiState, org: &str) -> Result<kiln_api::MaskedSecrets, ApiError> {
     let names = state.secrets.names(org).await.map_err(store_error)?;
-    let group = |kind: SecretKind, credential: bool| -> Value {
-        let map: serde_json::Map<String, Value> = names
-            .get(&kind)
-            .into_iter()
-            .flatten()
-            .map(|name| {
-                let value = if credential {
-                    json!({"username": "***", "password": "***"})
-                } else {
-                    json!("***")
-                };
-                (name.clone(), value)
-            })
-            .collect();
-        Value::Object(map)
+    let named = |kind: SecretKind| names.get(&kind).into_iter().flatten().cloned();
+    let credentials = |kind| {
+        named(kind)
+            .map(|name| (name, kiln_api::MaskedCredential::masked()))
+            .collect()
     };
-    Ok(json!({
-        "registryCredentials": group(SecretKind::Registry, true),
-        "gitCredentials": group(SecretKind::Git, true),
-        "buildSecrets": group(SecretKind::Build, false),
-    }))
+    Ok(kiln_api::MaskedSecrets {
+        registry_credentials: credentials(SecretKind::Registry),
+        git_credentials: credentials(SecretKind::Git),
+        build_secrets: named(SecretKind::Build)
+            .map(|name| (name, kiln_api::admin::MASK.to_string()))
+            .collect(),
+    })
 }
 
 pub async fn save(

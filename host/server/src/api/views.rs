@@ -4,9 +4,11 @@
 
 use kiln_api as wire;
 
+use crate::plugins::manifest::Permissions;
+use crate::plugins::{LoadError, LoadedPlugin};
 use crate::store::{
-    BuildRecord, BuildSpec, ContextRecord, Failure, GitSource, LogLine, Metrics, SourceSummary,
-    WizardDetection,
+    BuildRecord, BuildSpec, ContextRecord, Failure, GitSource, LogLine, Metrics, Org,
+    SourceSummary, WizardDetection,
 };
 
 impl From<&BuildRecord> for wire::Build {
@@ -133,6 +135,63 @@ impl From<&ContextRecord> for wire::UploadedContext {
             size_bytes: context.size_bytes,
             format: context.format.clone(),
             create_time: context.create_time,
+        }
+    }
+}
+
+impl From<&Org> for wire::Org {
+    fn from(org: &Org) -> Self {
+        wire::Org {
+            name: org.name.clone(),
+            create_time: org.create_time,
+        }
+    }
+}
+
+impl From<&Permissions> for wire::Permissions {
+    fn from(p: &Permissions) -> Self {
+        wire::Permissions {
+            engine: p.engine.clone(),
+            git: p.git.clone(),
+            http: p.http.clone(),
+            secrets: p.secrets.clone(),
+            env: p.env.clone(),
+            images: p.images.clone(),
+        }
+    }
+}
+
+impl From<&LoadedPlugin> for wire::PluginView {
+    fn from(p: &LoadedPlugin) -> Self {
+        wire::PluginView {
+            id: p.manifest.id.clone(),
+            version: p.manifest.version.clone(),
+            api: p.manifest.api.clone(),
+            description: p.manifest.description.clone(),
+            authors: p.manifest.authors.clone(),
+            origin: p.origin.clone(),
+            sha256: p.sha256.clone(),
+            world: format!("{:?}", p.world),
+            kinds: wire::PluginKinds {
+                context_source: p.manifest.kinds.context_source.clone(),
+                builder: p.manifest.kinds.builder.clone(),
+            },
+            asked_permissions: (&p.manifest.permissions).into(),
+            granted_permissions: (&*p.granted).into(),
+            limits: wire::PluginLimits {
+                memory_mib: p.limits.memory_mib,
+                time_secs: p.limits.time_secs,
+            },
+        }
+    }
+}
+
+impl From<&LoadError> for wire::PluginLoadError {
+    fn from(e: &LoadError) -> Self {
+        wire::PluginLoadError {
+            origin: e.origin.clone(),
+            plugin_id: e.plugin_id.clone(),
+            message: e.message.clone(),
         }
     }
 }

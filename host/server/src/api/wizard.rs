@@ -5,8 +5,6 @@
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
-use serde_json::json;
 
 use super::builds::{decode_inline_zip, Staged};
 use super::routes::Caller;
@@ -17,29 +15,13 @@ use crate::plugins::bindings::source::exports::kiln::plugin::source::SourceSpec;
 use crate::plugins::Preopens;
 use crate::scheduler::{materialize, staged_archive, wizard_base_images, MaterializeError};
 
-/// The detect body: one context, and what to look at.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Detect {
-    #[serde(default)]
-    zipped_code: Option<String>,
-    #[serde(default)]
-    context_id: Option<String>,
-    /// A directory of the context (default: its root).
-    #[serde(default)]
-    path: Option<String>,
-    /// Also list the sub-projects (default true).
-    #[serde(default)]
-    monorepo: Option<bool>,
-}
-
 pub async fn detect(
     state: &ApiState,
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let bad = ApiError::bad_request;
-    let body: Detect = read_json(
+    let body: kiln_api::DetectRequest = read_json(
         request,
         8 << 20,
         "WizardDetect ({zippedCode | contextId, path, monorepo})",
@@ -117,24 +99,25 @@ pub async fn detect(
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| bad(e.into_message()))?;
-    let projects: Vec<_> = projects
+    let projects: Vec<kiln_api::DetectedProject> = projects
         .into_iter()
-        .map(|p| {
-            json!({
-                "path": p.path,
-                "contextDir": p.path,
-                "stack": p.stack,
-                "tool": p.tool,
-                "reasons": p.reasons,
-                "hasDockerfile": p.has_dockerfile,
-                "dockerfile": p.dockerfile,
-                "dockerignore": p.dockerignore,
-                "port": p.port,
-            })
+        .map(|p| kiln_api::DetectedProject {
+            context_dir: p.path.clone(),
+            path: p.path,
+            stack: p.stack,
+            tool: p.tool,
+            reasons: p.reasons,
+            has_dockerfile: p.has_dockerfile,
+            dockerfile: p.dockerfile,
+            dockerignore: p.dockerignore,
+            port: p.port,
         })
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "projects": projects, "detected": !projects.is_empty() }),
+        &kiln_api::DetectAnswer {
+            detected: !projects.is_empty(),
+            projects,
+        },
     ))
 }

@@ -1,0 +1,216 @@
+//! Organizations, tokens, secrets and plugins on the wire.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An organization (`POST /v1/orgs`, `GET /v1/orgs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Org {
+    pub name: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// `GET /v1/orgs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrgList {
+    pub orgs: Vec<Org>,
+}
+
+/// `POST /v1/orgs`' body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrgRequest {
+    pub name: String,
+}
+
+/// `POST /v1/orgs/{org}/tokens`: the token, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewToken {
+    pub token: String,
+    pub token_id: String,
+    pub org: String,
+    pub create_time: DateTime<Utc>,
+    pub note: String,
+}
+
+/// A username and password, as `GET /v1/secrets` shows them: both `***`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskedCredential {
+    pub username: String,
+    pub password: String,
+}
+
+/// What is written in place of every secret value.
+pub const MASK: &str = "***";
+
+impl MaskedCredential {
+    pub fn masked() -> Self {
+        MaskedCredential {
+            username: MASK.into(),
+            password: MASK.into(),
+        }
+    }
+}
+
+/// `GET /v1/secrets` (and the answer to `PUT`): names, never values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaskedSecrets {
+    /// Registry host → credential.
+    pub registry_credentials: BTreeMap<String, MaskedCredential>,
+    /// Git host (or `*`) → credential.
+    pub git_credentials: BTreeMap<String, MaskedCredential>,
+    /// Build secret name → `***`.
+    pub build_secrets: BTreeMap<String, String>,
+}
+
+/// `GET /v1/plugins`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginList {
+    pub plugins: Vec<PluginView>,
+    /// Plugins that were found but refused, and why.
+    pub load_errors: Vec<PluginLoadError>,
+}
+
+/// One loaded plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginView {
+    pub id: String,
+    pub version: String,
+    /// The contract version it was built against.
+    pub api: String,
+    pub description: String,
+    #[serde(default)]
+    pub authors: Vec<String>,
+    /// `embedded`, or the manifest's path.
+    pub origin: String,
+    pub sha256: String,
+    /// `Builder`, `ContextSource`, `CredentialStore` or `Detector`.
+    pub world: String,
+    pub kinds: PluginKinds,
+    pub asked_permissions: Permissions,
+    pub granted_permissions: Permissions,
+    pub limits: PluginLimits,
+}
+
+/// What a plugin provides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginKinds {
+    #[serde(default)]
+    pub context_source: Vec<String>,
+    #[serde(default)]
+    pub builder: Vec<String>,
+}
+
+/// Rights, each a list: what is not listed is not allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permissions {
+    #[serde(default)]
+    pub engine: BTreeSet<String>,
+    #[serde(default)]
+    pub git: BTreeSet<String>,
+    #[serde(default)]
+    pub http: BTreeSet<String>,
+    #[serde(default)]
+    pub secrets: BTreeSet<String>,
+    #[serde(default)]
+    pub env: BTreeSet<String>,
+    #[serde(default)]
+    pub images: BTreeSet<String>,
+}
+
+impl Permissions {
+    /// `name=a,b` for each non-empty right, by name; `-` when none.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = [
+            ("engine", &self.engine),
+            ("env", &self.env),
+            ("git", &self.git),
+            ("http", &self.http),
+            ("images", &self.images),
+            ("secrets", &self.secrets),
+        ]
+        .into_iter()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(name, set)| {
+            format!(
+                "{name}={}",
+                set.iter().cloned().collect::<Vec<_>>().join(",")
+            )
+        })
+        .collect();
+        if parts.is_empty() {
+            "-".to_string()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
+/// The limits one call of a plugin runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginLimits {
+    pub memory_mib: u64,
+    pub time_secs: u64,
+}
+
+/// A plugin that was found but refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginLoadError {
+    /// Its manifest's path.
+    pub origin: String,
+    /// Its id, when the manifest could be read.
+    pub plugin_id: Option<String>,
+    pub message: String,
+}
+
+/// `POST /v1/wizard:detect`'s body: one context, and what to look at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DetectRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipped_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// A directory of the context (default: its root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Also list the sub-projects (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monorepo: Option<bool>,
+}
+
+/// `POST /v1/wizard:detect`'s answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectAnswer {
+    pub projects: Vec<DetectedProject>,
+    /// Whether anything buildable was found.
+    pub detected: bool,
+}
+
+/// One buildable directory the wizard found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectedProject {
+    pub path: String,
+    /// The same as `path`: what to give CreateBuild to build this project.
+    pub context_dir: String,
+    pub stack: String,
+    pub tool: String,
+    pub reasons: Vec<String>,
+    pub has_dockerfile: bool,
+    /// Its own Dockerfile, or the one the wizard would generate.
+    pub dockerfile: String,
+    pub dockerignore: String,
+    pub port: Option<u16>,
+}
