@@ -7,11 +7,11 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`api`] | the hyper server: routing, bearer auth, JSON in and out, log streaming |
+//! | [`api`] | the hyper server: routing, bearer auth, log streaming; answers only with `kiln-api` types, converted from records in `api::views` |
 //! | [`store`] | sled: organizations and tokens, build records, the queue, log lines |
-//! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery |
+//! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery; the one materialize step `wizard:detect` shares |
 //! | [`context`] | the host's half of materializing a context: modes, links, `.dockerignore`, the Dockerfile |
-//! | [`plugins`] | wasmtime: manifests, the engine and linker, one `InstancePre` per plugin, per-call stores with memory and time limits |
+//! | [`plugins`] | wasmtime: manifests, the engine and linker, one `InstancePre` per plugin, one call path (a fresh store with memory and time limits) for every world, exact contract-version matching |
 //! | [`capabilities`] | the host side of the WIT interfaces plugins import (`log`, `engine`), each checking its permission first |
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context |
