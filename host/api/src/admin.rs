@@ -129,6 +129,11 @@ pub struct Permissions {
 impl Permissions {
     /// `name=a,b` for each non-empty right, by name; `-` when none.
     pub fn summary(&self) -> String {
+        self.describe("-")
+    }
+
+    /// `name=a,b` for each non-empty right, by name; `none` when there are none.
+    pub fn describe(&self, none: &str) -> String {
         let parts: Vec<String> = [
             ("engine", &self.engine),
             ("env", &self.env),
@@ -147,7 +152,7 @@ impl Permissions {
         })
         .collect();
         if parts.is_empty() {
-            "-".to_string()
+            none.to_string()
         } else {
             parts.join(" ")
         }

@@ -787,27 +787,7 @@ async fn check_plugin(
     let description = runtime.describe(plugin).await?;
     let m = &plugin.manifest;
     let list = |p: &kiln_server::plugins::manifest::Permissions| {
-        let parts: Vec<String> = [
-            ("engine", &p.engine),
-            ("git", &p.git),
-            ("http", &p.http),
-            ("secrets", &p.secrets),
-            ("env", &p.env),
-        ]
-        .iter()
-        .filter(|(_, set)| !set.is_empty())
-        .map(|(name, set)| {
-            format!(
-                "{name}={}",
-                set.iter().cloned().collect::<Vec<_>>().join(",")
-            )
-        })
-        .collect();
-        if parts.is_empty() {
-            "nothing".to_string()
-        } else {
-            parts.join(" ")
-        }
+        kiln_api::Permissions::from(p).describe("nothing")
     };
     println!(
         "ok: plugin {} {} ({:?} world, api {})",
