@@ -134,17 +134,15 @@ pub struct LoadedPlugin {
     pre: Pre,
 }
 
-/// Limits one call of a plugin runs under.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+/// Limits one call of a plugin runs under (served as `kiln_api::PluginLimits`).
+#[derive(Debug, Clone, Copy)]
 pub struct EffectiveLimits {
     pub memory_mib: u64,
     pub time_secs: u64,
 }
 
-/// A plugin that was found but refused.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A plugin that was found but refused (served as `kiln_api::PluginLoadError`).
+#[derive(Debug, Clone)]
 pub struct LoadError {
     /// Where it came from (its manifest's path).
     pub origin: String,
