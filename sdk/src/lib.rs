@@ -242,18 +242,8 @@ pub mod builder {
     ///
     /// impl Builder for Plain {
     ///     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
-    ///         let image = buildkit_build(&BuildkitRequest {
-    ///             dockerfile: request.dockerfile,
-    ///             dockerfile_inline: None,
-    ///             dockerignore_inline: None,
-    ///             tags: request.image_refs,
-    ///             build_args: request.build_args,
-    ///             target: request.target,
-    ///             platform: request.platform,
-    ///             no_cache: request.no_cache,
-    ///             secrets: request.secrets,
-    ///             labels: Vec::new(),
-    ///         })?;
+    ///         // The request as asked; change fields to build differently.
+    ///         let image = buildkit_build(&BuildkitRequest::from(&request))?;
     ///         Ok(image.into())
     ///     }
     /// }
@@ -275,6 +265,26 @@ pub mod builder {
     impl From<EngineFailure> for PluginError {
         fn from(failure: EngineFailure) -> Self {
             PluginError::Engine(failure)
+        }
+    }
+
+    /// The engine request that builds exactly what the build asked for:
+    /// its Dockerfile, tags, build args, target, platform, cache setting and
+    /// secrets, with nothing generated and no extra labels.
+    impl From<&BuildRequest> for engine::BuildkitRequest {
+        fn from(request: &BuildRequest) -> Self {
+            engine::BuildkitRequest {
+                dockerfile: request.dockerfile.clone(),
+                dockerfile_inline: None,
+                dockerignore_inline: None,
+                tags: request.image_refs.clone(),
+                build_args: request.build_args.clone(),
+                target: request.target.clone(),
+                platform: request.platform.clone(),
+                no_cache: request.no_cache,
+                secrets: request.secrets.clone(),
+                labels: Vec::new(),
+            }
         }
     }
 
@@ -358,7 +368,16 @@ pub mod source {
 pub mod credentials {
     pub use crate::bindings::credential_store::kiln::plugin::types::{PluginError, PluginInfo};
 
+    /// The refusal of a read-only store.
+    fn read_only(org: &str) -> PluginError {
+        PluginError::Denied(format!(
+            "this credential store is read-only: organization {org}'s credentials are changed where the store reads them from"
+        ))
+    }
+
     /// Implement this and call [`export_credential_store!`](crate::export_credential_store).
+    /// A read-only store implements [`get`](Self::get) and
+    /// [`list_keys`](Self::list_keys) only.
     ///
     /// A complete store that serves read-only credentials from a file the
     /// host mounts read-only at `/credentials` (one `org/key=value` per line;
@@ -391,12 +410,6 @@ pub mod credentials {
     ///         // `Secret` keeps the value out of Debug output until it is returned.
     ///         Ok(secret.map(|s| s.expose().as_bytes().to_vec()))
     ///     }
-    ///     fn put(_org: String, _key: String, _value: Vec<u8>) -> Result<(), PluginError> {
-    ///         Err(PluginError::Denied("this store is read-only".into()))
-    ///     }
-    ///     fn delete(_org: String, _key: String) -> Result<bool, PluginError> {
-    ///         Err(PluginError::Denied("this store is read-only".into()))
-    ///     }
     ///     fn list_keys(org: String) -> Result<Vec<String>, PluginError> {
     ///         Ok(read_all()?.into_iter().filter(|(o, _, _)| *o == org).map(|(_, k, _)| k).collect())
     ///     }
@@ -414,13 +427,24 @@ pub mod credentials {
         /// The value stored under `key` for `org`, if any.
         fn get(org: String, key: String) -> Result<Option<Vec<u8>>, PluginError>;
         /// Store `value` under `key` for `org`, replacing any old value.
-        fn put(org: String, key: String, value: Vec<u8>) -> Result<(), PluginError>;
-        /// Remove `key`; true when it existed.
-        fn delete(org: String, key: String) -> Result<bool, PluginError>;
+        /// By default the store is read-only and says so.
+        fn put(org: String, key: String, value: Vec<u8>) -> Result<(), PluginError> {
+            let _ = (key, value);
+            Err(read_only(&org))
+        }
+        /// Remove `key`; true when it existed. By default the store is
+        /// read-only and says so.
+        fn delete(org: String, key: String) -> Result<bool, PluginError> {
+            let _ = key;
+            Err(read_only(&org))
+        }
         /// The keys stored for `org`.
         fn list_keys(org: String) -> Result<Vec<String>, PluginError>;
     }
 }
+
+#[cfg(feature = "unpack")]
+pub mod unpack;
 
 /// The detector world: say what a directory holds and the Dockerfile it
 /// would get, without building (the Dockerfile wizard's detection).
@@ -441,7 +465,16 @@ pub mod detector {
 #[macro_export]
 macro_rules! export_detector {
     ($plugin:ident) => {
+        // In a host build nothing calls the plugin (there is no export);
+        // this keeps its type in use so the crate's `cargo test` and
+        // `clippy` stay quiet about it.
+        #[cfg(not(target_family = "wasm"))]
+        #[doc(hidden)]
+        pub fn __kiln_export_anchor() {
+            let _ = <$plugin as $crate::detector::Detector>::detect;
+        }
         const _: () = {
+            #[allow(dead_code)]
             struct __KilnExport;
             impl $crate::bindings::detector::exports::kiln::plugin::detect::Guest for __KilnExport {
                 fn detect(
@@ -453,6 +486,10 @@ macro_rules! export_detector {
                     <$plugin as $crate::detector::Detector>::detect(request)
                 }
             }
+            // Only a component exports: a host build of the plugin crate
+            // (its `cargo test`) links as a native library, where the
+            // contract's export names are not valid symbols.
+            #[cfg(target_family = "wasm")]
             $crate::bindings::detector::__export_detector_raw!(
                 __KilnExport with_types_in $crate::bindings::detector
             );
@@ -465,7 +502,16 @@ macro_rules! export_detector {
 #[macro_export]
 macro_rules! export_builder {
     ($plugin:ident) => {
+        // In a host build nothing calls the plugin (there is no export);
+        // this keeps its type in use so the crate's `cargo test` and
+        // `clippy` stay quiet about it.
+        #[cfg(not(target_family = "wasm"))]
+        #[doc(hidden)]
+        pub fn __kiln_export_anchor() {
+            let _ = <$plugin as $crate::builder::Builder>::build;
+        }
         const _: () = {
+            #[allow(dead_code)]
             struct __KilnExport;
             impl $crate::bindings::builder::exports::kiln::plugin::build::Guest for __KilnExport {
                 fn describe() -> $crate::builder::PluginInfo {
@@ -480,6 +526,10 @@ macro_rules! export_builder {
                     <$plugin as $crate::builder::Builder>::build(request)
                 }
             }
+            // Only a component exports: a host build of the plugin crate
+            // (its `cargo test`) links as a native library, where the
+            // contract's export names are not valid symbols.
+            #[cfg(target_family = "wasm")]
             $crate::bindings::builder::__export_builder_raw!(
                 __KilnExport with_types_in $crate::bindings::builder
             );
@@ -492,7 +542,16 @@ macro_rules! export_builder {
 #[macro_export]
 macro_rules! export_context_source {
     ($plugin:ident) => {
+        // In a host build nothing calls the plugin (there is no export);
+        // this keeps its type in use so the crate's `cargo test` and
+        // `clippy` stay quiet about it.
+        #[cfg(not(target_family = "wasm"))]
+        #[doc(hidden)]
+        pub fn __kiln_export_anchor() {
+            let _ = <$plugin as $crate::source::ContextSource>::materialize;
+        }
         const _: () = {
+            #[allow(dead_code)]
             struct __KilnExport;
             impl $crate::bindings::context_source::exports::kiln::plugin::source::Guest
                 for __KilnExport
@@ -507,6 +566,10 @@ macro_rules! export_context_source {
                     <$plugin as $crate::source::ContextSource>::materialize(spec)
                 }
             }
+            // Only a component exports: a host build of the plugin crate
+            // (its `cargo test`) links as a native library, where the
+            // contract's export names are not valid symbols.
+            #[cfg(target_family = "wasm")]
             $crate::bindings::context_source::__export_context_source_raw!(
                 __KilnExport with_types_in $crate::bindings::context_source
             );
@@ -519,7 +582,16 @@ macro_rules! export_context_source {
 #[macro_export]
 macro_rules! export_credential_store {
     ($plugin:ident) => {
+        // In a host build nothing calls the plugin (there is no export);
+        // this keeps its type in use so the crate's `cargo test` and
+        // `clippy` stay quiet about it.
+        #[cfg(not(target_family = "wasm"))]
+        #[doc(hidden)]
+        pub fn __kiln_export_anchor() {
+            let _ = <$plugin as $crate::credentials::CredentialStore>::get;
+        }
         const _: () = {
+            #[allow(dead_code)]
             struct __KilnExport;
             impl $crate::bindings::credential_store::exports::kiln::plugin::credentials::Guest
                 for __KilnExport
@@ -553,6 +625,10 @@ macro_rules! export_credential_store {
                     <$plugin as $crate::credentials::CredentialStore>::list_keys(org)
                 }
             }
+            // Only a component exports: a host build of the plugin crate
+            // (its `cargo test`) links as a native library, where the
+            // contract's export names are not valid symbols.
+            #[cfg(target_family = "wasm")]
             $crate::bindings::credential_store::__export_credential_store_raw!(
                 __KilnExport with_types_in $crate::bindings::credential_store
             );

@@ -703,19 +703,50 @@ pub fn fixture_component(name: &str) -> Vec<u8> {
     std::fs::read(fixture_plugin_dir().join(name).join(format!("{name}.wasm"))).unwrap()
 }
 
-/// `cargo build --release --target wasm32-wasip2` in a plugin crate's own
-/// directory, as its author would, free of the calling test's cargo settings.
-pub fn build_plugin_crate(dir: &Path) {
+/// `cargo ARGS` in a plugin crate's own directory, as its author would,
+/// free of the calling test's cargo settings.
+fn plugin_cargo(dir: &Path, args: &[&str]) -> std::process::Command {
     let mut cmd =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(dir)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
+    cmd.current_dir(dir).args(args);
     for (key, _) in std::env::vars() {
         if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key == "RUSTFLAGS" {
             cmd.env_remove(key);
         }
     }
-    let out = cmd.output().unwrap();
+    cmd
+}
+
+/// `cargo test` in a scaffolded plugin crate: its own test, with the plugin
+/// kit. Host artifacts (the runtime, wasmtime) go to one shared directory
+/// under the workspace's `target/`, so the scaffolds of one run, and later
+/// runs, compile them once.
+pub fn test_plugin_crate(dir: &Path) {
+    let out = plugin_cargo(dir, &["test", "--quiet"])
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace().join("target/scaffold-tests"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo test fails in {}: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `cargo build --release --target wasm32-wasip2` in a plugin crate's own
+/// directory, as its author would, free of the calling test's cargo settings.
+pub fn build_plugin_crate(dir: &Path) {
+    let out = plugin_cargo(
+        dir,
+        &["build", "--release", "--target", "wasm32-wasip2", "--quiet"],
+    )
+    .output()
+    .unwrap();
     assert!(
         out.status.success(),
         "{} does not build: {}",

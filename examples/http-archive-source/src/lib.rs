@@ -9,8 +9,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
-use kiln_unpack::sdk::context_info;
-use kiln_unpack::Limits;
+use kiln_sdk::unpack::{context_info, Limits};
 use wasi::http::outgoing_handler;
 use wasi::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingRequest, Scheme};
 use wasi::io::streams::{InputStream, StreamError};
@@ -115,7 +114,7 @@ impl ContextSource for HttpArchive {
             max_bytes: spec.max_unpacked_bytes,
             max_entries: spec.max_entries,
         };
-        let unpacked = kiln_unpack::unpack_tar_gz(
+        let unpacked = kiln_sdk::unpack::unpack_tar_gz(
             io::BufReader::with_capacity(256 * 1024, body),
             Path::new("/context"),
             limits,

@@ -48,7 +48,13 @@ async fn a_scaffolded_builder_builds_checks_loads_and_builds_an_image() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let dir = plugins.join("my-builder");
-    for file in ["Cargo.toml", "plugin.toml", "src/lib.rs", "README.md"] {
+    for file in [
+        "Cargo.toml",
+        "plugin.toml",
+        "src/lib.rs",
+        "tests/plugin.rs",
+        "README.md",
+    ] {
         assert!(dir.join(file).is_file(), "{file} is scaffolded");
     }
     let again = kiln(&[
@@ -63,6 +69,8 @@ async fn a_scaffolded_builder_builds_checks_loads_and_builds_an_image() {
     assert!(!again.status.success() && text(&again.stderr).contains("exists"));
 
     build_plugin_crate(&dir);
+    // Its own test: the scaffold runs in the plugin kit, engine faked.
+    test_plugin_crate(&dir);
     let checked = kiln(&["plugin", "check", dir.to_str().unwrap()]);
     let report = text(&checked.stdout);
     assert!(
@@ -135,7 +143,7 @@ async fn a_scaffolded_builder_builds_checks_loads_and_builds_an_image() {
 }
 
 #[tokio::test]
-async fn scaffolded_sources_stores_and_detectors_build_and_check() {
+async fn scaffolded_sources_stores_and_detectors_build_pass_their_tests_and_check() {
     let work = tempfile::tempdir().unwrap();
     for (kind, name, world) in [
         ("context-source", "my-source", "ContextSource"),
@@ -156,6 +164,7 @@ async fn scaffolded_sources_stores_and_detectors_build_and_check() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let dir = work.path().join(name);
         build_plugin_crate(&dir);
+        test_plugin_crate(&dir);
         let checked = kiln(&["plugin", "check", dir.to_str().unwrap()]);
         let report = text(&checked.stdout);
         assert!(checked.status.success(), "{report}");
@@ -194,7 +203,9 @@ fn issue_11_scaffolds_depend_on_the_sdk_by_version() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let manifest = std::fs::read_to_string(work.path().join("by-version/Cargo.toml")).unwrap();
     assert!(
-        manifest.contains(r#"kiln-sdk = { version = "0.1""#) && !manifest.contains("path ="),
+        manifest.contains(r#"kiln-sdk = { version = "0.1""#)
+            && manifest.contains(r#"kiln-plugin-test = "0.1""#)
+            && !manifest.contains("path ="),
         "{manifest}"
     );
 }

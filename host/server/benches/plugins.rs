@@ -12,9 +12,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use kiln_server::capabilities::Capabilities;
 use kiln_server::plugins::bindings::source::exports::kiln::plugin::source::SourceSpec;
-use kiln_server::plugins::{embedded, LoadOptions, PluginRuntime, Preopens};
+use kiln_server::plugins::{
+    embedded, first_party, Capabilities, LoadOptions, PluginRuntime, Preopens,
+};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -59,7 +60,7 @@ async fn main() {
     let cache = tempfile::tempdir().unwrap();
 
     // Cold compile, per plugin.
-    let runtime = PluginRuntime::load(LoadOptions::default()).unwrap();
+    let runtime = PluginRuntime::load(first_party(&[], &Default::default())).unwrap();
     for plugin in embedded::PLUGINS {
         let times: Vec<Duration> = (0..5)
             .map(|_| {
@@ -79,9 +80,10 @@ async fn main() {
     }
 
     // Cache: the first load fills it, later ones hit it.
+    let no_grants = Default::default();
     let options = || LoadOptions {
         cache_dir: Some(cache.path().to_path_buf()),
-        ..LoadOptions::default()
+        ..first_party(&[], &no_grants)
     };
     drop(PluginRuntime::load(options()).unwrap());
     let mut per_plugin: std::collections::BTreeMap<String, Vec<Duration>> = Default::default();
@@ -143,7 +145,7 @@ async fn main() {
             input: Some(input.path().to_path_buf()),
             credentials: None,
         };
-        let caps = Capabilities::new("inline-zip", plugin.granted.clone(), None);
+        let caps = Capabilities::for_plugin(plugin);
         let started = Instant::now();
         let info = runtime
             .materialize(plugin, caps, &preopens, &spec)
@@ -155,10 +157,10 @@ async fn main() {
 
         let target = tempfile::tempdir().unwrap();
         let started = Instant::now();
-        let unpacked = kiln_unpack::unpack_zip(
+        let unpacked = kiln_sdk::unpack::unpack_zip(
             std::io::BufReader::new(std::fs::File::open(input.path().join("context.zip")).unwrap()),
             target.path(),
-            kiln_unpack::Limits {
+            kiln_sdk::unpack::Limits {
                 max_bytes: 1 << 30,
                 max_entries: 100_000,
             },

@@ -64,7 +64,6 @@ pub fn rerun_on_sdk_change(workspace: &Path) {
         "wit",
         "sdk/src",
         "sdk/Cargo.toml",
-        "plugins/unpack",
         "plugins/stacks",
         "Cargo.toml",
         "Cargo.lock",

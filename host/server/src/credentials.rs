@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::plugins::{CredentialAnswer, CredentialCall, PluginRuntime};
+use crate::plugins::{Capabilities, CredentialAnswer, CredentialCall, PluginRuntime};
 use crate::store::secrets::{Credential, SecretError, SecretKind, SecretStore};
 
 /// Why a secret could not be read or written.
@@ -99,7 +99,12 @@ impl CredentialStores {
             })?;
         let answer = self
             .runtime
-            .credentials(plugin, self.directory.as_deref(), call)
+            .credentials(
+                plugin,
+                Capabilities::for_plugin(plugin),
+                self.directory.as_deref(),
+                call,
+            )
             .await
             .map_err(|e| CredentialError::Plugin {
                 plugin: plugin_id.to_string(),

@@ -11,8 +11,8 @@
 //! | [`store`] | sled: organizations and tokens, build records, the queue, log lines |
 //! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery; the one materialize step `wizard:detect` shares |
 //! | [`context`] | the host's half of materializing a context: modes, links, `.dockerignore`, the Dockerfile |
-//! | [`plugins`] | wasmtime: manifests, the engine and linker, one `InstancePre` per plugin, one call path (a fresh store with memory and time limits) for every world, exact contract-version matching |
-//! | [`capabilities`] | the host side of the WIT interfaces plugins import (`log`, `engine`), each checking its permission first |
+//! | [`plugins`] | `kiln-plugin-runtime` (re-exported: manifests, grants, loading, the sandbox, one call path, the permission checks) plus the first-party plugins embedded by `build.rs` |
+//! | [`capabilities`] | the runtime's capability traits implemented over the real parts: the build log as `LogSink`, Docker Engine and the registry as `Engine`, gix checkouts as `Git` (the runtime checked the permission before they run) |
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |

@@ -94,12 +94,11 @@ impl Server {
         }
 
         let runtime = Arc::new(PluginRuntime::load(LoadOptions {
-            plugin_dirs: &config.plugin_dirs,
-            grants: &config.plugin_grants,
             cache_dir: Some(config.data_dir.join("plugin-cache")),
             max_memory_mib: config.max_plugin_memory_mib,
             max_time_secs: config.max_plugin_time_secs,
             executor_image: Some(config.kaniko_image.clone()),
+            ..crate::plugins::first_party(&config.plugin_dirs, &config.plugin_grants)
         })?);
         for plugin in runtime.plugins() {
             tracing::info!(

@@ -1,14 +1,13 @@
 //! Kiln context source `inline-zip`: unpacks the zip a build request carried
 //! inline (`zippedCode`) from `/input` into `/context`, with the checks of
-//! [`kiln_unpack`].
+//! [`kiln_sdk::unpack`].
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
 use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
-use kiln_unpack::sdk::context_info;
-use kiln_unpack::Limits;
+use kiln_sdk::unpack::{context_info, Limits};
 
 struct InlineZip;
 
@@ -30,7 +29,7 @@ impl ContextSource for InlineZip {
             max_entries: spec.max_entries,
         };
         let unpacked =
-            kiln_unpack::unpack_zip(io::BufReader::new(file), Path::new("/context"), limits)?;
+            kiln_sdk::unpack::unpack_zip(io::BufReader::new(file), Path::new("/context"), limits)?;
         Ok(context_info(unpacked, "the inline zip"))
     }
 }

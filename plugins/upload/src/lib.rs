@@ -1,15 +1,14 @@
 //! Kiln context source `upload`: unpacks a context uploaded with
 //! `POST /v1/contexts` (a tar, tar.gz or zip; the host tells which in the
 //! `format` option) from `/input` into `/context`, with the checks of
-//! [`kiln_unpack`].
+//! [`kiln_sdk::unpack`].
 
 use std::fs;
 use std::io;
 use std::path::Path;
 
 use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
-use kiln_unpack::sdk::context_info;
-use kiln_unpack::Limits;
+use kiln_sdk::unpack::{context_info, Limits};
 
 struct Upload;
 
@@ -40,9 +39,9 @@ impl ContextSource for Upload {
         };
         let root = Path::new("/context");
         let unpacked = match format {
-            "zip" => kiln_unpack::unpack_zip(reader, root, limits),
-            "tar.gz" => kiln_unpack::unpack_tar_gz(reader, root, limits),
-            "tar" => kiln_unpack::unpack_tar(reader, root, limits),
+            "zip" => kiln_sdk::unpack::unpack_zip(reader, root, limits),
+            "tar.gz" => kiln_sdk::unpack::unpack_tar_gz(reader, root, limits),
+            "tar" => kiln_sdk::unpack::unpack_tar(reader, root, limits),
             other => {
                 return Err(PluginError::InvalidInput(format!(
                     "unknown archive format `{other}`; expected tar, tar.gz or zip"

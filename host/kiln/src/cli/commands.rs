@@ -763,17 +763,14 @@ async fn check_plugin(
     };
     // Validate with everything it asks for granted, then say what
     // this config would grant and whether a server would refuse it.
-    let mut runtime = kiln_server::plugins::PluginRuntime::load(Default::default())?;
+    let no_grants = Default::default();
+    let mut runtime = kiln_server::plugins::PluginRuntime::load(
+        kiln_server::plugins::first_party(&[], &no_grants),
+    )?;
     let asked_all: std::collections::BTreeMap<String, kiln_server::config::PluginGrant> =
-        std::fs::read_to_string(path.join("plugin.toml"))
+        kiln_server::plugins::manifest::Manifest::read_dir(path)
             .ok()
-            .and_then(|t| kiln_server::plugins::manifest::Manifest::parse(&t).ok())
-            .map(|m| {
-                (
-                    m.id,
-                    kiln_server::config::FileConfig::parse_grant("grant = \"asked\""),
-                )
-            })
+            .map(|m| (m.id, kiln_server::config::PluginGrant::asked()))
             .into_iter()
             .collect();
     let id = match runtime.load_one(path, &asked_all) {
@@ -787,7 +784,7 @@ async fn check_plugin(
     let description = runtime.describe(plugin).await?;
     let m = &plugin.manifest;
     let list = |p: &kiln_server::plugins::manifest::Permissions| {
-        kiln_api::Permissions::from(p).describe("nothing")
+        kiln_server::api::views::permissions(p).describe("nothing")
     };
     println!(
         "ok: plugin {} {} ({:?} world, api {})",
@@ -888,9 +885,10 @@ pub async fn init(args: super::InitArgs) -> Result<ExitCode, CommandError> {
             value: image.to_string(),
         });
     }
+    let no_grants = Default::default();
     let runtime = kiln_server::plugins::PluginRuntime::load(kiln_server::plugins::LoadOptions {
         cache_dir: dirs_cache().map(|d| d.join("kiln/plugin-cache")),
-        ..Default::default()
+        ..kiln_server::plugins::first_party(&[], &no_grants)
     })?;
     let wizard = runtime
         .detector()
@@ -901,7 +899,12 @@ pub async fn init(args: super::InitArgs) -> Result<ExitCode, CommandError> {
         base_images,
     };
     let projects = runtime
-        .detect(wizard, &dir, &request)
+        .detect(
+            wizard,
+            kiln_server::plugins::Capabilities::for_plugin(wizard),
+            &dir,
+            &request,
+        )
         .await?
         .map_err(|e| match e {
             PluginError::InvalidInput(m) | PluginError::ContextInvalid(m) => CommandError::Usage(m),

@@ -54,12 +54,21 @@ pub fn new_plugin(
     // By version, so a scaffold written by an installed `kiln` builds
     // anywhere; `--sdk-path` (a checkout's `sdk/`) for working against
     // unreleased changes. Never the directory this binary was compiled in.
-    let sdk = match sdk_path {
-        Some(path) => format!(
-            "kiln-sdk = {{ path = {:?}, features = [\"{feature}\"] }}",
-            path.display().to_string()
+    let (sdk, kit) = match sdk_path {
+        Some(path) => (
+            format!(
+                "kiln-sdk = {{ path = {:?}, features = [\"{feature}\"] }}",
+                path.display().to_string()
+            ),
+            format!(
+                "kiln-plugin-test = {{ path = {:?} }}",
+                path.join("test-kit").display().to_string()
+            ),
         ),
-        None => format!("kiln-sdk = {{ version = \"0.1\", features = [\"{feature}\"] }}"),
+        None => (
+            format!("kiln-sdk = {{ version = \"0.1\", features = [\"{feature}\"] }}"),
+            "kiln-plugin-test = \"0.1\"".to_string(),
+        ),
     };
     let cargo_toml = format!(
         r#"[package]
@@ -74,6 +83,13 @@ crate-type = ["cdylib"]
 [dependencies]
 {sdk}
 
+# `cargo test` runs the plugin in the real Kiln runtime with fake host
+# capabilities (tests/plugin.rs); nothing else is needed.
+[dev-dependencies]
+{kit}
+tempfile = "3"
+tokio = {{ version = "1", features = ["macros", "rt-multi-thread"] }}
+
 # Small components load fast.
 [profile.release]
 opt-level = "s"
@@ -85,24 +101,35 @@ strip = true
 [workspace]
 "#
     );
-    let (kinds, permissions, source) = match kind {
+    let (kinds, permissions, source, test) = match kind {
         PluginKind::Builder => (
             format!("builder = [\"{name}\"]"),
             "# The host's BuildKit build; pushes only this build's own images.\nengine = [\"buildkit-build\"]",
             BUILDER_TEMPLATE,
+            BUILDER_TEST,
         ),
         PluginKind::ContextSource => (
             format!("context-source = [\"{name}\"]"),
             "",
             SOURCE_TEMPLATE,
+            SOURCE_TEST,
         ),
-        PluginKind::CredentialStore => ("credential-store = true".to_string(), "", STORE_TEMPLATE),
-        PluginKind::Detector => ("detector = true".to_string(), "", DETECTOR_TEMPLATE),
+        PluginKind::CredentialStore => (
+            "credential-store = true".to_string(),
+            "",
+            STORE_TEMPLATE,
+            STORE_TEST,
+        ),
+        PluginKind::Detector => (
+            "detector = true".to_string(),
+            "",
+            DETECTOR_TEMPLATE,
+            DETECTOR_TEST,
+        ),
     };
     let manifest = format!(
         r#"schema_version = 1
-id = "{name}"
-version = "0.1.0"
+# The plugin id and version are Cargo.toml's [package] name and version.
 api = "0.1.0"
 description = "TODO: what {name} does"
 authors = []
@@ -121,12 +148,13 @@ time_secs = 30
 "#
     );
     let readme = format!(
-        "# {name}\n\nA Kiln plugin.\n\n```sh\ncargo build --release --target wasm32-wasip2\nkiln plugin check .\nkiln serve --plugin-dir .. --config kiln.toml   # with [plugins.{name}] grant = \"asked\"\n```\n"
+        "# {name}\n\nA Kiln plugin.\n\n```sh\ncargo build --release --target wasm32-wasip2\ncargo test            # runs it in the Kiln runtime with fake host capabilities\nkiln plugin check .\nkiln serve --plugin-dir .. --config kiln.toml   # with [plugins.{name}] grant = \"asked\"\n```\n"
     );
-    let files: [(&str, String); 5] = [
+    let files: [(&str, String); 6] = [
         ("Cargo.toml", cargo_toml),
         ("plugin.toml", manifest),
         ("src/lib.rs", source.replace("{name}", name)),
+        ("tests/plugin.rs", test.replace("{name}", name)),
         ("README.md", readme),
         (".gitignore", "/target\n".into()),
     ];
@@ -148,36 +176,41 @@ const BUILDER_TEMPLATE: &str = r#"//! The `{name}` builder: builds the context's
 //! BuildKit engine and pushes the build's images.
 
 use kiln_sdk::builder::engine::{buildkit_build, BuildkitRequest};
-use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, PluginError, PluginInfo};
+use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, PluginError};
 
 struct Plugin;
 
 impl Builder for Plugin {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "{name}: a Kiln builder".into(),
-        }
-    }
-
     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
         kiln_sdk::log::info(&format!("{name}: building {}", request.dockerfile));
-        let image = buildkit_build(&BuildkitRequest {
-            dockerfile: request.dockerfile,
-            dockerfile_inline: None,
-            dockerignore_inline: None,
-            tags: request.image_refs,
-            build_args: request.build_args,
-            target: request.target,
-            platform: request.platform,
-            no_cache: request.no_cache,
-            secrets: request.secrets,
-            labels: Vec::new(),
-        })?;
-        Ok(image.into())
+        Ok(buildkit_build(&BuildkitRequest::from(&request))?.into())
     }
 }
 
 kiln_sdk::export_builder!(Plugin);
+"#;
+
+const BUILDER_TEST: &str = r#"//! `cargo test`: the plugin runs in the real Kiln runtime; the engine is
+//! a fake that records what the builder asked for.
+
+use kiln_plugin_test::{BuildCall, EngineCall, PluginHarness};
+
+#[tokio::test]
+async fn builds_the_dockerfile_into_the_builds_own_images() {
+    let harness = PluginHarness::build_and_load(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+
+    let built = harness.build(BuildCall::default(), context.path()).await.unwrap();
+
+    let output = built.result.expect("the build succeeds");
+    assert_eq!(output.image_refs, BuildCall::default().image_refs);
+    let [EngineCall::BuildkitBuild(request)] = built.engine.as_slice() else {
+        panic!("expected one BuildKit build, got {:?}", built.engine);
+    };
+    assert_eq!(request.dockerfile, "Dockerfile");
+    assert_eq!(request.tags, BuildCall::default().image_refs);
+}
 "#;
 
 const SOURCE_TEMPLATE: &str = r#"//! The `{name}` context source: fills `/context` for a build whose
@@ -218,52 +251,94 @@ impl ContextSource for Plugin {
 kiln_sdk::export_context_source!(Plugin);
 "#;
 
-const STORE_TEMPLATE: &str = r#"//! The `{name}` credential store. This template keeps values in memory for
-//! the life of one instance; a real store reads a file or a vault.
+const SOURCE_TEST: &str = r#"//! `cargo test`: the plugin runs in the real Kiln runtime and fills a
+//! temporary context.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use kiln_plugin_test::PluginHarness;
 
-use kiln_sdk::credentials::{CredentialStore, PluginError, PluginInfo};
+#[tokio::test]
+async fn writes_a_dockerfile_into_the_context() {
+    let harness = PluginHarness::build_and_load(env!("CARGO_MANIFEST_DIR")).unwrap();
 
-thread_local! {
-    static VALUES: RefCell<BTreeMap<(String, String), Vec<u8>>> = RefCell::new(BTreeMap::new());
+    let run = harness.materialize(&[("url", "{name}://example")], None).await.unwrap();
+
+    let info = run.result.expect("the context is materialized");
+    assert_eq!(info.files, 1);
+    let dockerfile = std::fs::read_to_string(run.context.path().join("Dockerfile")).unwrap();
+    assert!(dockerfile.starts_with("FROM "), "{dockerfile}");
 }
+
+#[tokio::test]
+async fn a_missing_url_is_the_callers_mistake() {
+    let harness = PluginHarness::build_and_load(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let run = harness.materialize(&[], None).await.unwrap();
+    assert!(matches!(run.result, Err(kiln_plugin_test::PluginError::InvalidInput(_))));
+}
+"#;
+
+const STORE_TEMPLATE: &str = r#"//! The `{name}` credential store: read-only credentials from the directory
+//! the operator mounts for it (`[credentials] directory = ...`, seen here as
+//! `/credentials`): one file per organization, `KEY=VALUE` lines, where the
+//! host asks for keys such as `registry/HOST`, `git/HOST` and `build/NAME`.
+
+use kiln_sdk::credentials::{CredentialStore, PluginError};
 
 struct Plugin;
 
+/// The organization's `KEY=VALUE` lines; no file means no credentials.
+fn read(org: &str) -> Result<Vec<(String, String)>, PluginError> {
+    if org.is_empty() || !org.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(PluginError::InvalidInput(format!("organization {org:?} is not valid")));
+    }
+    let text = match std::fs::read_to_string(format!("/credentials/{org}")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PluginError::Internal(format!("cannot read /credentials/{org}: {e}"))),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+        .collect())
+}
+
 impl CredentialStore for Plugin {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "{name}: a Kiln credential store".into(),
-        }
-    }
-
     fn get(org: String, key: String) -> Result<Option<Vec<u8>>, PluginError> {
-        Ok(VALUES.with(|v| v.borrow().get(&(org, key)).cloned()))
-    }
-
-    fn put(org: String, key: String, value: Vec<u8>) -> Result<(), PluginError> {
-        VALUES.with(|v| v.borrow_mut().insert((org, key), value));
-        Ok(())
-    }
-
-    fn delete(org: String, key: String) -> Result<bool, PluginError> {
-        Ok(VALUES.with(|v| v.borrow_mut().remove(&(org, key)).is_some()))
+        let found = read(&org)?.into_iter().find(|(k, _)| *k == key);
+        Ok(found.map(|(_, value)| value.into_bytes()))
     }
 
     fn list_keys(org: String) -> Result<Vec<String>, PluginError> {
-        Ok(VALUES.with(|v| {
-            v.borrow()
-                .keys()
-                .filter(|(o, _)| *o == org)
-                .map(|(_, k)| k.clone())
-                .collect()
-        }))
+        Ok(read(&org)?.into_iter().map(|(key, _)| key).collect())
     }
 }
 
 kiln_sdk::export_credential_store!(Plugin);
+"#;
+
+const STORE_TEST: &str = r#"//! `cargo test`: the plugin runs in the real Kiln runtime with a temporary
+//! directory mounted at `/credentials`.
+
+use kiln_plugin_test::{PluginError, PluginHarness};
+
+#[tokio::test]
+async fn serves_an_organizations_credentials_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("acme"), "registry/ghcr.io=token-1\n").unwrap();
+    let harness = PluginHarness::build_and_load(env!("CARGO_MANIFEST_DIR"))
+        .unwrap()
+        .with_credentials_dir(dir.path());
+
+    let value = harness.get("acme", "registry/ghcr.io").await.unwrap().result.unwrap();
+    assert_eq!(value.as_deref(), Some(&b"token-1"[..]));
+    let keys = harness.list_keys("acme").await.unwrap().result.unwrap();
+    assert_eq!(keys, vec!["registry/ghcr.io".to_string()]);
+    let none = harness.get("other-org", "registry/ghcr.io").await.unwrap().result.unwrap();
+    assert_eq!(none, None);
+
+    let put = harness.put("acme", "build/X", b"y").await.unwrap().result;
+    assert!(matches!(put, Err(PluginError::Denied(_))), "{put:?}");
+}
 "#;
 
 const DETECTOR_TEMPLATE: &str = r#"//! The `{name}` detector: says what a directory of the context holds and
@@ -298,4 +373,25 @@ impl Detector for Plugin {
 }
 
 kiln_sdk::export_detector!(Plugin);
+"#;
+
+const DETECTOR_TEST: &str = r#"//! `cargo test`: the plugin runs in the real Kiln runtime on a temporary
+//! context.
+
+use kiln_plugin_test::PluginHarness;
+
+#[tokio::test]
+async fn a_directory_with_a_dockerfile_is_one_project() {
+    let harness = PluginHarness::build_and_load(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+
+    let projects = harness.detect(context.path(), "", &[]).await.unwrap().result.unwrap();
+
+    assert_eq!(projects.len(), 1);
+    assert!(projects[0].has_dockerfile);
+    let empty = tempfile::tempdir().unwrap();
+    let none = harness.detect(empty.path(), "", &[]).await.unwrap().result.unwrap();
+    assert!(none.is_empty());
+}
 "#;

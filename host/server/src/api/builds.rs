@@ -9,6 +9,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::routes::Caller;
 use super::validate;
+use super::views;
 use super::{json_response, read_json, ApiError, ApiState, Body};
 use crate::scheduler::staged_file_name;
 use crate::store::{BuildRecord, BuildSpec, BuildStatus, ListFilter, SourceSummary};
@@ -526,8 +527,13 @@ pub fn plugins(state: &ApiState) -> Result<Response<Body>, ApiError> {
     Ok(json_response(
         StatusCode::OK,
         &kiln_api::PluginList {
-            plugins: state.runtime.plugins().map(Into::into).collect(),
-            load_errors: state.runtime.load_errors().iter().map(Into::into).collect(),
+            plugins: state.runtime.plugins().map(views::plugin).collect(),
+            load_errors: state
+                .runtime
+                .load_errors()
+                .iter()
+                .map(views::load_error)
+                .collect(),
         },
     ))
 }

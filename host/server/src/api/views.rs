@@ -148,8 +148,12 @@ impl From<&Org> for wire::Org {
     }
 }
 
-impl From<&Permissions> for wire::Permissions {
-    fn from(p: &Permissions) -> Self {
+// The runtime's types and the wire types live in two other crates, so
+// these are functions rather than `From` impls.
+
+/// A plugin's permissions as the API shows them.
+pub fn permissions(p: &Permissions) -> wire::Permissions {
+    {
         wire::Permissions {
             engine: p.engine.clone(),
             git: p.git.clone(),
@@ -161,8 +165,9 @@ impl From<&Permissions> for wire::Permissions {
     }
 }
 
-impl From<&LoadedPlugin> for wire::PluginView {
-    fn from(p: &LoadedPlugin) -> Self {
+/// A loaded plugin as the API shows it.
+pub fn plugin(p: &LoadedPlugin) -> wire::PluginView {
+    {
         wire::PluginView {
             id: p.manifest.id.clone(),
             version: p.manifest.version.clone(),
@@ -176,8 +181,8 @@ impl From<&LoadedPlugin> for wire::PluginView {
                 context_source: p.manifest.kinds.context_source.clone(),
                 builder: p.manifest.kinds.builder.clone(),
             },
-            asked_permissions: (&p.manifest.permissions).into(),
-            granted_permissions: (&*p.granted).into(),
+            asked_permissions: permissions(&p.manifest.permissions),
+            granted_permissions: permissions(&p.granted),
             limits: wire::PluginLimits {
                 memory_mib: p.limits.memory_mib,
                 time_secs: p.limits.time_secs,
@@ -186,8 +191,9 @@ impl From<&LoadedPlugin> for wire::PluginView {
     }
 }
 
-impl From<&LoadError> for wire::PluginLoadError {
-    fn from(e: &LoadError) -> Self {
+/// A refused plugin as the API shows it.
+pub fn load_error(e: &LoadError) -> wire::PluginLoadError {
+    {
         wire::PluginLoadError {
             origin: e.origin.clone(),
             plugin_id: e.plugin_id.clone(),

@@ -9,10 +9,9 @@ use hyper::{Request, Response, StatusCode};
 use super::builds::{decode_inline_zip, Staged};
 use super::routes::Caller;
 use super::{json_response, read_json, ApiError, ApiState, Body};
-use crate::capabilities::Capabilities;
 use crate::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
 use crate::plugins::bindings::source::exports::kiln::plugin::source::SourceSpec;
-use crate::plugins::Preopens;
+use crate::plugins::{Capabilities, Preopens};
 use crate::scheduler::{materialize, staged_archive, wizard_base_images, MaterializeError};
 
 pub async fn detect(
@@ -69,7 +68,7 @@ pub async fn detect(
         max_unpacked_bytes: state.config.max_context_bytes,
         max_entries: state.config.max_context_entries,
     };
-    let caps = Capabilities::new(&source.manifest.id, source.granted.clone(), None);
+    let caps = Capabilities::for_plugin(source);
     let preopens = Preopens {
         context: Some(context.clone()),
         context_writable: true,
@@ -95,7 +94,7 @@ pub async fn detect(
     };
     let projects = state
         .runtime
-        .detect(wizard, &context, &request)
+        .detect(wizard, Capabilities::for_plugin(wizard), &context, &request)
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| bad(e.into_message()))?;

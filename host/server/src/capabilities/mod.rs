@@ -1,56 +1,39 @@
-//! The host side of the interfaces plugins import. Every host function's
-//! first statement checks the calling plugin's effective permission; a
-//! plugin never receives a credential or a host path, only results.
-//!
-//! | interface | what a plugin can do with it | permission |
-//! |---|---|---|
-//! | `log` | append lines to the current build's log (capped per call) | always |
-//! | `engine` | `buildkit-build` the current build's context into the build's own image references (secret mounts by id: `secrets = ["build"]`) | `engine = ["buildkit-build"]` |
-//! | `engine` | `container-run` an image (context read-only, registry config, output directory, profile limits, output rendered into the log) | `engine = ["container-run"]` and the image in `images` |
-//! | `engine` | `registry-manifest` of one of the build's own references | `engine = ["registry-manifest"]` |
-//! | `git` | check a repository out into the current build's context ([`git`]) | `git = ["host", "*.glob", "file://"]` |
+//! The server's side of the capabilities `kiln-plugin-runtime` lends plugins: the
+//! build's log as a [`LogSink`], Docker Engine and the registry as an
+//! [`Engine`] scoped to one build ([`BuildEngine`]), and gix checkouts as
+//! [`Git`] ([`git::BuildGit`]). The runtime has checked the plugin's
+//! permission and the build's scope before any of these run; here the host
+//! adds what plugins never see (credentials, secret values, host paths).
 
 pub mod git;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+
+use kiln_plugin_runtime::bindings::{engine, types};
+use kiln_plugin_runtime::{Engine, EngineFailure, LogLevel, LogSink};
 
 use crate::engine::{BuildkitParams, DockerEngine, LineSink};
-use crate::plugins::bindings::{engine, log, types};
-use crate::plugins::manifest::Permissions;
-use crate::plugins::PluginState;
 use crate::store::{BuildLog, FailureReason};
 
-/// Most bytes of log one plugin call may write.
-pub const LOG_BUDGET_BYTES: usize = 4 << 20;
-
-/// Most bytes a plugin may hand the engine in one request (a generated
-/// Dockerfile, build args, labels, tags together).
-pub const ENGINE_REQUEST_BYTES: usize = 1 << 20;
-
-/// What the host lends one plugin call: the build's log, and (for builders)
-/// the engine, scoped to this build's context and image references.
-pub struct Capabilities {
-    pub plugin_id: String,
-    pub granted: Arc<Permissions>,
-    pub log: Option<BuildLog>,
-    /// Where log lines also go when a test harness collects them.
-    pub collected: Option<Arc<std::sync::Mutex<Vec<String>>>>,
-    pub engine: Option<EngineScope>,
-    pub git: Option<git::GitScope>,
-    log_bytes_left: usize,
-    log_cut_reported: bool,
+impl LogSink for BuildLog {
+    fn write(&self, plugin_id: &str, level: LogLevel, line: &str) {
+        let prefix = match level {
+            LogLevel::Debug => "debug: ",
+            LogLevel::Info | LogLevel::Printed => "",
+            LogLevel::Warn => "warning: ",
+            LogLevel::Error => "error: ",
+        };
+        BuildLog::write(self, "plugin", &format!("[{plugin_id}] {prefix}{line}"));
+    }
 }
 
-/// The engine as one build may use it.
-pub struct EngineScope {
+/// Docker Engine and the registry as one build may use them.
+pub struct BuildEngine {
     pub engine: DockerEngine,
     /// The context directory on the host.
     pub context_dir: PathBuf,
-    /// The only references this build may tag and push.
-    pub allowed_refs: Vec<String>,
     /// Secret build args the host adds to the build; the plugin never sees them.
     pub secret_build_args: HashMap<String, String>,
     /// The build's secrets for `RUN --mount=type=secret` (id → value); a
@@ -64,90 +47,8 @@ pub struct EngineScope {
     /// Labels the host adds to every image (the OCI source and revision of
     /// a git build); a plugin's own labels cannot override them.
     pub labels: Vec<(String, String)>,
-}
-
-impl Capabilities {
-    pub fn new(plugin_id: &str, granted: Arc<Permissions>, log: Option<BuildLog>) -> Self {
-        Capabilities {
-            plugin_id: plugin_id.to_string(),
-            granted,
-            log,
-            collected: None,
-            engine: None,
-            git: None,
-            log_bytes_left: LOG_BUDGET_BYTES,
-            log_cut_reported: false,
-        }
-    }
-
-    /// Also collect the plugin's log lines here (the plugin test kit).
-    pub fn with_log_sink(mut self, lines: Arc<std::sync::Mutex<Vec<String>>>) -> Self {
-        self.collected = Some(lines);
-        self
-    }
-
-    /// Lend git checkouts for this call (context sources).
-    pub fn with_git(mut self, scope: git::GitScope) -> Self {
-        self.git = Some(scope);
-        self
-    }
-
-    /// Lend the engine for this call.
-    pub fn with_engine(mut self, scope: EngineScope) -> Self {
-        self.engine = Some(scope);
-        self
-    }
-
-    fn denied(&self, what: &str) -> types::EngineFailure {
-        types::EngineFailure {
-            reason: types::FailureReason::Denied,
-            message: format!(
-                "plugin {} is not granted {what}; its manifest must ask for it and the operator must grant it",
-                self.plugin_id
-            ),
-            exit_code: None,
-        }
-    }
-}
-
-impl types::Host for PluginState {}
-
-impl log::Host for PluginState {
-    async fn write(&mut self, level: log::Level, line: String) -> wasmtime::Result<()> {
-        // Permission: every plugin may log, within its budget.
-        let caps = &mut self.caps;
-        if let Some(collected) = &caps.collected {
-            collected.lock().unwrap().push(line.clone());
-        }
-        let Some(build_log) = caps.log.clone() else {
-            return Ok(());
-        };
-        if line.len() > caps.log_bytes_left {
-            if !caps.log_cut_reported {
-                caps.log_cut_reported = true;
-                build_log.write(
-                    "plugin",
-                    &format!(
-                        "[{}] log output cut: a plugin call may write at most {} MiB",
-                        caps.plugin_id,
-                        LOG_BUDGET_BYTES >> 20
-                    ),
-                );
-            }
-            return Ok(());
-        }
-        caps.log_bytes_left -= line.len();
-        let prefix = match level {
-            log::Level::Debug => "debug: ",
-            log::Level::Info => "",
-            log::Level::Warn => "warning: ",
-            log::Level::Error => "error: ",
-        };
-        for part in line.lines() {
-            build_log.write("plugin", &format!("[{}] {prefix}{part}", caps.plugin_id));
-        }
-        Ok(())
-    }
+    /// The build's log, where engine output goes.
+    pub log: Option<BuildLog>,
 }
 
 /// A container's output, rendered (or not) on its way into the log.
@@ -253,6 +154,22 @@ fn failure_to_wit(reason: FailureReason) -> types::FailureReason {
     }
 }
 
+fn engine_failure(failure: crate::engine::BuildFailure) -> EngineFailure {
+    EngineFailure {
+        reason: failure_to_wit(failure.reason),
+        message: failure.message,
+        exit_code: failure.exit_code,
+    }
+}
+
+fn host_error(message: String) -> EngineFailure {
+    EngineFailure {
+        reason: types::FailureReason::EngineError,
+        message,
+        exit_code: None,
+    }
+}
+
 /// A docker `config.json` holding one registry's credentials, in a private
 /// temporary directory that lives as long as the returned handle.
 fn registry_config(
@@ -279,89 +196,37 @@ fn registry_config(
     Ok((dir, path))
 }
 
-/// A container path for a bind mount: absolute, and nothing Docker's
-/// `host:container:mode` syntax would misread.
-fn mount_point(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.contains(':')
-        && !path.contains(',')
-        && !path.split('/').any(|p| p == "..")
-}
-
-impl engine::Host for PluginState {
+#[async_trait::async_trait]
+impl Engine for BuildEngine {
     async fn container_run(
-        &mut self,
+        &self,
         request: engine::ContainerRunRequest,
-    ) -> wasmtime::Result<Result<engine::ContainerRunResult, types::EngineFailure>> {
-        if !self.caps.granted.engine.contains("container-run") {
-            return Ok(Err(self
-                .caps
-                .denied("the engine permission `container-run`")));
-        }
-        if !self.caps.granted.may_run(&request.image) {
-            return Ok(Err(self.caps.denied(&format!(
-                "running the image `{}` (the images it may run: {:?})",
-                request.image, self.caps.granted.images
-            ))));
-        }
-        let Some(scope) = self.caps.engine.as_ref() else {
-            return Ok(Err(self.caps.denied("the engine outside a build")));
-        };
-        let mounts = [
-            &request.context_mount,
-            &request.registry_config_mount,
-            &request.output_mount,
-        ];
-        if let Some(bad) = mounts.into_iter().flatten().find(|m| !mount_point(m)) {
-            return Ok(Err(types::EngineFailure {
-                reason: types::FailureReason::EngineError,
-                message: format!("`{bad}` is not a usable mount point: give an absolute path without `:`, `,` or `..`"),
-                exit_code: None,
-            }));
-        }
+    ) -> Result<engine::ContainerRunResult, EngineFailure> {
         let mut binds = Vec::new();
         if let Some(mount) = &request.context_mount {
-            binds.push(format!("{}:{mount}:ro", scope.context_dir.display()));
+            binds.push(format!("{}:{mount}:ro", self.context_dir.display()));
         }
         // Held until the run ends: the config file lives in it.
         let mut _config_dir = None;
         if let Some(mount) = &request.registry_config_mount {
-            match registry_config(scope.registry_auth.as_ref()) {
-                Ok((dir, file)) => {
-                    binds.push(format!("{}:{mount}:ro", file.display()));
-                    _config_dir = Some(dir);
-                }
-                Err(e) => {
-                    return Ok(Err(types::EngineFailure {
-                        reason: types::FailureReason::EngineError,
-                        message: format!("cannot write the registry config: {e}"),
-                        exit_code: None,
-                    }))
-                }
-            }
+            let (dir, file) = registry_config(self.registry_auth.as_ref())
+                .map_err(|e| host_error(format!("cannot write the registry config: {e}")))?;
+            binds.push(format!("{}:{mount}:ro", file.display()));
+            _config_dir = Some(dir);
         }
         // Held until the run ends and read back then.
         let mut output_dir = None;
         if let Some(mount) = &request.output_mount {
-            match output_directory() {
-                Ok(dir) => {
-                    binds.push(format!("{}:{mount}:rw", dir.path().display()));
-                    output_dir = Some(dir);
-                }
-                Err(e) => {
-                    return Ok(Err(types::EngineFailure {
-                        reason: types::FailureReason::EngineError,
-                        message: format!("cannot make the output directory: {e}"),
-                        exit_code: None,
-                    }))
-                }
-            }
+            let dir = output_directory()
+                .map_err(|e| host_error(format!("cannot make the output directory: {e}")))?;
+            binds.push(format!("{}:{mount}:rw", dir.path().display()));
+            output_dir = Some(dir);
         }
         let renderer = match request.output_style.as_deref() {
             None => None,
             Some("kaniko") => {
                 let dockerfile = request.dockerfile.as_deref().unwrap_or("Dockerfile");
-                let text = crate::context::join_inside(&scope.context_dir, dockerfile)
+                let text = crate::context::join_inside(&self.context_dir, dockerfile)
                     .and_then(|path| std::fs::read_to_string(path).ok())
                     .unwrap_or_default();
                 Some(std::sync::Mutex::new(
@@ -369,13 +234,9 @@ impl engine::Host for PluginState {
                 ))
             }
             Some(other) => {
-                return Ok(Err(types::EngineFailure {
-                    reason: types::FailureReason::EngineError,
-                    message: format!(
-                        "output style `{other}` is unknown; this host renders `kaniko`"
-                    ),
-                    exit_code: None,
-                }))
+                return Err(host_error(format!(
+                    "output style `{other}` is unknown; this host renders `kaniko`"
+                )))
             }
         };
         let params = crate::engine::ContainerParams {
@@ -388,187 +249,92 @@ impl engine::Host for PluginState {
                 .collect(),
             binds,
             host_network: request.host_network,
-            memory_bytes: scope.memory_bytes,
-            nano_cpus: scope.nano_cpus,
+            memory_bytes: self.memory_bytes,
+            nano_cpus: self.nano_cpus,
         };
-        let started = Instant::now();
         let sink = Arc::new(RenderingSink {
-            log: BuildLogSink(self.caps.log.clone()),
+            log: BuildLogSink(self.log.clone()),
             renderer,
         });
-        let result = scope.engine.run_container(params, sink.clone()).await;
-        self.extend_deadline(started.elapsed());
+        let result = self.engine.run_container(params, sink.clone()).await;
         let (cached_steps, total_steps, error) = sink.finish();
         let outputs = output_dir
             .as_ref()
             .map(|dir| read_outputs(dir.path()))
             .unwrap_or_default();
-        Ok(match result {
-            Ok(exit) => Ok(engine::ContainerRunResult {
-                exit_code: exit.exit_code,
-                oom_killed: exit.oom_killed,
-                outputs,
-                cached_steps,
-                total_steps,
-                error,
-            }),
-            Err(failure) => Err(types::EngineFailure {
-                reason: failure_to_wit(failure.reason),
-                message: failure.message,
-                exit_code: failure.exit_code,
-            }),
+        let exit = result.map_err(engine_failure)?;
+        Ok(engine::ContainerRunResult {
+            exit_code: exit.exit_code,
+            oom_killed: exit.oom_killed,
+            outputs,
+            cached_steps,
+            total_steps,
+            error,
         })
     }
 
     async fn registry_manifest(
-        &mut self,
-        reference: String,
-    ) -> wasmtime::Result<Result<engine::PushedImage, types::EngineFailure>> {
-        if !self.caps.granted.engine.contains("registry-manifest") {
-            return Ok(Err(self
-                .caps
-                .denied("the engine permission `registry-manifest`")));
-        }
-        let Some(scope) = self.caps.engine.as_ref() else {
-            return Ok(Err(self.caps.denied("the engine outside a build")));
-        };
-        if !scope.allowed_refs.contains(&reference) {
-            return Ok(Err(self.caps.denied(&format!(
-                "reading `{reference}`: a build may read only its own references ({})",
-                scope.allowed_refs.join(", ")
-            ))));
-        }
-        let auth = scope.registry_auth.clone();
-        let started = Instant::now();
-        let result = crate::engine::registry::manifest(&reference, auth.as_ref()).await;
-        self.extend_deadline(started.elapsed());
-        Ok(result
-            .map(|image| engine::PushedImage {
-                digest: image.digest,
-                size_bytes: image.size_bytes,
-                layer_count: image.layer_count,
-            })
-            .map_err(|failure| types::EngineFailure {
-                reason: failure_to_wit(failure.reason),
-                message: failure.message,
-                exit_code: failure.exit_code,
-            }))
+        &self,
+        reference: &str,
+    ) -> Result<engine::PushedImage, EngineFailure> {
+        let image = crate::engine::registry::manifest(reference, self.registry_auth.as_ref())
+            .await
+            .map_err(engine_failure)?;
+        Ok(engine::PushedImage {
+            digest: image.digest,
+            size_bytes: image.size_bytes,
+            layer_count: image.layer_count,
+        })
     }
 
     async fn buildkit_build(
-        &mut self,
+        &self,
         request: engine::BuildkitRequest,
-    ) -> wasmtime::Result<Result<engine::ImageResult, types::EngineFailure>> {
-        if !self.caps.granted.engine.contains("buildkit-build") {
-            return Ok(Err(self
-                .caps
-                .denied("the engine permission `buildkit-build`")));
-        }
-        let Some(scope) = self.caps.engine.as_ref() else {
-            return Ok(Err(self.caps.denied("the engine outside a build")));
-        };
-        if let Some(bad) = request
-            .tags
+    ) -> Result<engine::ImageResult, EngineFailure> {
+        // The runtime admitted only ids this build names.
+        let secrets = request
+            .secrets
             .iter()
-            .find(|t| !scope.allowed_refs.contains(t))
-        {
-            return Ok(Err(self.caps.denied(&format!(
-                "pushing `{bad}`: a build may only push its own references ({})",
-                scope.allowed_refs.join(", ")
-            ))));
-        }
-        let size = request.dockerfile.len()
-            + request.dockerfile_inline.as_ref().map_or(0, String::len)
-            + request.dockerignore_inline.as_ref().map_or(0, String::len)
-            + request.tags.iter().map(String::len).sum::<usize>()
-            + request
-                .build_args
-                .iter()
-                .chain(&request.labels)
-                .map(|kv| kv.key.len() + kv.value.len())
-                .sum::<usize>();
-        if size > ENGINE_REQUEST_BYTES {
-            return Ok(Err(self.caps.denied(&format!(
-                "a {size}-byte engine request: one request may carry at most {} bytes",
-                ENGINE_REQUEST_BYTES
-            ))));
-        }
-        if !request.secrets.is_empty() && !self.caps.granted.secrets.contains("build") {
-            return Ok(Err(self
-                .caps
-                .denied("build secrets (the permission `secrets = [\"build\"]`)")));
-        }
-        let mut secrets = Vec::new();
-        for id in &request.secrets {
-            match scope.secret_mounts.get(id) {
-                Some(value) => secrets.push((id.clone(), value.clone())),
-                None => {
-                    return Ok(Err(self.caps.denied(&format!(
-                        "secret `{id}`: a build may mount only the secrets its request names ({})",
-                        scope
-                            .secret_mounts
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))))
-                }
-            }
-        }
+            .filter_map(|id| Some((id.clone(), self.secret_mounts.get(id)?.clone())))
+            .collect();
         if let Some(text) = &request.dockerignore_inline {
             // The context is this build's own copy: the host may prune it.
-            if let Err(e) = crate::context::apply_dockerignore_text(
-                &scope.context_dir,
-                &request.dockerfile,
-                text,
-            ) {
-                return Ok(Err(types::EngineFailure {
-                    reason: types::FailureReason::ContextInvalid,
-                    message: format!("the generated .dockerignore: {e}"),
-                    exit_code: None,
-                }));
-            }
+            crate::context::apply_dockerignore_text(&self.context_dir, &request.dockerfile, text)
+                .map_err(|e| EngineFailure {
+                reason: types::FailureReason::ContextInvalid,
+                message: format!("the generated .dockerignore: {e}"),
+                exit_code: None,
+            })?;
         }
         let mut build_args = to_map(request.build_args);
-        build_args.extend(scope.secret_build_args.clone());
+        build_args.extend(self.secret_build_args.clone());
+        let mut labels = to_map(request.labels);
+        labels.extend(self.labels.iter().cloned());
         let params = BuildkitParams {
             dockerfile: request.dockerfile,
             dockerfile_inline: request.dockerfile_inline,
             tags: request.tags,
             build_args,
-            registry_auth: scope.registry_auth.clone(),
-            labels: {
-                let mut labels = to_map(request.labels);
-                labels.extend(scope.labels.iter().cloned());
-                labels
-            },
+            registry_auth: self.registry_auth.clone(),
+            labels,
             target: request.target,
             platform: request.platform,
             no_cache: request.no_cache,
             secrets,
         };
-        let started = Instant::now();
-        let sink = Arc::new(BuildLogSink(self.caps.log.clone()));
-        let result = scope
+        let sink = Arc::new(BuildLogSink(self.log.clone()));
+        let image = self
             .engine
-            .buildkit_build(&scope.context_dir, &params, sink)
-            .await;
-        // Time spent in the engine is not the plugin's own running time.
-        self.extend_deadline(started.elapsed());
-        Ok(match result {
-            Ok(image) => Ok(engine::ImageResult {
-                digest: image.digest,
-                image_refs: image.image_refs,
-                size_bytes: image.size_bytes,
-                layer_count: image.layer_count,
-                cached_steps: image.cached_steps,
-                total_steps: image.total_steps,
-            }),
-            Err(failure) => Err(types::EngineFailure {
-                reason: failure_to_wit(failure.reason),
-                message: failure.message,
-                exit_code: failure.exit_code,
-            }),
+            .buildkit_build(&self.context_dir, &params, sink)
+            .await
+            .map_err(engine_failure)?;
+        Ok(engine::ImageResult {
+            digest: image.digest,
+            image_refs: image.image_refs,
+            size_bytes: image.size_bytes,
+            layer_count: image.layer_count,
+            cached_steps: image.cached_steps,
+            total_steps: image.total_steps,
         })
     }
 }

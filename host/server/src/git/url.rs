@@ -14,7 +14,8 @@ pub struct RepoUrl {
 }
 
 /// What the `git` permission lists for local repositories (they have no host).
-pub const FILE_PERMISSION: &str = "file://";
+/// The `git` permission entry for local repositories (the runtime's vocabulary).
+pub use kiln_plugin_runtime::capabilities::FILE_PERMISSION;
 
 impl RepoUrl {
     /// Parse and check `raw`: a scheme Kiln fetches over and no password

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use std::sync::{Arc, Mutex};
 
-use crate::capabilities::git::GitScope;
-use crate::capabilities::{Capabilities, EngineScope};
+use crate::capabilities::git::BuildGit;
+use crate::capabilities::BuildEngine;
 use crate::config::ServerConfig;
 use crate::context::{self, ContextError};
 use crate::engine::{DockerEngine, RegistryAuth};
@@ -14,7 +14,7 @@ use crate::git::{Checkout, CredentialLookup, GitCredential, GitError, GitFetcher
 use crate::plugins::bindings::builder::exports::kiln::plugin::build as wit_build;
 use crate::plugins::bindings::source::exports::kiln::plugin::source as wit_source;
 use crate::plugins::bindings::types as wit;
-use crate::plugins::{PluginRuntime, Preopens};
+use crate::plugins::{Capabilities, EngineLoan, PluginRuntime, Preopens};
 use crate::store::{BuildLog, BuildRecord, Failure, FailureReason};
 
 use super::failure::hint_for;
@@ -57,9 +57,6 @@ struct ResolvedSecrets {
     mounts: HashMap<String, String>,
     registry_auth: Option<RegistryAuth>,
 }
-
-/// The builder that takes over when the default Dockerfile is missing.
-const WIZARD: &str = "wizard";
 
 /// What a successful build produced.
 pub struct Built {
@@ -306,13 +303,9 @@ impl Pipeline<'_> {
             max_entries: self.config.max_context_entries,
         };
         let git_outcome = Arc::new(Mutex::new(None));
-        let mut caps = Capabilities::new(
-            &plugin.manifest.id,
-            plugin.granted.clone(),
-            Some(self.log.clone()),
-        );
+        let mut caps = Capabilities::for_plugin(plugin).with_log(Arc::new(self.log.clone()));
         if source.git.is_some() {
-            caps = caps.with_git(GitScope {
+            caps = caps.with_git(Arc::new(BuildGit {
                 fetcher: GitFetcher::new(&self.config.data_dir),
                 org: self.record.org.clone(),
                 context_dir: self.paths.context.clone(),
@@ -322,7 +315,7 @@ impl Pipeline<'_> {
                     max_entries: self.config.max_context_entries,
                 },
                 outcome: git_outcome.clone(),
-            });
+            }));
         }
         let preopens = Preopens {
             context: Some(self.paths.context.clone()),
@@ -457,7 +450,8 @@ impl Pipeline<'_> {
             match context::find_dockerfile(root, dockerfile) {
                 Ok(_) => {}
                 Err(e @ ContextError::DockerfileNotFound { .. })
-                    if dockerfile == "Dockerfile" && self.runtime.builder(WIZARD).is_some() =>
+                    if dockerfile == "Dockerfile"
+                        && self.runtime.dockerfile_fallback().is_some() =>
                 {
                     self.log
                         .system("context: no Dockerfile; the Dockerfile wizard takes over");
@@ -485,7 +479,12 @@ impl Pipeline<'_> {
         };
         let projects = self
             .runtime
-            .detect(plugin, &self.paths.context, &request)
+            .detect(
+                plugin,
+                Capabilities::for_plugin(plugin).with_log(Arc::new(self.log.clone())),
+                &self.paths.context,
+                &request,
+            )
             .await
             .map_err(from_runtime)?
             .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
@@ -604,21 +603,23 @@ impl Pipeline<'_> {
             mounts: secret_mounts,
             registry_auth,
         } = self.resolve_secrets().await?;
-        let name = &self.record.request.builder;
+        // A context without a Dockerfile goes to the builder that says it
+        // builds those (`[kinds] dockerfile-fallback = true`: the wizard),
+        // whatever its name; the detector says what the context holds.
+        let asked = self.record.request.builder.as_str();
         let found = if wizard_takes_over {
-            self.runtime.builder(WIZARD)
+            self.runtime.dockerfile_fallback()
         } else {
-            self.runtime.builder(name)
+            self.runtime.builder(asked).map(|plugin| (asked, plugin))
         };
-        let plugin = found.ok_or_else(|| {
+        let (name, plugin) = found.ok_or_else(|| {
             failure(
                 FailureReason::PluginError,
-                format!("no plugin provides the builder `{name}`"),
+                format!("no plugin provides the builder `{asked}`"),
                 None,
             )
         })?;
-        let name = if wizard_takes_over { WIZARD } else { name };
-        if name == WIZARD {
+        if plugin.manifest.kinds.dockerfile_fallback {
             if let Some(detector) = self.runtime.detector() {
                 self.record_detection(detector, missing_dockerfile.as_deref())
                     .await?;
@@ -656,22 +657,25 @@ impl Pipeline<'_> {
             },
             options: self.host_facts(&labels),
         };
-        let caps = Capabilities::new(
-            &plugin.manifest.id,
-            plugin.granted.clone(),
-            Some(self.log.clone()),
-        )
-        .with_engine(EngineScope {
+        let secret_ids = secret_mounts.keys().cloned().collect();
+        let engine = BuildEngine {
             engine: self.engine.clone(),
             context_dir: self.paths.context.clone(),
-            allowed_refs: self.record.image_refs.clone(),
             secret_build_args,
             secret_mounts,
             registry_auth,
             memory_bytes: profile.memory_bytes,
             nano_cpus: profile.nano_cpus,
             labels,
-        });
+            log: Some(self.log.clone()),
+        };
+        let caps = Capabilities::for_plugin(plugin)
+            .with_log(Arc::new(self.log.clone()))
+            .with_engine(EngineLoan {
+                engine: Arc::new(engine),
+                allowed_refs: self.record.image_refs.clone(),
+                secret_ids,
+            });
         let preopens = Preopens {
             context: Some(self.paths.context.clone()),
             context_writable: false,

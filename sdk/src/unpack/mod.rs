@@ -1,8 +1,9 @@
-//! Archive extraction shared by Kiln's context-source plugins
-//! (`inline-zip`, `upload`). It runs inside the plugin's sandbox, where the
-//! only writable directory is the context preopen, so a check missed here
-//! still could not write outside the context; the checks exist to refuse
-//! hostile archives with a clear message instead of a bare I/O error:
+//! Archive extraction for context sources (feature `unpack`): zip, tar and
+//! tar.gz into `/context`, as Kiln's own `inline-zip` and `upload` sources
+//! do it. It runs inside the plugin's sandbox, where the only writable
+//! directory is the context preopen, so a check missed here still could not
+//! write outside the context; the checks exist to refuse hostile archives
+//! with a clear message instead of a bare I/O error:
 //!
 //! * entries whose path is absolute or climbs out with `..`;
 //! * symbolic links that point outside the context (the links themselves are
@@ -22,14 +23,18 @@ use std::path::{Component, Path, PathBuf};
 /// How much an archive may unpack to.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Most bytes the unpacked files may hold together.
     pub max_bytes: u64,
+    /// Most files and directories.
     pub max_entries: u64,
 }
 
 /// What was unpacked, and what the host still has to do.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Unpacked {
+    /// Regular files written.
     pub files: u64,
+    /// Bytes written.
     pub bytes: u64,
     /// (path, permission bits) for files whose mode matters (executables).
     pub modes: Vec<(String, u32)>,
@@ -366,12 +371,9 @@ pub fn unpack_tar_gz<R: Read>(
     unpack_tar(flate2::read::GzDecoder::new(reader), root, limits)
 }
 
-/// The SDK's view of an unpacked context, for context-source plugins.
-#[cfg(feature = "sdk")]
-pub mod sdk {
-    use kiln_sdk::source::{ContextInfo, FileMode, PluginError, Symlink};
-
+mod report {
     use super::{UnpackError, Unpacked};
+    use crate::source::{ContextInfo, FileMode, PluginError, Symlink};
 
     /// What the plugin reports: counts, modes and links for the host, and
     /// a summary line naming `what` was unpacked.
@@ -409,3 +411,5 @@ pub mod sdk {
 
 #[cfg(test)]
 mod tests;
+
+pub use report::context_info;

@@ -6,7 +6,7 @@
 /// The `builder` world: imports `log` and `engine`, exports `build`.
 pub mod builder {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "wit",
         world: "kiln:plugin/builder",
         imports: { default: async | trappable },
         exports: { default: async },
@@ -16,13 +16,13 @@ pub mod builder {
 /// The `context-source` world: imports `log`, exports `source`.
 pub mod source {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "wit",
         world: "kiln:plugin/context-source",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
-            "kiln:plugin/types": crate::plugins::bindings::builder::kiln::plugin::types,
-            "kiln:plugin/log": crate::plugins::bindings::builder::kiln::plugin::log,
+            "kiln:plugin/types": crate::bindings::builder::kiln::plugin::types,
+            "kiln:plugin/log": crate::bindings::builder::kiln::plugin::log,
         },
     });
 }
@@ -30,13 +30,13 @@ pub mod source {
 /// The `credential-store` world: imports `log`, exports `credentials`.
 pub mod store {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "wit",
         world: "kiln:plugin/credential-store",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
-            "kiln:plugin/types": crate::plugins::bindings::builder::kiln::plugin::types,
-            "kiln:plugin/log": crate::plugins::bindings::builder::kiln::plugin::log,
+            "kiln:plugin/types": crate::bindings::builder::kiln::plugin::types,
+            "kiln:plugin/log": crate::bindings::builder::kiln::plugin::log,
         },
     });
 }
@@ -44,13 +44,13 @@ pub mod store {
 /// The `detector` world: imports `log`, exports `detect`.
 pub mod detector {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "wit",
         world: "kiln:plugin/detector",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
-            "kiln:plugin/types": crate::plugins::bindings::builder::kiln::plugin::types,
-            "kiln:plugin/log": crate::plugins::bindings::builder::kiln::plugin::log,
+            "kiln:plugin/types": crate::bindings::builder::kiln::plugin::types,
+            "kiln:plugin/log": crate::bindings::builder::kiln::plugin::log,
         },
     });
 }
@@ -69,3 +69,4 @@ impl types::PluginError {
         }
     }
 }
+pub use source::kiln::plugin::git;

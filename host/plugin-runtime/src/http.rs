@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::manifest::Permissions;
+use crate::manifest::Permissions;
 
 /// The hooks a plugin's HTTP requests go through.
 pub struct HttpGate {

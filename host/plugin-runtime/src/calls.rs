@@ -1,0 +1,236 @@
+//! The one way every call into a plugin goes, and the typed entry point
+//! for each world's exports.
+
+use std::path::Path;
+
+use wasmtime::Store;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+use crate::bindings;
+use crate::capabilities::Capabilities;
+use crate::runtime::{LoadedPlugin, PluginError, PluginRuntime, Pre};
+use crate::sandbox::{PluginState, Preopens, STDIO_CAPTURE_BYTES};
+use crate::world::World;
+
+impl PluginRuntime {
+    /// The one way every call into a plugin goes: a fresh store with the
+    /// plugin's limits and preopens, the call itself (`body`), the plugin's
+    /// stdout/stderr forwarded, and a trap turned into a failure that says
+    /// what happened.
+    async fn call<T>(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        preopens: &Preopens,
+        body: impl AsyncFnOnce(&mut Store<PluginState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
+        let stdio = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let log = caps.log.clone();
+        let mut store = self.new_store(plugin, caps, preopens, &stdio)?;
+        let outcome = body(&mut store).await;
+        Self::forward_stdio(log.as_ref(), &plugin.manifest.id, &stdio);
+        outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
+    }
+
+    /// Call the plugin's `describe`: a fresh store, an instance from its
+    /// `InstancePre`, one call. What every build pays before its real call.
+    pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<String, PluginError> {
+        let info = self
+            .call(
+                plugin,
+                Capabilities::for_plugin(plugin),
+                &Preopens::none(),
+                async |store| {
+                    Ok(match &plugin.pre {
+                        Pre::Builder(pre) => {
+                            let instance = pre.instantiate_async(&mut *store).await?;
+                            instance.kiln_plugin_build().call_describe(store).await?
+                        }
+                        Pre::Source(pre) => {
+                            let instance = pre.instantiate_async(&mut *store).await?;
+                            instance.kiln_plugin_source().call_describe(store).await?
+                        }
+                        Pre::Store(pre) => {
+                            let instance = pre.instantiate_async(&mut *store).await?;
+                            instance
+                                .kiln_plugin_credentials()
+                                .call_describe(store)
+                                .await?
+                        }
+                        // The detect interface has no `describe`: the manifest says it.
+                        Pre::Detector(_) => bindings::types::PluginInfo {
+                            description: plugin.manifest.description.clone(),
+                        },
+                    })
+                },
+            )
+            .await?;
+        Ok(info.description)
+    }
+
+    /// Call a context source's `materialize`.
+    pub async fn materialize(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        preopens: &Preopens,
+        spec: &bindings::source::exports::kiln::plugin::source::SourceSpec,
+    ) -> Result<
+        Result<
+            bindings::source::exports::kiln::plugin::source::ContextInfo,
+            bindings::types::PluginError,
+        >,
+        PluginError,
+    > {
+        let Pre::Source(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, World::ContextSource));
+        };
+        self.call(plugin, caps, preopens, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .kiln_plugin_source()
+                .call_materialize(store, spec)
+                .await
+        })
+        .await
+    }
+
+    /// Call a builder's `build`.
+    pub async fn build(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        preopens: &Preopens,
+        request: &bindings::builder::exports::kiln::plugin::build::BuildRequest,
+    ) -> Result<
+        Result<
+            bindings::builder::exports::kiln::plugin::build::BuildOutput,
+            bindings::types::PluginError,
+        >,
+        PluginError,
+    > {
+        let Pre::Builder(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, World::Builder));
+        };
+        self.call(plugin, caps, preopens, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .kiln_plugin_build()
+                .call_build(store, request)
+                .await
+        })
+        .await
+    }
+
+    /// Call a detector's `detect` with `context_dir` preopened read-only.
+    pub async fn detect(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        context_dir: &Path,
+        request: &bindings::detector::exports::kiln::plugin::detect::DetectRequest,
+    ) -> Result<
+        Result<
+            Vec<bindings::detector::exports::kiln::plugin::detect::Project>,
+            bindings::types::PluginError,
+        >,
+        PluginError,
+    > {
+        let Pre::Detector(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, World::Detector));
+        };
+        let preopens = Preopens {
+            context: Some(context_dir.to_path_buf()),
+            ..Preopens::none()
+        };
+        self.call(plugin, caps, &preopens, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .kiln_plugin_detect()
+                .call_detect(store, request)
+                .await
+        })
+        .await
+    }
+
+    /// Call a credential store, with `credentials_dir` (if any) mounted
+    /// read-only at `/credentials`.
+    pub async fn credentials(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        credentials_dir: Option<&Path>,
+        call: CredentialCall<'_>,
+    ) -> Result<Result<CredentialAnswer, bindings::types::PluginError>, PluginError> {
+        let Pre::Store(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, World::CredentialStore));
+        };
+        let preopens = Preopens {
+            credentials: credentials_dir.map(Path::to_path_buf),
+            ..Preopens::none()
+        };
+        self.call(plugin, caps, &preopens, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let api = instance.kiln_plugin_credentials();
+            Ok(match call {
+                CredentialCall::Get { org, key } => api
+                    .call_get(store, org, key)
+                    .await?
+                    .map(CredentialAnswer::Value),
+                CredentialCall::Put { org, key, value } => api
+                    .call_put(store, org, key, value)
+                    .await?
+                    .map(|()| CredentialAnswer::Done),
+                CredentialCall::Delete { org, key } => api
+                    .call_delete(store, org, key)
+                    .await?
+                    .map(CredentialAnswer::Deleted),
+                CredentialCall::ListKeys { org } => api
+                    .call_list_keys(store, org)
+                    .await?
+                    .map(CredentialAnswer::Keys),
+            })
+        })
+        .await
+    }
+}
+
+/// A call for one world made on a plugin of another: says which is which.
+fn wrong_world(plugin: &LoadedPlugin, needed: World) -> PluginError {
+    PluginError::Invalid {
+        id: plugin.manifest.id.clone(),
+        message: format!(
+            "implements the {} world; this call needs a {} plugin",
+            plugin.world.wit_name(),
+            needed.wit_name()
+        ),
+    }
+}
+
+/// One call of a credential store's `credentials` interface.
+pub enum CredentialCall<'a> {
+    Get {
+        org: &'a str,
+        key: &'a str,
+    },
+    Put {
+        org: &'a str,
+        key: &'a str,
+        value: &'a [u8],
+    },
+    Delete {
+        org: &'a str,
+        key: &'a str,
+    },
+    ListKeys {
+        org: &'a str,
+    },
+}
+
+/// What a credential store answered.
+pub enum CredentialAnswer {
+    Value(Option<Vec<u8>>),
+    Done,
+    Deleted(bool),
+    Keys(Vec<String>),
+}

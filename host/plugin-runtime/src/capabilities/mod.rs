@@ -1,0 +1,213 @@
+//! What a plugin reaches through the host interfaces it imports, and the
+//! traits the embedder implements to provide it.
+//!
+//! The runtime owns the checks; the embedder owns the effects. Every host
+//! function's first statement checks the calling plugin's effective
+//! permission (and the call's scope: the build's own image references, the
+//! secrets its request names, the git hosts granted); only then does it call
+//! the embedder's [`Engine`] or [`Git`], which never sees a request the
+//! plugin was not allowed to make. A plugin never receives a credential or a
+//! host path, only results.
+//!
+//! | interface | what a plugin can do with it | permission | provided by |
+//! |---|---|---|---|
+//! | `log` | append lines to the call's log (capped per call) | always | [`LogSink`] |
+//! | `engine` | `buildkit-build` the build's context into the build's own references (secret mounts by id: `secrets = ["build"]`) | `engine = ["buildkit-build"]` | [`Engine`] |
+//! | `engine` | `container-run` an image (context read-only, registry config, output directory) | `engine = ["container-run"]` and the image in `images` | [`Engine`] |
+//! | `engine` | `registry-manifest` of one of the build's own references | `engine = ["registry-manifest"]` | [`Engine`] |
+//! | `git` | check a repository out into the build's context | `git = ["host", "*.glob", "file://"]` | [`Git`] |
+
+mod engine;
+mod git;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+pub use git::{host_permitted, GitPermit, FILE_PERMISSION};
+
+use crate::bindings::{engine as wit_engine, log, types};
+use crate::manifest::Permissions;
+use crate::runtime::LoadedPlugin;
+use crate::sandbox::PluginState;
+
+/// Most bytes of log one plugin call may write.
+pub const LOG_BUDGET_BYTES: usize = 4 << 20;
+
+/// Most bytes a plugin may hand the engine in one request (a generated
+/// Dockerfile, build args, labels, tags together).
+pub const ENGINE_REQUEST_BYTES: usize = 1 << 20;
+
+/// How a line reached the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    /// Printed to stdout or stderr rather than logged.
+    Printed,
+}
+
+/// Where a call's log lines go (a build's log; a test's recorder).
+///
+/// Lines arrive one at a time (a multi-line message is split), within the
+/// call's [`LOG_BUDGET_BYTES`]; the runtime reports a cut once, itself.
+pub trait LogSink: Send + Sync {
+    fn write(&self, plugin_id: &str, level: LogLevel, line: &str);
+}
+
+/// A failure the engine reports, in the contract's terms.
+pub type EngineFailure = types::EngineFailure;
+
+/// The container engine and registry as one build may use them. The
+/// runtime calls these only after the plugin's permission and the build's
+/// scope ([`EngineLoan`]) allowed the request; the implementation adds what
+/// the plugin never sees (credentials, secret values, the context's host
+/// path) and streams the engine's output into the build's log.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync {
+    /// Build the build's context with BuildKit and push every tag; the tags
+    /// are the build's own and each named secret is one of its own.
+    async fn buildkit_build(
+        &self,
+        request: wit_engine::BuildkitRequest,
+    ) -> Result<wit_engine::ImageResult, EngineFailure>;
+
+    /// Run a container of a granted image; its mount points are absolute
+    /// paths without `:`, `,` or `..`.
+    async fn container_run(
+        &self,
+        request: wit_engine::ContainerRunRequest,
+    ) -> Result<wit_engine::ContainerRunResult, EngineFailure>;
+
+    /// What the registry holds for one of the build's own references.
+    async fn registry_manifest(
+        &self,
+        reference: &str,
+    ) -> Result<wit_engine::PushedImage, EngineFailure>;
+}
+
+/// The engine lent to one call, with the scope the runtime checks requests
+/// against.
+#[derive(Clone)]
+pub struct EngineLoan {
+    pub engine: Arc<dyn Engine>,
+    /// The only references this build may tag, push and read.
+    pub allowed_refs: Vec<String>,
+    /// The ids of the secrets this build's request names: the only ones a
+    /// plugin may mount.
+    pub secret_ids: BTreeSet<String>,
+}
+
+/// Git checkouts into one build's context, as the host performs them.
+#[async_trait::async_trait]
+pub trait Git: Send + Sync {
+    /// Check `request.url` out into the build's context. The implementation
+    /// parses the URL and asks `permit` whether its host (or `file://`) is
+    /// granted before it touches the network or the disk.
+    async fn checkout(
+        &self,
+        request: crate::bindings::git::CheckoutRequest,
+        permit: GitPermit,
+    ) -> Result<crate::bindings::git::CheckoutResult, crate::bindings::git::GitFailure>;
+}
+
+/// What the host lends one plugin call: where its log goes, and (for
+/// builders and git context sources) the engine or git, scoped to one build.
+pub struct Capabilities {
+    pub(crate) plugin_id: String,
+    pub(crate) granted: Arc<Permissions>,
+    pub(crate) log: Option<Arc<dyn LogSink>>,
+    pub(crate) engine: Option<EngineLoan>,
+    pub(crate) git: Option<Arc<dyn Git>>,
+    log_bytes_left: usize,
+    log_cut_reported: bool,
+}
+
+impl Capabilities {
+    /// Nothing lent: the plugin's log lines go to the operator's log at
+    /// debug level.
+    pub fn new(plugin_id: &str, granted: Arc<Permissions>) -> Self {
+        Capabilities {
+            plugin_id: plugin_id.to_string(),
+            granted,
+            log: None,
+            engine: None,
+            git: None,
+            log_bytes_left: LOG_BUDGET_BYTES,
+            log_cut_reported: false,
+        }
+    }
+
+    /// Nothing lent, for this loaded plugin under its effective grant.
+    pub fn for_plugin(plugin: &LoadedPlugin) -> Self {
+        Self::new(&plugin.manifest.id, plugin.granted.clone())
+    }
+
+    /// Send the call's log lines (and what it prints) here.
+    pub fn with_log(mut self, sink: Arc<dyn LogSink>) -> Self {
+        self.log = Some(sink);
+        self
+    }
+
+    /// Lend git checkouts for this call (context sources).
+    pub fn with_git(mut self, git: Arc<dyn Git>) -> Self {
+        self.git = Some(git);
+        self
+    }
+
+    /// Lend the engine for this call (builders).
+    pub fn with_engine(mut self, loan: EngineLoan) -> Self {
+        self.engine = Some(loan);
+        self
+    }
+
+    fn denied(&self, what: &str) -> types::EngineFailure {
+        types::EngineFailure {
+            reason: types::FailureReason::Denied,
+            message: format!(
+                "plugin {} is not granted {what}; its manifest must ask for it and the operator must grant it",
+                self.plugin_id
+            ),
+            exit_code: None,
+        }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl log::Host for PluginState {
+    async fn write(&mut self, level: log::Level, line: String) -> wasmtime::Result<()> {
+        // Permission: every plugin may log, within its budget.
+        let caps = &mut self.caps;
+        let level = match level {
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        let Some(sink) = caps.log.clone() else {
+            tracing::debug!(plugin = %caps.plugin_id, ?level, "{line}");
+            return Ok(());
+        };
+        if line.len() > caps.log_bytes_left {
+            if !caps.log_cut_reported {
+                caps.log_cut_reported = true;
+                sink.write(
+                    &caps.plugin_id,
+                    LogLevel::Info,
+                    &format!(
+                        "log output cut: a plugin call may write at most {} MiB",
+                        LOG_BUDGET_BYTES >> 20
+                    ),
+                );
+            }
+            return Ok(());
+        }
+        caps.log_bytes_left -= line.len();
+        for part in line.lines() {
+            sink.write(&caps.plugin_id, level, part);
+        }
+        Ok(())
+    }
+}
