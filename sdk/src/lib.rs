@@ -13,7 +13,12 @@
 //!
 //! Enable one world's feature per plugin crate: each world's bindings carry
 //! that world's component type, and a component must export everything its
-//! world promises.
+//! world promises. Feature `unpack` adds [`unpack`] (zip, tar and tar.gz
+//! into `/context` with escape, link and bomb checks) for archive sources.
+//!
+//! Test a plugin from `cargo test` with the `kiln-plugin-test` crate: the
+//! real plugin runtime with fake host capabilities that record each call
+//! (`kiln plugin new` writes such a test).
 //!
 //! Every world may write to the build log with the [`log`] helpers. Files
 //! reach a plugin only as directories the host preopens: a context source
@@ -58,7 +63,8 @@
 //!
 //! Builders never receive secret values: they name secrets by id and the
 //! host resolves them inside its own engine calls. Credential stores do
-//! handle values; [`Secret`] keeps them out of logs and `Debug` output.
+//! handle values, and receive and return them as [`Secret`]s, which keep
+//! them out of logs and `Debug` output.
 
 #![deny(missing_docs)]
 
@@ -154,35 +160,51 @@ pub mod bindings {
     pub(crate) use detector::kiln::plugin::log as log_import;
 }
 
-/// A secret value whose `Debug` and `Display` never show it.
+/// A secret value (a token, a password, a credential store's value) whose
+/// `Debug` and `Display` never show it. The signatures that carry secrets
+/// take and return it, so a stray `{:?}` or log line cannot leak one.
 ///
 /// ```
-/// let token = kiln_sdk::Secret::new("s3cr3t");
+/// let token = kiln_sdk::Secret::new(String::from("s3cr3t"));
 /// assert_eq!(format!("{token:?}"), "Secret(***)");
+/// assert_eq!(format!("{token}"), "***");
 /// assert_eq!(token.expose(), "s3cr3t");
+/// let bytes: kiln_sdk::Secret<Vec<u8>> = kiln_sdk::Secret::new(b"s3cr3t".to_vec());
+/// assert_eq!(bytes.into_inner(), b"s3cr3t");
 /// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret<T = String>(T);
 
-impl Secret {
+impl<T> Secret<T> {
     /// Wrap a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+    pub fn new(value: T) -> Self {
+        Secret(value)
     }
 
     /// The value itself: the one way to read it, easy to find in review.
-    pub fn expose(&self) -> &str {
+    pub fn expose(&self) -> &T {
         &self.0
+    }
+
+    /// Unwrap the value (to hand it back to the host).
+    pub fn into_inner(self) -> T {
+        self.0
     }
 }
 
-impl std::fmt::Debug for Secret {
+impl<T> From<T> for Secret<T> {
+    fn from(value: T) -> Self {
+        Secret(value)
+    }
+}
+
+impl<T> std::fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(***)")
     }
 }
 
-impl std::fmt::Display for Secret {
+impl<T> std::fmt::Display for Secret<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")
     }
@@ -367,6 +389,7 @@ pub mod source {
 #[cfg(feature = "credential-store")]
 pub mod credentials {
     pub use crate::bindings::credential_store::kiln::plugin::types::{PluginError, PluginInfo};
+    pub use crate::Secret;
 
     /// The refusal of a read-only store.
     fn read_only(org: &str) -> PluginError {
@@ -384,7 +407,7 @@ pub mod credentials {
     /// the host asks for keys such as `registry/HOST`, `git/HOST`, `build/NAME`):
     ///
     /// ```no_run
-    /// use kiln_sdk::credentials::{CredentialStore, PluginError};
+    /// use kiln_sdk::credentials::{CredentialStore, PluginError, Secret};
     ///
     /// struct FileStore;
     ///
@@ -402,13 +425,11 @@ pub mod credentials {
     /// }
     ///
     /// impl CredentialStore for FileStore {
-    ///     fn get(org: String, key: String) -> Result<Option<Vec<u8>>, PluginError> {
-    ///         let secret = read_all()?
+    ///     fn get(org: String, key: String) -> Result<Option<Secret<Vec<u8>>>, PluginError> {
+    ///         Ok(read_all()?
     ///             .into_iter()
     ///             .find(|(o, k, _)| *o == org && *k == key)
-    ///             .map(|(_, _, value)| kiln_sdk::Secret::new(String::from_utf8_lossy(&value)));
-    ///         // `Secret` keeps the value out of Debug output until it is returned.
-    ///         Ok(secret.map(|s| s.expose().as_bytes().to_vec()))
+    ///             .map(|(_, _, value)| Secret::new(value)))
     ///     }
     ///     fn list_keys(org: String) -> Result<Vec<String>, PluginError> {
     ///         Ok(read_all()?.into_iter().filter(|(o, _, _)| *o == org).map(|(_, k, _)| k).collect())
@@ -425,10 +446,10 @@ pub mod credentials {
             }
         }
         /// The value stored under `key` for `org`, if any.
-        fn get(org: String, key: String) -> Result<Option<Vec<u8>>, PluginError>;
+        fn get(org: String, key: String) -> Result<Option<Secret<Vec<u8>>>, PluginError>;
         /// Store `value` under `key` for `org`, replacing any old value.
         /// By default the store is read-only and says so.
-        fn put(org: String, key: String, value: Vec<u8>) -> Result<(), PluginError> {
+        fn put(org: String, key: String, value: Secret<Vec<u8>>) -> Result<(), PluginError> {
             let _ = (key, value);
             Err(read_only(&org))
         }
@@ -605,13 +626,18 @@ macro_rules! export_credential_store {
                 ) -> ::core::result::Result<Option<Vec<u8>>, $crate::credentials::PluginError>
                 {
                     <$plugin as $crate::credentials::CredentialStore>::get(org, key)
+                        .map(|value| value.map($crate::Secret::into_inner))
                 }
                 fn put(
                     org: String,
                     key: String,
                     value: Vec<u8>,
                 ) -> ::core::result::Result<(), $crate::credentials::PluginError> {
-                    <$plugin as $crate::credentials::CredentialStore>::put(org, key, value)
+                    <$plugin as $crate::credentials::CredentialStore>::put(
+                        org,
+                        key,
+                        $crate::Secret::new(value),
+                    )
                 }
                 fn delete(
                     org: String,

@@ -83,7 +83,7 @@ async fn a_scaffolded_builder_builds_checks_loads_and_builds_an_image() {
         "{report}"
     );
     assert!(
-        report.contains("describe: my-builder: a Kiln builder"),
+        report.contains("description: TODO: what my-builder does"),
         "{report}"
     );
     assert!(

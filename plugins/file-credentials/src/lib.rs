@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_sdk::credentials::{CredentialStore, PluginError, PluginInfo};
+use kiln_sdk::credentials::{CredentialStore, PluginError, PluginInfo, Secret};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize, Serialize, Clone)]
@@ -79,7 +79,7 @@ impl CredentialStore for FileCredentials {
         }
     }
 
-    fn get(org: String, key: String) -> Result<Option<Vec<u8>>, PluginError> {
+    fn get(org: String, key: String) -> Result<Option<Secret<Vec<u8>>>, PluginError> {
         let file = read(&org)?;
         let Some((kind, name)) = key.split_once('/') else {
             return Ok(None);
@@ -88,15 +88,17 @@ impl CredentialStore for FileCredentials {
             map.get(name)
                 .map(|c| serde_json::to_vec(c).expect("credentials serialize"))
         };
-        Ok(match kind {
+        let value = match kind {
             "registry" => credential(&file.registry_credentials),
             "git" => credential(&file.git_credentials),
             "build" => file.build_secrets.get(name).map(|v| v.as_bytes().to_vec()),
             _ => None,
-        })
+        };
+        Ok(value.map(Secret::new))
     }
 
-    fn put(org: String, _key: String, _value: Vec<u8>) -> Result<(), PluginError> {
+    // Read-only, with this store's own hint about where changes go.
+    fn put(org: String, _key: String, _value: Secret<Vec<u8>>) -> Result<(), PluginError> {
         Err(read_only(&org))
     }
 

@@ -281,7 +281,7 @@ const STORE_TEMPLATE: &str = r#"//! The `{name}` credential store: read-only cre
 //! `/credentials`): one file per organization, `KEY=VALUE` lines, where the
 //! host asks for keys such as `registry/HOST`, `git/HOST` and `build/NAME`.
 
-use kiln_sdk::credentials::{CredentialStore, PluginError};
+use kiln_sdk::credentials::{CredentialStore, PluginError, Secret};
 
 struct Plugin;
 
@@ -303,9 +303,9 @@ fn read(org: &str) -> Result<Vec<(String, String)>, PluginError> {
 }
 
 impl CredentialStore for Plugin {
-    fn get(org: String, key: String) -> Result<Option<Vec<u8>>, PluginError> {
+    fn get(org: String, key: String) -> Result<Option<Secret<Vec<u8>>>, PluginError> {
         let found = read(&org)?.into_iter().find(|(k, _)| *k == key);
-        Ok(found.map(|(_, value)| value.into_bytes()))
+        Ok(found.map(|(_, value)| Secret::new(value.into_bytes())))
     }
 
     fn list_keys(org: String) -> Result<Vec<String>, PluginError> {
