@@ -17,6 +17,7 @@ const FIXTURES: &[(&str, &str)] = &[
     ("log-flood", "kiln-test-plugin-log-flood"),
     ("container-runner", "kiln-test-plugin-container-runner"),
     ("future-contract", "kiln-test-plugin-future-contract"),
+    ("contract-0.1.0", "kiln-test-plugin-contract-0-1-0"),
 ];
 
 fn main() {

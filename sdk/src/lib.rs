@@ -51,7 +51,7 @@
 //!
 //! | `kiln:plugin` | `kiln-sdk` | hosts that load it | status |
 //! |---|---|---|---|
-//! | 0.1.0 | 0.1.x | kiln 0.1.x | current; not yet frozen |
+//! | 0.1.0 | 0.1.x | kiln 0.1.x | current; frozen (`wit/0.1.0`; a compatibility fixture built from it runs in every host) |
 //!
 //! Policy: adding a function, a record field or a world is a new minor
 //! version of the contract (0.2.0), served by the host side by side with
@@ -213,7 +213,14 @@ impl<T> std::fmt::Display for Secret<T> {
 /// Lines into the current build's log. The host masks secret values and caps
 /// how much one plugin call may write.
 pub mod log {
-    use crate::bindings::log_import::{write, Level};
+    use crate::bindings::log_import::{output as write_output, write, Level};
+
+    /// Write a line of the build's own output (a build tool's progress as
+    /// the plugin renders it): shown as build output, not under the
+    /// plugin's name.
+    pub fn output(line: &str) {
+        write_output(line)
+    }
 
     /// Write a debug line.
     pub fn debug(line: &str) {
@@ -238,16 +245,30 @@ pub mod log {
 pub mod builder {
     pub use crate::bindings::builder::exports::kiln::plugin::build::{BuildOutput, BuildRequest};
     pub use crate::bindings::builder::kiln::plugin::types::{
-        EngineFailure, FailureReason, KeyValue, PluginError, PluginInfo, ResourceLimits,
+        EngineFailure, FailureReason, HostError, HostFacts, KeyValue, PluginError, ResourceLimits,
     };
 
     /// The host's container engine. Every call is checked against the
     /// plugin's granted permissions before it does anything.
     pub mod engine {
+        use super::HostError;
         pub use crate::bindings::builder::kiln::plugin::engine::{
-            buildkit_build, container_run, registry_manifest, BuildkitRequest, ContainerRunRequest,
-            ContainerRunResult, ImageResult, PushedImage,
+            buildkit_build, container_start, registry_manifest, BuildkitRequest, Container,
+            ContainerExit, ContainerRunRequest, ImageResult, PushedImage,
         };
+
+        /// Run a container to its end, its output going into the build log
+        /// line by line as it comes (unrendered; a builder that renders its
+        /// tool's output reads [`Container::read_output`] itself).
+        pub fn container_run(request: &ContainerRunRequest) -> Result<ContainerExit, HostError> {
+            let container = container_start(request)?;
+            while let Some(lines) = container.read_output() {
+                for line in lines {
+                    crate::log::output(&line);
+                }
+            }
+            container.wait()
+        }
     }
 
     /// Implement this and call [`export_builder!`](crate::export_builder).
@@ -273,13 +294,6 @@ pub mod builder {
     /// kiln_sdk::export_builder!(Plain);
     /// ```
     pub trait Builder {
-        /// What the plugin says about itself.
-        fn describe() -> PluginInfo {
-            PluginInfo {
-                description: String::new(),
-            }
-        }
-
         /// Build the context in `/context` as asked, and push the images.
         fn build(request: BuildRequest) -> Result<BuildOutput, PluginError>;
     }
@@ -287,6 +301,20 @@ pub mod builder {
     impl From<EngineFailure> for PluginError {
         fn from(failure: EngineFailure) -> Self {
             PluginError::Engine(failure)
+        }
+    }
+
+    /// A host refusal or engine failure, relayed as the build's error
+    /// (`?` on an engine call does this).
+    impl From<HostError> for PluginError {
+        fn from(error: HostError) -> Self {
+            match error {
+                HostError::Denied(message) => PluginError::Denied(message),
+                HostError::InvalidRequest(message) => {
+                    PluginError::Internal(format!("the host refused the request: {message}"))
+                }
+                HostError::Engine(failure) => PluginError::Engine(failure),
+            }
         }
     }
 
@@ -331,9 +359,7 @@ pub mod source {
     pub use crate::bindings::context_source::exports::kiln::plugin::source::{
         ContextInfo, FileMode, SourceSpec, Symlink,
     };
-    pub use crate::bindings::context_source::kiln::plugin::types::{
-        KeyValue, PluginError, PluginInfo,
-    };
+    pub use crate::bindings::context_source::kiln::plugin::types::{KeyValue, PluginError};
 
     /// Git checkouts by the host: it fetches (shallow, through its mirror
     /// cache, with the organization's credentials) and writes the commit's
@@ -341,8 +367,29 @@ pub mod source {
     /// (`git = ["github.com"]`, `"*"` for any) and the operator grant them.
     pub mod git {
         pub use crate::bindings::context_source::kiln::plugin::git::{
-            checkout, CheckoutRequest, CheckoutResult, GitFailure, GitFailureReason, RefKind,
+            checkout, CheckoutRequest, CheckoutResult, GitError, GitFailure, GitFailureReason,
+            RefKind,
         };
+        use crate::source::PluginError;
+
+        /// A checkout that did not happen, relayed as the source's error
+        /// (`?` on `checkout` does this): a refused host is `denied`, an
+        /// unusable tree or missing directory `context-invalid`, anything
+        /// else (a wrong URL or reference, failed authentication) the
+        /// request's to fix.
+        impl From<GitError> for PluginError {
+            fn from(error: GitError) -> Self {
+                match error {
+                    GitError::Denied(message) => PluginError::Denied(message),
+                    GitError::Failed(failure) => match failure.reason {
+                        GitFailureReason::ContextInvalid | GitFailureReason::ContextDirMissing => {
+                            PluginError::ContextInvalid(failure.message)
+                        }
+                        _ => PluginError::InvalidInput(failure.message),
+                    },
+                }
+            }
+        }
     }
 
     /// Implement this and call [`export_context_source!`](crate::export_context_source).
@@ -373,13 +420,6 @@ pub mod source {
     /// kiln_sdk::export_context_source!(Hello);
     /// ```
     pub trait ContextSource {
-        /// What the plugin says about itself.
-        fn describe() -> PluginInfo {
-            PluginInfo {
-                description: String::new(),
-            }
-        }
-
         /// Fill the `/context` directory from the source described by `spec`.
         fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError>;
     }
@@ -388,7 +428,7 @@ pub mod source {
 /// The credential-store world: where an organization's secrets live.
 #[cfg(feature = "credential-store")]
 pub mod credentials {
-    pub use crate::bindings::credential_store::kiln::plugin::types::{PluginError, PluginInfo};
+    pub use crate::bindings::credential_store::kiln::plugin::types::PluginError;
     pub use crate::Secret;
 
     /// The refusal of a read-only store.
@@ -439,12 +479,6 @@ pub mod credentials {
     /// kiln_sdk::export_credential_store!(FileStore);
     /// ```
     pub trait CredentialStore {
-        /// What the plugin says about itself.
-        fn describe() -> PluginInfo {
-            PluginInfo {
-                description: String::new(),
-            }
-        }
         /// The value stored under `key` for `org`, if any.
         fn get(org: String, key: String) -> Result<Option<Secret<Vec<u8>>>, PluginError>;
         /// Store `value` under `key` for `org`, replacing any old value.
@@ -535,9 +569,6 @@ macro_rules! export_builder {
             #[allow(dead_code)]
             struct __KilnExport;
             impl $crate::bindings::builder::exports::kiln::plugin::build::Guest for __KilnExport {
-                fn describe() -> $crate::builder::PluginInfo {
-                    <$plugin as $crate::builder::Builder>::describe()
-                }
                 fn build(
                     request: $crate::builder::BuildRequest,
                 ) -> ::core::result::Result<
@@ -577,9 +608,6 @@ macro_rules! export_context_source {
             impl $crate::bindings::context_source::exports::kiln::plugin::source::Guest
                 for __KilnExport
             {
-                fn describe() -> $crate::source::PluginInfo {
-                    <$plugin as $crate::source::ContextSource>::describe()
-                }
                 fn materialize(
                     spec: $crate::source::SourceSpec,
                 ) -> ::core::result::Result<$crate::source::ContextInfo, $crate::source::PluginError>
@@ -617,9 +645,6 @@ macro_rules! export_credential_store {
             impl $crate::bindings::credential_store::exports::kiln::plugin::credentials::Guest
                 for __KilnExport
             {
-                fn describe() -> $crate::credentials::PluginInfo {
-                    <$plugin as $crate::credentials::CredentialStore>::describe()
-                }
                 fn get(
                     org: String,
                     key: String,

@@ -8,7 +8,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
+use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, SourceSpec};
 use kiln_sdk::unpack::{context_info, Limits};
 use wasi::http::outgoing_handler;
 use wasi::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingRequest, Scheme};
@@ -95,11 +95,6 @@ fn get(url: &str) -> Result<BodyReader, PluginError> {
 }
 
 impl ContextSource for HttpArchive {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "Downloads and unpacks a tar.gz over HTTP".into(),
-        }
-    }
 
     fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError> {
         let url = spec

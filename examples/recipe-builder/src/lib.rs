@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use kiln_sdk::builder::engine::{buildkit_build, BuildkitRequest};
-use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, PluginError, PluginInfo};
+use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, PluginError};
 use serde::Deserialize;
 
 const RECIPE: &str = "/context/kiln-recipe.yaml";
@@ -146,11 +146,6 @@ fn dockerfile(recipe: &Recipe) -> String {
 struct RecipeBuilder;
 
 impl Builder for RecipeBuilder {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "Builds a kiln-recipe.yaml".into(),
-        }
-    }
 
     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
         let text = std::fs::read_to_string(RECIPE).map_err(|e| {

@@ -10,6 +10,9 @@ pub mod builder {
         world: "kiln:plugin/builder",
         imports: { default: async | trappable },
         exports: { default: async },
+        with: {
+            "kiln:plugin/engine.container": crate::capabilities::ContainerHandle,
+        },
     });
 }
 

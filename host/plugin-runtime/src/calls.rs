@@ -32,40 +32,33 @@ impl PluginRuntime {
         outcome.map_err(|e| Self::explain(plugin, &store, e, &stdio))
     }
 
-    /// Call the plugin's `describe`: a fresh store, an instance from its
-    /// `InstancePre`, one call. What every build pays before its real call.
-    pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<String, PluginError> {
-        let info = self
-            .call(
-                plugin,
-                Capabilities::for_plugin(plugin),
-                &Preopens::none(),
-                async |store| {
-                    Ok(match &plugin.pre {
-                        Pre::Builder(pre) => {
-                            let instance = pre.instantiate_async(&mut *store).await?;
-                            instance.kiln_plugin_build().call_describe(store).await?
-                        }
-                        Pre::Source(pre) => {
-                            let instance = pre.instantiate_async(&mut *store).await?;
-                            instance.kiln_plugin_source().call_describe(store).await?
-                        }
-                        Pre::Store(pre) => {
-                            let instance = pre.instantiate_async(&mut *store).await?;
-                            instance
-                                .kiln_plugin_credentials()
-                                .call_describe(store)
-                                .await?
-                        }
-                        // The detect interface has no `describe`: the manifest says it.
-                        Pre::Detector(_) => bindings::types::PluginInfo {
-                            description: plugin.manifest.description.clone(),
-                        },
-                    })
-                },
-            )
-            .await?;
-        Ok(info.description)
+    /// Instantiate the plugin in a fresh sandbox and call nothing: what
+    /// every call pays before its export runs, and proof that the component
+    /// links and starts (`kiln plugin check`, benchmarks).
+    pub async fn instantiate(&self, plugin: &LoadedPlugin) -> Result<(), PluginError> {
+        self.call(
+            plugin,
+            Capabilities::for_plugin(plugin),
+            &Preopens::none(),
+            async |store| {
+                match &plugin.pre {
+                    Pre::Builder(pre) => {
+                        pre.instantiate_async(&mut *store).await?;
+                    }
+                    Pre::Source(pre) => {
+                        pre.instantiate_async(&mut *store).await?;
+                    }
+                    Pre::Store(pre) => {
+                        pre.instantiate_async(&mut *store).await?;
+                    }
+                    Pre::Detector(pre) => {
+                        pre.instantiate_async(&mut *store).await?;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     /// Call a context source's `materialize`.

@@ -18,7 +18,7 @@
 //! * [`sandbox`] — one call's store: memory cap, time budget, preopens
 //!   ([`Preopens`]), captured stdio, traps explained as [`PluginError`]s.
 //! * [`calls`] — the single call path and one typed entry point per export
-//!   (`describe`, `materialize`, `build`, `detect`, credentials).
+//!   (`materialize`, `build`, `detect`, credentials; `instantiate` alone).
 //! * [`capabilities`] — what a call is lent ([`Capabilities`]), the
 //!   traits the embedder implements ([`LogSink`], [`Engine`], [`Git`]) and
 //!   the host functions that check permissions before calling them.
@@ -41,7 +41,8 @@ pub mod world;
 
 pub use calls::{CredentialAnswer, CredentialCall};
 pub use capabilities::{
-    Capabilities, Engine, EngineFailure, EngineLoan, Git, GitPermit, LogLevel, LogSink,
+    Capabilities, ContainerHandle, Engine, EngineFailure, EngineLoan, Git, GitPermit, HostError,
+    LogLevel, LogSink, RunningContainer,
 };
 pub use grant::PluginGrant;
 pub use manifest::{Manifest, Permissions};

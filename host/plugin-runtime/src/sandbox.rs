@@ -59,7 +59,7 @@ impl ResourceLimiter for MemoryCap {
 /// The data of one call's store.
 pub struct PluginState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     http_ctx: wasmtime_wasi_http::WasiHttpCtx,
     http_gate: http::HttpGate,
     memory: MemoryCap,

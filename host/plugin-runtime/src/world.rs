@@ -104,6 +104,23 @@ fn contract_version_matches(version: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The sha256 of `wit/0.1.0/plugin.wit`, frozen with the 0.1.0 release.
+    const FROZEN_0_1_0: &str = "9b4ea7a14620e5811d9fb2ecd67337d455d7055b3b5b01ea8dc421eb724c9c37";
+
+    /// A released contract never changes: a change to the 0.1.0 WIT is a
+    /// new version in its own directory (`wit/0.2.0`), served beside it.
+    #[test]
+    fn the_0_1_0_contract_is_frozen() {
+        use sha2::{Digest, Sha256};
+        let text = include_str!("../wit/plugin.wit");
+        assert!(text.contains("package kiln:plugin@0.1.0;"));
+        assert_eq!(
+            hex::encode(Sha256::digest(text.as_bytes())),
+            FROZEN_0_1_0,
+            "wit/0.1.0 is frozen: put a changed contract in wit/<next version>"
+        );
+    }
+
     #[test]
     fn contract_versions_match_exactly_not_by_prefix() {
         for ours in ["0.1.0", "0.1.7", "0.1.0-rc.1"] {

@@ -4,30 +4,16 @@
 //! what is asked for and checks the request first.
 
 use kiln_sdk::builder::engine::{buildkit_build, BuildkitRequest};
-use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, KeyValue, PluginError, PluginInfo};
+use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, KeyValue, PluginError};
 
 struct BuildKit;
 
 impl Builder for BuildKit {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "BuildKit through the host's Docker Engine".into(),
-        }
-    }
-
     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
         if request.image_refs.is_empty() {
             return Err(PluginError::InvalidInput(
                 "nothing to push: the build has no image references".into(),
             ));
-        }
-        // Host facts (`kiln.*`) the BuildKit path does not need: the host
-        // adds the labels and knows the registry itself.
-        if let Some(unknown) = request.options.iter().find(|o| !o.key.starts_with("kiln.")) {
-            return Err(PluginError::InvalidInput(format!(
-                "the buildkit builder takes no option `{}`",
-                unknown.key
-            )));
         }
         kiln_sdk::log::debug(&format!(
             "buildkit: building {} for {}",
@@ -41,21 +27,13 @@ impl Builder for BuildKit {
             limits.nano_cpus as f64 / 1e9,
             limits.memory_bytes >> 20
         ));
-        let labels = vec![KeyValue {
-            key: "dev.kiln.build-id".into(),
-            value: request.build_id.clone(),
-        }];
+        // The host adds the build's own labels (`host.labels`) itself.
         let result = buildkit_build(&BuildkitRequest {
-            dockerfile: request.dockerfile,
-            dockerfile_inline: None,
-            dockerignore_inline: None,
-            tags: request.image_refs,
-            build_args: request.build_args,
-            target: request.target,
-            platform: request.platform,
-            no_cache: request.no_cache,
-            secrets: request.secrets,
-            labels,
+            labels: vec![KeyValue {
+                key: "dev.kiln.build-id".into(),
+                value: request.build_id.clone(),
+            }],
+            ..BuildkitRequest::from(&request)
         })?;
         Ok(result.into())
     }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_sdk::credentials::{CredentialStore, PluginError, PluginInfo, Secret};
+use kiln_sdk::credentials::{CredentialStore, PluginError, Secret};
 use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize, Serialize, Clone)]
@@ -73,12 +73,6 @@ fn read_only(org: &str) -> PluginError {
 struct FileCredentials;
 
 impl CredentialStore for FileCredentials {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "Credentials from a mounted <org>.json file (read-only)".into(),
-        }
-    }
-
     fn get(org: String, key: String) -> Result<Option<Secret<Vec<u8>>>, PluginError> {
         let file = read(&org)?;
         let Some((kind, name)) = key.split_once('/') else {

@@ -4,8 +4,8 @@
 //! repository); the host owns the network, the mirror cache and the
 //! organization's credentials, and writes the checkout into `/context`.
 
-use kiln_sdk::source::git::{checkout, CheckoutRequest, GitFailure, GitFailureReason, RefKind};
-use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
+use kiln_sdk::source::git::{checkout, CheckoutRequest, RefKind};
+use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, SourceSpec};
 
 /// The reference built when the request names none.
 const DEFAULT_REFERENCE: &str = "main";
@@ -33,23 +33,7 @@ fn context_dir(raw: &str) -> Result<String, PluginError> {
     Ok(parts.join("/"))
 }
 
-fn from_failure(failure: GitFailure) -> PluginError {
-    match failure.reason {
-        GitFailureReason::HostNotPermitted => PluginError::Denied(failure.message),
-        GitFailureReason::ContextInvalid | GitFailureReason::ContextDirMissing => {
-            PluginError::ContextInvalid(failure.message)
-        }
-        _ => PluginError::InvalidInput(failure.message),
-    }
-}
-
 impl ContextSource for Git {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "Builds from a git repository (branch, tag or commit; a sub-directory as the context)".into(),
-        }
-    }
-
     fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError> {
         let url = option(&spec, "url")
             .filter(|u| !u.is_empty())
@@ -73,8 +57,7 @@ impl ContextSource for Git {
             reference: reference.to_string(),
             context_dir: dir.clone(),
             submodules,
-        })
-        .map_err(from_failure)?;
+        })?;
         let kind = match done.ref_kind {
             RefKind::Branch => "branch",
             RefKind::Tag => "tag",

@@ -6,18 +6,12 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
+use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, SourceSpec};
 use kiln_sdk::unpack::{context_info, Limits};
 
 struct InlineZip;
 
 impl ContextSource for InlineZip {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "Unpacks an inline zip into the build context".into(),
-        }
-    }
-
     fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError> {
         let input = spec.input_path.as_deref().ok_or_else(|| {
             PluginError::InvalidInput("inline-zip needs the staged zip; none was given".into())

@@ -1,52 +1,31 @@
 //! Kiln builder `kaniko`: builds with the Kaniko executor, run by the host
-//! as a container (`engine.container-run`) with the context read-only at
+//! as a container (`engine.container-start`) with the context read-only at
 //! `/workspace`, the organization's registry credentials at
 //! `/kaniko/.docker/config.json` (written and mounted by the host; this
 //! plugin never sees them) and a writable `/kiln-output` for the digest
 //! file. Kaniko pushes every destination itself; the plugin then reads the
 //! pushed manifest back through the host for size and layers.
 //!
-//! The mapping from a build request to executor arguments, and from an
-//! executor failure to a build failure, are plain functions tested natively.
+//! The executor's output is read line by line as it runs and rendered in
+//! BuildKit's plain style ([`render`]) into the build log, so every
+//! builder's log reads the same.
+//!
+//! The mapping from a build request to executor arguments, from its log to
+//! the rendered one, and from an executor failure to a build failure, are
+//! plain functions tested natively.
 
-use kiln_sdk::builder::engine::{container_run, registry_manifest, ContainerRunRequest};
+pub mod render;
+
+use kiln_sdk::builder::engine::{container_start, registry_manifest, ContainerRunRequest};
 use kiln_sdk::builder::{
-    BuildOutput, BuildRequest, Builder, EngineFailure, FailureReason, KeyValue, PluginError,
-    PluginInfo,
+    BuildOutput, BuildRequest, Builder, EngineFailure, FailureReason, HostError, HostFacts,
+    PluginError,
 };
 
 /// Where things are inside the executor container.
 const WORKSPACE: &str = "/workspace";
 const OUTPUT: &str = "/kiln-output";
 const DOCKER_CONFIG: &str = "/kaniko/.docker/config.json";
-
-/// The request's host facts (`kiln.*` options).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct HostFacts {
-    pub executor_image: Option<String>,
-    pub registry_plain_http: bool,
-    pub cache_repo: Option<String>,
-    pub labels: Vec<(String, String)>,
-}
-
-impl HostFacts {
-    pub fn from_options(options: &[KeyValue]) -> Self {
-        let mut facts = HostFacts::default();
-        for kv in options {
-            match kv.key.as_str() {
-                "kiln.executor-image" => facts.executor_image = Some(kv.value.clone()),
-                "kiln.registry-plain-http" => facts.registry_plain_http = kv.value == "true",
-                "kiln.cache-repo" => facts.cache_repo = Some(kv.value.clone()),
-                key => {
-                    if let Some(label) = key.strip_prefix("kiln.label.") {
-                        facts.labels.push((label.to_string(), kv.value.clone()));
-                    }
-                }
-            }
-        }
-        facts
-    }
-}
 
 /// The executor's arguments for `request`.
 pub fn executor_args(request: &BuildRequest, facts: &HostFacts) -> Vec<String> {
@@ -74,8 +53,8 @@ pub fn executor_args(request: &BuildRequest, facts: &HostFacts) -> Vec<String> {
         _ => args.push("--cache=false".into()),
     }
     args.push(format!("--label=dev.kiln.build-id={}", request.build_id));
-    for (key, value) in &facts.labels {
-        args.push(format!("--label={key}={value}"));
+    for label in &facts.labels {
+        args.push(format!("--label={}={}", label.key, label.value));
     }
     args.push(format!("--digest-file={OUTPUT}/digest"));
     args.push("--log-format=text".into());
@@ -125,12 +104,6 @@ pub fn failure_from_exit(exit_code: i32, error: Option<&str>) -> EngineFailure {
 struct Kaniko;
 
 impl Builder for Kaniko {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "Kaniko executor, run as a container by the host".into(),
-        }
-    }
-
     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
         if request.image_refs.is_empty() {
             return Err(PluginError::InvalidInput(
@@ -142,7 +115,7 @@ impl Builder for Kaniko {
                 "the Kaniko executor cannot mount build secrets; use the buildkit builder for `secrets`".into(),
             ));
         }
-        let facts = HostFacts::from_options(&request.options);
+        let facts = &request.host;
         let image = facts.executor_image.clone().ok_or_else(|| {
             PluginError::InvalidInput(
                 "the host named no Kaniko executor image (kiln serve --kaniko-image / KILN_KANIKO_IMAGE)".into(),
@@ -153,8 +126,21 @@ impl Builder for Kaniko {
             request.limits.profile,
             request.limits.memory_bytes >> 20
         ));
-        let args = executor_args(&request, &facts);
-        let run = container_run(&ContainerRunRequest {
+        let args = executor_args(&request, facts);
+        let not_on_engine = |error: HostError| {
+            match error {
+            HostError::Engine(failure) if failure.message.contains("is not on the engine") => {
+                PluginError::Engine(EngineFailure {
+                    message: format!(
+                        "the Kaniko executor image {image} is not in the Docker Engine: pull or load it there, or point Kiln at another one (kiln serve --kaniko-image IMAGE, or KILN_KANIKO_IMAGE)"
+                    ),
+                    ..failure
+                })
+            }
+            other => other.into(),
+        }
+        };
+        let container = container_start(&ContainerRunRequest {
             image: image.clone(),
             args,
             env: Vec::new(),
@@ -163,21 +149,25 @@ impl Builder for Kaniko {
             // The registry may be on the engine's loopback.
             host_network: facts.registry_plain_http,
             output_mount: Some(OUTPUT.into()),
-            output_style: Some("kaniko".into()),
-            dockerfile: Some(request.dockerfile.clone()),
         })
-        .map_err(|failure| {
-            if failure.message.contains("is not on the engine") {
-                PluginError::Engine(EngineFailure {
-                    message: format!(
-                        "the Kaniko executor image {image} is not in the Docker Engine: pull or load it there, or point Kiln at another one (kiln serve --kaniko-image IMAGE, or KILN_KANIKO_IMAGE)"
-                    ),
-                    ..failure
-                })
-            } else {
-                PluginError::Engine(failure)
+        .map_err(not_on_engine)?;
+        // Steps are numbered by walking the Dockerfile alongside what the
+        // executor announces; the context is this builder's to read.
+        let dockerfile =
+            std::fs::read_to_string(std::path::Path::new("/context").join(&request.dockerfile))
+                .unwrap_or_default();
+        let mut renderer = render::KanikoRenderer::new(&dockerfile);
+        while let Some(lines) = container.read_output() {
+            for line in lines {
+                for rendered in renderer.line(&line) {
+                    kiln_sdk::log::output(&rendered);
+                }
             }
-        })?;
+        }
+        for rendered in renderer.finish() {
+            kiln_sdk::log::output(&rendered);
+        }
+        let run = container.wait().map_err(not_on_engine)?;
         if run.oom_killed {
             return Err(PluginError::Engine(EngineFailure {
                 reason: FailureReason::OutOfMemory,
@@ -192,7 +182,7 @@ impl Builder for Kaniko {
         if run.exit_code != 0 {
             return Err(PluginError::Engine(failure_from_exit(
                 run.exit_code,
-                run.error.as_deref(),
+                renderer.error.as_deref(),
             )));
         }
         let digest_file = run
@@ -215,8 +205,8 @@ impl Builder for Kaniko {
             image_refs: request.image_refs,
             size_bytes: pushed.size_bytes,
             layer_count: pushed.layer_count,
-            cached_steps: run.cached_steps,
-            total_steps: run.total_steps,
+            cached_steps: renderer.cached_steps,
+            total_steps: renderer.total_steps,
         })
     }
 }
@@ -226,7 +216,7 @@ kiln_sdk::export_builder!(Kaniko);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_sdk::builder::ResourceLimits;
+    use kiln_sdk::builder::{KeyValue, ResourceLimits};
 
     fn request() -> BuildRequest {
         BuildRequest {
@@ -249,28 +239,24 @@ mod tests {
                 memory_bytes: 4 << 30,
                 nano_cpus: 2_000_000_000,
             },
-            options: vec![
-                KeyValue {
-                    key: "kiln.cache-repo".into(),
-                    value: "127.0.0.1:5000/acme/cache/app".into(),
-                },
-                KeyValue {
-                    key: "kiln.registry-plain-http".into(),
-                    value: "true".into(),
-                },
-                KeyValue {
-                    key: "kiln.label.org.opencontainers.image.revision".into(),
+            host: HostFacts {
+                registry: "127.0.0.1:5000".into(),
+                registry_plain_http: true,
+                cache_repo: Some("127.0.0.1:5000/acme/cache/app".into()),
+                executor_image: Some("ghcr.io/osscontainertools/kaniko:v1".into()),
+                labels: vec![KeyValue {
+                    key: "org.opencontainers.image.revision".into(),
                     value: "abc123".into(),
-                },
-            ],
+                }],
+                base_images: Vec::new(),
+            },
         }
     }
 
     #[test]
     fn every_request_field_maps_to_an_executor_argument() {
         let request = request();
-        let facts = HostFacts::from_options(&request.options);
-        let args = executor_args(&request, &facts);
+        let args = executor_args(&request, &request.host);
         for expected in [
             "--context=dir:///workspace",
             "--dockerfile=/workspace/docker/Dockerfile.prod",
@@ -295,10 +281,8 @@ mod tests {
     fn no_cache_and_https_registries_drop_cache_and_insecure_flags() {
         let mut request = request();
         request.no_cache = true;
-        request
-            .options
-            .retain(|o| o.key != "kiln.registry-plain-http");
-        let args = executor_args(&request, &HostFacts::from_options(&request.options));
+        request.host.registry_plain_http = false;
+        let args = executor_args(&request, &request.host);
         assert!(args.iter().any(|a| a == "--cache=false"));
         assert!(!args.iter().any(|a| a.starts_with("--cache-repo")));
         assert!(!args.iter().any(|a| a.starts_with("--insecure")));

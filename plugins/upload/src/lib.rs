@@ -7,18 +7,12 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
+use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, SourceSpec};
 use kiln_sdk::unpack::{context_info, Limits};
 
 struct Upload;
 
 impl ContextSource for Upload {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "Unpacks an uploaded tar, tar.gz or zip into the build context".into(),
-        }
-    }
-
     fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError> {
         let input = spec.input_path.as_deref().ok_or_else(|| {
             PluginError::InvalidInput("upload needs the staged archive; none was given".into())

@@ -5,33 +5,24 @@
 //! `wizard-detect` detector answers the same question without building
 //! (`POST /v1/wizard:detect`, `kiln init`).
 //!
-//! Base images come from the host (`kiln.wizard.base.<stack>` options, the
-//! operator's `[wizard.base_images]`), so a deployment can use its own
-//! registry mirror.
+//! Base images come from the host (`host.base-images`, the operator's
+//! `[wizard.base_images]`), so a deployment can use its own registry mirror.
 
 use std::path::Path;
 
 use kiln_sdk::builder::engine::{buildkit_build, BuildkitRequest};
-use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, KeyValue, PluginError, PluginInfo};
+use kiln_sdk::builder::{BuildOutput, BuildRequest, Builder, PluginError};
 use kiln_stacks::{BaseImages, NOTHING_DETECTED};
 
 struct Wizard;
 
 impl Builder for Wizard {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "Detects the stack, generates a Dockerfile, builds it".into(),
-        }
-    }
-
     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
         let overrides: Vec<(String, String)> = request
-            .options
+            .host
+            .base_images
             .iter()
-            .filter_map(|kv| {
-                let stack = kv.key.strip_prefix("kiln.wizard.base.")?;
-                Some((stack.to_string(), kv.value.clone()))
-            })
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect();
         let bases = BaseImages::with_overrides(&overrides);
         let found = kiln_stacks::detect_dir(Path::new("/context"), "", &bases)
@@ -39,16 +30,6 @@ impl Builder for Wizard {
         for reason in &found.reasons {
             kiln_sdk::log::info(&format!("wizard: {reason}"));
         }
-        let labels = request
-            .options
-            .iter()
-            .filter_map(|kv| {
-                Some(KeyValue {
-                    key: kv.key.strip_prefix("kiln.label.")?.to_string(),
-                    value: kv.value.clone(),
-                })
-            })
-            .collect();
         let (inline, ignore) = if found.has_dockerfile {
             (None, None)
         } else {
@@ -67,7 +48,8 @@ impl Builder for Wizard {
             platform: request.platform,
             no_cache: request.no_cache,
             secrets: request.secrets,
-            labels,
+            // The host adds the build's own labels (`host.labels`) itself.
+            labels: Vec::new(),
         })?;
         Ok(image.into())
     }

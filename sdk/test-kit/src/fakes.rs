@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_plugin_runtime::bindings::{engine, git, types};
-use kiln_plugin_runtime::{EngineFailure, GitPermit, LogLevel, LogSink};
+use kiln_plugin_runtime::{
+    EngineFailure, GitPermit, HostError, LogLevel, LogSink, RunningContainer,
+};
 
 /// One line the plugin logged or printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,7 @@ pub struct FakeEngine {
     build_failure: Option<EngineFailure>,
     run_exit_code: i32,
     run_outputs: Vec<(String, String)>,
+    run_lines: Vec<String>,
 }
 
 /// The digest a [`FakeEngine`] reports unless told otherwise.
@@ -67,6 +70,7 @@ impl Default for FakeEngine {
             build_failure: None,
             run_exit_code: 0,
             run_outputs: Vec::new(),
+            run_lines: Vec::new(),
         }
     }
 }
@@ -95,6 +99,13 @@ impl FakeEngine {
         self
     }
 
+    /// Container runs print these lines (what the plugin reads with
+    /// `read-output`).
+    pub fn run_prints(mut self, lines: &[&str]) -> Self {
+        self.run_lines = lines.iter().map(|l| l.to_string()).collect();
+        self
+    }
+
     /// Container runs leave this file in their output mount.
     pub fn run_output(mut self, name: &str, contents: &str) -> Self {
         self.run_outputs
@@ -115,19 +126,37 @@ impl RecordingEngine {
     }
 }
 
+/// A fake container: prints the configured lines, then exits.
+struct FakeContainer {
+    lines: Option<Vec<String>>,
+    exit: engine::ContainerExit,
+}
+
+#[async_trait::async_trait]
+impl RunningContainer for FakeContainer {
+    async fn read_output(&mut self) -> Option<Vec<String>> {
+        self.lines.take().filter(|lines| !lines.is_empty())
+    }
+
+    async fn wait(&mut self) -> Result<engine::ContainerExit, HostError> {
+        self.lines = None;
+        Ok(self.exit.clone())
+    }
+}
+
 #[async_trait::async_trait]
 impl kiln_plugin_runtime::Engine for RecordingEngine {
     async fn buildkit_build(
         &self,
         request: engine::BuildkitRequest,
-    ) -> Result<engine::ImageResult, EngineFailure> {
+    ) -> Result<engine::ImageResult, HostError> {
         let tags = request.tags.clone();
         self.calls
             .lock()
             .unwrap()
             .push(EngineCall::BuildkitBuild(request));
         if let Some(failure) = &self.answers.build_failure {
-            return Err(failure.clone());
+            return Err(HostError::Engine(failure.clone()));
         }
         Ok(engine::ImageResult {
             digest: self.answers.digest.clone(),
@@ -139,10 +168,10 @@ impl kiln_plugin_runtime::Engine for RecordingEngine {
         })
     }
 
-    async fn container_run(
+    async fn container_start(
         &self,
         request: engine::ContainerRunRequest,
-    ) -> Result<engine::ContainerRunResult, EngineFailure> {
+    ) -> Result<Box<dyn RunningContainer>, HostError> {
         let outputs = if request.output_mount.is_some() {
             self.answers
                 .run_outputs
@@ -159,20 +188,17 @@ impl kiln_plugin_runtime::Engine for RecordingEngine {
             .lock()
             .unwrap()
             .push(EngineCall::ContainerRun(request));
-        Ok(engine::ContainerRunResult {
-            exit_code: self.answers.run_exit_code,
-            oom_killed: false,
-            outputs,
-            cached_steps: 0,
-            total_steps: 0,
-            error: None,
-        })
+        Ok(Box::new(FakeContainer {
+            lines: Some(self.answers.run_lines.clone()),
+            exit: engine::ContainerExit {
+                exit_code: self.answers.run_exit_code,
+                oom_killed: false,
+                outputs,
+            },
+        }))
     }
 
-    async fn registry_manifest(
-        &self,
-        reference: &str,
-    ) -> Result<engine::PushedImage, EngineFailure> {
+    async fn registry_manifest(&self, reference: &str) -> Result<engine::PushedImage, HostError> {
         self.calls
             .lock()
             .unwrap()
@@ -240,8 +266,8 @@ fn permission_subject(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-fn git_failure(reason: git::GitFailureReason, message: String) -> git::GitFailure {
-    git::GitFailure { reason, message }
+fn git_failure(reason: git::GitFailureReason, message: String) -> git::GitError {
+    git::GitError::Failed(git::GitFailure { reason, message })
 }
 
 #[async_trait::async_trait]
@@ -250,7 +276,7 @@ impl kiln_plugin_runtime::Git for RecordingGit {
         &self,
         request: git::CheckoutRequest,
         permit: GitPermit,
-    ) -> Result<git::CheckoutResult, git::GitFailure> {
+    ) -> Result<git::CheckoutResult, git::GitError> {
         self.calls.lock().unwrap().push(request.clone());
         let Some(subject) = permission_subject(&request.url) else {
             return Err(git_failure(
@@ -259,13 +285,10 @@ impl kiln_plugin_runtime::Git for RecordingGit {
             ));
         };
         if !permit.admits(&subject) {
-            return Err(git_failure(
-                git::GitFailureReason::HostNotPermitted,
-                format!(
-                    "plugin {} is not granted the git host `{subject}`",
-                    permit.plugin_id()
-                ),
-            ));
+            return Err(git::GitError::Denied(format!(
+                "plugin {} is not granted the git host `{subject}`",
+                permit.plugin_id()
+            )));
         }
         let Some(tree) = &self.answers.tree else {
             return Err(git_failure(

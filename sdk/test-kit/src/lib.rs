@@ -56,7 +56,7 @@ use kiln_plugin_runtime::bindings::git::CheckoutRequest;
 use kiln_plugin_runtime::bindings::source::exports::kiln::plugin::source::{
     ContextInfo, SourceSpec,
 };
-use kiln_plugin_runtime::bindings::types::{KeyValue, ResourceLimits};
+use kiln_plugin_runtime::bindings::types::{HostFacts, KeyValue, ResourceLimits};
 use kiln_plugin_runtime::{
     Capabilities, CredentialAnswer, CredentialCall, EngineLoan, LoadedPlugin, Manifest,
     PluginGrant, PluginRuntime, Preopens,
@@ -133,8 +133,12 @@ pub struct BuildCall {
     pub no_cache: bool,
     /// Build secrets by id (the engine may mount exactly these).
     pub secrets: Vec<String>,
-    /// Host facts (`kiln.*` options).
-    pub options: Vec<(String, String)>,
+    /// The executor image the operator configured (`host.executor-image`).
+    pub executor_image: Option<String>,
+    /// Labels every image must carry (`host.labels`).
+    pub labels: Vec<(String, String)>,
+    /// Base image per stack (`host.base-images`).
+    pub base_images: Vec<(String, String)>,
 }
 
 impl Default for BuildCall {
@@ -147,10 +151,9 @@ impl Default for BuildCall {
             platform: None,
             no_cache: false,
             secrets: Vec::new(),
-            options: vec![
-                ("kiln.registry".into(), "registry.test".into()),
-                ("kiln.registry-plain-http".into(), "false".into()),
-            ],
+            executor_image: None,
+            labels: Vec::new(),
+            base_images: Vec::new(),
         }
     }
 }
@@ -287,9 +290,10 @@ impl PluginHarness {
         }
     }
 
-    /// The plugin's own description.
-    pub async fn describe(&self) -> Result<String, HarnessError> {
-        Ok(self.runtime.describe(self.plugin()).await?)
+    /// Instantiate the plugin in a fresh sandbox without calling it:
+    /// whether the component links and starts.
+    pub async fn instantiate(&self) -> Result<(), HarnessError> {
+        Ok(self.runtime.instantiate(self.plugin()).await?)
     }
 
     /// Call a context source's `materialize` with these options and, when
@@ -375,7 +379,14 @@ impl PluginHarness {
                 memory_bytes: 4 << 30,
                 nano_cpus: 2_000_000_000,
             },
-            options: key_values(&call.options),
+            host: HostFacts {
+                registry: "registry.test".into(),
+                registry_plain_http: false,
+                cache_repo: None,
+                executor_image: call.executor_image,
+                labels: key_values(&call.labels),
+                base_images: key_values(&call.base_images),
+            },
         };
         let preopens = Preopens {
             context: Some(context.to_path_buf()),

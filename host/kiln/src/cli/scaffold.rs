@@ -216,16 +216,11 @@ async fn builds_the_dockerfile_into_the_builds_own_images() {
 const SOURCE_TEMPLATE: &str = r#"//! The `{name}` context source: fills `/context` for a build whose
 //! `contextUrl` is `{name}://...`.
 
-use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, PluginInfo, SourceSpec};
+use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, SourceSpec};
 
 struct Plugin;
 
 impl ContextSource for Plugin {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            description: "{name}: a Kiln context source".into(),
-        }
-    }
 
     fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError> {
         let url = spec

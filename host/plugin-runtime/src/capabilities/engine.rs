@@ -5,8 +5,10 @@
 
 use std::time::Instant;
 
-use super::{Capabilities, EngineLoan, ENGINE_REQUEST_BYTES};
-use crate::bindings::{engine, types};
+use wasmtime::component::Resource;
+
+use super::{Capabilities, ContainerHandle, EngineLoan, HostError, ENGINE_REQUEST_BYTES};
+use crate::bindings::engine;
 use crate::sandbox::PluginState;
 
 /// A container path for a bind mount: absolute, and nothing Docker's
@@ -18,17 +20,9 @@ fn mount_point(path: &str) -> bool {
         && !path.split('/').any(|p| p == "..")
 }
 
-fn invalid(message: String) -> types::EngineFailure {
-    types::EngineFailure {
-        reason: types::FailureReason::EngineError,
-        message,
-        exit_code: None,
-    }
-}
-
 impl Capabilities {
     /// The engine, if this call was lent one.
-    fn engine_loan(&self) -> Result<EngineLoan, types::EngineFailure> {
+    fn engine_loan(&self) -> Result<EngineLoan, HostError> {
         self.engine
             .clone()
             .ok_or_else(|| self.denied("the engine outside a build"))
@@ -36,10 +30,10 @@ impl Capabilities {
 }
 
 impl engine::Host for PluginState {
-    async fn container_run(
+    async fn container_start(
         &mut self,
         request: engine::ContainerRunRequest,
-    ) -> wasmtime::Result<Result<engine::ContainerRunResult, types::EngineFailure>> {
+    ) -> wasmtime::Result<Result<Resource<ContainerHandle>, HostError>> {
         let caps = &self.caps;
         if !caps.granted.engine.contains("container-run") {
             return Ok(Err(caps.denied("the engine permission `container-run`")));
@@ -60,20 +54,29 @@ impl engine::Host for PluginState {
             &request.output_mount,
         ];
         if let Some(bad) = mounts.into_iter().flatten().find(|m| !mount_point(m)) {
-            return Ok(Err(invalid(format!(
+            return Ok(Err(HostError::InvalidRequest(format!(
                 "`{bad}` is not a usable mount point: give an absolute path without `:`, `,` or `..`"
             ))));
         }
         let started = Instant::now();
-        let result = loan.engine.container_run(request).await;
+        let result = loan.engine.container_start(request).await;
         self.extend_deadline(started.elapsed());
-        Ok(result)
+        match result {
+            Ok(running) => {
+                let handle = ContainerHandle {
+                    running,
+                    waited: false,
+                };
+                Ok(Ok(self.table.push(handle)?))
+            }
+            Err(error) => Ok(Err(error)),
+        }
     }
 
     async fn registry_manifest(
         &mut self,
         reference: String,
-    ) -> wasmtime::Result<Result<engine::PushedImage, types::EngineFailure>> {
+    ) -> wasmtime::Result<Result<engine::PushedImage, HostError>> {
         let caps = &self.caps;
         if !caps.granted.engine.contains("registry-manifest") {
             return Ok(Err(caps.denied("the engine permission `registry-manifest`")));
@@ -97,7 +100,7 @@ impl engine::Host for PluginState {
     async fn buildkit_build(
         &mut self,
         request: engine::BuildkitRequest,
-    ) -> wasmtime::Result<Result<engine::ImageResult, types::EngineFailure>> {
+    ) -> wasmtime::Result<Result<engine::ImageResult, HostError>> {
         let caps = &self.caps;
         if !caps.granted.engine.contains("buildkit-build") {
             return Ok(Err(caps.denied("the engine permission `buildkit-build`")));
@@ -123,7 +126,7 @@ impl engine::Host for PluginState {
                 .map(|kv| kv.key.len() + kv.value.len())
                 .sum::<usize>();
         if size > ENGINE_REQUEST_BYTES {
-            return Ok(Err(caps.denied(&format!(
+            return Ok(Err(HostError::InvalidRequest(format!(
                 "a {size}-byte engine request: one request may carry at most {ENGINE_REQUEST_BYTES} bytes"
             ))));
         }
@@ -150,6 +153,46 @@ impl engine::Host for PluginState {
         let result = loan.engine.buildkit_build(request).await;
         self.extend_deadline(started.elapsed());
         Ok(result)
+    }
+}
+
+impl engine::HostContainer for PluginState {
+    async fn read_output(
+        &mut self,
+        container: Resource<ContainerHandle>,
+    ) -> wasmtime::Result<Option<Vec<String>>> {
+        // The handle exists only if `container-start` was allowed.
+        let handle = self.table.get_mut(&container)?;
+        if handle.waited {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let lines = handle.running.read_output().await;
+        self.extend_deadline(started.elapsed());
+        Ok(lines)
+    }
+
+    async fn wait(
+        &mut self,
+        container: Resource<ContainerHandle>,
+    ) -> wasmtime::Result<Result<engine::ContainerExit, HostError>> {
+        let handle = self.table.get_mut(&container)?;
+        if handle.waited {
+            return Ok(Err(HostError::InvalidRequest(
+                "wait was already called on this container".into(),
+            )));
+        }
+        handle.waited = true;
+        let started = Instant::now();
+        let exit = handle.running.wait().await;
+        self.extend_deadline(started.elapsed());
+        Ok(exit)
+    }
+
+    async fn drop(&mut self, container: Resource<ContainerHandle>) -> wasmtime::Result<()> {
+        // Dropping the running container stops and removes it.
+        self.table.delete(container)?;
+        Ok(())
     }
 }
 

@@ -51,23 +51,20 @@ impl git::Host for PluginState {
     async fn checkout(
         &mut self,
         request: git::CheckoutRequest,
-    ) -> wasmtime::Result<Result<git::CheckoutResult, git::GitFailure>> {
+    ) -> wasmtime::Result<Result<git::CheckoutResult, git::GitError>> {
         let caps = &self.caps;
         if caps.granted.git.is_empty() {
-            return Ok(Err(git::GitFailure {
-                reason: git::GitFailureReason::HostNotPermitted,
-                message: format!(
-                    "plugin {} is not granted any git host; its manifest must ask for `git = [\"host\"]` and the operator must grant it",
-                    caps.plugin_id
-                ),
-            }));
+            return Ok(Err(git::GitError::Denied(format!(
+                "plugin {} is not granted any git host; its manifest must ask for `git = [\"host\"]` and the operator must grant it",
+                caps.plugin_id
+            ))));
         }
         let Some(git_loan) = caps.git.clone() else {
-            return Ok(Err(git::GitFailure {
+            return Ok(Err(git::GitError::Failed(git::GitFailure {
                 reason: git::GitFailureReason::FetchFailed,
                 message: "git checkouts are only available while a build's context is materialized"
                     .into(),
-            }));
+            })));
         };
         let permit = GitPermit {
             plugin_id: caps.plugin_id.clone(),

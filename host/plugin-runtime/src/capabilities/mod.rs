@@ -13,7 +13,7 @@
 //! |---|---|---|---|
 //! | `log` | append lines to the call's log (capped per call) | always | [`LogSink`] |
 //! | `engine` | `buildkit-build` the build's context into the build's own references (secret mounts by id: `secrets = ["build"]`) | `engine = ["buildkit-build"]` | [`Engine`] |
-//! | `engine` | `container-run` an image (context read-only, registry config, output directory) | `engine = ["container-run"]` and the image in `images` | [`Engine`] |
+//! | `engine` | `container-start` an image (context read-only, registry config, output directory), read its output, wait for it | `engine = ["container-run"]` and the image in `images` | [`Engine`], [`RunningContainer`] |
 //! | `engine` | `registry-manifest` of one of the build's own references | `engine = ["registry-manifest"]` | [`Engine`] |
 //! | `git` | check a repository out into the build's context | `git = ["host", "*.glob", "file://"]` | [`Git`] |
 
@@ -46,6 +46,9 @@ pub enum LogLevel {
     Error,
     /// Printed to stdout or stderr rather than logged.
     Printed,
+    /// A line of the build's own output (`log.output`: a build tool's
+    /// progress as the builder renders it), not the plugin's commentary.
+    Output,
 }
 
 /// Where a call's log lines go (a build's log; a test's recorder).
@@ -59,6 +62,9 @@ pub trait LogSink: Send + Sync {
 /// A failure the engine reports, in the contract's terms.
 pub type EngineFailure = types::EngineFailure;
 
+/// Why a host function did not do what was asked, in the contract's terms.
+pub type HostError = types::HostError;
+
 /// The container engine and registry as one build may use them. The
 /// runtime calls these only after the plugin's permission and the build's
 /// scope ([`EngineLoan`]) allowed the request; the implementation adds what
@@ -71,20 +77,39 @@ pub trait Engine: Send + Sync {
     async fn buildkit_build(
         &self,
         request: wit_engine::BuildkitRequest,
-    ) -> Result<wit_engine::ImageResult, EngineFailure>;
+    ) -> Result<wit_engine::ImageResult, HostError>;
 
-    /// Run a container of a granted image; its mount points are absolute
-    /// paths without `:`, `,` or `..`.
-    async fn container_run(
+    /// Start a container of a granted image; its mount points are absolute
+    /// paths without `:`, `,` or `..`. Dropping what it returns stops and
+    /// removes the container.
+    async fn container_start(
         &self,
         request: wit_engine::ContainerRunRequest,
-    ) -> Result<wit_engine::ContainerRunResult, EngineFailure>;
+    ) -> Result<Box<dyn RunningContainer>, HostError>;
 
     /// What the registry holds for one of the build's own references.
     async fn registry_manifest(
         &self,
         reference: &str,
-    ) -> Result<wit_engine::PushedImage, EngineFailure>;
+    ) -> Result<wit_engine::PushedImage, HostError>;
+}
+
+/// A container an [`Engine`] started for a plugin.
+#[async_trait::async_trait]
+pub trait RunningContainer: Send + Sync {
+    /// The next lines it printed, waiting until there is at least one;
+    /// `None` once it has exited and every line was read.
+    async fn read_output(&mut self) -> Option<Vec<String>>;
+
+    /// Wait for the exit (output not read yet is dropped); the container is
+    /// removed. Called at most once.
+    async fn wait(&mut self) -> Result<wit_engine::ContainerExit, HostError>;
+}
+
+/// A container in a plugin's resource table: the contract's `container`.
+pub struct ContainerHandle {
+    pub(crate) running: Box<dyn RunningContainer>,
+    pub(crate) waited: bool,
 }
 
 /// The engine lent to one call, with the scope the runtime checks requests
@@ -109,7 +134,7 @@ pub trait Git: Send + Sync {
         &self,
         request: crate::bindings::git::CheckoutRequest,
         permit: GitPermit,
-    ) -> Result<crate::bindings::git::CheckoutResult, crate::bindings::git::GitFailure>;
+    ) -> Result<crate::bindings::git::CheckoutResult, crate::bindings::git::GitError>;
 }
 
 /// What the host lends one plugin call: where its log goes, and (for
@@ -162,15 +187,11 @@ impl Capabilities {
         self
     }
 
-    fn denied(&self, what: &str) -> types::EngineFailure {
-        types::EngineFailure {
-            reason: types::FailureReason::Denied,
-            message: format!(
-                "plugin {} is not granted {what}; its manifest must ask for it and the operator must grant it",
-                self.plugin_id
-            ),
-            exit_code: None,
-        }
+    fn denied(&self, what: &str) -> HostError {
+        HostError::Denied(format!(
+            "plugin {} is not granted {what}; its manifest must ask for it and the operator must grant it",
+            self.plugin_id
+        ))
     }
 }
 
@@ -179,16 +200,30 @@ impl types::Host for PluginState {}
 impl log::Host for PluginState {
     async fn write(&mut self, level: log::Level, line: String) -> wasmtime::Result<()> {
         // Permission: every plugin may log, within its budget.
-        let caps = &mut self.caps;
         let level = match level {
             log::Level::Debug => LogLevel::Debug,
             log::Level::Info => LogLevel::Info,
             log::Level::Warn => LogLevel::Warn,
             log::Level::Error => LogLevel::Error,
         };
+        self.caps.log_line(level, &line);
+        Ok(())
+    }
+
+    async fn output(&mut self, line: String) -> wasmtime::Result<()> {
+        // Permission: every plugin may log, within its budget.
+        self.caps.log_line(LogLevel::Output, &line);
+        Ok(())
+    }
+}
+
+impl Capabilities {
+    /// One logged line (or several, split), within the call's budget.
+    fn log_line(&mut self, level: LogLevel, line: &str) {
+        let caps = self;
         let Some(sink) = caps.log.clone() else {
             tracing::debug!(plugin = %caps.plugin_id, ?level, "{line}");
-            return Ok(());
+            return;
         };
         if line.len() > caps.log_bytes_left {
             if !caps.log_cut_reported {
@@ -202,12 +237,11 @@ impl log::Host for PluginState {
                     ),
                 );
             }
-            return Ok(());
+            return;
         }
         caps.log_bytes_left -= line.len();
         for part in line.lines() {
             sink.write(&caps.plugin_id, level, part);
         }
-        Ok(())
     }
 }

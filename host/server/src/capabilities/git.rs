@@ -28,11 +28,11 @@ pub struct BuildGit {
     pub outcome: Arc<Mutex<Option<Result<Checkout, GitError>>>>,
 }
 
-fn to_wit_failure(error: &GitError) -> git::GitFailure {
+fn to_wit_error(error: &GitError) -> git::GitError {
     use git::GitFailureReason as R;
     let reason = match error {
+        GitError::HostNotPermitted { .. } => return git::GitError::Denied(error.to_string()),
         GitError::InvalidUrl { .. } => R::InvalidUrl,
-        GitError::HostNotPermitted { .. } => R::HostNotPermitted,
         GitError::RepositoryNotFound { .. } => R::RepositoryNotFound,
         GitError::AuthenticationRequired { .. } | GitError::ClearTextCredentials { .. } => {
             R::AuthenticationRequired
@@ -50,10 +50,10 @@ fn to_wit_failure(error: &GitError) -> git::GitFailure {
         | GitError::Cancelled { .. }
         | GitError::Internal(_) => R::FetchFailed,
     };
-    git::GitFailure {
+    git::GitError::Failed(git::GitFailure {
         reason,
         message: error.to_string(),
-    }
+    })
 }
 
 #[async_trait::async_trait]
@@ -62,12 +62,12 @@ impl Git for BuildGit {
         &self,
         request: git::CheckoutRequest,
         permit: GitPermit,
-    ) -> Result<git::CheckoutResult, git::GitFailure> {
+    ) -> Result<git::CheckoutResult, git::GitError> {
         if self.outcome.lock().unwrap().is_some() {
-            return Err(git::GitFailure {
+            return Err(git::GitError::Failed(git::GitFailure {
                 reason: git::GitFailureReason::FetchFailed,
                 message: "a build checks out one repository; checkout was already called".into(),
-            });
+            }));
         }
         let permitted = move |url: &RepoUrl| {
             if permit.admits(url.permission_subject()) {
@@ -124,7 +124,7 @@ impl Git for BuildGit {
                 submodules: done.submodules.clone(),
                 shallow: done.shallow,
             }),
-            Err(error) => Err(to_wit_failure(error)),
+            Err(error) => Err(to_wit_error(error)),
         };
         *self.outcome.lock().unwrap() = Some(result);
         answer

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_plugin_runtime::bindings::{engine, types};
-use kiln_plugin_runtime::{Engine, EngineFailure, LogLevel, LogSink};
+use kiln_plugin_runtime::{Engine, EngineFailure, HostError, LogLevel, LogSink, RunningContainer};
 
 use crate::engine::{BuildkitParams, DockerEngine, LineSink};
 use crate::store::{BuildLog, FailureReason};
@@ -24,6 +24,9 @@ impl LogSink for BuildLog {
             LogLevel::Info | LogLevel::Printed => "",
             LogLevel::Warn => "warning: ",
             LogLevel::Error => "error: ",
+            // The build's own output (a builder's rendering of its tool's
+            // progress) reads like the engine's.
+            LogLevel::Output => return BuildLog::write(self, "build", line),
         };
         BuildLog::write(self, "plugin", &format!("[{plugin_id}] {prefix}{line}"));
     }
@@ -51,40 +54,78 @@ pub struct BuildEngine {
     pub log: Option<BuildLog>,
 }
 
-/// A container's output, rendered (or not) on its way into the log.
-struct RenderingSink {
-    log: BuildLogSink,
-    renderer: Option<std::sync::Mutex<crate::engine::kaniko_log::KanikoRenderer>>,
+/// Most lines of a container's output held for the plugin to read; more
+/// (a plugin that does not read) are dropped and counted.
+const OUTPUT_BACKLOG_LINES: usize = 10_000;
+
+/// A container's output on its way to the plugin.
+struct ChannelSink {
+    lines: tokio::sync::mpsc::Sender<String>,
+    dropped: std::sync::atomic::AtomicU64,
 }
 
-impl LineSink for RenderingSink {
+impl LineSink for ChannelSink {
     fn line(&self, line: &str) {
-        match &self.renderer {
-            Some(renderer) => {
-                for rendered in renderer.lock().unwrap().line(line) {
-                    self.log.line(&rendered);
-                }
-            }
-            None => self.log.line(line),
+        if self.lines.try_send(line.to_string()).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
 
-impl RenderingSink {
-    /// Close the last step; (cached steps, steps, first error).
-    fn finish(&self) -> (u32, u32, Option<String>) {
-        let Some(renderer) = &self.renderer else {
-            return (0, 0, None);
-        };
-        let mut renderer = renderer.lock().unwrap();
-        for rendered in renderer.finish() {
-            self.log.line(&rendered);
+/// Aborts the run (which stops and removes the container) when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A container this server started for a plugin.
+struct BuildContainer {
+    lines: tokio::sync::mpsc::Receiver<String>,
+    run: AbortOnDrop<Result<crate::engine::ContainerExit, crate::engine::BuildFailure>>,
+    /// Held until the run ends: the registry config file lives in it.
+    _config_dir: Option<tempfile::TempDir>,
+    /// Read back when the run ends.
+    output_dir: Option<tempfile::TempDir>,
+}
+
+/// Most lines one `read-output` hands over.
+const LINES_PER_READ: usize = 1024;
+
+#[async_trait::async_trait]
+impl RunningContainer for BuildContainer {
+    async fn read_output(&mut self) -> Option<Vec<String>> {
+        let first = self.lines.recv().await?;
+        let mut batch = vec![first];
+        while batch.len() < LINES_PER_READ {
+            match self.lines.try_recv() {
+                Ok(line) => batch.push(line),
+                Err(_) => break,
+            }
         }
-        (
-            renderer.cached_steps,
-            renderer.total_steps,
-            renderer.error.clone(),
-        )
+        Some(batch)
+    }
+
+    async fn wait(&mut self) -> Result<engine::ContainerExit, HostError> {
+        // Output not read is dropped; the run never waits for a reader.
+        self.lines.close();
+        let exit = (&mut self.run.0)
+            .await
+            .map_err(|e| host_error(format!("the container run failed: {e}")))?
+            .map_err(engine_failure)?;
+        let outputs = self
+            .output_dir
+            .as_ref()
+            .map(|dir| read_outputs(dir.path()))
+            .unwrap_or_default();
+        Ok(engine::ContainerExit {
+            exit_code: exit.exit_code,
+            oom_killed: exit.oom_killed,
+            outputs,
+        })
     }
 }
 
@@ -149,25 +190,25 @@ fn failure_to_wit(reason: FailureReason) -> types::FailureReason {
         FailureReason::OutOfMemory => W::OutOfMemory,
         FailureReason::PushUnauthorized => W::PushUnauthorized,
         FailureReason::PushDenied => W::PushDenied,
-        FailureReason::ContextInvalid => W::ContextInvalid,
         _ => W::EngineError,
     }
 }
 
-fn engine_failure(failure: crate::engine::BuildFailure) -> EngineFailure {
-    EngineFailure {
+fn engine_failure(failure: crate::engine::BuildFailure) -> HostError {
+    HostError::Engine(EngineFailure {
         reason: failure_to_wit(failure.reason),
         message: failure.message,
         exit_code: failure.exit_code,
-    }
+    })
 }
 
-fn host_error(message: String) -> EngineFailure {
-    EngineFailure {
+/// The host itself could not set the engine call up.
+fn host_error(message: String) -> HostError {
+    HostError::Engine(EngineFailure {
         reason: types::FailureReason::EngineError,
         message,
         exit_code: None,
-    }
+    })
 }
 
 /// A docker `config.json` holding one registry's credentials, in a private
@@ -198,23 +239,21 @@ fn registry_config(
 
 #[async_trait::async_trait]
 impl Engine for BuildEngine {
-    async fn container_run(
+    async fn container_start(
         &self,
         request: engine::ContainerRunRequest,
-    ) -> Result<engine::ContainerRunResult, EngineFailure> {
+    ) -> Result<Box<dyn RunningContainer>, HostError> {
         let mut binds = Vec::new();
         if let Some(mount) = &request.context_mount {
             binds.push(format!("{}:{mount}:ro", self.context_dir.display()));
         }
-        // Held until the run ends: the config file lives in it.
-        let mut _config_dir = None;
+        let mut config_dir = None;
         if let Some(mount) = &request.registry_config_mount {
             let (dir, file) = registry_config(self.registry_auth.as_ref())
                 .map_err(|e| host_error(format!("cannot write the registry config: {e}")))?;
             binds.push(format!("{}:{mount}:ro", file.display()));
-            _config_dir = Some(dir);
+            config_dir = Some(dir);
         }
-        // Held until the run ends and read back then.
         let mut output_dir = None;
         if let Some(mount) = &request.output_mount {
             let dir = output_directory()
@@ -222,23 +261,6 @@ impl Engine for BuildEngine {
             binds.push(format!("{}:{mount}:rw", dir.path().display()));
             output_dir = Some(dir);
         }
-        let renderer = match request.output_style.as_deref() {
-            None => None,
-            Some("kaniko") => {
-                let dockerfile = request.dockerfile.as_deref().unwrap_or("Dockerfile");
-                let text = crate::context::join_inside(&self.context_dir, dockerfile)
-                    .and_then(|path| std::fs::read_to_string(path).ok())
-                    .unwrap_or_default();
-                Some(std::sync::Mutex::new(
-                    crate::engine::kaniko_log::KanikoRenderer::new(&text),
-                ))
-            }
-            Some(other) => {
-                return Err(host_error(format!(
-                    "output style `{other}` is unknown; this host renders `kaniko`"
-                )))
-            }
-        };
         let params = crate::engine::ContainerParams {
             image: request.image,
             args: request.args,
@@ -252,31 +274,32 @@ impl Engine for BuildEngine {
             memory_bytes: self.memory_bytes,
             nano_cpus: self.nano_cpus,
         };
-        let sink = Arc::new(RenderingSink {
-            log: BuildLogSink(self.log.clone()),
-            renderer,
+        let (sender, lines) = tokio::sync::mpsc::channel(OUTPUT_BACKLOG_LINES);
+        let sink = Arc::new(ChannelSink {
+            lines: sender,
+            dropped: Default::default(),
         });
-        let result = self.engine.run_container(params, sink.clone()).await;
-        let (cached_steps, total_steps, error) = sink.finish();
-        let outputs = output_dir
-            .as_ref()
-            .map(|dir| read_outputs(dir.path()))
-            .unwrap_or_default();
-        let exit = result.map_err(engine_failure)?;
-        Ok(engine::ContainerRunResult {
-            exit_code: exit.exit_code,
-            oom_killed: exit.oom_killed,
-            outputs,
-            cached_steps,
-            total_steps,
-            error,
-        })
+        let engine = self.engine.clone();
+        let log = self.log.clone();
+        let run = tokio::spawn(async move {
+            let result = engine.run_container(params, sink.clone()).await;
+            let dropped = sink.dropped.load(std::sync::atomic::Ordering::Relaxed);
+            if let (Some(log), true) = (&log, dropped > 0) {
+                log.system(&format!(
+                    "{dropped} lines of container output were dropped: the builder did not read them"
+                ));
+            }
+            result
+        });
+        Ok(Box::new(BuildContainer {
+            lines,
+            run: AbortOnDrop(run),
+            _config_dir: config_dir,
+            output_dir,
+        }))
     }
 
-    async fn registry_manifest(
-        &self,
-        reference: &str,
-    ) -> Result<engine::PushedImage, EngineFailure> {
+    async fn registry_manifest(&self, reference: &str) -> Result<engine::PushedImage, HostError> {
         let image = crate::engine::registry::manifest(reference, self.registry_auth.as_ref())
             .await
             .map_err(engine_failure)?;
@@ -290,7 +313,7 @@ impl Engine for BuildEngine {
     async fn buildkit_build(
         &self,
         request: engine::BuildkitRequest,
-    ) -> Result<engine::ImageResult, EngineFailure> {
+    ) -> Result<engine::ImageResult, HostError> {
         // The runtime admitted only ids this build names.
         let secrets = request
             .secrets
@@ -300,11 +323,9 @@ impl Engine for BuildEngine {
         if let Some(text) = &request.dockerignore_inline {
             // The context is this build's own copy: the host may prune it.
             crate::context::apply_dockerignore_text(&self.context_dir, &request.dockerfile, text)
-                .map_err(|e| EngineFailure {
-                reason: types::FailureReason::ContextInvalid,
-                message: format!("the generated .dockerignore: {e}"),
-                exit_code: None,
-            })?;
+                .map_err(|e| {
+                    HostError::InvalidRequest(format!("the generated .dockerignore: {e}"))
+                })?;
         }
         let mut build_args = to_map(request.build_args);
         build_args.extend(self.secret_build_args.clone());

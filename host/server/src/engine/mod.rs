@@ -3,7 +3,6 @@
 //! types; [`crate::capabilities`] translates from the plugin contract.
 
 mod classify;
-pub mod kaniko_log;
 mod progress;
 pub mod registry;
 mod secrets;

@@ -234,8 +234,6 @@ fn from_plugin(plugin_id: &str, error: wit::PluginError) -> Failure {
                 wit::FailureReason::OutOfMemory => FailureReason::OutOfMemory,
                 wit::FailureReason::PushUnauthorized => FailureReason::PushUnauthorized,
                 wit::FailureReason::PushDenied => FailureReason::PushDenied,
-                wit::FailureReason::ContextInvalid => FailureReason::ContextInvalid,
-                wit::FailureReason::Denied => FailureReason::PluginError,
                 wit::FailureReason::EngineError => FailureReason::EngineError,
             };
             failure(reason, f.message, f.exit_code)
@@ -655,7 +653,7 @@ impl Pipeline<'_> {
                 memory_bytes: profile.memory_bytes,
                 nano_cpus: profile.nano_cpus,
             },
-            options: self.host_facts(&labels),
+            host: self.host_facts(&labels),
         };
         let secret_ids = secret_mounts.keys().cloned().collect();
         let engine = BuildEngine {
@@ -699,34 +697,28 @@ impl Pipeline<'_> {
         })
     }
 
-    /// What the host tells every builder (`kiln.*` options): the registry,
-    /// whether it speaks plain HTTP, a cache repository, the configured
-    /// executor image, and the labels every image must carry.
-    fn host_facts(&self, labels: &[(String, String)]) -> Vec<wit::KeyValue> {
+    /// What the host tells every builder: the registry, whether it speaks
+    /// plain HTTP, a cache repository, the configured executor image, the
+    /// labels every image must carry and the operator's base images.
+    fn host_facts(&self, labels: &[(String, String)]) -> wit::HostFacts {
         let registry = &self.config.registry;
-        let kv = |key: String, value: String| wit::KeyValue { key, value };
-        let mut facts = vec![
-            kv("kiln.registry".into(), registry.clone()),
-            kv(
-                "kiln.registry-plain-http".into(),
-                crate::engine::registry::plain_http(registry).to_string(),
-            ),
-            kv(
-                "kiln.cache-repo".into(),
-                format!("{registry}/{}/cache/{}", self.record.org, self.record.name),
-            ),
-            kv(
-                "kiln.executor-image".into(),
-                self.config.kaniko_image.clone(),
-            ),
-        ];
-        for (key, value) in labels {
-            facts.push(kv(format!("kiln.label.{key}"), value.clone()));
+        wit::HostFacts {
+            registry: registry.clone(),
+            registry_plain_http: crate::engine::registry::plain_http(registry),
+            cache_repo: Some(format!(
+                "{registry}/{}/cache/{}",
+                self.record.org, self.record.name
+            )),
+            executor_image: Some(self.config.kaniko_image.clone()),
+            labels: labels
+                .iter()
+                .map(|(key, value)| wit::KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            base_images: wizard_base_images(self.config),
         }
-        for base in wizard_base_images(self.config) {
-            facts.push(kv(format!("kiln.wizard.base.{}", base.key), base.value));
-        }
-        facts
     }
 
     /// The OCI labels every image of this build gets: where its source
