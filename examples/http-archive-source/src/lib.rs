@@ -95,7 +95,6 @@ fn get(url: &str) -> Result<BodyReader, PluginError> {
 }
 
 impl ContextSource for HttpArchive {
-
     fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError> {
         let url = spec
             .options

@@ -146,7 +146,6 @@ fn dockerfile(recipe: &Recipe) -> String {
 struct RecipeBuilder;
 
 impl Builder for RecipeBuilder {
-
     fn build(request: BuildRequest) -> Result<BuildOutput, PluginError> {
         let text = std::fs::read_to_string(RECIPE).map_err(|e| {
             PluginError::InvalidInput(format!(

@@ -221,7 +221,6 @@ use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, SourceSpec};
 struct Plugin;
 
 impl ContextSource for Plugin {
-
     fn materialize(spec: SourceSpec) -> Result<ContextInfo, PluginError> {
         let url = spec
             .options
