@@ -220,16 +220,15 @@ impl log::Host for PluginState {
 impl Capabilities {
     /// One logged line (or several, split), within the call's budget.
     fn log_line(&mut self, level: LogLevel, line: &str) {
-        let caps = self;
-        let Some(sink) = caps.log.clone() else {
-            tracing::debug!(plugin = %caps.plugin_id, ?level, "{line}");
+        let Some(sink) = self.log.clone() else {
+            tracing::debug!(plugin = %self.plugin_id, ?level, "{line}");
             return;
         };
-        if line.len() > caps.log_bytes_left {
-            if !caps.log_cut_reported {
-                caps.log_cut_reported = true;
+        if line.len() > self.log_bytes_left {
+            if !self.log_cut_reported {
+                self.log_cut_reported = true;
                 sink.write(
-                    &caps.plugin_id,
+                    &self.plugin_id,
                     LogLevel::Info,
                     &format!(
                         "log output cut: a plugin call may write at most {} MiB",
@@ -239,9 +238,9 @@ impl Capabilities {
             }
             return;
         }
-        caps.log_bytes_left -= line.len();
+        self.log_bytes_left -= line.len();
         for part in line.lines() {
-            sink.write(&caps.plugin_id, level, part);
+            sink.write(&self.plugin_id, level, part);
         }
     }
 }

@@ -51,7 +51,7 @@ pub struct BuildEngine {
     /// a git build); a plugin's own labels cannot override them.
     pub labels: Vec<(String, String)>,
     /// The build's log, where engine output goes.
-    pub log: Option<BuildLog>,
+    pub log: BuildLog,
 }
 
 /// Most lines of a container's output held for the plugin to read; more
@@ -166,13 +166,11 @@ fn read_outputs(dir: &std::path::Path) -> Vec<types::KeyValue> {
 }
 
 /// Engine output goes into the build log as `build` lines.
-struct BuildLogSink(Option<BuildLog>);
+struct BuildLogSink(BuildLog);
 
 impl LineSink for BuildLogSink {
     fn line(&self, line: &str) {
-        if let Some(log) = &self.0 {
-            log.write("build", line);
-        }
+        self.0.write("build", line);
     }
 }
 
@@ -284,7 +282,7 @@ impl Engine for BuildEngine {
         let run = tokio::spawn(async move {
             let result = engine.run_container(params, sink.clone()).await;
             let dropped = sink.dropped.load(std::sync::atomic::Ordering::Relaxed);
-            if let (Some(log), true) = (&log, dropped > 0) {
+            if dropped > 0 {
                 log.system(&format!(
                     "{dropped} lines of container output were dropped: the builder did not read them"
                 ));

@@ -665,7 +665,7 @@ impl Pipeline<'_> {
             memory_bytes: profile.memory_bytes,
             nano_cpus: profile.nano_cpus,
             labels,
-            log: Some(self.log.clone()),
+            log: self.log.clone(),
         };
         let caps = Capabilities::for_plugin(plugin)
             .with_log(Arc::new(self.log.clone()))
