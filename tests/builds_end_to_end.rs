@@ -371,7 +371,7 @@ async fn two_hundred_followers_all_receive_the_full_log() {
 }
 
 #[tokio::test]
-async fn metrics_count_builds_and_plugin_calls_and_openapi_is_public() {
+async fn metrics_count_builds_and_plugin_calls_and_the_openapi_document_describes_the_answers() {
     let t = TestServer::start().await;
     let build_id = t
         .create_build(&hello_request(&unique_name("metrics")))
@@ -401,4 +401,18 @@ async fn metrics_count_builds_and_plugin_calls_and_openapi_is_public() {
         .await;
     assert_eq!(spec.status, 200);
     assert_eq!(spec.json()["openapi"], "3.1.0");
+    // The document the server serves names every field of what it sends.
+    t.assert_documented("Build", &t.build(&build_id).await)
+        .await;
+    t.assert_documented("BuildList", &t.get("/v1/builds").await.json())
+        .await;
+    for line in t.log(&build_id).await {
+        t.assert_documented("LogLine", &line).await;
+    }
+    t.assert_documented("PluginList", &t.get("/v1/plugins").await.json())
+        .await;
+    t.assert_documented("MaskedSecrets", &t.get("/v1/secrets").await.json())
+        .await;
+    t.assert_documented("ErrorBody", &t.get("/v1/builds/no-such-build").await.json())
+        .await;
 }

@@ -340,6 +340,28 @@ impl Api {
     }
 
     /// The log's text, one line per record.
+    /// Asserts that `value`, an answer of this server, is described field
+    /// by field by the schema `name` of the OpenAPI document the same
+    /// server serves (objects closed: an undocumented field fails).
+    pub async fn assert_documented(&self, name: &str, value: &Value) {
+        let document = self
+            .request_as(None, hyper::Method::GET, "/v1/openapi.json", None)
+            .await
+            .json();
+        let schema = kiln_api::openapi::component_schema(&document, name, true)
+            .unwrap_or_else(|| panic!("the served document has no schema {name}"));
+        let validator = jsonschema::validator_for(&schema).expect("the document's schemas compile");
+        let errors: Vec<String> = validator
+            .iter_errors(value)
+            .map(|error| format!("{error} at {}", error.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "the served document's {name} does not describe the answer:\n{}\nanswer: {value:#}",
+            errors.join("\n")
+        );
+    }
+
     pub async fn log_text(&self, build_id: &str) -> String {
         self.log(build_id)
             .await

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// An organization (`POST /v1/orgs`, `GET /v1/orgs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Org {
     pub name: String,
@@ -15,12 +16,14 @@ pub struct Org {
 
 /// `GET /v1/orgs`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrgList {
     pub orgs: Vec<Org>,
 }
 
 /// `POST /v1/orgs`' body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgRequest {
     pub name: String,
@@ -28,6 +31,7 @@ pub struct CreateOrgRequest {
 
 /// `POST /v1/orgs/{org}/tokens`: the token, shown this once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NewToken {
     pub token: String,
@@ -39,6 +43,7 @@ pub struct NewToken {
 
 /// A username and password, as `GET /v1/secrets` shows them: both `***`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaskedCredential {
     pub username: String,
     pub password: String,
@@ -58,6 +63,7 @@ impl MaskedCredential {
 
 /// `GET /v1/secrets` (and the answer to `PUT`): names, never values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MaskedSecrets {
     /// Registry host → credential.
@@ -68,8 +74,70 @@ pub struct MaskedSecrets {
     pub build_secrets: BTreeMap<String, String>,
 }
 
+/// `PUT /v1/secrets`' body: each named entry is set, or with `null`
+/// removed; entries not named stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SaveSecretsRequest {
+    /// Registry host (`host` or `host:port`) → credential, used to push
+    /// and to pull private base images.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = credentials_by_host))]
+    pub registry_credentials: BTreeMap<String, Option<CredentialInput>>,
+    /// Git host (or `*` for every host) → credential.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = credentials_by_host))]
+    pub git_credentials: BTreeMap<String, Option<CredentialInput>>,
+    /// Build secret name (letters, digits, `_`) → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_secrets: BTreeMap<String, Option<String>>,
+}
+
+/// `host → CredentialInput or null`. utoipa cannot derive a map whose
+/// values are optional structs, so this one is written out.
+#[cfg(feature = "openapi")]
+fn credentials_by_host() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    use utoipa::openapi::{Ref, RefOr, Schema};
+    let credential_or_null = OneOfBuilder::new()
+        .item(Ref::from_schema_name("CredentialInput"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build();
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::OneOf(
+            credential_or_null,
+        )))))
+        .build()
+}
+
+/// A username and password (or token) as it is saved; it is never read
+/// back.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialInput {
+    #[serde(default)]
+    pub username: String,
+    /// A password or a token (`token` is accepted as the same field).
+    #[serde(default, alias = "token")]
+    pub password: String,
+}
+
+impl std::fmt::Debug for CredentialInput {
+    // The password never reaches a log through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialInput")
+            .field("username", &self.username)
+            .field("password", &MASK)
+            .finish()
+    }
+}
+
 /// `GET /v1/plugins`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginList {
     pub plugins: Vec<PluginView>,
@@ -79,6 +147,7 @@ pub struct PluginList {
 
 /// One loaded plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginView {
     pub id: String,
@@ -101,6 +170,7 @@ pub struct PluginView {
 
 /// What a plugin provides.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginKinds {
     #[serde(default)]
@@ -111,6 +181,7 @@ pub struct PluginKinds {
 
 /// Rights, each a list: what is not listed is not allowed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Permissions {
     #[serde(default)]
     pub engine: BTreeSet<String>,
@@ -161,6 +232,7 @@ impl Permissions {
 
 /// The limits one call of a plugin runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginLimits {
     pub memory_mib: u64,
@@ -169,6 +241,7 @@ pub struct PluginLimits {
 
 /// A plugin that was found but refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PluginLoadError {
     /// Its manifest's path.
@@ -180,6 +253,7 @@ pub struct PluginLoadError {
 
 /// `POST /v1/wizard:detect`'s body: one context, and what to look at.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DetectRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +270,7 @@ pub struct DetectRequest {
 
 /// `POST /v1/wizard:detect`'s answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DetectAnswer {
     pub projects: Vec<DetectedProject>,
@@ -205,6 +280,7 @@ pub struct DetectAnswer {
 
 /// One buildable directory the wizard found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DetectedProject {
     pub path: String,

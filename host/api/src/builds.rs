@@ -11,6 +11,7 @@ pub const MAX_INLINE_ZIP_BYTES: usize = 4 << 20;
 
 /// `gitSource` in CreateBuild.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GitSourceRequest {
     pub url: String,
@@ -25,53 +26,85 @@ pub struct GitSourceRequest {
     pub submodules: Option<bool>,
 }
 
-/// The CreateBuild body. Unknown fields are refused, so a typo is an error
-/// rather than a silently ignored option.
+/// The CreateBuild body: exactly one of `zippedCode`, `contextId`,
+/// `gitSource` or `contextUrl`. Unknown fields are refused, so a typo is an
+/// error rather than a silently ignored option.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateBuildRequest {
+    /// The image name: lowercase path components, e.g. `hello` or `team/api`;
+    /// the image is pushed to `<registry>/<org>/<name>:<tag>`.
+    #[cfg_attr(feature = "openapi", schema(examples("hello", "team/api")))]
     pub name: String,
+    /// A zip of the context, base64, at most 4 MiB packed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(content_encoding = "base64"))]
     pub zipped_code: Option<String>,
+    /// An uploaded context (`POST /v1/contexts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_id: Option<String>,
+    /// Build from a git repository: the host fetches it (shallow, through a
+    /// per-organization mirror) with the organization's git credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_source: Option<GitSourceRequest>,
-    /// A URL for a context source plugin: its scheme picks the plugin.
+    /// A URL for a context source plugin: its scheme picks the plugin (e.g.
+    /// a third-party http archive source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_url: Option<String>,
+    /// The Dockerfile's path in the context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(default = "Dockerfile"))]
     pub dockerfile: Option<String>,
     /// A directory of the context to build instead of its root (one
-    /// project of a monorepo, as `wizard:detect` lists them).
+    /// project of a monorepo, as `wizard:detect` lists them); for git
+    /// sources use `gitSource.contextDir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_dir: Option<String>,
+    /// `buildkit`, `kaniko`, `wizard`, or a plugin's builder name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(default = "buildkit"))]
     pub builder: Option<String>,
+    /// The tags to push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(default = json!(["latest"])))]
     pub tags: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_args: Option<BTreeMap<String, String>>,
+    /// The Dockerfile stage to build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(examples("linux/amd64")))]
     pub platform: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(default = false))]
     pub no_cache: Option<bool>,
+    /// How long the build may run; 0 or absent: the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// The resource profile (memory and CPU): `small`, `medium`, `large`
+    /// or `xlarge`; absent: the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(examples("small", "medium", "large", "xlarge"))
+    )]
     pub profile: Option<String>,
-    /// Build secrets passed as build args of the same name.
+    /// Build secrets passed as build args of the same name (values masked
+    /// in the log and never stored in the record; visible in the image's
+    /// history, as any build arg is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_build_args: Option<Vec<String>>,
-    /// Build secrets to mount (`RUN --mount=type=secret,id=NAME`).
+    /// Build secrets to mount with `RUN --mount=type=secret,id=NAME`
+    /// (nothing of them stays in the image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<String>>,
 }
 
 /// `202 Accepted` to CreateBuild: the build is stored `PENDING` and queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BuildAccepted {
     pub build_id: String,
@@ -81,6 +114,7 @@ pub struct BuildAccepted {
 
 /// Where a build is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum BuildStatus {
     #[serde(rename = "BUILD_STATUS_PENDING")]
     Pending,
@@ -138,6 +172,7 @@ impl std::fmt::Display for BuildStatus {
 
 /// One build, as `GET /v1/builds/{id}` serves it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Build {
     pub build_id: String,
@@ -171,6 +206,7 @@ pub struct Build {
 /// A build's settings after the server applied its defaults (values of
 /// secrets never appear, only their names).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BuildSettings {
     pub dockerfile: String,
@@ -199,6 +235,7 @@ pub struct BuildSettings {
 
 /// Where a build's context comes from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
     /// `inline-zip`, `upload`, `git`, or a third-party source's kind.
@@ -222,6 +259,7 @@ pub struct Source {
 
 /// A git context: the request, then the commit the server checked out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct GitSource {
     /// The repository URL (never with credentials).
@@ -250,6 +288,7 @@ pub struct GitSource {
 
 /// What a git reference named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RefKind {
     Branch,
@@ -269,6 +308,7 @@ impl RefKind {
 
 /// What the Dockerfile wizard found, for a build it made (or took over).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WizardDetection {
     /// `node`, `python`, `go`… (or `dockerfile` when one was there).
@@ -286,6 +326,7 @@ pub struct WizardDetection {
 
 /// Why a failed build failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FailureReason {
     /// The git repository does not exist or is not visible.
@@ -319,6 +360,7 @@ pub enum FailureReason {
 
 /// A failed build's classified reason, the message, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
     pub reason: FailureReason,
@@ -330,6 +372,7 @@ pub struct Failure {
 
 /// Measurements of a finished build.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Metrics {
     pub duration_ms: u64,
@@ -344,6 +387,7 @@ pub struct Metrics {
 
 /// `GET /v1/builds`: a page, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct BuildList {
     pub builds: Vec<Build>,
@@ -354,6 +398,7 @@ pub struct BuildList {
 
 /// One line of a build log (`GET /v1/builds/{id}/logs`, NDJSON or SSE).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LogLine {
     pub seq: u64,
@@ -365,6 +410,7 @@ pub struct LogLine {
 
 /// `POST /v1/contexts`: an uploaded build context.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UploadedContext {
     pub context_id: String,

@@ -29,7 +29,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::admin::{CreateOrgRequest, MaskedSecrets, NewToken, Org, OrgList, PluginList};
+use crate::admin::{
+    CreateOrgRequest, MaskedSecrets, NewToken, Org, OrgList, PluginList, SaveSecretsRequest,
+};
 use crate::builds::{
     Build, BuildAccepted, BuildList, BuildStatus, CreateBuildRequest, LogLine, UploadedContext,
 };
@@ -205,6 +207,28 @@ impl ApiClient {
     pub async fn list_secrets(&self) -> Result<MaskedSecrets, ClientError> {
         self.call_typed(Method::GET, "/v1/secrets", None::<&()>)
             .await
+    }
+
+    /// `PUT /v1/secrets`: sets (or, with `None`, removes) each named
+    /// entry; answers with names only.
+    pub async fn save_secrets(
+        &self,
+        secrets: &SaveSecretsRequest,
+    ) -> Result<MaskedSecrets, ClientError> {
+        self.call_typed(Method::PUT, "/v1/secrets", Some(secrets))
+            .await
+    }
+
+    /// `DELETE /v1/secrets/{kind}/{name}`; `kind` is `registry`, `git` or
+    /// `build`.
+    pub async fn delete_secret(&self, kind: &str, name: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/secrets/{}/{}", encode(kind), encode(name)),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// `POST /v1/orgs` (admin token).

@@ -9,6 +9,7 @@
 //! | [`validate`] | the rules a well-formed request follows (names, tags, paths, refs), with messages that say how to fix it |
 //! | [`dockerignore`] | `.dockerignore` with Docker's semantics: the client packs exactly what the server would keep |
 //! | [`client`] | (feature `client`) a typed async client over hyper |
+//! | [`openapi`] | (feature `openapi`) the OpenAPI 3.1 document, derived from these types |
 //!
 //! These are the wire types: the server converts its storage records into
 //! them at the edge, so the store's format can change without changing the
@@ -24,11 +25,13 @@ pub mod validate;
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 
 pub use admin::{
-    CreateOrgRequest, DetectAnswer, DetectRequest, DetectedProject, MaskedCredential,
-    MaskedSecrets, NewToken, Org, OrgList, Permissions, PluginKinds, PluginLimits, PluginList,
-    PluginLoadError, PluginView,
+    CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject,
+    MaskedCredential, MaskedSecrets, NewToken, Org, OrgList, Permissions, PluginKinds,
+    PluginLimits, PluginList, PluginLoadError, PluginView, SaveSecretsRequest,
 };
 pub use builds::{
     Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,

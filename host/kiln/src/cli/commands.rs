@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use hyper::Method;
-use serde_json::json;
 
 use super::{
     config, pack, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand, Output,
@@ -553,10 +552,11 @@ pub async fn secrets(
     let client = connect(server)?;
     match command {
         SecretsCommand::Set { secret } => {
-            let body = match secret {
+            let mut body = kiln_api::SaveSecretsRequest::default();
+            match secret {
                 SecretValue::Build { name, value } => {
                     let value = value_or_stdin(value, &format!("value of {name}"))?;
-                    json!({ "buildSecrets": { name: value } })
+                    body.build_secrets.insert(name, Some(value));
                 }
                 SecretValue::Registry {
                     host,
@@ -565,7 +565,8 @@ pub async fn secrets(
                 } => {
                     let password =
                         value_or_stdin(password, &format!("password for {username}@{host}"))?;
-                    json!({ "registryCredentials": { host: { "username": username, "password": password } } })
+                    let credential = kiln_api::CredentialInput { username, password };
+                    body.registry_credentials.insert(host, Some(credential));
                 }
                 SecretValue::Git {
                     host,
@@ -573,10 +574,14 @@ pub async fn secrets(
                     token,
                 } => {
                     let token = value_or_stdin(token, &format!("token for {username}@{host}"))?;
-                    json!({ "gitCredentials": { host: { "username": username, "token": token } } })
+                    let credential = kiln_api::CredentialInput {
+                        username,
+                        password: token,
+                    };
+                    body.git_credentials.insert(host, Some(credential));
                 }
-            };
-            client.call(Method::PUT, "/v1/secrets", Some(&body)).await?;
+            }
+            client.save_secrets(&body).await?;
             eprintln!("saved");
         }
         SecretsCommand::List => {
@@ -590,9 +595,7 @@ pub async fn secrets(
             print_table(&["KIND", "NAME", "VALUE"], &rows);
         }
         SecretsCommand::Delete { kind, name } => {
-            client
-                .call(Method::DELETE, &format!("/v1/secrets/{kind}/{name}"), None)
-                .await?;
+            client.delete_secret(&kind, &name).await?;
             eprintln!("deleted {kind} secret {name}");
         }
     }
@@ -1002,6 +1005,7 @@ pub async fn init(_args: super::InitArgs) -> Result<ExitCode, CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn tags_split_like_docker() {

@@ -89,8 +89,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
 ];
 
-/// The OpenAPI 3.1 description of every route.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The OpenAPI 3.1 description of every route, generated from the
+/// `kiln-api` types and rendered once.
+pub fn openapi_json() -> bytes::Bytes {
+    static RENDERED: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    RENDERED
+        .get_or_init(|| {
+            let document = kiln_api::openapi::document()
+                .to_pretty_json()
+                .expect("the OpenAPI document serializes");
+            bytes::Bytes::from(document)
+        })
+        .clone()
+}
 
 /// A request's destination, with its path parameters.
 #[derive(Debug, PartialEq, Eq)]
@@ -175,10 +186,7 @@ async fn route(
             Route::Metrics => metrics(&state),
             Route::OpenApi => Response::builder()
                 .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(
-                    http_body_util::Full::new(bytes::Bytes::from_static(OPENAPI.as_bytes()))
-                        .boxed(),
-                )
+                .body(http_body_util::Full::new(openapi_json()).boxed())
                 .unwrap(),
             _ => super::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         });
@@ -224,7 +232,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn spec_routes() -> BTreeSet<(String, String)> {
-        let spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let spec: serde_json::Value =
+            serde_json::from_slice(&openapi_json()).expect("the document is JSON");
         assert_eq!(spec["openapi"], "3.1.0");
         let mut out = BTreeSet::new();
         for (path, item) in spec["paths"].as_object().unwrap() {

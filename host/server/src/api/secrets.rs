@@ -2,28 +2,12 @@
 //! credentials and build secrets. Values go in, sealed; they never come out
 //! of the API: every read shows `***`.
 
-use std::collections::BTreeMap;
-
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
 
 use super::routes::Caller;
 use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
 use crate::store::secrets::{Credential, SecretKind};
-
-/// PUT /v1/secrets: each named entry is set (or, with `null`, removed);
-/// entries not named are left as they are.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SaveSecrets {
-    #[serde(default)]
-    registry_credentials: BTreeMap<String, Option<Credential>>,
-    #[serde(default)]
-    git_credentials: BTreeMap<String, Option<Credential>>,
-    #[serde(default)]
-    build_secrets: BTreeMap<String, Option<String>>,
-}
 
 /// A build secret's name: what may follow `id=` in a secret mount and name
 /// a build arg.
@@ -93,7 +77,7 @@ pub async fn save(
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let save: SaveSecrets = read_json(
+    let save: kiln_api::SaveSecretsRequest = read_json(
         request,
         1 << 20,
         "SaveBuildSecrets ({registryCredentials, gitCredentials, buildSecrets})",
@@ -123,8 +107,13 @@ pub async fn save(
     ] {
         for (host, credential) in entries {
             match credential {
-                Some(credential) => {
-                    let bytes = serde_json::to_vec(credential).expect("credentials serialize");
+                Some(given) => {
+                    // The wire type becomes the stored record here, at the edge.
+                    let credential = Credential {
+                        username: given.username.clone(),
+                        password: given.password.clone(),
+                    };
+                    let bytes = serde_json::to_vec(&credential).expect("credentials serialize");
                     secrets
                         .put(org, kind, host, &bytes)
                         .await

@@ -1,0 +1,412 @@
+//! The OpenAPI 3.1 document (`GET /v1/openapi.json`), generated from the
+//! types in this crate, so a field added to a wire type is in the document
+//! the moment it is in the API.
+//!
+//! The server routes requests itself (no web framework), so each operation
+//! is declared here on an empty function that stands for it: the function
+//! is never called, its `#[utoipa::path]` is the operation's description.
+//! The server's route table and this list are kept equal by a test in the
+//! server (`the_openapi_document_describes_exactly_the_routes`).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::admin::{
+    CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject,
+    MaskedCredential, MaskedSecrets, NewToken, Org, OrgList, Permissions, PluginKinds,
+    PluginLimits, PluginList, PluginLoadError, PluginView, SaveSecretsRequest,
+};
+use crate::builds::{
+    Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,
+    FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, RefKind, Source, UploadedContext,
+    WizardDetection,
+};
+use crate::error::{ErrorBody, ErrorDetail};
+
+/// The name of the bearer-token security scheme.
+pub const BEARER: &str = "bearer";
+
+const DESCRIPTION: &str = "\
+Kiln turns a build context into a container image pushed to \
+`<registry>/<org>/<name>:<tag>`.
+
+Every `/v1` call needs `Authorization: Bearer <token>`. A token belongs to \
+one organization; other organizations' resources answer 404, as missing ones \
+do. Every error is `{\"error\": {\"code\", \"status\", \"message\"}}`, and the \
+message says what was wrong and how to fix it.
+
+Builds are asynchronous: CreateBuild answers `BUILD_STATUS_PENDING` at once; \
+follow the build with GetBuild or StreamBuildLogs.";
+
+/// The whole document. Operations are listed in the order a reader meets
+/// them: builds, contexts, the wizard, plugins, secrets, administration,
+/// then the unauthenticated operational routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kiln API", description = DESCRIPTION, license(name = "Apache-2.0")),
+    security(("bearer" = [])),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "builds", description = "Start, list, follow and cancel builds"),
+        (name = "contexts", description = "Upload build contexts too big to send inline"),
+        (name = "wizard", description = "What the Dockerfile wizard sees in a context"),
+        (name = "plugins", description = "The plugins this server loaded"),
+        (name = "secrets", description = "An organization's registry and git credentials and build secrets"),
+        (name = "admin", description = "Organizations and tokens (the admin token)"),
+        (name = "operations", description = "Health, metrics and this document; no token"),
+    ),
+    paths(
+        create_build, list_builds, get_build, cancel_build, stream_build_logs,
+        upload_build_context, get_context,
+        wizard_detect,
+        list_plugins,
+        save_build_secrets, list_build_secrets, delete_build_secret,
+        create_org, list_orgs, create_token, revoke_token,
+        openapi, metrics, healthz,
+    ),
+    components(schemas(
+        CreateBuildRequest, GitSourceRequest, BuildAccepted, Build, BuildStatus, BuildSettings,
+        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, Metrics, BuildList,
+        LogLine, UploadedContext, DetectRequest, DetectAnswer, DetectedProject, PluginList,
+        PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
+        CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList,
+        NewToken, ErrorBody, ErrorDetail,
+    ))
+)]
+pub struct ApiDoc;
+
+/// The document, with this crate's version as the API's.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    document.info.version = env!("CARGO_PKG_VERSION").to_string();
+    document
+}
+
+/// Declares the `bearer` scheme the document-wide `security` names.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An organization token (`kiln token create --org ORG`), or the admin token for /v1/orgs"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+// The operations. Each function stands for one route; see the module doc.
+
+/// Start a build (CreateBuild)
+///
+/// The build is stored `BUILD_STATUS_PENDING` and queued; it runs
+/// asynchronously.
+#[utoipa::path(
+    post, path = "/v1/builds", operation_id = "createBuild", tag = "builds",
+    request_body = CreateBuildRequest,
+    responses(
+        (status = 202, description = "Accepted; the build runs asynchronously", body = BuildAccepted),
+        (status = 400, description = "The request is malformed; the message names the field", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 413, description = "The body is over its limit (4 MiB of zip inline)", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn create_build() {}
+
+/// List builds, newest first (ListBuilds)
+#[utoipa::path(
+    get, path = "/v1/builds", operation_id = "listBuilds", tag = "builds",
+    params(
+        ("status" = Option<BuildStatus>, Query, description = "Only builds with this status (the short form, e.g. `failed`, is accepted too)"),
+        ("name" = Option<String>, Query, description = "Only builds of this image name"),
+        ("branch" = Option<String>, Query, description = "Only git builds of this branch"),
+        ("pageSize" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Builds per page, 1 to 1000; default 50"),
+        ("pageToken" = Option<String>, Query, description = "The `nextPageToken` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of builds", body = BuildList),
+        (status = 400, description = "A filter or page token is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_builds() {}
+
+/// Get a build (GetBuild)
+#[utoipa::path(
+    get, path = "/v1/builds/{buildId}", operation_id = "getBuild", tag = "builds",
+    params(("buildId" = String, Path, description = "The build's id")),
+    responses(
+        (status = 200, description = "The build", body = Build),
+        (status = 400, description = "The id is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such build in the token's organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn get_build() {}
+
+/// Cancel a build (CancelBuild)
+#[utoipa::path(
+    post, path = "/v1/builds/{buildId}:cancel", operation_id = "cancelBuild", tag = "builds",
+    params(("buildId" = String, Path, description = "The build's id")),
+    responses(
+        (status = 200, description = "The build, cancelled", body = Build),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such build in the token's organization", body = ErrorBody),
+        (status = 409, description = "The build has already finished", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn cancel_build() {}
+
+/// Stream a build's log (StreamBuildLogs)
+#[utoipa::path(
+    get, path = "/v1/builds/{buildId}/logs", operation_id = "streamBuildLogs", tag = "builds",
+    params(
+        ("buildId" = String, Path, description = "The build's id"),
+        ("fromStart" = Option<bool>, Query, description = "Replay from the first line (default: from now)"),
+        ("follow" = Option<bool>, Query, description = "Keep the stream open until the build ends"),
+        ("afterSeq" = Option<u64>, Query, description = "Resume after this line (also: the `Last-Event-ID` header)"),
+    ),
+    responses(
+        (status = 200,
+         description = "Log lines: NDJSON, or Server-Sent Events when the client accepts \
+                        `text/event-stream` (event `log` with id = seq; `end` when a followed build ends)",
+         content(
+            (LogLine = "application/x-ndjson"),
+            (String = "text/event-stream"),
+         )),
+        (status = 400, description = "A parameter is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such build in the token's organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn stream_build_logs() {}
+
+/// Upload a build context (UploadBuildContext)
+///
+/// The body is the archive itself: a tar, a gzipped tar or a zip (the
+/// format is recognized from its first bytes). Name the answer's
+/// `contextId` in CreateBuild.
+#[utoipa::path(
+    post, path = "/v1/contexts", operation_id = "uploadBuildContext", tag = "contexts",
+    request_body(content_type = "application/octet-stream", description = "The archive's bytes"),
+    responses(
+        (status = 201, description = "Stored", body = UploadedContext),
+        (status = 400, description = "The body is not a tar, tar.gz or zip", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 413, description = "The archive is over the server's upload limit", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn upload_build_context() {}
+
+/// Get an uploaded context
+#[utoipa::path(
+    get, path = "/v1/contexts/{contextId}", operation_id = "getContext", tag = "contexts",
+    params(("contextId" = String, Path, description = "The context's id")),
+    responses(
+        (status = 200, description = "The context", body = UploadedContext),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such context in the token's organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn get_context() {}
+
+/// Detect a context's stacks and the Dockerfile the wizard would use, without building
+#[utoipa::path(
+    post, path = "/v1/wizard:detect", operation_id = "wizardDetect", tag = "wizard",
+    request_body = DetectRequest,
+    responses(
+        (status = 200, description = "What was found", body = DetectAnswer),
+        (status = 400, description = "The request or its context is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn wizard_detect() {}
+
+/// List loaded plugins
+#[utoipa::path(
+    get, path = "/v1/plugins", operation_id = "listPlugins", tag = "plugins",
+    responses(
+        (status = 200, description = "Loaded plugins, and those refused with why", body = PluginList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_plugins() {}
+
+/// Save an organization's secrets (SaveBuildSecrets)
+#[utoipa::path(
+    put, path = "/v1/secrets", operation_id = "saveBuildSecrets", tag = "secrets",
+    request_body = SaveSecretsRequest,
+    responses(
+        (status = 200, description = "Saved; every value shown as `***`", body = MaskedSecrets),
+        (status = 400, description = "A host, name or value is malformed; nothing was saved", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 409, description = "The credential store is read-only", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn save_build_secrets() {}
+
+/// List an organization's secrets, every value `***`
+#[utoipa::path(
+    get, path = "/v1/secrets", operation_id = "listBuildSecrets", tag = "secrets",
+    responses(
+        (status = 200, description = "Names, never values", body = MaskedSecrets),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_build_secrets() {}
+
+/// Remove one secret
+#[utoipa::path(
+    delete, path = "/v1/secrets/{kind}/{name}", operation_id = "deleteBuildSecret", tag = "secrets",
+    params(
+        ("kind" = String, Path, description = "`registry`, `git` or `build`"),
+        ("name" = String, Path, description = "The registry host, git host or build secret name"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such secret (or kind)", body = ErrorBody),
+        (status = 409, description = "The credential store is read-only", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn delete_build_secret() {}
+
+/// Create an organization (admin token)
+#[utoipa::path(
+    post, path = "/v1/orgs", operation_id = "createOrg", tag = "admin",
+    request_body = CreateOrgRequest,
+    responses(
+        (status = 201, description = "Created", body = Org),
+        (status = 400, description = "The name is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 409, description = "The organization exists", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn create_org() {}
+
+/// List organizations (admin token)
+#[utoipa::path(
+    get, path = "/v1/orgs", operation_id = "listOrgs", tag = "admin",
+    responses(
+        (status = 200, description = "Every organization", body = OrgList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_orgs() {}
+
+/// Create a token for an organization (admin token); it is shown once
+#[utoipa::path(
+    post, path = "/v1/orgs/{org}/tokens", operation_id = "createToken", tag = "admin",
+    params(("org" = String, Path, description = "The organization")),
+    responses(
+        (status = 201, description = "The token; store it now, it is not shown again", body = NewToken),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn create_token() {}
+
+/// Revoke a token (admin token)
+#[utoipa::path(
+    delete, path = "/v1/orgs/{org}/tokens/{tokenId}", operation_id = "revokeToken", tag = "admin",
+    params(
+        ("org" = String, Path, description = "The organization"),
+        ("tokenId" = String, Path, description = "The token's id (not the token)"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such organization or token", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn revoke_token() {}
+
+/// This document
+#[utoipa::path(
+    get, path = "/v1/openapi.json", operation_id = "openapi", tag = "operations",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)),
+)]
+#[allow(dead_code)]
+fn openapi() {}
+
+/// Prometheus metrics
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    security(()),
+    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")),
+)]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// Liveness
+#[utoipa::path(
+    get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    security(()),
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")),
+)]
+#[allow(dead_code)]
+fn healthz() {}
+
+/// A self-contained JSON Schema (2020-12, OpenAPI 3.1's dialect) for one of
+/// `document`'s component schemas, for validating a payload against the
+/// document with any JSON Schema validator.
+///
+/// `closed` shuts every object schema that lists properties and leaves
+/// `additionalProperties` open, so a field the document does not name
+/// fails: that is how tests prove the document names everything the server
+/// sends. `None` when the document has no schema `name`.
+pub fn component_schema(
+    document: &serde_json::Value,
+    name: &str,
+    closed: bool,
+) -> Option<serde_json::Value> {
+    document["components"]["schemas"].get(name)?;
+    let mut components = document["components"].clone();
+    if closed {
+        close_objects(&mut components);
+    }
+    Some(serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": components,
+    }))
+}
+
+fn close_objects(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                map.insert("additionalProperties".into(), false.into());
+            }
+            map.values_mut().for_each(close_objects);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
+}

@@ -1,0 +1,373 @@
+//! The OpenAPI document is derived from the wire types; these tests hold
+//! it to what the types actually put on the wire and take off it, checked
+//! by a JSON Schema 2020-12 validator (OpenAPI 3.1's schema dialect).
+//!
+//! Answers are checked *strictly* (`component_schema(.., closed: true)`),
+//! so a field the server sends that the document does not name fails here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{TimeZone, Utc};
+use kiln_api::admin::MASK;
+use kiln_api::*;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+fn document() -> Value {
+    serde_json::to_value(kiln_api::openapi::document()).expect("the document serializes")
+}
+
+/// A validator for `#/components/schemas/<name>`; `strict` closes objects.
+fn validator(name: &str, strict: bool) -> jsonschema::Validator {
+    let schema = kiln_api::openapi::component_schema(&document(), name, strict)
+        .unwrap_or_else(|| panic!("the document has no schema {name}"));
+    jsonschema::validator_for(&schema).expect("the document's schemas compile")
+}
+
+fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+    validator
+        .iter_errors(instance)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect()
+}
+
+/// `value` as the server sends it validates against `name`, strictly.
+fn assert_describes<T: Serialize>(name: &str, value: &T) {
+    let instance = serde_json::to_value(value).expect("the value serializes");
+    let found = errors(&validator(name, true), &instance);
+    assert!(
+        found.is_empty(),
+        "the document's {name} does not describe what is sent:\n{}\nsent: {instance:#}",
+        found.join("\n")
+    );
+}
+
+fn at(second: u32) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, second).unwrap()
+}
+
+/// A build with every optional part present, so every field is checked.
+fn full_build() -> Build {
+    Build {
+        build_id: "b-1".into(),
+        org: "acme".into(),
+        number: 7,
+        name: "team/api".into(),
+        status: BuildStatus::Failed,
+        source: Source {
+            kind: "git".into(),
+            size_bytes: Some(1234),
+            format: Some("tar".into()),
+            context_id: Some("ctx-1".into()),
+            url: Some("https://example.com/a.tar".into()),
+            git: Some(GitSource {
+                url: "https://git.example.com/app.git".into(),
+                reference: "main".into(),
+                context_dir: "services/api".into(),
+                submodules: true,
+                branch: Some("main".into()),
+                commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                reference_kind: Some(RefKind::Branch),
+                full_ref: Some("refs/heads/main".into()),
+            }),
+        },
+        request: BuildSettings {
+            dockerfile: "Dockerfile".into(),
+            tags: vec!["latest".into(), "v1".into()],
+            build_args: BTreeMap::from([("A".into(), "1".into())]),
+            target: Some("runtime".into()),
+            platform: Some("linux/amd64".into()),
+            no_cache: true,
+            timeout_secs: 600,
+            builder: "buildkit".into(),
+            profile: "medium".into(),
+            secret_build_args: vec!["TOKEN".into()],
+            secrets: vec!["npmrc".into()],
+            context_dir: "services/api".into(),
+        },
+        image_refs: vec!["127.0.0.1:5000/acme/team/api:latest".into()],
+        digest: Some(format!("sha256:{}", "a".repeat(64))),
+        metrics: Some(Metrics {
+            duration_ms: 1500,
+            image_size_bytes: Some(4_000_000),
+            layer_count: Some(3),
+            cache_used: true,
+            cached_steps: 2,
+            total_steps: 4,
+        }),
+        failure: Some(Failure {
+            reason: FailureReason::RunFailed,
+            message: "RUN false exited with code 1".into(),
+            hint: "Run the step locally.".into(),
+            exit_code: Some(1),
+        }),
+        wizard: Some(WizardDetection {
+            stack: "node".into(),
+            tool: "npm".into(),
+            reasons: vec!["package.json".into()],
+            generated: true,
+            port: Some(3000),
+        }),
+        create_time: at(0),
+        start_time: Some(at(1)),
+        finish_time: Some(at(2)),
+    }
+}
+
+/// The same build with every optional part absent.
+fn bare_build() -> Build {
+    Build {
+        build_id: "b-2".into(),
+        org: String::new(),
+        number: 1,
+        name: "hello".into(),
+        status: BuildStatus::Pending,
+        source: Source {
+            kind: "inline-zip".into(),
+            ..Source::default()
+        },
+        request: BuildSettings::default(),
+        image_refs: vec![],
+        digest: None,
+        metrics: None,
+        failure: None,
+        wizard: None,
+        create_time: at(0),
+        start_time: None,
+        finish_time: None,
+    }
+}
+
+#[test]
+fn every_answer_the_server_sends_is_described_field_by_field() {
+    assert_describes("Build", &full_build());
+    assert_describes("Build", &bare_build());
+    assert_describes(
+        "BuildList",
+        &BuildList {
+            builds: vec![full_build(), bare_build()],
+            next_page_token: "t".into(),
+        },
+    );
+    assert_describes(
+        "BuildAccepted",
+        &BuildAccepted {
+            build_id: "b-1".into(),
+            number: 1,
+            status: BuildStatus::Pending,
+        },
+    );
+    assert_describes(
+        "LogLine",
+        &LogLine {
+            seq: 3,
+            time: at(3),
+            stream: "build".into(),
+            line: "Step 1/2".into(),
+        },
+    );
+    assert_describes(
+        "UploadedContext",
+        &UploadedContext {
+            context_id: "ctx-1".into(),
+            sha256: "b".repeat(64),
+            size_bytes: 10,
+            format: "tar.gz".into(),
+            create_time: at(4),
+        },
+    );
+    let rights = Permissions {
+        engine: BTreeSet::from(["build".into()]),
+        git: BTreeSet::from(["*".into()]),
+        http: BTreeSet::from(["example.com".into()]),
+        secrets: BTreeSet::from(["registry".into()]),
+        env: BTreeSet::from(["HOME".into()]),
+        images: BTreeSet::from(["gcr.io/kaniko-project/executor".into()]),
+    };
+    assert_describes(
+        "PluginList",
+        &PluginList {
+            plugins: vec![PluginView {
+                id: "buildkit".into(),
+                version: "0.1.0".into(),
+                api: "0.1.0".into(),
+                description: "BuildKit builder".into(),
+                authors: vec!["Kiln".into()],
+                origin: "embedded".into(),
+                sha256: "c".repeat(64),
+                world: "Builder".into(),
+                kinds: PluginKinds {
+                    context_source: vec![],
+                    builder: vec!["buildkit".into()],
+                },
+                asked_permissions: rights.clone(),
+                granted_permissions: rights,
+                limits: PluginLimits {
+                    memory_mib: 64,
+                    time_secs: 30,
+                },
+            }],
+            load_errors: vec![
+                PluginLoadError {
+                    origin: "/plugins/bad/plugin.toml".into(),
+                    plugin_id: Some("bad".into()),
+                    message: "refused".into(),
+                },
+                PluginLoadError {
+                    origin: "/plugins/worse/plugin.toml".into(),
+                    plugin_id: None,
+                    message: "unreadable".into(),
+                },
+            ],
+        },
+    );
+    assert_describes(
+        "MaskedSecrets",
+        &MaskedSecrets {
+            registry_credentials: BTreeMap::from([(
+                "127.0.0.1:5000".into(),
+                MaskedCredential::masked(),
+            )]),
+            git_credentials: BTreeMap::from([("*".into(), MaskedCredential::masked())]),
+            build_secrets: BTreeMap::from([("TOKEN".into(), MASK.into())]),
+        },
+    );
+    assert_describes(
+        "DetectAnswer",
+        &DetectAnswer {
+            projects: vec![DetectedProject {
+                path: "web".into(),
+                context_dir: "web".into(),
+                stack: "node".into(),
+                tool: "npm".into(),
+                reasons: vec!["package.json".into()],
+                has_dockerfile: false,
+                dockerfile: "FROM node\n".into(),
+                dockerignore: "node_modules\n".into(),
+                port: None,
+            }],
+            detected: true,
+        },
+    );
+    let org = Org {
+        name: "acme".into(),
+        create_time: at(5),
+    };
+    assert_describes("Org", &org);
+    assert_describes("OrgList", &OrgList { orgs: vec![org] });
+    assert_describes(
+        "NewToken",
+        &NewToken {
+            token: "kiln_x".into(),
+            token_id: "t-1".into(),
+            org: "acme".into(),
+            create_time: at(6),
+            note: "shown once".into(),
+        },
+    );
+    assert_describes("ErrorBody", &ErrorBody::new(404, "no such build b-9"));
+}
+
+/// Every value of the enums the server sends is in the document's `enum`.
+#[test]
+fn every_status_and_failure_reason_is_listed() {
+    let document = document();
+    let listed = |name: &str| -> Vec<Value> {
+        document["components"]["schemas"][name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} is not an enum in the document"))
+            .clone()
+    };
+    let statuses: Vec<Value> = BuildStatus::ALL
+        .iter()
+        .map(|status| serde_json::to_value(status).unwrap())
+        .collect();
+    assert_eq!(listed("BuildStatus"), statuses);
+    let reasons = listed("FailureReason");
+    for reason in [
+        FailureReason::GitRepositoryNotFound,
+        FailureReason::PushDenied,
+        FailureReason::EngineError,
+        FailureReason::Internal,
+    ] {
+        let wire = serde_json::to_value(reason).unwrap();
+        assert!(reasons.contains(&wire), "{wire} is not listed");
+    }
+}
+
+/// Request bodies: what serde takes validates, what serde refuses (an
+/// unknown field, a wrong type) does not.
+#[test]
+fn request_schemas_accept_and_refuse_what_the_types_do() {
+    fn agree<T: serde::de::DeserializeOwned>(name: &str, body: Value) {
+        let by_serde = serde_json::from_value::<T>(body.clone()).is_ok();
+        let by_schema = validator(name, false).is_valid(&body);
+        assert_eq!(
+            by_serde,
+            by_schema,
+            "{name}: serde {} but the document {} {body}",
+            if by_serde { "accepts" } else { "refuses" },
+            if by_schema { "accepts" } else { "refuses" },
+        );
+    }
+    let full_create = serde_json::to_value(CreateBuildRequest {
+        name: "team/api".into(),
+        zipped_code: Some("UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==".into()),
+        git_source: Some(GitSourceRequest {
+            url: "https://git.example.com/app.git".into(),
+            reference: Some("v1".into()),
+            context_dir: Some("api".into()),
+            submodules: Some(true),
+        }),
+        dockerfile: Some("Dockerfile".into()),
+        builder: Some("kaniko".into()),
+        tags: Some(vec!["v1".into()]),
+        build_args: Some(BTreeMap::from([("A".into(), "1".into())])),
+        no_cache: Some(true),
+        timeout_secs: Some(60),
+        secrets: Some(vec!["npmrc".into()]),
+        ..CreateBuildRequest::default()
+    })
+    .unwrap();
+    agree::<CreateBuildRequest>("CreateBuildRequest", full_create.clone());
+    agree::<CreateBuildRequest>("CreateBuildRequest", json!({"name": "hello"}));
+    agree::<CreateBuildRequest>("CreateBuildRequest", json!({"name": "hello", "tag": ["x"]}));
+    agree::<CreateBuildRequest>(
+        "CreateBuildRequest",
+        json!({"name": "hello", "noCache": "yes"}),
+    );
+    agree::<CreateBuildRequest>("CreateBuildRequest", json!({"tags": ["x"]}));
+    agree::<CreateBuildRequest>(
+        "CreateBuildRequest",
+        json!({"name": "hello", "gitSource": {"url": "u", "ref": "main"}}),
+    );
+    agree::<SaveSecretsRequest>(
+        "SaveSecretsRequest",
+        json!({
+            "registryCredentials": {"127.0.0.1:5000": {"username": "u", "password": "p"}, "old": null},
+            "gitCredentials": {"*": {"username": "u", "password": "p"}},
+            "buildSecrets": {"TOKEN": "value", "OLD": null},
+        }),
+    );
+    agree::<SaveSecretsRequest>("SaveSecretsRequest", json!({"buildSecret": {}}));
+    agree::<SaveSecretsRequest>(
+        "SaveSecretsRequest",
+        json!({"gitCredentials": {"*": {"user": "u"}}}),
+    );
+    agree::<DetectRequest>(
+        "DetectRequest",
+        json!({"contextId": "c", "monorepo": false}),
+    );
+    agree::<DetectRequest>("DetectRequest", json!({"context": "c"}));
+    agree::<CreateOrgRequest>("CreateOrgRequest", json!({"name": "acme"}));
+    agree::<CreateOrgRequest>("CreateOrgRequest", json!({"name": "acme", "admin": true}));
+}
+
+/// The strict check is able to fail: a field the document does not name is
+/// caught, so the test above proves something.
+#[test]
+fn an_undescribed_field_is_caught() {
+    let mut sent = serde_json::to_value(full_build()).unwrap();
+    sent["source"]["shadowField"] = json!(1);
+    assert!(!errors(&validator("Build", true), &sent).is_empty());
+}
