@@ -50,7 +50,7 @@ build() { # $1 builder, $2 zip → "ms size layers"
   local start body id record
   start=$(now_ms)
   body="$(jq -n --rawfile z <(base64 -w0 "$2") --arg b "$1" '{name: ("bench-" + $b), zippedCode: $z, builder: $b, noCache: true}')"
-  id="$(curl -fsS -H "Authorization: Bearer $token" --data-binary "$body" "$server/v1/builds" | jq -r .buildId)"
+  id="$(curl -fsS -H "Authorization: Bearer $token" -H "Content-Type: application/json" --data-binary "$body" "$server/v1/builds" | jq -r .buildId)"
   curl -fsSN -H "Authorization: Bearer $token" "$server/v1/builds/$id/logs?follow=true&fromStart=true" >/dev/null
   record="$(curl -fsS -H "Authorization: Bearer $token" "$server/v1/builds/$id")"
   [ "$(jq -r .status <<<"$record")" = BUILD_STATUS_SUCCEEDED ] || { echo "$1 build $id: $(jq -c .failure <<<"$record")" >&2; exit 1; }

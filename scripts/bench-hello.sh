@@ -30,7 +30,7 @@ kiln_build() { # $1 = noCache true|false
   zip="$(mktemp -u --suffix=.zip)"
   (cd examples/hello && zip -q -r "$zip" .)
   body="$(jq -n --rawfile z <(base64 -w0 "$zip") --argjson nc "$1" '{name: "bench-hello", zippedCode: $z, noCache: $nc}')"
-  id="$(curl -fsS -H "Authorization: Bearer $token" --data-binary "$body" "$server/v1/builds" | jq -r .buildId)"
+  id="$(curl -fsS -H "Authorization: Bearer $token" -H "Content-Type: application/json" --data-binary "$body" "$server/v1/builds" | jq -r .buildId)"
   curl -fsSN -H "Authorization: Bearer $token" "$server/v1/builds/$id/logs?follow=true&fromStart=true" >/dev/null
   local status; status="$(curl -fsS -H "Authorization: Bearer $token" "$server/v1/builds/$id" | jq -r .status)"
   [ "$status" = BUILD_STATUS_SUCCEEDED ] || { echo "kiln build $id ended $status" >&2; exit 1; }

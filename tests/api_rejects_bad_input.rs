@@ -185,3 +185,162 @@ async fn another_organizations_build_does_not_exist() {
         StatusCode::OK
     );
 }
+
+/// Issue 12 (conformance): a wrong method is 405 with `Allow`; a JSON body
+/// must be sent as JSON (415 otherwise); the bearer scheme is
+/// case-insensitive; `pageSize=0` is the default page; a boolean query
+/// parameter is `true` or `false`, nothing else.
+#[tokio::test]
+async fn issue_12_http_semantics_follow_the_openapi_document() {
+    let t = TestServer::start().await;
+    let auth = ("authorization", format!("Bearer {}", t.token));
+    for (method, path, allowed) in [
+        (Method::PATCH, "/v1/builds", "GET, POST"),
+        (Method::DELETE, "/v1/builds/b-1", "GET"),
+        (Method::GET, "/v1/secrets/build/X", "DELETE"),
+        (Method::PUT, "/v1/orgs", "GET, POST"),
+        (Method::POST, "/healthz", "GET"),
+    ] {
+        let answer = t
+            .request_with(method.clone(), path, std::slice::from_ref(&auth), vec![])
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(answer.headers["allow"], allowed, "{method} {path}");
+        assert!(
+            answer.error_message().contains(allowed),
+            "{}",
+            answer.error_message()
+        );
+    }
+
+    let body = serde_json::to_vec(&hello_request("media")).unwrap();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut headers = vec![auth.clone()];
+        if let Some(content_type) = content_type {
+            headers.push(("content-type", content_type.to_string()));
+        }
+        let answer = t
+            .request_with(Method::POST, "/v1/builds", &headers, body.clone())
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type {content_type:?}"
+        );
+        assert!(
+            answer.error_message().contains("application/json"),
+            "{}",
+            answer.error_message()
+        );
+    }
+    assert_no_builds(&t).await;
+    let answer = t
+        .request_with(
+            Method::POST,
+            "/v1/builds",
+            &[
+                auth.clone(),
+                ("content-type", "Application/JSON; charset=utf-8".into()),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        answer.error_message()
+    );
+
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let answer = t
+            .request_with(
+                Method::GET,
+                "/v1/builds?pageSize=0",
+                &[("authorization", format!("{scheme} {}", t.token))],
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "scheme {scheme}: {}",
+            answer.error_message()
+        );
+        assert_eq!(answer.json()["builds"].as_array().unwrap().len(), 1);
+    }
+
+    let build_id = answer_build_id(&t).await;
+    for bad in ["follow=", "follow=1", "fromStart=yes", "fromStart="] {
+        let answer = t.get(&format!("/v1/builds/{build_id}/logs?{bad}")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            answer.error_message().contains("true or false"),
+            "{}",
+            answer.error_message()
+        );
+    }
+    let answer = t
+        .get(&format!(
+            "/v1/builds/{build_id}/logs?fromStart=true&follow=false"
+        ))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+async fn answer_build_id(t: &TestServer) -> String {
+    t.get("/v1/builds").await.json()["builds"][0]["buildId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Issue 12 (unbounded requests): 10,000 tags tied up a build slot for
+/// minutes, 10,000 build args failed late in the engine. Each count and
+/// size has a limit, refused at once with the limit named.
+#[tokio::test]
+async fn issue_12_tags_build_args_and_secret_lists_are_limited() {
+    use kiln_api::validate::{MAX_BUILD_ARGS, MAX_BUILD_ARG_VALUE_BYTES, MAX_SECRETS, MAX_TAGS};
+    let t = TestServer::start().await;
+    let mut cases = Vec::new();
+    let mut body = hello_request("limits");
+    body["tags"] = json!((0..10_000).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    cases.push((body, MAX_TAGS.to_string()));
+    let mut body = hello_request("limits");
+    body["buildArgs"] = json!((0..10_000)
+        .map(|i| (format!("A{i}"), "v".to_string()))
+        .collect::<std::collections::BTreeMap<_, _>>());
+    cases.push((body, MAX_BUILD_ARGS.to_string()));
+    let mut body = hello_request("limits");
+    body["buildArgs"] = json!({ "BIG": "v".repeat(MAX_BUILD_ARG_VALUE_BYTES + 1) });
+    cases.push((body, "KiB".to_string()));
+    let mut body = hello_request("limits");
+    body["secrets"] = json!((0..=MAX_SECRETS)
+        .map(|i| format!("S{i}"))
+        .collect::<Vec<_>>());
+    cases.push((body, MAX_SECRETS.to_string()));
+    for (body, named) in cases {
+        let answer = t.post_json("/v1/builds", &body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert!(
+            answer.error_message().contains(&named),
+            "the limit {named} is named: {}",
+            answer.error_message()
+        );
+    }
+    assert_no_builds(&t).await;
+    let mut at_the_limit = hello_request("limits");
+    at_the_limit["tags"] = json!((0..MAX_TAGS).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        t.post_json("/v1/builds", &at_the_limit).await.status,
+        StatusCode::ACCEPTED
+    );
+}

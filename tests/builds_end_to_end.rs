@@ -416,3 +416,98 @@ async fn metrics_count_builds_and_plugin_calls_and_the_openapi_document_describe
     t.assert_documented("ErrorBody", &t.get("/v1/builds/no-such-build").await.json())
         .await;
 }
+
+/// Issue 12: revoking a token did not end a log stream already open with
+/// it (42 lines arrived after the revoke). The stream now ends at the
+/// revocation, with an `error` event, while the build keeps running.
+#[tokio::test]
+async fn issue_12_revoking_a_token_ends_the_streams_opened_with_it() {
+    use http_body_util::BodyExt;
+    let t = TestServer::start().await;
+    let issued = t
+        .request_as(
+            Some(&t.token),
+            hyper::Method::POST,
+            "/v1/orgs/default/tokens",
+            None,
+        )
+        .await;
+    assert_eq!(issued.status, 201, "{}", issued.error_message());
+    let issued = issued.json();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let token_id = issued["tokenId"].as_str().unwrap().to_string();
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 120); do echo tick-$i; sleep 0.5; done\n"
+    );
+    let build_id = t
+        .create_build(&dockerfile_request(&unique_name("revoke"), &dockerfile))
+        .await;
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let request = hyper::Request::builder()
+        .uri(t.url(&format!(
+            "/v1/builds/{build_id}/logs?fromStart=true&follow=true"
+        )))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "text/event-stream")
+        .body(Default::default())
+        .unwrap();
+    let mut body = client.request(request).await.unwrap().into_body();
+    let mut received = String::new();
+    // Wait until the build is visibly running: ticks are arriving.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !received.contains("tick-2") {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("ticks arrive")
+            .expect("the stream is open")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            received.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    let revoked = t
+        .request_as(
+            Some(&t.token),
+            hyper::Method::DELETE,
+            &format!("/v1/orgs/default/tokens/{token_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204);
+    let mut after = String::new();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                after.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream is still open after the revoke: {after}"
+    );
+    assert!(
+        after.contains("event: error") && after.contains("revoked"),
+        "the stream says why it ended: {after:?}"
+    );
+    let ticks_after = after.matches("tick-").count();
+    assert!(
+        ticks_after <= 2,
+        "{ticks_after} lines arrived after the revoke: {after}"
+    );
+    assert_eq!(
+        t.build(&build_id).await["status"],
+        "BUILD_STATUS_RUNNING",
+        "the build itself goes on"
+    );
+    t.request_as(
+        Some(&t.token),
+        hyper::Method::POST,
+        &format!("/v1/builds/{build_id}:cancel"),
+        None,
+    )
+    .await;
+}

@@ -43,7 +43,9 @@ async fn an_org_on_file_credentials_reads_its_mounted_file_and_cannot_write_it()
     assert_eq!(listed["gitCredentials"]["*"]["password"], "***");
     assert!(!listed.to_string().contains("first-value"));
 
-    let refused = t.save_secrets(&json!({"buildSecrets": {"X": "y"}})).await;
+    let refused = t
+        .save_secrets(&json!({"buildSecrets": {"X": "y-value"}}))
+        .await;
     assert_eq!(refused.status, 409);
     assert!(
         refused.error_message().contains("read-only"),
@@ -95,7 +97,7 @@ async fn an_org_on_file_credentials_reads_its_mounted_file_and_cannot_write_it()
             Some(&other),
             Method::PUT,
             "/v1/secrets",
-            Some(serde_json::to_vec(&json!({"buildSecrets": {"X": "y"}})).unwrap()),
+            Some(serde_json::to_vec(&json!({"buildSecrets": {"X": "y-value"}})).unwrap()),
         )
         .await;
     assert_eq!(saved.status, 200, "{}", saved.error_message());

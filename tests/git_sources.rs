@@ -71,7 +71,8 @@ async fn build_failed(t: &TestServer, body: &Value, reason: &str) -> (Value, Str
 
 /// The commits a mirror holds, counted by git itself.
 fn mirror_commit_count(t: &TestServer, url: &str) -> usize {
-    let mirror = kiln_server::git::GitFetcher::new(t.data_dir.path()).mirror_path("default", url);
+    let mirror = kiln_server::git::GitFetcher::new(t.data_dir.path(), Default::default())
+        .mirror_path("default", url);
     git(
         &mirror,
         &["rev-list", "--all", "--count", "--no-object-names"],
@@ -302,6 +303,70 @@ async fn hosts_the_operator_did_not_grant_are_refused() {
     .await;
     let message = record["failure"]["message"].as_str().unwrap();
     assert!(message.contains("127.0.0.1"), "{message}");
+}
+
+/// Issue 12: with the default grant, a build could make the host fetch
+/// from its own loopback, and the different failures told open ports from
+/// closed ones. Non-public addresses are now refused before any connection,
+/// with one answer whatever listens there.
+#[tokio::test]
+async fn issue_12_git_sources_cannot_reach_loopback_or_private_networks() {
+    let root = RepoRoot::new();
+    sample_repo(&root, "internal");
+    let daemon = GitDaemon::start(&root).await;
+    let t = TestServer::start_with(|config| config.network = Default::default()).await;
+    let mut answers = Vec::new();
+    for url in [
+        daemon.url("internal"),                        // something listens
+        "http://127.0.0.1:1/internal.git".to_string(), // nothing listens
+        "git://localhost:9/internal.git".to_string(),
+        "https://[::ffff:127.0.0.1]/internal.git".to_string(),
+        "http://169.254.169.254/latest/meta-data.git".to_string(),
+        "http://10.0.0.1/internal.git".to_string(),
+    ] {
+        let (record, log) = build_failed(
+            &t,
+            &git_build(&unique_name("git-private"), json!({ "url": url })),
+            "GIT_HOST_NOT_PERMITTED",
+        )
+        .await;
+        let message = record["failure"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("--allow-private-network"),
+            "the message says how an operator allows it: {message}\n{log}"
+        );
+        answers.push(message);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "an open and a closed port must answer alike"
+    );
+    // Nothing was fetched: no mirror was even created.
+    assert!(
+        !t.data_dir
+            .path()
+            .join("git-mirrors")
+            .join("default")
+            .exists()
+            || std::fs::read_dir(t.data_dir.path().join("git-mirrors").join("default"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+
+    // The operator allows loopback: the same repository builds.
+    let allowed = TestServer::start_with(|config| {
+        config.network = kiln_server::net::NetworkPolicy::allowing(["127.0.0.1".parse().unwrap()]);
+    })
+    .await;
+    build_ok(
+        &allowed,
+        &git_build(
+            &unique_name("git-private"),
+            json!({ "url": daemon.url("internal") }),
+        ),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -226,3 +226,61 @@ async fn registry_credentials_let_the_host_push_to_a_registry_that_needs_them() 
         .unwrap()
         .starts_with(&registry.addr));
 }
+
+/// Issue 12: values of 1–3 characters were shown verbatim in build logs
+/// (only 4+ were masked), and registry credentials without a password were
+/// accepted. Both are refused now, naming the minimum, and nothing is
+/// saved.
+#[tokio::test]
+async fn issue_12_secrets_too_short_to_mask_and_credentials_without_password_are_refused() {
+    let t = TestServer::start().await;
+    for (body, expected) in [
+        (
+            json!({"buildSecrets": {"PIN": "123"}}),
+            "at least 4 characters",
+        ),
+        (
+            json!({"buildSecrets": {"PIN": "x"}}),
+            "at least 4 characters",
+        ),
+        (
+            json!({"registryCredentials": {"registry.example.com": {"username": "bot"}}}),
+            "no password",
+        ),
+        (
+            json!({"registryCredentials": {"registry.example.com": {"username": "bot", "password": ""}}}),
+            "no password",
+        ),
+        (
+            json!({"registryCredentials": {"registry.example.com": {"password": "long-enough"}}}),
+            "no username",
+        ),
+        (
+            json!({"gitCredentials": {"*": {"username": "bot", "token": "abc"}}}),
+            "at least 4 characters",
+        ),
+        // One bad entry refuses the whole request: the good one is not saved.
+        (
+            json!({"buildSecrets": {"GOOD": "long-enough-value", "BAD": "ab"}}),
+            "at least 4 characters",
+        ),
+    ] {
+        let answer = t.save_secrets(&body).await;
+        assert_eq!(answer.status, 400, "{body}");
+        assert!(
+            answer.error_message().contains(expected),
+            "{body}: {}",
+            answer.error_message()
+        );
+    }
+    let listed = t.get("/v1/secrets").await.json();
+    assert_eq!(
+        listed,
+        json!({"registryCredentials": {}, "gitCredentials": {}, "buildSecrets": {}}),
+        "nothing was saved"
+    );
+    let saved = t
+        .save_secrets(&json!({"buildSecrets": {"PIN": "1234"}}))
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.error_message());
+}

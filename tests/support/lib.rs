@@ -103,6 +103,10 @@ impl TestServer {
         let mut config = kiln_server::config::ServerConfig::new(data_dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.registry = REGISTRY.into();
+        // The tests' git servers listen on loopback; a test of the
+        // refusal resets this to the default.
+        config.network =
+            kiln_server::net::NetworkPolicy::allowing(["127.0.0.0/8".parse().unwrap()]);
         adjust(&mut config);
         let server = kiln_server::Server::start(config)
             .await
@@ -231,7 +235,6 @@ impl Api {
         format!("{}{}", self.base, path)
     }
 
-    /// A request with an explicit token (or none).
     /// `PUT /v1/secrets` with `body`, as this client's token.
     pub async fn save_secrets(&self, body: &Value) -> Answer {
         self.request_as(
@@ -243,6 +246,7 @@ impl Api {
         .await
     }
 
+    /// A request with an explicit token (or none); a body is sent as JSON.
     pub async fn request_as(
         &self,
         token: Option<&str>,
@@ -250,16 +254,30 @@ impl Api {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Answer {
-        let mut builder = Request::builder().method(method).uri(self.url(path));
+        let mut headers = Vec::new();
         if let Some(token) = token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
+            headers.push(("authorization", format!("Bearer {token}")));
         }
         if body.is_some() {
-            builder = builder.header("content-type", "application/json");
+            headers.push(("content-type", "application/json".to_string()));
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .unwrap();
+        self.request_with(method, path, &headers, body.unwrap_or_default())
+            .await
+    }
+
+    /// A request with exactly these headers (no token unless given).
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut builder = Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        let request = builder.body(Full::new(Bytes::from(body))).unwrap();
         let response = self
             .client
             .request(request)

@@ -83,33 +83,17 @@ pub struct SaveSecretsRequest {
     /// Registry host (`host` or `host:port`) → credential, used to push
     /// and to pull private base images.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(schema_with = credentials_by_host))]
+    // The schema is laid over by `openapi::fields` (utoipa cannot
+    // derive a map of optional structs).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub registry_credentials: BTreeMap<String, Option<CredentialInput>>,
     /// Git host (or `*` for every host) → credential.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "openapi", schema(schema_with = credentials_by_host))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub git_credentials: BTreeMap<String, Option<CredentialInput>>,
     /// Build secret name (letters, digits, `_`) → value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub build_secrets: BTreeMap<String, Option<String>>,
-}
-
-/// `host → CredentialInput or null`. utoipa cannot derive a map whose
-/// values are optional structs, so this one is written out.
-#[cfg(feature = "openapi")]
-fn credentials_by_host() -> utoipa::openapi::Object {
-    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
-    use utoipa::openapi::{Ref, RefOr, Schema};
-    let credential_or_null = OneOfBuilder::new()
-        .item(Ref::from_schema_name("CredentialInput"))
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .build();
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::OneOf(
-            credential_or_null,
-        )))))
-        .build()
 }
 
 /// A username and password (or token) as it is saved; it is never read

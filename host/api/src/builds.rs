@@ -35,7 +35,6 @@ pub struct GitSourceRequest {
 pub struct CreateBuildRequest {
     /// The image name: lowercase path components, e.g. `hello` or `team/api`;
     /// the image is pushed to `<registry>/<org>/<name>:<tag>`.
-    #[cfg_attr(feature = "openapi", schema(examples("hello", "team/api")))]
     pub name: String,
     /// A zip of the context, base64, at most 4 MiB packed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +53,6 @@ pub struct CreateBuildRequest {
     pub context_url: Option<String>,
     /// The Dockerfile's path in the context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(default = "Dockerfile"))]
     pub dockerfile: Option<String>,
     /// A directory of the context to build instead of its root (one
     /// project of a monorepo, as `wizard:detect` lists them); for git
@@ -67,7 +65,6 @@ pub struct CreateBuildRequest {
     pub builder: Option<String>,
     /// The tags to push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(default = json!(["latest"])))]
     pub tags: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_args: Option<BTreeMap<String, String>>,
@@ -75,7 +72,6 @@ pub struct CreateBuildRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(examples("linux/amd64")))]
     pub platform: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(default = false))]
@@ -86,10 +82,6 @@ pub struct CreateBuildRequest {
     /// The resource profile (memory and CPU): `small`, `medium`, `large`
     /// or `xlarge`; absent: the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(examples("small", "medium", "large", "xlarge"))
-    )]
     pub profile: Option<String>,
     /// Build secrets passed as build args of the same name (values masked
     /// in the log and never stored in the record; visible in the image's
@@ -358,6 +350,14 @@ pub enum FailureReason {
     Internal,
 }
 
+impl std::fmt::Display for FailureReason {
+    /// The name on the wire (`PUSH_DENIED`), so a log says what the API says.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let wire = serde_json::to_value(self).expect("a reason serializes");
+        f.write_str(wire.as_str().expect("a reason is a string"))
+    }
+}
+
 /// A failed build's classified reason, the message, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -419,4 +419,20 @@ pub struct UploadedContext {
     /// `tar`, `tar.gz` or `zip`.
     pub format: String,
     pub create_time: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12: the log named reasons `PushDenied` while the API says
+    /// `PUSH_DENIED`.
+    #[test]
+    fn issue_12_reasons_display_as_the_api_names_them() {
+        assert_eq!(FailureReason::PushDenied.to_string(), "PUSH_DENIED");
+        assert_eq!(
+            FailureReason::GitHostNotPermitted.to_string(),
+            "GIT_HOST_NOT_PERMITTED"
+        );
+    }
 }

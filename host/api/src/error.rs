@@ -30,6 +30,9 @@ pub fn status_name(code: u16) -> &'static str {
         409 => "FAILED_PRECONDITION",
         413 => "OUT_OF_RANGE",
         405 => "UNIMPLEMENTED",
+        415 => "INVALID_ARGUMENT",
+        429 => "RESOURCE_EXHAUSTED",
+        507 => "RESOURCE_EXHAUSTED",
         _ => "INTERNAL",
     }
 }

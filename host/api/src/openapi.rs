@@ -38,7 +38,7 @@ message says what was wrong and how to fix it.
 Builds are asynchronous: CreateBuild answers `BUILD_STATUS_PENDING` at once; \
 follow the build with GetBuild or StreamBuildLogs.";
 
-/// The whole document. Operations are listed in the order a reader meets
+/// The derived document. Operations are listed in the order a reader meets
 /// them: builds, contexts, the wizard, plugins, secrets, administration,
 /// then the unauthenticated operational routes.
 #[derive(OpenApi)]
@@ -75,10 +75,14 @@ follow the build with GetBuild or StreamBuildLogs.";
 )]
 pub struct ApiDoc;
 
-/// The document, with this crate's version as the API's.
-pub fn document() -> utoipa::openapi::OpenApi {
-    let mut document = ApiDoc::openapi();
-    document.info.version = env!("CARGO_PKG_VERSION").to_string();
+/// The document the server serves: derived from the types, the field
+/// rules of [`crate::validate`] laid over it, this crate's version as the
+/// API's.
+pub fn document() -> serde_json::Value {
+    let mut derived = ApiDoc::openapi();
+    derived.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let mut document = serde_json::to_value(derived).expect("the document serializes");
+    fields::apply(&mut document);
     document
 }
 
@@ -123,10 +127,10 @@ fn create_build() {}
 #[utoipa::path(
     get, path = "/v1/builds", operation_id = "listBuilds", tag = "builds",
     params(
-        ("status" = Option<BuildStatus>, Query, description = "Only builds with this status (the short form, e.g. `failed`, is accepted too)"),
+        ("status" = Option<BuildStatus>, Query, description = "Only builds with this status"),
         ("name" = Option<String>, Query, description = "Only builds of this image name"),
         ("branch" = Option<String>, Query, description = "Only git builds of this branch"),
-        ("pageSize" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Builds per page, 1 to 1000; default 50"),
+        ("pageSize" = Option<u32>, Query, minimum = 0, maximum = 1000, description = "Builds per page, up to 1000; 0 or absent: 50"),
         ("pageToken" = Option<String>, Query, description = "The `nextPageToken` of the previous page"),
     ),
     responses(
@@ -178,7 +182,8 @@ fn cancel_build() {}
     responses(
         (status = 200,
          description = "Log lines: NDJSON, or Server-Sent Events when the client accepts \
-                        `text/event-stream` (event `log` with id = seq; `end` when a followed build ends)",
+                        `text/event-stream` (event `log` with id = seq; `end` when a followed build ends; \
+                        `error` when the stream's token is revoked, which ends it)",
          content(
             (LogLine = "application/x-ndjson"),
             (String = "text/event-stream"),
@@ -408,5 +413,123 @@ fn close_objects(schema: &mut serde_json::Value) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
         _ => {}
+    }
+}
+
+// Field schemas that carry the rules of `crate::validate` (patterns,
+// limits), so the document admits exactly what the server accepts. They
+// are laid over the derived schemas by wire name (utoipa's attributes take
+// only literals, and its typed schema cannot hold `propertyNames` or a
+// nullable map of references). A kiln-api test checks each pattern against
+// its check function, and `apply` panics on a property the types lack, so
+// a renamed field cannot leave a rule behind silently.
+mod fields {
+    use serde_json::{json, Value};
+
+    use crate::validate::*;
+
+    /// `schema`, or `null` (an `Option` field: serde takes `null` as absent).
+    fn or_null(schema: Value) -> Value {
+        json!({ "oneOf": [schema, { "type": "null" }] })
+    }
+
+    /// (component, property, schema) for every field with a rule.
+    fn rules() -> Vec<(&'static str, &'static str, Value)> {
+        let variable_names = |description: &str| {
+            or_null(json!({
+                "type": "array", "maxItems": MAX_SECRETS, "uniqueItems": true,
+                "items": { "type": "string", "pattern": VARIABLE_PATTERN },
+                "description": description,
+            }))
+        };
+        let credentials_by_host = |description: &str| {
+            json!({
+                "type": "object",
+                "additionalProperties": or_null(json!({ "$ref": "#/components/schemas/CredentialInput" })),
+                "description": description,
+            })
+        };
+        vec![
+            ("CreateBuildRequest", "name", json!({
+                "type": "string", "pattern": NAME_PATTERN, "maxLength": 128,
+                "description": "The image name: lowercase path components, e.g. `hello` or `team/api`; the image is pushed to `<registry>/<org>/<name>:<tag>`.",
+                "examples": ["hello", "team/api"],
+            })),
+            ("CreateBuildRequest", "tags", or_null(json!({
+                "type": "array", "minItems": 1, "maxItems": MAX_TAGS,
+                "items": { "type": "string", "pattern": TAG_PATTERN },
+                "default": ["latest"],
+                "description": format!("The tags to push, 1 to {MAX_TAGS}."),
+            }))),
+            ("CreateBuildRequest", "buildArgs", or_null(json!({
+                "type": "object", "maxProperties": MAX_BUILD_ARGS,
+                "propertyNames": { "pattern": VARIABLE_PATTERN },
+                "additionalProperties": { "type": "string", "maxLength": MAX_BUILD_ARG_VALUE_BYTES },
+                "description": format!(
+                    "Build args, at most {MAX_BUILD_ARGS}; each value at most {} KiB, names and values together at most {} KiB (in bytes).",
+                    MAX_BUILD_ARG_VALUE_BYTES >> 10, MAX_BUILD_ARGS_TOTAL_BYTES >> 10
+                ),
+            }))),
+            ("CreateBuildRequest", "secretBuildArgs", variable_names(
+                "Build secrets passed as build args of the same name (values masked in the log and never stored in the record; visible in the image's history, as any build arg is).",
+            )),
+            ("CreateBuildRequest", "secrets", variable_names(
+                "Build secrets to mount with `RUN --mount=type=secret,id=NAME` (nothing of them stays in the image).",
+            )),
+            ("CreateBuildRequest", "platform", or_null(json!({
+                "type": "string", "pattern": PLATFORM_PATTERN,
+                "description": "os/arch[/variant] to build for.", "examples": ["linux/amd64"],
+            }))),
+            ("CreateBuildRequest", "target", or_null(json!({
+                "type": "string", "pattern": TARGET_PATTERN,
+                "description": "The Dockerfile stage to build.",
+            }))),
+            ("CreateBuildRequest", "dockerfile", or_null(json!({
+                "type": "string", "pattern": CONTEXT_PATH_PATTERN, "default": "Dockerfile",
+                "description": "The Dockerfile's path in the context (relative, inside it).",
+            }))),
+            ("CreateBuildRequest", "contextDir", or_null(json!({
+                "type": "string", "pattern": CONTEXT_PATH_PATTERN,
+                "description": "A directory of the context to build instead of its root (one project of a monorepo, as `wizard:detect` lists them); for git sources use `gitSource.contextDir`.",
+            }))),
+            ("CreateBuildRequest", "profile", or_null(json!({
+                "type": "string", "enum": ["small", "medium", "large", "xlarge"],
+                "description": "The resource profile (memory and CPU); absent: the server's default.",
+            }))),
+            ("SaveSecretsRequest", "registryCredentials", credentials_by_host(
+                "Registry host (`host` or `host:port`) → credential, used to push and to pull private base images; null removes it.",
+            )),
+            ("SaveSecretsRequest", "gitCredentials", credentials_by_host(
+                "Git host (or `*` for every host) → credential; null removes it.",
+            )),
+            ("SaveSecretsRequest", "buildSecrets", json!({
+                "type": "object",
+                "propertyNames": { "pattern": VARIABLE_PATTERN },
+                "additionalProperties": or_null(json!({
+                    "type": "string", "minLength": MIN_SECRET_CHARS, "maxLength": MAX_SECRET_BYTES,
+                })),
+                "description": format!(
+                    "Build secret name → value ({MIN_SECRET_CHARS} characters at least, so it can be masked), or null to remove it."
+                ),
+            })),
+            ("CredentialInput", "password", json!({
+                "type": "string", "minLength": MIN_SECRET_CHARS, "maxLength": MAX_SECRET_BYTES,
+                "description": "A password or a token (`token` is accepted as the same field).",
+            })),
+        ]
+    }
+
+    /// Lays the rules over the derived document.
+    pub fn apply(document: &mut Value) {
+        for (component, property, schema) in rules() {
+            let slot = document
+                .pointer_mut(&format!(
+                    "/components/schemas/{component}/properties/{property}"
+                ))
+                .unwrap_or_else(|| {
+                    panic!("the document has no {component}.{property} to carry its rule")
+                });
+            *slot = schema;
+        }
     }
 }

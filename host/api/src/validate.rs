@@ -4,6 +4,45 @@
 
 use std::path::{Component, Path};
 
+// Limits on what one request may ask for. A request past one is refused
+// at once (400, naming the limit) rather than tying up a build slot or
+// failing later in the engine. The OpenAPI document states the same.
+
+/// Most `tags` one build pushes.
+pub const MAX_TAGS: usize = 32;
+/// Most `buildArgs` one build takes.
+pub const MAX_BUILD_ARGS: usize = 128;
+/// Most bytes of one build arg's value.
+pub const MAX_BUILD_ARG_VALUE_BYTES: usize = 16 << 10;
+/// Most bytes of all build args' names and values together (Docker
+/// Engine takes them in the request's URL).
+pub const MAX_BUILD_ARGS_TOTAL_BYTES: usize = 64 << 10;
+/// Most names in `secrets` and in `secretBuildArgs`, each.
+pub const MAX_SECRETS: usize = 32;
+/// Fewest characters a secret value (or a credential's password) has:
+/// shorter values could not be masked in build logs without garbling them,
+/// so they are refused rather than shown.
+pub const MIN_SECRET_CHARS: usize = 4;
+/// Most bytes of one secret value.
+pub const MAX_SECRET_BYTES: usize = 64 << 10;
+
+// The same rules as JSON Schema patterns (ECMA-262), for the OpenAPI
+// document; a kiln-api test checks each against its check function.
+
+/// [`check_name`] as a pattern (with a maximum length of 128).
+pub const NAME_PATTERN: &str =
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$";
+/// [`check_tag`] as a pattern.
+pub const TAG_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$";
+/// [`check_build_arg`] and [`check_secret_name`] as a pattern.
+pub const VARIABLE_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$";
+/// [`check_platform`] as a pattern.
+pub const PLATFORM_PATTERN: &str = r"^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_]+)?$";
+/// [`check_target`] as a pattern.
+pub const TARGET_PATTERN: &str = r"^[A-Za-z0-9_.-]{1,128}$";
+/// [`check_context_path`] as a pattern: relative, no `..` part, no NUL.
+pub const CONTEXT_PATH_PATTERN: &str = r"^(?!/)(?!(?:.*/)?\.\.(?:/|$))[^\u0000]+$";
+
 /// The reference a git build uses when the request names none.
 pub const DEFAULT_GIT_REFERENCE: &str = "main";
 
@@ -120,10 +159,11 @@ pub fn check_build_arg(name: &str) -> Result<(), String> {
     let ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128;
     if !ok {
         return Err(format!(
-            "build arg name {name:?} is not valid: use letters, digits and `_`, not starting with a digit"
+            "build arg name {name:?} is not valid: use 1 to 128 letters, digits and `_`, not starting with a digit"
         ));
     }
     Ok(())
@@ -159,6 +199,106 @@ pub fn check_target(target: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A build secret's name: what may follow `id=` in a secret mount and name
+/// a build arg.
+pub fn check_secret_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "build secret name {name:?} is not valid: 1 to 128 letters, digits and `_`, not starting with a digit"
+        ))
+    }
+}
+
+/// A secret value or a credential's password, named by `what` (e.g.
+/// "build secret NPM_TOKEN"): long enough to be masked, not huge.
+pub fn check_secret_value(what: &str, value: &str) -> Result<(), String> {
+    let chars = value.chars().count();
+    if chars < MIN_SECRET_CHARS {
+        return Err(format!(
+            "{what} is {chars} character{} long; secret values must have at least {MIN_SECRET_CHARS} characters, because shorter ones cannot be masked in build logs",
+            if chars == 1 { "" } else { "s" }
+        ));
+    }
+    if value.len() > MAX_SECRET_BYTES {
+        return Err(format!(
+            "{what} is {} bytes; secret values may have at most {} KiB",
+            value.len(),
+            MAX_SECRET_BYTES >> 10
+        ));
+    }
+    Ok(())
+}
+
+/// `tags`: 1 to [`MAX_TAGS`] valid tags.
+pub fn check_tags(tags: &[String]) -> Result<(), String> {
+    if tags.is_empty() {
+        return Err(
+            "`tags` is empty: give at least one tag, or leave it out for [\"latest\"]".into(),
+        );
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(format!(
+            "`tags` has {} tags; a build pushes at most {MAX_TAGS} (build once, then tag further in the registry)",
+            tags.len()
+        ));
+    }
+    tags.iter().try_for_each(|tag| check_tag(tag))
+}
+
+/// `buildArgs`: at most [`MAX_BUILD_ARGS`] valid names, each value at most
+/// [`MAX_BUILD_ARG_VALUE_BYTES`], all together at most
+/// [`MAX_BUILD_ARGS_TOTAL_BYTES`].
+pub fn check_build_args<'a>(
+    args: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), String> {
+    if args.len() > MAX_BUILD_ARGS {
+        return Err(format!(
+            "`buildArgs` has {} entries; a build takes at most {MAX_BUILD_ARGS}",
+            args.len()
+        ));
+    }
+    let mut total = 0;
+    for (name, value) in args {
+        check_build_arg(name)?;
+        if value.len() > MAX_BUILD_ARG_VALUE_BYTES {
+            return Err(format!(
+                "build arg {name} is {} bytes; a value may have at most {} KiB (put larger inputs in the context)",
+                value.len(),
+                MAX_BUILD_ARG_VALUE_BYTES >> 10
+            ));
+        }
+        total += name.len() + value.len();
+    }
+    if total > MAX_BUILD_ARGS_TOTAL_BYTES {
+        return Err(format!(
+            "`buildArgs` total {total} bytes; names and values together may have at most {} KiB (put larger inputs in the context)",
+            MAX_BUILD_ARGS_TOTAL_BYTES >> 10
+        ));
+    }
+    Ok(())
+}
+
+/// A list of build secret names (`secrets` or `secretBuildArgs`).
+pub fn check_secret_names(field: &str, names: &[String]) -> Result<(), String> {
+    if names.len() > MAX_SECRETS {
+        return Err(format!(
+            "`{field}` names {} secrets; a build takes at most {MAX_SECRETS}",
+            names.len()
+        ));
+    }
+    names
+        .iter()
+        .try_for_each(|name| check_secret_name(name).map_err(|e| format!("`{field}`: {e}")))
 }
 
 #[cfg(test)]

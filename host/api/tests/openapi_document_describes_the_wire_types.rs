@@ -296,7 +296,9 @@ fn every_status_and_failure_reason_is_listed() {
 }
 
 /// Request bodies: what serde takes validates, what serde refuses (an
-/// unknown field, a wrong type) does not.
+/// unknown field, a wrong type) does not. (The values also pass the
+/// server's own rules, which the document states too: see the tests of
+/// patterns and limits below.)
 #[test]
 fn request_schemas_accept_and_refuse_what_the_types_do() {
     fn agree<T: serde::de::DeserializeOwned>(name: &str, body: Value) {
@@ -344,8 +346,8 @@ fn request_schemas_accept_and_refuse_what_the_types_do() {
     agree::<SaveSecretsRequest>(
         "SaveSecretsRequest",
         json!({
-            "registryCredentials": {"127.0.0.1:5000": {"username": "u", "password": "p"}, "old": null},
-            "gitCredentials": {"*": {"username": "u", "password": "p"}},
+            "registryCredentials": {"127.0.0.1:5000": {"username": "u", "password": "pass-1"}, "old": null},
+            "gitCredentials": {"*": {"username": "u", "password": "pass-2"}},
             "buildSecrets": {"TOKEN": "value", "OLD": null},
         }),
     );
@@ -370,4 +372,157 @@ fn an_undescribed_field_is_caught() {
     let mut sent = serde_json::to_value(full_build()).unwrap();
     sent["source"]["shadowField"] = json!(1);
     assert!(!errors(&validator("Build", true), &sent).is_empty());
+}
+
+/// The patterns the document states agree with the server's checks, value
+/// by value: a value the document admits is accepted, and one it does not
+/// is refused. The corpus holds the edges each rule has.
+#[test]
+fn the_documented_patterns_are_the_checks_the_server_applies() {
+    use kiln_api::validate::*;
+    type Check = fn(&str) -> Result<(), String>;
+    let cases: [(&str, &str, Check, &[&str]); 6] = [
+        (
+            "name",
+            NAME_PATTERN,
+            |v| check_name(v),
+            &[
+                "hello", "team/api", "a.b", "a__b", "a--b", "a---b", "x1", "", "Hello", "-a", "a-",
+                "a/", "/a", "a..b", "a._b", "a___b", "a b", "a:b", "a//b", "é",
+            ],
+        ),
+        (
+            "tag",
+            TAG_PATTERN,
+            |v| check_tag(v),
+            &[
+                "latest", "v1.2", "_x", "1", "", ".x", "-x", "a:b", "a/b", "a-b_c.d", "ü",
+            ],
+        ),
+        (
+            "build arg",
+            VARIABLE_PATTERN,
+            |v| check_build_arg(v),
+            &["A", "_a1", "a_B", "", "1A", "A-B", "A B", "Ä"],
+        ),
+        (
+            "secret name",
+            VARIABLE_PATTERN,
+            |v| check_secret_name(v),
+            &["NPM_TOKEN", "_x", "", "9x", "x.y"],
+        ),
+        (
+            "platform",
+            PLATFORM_PATTERN,
+            |v| check_platform(v),
+            &[
+                "linux/amd64",
+                "linux/arm64/v8",
+                "linux",
+                "linux/",
+                "/amd64",
+                "Linux/amd64",
+                "a/b/c/d",
+            ],
+        ),
+        (
+            "target",
+            TARGET_PATTERN,
+            |v| check_target(v),
+            &["build", "stage-1", "a.b_c", "", "a b", "a/b"],
+        ),
+    ];
+    let long_name = "a".repeat(129);
+    let long_tag = "t".repeat(129);
+    let long_arg = "A".repeat(129);
+    let long_target = "s".repeat(129);
+    let extra: [(&str, &str); 4] = [
+        ("name", &long_name),
+        ("tag", &long_tag),
+        ("build arg", &long_arg),
+        ("target", &long_target),
+    ];
+    let matches = |pattern: &str, max_length: Option<usize>, value: &str| {
+        let mut schema = json!({ "type": "string", "pattern": pattern });
+        if let Some(max) = max_length {
+            schema["maxLength"] = json!(max);
+        }
+        jsonschema::validator_for(&schema)
+            .expect("the pattern compiles as ECMA-262")
+            .is_valid(&json!(value))
+    };
+    for (what, pattern, check, corpus) in cases {
+        let max_length = (what == "name").then_some(128);
+        let corpus = corpus
+            .iter()
+            .copied()
+            .chain(extra.iter().filter(|(w, _)| *w == what).map(|(_, v)| *v));
+        for value in corpus {
+            assert_eq!(
+                matches(pattern, max_length, value),
+                check(value).is_ok(),
+                "{what} {value:?}: the document and the server disagree"
+            );
+        }
+    }
+    for path in [
+        "Dockerfile",
+        "docker/Dockerfile.prod",
+        ".",
+        "./Dockerfile",
+        "a..b",
+        "..a",
+        "a/..b",
+        "",
+        "..",
+        "../Dockerfile",
+        "a/../b",
+        "a/..",
+        "/etc/passwd",
+        "a\0b",
+    ] {
+        assert_eq!(
+            matches(CONTEXT_PATH_PATTERN, None, path),
+            check_context_path("dockerfile", path).is_ok(),
+            "path {path:?}: the document and the server disagree"
+        );
+    }
+}
+
+/// The limits the server enforces are the ones the document states.
+#[test]
+fn the_documented_limits_are_the_servers() {
+    use kiln_api::validate::*;
+    let document = document();
+    let create = &document["components"]["schemas"]["CreateBuildRequest"]["properties"];
+    let not_null = |field: &str| create[field]["oneOf"][0].clone();
+    assert_eq!(not_null("tags")["maxItems"], json!(MAX_TAGS));
+    assert_eq!(
+        not_null("buildArgs")["maxProperties"],
+        json!(MAX_BUILD_ARGS)
+    );
+    assert_eq!(not_null("secrets")["maxItems"], json!(MAX_SECRETS));
+
+    let tags: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
+    assert!(check_tags(&tags[..MAX_TAGS]).is_ok());
+    let refused = check_tags(&tags).unwrap_err();
+    assert!(refused.contains(&MAX_TAGS.to_string()), "{refused}");
+    let many: BTreeMap<String, String> = (0..=MAX_BUILD_ARGS)
+        .map(|i| (format!("A{i}"), "v".into()))
+        .collect();
+    let refused = check_build_args(many.iter()).unwrap_err();
+    assert!(refused.contains(&MAX_BUILD_ARGS.to_string()), "{refused}");
+    let big: BTreeMap<String, String> = (0..8)
+        .map(|i| (format!("A{i}"), "v".repeat(MAX_BUILD_ARG_VALUE_BYTES)))
+        .collect();
+    let refused = check_build_args(big.iter()).unwrap_err();
+    assert!(refused.contains("KiB"), "{refused}");
+
+    let secrets = &document["components"]["schemas"]["SaveSecretsRequest"]["properties"];
+    assert_eq!(
+        secrets["buildSecrets"]["additionalProperties"]["oneOf"][0]["minLength"],
+        json!(MIN_SECRET_CHARS)
+    );
+    assert!(check_secret_value("build secret X", "abc").is_err());
+    assert!(check_secret_value("build secret X", "abcd").is_ok());
 }

@@ -418,7 +418,13 @@ async fn kiln_build_git_builds_a_branch_subdirectory_and_lists_by_branch() {
     let commit = repo.commit("release");
     let daemon = GitDaemon::start(&root).await;
     let dir = tempfile::tempdir().unwrap();
-    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    // The daemon listens on loopback, which tenants may not reach unless
+    // the operator allows it.
+    let server = KilnProcess::spawn(
+        env!("CARGO_BIN_EXE_kiln").as_ref(),
+        dir.path(),
+        &["--allow-private-network", "127.0.0.0/8"],
+    );
     let cli = Cli::new(&server);
     let spec = format!("{}#release:app", daemon.url("cli-app"));
     let out = cli.run(&["build", "--git", &spec, "-t", &name, "--no-cache"]);

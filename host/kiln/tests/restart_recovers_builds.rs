@@ -81,4 +81,21 @@ async fn a_killed_host_interrupts_running_builds_and_runs_pending_ones_after_res
     // Numbers keep counting per name across the restart: nothing was reused.
     let list = second.get("/v1/builds?pageSize=10").await.json();
     assert_eq!(list["builds"].as_array().unwrap().len(), 3);
+
+    // Issue 12: /metrics after the restart counts what ended in this run,
+    // the build closed INTERRUPTED at start-up included; nothing was
+    // created in this run.
+    let metrics = second
+        .request_as(None, hyper::Method::GET, "/metrics", None)
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    for expected in [
+        "kiln_builds_created_total 0",
+        "kiln_builds_finished_total{status=\"BUILD_STATUS_FAILED\"} 1",
+        "kiln_builds_finished_total{status=\"BUILD_STATUS_SUCCEEDED\"} 2",
+        "kiln_queue_depth 0",
+        "kiln_builds_running 0",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
 }

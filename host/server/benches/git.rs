@@ -184,7 +184,9 @@ async fn main() {
     let mut same_again = Vec::new();
     for run in 0..RUNS {
         let data = work.path().join(format!("data-{run}"));
-        let fetcher = GitFetcher::new(&data);
+        // The repository is served on loopback.
+        let loopback = kiln_server::net::NetworkPolicy::allowing(["127.0.0.0/8".parse().unwrap()]);
+        let fetcher = GitFetcher::new(&data, loopback);
         let kiln_dest = work.path().join("kiln-context");
         let git_dest = work.path().join(format!("git-clone-{run}"));
         // Cold, alternating which goes first.

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Base image per wizard stack (`node`, `python`, `static`...): the
     /// operator's `[wizard.base_images]`; stacks not named keep the defaults.
     pub wizard_base_images: BTreeMap<String, String>,
+    /// Which non-public networks the host may reach for tenants (git
+    /// sources): none by default (`--allow-private-network`).
+    pub network: crate::net::NetworkPolicy,
 }
 
 /// Whether a host name (without port) is this machine: `localhost` or a
@@ -135,6 +138,7 @@ impl ServerConfig {
             credential_orgs: BTreeMap::new(),
             credentials_dir: None,
             kaniko_image: DEFAULT_KANIKO_IMAGE.to_string(),
+            network: crate::net::NetworkPolicy::default(),
             wizard_base_images: BTreeMap::new(),
         }
     }
@@ -159,6 +163,24 @@ pub struct FileConfig {
     /// `[wizard.base_images]`: base image per stack.
     #[serde(default)]
     pub wizard: Option<WizardConfig>,
+    /// `[network]`: what the host may reach on tenants' behalf.
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
+}
+
+/// `[network]`: the non-public networks builds may make the host reach.
+///
+/// ```toml
+/// [network]
+/// allow_private = ["10.1.0.0/16", "192.168.1.20"]
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Address blocks (`10.1.0.0/16`) or addresses (`192.168.1.20`) that
+    /// git sources may reach although they are not public.
+    #[serde(default)]
+    pub allow_private: Vec<crate::net::Cidr>,
 }
 
 /// `[wizard]`: the Dockerfile wizard's settings.
@@ -238,6 +260,9 @@ impl FileConfig {
         config.plugin_grants = self.plugins;
         if let Some(image) = self.kaniko_image {
             config.kaniko_image = image;
+        }
+        if let Some(network) = self.network {
+            config.network = crate::net::NetworkPolicy::allowing(network.allow_private);
         }
         if let Some(wizard) = self.wizard {
             config.wizard_base_images = wizard.base_images;

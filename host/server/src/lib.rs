@@ -15,6 +15,7 @@
 //! | [`capabilities`] | the runtime's capability traits implemented over the real parts: the build log as `LogSink`, Docker Engine and the registry as `Engine`, gix checkouts as `Git` (the runtime checked the permission before they run) |
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context |
+//! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |
 //! | [`credentials`] | which store keeps an organization's secrets: the encrypted local one, or a credential-store plugin |
 //! | [`config`] | the settings `kiln serve` runs with |
@@ -30,6 +31,7 @@ pub mod credentials;
 pub mod engine;
 pub mod git;
 pub mod metrics;
+pub mod net;
 pub mod plugins;
 pub mod scheduler;
 pub mod store;

@@ -116,6 +116,13 @@ impl Metrics {
         self.build_duration.observe(took);
     }
 
+    /// A build a previous run of the host left RUNNING was closed
+    /// (`INTERRUPTED`) at start-up. It ended in this run, so it counts as
+    /// finished; it has no duration worth observing (the host was down).
+    pub fn build_closed_at_start(&self) {
+        self.builds_finished[1].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A plugin call (`materialize`, `build`...) took `took`.
     pub fn plugin_call(&self, plugin: &str, call: &'static str, took: Duration) {
         let histogram = self
@@ -137,7 +144,7 @@ impl Metrics {
             "kiln_builds_created_total {}",
             self.builds_created.load(Ordering::Relaxed)
         );
-        out.push_str("# HELP kiln_builds_finished_total Builds that ended since the host started, by final status.\n# TYPE kiln_builds_finished_total counter\n");
+        out.push_str("# HELP kiln_builds_finished_total Builds that ended since the host started, by final status (builds a previous run left running, closed INTERRUPTED at start-up, count as failed).\n# TYPE kiln_builds_finished_total counter\n");
         for (status, count) in [
             "BUILD_STATUS_SUCCEEDED",
             "BUILD_STATUS_FAILED",

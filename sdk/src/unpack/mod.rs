@@ -67,15 +67,61 @@ fn io_error(entry: &str, e: io::Error) -> UnpackError {
     UnpackError::Io(format!("cannot write `{entry}`: {e}"))
 }
 
+/// Most bytes of an entry's whole name (Linux's `PATH_MAX`).
+pub const MAX_NAME_BYTES: usize = 4096;
+/// Most bytes of one component of an entry's name (Linux's `NAME_MAX`).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+
+/// `name` as an error message shows it: control characters escaped, at
+/// most 100 characters, so a hostile 5000-character name does not become a
+/// 5 KB message.
+pub fn shown_name(name: &str) -> String {
+    const SHOWN: usize = 100;
+    let mut shown = String::new();
+    for (count, c) in name.chars().enumerate() {
+        if count == SHOWN {
+            shown.push_str(&format!("… ({} bytes)", name.len()));
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
 /// The entry's path relative to the context, or why it may not be unpacked.
 pub fn safe_relative_path(name: &str) -> Result<PathBuf, UnpackError> {
+    let shown = shown_name(name);
+    if name.contains('\0') {
+        return Err(invalid(format!(
+            "archive entry `{shown}` has a NUL character in its name; no file system can hold it, re-create the archive from files with ordinary names"
+        )));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(invalid(format!(
+            "archive entry `{shown}` has a name of {} bytes; names may have at most {MAX_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    if let Some(long) = name
+        .split('/')
+        .find(|part| part.len() > MAX_COMPONENT_BYTES)
+    {
+        return Err(invalid(format!(
+            "archive entry `{shown}` has a path component of {} bytes; each part of a name may have at most {MAX_COMPONENT_BYTES}",
+            long.len()
+        )));
+    }
     let escape = || {
         invalid(format!(
-            "archive entry `{name}` points outside the build context; \
+            "archive entry `{shown}` points outside the build context; \
              re-create the archive from inside the context directory, with relative paths and no `..`"
         ))
     };
-    if name.starts_with('/') || name.contains('\\') || name.contains('\0') {
+    if name.starts_with('/') || name.contains('\\') {
         return Err(escape());
     }
     let mut out = PathBuf::new();

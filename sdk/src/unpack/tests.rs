@@ -72,6 +72,31 @@ fn escaping_entries_are_refused_by_name() {
     }
 }
 
+/// Issue 12: a 5000-character entry name was a plugin failure with a 5 KB
+/// message, and a NUL in a name was called a path escaping the context.
+#[test]
+fn issue_12_overlong_and_nul_names_are_invalid_contexts_with_short_messages() {
+    let long = "a".repeat(5000);
+    let deep = format!("{}/x", "d".repeat(300));
+    let nul = "bad\0name";
+    for (name, expected) in [
+        (long.as_str(), "name of 5000 bytes"),
+        (deep.as_str(), "path component of 300 bytes"),
+        (nul, "NUL character"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = zip_of(&[(name, b"x", 0o644)]);
+        let m = message(unpack_zip(io::Cursor::new(archive), dir.path(), ROOMY));
+        assert!(m.contains(expected), "{expected}: {m}");
+        assert!(
+            m.len() < 400,
+            "the message stays short ({} bytes): {m}",
+            m.len()
+        );
+        assert!(!m.contains("outside the build context"), "{m}");
+    }
+}
+
 #[test]
 fn a_zip_bomb_stops_at_the_byte_limit() {
     let dir = tempfile::tempdir().unwrap();

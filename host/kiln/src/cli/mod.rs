@@ -399,6 +399,15 @@ pub struct ServeArgs {
     /// The Kaniko executor image the `kaniko` builder runs (it must be in the Docker Engine) [default: ghcr.io/osscontainertools/kaniko:v1.28.0, or `kaniko_image` in the config file].
     #[arg(long, env = "KILN_KANIKO_IMAGE")]
     pub kaniko_image: Option<String>,
+    /// A non-public address block git sources may reach (repeatable; e.g. 10.1.0.0/16 or 127.0.0.1). Loopback, link-local and private addresses are refused otherwise, so tenants cannot probe this server's network.
+    #[cfg(feature = "server")]
+    #[arg(
+        long = "allow-private-network",
+        env = "KILN_ALLOW_PRIVATE_NETWORKS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub allow_private_networks: Vec<kiln_server::net::Cidr>,
 }
 
 #[cfg(feature = "server")]
@@ -426,6 +435,13 @@ impl ServeArgs {
         }
         if let Some(image) = &self.kaniko_image {
             config.kaniko_image = image.clone();
+        }
+        if !self.allow_private_networks.is_empty() {
+            // The flags add to the config file's blocks.
+            let blocks = config.network.allowed().iter().copied();
+            config.network = kiln_server::net::NetworkPolicy::allowing(
+                blocks.chain(self.allow_private_networks.iter().copied()),
+            );
         }
         Ok(config)
     }

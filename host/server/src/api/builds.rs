@@ -15,6 +15,11 @@ use crate::scheduler::staged_file_name;
 use crate::store::{BuildRecord, BuildSpec, BuildStatus, ListFilter, SourceSummary};
 use kiln_api::builds::{CreateBuildRequest, GitSourceRequest, MAX_INLINE_ZIP_BYTES};
 
+/// Builds per ListBuilds page when the request names no size (or 0).
+const DEFAULT_PAGE_SIZE: usize = 50;
+/// The largest page ListBuilds gives.
+const MAX_PAGE_SIZE: usize = 1000;
+
 /// Largest CreateBuild body: a 4 MiB zip is ~5.6 MB of base64, plus fields.
 const MAX_BODY_BYTES: usize = 8 << 20;
 
@@ -147,18 +152,9 @@ async fn validate_create(
     let dockerfile = request.dockerfile.unwrap_or_else(|| "Dockerfile".into());
     validate::check_context_path("dockerfile", &dockerfile).map_err(bad)?;
     let tags = request.tags.unwrap_or_else(|| vec!["latest".into()]);
-    if tags.is_empty() {
-        return Err(bad(
-            "`tags` is empty: give at least one tag, or leave it out for [\"latest\"]".into(),
-        ));
-    }
-    for tag in &tags {
-        validate::check_tag(tag).map_err(bad)?;
-    }
+    validate::check_tags(&tags).map_err(bad)?;
     let build_args = request.build_args.unwrap_or_default();
-    for name in build_args.keys() {
-        validate::check_build_arg(name).map_err(bad)?;
-    }
+    validate::check_build_args(build_args.iter()).map_err(bad)?;
     if let Some(platform) = &request.platform {
         validate::check_platform(platform).map_err(bad)?;
     }
@@ -196,8 +192,8 @@ async fn validate_create(
         ("secretBuildArgs", &secret_build_args),
         ("secrets", &secret_mounts),
     ] {
+        validate::check_secret_names(field, names).map_err(bad)?;
         for name in names {
-            super::secrets::check_secret_name(name).map_err(|e| bad(format!("`{field}`: {e}")))?;
             if !stored_build.contains(name) {
                 return Err(bad(format!(
                     "`{field}`: build secret {name} is not set for this organization; save it with PUT /v1/secrets {{\"buildSecrets\": {{\"{name}\": \"...\"}}}}"
@@ -440,13 +436,18 @@ pub fn list(
     request: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let params = query_params(request);
+    // 0 (or absent) means the default, as is usual for page sizes.
     let page_size = match params.get("pageSize") {
-        None => 50,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request("`pageSize` must be a number from 1 to 1000"))?,
+        None => DEFAULT_PAGE_SIZE,
+        Some(v) => match v.parse::<usize>() {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(n) if n <= MAX_PAGE_SIZE => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "`pageSize` must be a number from 1 to {MAX_PAGE_SIZE} (0 or absent: {DEFAULT_PAGE_SIZE})"
+                )))
+            }
+        },
     };
     let before = match params.get("pageToken").filter(|t| !t.is_empty()) {
         None => None,

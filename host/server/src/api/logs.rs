@@ -34,9 +34,11 @@ enum Format {
 }
 
 fn flag(params: &std::collections::HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    // Exactly the booleans the OpenAPI document declares: `?follow=` or
+    // `?follow=1` is refused rather than guessed at.
     match params.get(name).map(String::as_str) {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") | Some("") => Ok(true),
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
         Some(other) => Err(ApiError::bad_request(format!(
             "`{name}` must be true or false, not {other:?}"
         ))),
@@ -88,8 +90,12 @@ pub fn stream(
     let store = state.store.clone();
     let hub = state.hub.clone();
     let build_id = record.build_id.clone();
+    let holder = TokenHolder {
+        token: caller.token.clone(),
+        revocations: state.store.revocations(),
+    };
     tokio::spawn(async move {
-        if let Err(e) = follow_log(store, hub, build_id, after, follow, format, tx).await {
+        if let Err(e) = follow_log(store, hub, build_id, after, follow, format, holder, tx).await {
             tracing::debug!("log stream ended early: {e}");
         }
     });
@@ -112,6 +118,12 @@ fn frame(line: &LogLine, format: Format) -> Bytes {
         Format::Ndjson => format!("{json}\n"),
         Format::Sse => format!("id: {}\nevent: log\ndata: {json}\n\n", line.seq),
     })
+}
+
+/// The token a stream was opened with: the stream ends when it is revoked.
+struct TokenHolder {
+    token: String,
+    revocations: tokio::sync::watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +175,8 @@ fn finished(store: &Store, build_id: &str) -> Result<bool, FollowError> {
         .unwrap_or(true))
 }
 
+// One call site; the arguments are the stream's whole state.
+#[allow(clippy::too_many_arguments)]
 async fn follow_log(
     store: Store,
     hub: LogHub,
@@ -170,6 +184,7 @@ async fn follow_log(
     mut after: u64,
     follow: bool,
     format: Format,
+    mut holder: TokenHolder,
     tx: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
 ) -> Result<(), FollowError> {
     let mut updates = hub.subscribe(&build_id);
@@ -207,6 +222,18 @@ async fn follow_log(
                 }
                 _ = tokio::time::sleep(RECHECK) => check_record = true,
                 _ = tx.closed() => return Err(FollowError::ClientGone),
+                revoked = holder.revocations.changed() => {
+                    // A revocation (or the store closing): is it ours?
+                    if revoked.is_err() || store.token(&holder.token)?.is_none() {
+                        if let Format::Sse = format {
+                            let error = kiln_api::ErrorBody::new(401, "the token this stream was opened with was revoked");
+                            let data = serde_json::to_string(&error).expect("errors serialize");
+                            let event = Bytes::from(format!("event: error\ndata: {data}\n\n"));
+                            let _ = tx.send(Ok(Frame::data(event))).await;
+                        }
+                        return Ok(());
+                    }
+                }
             }
         }
     }

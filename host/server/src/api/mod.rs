@@ -60,6 +60,8 @@ pub struct ApiState {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// For a 405: the methods the path accepts (the `Allow` header).
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -67,7 +69,13 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            allow: None,
         }
+    }
+    /// A 405's `Allow` header: the methods the path accepts.
+    pub fn with_allow(mut self, methods: impl Into<String>) -> Self {
+        self.allow = Some(methods.into());
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -86,6 +94,12 @@ impl ApiError {
     pub fn into_response(self) -> Response<Body> {
         let body = kiln_api::ErrorBody::new(self.status.as_u16(), self.message);
         let mut response = json_response(self.status, &body);
+        if let Some(allow) = self
+            .allow
+            .and_then(|a| hyper::header::HeaderValue::from_str(&a).ok())
+        {
+            response.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
@@ -111,6 +125,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     what: &str,
     too_large: impl FnOnce() -> ApiError,
 ) -> Result<T, ApiError> {
+    require_json(&request)?;
     let body = http_body_util::Limited::new(request.into_body(), limit)
         .collect()
         .await
@@ -118,6 +133,37 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         .to_bytes();
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not a valid {what}: {e}")))
+}
+
+/// A JSON body must say so: `Content-Type: application/json` (parameters
+/// such as `charset` allowed, and `application/<x>+json`). Anything else is
+/// 415, so a form post or a mislabelled upload is not read as JSON.
+fn require_json(request: &hyper::Request<hyper::body::Incoming>) -> Result<(), ApiError> {
+    let given = request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let essence = given
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if is_json {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        match given {
+            None => "the request has a JSON body but no Content-Type; send `Content-Type: application/json`".to_string(),
+            Some(other) => format!("the body must be JSON, sent as `Content-Type: application/json`, not {other:?}"),
+        },
+    ))
 }
 
 /// `204 No Content`: done, nothing to say.

@@ -13,6 +13,9 @@ pub struct Caller {
     pub org: String,
     /// The operator's token: may manage organizations.
     pub admin: bool,
+    /// The bearer token itself, for what outlives the request (a log
+    /// stream ends when its token is revoked).
+    pub token: String,
 }
 
 impl Caller {
@@ -35,11 +38,14 @@ fn authenticate(state: &ApiState, request: &Request<Incoming>) -> Result<Caller,
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>` header"))?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1): `bearer x` is
+    // as good as `Bearer x`.
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     let record = state
@@ -49,6 +55,7 @@ fn authenticate(state: &ApiState, request: &Request<Incoming>) -> Result<Caller,
     Ok(Caller {
         org: record.org,
         admin: record.admin,
+        token: token.to_string(),
     })
 }
 
@@ -95,8 +102,7 @@ pub fn openapi_json() -> bytes::Bytes {
     static RENDERED: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
     RENDERED
         .get_or_init(|| {
-            let document = kiln_api::openapi::document()
-                .to_pretty_json()
+            let document = serde_json::to_vec_pretty(&kiln_api::openapi::document())
                 .expect("the OpenAPI document serializes");
             bytes::Bytes::from(document)
         })
@@ -134,9 +140,28 @@ impl Route<'_> {
     }
 }
 
-/// Where `method path` goes: 404 for no such path, 405 for a path that
-/// exists with other methods.
+/// Where `method path` goes: 404 for no such path, 405 (with `Allow`) for
+/// a path that exists with other methods.
 pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError> {
+    if let Some(route) = route_for(method, path)? {
+        return Ok(route);
+    }
+    let allowed: Vec<&str> = [Method::GET, Method::POST, Method::PUT, Method::DELETE]
+        .iter()
+        .filter(|other| matches!(route_for(other, path), Ok(Some(_))))
+        .map(Method::as_str)
+        .collect();
+    let allowed = allowed.join(", ");
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{path} does not accept {method}, only {allowed}; see GET /v1/openapi.json"),
+    )
+    .with_allow(allowed))
+}
+
+/// The route `method path` names; `None` when the path exists but not with
+/// this method.
+fn route_for<'a>(method: &Method, path: &'a str) -> Result<Option<Route<'a>>, ApiError> {
     let segments: Vec<&'a str> = path.trim_start_matches('/').split('/').collect();
     let is = |m: Method| *method == m;
     let route = match segments.as_slice() {
@@ -167,12 +192,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError
         }
         _ => return Err(ApiError::not_found(&format!("route {path}"))),
     };
-    route.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{path} does not accept {method}; see GET /v1/openapi.json"),
-        )
-    })
+    Ok(route)
 }
 
 async fn route(
@@ -271,9 +291,12 @@ mod tests {
             } else {
                 Method::PATCH
             };
-            assert_eq!(
-                resolve(&other, &path).unwrap_err().status,
-                StatusCode::METHOD_NOT_ALLOWED
+            let refused = resolve(&other, &path).unwrap_err();
+            assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
+            let allow = refused.allow.expect("a 405 says what is allowed");
+            assert!(
+                allow.split(", ").any(|m| m == method.as_str()),
+                "{path}: Allow {allow:?} lacks {method}"
             );
         }
         assert_eq!(

@@ -6,26 +6,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::routes::Caller;
+use super::validate;
 use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
 use crate::store::secrets::{Credential, SecretKind};
-
-/// A build secret's name: what may follow `id=` in a secret mount and name
-/// a build arg.
-pub fn check_secret_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let ok = name.len() <= 128
-        && chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "build secret name {name:?} is not valid: letters, digits and `_`, not starting with a digit"
-        ))
-    }
-}
 
 fn check_host(group: &str, host: &str) -> Result<(), String> {
     let ok = host == "*"
@@ -42,6 +25,27 @@ fn check_host(group: &str, host: &str) -> Result<(), String> {
             if group == "gitCredentials" { ", or \"*\" for every host" } else { "" }
         ))
     }
+}
+
+/// A credential has a password (or token) long enough to mask; a registry
+/// credential also names its user.
+fn check_credential(
+    group: &str,
+    host: &str,
+    credential: &kiln_api::CredentialInput,
+) -> Result<(), String> {
+    let what = format!("`{group}` for {host}");
+    if credential.password.is_empty() {
+        return Err(format!(
+            "{what} has no password: give {{\"username\": \"...\", \"password\": \"...\"}} (or \"token\"), or null to remove the credential"
+        ));
+    }
+    if group == "registryCredentials" && credential.username.is_empty() {
+        return Err(format!(
+            "{what} has no username: registries authenticate a user and a password (or token)"
+        ));
+    }
+    validate::check_secret_value(&format!("the password in {what}"), &credential.password)
 }
 
 /// A store's refusal is the caller's to fix (a read-only store); anything
@@ -85,18 +89,23 @@ pub async fn save(
     )
     .await?;
     // Check everything before changing anything.
-    for host in save.registry_credentials.keys() {
-        check_host("registryCredentials", host).map_err(ApiError::bad_request)?;
-    }
-    for host in save.git_credentials.keys() {
-        check_host("gitCredentials", host).map_err(ApiError::bad_request)?;
+    for (group, entries) in [
+        ("registryCredentials", &save.registry_credentials),
+        ("gitCredentials", &save.git_credentials),
+    ] {
+        for (host, credential) in entries {
+            check_host(group, host).map_err(ApiError::bad_request)?;
+            if let Some(credential) = credential {
+                check_credential(group, host, credential).map_err(ApiError::bad_request)?;
+            }
+        }
     }
     for (name, value) in &save.build_secrets {
-        check_secret_name(name).map_err(ApiError::bad_request)?;
-        if value.as_deref() == Some("") {
-            return Err(ApiError::bad_request(format!(
-                "build secret {name} is empty; give a value, or null to remove it"
-            )));
+        validate::check_secret_name(name).map_err(ApiError::bad_request)?;
+        if let Some(value) = value {
+            validate::check_secret_value(&format!("build secret {name}"), value).map_err(|e| {
+                ApiError::bad_request(format!("{e}; give a longer value, or null to remove it"))
+            })?;
         }
     }
     let secrets = &state.secrets;

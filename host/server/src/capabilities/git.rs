@@ -31,7 +31,9 @@ pub struct BuildGit {
 fn to_wit_error(error: &GitError) -> git::GitError {
     use git::GitFailureReason as R;
     let reason = match error {
-        GitError::HostNotPermitted { .. } => return git::GitError::Denied(error.to_string()),
+        GitError::HostNotPermitted { .. } | GitError::AddressNotPermitted(_) => {
+            return git::GitError::Denied(error.to_string())
+        }
         GitError::InvalidUrl { .. } => R::InvalidUrl,
         GitError::RepositoryNotFound { .. } => R::RepositoryNotFound,
         GitError::AuthenticationRequired { .. } | GitError::ClearTextCredentials { .. } => {

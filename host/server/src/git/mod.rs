@@ -82,6 +82,8 @@ pub enum GitError {
     InvalidUrl { url: String, reason: String },
     #[error("fetching from {host} is not permitted for plugin {plugin}; the operator grants git hosts in the server config ([plugins.{plugin}] git = [\"{host}\"])")]
     HostNotPermitted { plugin: String, host: String },
+    #[error("{0}")]
+    AddressNotPermitted(crate::net::NetworkRefusal),
     #[error("repository {url} was not found (or is not visible with the credentials used); check the URL, and for a private repository save git credentials for its host")]
     RepositoryNotFound { url: String },
     #[error("repository {url} requires authentication; save git credentials for {host} (PUT /v1/secrets {{\"gitCredentials\": {{\"{host}\": {{\"username\": \"...\", \"token\": \"...\"}}}}}})")]
@@ -126,6 +128,9 @@ pub enum GitError {
 #[derive(Clone)]
 pub struct GitFetcher {
     mirrors: PathBuf,
+    /// Checked before every fetch: a tenant's URL may not make the host
+    /// reach loopback or private networks the operator did not allow.
+    network: crate::net::NetworkPolicy,
 }
 
 /// Sets the interrupt flag when dropped: a cancelled build drops the future
@@ -144,9 +149,12 @@ fn looks_like_commit(reference: &str) -> bool {
 }
 
 impl GitFetcher {
-    pub fn new(data_dir: &Path) -> Self {
+    /// Mirrors under `data_dir`; fetches reach public addresses and the
+    /// blocks `network` allows.
+    pub fn new(data_dir: &Path, network: crate::net::NetworkPolicy) -> Self {
         GitFetcher {
             mirrors: data_dir.join("git-mirrors"),
+            network,
         }
     }
 
@@ -254,6 +262,21 @@ impl GitFetcher {
         credentials: &CredentialLookup,
         interrupt: &AtomicBool,
     ) -> Result<Fetched, GitError> {
+        // Before anything touches the network (and the same answer whether
+        // or not something listens there).
+        if !url.host.is_empty() {
+            self.network
+                .check_host(&url.host)
+                .map_err(|refusal| match refusal {
+                    crate::net::NetworkRefusal::NotPublic { .. } => {
+                        GitError::AddressNotPermitted(refusal)
+                    }
+                    crate::net::NetworkRefusal::Unresolvable { .. } => GitError::Fetch {
+                        url: url.redacted(),
+                        message: refusal.to_string(),
+                    },
+                })?;
+        }
         let path = self.mirror_path(org, url.as_str());
         let _lock = MirrorLock::acquire(&path)?;
         let repo = open_or_init(&path)?;
@@ -410,9 +433,11 @@ impl MirrorLock {
 }
 
 /// Options that keep gix away from the user's and system's git config,
-/// credential helpers and environment.
+/// credential helpers and environment. Redirects are not followed: the
+/// network policy checked the URL's host, and a redirect could lead
+/// anywhere (to a loopback address, say) after that check.
 fn isolated() -> gix::open::Options {
-    gix::open::Options::isolated()
+    gix::open::Options::isolated().config_overrides(["http.followRedirects=false"])
 }
 
 fn open_or_init(path: &Path) -> Result<gix::Repository, GitError> {

@@ -123,6 +123,7 @@ impl Scheduler {
                 r.finish_time = Some(Utc::now());
             })?;
             self.inner.hub.finish(&build_id);
+            self.inner.metrics.build_closed_at_start();
             tracing::warn!(build_id, "closed a build interrupted by a host restart");
         }
         store.flush_blocking()?;
@@ -257,7 +258,7 @@ impl Scheduler {
                 built.digest
             )),
             Outcome::Failed(failure) => log.system(&format!(
-                "build failed ({:?}): {}",
+                "build failed ({}): {}",
                 failure.reason,
                 failure.message.lines().next().unwrap_or("")
             )),

@@ -80,10 +80,27 @@ pub struct Pipeline<'a> {
     pub store: &'a crate::store::Store,
 }
 
+/// Longest failure message a record keeps: the failing step and its last
+/// output lines fit; a plugin (or an archive entry name) cannot make the
+/// record carry kilobytes of noise.
+const MAX_FAILURE_MESSAGE_BYTES: usize = 8 << 10;
+
 fn failure(reason: FailureReason, message: impl Into<String>, exit_code: Option<i32>) -> Failure {
+    let mut message = message.into();
+    if message.len() > MAX_FAILURE_MESSAGE_BYTES {
+        let mut cut = MAX_FAILURE_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let dropped = message.len() - cut;
+        message.truncate(cut);
+        message.push_str(&format!(
+            "… ({dropped} more bytes; the build log has the rest)"
+        ));
+    }
     Failure {
         reason,
-        message: message.into(),
+        message,
         hint: hint_for(reason, exit_code),
         exit_code,
     }
@@ -188,7 +205,9 @@ fn from_git(error: GitError) -> Failure {
         GitError::UnknownReference { .. } | GitError::AmbiguousReference { .. } => {
             FailureReason::GitReferenceNotFound
         }
-        GitError::HostNotPermitted { .. } => FailureReason::GitHostNotPermitted,
+        GitError::HostNotPermitted { .. } | GitError::AddressNotPermitted(_) => {
+            FailureReason::GitHostNotPermitted
+        }
         GitError::ContextDirMissing { .. } | GitError::ContextDirNotDirectory { .. } => {
             FailureReason::ContextDirNotFound
         }
@@ -304,7 +323,7 @@ impl Pipeline<'_> {
         let mut caps = Capabilities::for_plugin(plugin).with_log(Arc::new(self.log.clone()));
         if source.git.is_some() {
             caps = caps.with_git(Arc::new(BuildGit {
-                fetcher: GitFetcher::new(&self.config.data_dir),
+                fetcher: GitFetcher::new(&self.config.data_dir, self.config.network.clone()),
                 org: self.record.org.clone(),
                 context_dir: self.paths.context.clone(),
                 credentials: self.git_credentials().await?,

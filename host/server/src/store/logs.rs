@@ -164,11 +164,14 @@ impl BuildLog {
         })
     }
 
-    /// Mask these values in every line written from now on. Values under
-    /// four characters are not masked (they would garble the log).
+    /// Mask these values in every line written from now on. Every
+    /// non-empty value is masked, however short: the API refuses values
+    /// under `MIN_SECRET_CHARS`, but a credential-store plugin or an older
+    /// store may still hold one, and a garbled line is better than a
+    /// shown secret.
     pub fn mask(&self, values: impl IntoIterator<Item = String>) {
         let mut masks = self.inner.masks.write().unwrap();
-        masks.extend(values.into_iter().filter(|v| v.len() >= 4));
+        masks.extend(values.into_iter().filter(|v| !v.is_empty()));
         // Longest first, so a secret containing another is masked whole.
         masks.sort_by_key(|m| std::cmp::Reverse(m.len()));
     }

@@ -76,6 +76,9 @@ struct Inner {
     counters: sled::Tree,
     logs: sled::Tree,
     contexts: sled::Tree,
+    /// Bumped on every revocation, so whatever holds a token for a while
+    /// (an open log stream) re-checks it at once.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
@@ -131,6 +134,7 @@ impl Store {
             }
         }
         let inner = Inner {
+            revocations: tokio::sync::watch::Sender::new(0),
             orgs: db.open_tree("orgs")?,
             tokens: db.open_tree("tokens")?,
             token_ids: db.open_tree("token_ids")?,
@@ -236,7 +240,14 @@ impl Store {
         }
         self.inner.tokens.remove(&hash)?;
         self.inner.token_ids.remove(token_id)?;
+        self.inner.revocations.send_modify(|count| *count += 1);
         Ok(true)
+    }
+
+    /// Changes whenever a token is revoked: holders of a token re-check it
+    /// with [`Store::token`].
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.revocations.subscribe()
     }
 
     // ---- builds ----
