@@ -11,17 +11,10 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::admin::{
-    CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject,
-    MaskedCredential, MaskedSecrets, NewToken, Org, OrgList, Permissions, PluginKinds,
-    PluginLimits, PluginList, PluginLoadError, PluginView, SaveSecretsRequest,
-};
-use crate::builds::{
-    Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,
-    FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, RefKind, Source, UploadedContext,
-    WizardDetection,
-};
-use crate::error::{ErrorBody, ErrorDetail};
+// Every wire type: the `components(schemas(...))` list below names them.
+use crate::admin::*;
+use crate::builds::*;
+use crate::error::*;
 
 /// The name of the bearer-token security scheme.
 pub const BEARER: &str = "bearer";
