@@ -39,6 +39,7 @@ async fn hello_example_is_built_pushed_and_runs() {
     assert_eq!(registry_digest.as_deref(), Some(digest));
 
     // The metrics are the engine's own numbers.
+    pull(&expected_ref).await;
     let inspect = docker().inspect_image(&expected_ref).await.unwrap();
     let metrics = &record["metrics"];
     assert_eq!(metrics["imageSizeBytes"].as_i64(), inspect.size);
@@ -510,4 +511,64 @@ async fn issue_12_revoking_a_token_ends_the_streams_opened_with_it() {
         None,
     )
     .await;
+}
+
+/// The engine's tags of `repository` (`127.0.0.1:5000/default/name`).
+async fn engine_tags(repository: &str) -> Vec<String> {
+    use bollard::query_parameters::ListImagesOptions;
+    let images = docker()
+        .list_images(Some(ListImagesOptions {
+            all: true,
+            filters: Some(std::collections::HashMap::from([(
+                "reference".to_string(),
+                vec![format!("{repository}:*")],
+            )])),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    images
+        .into_iter()
+        .flat_map(|image| image.repo_tags)
+        .collect()
+}
+
+/// Issue 12: every build left its image tagged in the engine after the
+/// push (620 tags after one test run, failed pushes included). Builds
+/// leave no tag now, and the next build still hits BuildKit's cache.
+#[tokio::test]
+async fn issue_12_builds_leave_no_tags_in_the_engine_and_keep_their_cache() {
+    let t = TestServer::start().await;
+    let name = unique_name("no-tags");
+    let repository = format!("{REGISTRY}/default/{name}");
+    let mut request = hello_request(&name);
+    request["tags"] = json!(["v1", "latest"]);
+    for round in 0..2 {
+        let build_id = t.create_build(&request).await;
+        let record = t.wait_finished(&build_id, LIMIT).await;
+        assert_eq!(record["status"], "BUILD_STATUS_SUCCEEDED", "{record:#}");
+        assert_eq!(engine_tags(&repository).await, Vec::<String>::new());
+        if round == 1 {
+            assert_eq!(
+                record["metrics"]["cacheUsed"], true,
+                "the rebuild hits the cache: {record:#}"
+            );
+        }
+    }
+    // The registry has both tags: they were pushed before they were removed.
+    for tag in ["v1", "latest"] {
+        let (status, _) = registry_manifest(&format!("default/{name}"), tag).await;
+        assert_eq!(status, 200, "{tag}");
+    }
+
+    // A push that fails leaves nothing either.
+    let unreachable = TestServer::start_with(|config| config.registry = "127.0.0.1:1".into()).await;
+    let name = unique_name("no-tags-failed");
+    let build_id = unreachable.create_build(&hello_request(&name)).await;
+    let record = unreachable.wait_finished(&build_id, LIMIT).await;
+    assert_eq!(record["status"], "BUILD_STATUS_FAILED", "{record:#}");
+    assert_eq!(
+        engine_tags(&format!("127.0.0.1:1/default/{name}")).await,
+        Vec::<String>::new()
+    );
 }

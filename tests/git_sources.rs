@@ -82,6 +82,7 @@ fn mirror_commit_count(t: &TestServer, url: &str) -> usize {
 }
 
 async fn image_labels(image: &str) -> std::collections::HashMap<String, String> {
+    pull(image).await;
     docker()
         .inspect_image(image)
         .await

@@ -177,6 +177,7 @@ async fn a_secret_mount_reaches_run_and_leaves_nothing_in_the_image() {
     // Nothing of the value in the image: every layer, the config and the
     // history, as `docker save` writes them.
     let image = record["imageRefs"][0].as_str().unwrap();
+    pull(image).await;
     let saved: Vec<u8> = docker()
         .export_image(image)
         .map(|chunk| chunk.unwrap().to_vec())

@@ -509,9 +509,31 @@ pub async fn run_image(image: &str) -> String {
 }
 
 /// Create and start a container of `image` (its own command); its name.
+/// Pull `image` from the local registry into the engine: builds leave no
+/// tags in the engine, so what a test runs or inspects is what the registry
+/// serves (the proof that the push landed).
+pub async fn pull(image: &str) {
+    use bollard::query_parameters::CreateImageOptions;
+    use futures_util::StreamExt;
+    let mut progress = docker().create_image(
+        Some(CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        }),
+        None,
+        None,
+    );
+    while let Some(step) = progress.next().await {
+        step.unwrap_or_else(|e| panic!("cannot pull {image} from the registry: {e}"));
+    }
+}
+
 pub async fn start_container(image: &str) -> String {
     use bollard::models::ContainerCreateBody;
     use bollard::query_parameters::CreateContainerOptions;
+    if image.starts_with(REGISTRY) {
+        pull(image).await;
+    }
     let docker = docker();
     let name = unique_name("kiln-test-run");
     docker

@@ -53,7 +53,12 @@ async fn a_killed_host_interrupts_running_builds_and_runs_pending_ones_after_res
     for id in &pending {
         assert_eq!(first.build(id).await["status"], "BUILD_STATUS_PENDING");
     }
+    // The killed run leaves the running build's directories behind.
+    let workspace = dir.path().join("workspaces").join(&running);
+    let staging = dir.path().join("staging").join(&running);
+    assert!(workspace.exists(), "the running build has a workspace");
     first.kill9();
+    std::fs::create_dir_all(dir.path().join("staging/stray-from-a-crash")).unwrap();
 
     let second = KilnProcess::spawn(
         binary.as_ref(),
@@ -62,6 +67,15 @@ async fn a_killed_host_interrupts_running_builds_and_runs_pending_ones_after_res
     );
     let record = second.build(&running).await;
     assert_eq!(record["status"], "BUILD_STATUS_FAILED", "{record:#}");
+    // Issue 12: the interrupted build's directories (and strays) are gone;
+    // they used to stay forever.
+    assert!(
+        !workspace.exists(),
+        "{} is left behind",
+        workspace.display()
+    );
+    assert!(!staging.exists(), "{} is left behind", staging.display());
+    assert!(!dir.path().join("staging/stray-from-a-crash").exists());
     assert_eq!(record["failure"]["reason"], "INTERRUPTED");
     assert_eq!(record["failure"]["message"], "interrupted by host restart");
 

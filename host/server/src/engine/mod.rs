@@ -18,7 +18,7 @@ use std::time::Duration;
 use bollard::auth::DockerCredentials;
 use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{
-    BuildImageOptions, BuilderVersion, PushImageOptions, TagImageOptions,
+    BuildImageOptions, BuilderVersion, PushImageOptions, RemoveImageOptions, TagImageOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -102,7 +102,8 @@ pub struct BuildkitParams {
     pub dockerfile: String,
     /// A generated Dockerfile, sent beside the context.
     pub dockerfile_inline: Option<String>,
-    /// Full references; the first is built, the rest tagged from it.
+    /// Full references: each is tagged from the build's own tag, pushed,
+    /// and untagged again (the engine keeps none of them).
     pub tags: Vec<String>,
     pub build_args: HashMap<String, String>,
     pub labels: HashMap<String, String>,
@@ -205,15 +206,47 @@ impl DockerEngine {
     ) -> Result<BuiltImage, BuildFailure> {
         let context_dir = context_dir.to_path_buf();
         let params = params.clone();
+        let build_tag = build_tag(&params.tags);
+        let leftover = build_tag.clone();
         self.isolated(
             move |engine| async move {
-                engine
-                    .buildkit_build_here(&context_dir, &params, &*sink)
-                    .await
+                let built = engine
+                    .buildkit_build_here(&context_dir, &params, &build_tag, &*sink)
+                    .await;
+                engine.untag(&build_tag).await;
+                built
             },
-            |_| async {},
+            // A stopped build (cancel, timeout) leaves no tag either.
+            move |engine| async move { engine.untag(&leftover).await },
         )
         .await
+    }
+
+    /// Remove one tag from the engine. Builds leave none behind, pushed or
+    /// not: the registry holds the image, and an engine that kept every
+    /// build's tags filled up (620 after one test run). BuildKit's build
+    /// cache is kept apart from image tags, so the next build's cache hits
+    /// stay. Best effort: a tag that is gone already is fine.
+    async fn untag(&self, reference: &str) {
+        let removed = self
+            .docker
+            .remove_image(
+                reference,
+                Some(RemoveImageOptions {
+                    force: false,
+                    noprune: false,
+                    ..Default::default()
+                }),
+                None,
+            )
+            .await;
+        match removed {
+            Ok(_) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => tracing::warn!("cannot remove the tag {reference} from the engine: {e}"),
+        }
     }
 
     /// Run `work` with a client of its own on a runtime of its own, on a
@@ -403,52 +436,58 @@ impl DockerEngine {
         })
     }
 
-    /// The build itself, on the current runtime.
+    /// The build itself, on the current runtime. The image is built under
+    /// `build_tag`, a tag of its own, and each requested reference is
+    /// tagged, pushed and untagged in turn under that reference's lock: two
+    /// builds of the same `name:tag` never push each other's image, and no
+    /// requested tag outlives its push.
     async fn buildkit_build_here(
         &self,
         context_dir: &Path,
         params: &BuildkitParams,
+        build_tag: &str,
         sink: &dyn LineSink,
     ) -> Result<BuiltImage, BuildFailure> {
-        let first = params
-            .tags
-            .first()
-            .ok_or_else(|| BuildFailure::engine("a build needs at least one tag"))?;
+        if params.tags.is_empty() {
+            return Err(BuildFailure::engine("a build needs at least one tag"));
+        }
         let dockerfile = match &params.dockerfile_inline {
             Some(_) => tarball::GENERATED_DOCKERFILE.to_string(),
             None => params.dockerfile.clone(),
         };
         let renderer = if params.secrets.is_empty() {
-            self.solve_through_build_endpoint(context_dir, params, first, &dockerfile, sink)
+            self.solve_through_build_endpoint(context_dir, params, build_tag, &dockerfile, sink)
                 .await?
         } else {
-            self.solve_with_secrets(context_dir, params, first, &dockerfile, sink)
+            self.solve_with_secrets(context_dir, params, build_tag, &dockerfile, sink)
                 .await?
         };
-        for extra in &params.tags[1..] {
-            let (repo, tag) = split_reference(extra);
+        let mut digest = String::new();
+        for reference in &params.tags {
+            let lock = reference_lock(reference);
+            let _held = lock.lock().await;
+            let (repo, tag) = split_reference(reference);
             self.docker
                 .tag_image(
-                    first,
+                    build_tag,
                     Some(TagImageOptions {
                         repo: Some(repo.to_string()),
                         tag: Some(tag.to_string()),
                     }),
                 )
                 .await
-                .map_err(|e| BuildFailure::engine(format!("cannot tag {extra}: {e}")))?;
-        }
-        let mut digest = String::new();
-        for reference in &params.tags {
-            digest = self
+                .map_err(|e| BuildFailure::engine(format!("cannot tag {reference}: {e}")))?;
+            let pushed = self
                 .push(reference, params.registry_auth.as_ref(), sink)
-                .await?;
+                .await;
+            self.untag(reference).await;
+            digest = pushed?;
         }
         let inspect = self
             .docker
-            .inspect_image(first)
+            .inspect_image(build_tag)
             .await
-            .map_err(|e| BuildFailure::engine(format!("cannot inspect {first}: {e}")))?;
+            .map_err(|e| BuildFailure::engine(format!("cannot inspect {build_tag}: {e}")))?;
         Ok(BuiltImage {
             digest,
             image_refs: params.tags.clone(),
@@ -591,6 +630,32 @@ impl DockerEngine {
         sink.line(&format!("pushed {reference} {digest}"));
         Ok(digest)
     }
+}
+
+/// The tag a build's image is made under: the first requested
+/// reference's repository with a tag no other build uses.
+fn build_tag(tags: &[String]) -> String {
+    let repo = tags
+        .first()
+        .map(|first| split_reference(first).0)
+        .unwrap_or("kiln-build");
+    format!("{repo}:kiln-build-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// One lock per image reference in this process: tagging a reference and
+/// pushing it is one step no other build may interleave with.
+fn reference_lock(reference: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap();
+    locks.retain(|_, lock| lock.strong_count() > 0);
+    if let Some(lock) = locks.get(reference).and_then(std::sync::Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(reference.to_string(), Arc::downgrade(&lock));
+    lock
 }
 
 /// `host:port/org/name:tag` → (`host:port/org/name`, `tag`).

@@ -99,14 +99,21 @@ impl Scheduler {
     fn recover(&self) -> Result<(), StoreError> {
         let store = &self.inner.store;
         let mut interrupted = Vec::new();
+        let mut pending = std::collections::HashSet::new();
         for record in store.all_builds() {
             let record = record?;
             match record.status {
                 BuildStatus::Running => interrupted.push(record.build_id),
-                BuildStatus::Pending if !store.is_queued(&record)? => store.enqueue(&record)?,
+                BuildStatus::Pending => {
+                    if !store.is_queued(&record)? {
+                        store.enqueue(&record)?;
+                    }
+                    pending.insert(record.build_id);
+                }
                 _ => {}
             }
         }
+        self.remove_leftovers(&pending);
         for build_id in interrupted {
             let log = BuildLog::open(store, &self.inner.hub, &build_id)?;
             log.system("the host restarted while this build ran; the build was stopped");
@@ -128,6 +135,35 @@ impl Scheduler {
         }
         store.flush_blocking()?;
         Ok(())
+    }
+
+    /// Remove what builds a dead host left on disk: every `staging/<id>`
+    /// and `workspaces/<id>` but the staged inputs of builds still
+    /// pending. Runs before the API serves, so nothing is being staged.
+    fn remove_leftovers(&self, pending: &std::collections::HashSet<String>) {
+        let data_dir = &self.inner.config.data_dir;
+        let mut removed = 0;
+        for (area, keep) in [("staging", Some(pending)), ("workspaces", None)] {
+            let Ok(entries) = std::fs::read_dir(data_dir.join(area)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if keep.is_some_and(|keep| keep.contains(&name)) {
+                    continue;
+                }
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed directories builds of an earlier run left behind"
+            );
+        }
     }
 
     /// Tell a worker there is work.
