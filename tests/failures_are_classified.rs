@@ -110,3 +110,73 @@ async fn a_registry_that_refuses_writes_is_push_denied() {
         "{failure:#}"
     );
 }
+
+/// Issue 12: a `FROM` whose tag does not exist was `DOCKERFILE_PARSE_ERROR`.
+#[tokio::test]
+async fn issue_12_a_missing_base_image_is_base_image_not_found_naming_it() {
+    let t = TestServer::start().await;
+    let missing = format!("{REGISTRY}/base/busybox:no-such-tag");
+    let failure = failure_of(
+        &t,
+        &dockerfile_request(
+            &unique_name("no-base"),
+            &format!("FROM {missing}\nRUN true\n"),
+        ),
+    )
+    .await;
+    assert_eq!(failure["reason"], "BASE_IMAGE_NOT_FOUND", "{failure:#}");
+    assert!(
+        failure["message"].as_str().unwrap().contains(&missing),
+        "the image is named: {failure:#}"
+    );
+}
+
+/// Issue 12: an unreachable registry (connection refused) was
+/// `PUSH_DENIED`, at once. Pushes are retried with backoff: a registry that
+/// comes (back) up meanwhile takes the push, and one that stays away is
+/// `REGISTRY_UNREACHABLE`.
+#[tokio::test]
+async fn issue_12_an_unreachable_registry_is_retried_then_registry_unreachable() {
+    // Nothing listens on the port at first.
+    let port = free_port();
+    let t = TestServer::start_with(|c| c.registry = format!("127.0.0.1:{port}")).await;
+    let build_id = t
+        .create_build(&hello_request(&unique_name("comes-back")))
+        .await;
+    let started = std::time::Instant::now();
+    while !t.log_text(&build_id).await.contains("retrying in") {
+        assert!(
+            started.elapsed() < LIMIT,
+            "no retry: {}",
+            t.log_text(&build_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let registry = TestRegistry::start_on(RegistryMode::Open, port).await;
+    let record = t.wait_finished(&build_id, LIMIT).await;
+    assert_eq!(
+        record["status"],
+        "BUILD_STATUS_SUCCEEDED",
+        "{record:#}\n{}",
+        t.log_text(&build_id).await
+    );
+    assert!(record["imageRefs"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&registry.addr));
+    drop(registry);
+
+    // A registry that stays away: retried, then its own reason.
+    let gone = TestServer::start_with(|c| c.registry = format!("127.0.0.1:{}", free_port())).await;
+    let build_id = gone
+        .create_build(&hello_request(&unique_name("stays-away")))
+        .await;
+    let record = gone.wait_finished(&build_id, LIMIT).await;
+    let log = gone.log_text(&build_id).await;
+    assert_eq!(
+        record["failure"]["reason"], "REGISTRY_UNREACHABLE",
+        "{record:#}\n{log}"
+    );
+    assert_eq!(log.matches("retrying in").count(), 3, "{log}");
+    assert!(log.contains("build failed (REGISTRY_UNREACHABLE)"), "{log}");
+}

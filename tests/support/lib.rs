@@ -623,16 +623,28 @@ pub enum RegistryMode {
     BasicAuth,
     /// Refuses every write (maintenance read-only mode).
     ReadOnly,
+    /// Takes every push, like the main test registry.
+    Open,
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestRegistry {
     pub async fn start(mode: RegistryMode) -> Self {
+        Self::start_on(mode, free_port()).await
+    }
+
+    /// A registry on `port` (e.g. one a server was told about before the
+    /// registry came up).
+    pub async fn start_on(mode: RegistryMode, port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let addr = format!("127.0.0.1:{port}");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
@@ -653,6 +665,7 @@ impl TestRegistry {
             RegistryMode::ReadOnly => {
                 config.push_str("  maintenance:\n    readonly:\n      enabled: true\n");
             }
+            RegistryMode::Open => {}
         }
         config.push_str(&format!("http:\n  addr: {addr}\n"));
         let config_path = dir.path().join("config.yml");

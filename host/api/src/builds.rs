@@ -337,11 +337,17 @@ pub enum FailureReason {
     ContextDirNotFound,
     DockerfileNotFound,
     DockerfileParseError,
+    /// A `FROM` image does not exist (or is not visible with the
+    /// organization's registry credentials).
+    BaseImageNotFound,
     CopyFailed,
     RunFailed,
     OutOfMemory,
     PushUnauthorized,
     PushDenied,
+    /// The registry could not be reached (connection refused, timeout,
+    /// server error), also after retries.
+    RegistryUnreachable,
     ContextInvalid,
     PluginError,
     Timeout,

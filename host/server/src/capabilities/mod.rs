@@ -52,6 +52,20 @@ pub struct BuildEngine {
     pub labels: Vec<(String, String)>,
     /// The build's log, where engine output goes.
     pub log: BuildLog,
+    /// The last engine failure the host classified, as it classified it:
+    /// the contract's reasons are coarser than the API's (no
+    /// `BASE_IMAGE_NOT_FOUND`, no `REGISTRY_UNREACHABLE`), and the record
+    /// should not depend on what a builder passes back.
+    pub classified: Arc<std::sync::Mutex<Option<crate::engine::BuildFailure>>>,
+}
+
+impl BuildEngine {
+    /// Keep the host's classification of `failure`, then hand the plugin
+    /// the contract's version of it.
+    fn classified_failure(&self, failure: crate::engine::BuildFailure) -> HostError {
+        *self.classified.lock().unwrap() = Some(failure.clone());
+        engine_failure(failure)
+    }
 }
 
 /// Most lines of a container's output held for the plugin to read; more
@@ -188,6 +202,10 @@ fn failure_to_wit(reason: FailureReason) -> types::FailureReason {
         FailureReason::OutOfMemory => W::OutOfMemory,
         FailureReason::PushUnauthorized => W::PushUnauthorized,
         FailureReason::PushDenied => W::PushDenied,
+        // 0.1.0 has no reason of its own for these; the host keeps its
+        // own classification (`BuildEngine::classified`) and the record
+        // gets the precise one.
+        FailureReason::BaseImageNotFound => W::DockerfileParseError,
         _ => W::EngineError,
     }
 }
@@ -300,7 +318,7 @@ impl Engine for BuildEngine {
     async fn registry_manifest(&self, reference: &str) -> Result<engine::PushedImage, HostError> {
         let image = crate::engine::registry::manifest(reference, self.registry_auth.as_ref())
             .await
-            .map_err(engine_failure)?;
+            .map_err(|failure| self.classified_failure(failure))?;
         Ok(engine::PushedImage {
             digest: image.digest,
             size_bytes: image.size_bytes,
@@ -346,7 +364,7 @@ impl Engine for BuildEngine {
             .engine
             .buildkit_build(&self.context_dir, &params, sink)
             .await
-            .map_err(engine_failure)?;
+            .map_err(|failure| self.classified_failure(failure))?;
         Ok(engine::ImageResult {
             digest: image.digest,
             image_refs: image.image_refs,

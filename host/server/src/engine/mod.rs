@@ -478,7 +478,7 @@ impl DockerEngine {
                 .await
                 .map_err(|e| BuildFailure::engine(format!("cannot tag {reference}: {e}")))?;
             let pushed = self
-                .push(reference, params.registry_auth.as_ref(), sink)
+                .push_with_retries(reference, params.registry_auth.as_ref(), sink)
                 .await;
             self.untag(reference).await;
             digest = pushed?;
@@ -587,6 +587,38 @@ impl DockerEngine {
         Ok(renderer)
     }
 
+    /// Push one reference, retrying with backoff while the registry cannot
+    /// be reached (refused, timed out, 5xx): a registry restarting or
+    /// briefly overloaded should not fail the build. A refusal (denied,
+    /// unauthorized) is final at once.
+    async fn push_with_retries(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        sink: &dyn LineSink,
+    ) -> Result<String, BuildFailure> {
+        let mut attempt = 1;
+        loop {
+            match self.push(reference, auth, sink).await {
+                Err(failure)
+                    if failure.reason == FailureReason::RegistryUnreachable
+                        && attempt < PUSH_ATTEMPTS =>
+                {
+                    let delay = PUSH_FIRST_RETRY * 2u32.pow(attempt - 1);
+                    sink.line(&format!(
+                        "push of {reference} failed ({}); retrying in {} s (attempt {} of {PUSH_ATTEMPTS})",
+                        failure.message.lines().next().unwrap_or(""),
+                        delay.as_secs(),
+                        attempt + 1
+                    ));
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Push one reference; returns the manifest digest the registry reported.
     async fn push(
         &self,
@@ -631,6 +663,11 @@ impl DockerEngine {
         Ok(digest)
     }
 }
+
+/// Pushes of one reference before a build fails with `REGISTRY_UNREACHABLE`.
+const PUSH_ATTEMPTS: u32 = 4;
+/// The wait before the second attempt; it doubles for each one after.
+const PUSH_FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// The tag a build's image is made under: the first requested
 /// reference's repository with a tag no other build uses.

@@ -33,6 +33,9 @@ pub fn hint_for(reason: FailureReason, exit_code: Option<i32>) -> String {
         FailureReason::DockerfileParseError => {
             "Fix the Dockerfile syntax at the line the message names.".into()
         }
+        FailureReason::BaseImageNotFound => {
+            "A FROM image does not exist: check its name and tag (the message names it). For a private registry, save the organization's registry credentials for its host.".into()
+        }
         FailureReason::CopyFailed => {
             "A COPY/ADD source is missing from the context: check the paths (relative to the context root) and that .dockerignore does not exclude them.".into()
         }
@@ -47,7 +50,10 @@ pub fn hint_for(reason: FailureReason, exit_code: Option<i32>) -> String {
             "The registry refused the credentials: check the organization's registry credentials and that they may push.".into()
         }
         FailureReason::PushDenied => {
-            "The registry refused the push: check that the registry is reachable and the repository may be written.".into()
+            "The registry refused the push: check that the repository may be written (and its storage is not full).".into()
+        }
+        FailureReason::RegistryUnreachable => {
+            "The registry could not be reached, also after retries: check that it runs and that the Kiln server can reach it, then build again.".into()
         }
         FailureReason::ContextInvalid => {
             "The build context could not be used: fix the archive as the message says and send it again.".into()

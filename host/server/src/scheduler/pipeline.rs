@@ -675,6 +675,7 @@ impl Pipeline<'_> {
             host: self.host_facts(&labels),
         };
         let secret_ids = secret_mounts.keys().cloned().collect();
+        let classified = Arc::new(std::sync::Mutex::new(None));
         let engine = BuildEngine {
             engine: self.engine.clone(),
             context_dir: self.paths.context.clone(),
@@ -685,6 +686,7 @@ impl Pipeline<'_> {
             nano_cpus: profile.nano_cpus,
             labels,
             log: self.log.clone(),
+            classified: classified.clone(),
         };
         let caps = Capabilities::for_plugin(plugin)
             .with_log(Arc::new(self.log.clone()))
@@ -703,9 +705,19 @@ impl Pipeline<'_> {
         let output = self.runtime.build(plugin, caps, &preopens, &request).await;
         self.metrics
             .plugin_call(&plugin.manifest.id, "build", started.elapsed());
-        let output = output
-            .map_err(from_runtime)?
-            .map_err(|e| from_plugin(&plugin.manifest.id, e))?;
+        let output = output.map_err(from_runtime)?.map_err(|e| {
+            // An engine failure the builder passed back as it got it: the
+            // host's own classification is the precise one.
+            let host = classified.lock().unwrap().take();
+            match (e, host) {
+                (wit::PluginError::Engine(passed), Some(host))
+                    if passed.message == host.message =>
+                {
+                    failure(host.reason, host.message, host.exit_code)
+                }
+                (e, _) => from_plugin(&plugin.manifest.id, e),
+            }
+        })?;
         Ok(Built {
             digest: output.digest,
             image_refs: output.image_refs,
