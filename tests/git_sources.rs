@@ -355,6 +355,31 @@ async fn issue_12_git_sources_cannot_reach_loopback_or_private_networks() {
                 .is_none()
     );
 
+    // A host name over HTTP is resolved again when the transport connects,
+    // through the policy's own resolver (a DNS answer that changes between
+    // the check and the connection is caught there): refused by default,
+    // fetched once the operator allows loopback.
+    let http = GitHttp::start(&root, "tester", "unused-password").await;
+    let by_name = http.url("internal").replace("127.0.0.1", "localhost");
+    build_failed(
+        &t,
+        &git_build(&unique_name("git-private"), json!({ "url": by_name })),
+        "GIT_HOST_NOT_PERMITTED",
+    )
+    .await;
+    let loopback = TestServer::start_with(|config| {
+        config.network = kiln_server::net::NetworkPolicy::allowing([
+            "127.0.0.0/8".parse().unwrap(),
+            "::1".parse().unwrap(),
+        ]);
+    })
+    .await;
+    build_ok(
+        &loopback,
+        &git_build(&unique_name("git-private"), json!({ "url": by_name })),
+    )
+    .await;
+
     // The operator allows loopback: the same repository builds.
     let allowed = TestServer::start_with(|config| {
         config.network = kiln_server::net::NetworkPolicy::allowing(["127.0.0.1".parse().unwrap()]);

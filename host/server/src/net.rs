@@ -130,6 +130,12 @@ impl NetworkPolicy {
     /// answer among public ones is refused too, since the connection may
     /// use any of them. Blocking: call it off the async runtime.
     pub fn check_host(&self, host: &str) -> Result<(), NetworkRefusal> {
+        self.resolve(host).map(drop)
+    }
+
+    /// Resolves `host` and returns its addresses, all of them admitted, or
+    /// the refusal: what a connection may use. Blocking.
+    pub fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, NetworkRefusal> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let addresses: Vec<IpAddr> = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
@@ -148,15 +154,42 @@ impl NetworkPolicy {
                 message: "no addresses".into(),
             });
         }
-        for address in addresses {
-            self.check_address(address)
+        for address in &addresses {
+            self.check_address(*address)
                 .map_err(|class| NetworkRefusal::NotPublic {
                     host: host.to_string(),
-                    address: canonical(address),
+                    address: canonical(*address),
                     class,
                 })?;
         }
-        Ok(())
+        Ok(addresses)
+    }
+}
+
+/// A DNS resolver for reqwest that answers only with admitted addresses:
+/// the check before a fetch resolved the name once, and a DNS server that
+/// answers differently for the connection (rebinding) is caught here, at
+/// the moment the connection is made.
+pub struct PolicyResolver(pub NetworkPolicy);
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addresses = tokio::task::spawn_blocking(move || policy.resolve(&host))
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            let sockets: reqwest::dns::Addrs = Box::new(
+                addresses
+                    .into_iter()
+                    .map(|ip| std::net::SocketAddr::new(ip, 0))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+            Ok(sockets)
+        })
     }
 }
 
@@ -298,6 +331,27 @@ mod tests {
         let allowed =
             NetworkPolicy::allowing(["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()]);
         assert_eq!(allowed.check_host("localhost"), Ok(()));
+    }
+
+    /// The resolver reqwest connects through refuses what the policy
+    /// refuses, at connection time (DNS rebinding).
+    #[tokio::test]
+    async fn the_connection_resolver_applies_the_policy() {
+        use reqwest::dns::Resolve;
+        let name = |host: &str| host.parse::<reqwest::dns::Name>().unwrap();
+        let refused = PolicyResolver(NetworkPolicy::default())
+            .resolve(name("localhost"))
+            .await;
+        let error = refused.err().expect("localhost is refused").to_string();
+        assert!(error.contains("loopback"), "{error}");
+        let allowed = PolicyResolver(NetworkPolicy::allowing([
+            "127.0.0.0/8".parse().unwrap(),
+            "::1".parse().unwrap(),
+        ]))
+        .resolve(name("localhost"))
+        .await
+        .expect("allowed");
+        assert!(allowed.into_iter().all(|socket| socket.ip().is_loopback()));
     }
 
     #[test]

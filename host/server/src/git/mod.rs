@@ -289,24 +289,25 @@ impl GitFetcher {
             let id = gix::ObjectId::from_hex(reference.as_bytes())
                 .map_err(|e| GitError::Internal(e.to_string()))?;
             let spec = format!("+{reference}:refs/kiln/commits/{reference}");
-            let received_pack = match fetch_specs(&repo, url, &[spec], true, &auth, interrupt) {
-                Ok(outcome) => outcome.received_pack,
-                Err(
-                    e @ (GitError::AuthenticationFailed { .. }
-                    | GitError::AuthenticationRequired { .. }
-                    | GitError::RepositoryNotFound { .. }
-                    | GitError::Cancelled { .. }),
-                ) => return Err(e),
-                Err(e) if repo.has_object(id) => {
-                    tracing::debug!("fetch by id failed ({e}); the mirror has the commit");
-                    false
-                }
-                Err(e) => {
-                    tracing::debug!("fetch by id refused ({e}); fetching the whole history");
-                    self.fetch_everything(&repo, url, &auth, interrupt)?;
-                    true
-                }
-            };
+            let received_pack =
+                match fetch_specs(&repo, url, &[spec], true, &auth, &self.network, interrupt) {
+                    Ok(outcome) => outcome.received_pack,
+                    Err(
+                        e @ (GitError::AuthenticationFailed { .. }
+                        | GitError::AuthenticationRequired { .. }
+                        | GitError::RepositoryNotFound { .. }
+                        | GitError::Cancelled { .. }),
+                    ) => return Err(e),
+                    Err(e) if repo.has_object(id) => {
+                        tracing::debug!("fetch by id failed ({e}); the mirror has the commit");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::debug!("fetch by id refused ({e}); fetching the whole history");
+                        self.fetch_everything(&repo, url, &auth, interrupt)?;
+                        true
+                    }
+                };
             let repo = reopen(&path)?;
             if !is_commit(&repo, id) {
                 return Err(GitError::UnknownReference {
@@ -334,7 +335,7 @@ impl GitFetcher {
                 format!("+refs/tags/{reference}:refs/tags/{reference}"),
             ]
         };
-        match fetch_specs(&repo, url, &specs, true, &auth, interrupt) {
+        match fetch_specs(&repo, url, &specs, true, &auth, &self.network, interrupt) {
             Ok(outcome) => {
                 let repo = reopen(&path)?;
                 let (full_ref, kind, id) = outcome
@@ -382,7 +383,7 @@ impl GitFetcher {
             "+refs/heads/*:refs/heads/*".to_string(),
             "+refs/tags/*:refs/tags/*".to_string(),
         ];
-        fetch_specs(repo, url, &specs, false, auth, interrupt).map(|_| ())
+        fetch_specs(repo, url, &specs, false, auth, &self.network, interrupt).map(|_| ())
     }
 }
 
@@ -577,6 +578,45 @@ impl AuthState {
     }
 }
 
+/// The HTTP transport's options for `url` with a resolver that applies
+/// the network policy to every connection the transport makes (see
+/// [`crate::net::PolicyResolver`]); `None` for other schemes, whose host the
+/// check before the fetch covers.
+fn guarded_http_options(
+    repo: &gix::Repository,
+    url: &RepoUrl,
+    network: &crate::net::NetworkPolicy,
+) -> Option<Box<dyn std::any::Any>> {
+    use gix_transport::client::blocking_io::http;
+    if !matches!(url.scheme.as_str(), "http" | "https") {
+        return None;
+    }
+    let mut options = match repo.transport_options(url.as_str(), None) {
+        Ok(Some(options)) => options,
+        other => {
+            tracing::warn!(
+                "no HTTP transport options for {}: {other:?}",
+                url.redacted()
+            );
+            return None;
+        }
+    };
+    let settings = options.downcast_mut::<http::Options>()?;
+    let network = network.clone();
+    let backend = http::reqwest::Options {
+        configure_client: Some(Box::new(move |builder| {
+            Ok(
+                builder.dns_resolver(std::sync::Arc::new(crate::net::PolicyResolver(
+                    network.clone(),
+                ))),
+            )
+        })),
+        configure_request: None,
+    };
+    settings.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+    Some(options)
+}
+
 /// One connection, one fetch with `specs`.
 fn fetch_specs(
     repo: &gix::Repository,
@@ -584,6 +624,7 @@ fn fetch_specs(
     specs: &[String],
     shallow: bool,
     auth: &AuthState,
+    network: &crate::net::NetworkPolicy,
     interrupt: &AtomicBool,
 ) -> Result<FetchOutcome, GitError> {
     let classify = |e: gix::Error| classify_error(e, url, auth);
@@ -601,10 +642,13 @@ fn fetch_specs(
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(specs.iter().map(|s| s.as_str()), Direction::Fetch)
         .map_err(|e| GitError::Internal(format!("refspec: {}", error_chain(&e))))?;
-    let connection = remote
+    let mut connection = remote
         .connect(Direction::Fetch)
         .map_err(classify)?
         .with_credentials(auth.callback());
+    if let Some(options) = guarded_http_options(repo, url, network) {
+        connection = connection.with_transport_options(options);
+    }
     let prepare = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(classify)?;
@@ -640,7 +684,7 @@ fn fetch_specs(
         // The fetch asked the server for matching refs only; list the
         // branches with a second request, for the error message alone.
         drop(prepare);
-        let branches = list_branches(repo, url, auth);
+        let branches = list_branches(repo, url, auth, network);
         let available = if branches.is_empty() {
             String::new()
         } else {
@@ -701,15 +745,23 @@ fn fetch_specs(
 }
 
 /// The remote's branch names, sorted; empty when they cannot be listed.
-fn list_branches(repo: &gix::Repository, url: &RepoUrl, auth: &AuthState) -> Vec<String> {
+fn list_branches(
+    repo: &gix::Repository,
+    url: &RepoUrl,
+    auth: &AuthState,
+    network: &crate::net::NetworkPolicy,
+) -> Vec<String> {
     let listed = (|| -> gix::Result<Vec<String>> {
         let remote = repo
             .remote_at(url.as_str())?
             .with_fetch_tags(gix::remote::fetch::Tags::None)
             .with_refspecs(["+refs/heads/*:refs/heads/*"], Direction::Fetch)?;
-        let connection = remote
+        let mut connection = remote
             .connect(Direction::Fetch)?
             .with_credentials(auth.callback());
+        if let Some(options) = guarded_http_options(repo, url, network) {
+            connection = connection.with_transport_options(options);
+        }
         let (ref_map, _) = connection.ref_map(gix::progress::Discard, Default::default())?;
         Ok(ref_map
             .remote_refs
