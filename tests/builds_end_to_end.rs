@@ -572,3 +572,31 @@ async fn issue_12_builds_leave_no_tags_in_the_engine_and_keep_their_cache() {
         Vec::<String>::new()
     );
 }
+
+/// Issue 12: `/metrics` can require a token (`--metrics-token-file`).
+#[tokio::test]
+async fn issue_12_metrics_can_require_a_token() {
+    const TOKEN: &str = "metrics-token-5f0c2a9e";
+    let t = TestServer::start_with(|config| config.metrics_token = Some(TOKEN.into())).await;
+    for given in [None, Some("wrong-token-value"), Some(t.token.as_str())] {
+        let answer = t
+            .request_as(given, hyper::Method::GET, "/metrics", None)
+            .await;
+        assert_eq!(answer.status, 401, "token {given:?}");
+        assert!(
+            answer.error_message().contains("metrics token"),
+            "{}",
+            answer.error_message()
+        );
+    }
+    let answer = t
+        .request_as(Some(TOKEN), hyper::Method::GET, "/metrics", None)
+        .await;
+    assert_eq!(answer.status, 200);
+    assert!(String::from_utf8_lossy(&answer.body).contains("kiln_builds_created_total 0"));
+    // The other public routes stay public.
+    let health = t
+        .request_as(None, hyper::Method::GET, "/healthz", None)
+        .await;
+    assert_eq!(health.status, 200);
+}

@@ -354,10 +354,16 @@ fn revoke_token() {}
 fn openapi() {}
 
 /// Prometheus metrics
+///
+/// Open unless the operator configured a metrics token
+/// (`--metrics-token-file`); then it needs `Authorization: Bearer <that token>`.
 #[utoipa::path(
     get, path = "/metrics", operation_id = "metrics", tag = "operations",
-    security(()),
-    responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 401, description = "A metrics token is configured and was not given", body = ErrorBody),
+    ),
 )]
 #[allow(dead_code)]
 fn metrics() {}

@@ -60,6 +60,8 @@ pub struct ServerConfig {
     /// Which non-public networks the host may reach for tenants (git
     /// sources): none by default (`--allow-private-network`).
     pub network: crate::net::NetworkPolicy,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
 }
 
 /// Whether a host name (without port) is this machine: `localhost` or a
@@ -139,6 +141,7 @@ impl ServerConfig {
             credentials_dir: None,
             kaniko_image: DEFAULT_KANIKO_IMAGE.to_string(),
             network: crate::net::NetworkPolicy::default(),
+            metrics_token: None,
             wizard_base_images: BTreeMap::new(),
         }
     }
@@ -235,6 +238,8 @@ pub enum ConfigFileError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    #[error("{path} is not usable: {message}")]
+    Invalid { path: PathBuf, message: String },
 }
 
 impl FileConfig {

@@ -408,6 +408,9 @@ pub struct ServeArgs {
         value_name = "CIDR"
     )]
     pub allow_private_networks: Vec<kiln_server::net::Cidr>,
+    /// A file holding the token `GET /metrics` then requires (`Authorization: Bearer <token>`, e.g. Prometheus' `bearer_token_file`); without it /metrics is open.
+    #[arg(long, env = "KILN_METRICS_TOKEN_FILE", value_name = "PATH")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 #[cfg(feature = "server")]
@@ -436,6 +439,22 @@ impl ServeArgs {
         if let Some(image) = &self.kaniko_image {
             config.kaniko_image = image.clone();
         }
+        if let Some(path) = &self.metrics_token_file {
+            let token = std::fs::read_to_string(path).map_err(|source| {
+                kiln_server::config::ConfigFileError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            let token = token.trim().to_string();
+            if token.len() < 16 {
+                return Err(kiln_server::config::ConfigFileError::Invalid {
+                    path: path.clone(),
+                    message: "the metrics token must have at least 16 characters".into(),
+                });
+            }
+            config.metrics_token = Some(token);
+        }
         if !self.allow_private_networks.is_empty() {
             // The flags add to the config file's blocks.
             let blocks = config.network.allowed().iter().copied();
@@ -444,5 +463,44 @@ impl ServeArgs {
             );
         }
         Ok(config)
+    }
+}
+
+#[cfg(all(test, feature = "server"))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        match Cli::try_parse_from(["kiln", "serve"].iter().chain(extra))
+            .unwrap()
+            .command
+        {
+            Command::Serve(args) => args,
+            _ => unreachable!("`kiln serve` parses as Serve"),
+        }
+    }
+
+    /// Issue 12: `--metrics-token-file` sets the token `/metrics` requires;
+    /// a token too short to be one is refused at start.
+    #[test]
+    fn issue_12_the_metrics_token_comes_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, "metrics-token-5f0c2a9e\n").unwrap();
+        let config = serve_args(&["--metrics-token-file", good.to_str().unwrap()])
+            .to_config()
+            .unwrap();
+        assert_eq!(
+            config.metrics_token.as_deref(),
+            Some("metrics-token-5f0c2a9e")
+        );
+        let short = dir.path().join("short");
+        std::fs::write(&short, "abc").unwrap();
+        let refused = serve_args(&["--metrics-token-file", short.to_str().unwrap()])
+            .to_config()
+            .unwrap_err();
+        assert!(refused.to_string().contains("at least 16"), "{refused}");
+        assert_eq!(serve_args(&[]).to_config().unwrap().metrics_token, None);
     }
 }

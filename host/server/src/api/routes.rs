@@ -203,7 +203,10 @@ async fn route(
     let route = resolve(request.method(), &path)?;
     if route.is_public() {
         return Ok(match route {
-            Route::Metrics => metrics(&state),
+            Route::Metrics => {
+                check_metrics_token(&state, &request)?;
+                metrics(&state)
+            }
             Route::OpenApi => Response::builder()
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .body(http_body_util::Full::new(openapi_json()).boxed())
@@ -232,6 +235,34 @@ async fn route(
         Route::Healthz | Route::Metrics | Route::OpenApi => {
             unreachable!("public routes answered above")
         }
+    }
+}
+
+/// With a metrics token configured, `/metrics` answers only a scraper
+/// that presents it (`Authorization: Bearer <token>`); without one it is
+/// open, as Prometheus endpoints usually are on a private network.
+fn check_metrics_token(state: &ApiState, request: &Request<Incoming>) -> Result<(), ApiError> {
+    use sha2::{Digest, Sha256};
+    let Some(expected) = &state.config.metrics_token else {
+        return Ok(());
+    };
+    let given = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .unwrap_or_default();
+    // Digests compared, not the tokens: the comparison's time says nothing
+    // about how much of a guess was right.
+    if Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "/metrics needs the metrics token: `Authorization: Bearer <token>` (the operator's --metrics-token-file)",
+        ))
     }
 }
 
