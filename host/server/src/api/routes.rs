@@ -32,21 +32,29 @@ impl Caller {
     }
 }
 
-fn authenticate(state: &ApiState, request: &Request<Incoming>) -> Result<Caller, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-    let header = request
+/// The token of an `Authorization: Bearer <token>` header, if the request
+/// has one. The scheme name is case-insensitive (RFC 9110 §11.1): `bearer x`
+/// is as good as `Bearer x`.
+fn bearer_token(request: &Request<Incoming>) -> Option<&str> {
+    request
         .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>` header"))?;
-    // The scheme name is case-insensitive (RFC 9110 §11.1): `bearer x` is
-    // as good as `Bearer x`.
-    let token = header
+        .get(hyper::header::AUTHORIZATION)?
         .to_str()
-        .ok()
-        .and_then(|h| h.split_once(' '))
+        .ok()?
+        .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
+        .filter(|token| !token.is_empty())
+}
+
+fn authenticate(state: &ApiState, request: &Request<Incoming>) -> Result<Caller, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    if !request.headers().contains_key(hyper::header::AUTHORIZATION) {
+        return Err(unauthorized(
+            "missing `Authorization: Bearer <token>` header",
+        ));
+    }
+    let token = bearer_token(request)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     let record = state
         .store
@@ -246,14 +254,7 @@ fn check_metrics_token(state: &ApiState, request: &Request<Incoming>) -> Result<
     let Some(expected) = &state.config.metrics_token else {
         return Ok(());
     };
-    let given = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .unwrap_or_default();
+    let given = bearer_token(request).unwrap_or_default();
     // Digests compared, not the tokens: the comparison's time says nothing
     // about how much of a guess was right.
     if Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes()) {
