@@ -12,13 +12,7 @@ async fn hello_example_is_built_pushed_and_runs() {
     let t = TestServer::start().await;
     let name = unique_name("hello");
     let build_id = t.create_build(&hello_request(&name)).await;
-    let record = t.wait_finished(&build_id, LIMIT).await;
-    assert_eq!(
-        record["status"],
-        "BUILD_STATUS_SUCCEEDED",
-        "{record:#}\n{}",
-        t.log_text(&build_id).await
-    );
+    let record = t.wait_succeeded(&build_id, LIMIT).await;
     assert_eq!(record["number"], 1);
     assert_eq!(
         record["request"]["profile"], "medium",

@@ -348,6 +348,19 @@ impl Api {
         }
     }
 
+    /// Poll until the build has finished and assert it succeeded (the
+    /// record and the log in the message when it did not).
+    pub async fn wait_succeeded(&self, build_id: &str, limit: Duration) -> Value {
+        let record = self.wait_finished(build_id, limit).await;
+        assert_eq!(
+            record["status"],
+            "BUILD_STATUS_SUCCEEDED",
+            "{record:#}\n{}",
+            self.log_text(build_id).await
+        );
+        record
+    }
+
     /// The whole stored log of a build, as NDJSON records.
     pub async fn log(&self, build_id: &str) -> Vec<Value> {
         let answer = self
