@@ -498,6 +498,21 @@ pub fn docker() -> bollard::Docker {
     bollard::Docker::connect_with_local_defaults().expect("a Docker Engine socket")
 }
 
+/// Containers, running or not, whose command mentions `marker` (tests run
+/// side by side, so counting all containers would race).
+pub async fn containers_with(marker: &str) -> usize {
+    docker()
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.command.as_deref().unwrap_or_default().contains(marker))
+        .count()
+}
+
 /// Run `image` to completion and return what it printed on stdout.
 pub async fn run_image(image: &str) -> String {
     use bollard::query_parameters::{LogsOptions, WaitContainerOptions};

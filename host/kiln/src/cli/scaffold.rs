@@ -90,6 +90,11 @@ crate-type = ["cdylib"]
 tempfile = "3"
 tokio = {{ version = "1", features = ["macros", "rt-multi-thread"] }}
 
+# `cargo test` compiles the kit's wasmtime once; without debug info for
+# dependencies that is faster and takes a fraction of the disk.
+[profile.dev.package."*"]
+debug = false
+
 # Small components load fast.
 [profile.release]
 opt-level = "s"

@@ -7,21 +7,6 @@ use std::time::{Duration, Instant};
 use kiln_tests::*;
 use serde_json::json;
 
-/// Containers, running or not, whose command mentions `marker` (tests in
-/// this file run side by side, so counting all containers would race).
-async fn containers_with(marker: &str) -> usize {
-    docker()
-        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
-            all: true,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .iter()
-        .filter(|c| c.command.as_deref().unwrap_or_default().contains(marker))
-        .count()
-}
-
 async fn server() -> TestServer {
     let plugins = plugin_dir_with(&["container-runner"], &[]);
     let dir = plugins.path().to_path_buf();

@@ -21,18 +21,6 @@ fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
-/// Containers the daemon knows, running or not.
-async fn container_count() -> usize {
-    docker()
-        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
-            all: true,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .len()
-}
-
 /// A RUN step that sleeps in a shell whose command line carries `marker`
 /// (the trailing `echo` keeps busybox's shell from exec'ing `sleep`).
 fn sleeper(marker: &str) -> String {
@@ -73,7 +61,7 @@ async fn cancelling_a_running_build_stops_its_step_within_two_seconds() {
     let marker = unique_name("cancel-marker");
     let mut request = dockerfile_request(&unique_name("cancelled"), &sleeper(&marker));
     request["noCache"] = true.into();
-    let containers_before = container_count().await;
+    let containers_before = containers_with(&marker).await;
     let build_id = t.create_build(&request).await;
     wait_for_process(&marker).await;
 
@@ -94,7 +82,7 @@ async fn cancelling_a_running_build_stops_its_step_within_two_seconds() {
     assert_eq!(record["status"], "BUILD_STATUS_CANCELLED", "{record:#}");
     assert!(t.log_text(&build_id).await.contains("build cancelled"));
     assert_eq!(
-        container_count().await,
+        containers_with(&marker).await,
         containers_before,
         "the daemon keeps no container"
     );

@@ -1,0 +1,7 @@
+//! The `kiln` command against a real server, engine and registry: builds,
+//! organizations and tokens, and a host killed mid-build. One test binary
+//! (each links the host, ~120 MB), one module per area.
+
+mod cli_builds;
+mod cli_manages_orgs_and_tokens;
+mod restart_recovers_builds;
