@@ -147,7 +147,8 @@ impl std::ops::Deref for KilnProcess {
 }
 
 impl KilnProcess {
-    /// Start `kiln serve` from `binary` on a free port with `data_dir`.
+    /// Start `kiln serve` from `binary` on a free port with `data_dir`,
+    /// pushing to the test registry unless `extra_args` has `--registry`.
     pub fn spawn(binary: &Path, data_dir: &Path, extra_args: &[&str]) -> Self {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
@@ -157,16 +158,16 @@ impl KilnProcess {
             .append(true)
             .open(data_dir.join("kiln-stderr.log"))
             .unwrap();
+        // The test registry unless `extra_args` names another.
+        let registry: &[&str] = if extra_args.contains(&"--registry") {
+            &[]
+        } else {
+            &["--registry", REGISTRY]
+        };
         let mut child = Command::new(binary)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--registry",
-                REGISTRY,
-                "--data-dir",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(registry)
             .args(extra_args)
             .env("KILN_LOG", "info")
             .stdout(Stdio::piped())
@@ -206,6 +207,11 @@ impl KilnProcess {
     /// The server's address, `http://host:port`.
     pub fn server_url(&self) -> &str {
         &self.api.base
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no chance to clean up or flush.

@@ -111,6 +111,7 @@ impl Modify for BearerScheme {
         (status = 400, description = "The request is malformed; the message names the field", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 413, description = "The body is over its limit (4 MiB of zip inline)", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -228,6 +229,7 @@ fn get_context() {}
         (status = 200, description = "What was found", body = DetectAnswer),
         (status = 400, description = "The request or its context is malformed", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -253,6 +255,7 @@ fn list_plugins() {}
         (status = 400, description = "A host, name or value is malformed; nothing was saved", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 409, description = "The credential store is read-only", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -296,6 +299,7 @@ fn delete_build_secret() {}
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 403, description = "Not the admin token", body = ErrorBody),
         (status = 409, description = "The organization exists", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]
@@ -372,7 +376,7 @@ fn metrics() {}
 #[utoipa::path(
     get, path = "/healthz", operation_id = "healthz", tag = "operations",
     security(()),
-    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")),
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object, content_type = "application/json")),
 )]
 #[allow(dead_code)]
 fn healthz() {}
@@ -441,13 +445,20 @@ mod fields {
                 "description": description,
             }))
         };
-        let credentials_by_host = |description: &str| {
+        let credentials_by_host = |credential: Value, description: &str| {
             json!({
                 "type": "object",
-                "additionalProperties": or_null(json!({ "$ref": "#/components/schemas/CredentialInput" })),
+                "propertyNames": { "pattern": CREDENTIAL_HOST_PATTERN, "maxLength": 255 },
+                "additionalProperties": or_null(credential),
                 "description": description,
             })
         };
+        let credential = json!({ "$ref": "#/components/schemas/CredentialInput" });
+        // Registries authenticate a user: their credentials name one.
+        let registry_credential = json!({ "allOf": [
+            credential.clone(),
+            { "required": ["username"], "properties": { "username": { "minLength": 1 } } },
+        ]});
         vec![
             ("CreateBuildRequest", "name", json!({
                 "type": "string", "pattern": NAME_PATTERN, "maxLength": 128,
@@ -495,10 +506,17 @@ mod fields {
                 "type": "string", "enum": ["small", "medium", "large", "xlarge"],
                 "description": "The resource profile (memory and CPU); absent: the server's default.",
             }))),
+            ("CreateOrgRequest", "name", json!({
+                "type": "string", "pattern": ORG_PATTERN,
+                "description": "1 to 64 lowercase letters, digits and `-`, not starting or ending with `-`: it becomes part of image references.",
+                "examples": ["team-a"],
+            })),
             ("SaveSecretsRequest", "registryCredentials", credentials_by_host(
+                registry_credential,
                 "Registry host (`host` or `host:port`) → credential, used to push and to pull private base images; null removes it.",
             )),
             ("SaveSecretsRequest", "gitCredentials", credentials_by_host(
+                credential,
                 "Git host (or `*` for every host) → credential; null removes it.",
             )),
             ("SaveSecretsRequest", "buildSecrets", json!({
@@ -515,11 +533,100 @@ mod fields {
                 "type": "string", "minLength": MIN_SECRET_CHARS, "maxLength": MAX_SECRET_BYTES,
                 "description": "A password or a token (`token` is accepted as the same field).",
             })),
+            ("CredentialInput", "token", json!({
+                "type": "string", "minLength": MIN_SECRET_CHARS, "maxLength": MAX_SECRET_BYTES,
+                "description": "Another name for `password`; give one of them.",
+            })),
         ]
     }
 
+    /// One of several fields, each optional on its own, is required: a
+    /// `oneOf` of "this field, not null" per field (serde reads `null` as
+    /// absent, so a null field does not count).
+    fn exactly_one_of(fields: &[(&str, &str)]) -> Value {
+        let branches: Vec<Value> = fields
+            .iter()
+            .map(|(field, kind)| {
+                let mut properties = serde_json::Map::new();
+                properties.insert(field.to_string(), json!({ "type": kind }));
+                json!({ "required": [field], "properties": properties })
+            })
+            .collect();
+        json!(branches)
+    }
+
+    /// (component, keyword, value): rules over a whole object.
+    fn object_rules() -> Vec<(&'static str, &'static str, Value)> {
+        vec![
+            (
+                "CreateBuildRequest",
+                "oneOf",
+                exactly_one_of(&[
+                    ("zippedCode", "string"),
+                    ("contextId", "string"),
+                    ("gitSource", "object"),
+                    ("contextUrl", "string"),
+                ]),
+            ),
+            // `password` or its alias `token` (serde refuses both at once).
+            (
+                "CredentialInput",
+                "oneOf",
+                json!([
+                    { "required": ["password"] },
+                    { "required": ["token"] },
+                ]),
+            ),
+            (
+                "DetectRequest",
+                "oneOf",
+                exactly_one_of(&[("zippedCode", "string"), ("contextId", "string")]),
+            ),
+        ]
+    }
+
+    /// Properties serde reads under a second name (`#[serde(alias)]`),
+    /// which the derived schemas do not list.
+    const ALIASES: &[(&str, &str)] = &[("CredentialInput", "token")];
+
     /// Lays the rules over the derived document.
     pub fn apply(document: &mut Value) {
+        for (component, alias) in ALIASES {
+            let properties = document
+                .pointer_mut(&format!("/components/schemas/{component}/properties"))
+                .and_then(Value::as_object_mut)
+                .unwrap_or_else(|| panic!("the document has no {component} to carry {alias}"));
+            properties.insert(alias.to_string(), json!({}));
+        }
+        for (component, keyword, value) in object_rules() {
+            let schema = document
+                .pointer_mut(&format!("/components/schemas/{component}"))
+                .and_then(Value::as_object_mut)
+                .unwrap_or_else(|| panic!("the document has no {component} to carry its rule"));
+            let named = |v: &Value| v.as_str().map(str::to_string);
+            let fields: Vec<String> = match keyword {
+                "required" => value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(named)
+                    .collect(),
+                _ => value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|branch| branch["required"].as_array().into_iter().flatten())
+                    .filter_map(named)
+                    .collect(),
+            };
+            for field in &fields {
+                assert!(
+                    schema["properties"].get(field.as_str()).is_some(),
+                    "{component} has no {field} for its {keyword} rule"
+                );
+            }
+            schema.insert(keyword.into(), value);
+        }
         for (component, property, schema) in rules() {
             let slot = document
                 .pointer_mut(&format!(

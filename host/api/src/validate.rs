@@ -43,6 +43,11 @@ pub const TARGET_PATTERN: &str = r"^[A-Za-z0-9_.-]{1,128}$";
 /// [`check_context_path`] as a pattern: relative, no `..` part, no NUL.
 pub const CONTEXT_PATH_PATTERN: &str = r"^(?!/)(?!(?:.*/)?\.\.(?:/|$))[^\u0000]+$";
 
+/// [`check_org_name`] as a pattern.
+pub const ORG_PATTERN: &str = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$";
+/// [`check_credential_host`] as a pattern (with a maximum length of 255).
+pub const CREDENTIAL_HOST_PATTERN: &str = r"^(?:\*|[A-Za-z0-9.:\[\]-]+)$";
+
 /// The reference a git build uses when the request names none.
 pub const DEFAULT_GIT_REFERENCE: &str = "main";
 
@@ -331,5 +336,91 @@ mod tests {
         for bad in ["", "../Dockerfile", "/etc/passwd", "a/../../b"] {
             assert!(check_context_path("dockerfile", bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// An organization's name: what may stand in an image path.
+pub fn check_org_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "organization name {name:?} is not valid: 1 to 64 lowercase letters, digits and `-`, not starting or ending with `-` (it becomes part of image references)"
+        ))
+    }
+}
+
+/// A key of `registryCredentials` or `gitCredentials` (named by `group`):
+/// `host`, `host:port`, or `*` for every host.
+pub fn check_credential_host(group: &str, host: &str) -> Result<(), String> {
+    let ok = host == "*"
+        || (!host.is_empty()
+            && host.len() <= 255
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{group}` key {host:?} is not a host: give host or host:port (e.g. \"registry.example.com\", \"127.0.0.1:5000\"), or \"*\" for every host"
+        ))
+    }
+}
+
+/// The field of a CreateBuild request that carries its build context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextField {
+    ZippedCode,
+    ContextId,
+    GitSource,
+    ContextUrl,
+}
+
+/// Which one field names the build context: exactly one of them is given
+/// (a `null` field is absent).
+pub fn context_field(request: &crate::CreateBuildRequest) -> Result<ContextField, String> {
+    let given: Vec<(ContextField, &str)> = [
+        (
+            ContextField::ZippedCode,
+            "zippedCode",
+            request.zipped_code.is_some(),
+        ),
+        (
+            ContextField::ContextId,
+            "contextId",
+            request.context_id.is_some(),
+        ),
+        (
+            ContextField::GitSource,
+            "gitSource",
+            request.git_source.is_some(),
+        ),
+        (
+            ContextField::ContextUrl,
+            "contextUrl",
+            request.context_url.is_some(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, _, present)| *present)
+    .map(|(field, name, _)| (field, name))
+    .collect();
+    match given.as_slice() {
+        [(field, _)] => Ok(*field),
+        [] => Err(
+            "the request names no build context: give exactly one of `zippedCode` (a base64 zip), `contextId` (from POST /v1/contexts), `gitSource` or `contextUrl`".into(),
+        ),
+        many => Err(format!(
+            "give exactly one build context, not several: the request has {}",
+            many.iter().map(|(_, name)| *name).collect::<Vec<_>>().join(" and ")
+        )),
     }
 }

@@ -314,7 +314,6 @@ fn request_schemas_accept_and_refuse_what_the_types_do() {
     }
     let full_create = serde_json::to_value(CreateBuildRequest {
         name: "team/api".into(),
-        zipped_code: Some("UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==".into()),
         git_source: Some(GitSourceRequest {
             url: "https://git.example.com/app.git".into(),
             reference: Some("v1".into()),
@@ -332,13 +331,22 @@ fn request_schemas_accept_and_refuse_what_the_types_do() {
     })
     .unwrap();
     agree::<CreateBuildRequest>("CreateBuildRequest", full_create.clone());
-    agree::<CreateBuildRequest>("CreateBuildRequest", json!({"name": "hello"}));
-    agree::<CreateBuildRequest>("CreateBuildRequest", json!({"name": "hello", "tag": ["x"]}));
     agree::<CreateBuildRequest>(
         "CreateBuildRequest",
-        json!({"name": "hello", "noCache": "yes"}),
+        json!({"name": "hello", "contextId": "c"}),
     );
-    agree::<CreateBuildRequest>("CreateBuildRequest", json!({"tags": ["x"]}));
+    agree::<CreateBuildRequest>(
+        "CreateBuildRequest",
+        json!({"name": "hello", "contextId": "c", "tag": ["x"]}),
+    );
+    agree::<CreateBuildRequest>(
+        "CreateBuildRequest",
+        json!({"name": "hello", "contextId": "c", "noCache": "yes"}),
+    );
+    agree::<CreateBuildRequest>(
+        "CreateBuildRequest",
+        json!({"contextId": "c", "tags": ["x"]}),
+    );
     agree::<CreateBuildRequest>(
         "CreateBuildRequest",
         json!({"name": "hello", "gitSource": {"url": "u", "ref": "main"}}),
@@ -352,6 +360,38 @@ fn request_schemas_accept_and_refuse_what_the_types_do() {
         }),
     );
     agree::<SaveSecretsRequest>("SaveSecretsRequest", json!({"buildSecret": {}}));
+    // Beyond serde, the document states the server's credential rules
+    // (secrets::check_credential): a password, and a user for registries.
+    let secrets = validator("SaveSecretsRequest", false);
+    for (body, valid) in [
+        (
+            json!({"gitCredentials": {"*": {"password": "pass-2"}}}),
+            true,
+        ),
+        (json!({"gitCredentials": {"*": {"username": "u"}}}), false),
+        (
+            json!({"registryCredentials": {"r.example.com": {"password": "pass-2"}}}),
+            false,
+        ),
+        (
+            json!({"registryCredentials": {"r.example.com": {"username": "", "password": "pass-2"}}}),
+            false,
+        ),
+        (
+            json!({"registryCredentials": {"r.example.com": {"username": "u", "token": "pass-2"}}}),
+            true,
+        ),
+        (
+            json!({"gitCredentials": {"*": {"password": "pass-2", "token": "pass-2"}}}),
+            false,
+        ),
+        (
+            json!({"registryCredentials": {"a b": {"username": "u", "password": "pass-2"}}}),
+            false,
+        ),
+    ] {
+        assert_eq!(secrets.is_valid(&body), valid, "{body}");
+    }
     agree::<SaveSecretsRequest>(
         "SaveSecretsRequest",
         json!({"gitCredentials": {"*": {"user": "u"}}}),
@@ -363,6 +403,46 @@ fn request_schemas_accept_and_refuse_what_the_types_do() {
     agree::<DetectRequest>("DetectRequest", json!({"context": "c"}));
     agree::<CreateOrgRequest>("CreateOrgRequest", json!({"name": "acme"}));
     agree::<CreateOrgRequest>("CreateOrgRequest", json!({"name": "acme", "admin": true}));
+}
+
+/// The document's "exactly one build context" is the server's
+/// (`validate::context_field`): none, several, and one beside `null`s.
+#[test]
+fn the_document_requires_exactly_one_build_context_as_the_server_does() {
+    let schema = validator("CreateBuildRequest", false);
+    let git = json!({"url": "https://git.example.com/app.git"});
+    let zip = json!("UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==");
+    let mut bodies = vec![json!({"name": "hello"})];
+    let contexts = [
+        ("zippedCode", zip.clone()),
+        ("contextId", json!("c")),
+        ("gitSource", git.clone()),
+        ("contextUrl", json!("https://example.com/app.tar.gz")),
+    ];
+    for (field, value) in &contexts {
+        bodies.push(json!({"name": "hello", *field: value}));
+        let mut with_nulls = json!({"name": "hello", *field: value});
+        for (other, _) in contexts.iter().filter(|(o, _)| o != field) {
+            with_nulls[*other] = Value::Null;
+        }
+        bodies.push(with_nulls);
+        for (other, second) in contexts.iter().filter(|(o, _)| o != field) {
+            bodies.push(json!({"name": "hello", *field: value, *other: second}));
+        }
+    }
+    bodies.push(json!({"name": "hello", "zippedCode": null, "contextId": null}));
+    let mut accepted = 0;
+    for body in bodies {
+        let request: CreateBuildRequest = serde_json::from_value(body.clone()).unwrap();
+        let by_server = kiln_api::validate::context_field(&request).is_ok();
+        accepted += usize::from(by_server);
+        assert_eq!(
+            schema.is_valid(&body),
+            by_server,
+            "the document and the server disagree on {body}"
+        );
+    }
+    assert_eq!(accepted, 8, "one context, with and without nulls beside it");
 }
 
 /// The strict check is able to fail: a field the document does not name is
@@ -381,7 +461,7 @@ fn an_undescribed_field_is_caught() {
 fn the_documented_patterns_are_the_checks_the_server_applies() {
     use kiln_api::validate::*;
     type Check = fn(&str) -> Result<(), String>;
-    let cases: [(&str, &str, Check, &[&str]); 6] = [
+    let cases: [(&str, &str, Check, &[&str]); 8] = [
         (
             "name",
             NAME_PATTERN,
@@ -426,6 +506,34 @@ fn the_documented_patterns_are_the_checks_the_server_applies() {
             ],
         ),
         (
+            "organization",
+            ORG_PATTERN,
+            |v| check_org_name(v),
+            &[
+                "default", "team-a", "a", "9", "a-b-c", "", "-a", "a-", "A", "a_b", "a.b", "a b",
+                "é",
+            ],
+        ),
+        (
+            "credential host",
+            CREDENTIAL_HOST_PATTERN,
+            |v| check_credential_host("registryCredentials", v),
+            &[
+                "*",
+                "registry.example.com",
+                "127.0.0.1:5000",
+                "[::1]:5000",
+                "a-b",
+                "",
+                "**",
+                "a*",
+                "a/b",
+                "a b",
+                "user@host",
+                "é",
+            ],
+        ),
+        (
             "target",
             TARGET_PATTERN,
             |v| check_target(v),
@@ -436,7 +544,13 @@ fn the_documented_patterns_are_the_checks_the_server_applies() {
     let long_tag = "t".repeat(129);
     let long_arg = "A".repeat(129);
     let long_target = "s".repeat(129);
-    let extra: [(&str, &str); 4] = [
+    let long_org = "o".repeat(65);
+    let long_host = "h".repeat(256);
+    let longest_org = "o".repeat(64);
+    let extra: [(&str, &str); 7] = [
+        ("organization", &long_org),
+        ("organization", &longest_org),
+        ("credential host", &long_host),
         ("name", &long_name),
         ("tag", &long_tag),
         ("build arg", &long_arg),
@@ -452,7 +566,11 @@ fn the_documented_patterns_are_the_checks_the_server_applies() {
             .is_valid(&json!(value))
     };
     for (what, pattern, check, corpus) in cases {
-        let max_length = (what == "name").then_some(128);
+        let max_length = match what {
+            "name" => Some(128),
+            "credential host" => Some(255),
+            _ => None,
+        };
         let corpus = corpus
             .iter()
             .copied()

@@ -81,24 +81,12 @@ async fn validate_create(
     let bad = ApiError::bad_request;
     validate::check_name(&request.name).map_err(bad)?;
 
-    let given: Vec<&str> = [
-        ("zippedCode", request.zipped_code.is_some()),
-        ("contextId", request.context_id.is_some()),
-        ("gitSource", request.git_source.is_some()),
-        ("contextUrl", request.context_url.is_some()),
-    ]
-    .iter()
-    .filter(|(_, present)| *present)
-    .map(|(name, _)| *name)
-    .collect();
-    let staged = match given.as_slice() {
-        [] => {
-            return Err(bad(
-                "the request names no build context: give exactly one of `zippedCode` (a base64 zip), `contextId` (from POST /v1/contexts), `gitSource` or `contextUrl`".into(),
-            ))
-        }
-        ["zippedCode"] => Staged::Inline(decode_inline_zip(request.zipped_code.as_deref().unwrap_or_default())?),
-        ["contextId"] => {
+    use validate::ContextField;
+    let staged = match validate::context_field(&request).map_err(bad)? {
+        ContextField::ZippedCode => Staged::Inline(decode_inline_zip(
+            request.zipped_code.as_deref().unwrap_or_default(),
+        )?),
+        ContextField::ContextId => {
             let id = request.context_id.as_deref().unwrap_or_default();
             let record = state.store.context(&caller.org, id)?.ok_or_else(|| {
                 bad(format!(
@@ -107,16 +95,22 @@ async fn validate_create(
             })?;
             Staged::Upload(record)
         }
-        ["contextUrl"] => {
+        ContextField::ContextUrl => {
             let url = request.context_url.clone().unwrap_or_default();
             let scheme = url
                 .split_once("://")
                 .map(|(scheme, _)| scheme)
                 .filter(|s| {
                     s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
+                        && s.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c)
+                        })
                 })
-                .ok_or_else(|| bad(format!("`contextUrl` {url:?} is not a URL of the form scheme://...")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "`contextUrl` {url:?} is not a URL of the form scheme://..."
+                    ))
+                })?;
             if matches!(scheme, "inline-zip" | "upload") || state.runtime.source(scheme).is_none() {
                 return Err(bad(format!(
                     "no context source plugin on this server handles `{scheme}://` URLs; load one with --plugin-dir"
@@ -124,16 +118,10 @@ async fn validate_create(
             }
             Staged::Url(scheme.to_string(), url)
         }
-        ["gitSource"] => Staged::Git(validate_git_source(
+        ContextField::GitSource => Staged::Git(validate_git_source(
             state,
             request.git_source.clone().expect("present"),
         )?),
-        many => {
-            return Err(bad(format!(
-                "give exactly one build context, not several: the request has {}",
-                many.join(" and ")
-            )))
-        }
     };
 
     let context_dir = match request.context_dir.as_deref() {

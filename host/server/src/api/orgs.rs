@@ -9,24 +9,6 @@ use super::routes::Caller;
 use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
 use crate::store::{Org, TokenRecord};
 
-/// Organization names: what may stand in an image path.
-pub fn check_org_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "organization name {name:?} is not valid: 1 to 64 lowercase letters, digits and `-`, not starting or ending with `-` (it becomes part of image references)"
-        ))
-    }
-}
-
 /// A new random token.
 pub fn new_token() -> String {
     use rand::RngCore;
@@ -65,7 +47,7 @@ pub async fn create(
         || ApiError::bad_request("the request body is over 64 KiB"),
     )
     .await?;
-    check_org_name(&body.name).map_err(ApiError::bad_request)?;
+    kiln_api::validate::check_org_name(&body.name).map_err(ApiError::bad_request)?;
     let org = Org {
         name: body.name,
         create_time: Utc::now(),

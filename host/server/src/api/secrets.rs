@@ -10,23 +10,6 @@ use super::validate;
 use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
 use crate::store::secrets::{Credential, SecretKind};
 
-fn check_host(group: &str, host: &str) -> Result<(), String> {
-    let ok = host == "*"
-        || (!host.is_empty()
-            && host.len() <= 255
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{group}` key {host:?} is not a host: give host or host:port (e.g. \"registry.example.com\", \"127.0.0.1:5000\"){}",
-            if group == "gitCredentials" { ", or \"*\" for every host" } else { "" }
-        ))
-    }
-}
-
 /// A credential has a password (or token) long enough to mask; a registry
 /// credential also names its user.
 fn check_credential(
@@ -94,7 +77,8 @@ pub async fn save(
         ("gitCredentials", &save.git_credentials),
     ] {
         for (host, credential) in entries {
-            check_host(group, host).map_err(ApiError::bad_request)?;
+            kiln_api::validate::check_credential_host(group, host)
+                .map_err(ApiError::bad_request)?;
             if let Some(credential) = credential {
                 check_credential(group, host, credential).map_err(ApiError::bad_request)?;
             }

@@ -565,7 +565,13 @@ impl DockerEngine {
                     break;
                 }
                 Err(e) => {
-                    stream_error = Some(e.to_string());
+                    // The daemon itself did not answer (bollard's own text
+                    // hides why: "client error (Connect)").
+                    stream_error = Some(format!(
+                        "the Docker Engine at {} did not answer: {}",
+                        self.host,
+                        causes(&e)
+                    ));
                     break;
                 }
             }
@@ -639,6 +645,7 @@ impl DockerEngine {
             Some(auth.map(RegistryAuth::docker).unwrap_or_default()),
         );
         let mut digest = None;
+        let mut counting_down = false;
         while let Some(item) = stream.next().await {
             let info = match item {
                 Ok(info) => info,
@@ -652,6 +659,17 @@ impl DockerEngine {
                 if let Some(found) = parse_push_digest(&status) {
                     digest = Some(found);
                 }
+                // The engine retries a failed layer upload itself, counting
+                // down ("Retrying in 5 seconds", "… 4 …"): say so once per
+                // countdown, so a slow push is not a silent one.
+                let retrying = status.starts_with("Retrying in");
+                if retrying && !counting_down {
+                    sink.line(&format!(
+                        "push of {reference}: a layer upload failed; the engine retries it ({})",
+                        status.to_lowercase()
+                    ));
+                }
+                counting_down = retrying;
             }
         }
         let digest = digest.ok_or_else(|| {
@@ -662,6 +680,21 @@ impl DockerEngine {
         sink.line(&format!("pushed {reference} {digest}"));
         Ok(digest)
     }
+}
+
+/// An error and its causes, `outer: inner: …`.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Pushes of one reference before a build fails with `REGISTRY_UNREACHABLE`.

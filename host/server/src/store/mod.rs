@@ -107,12 +107,18 @@ pub(crate) fn join_key(parts: &[&[u8]]) -> Vec<u8> {
     key
 }
 
+/// sled's page cache. Its default (1 GiB) let a long-running server's
+/// memory grow with every build it stored, never to come back; records
+/// and logs are read in order and rarely twice, so a small cache serves.
+const CACHE_BYTES: u64 = 64 << 20;
+
 impl Store {
     /// Open (or create) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(200))
+            .cache_capacity(CACHE_BYTES)
             .open()?;
         // A data directory from another format is refused up front, not
         // misread record by record.
