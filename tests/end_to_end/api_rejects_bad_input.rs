@@ -344,3 +344,33 @@ async fn issue_12_tags_build_args_and_secret_lists_are_limited() {
         StatusCode::ACCEPTED
     );
 }
+
+/// Issue 12: a full disk. Below the operator's free-space floor new builds
+/// and uploads are refused with 507 and a message that says why; nothing is
+/// created, and what is stored is still served. (The floor is set above any
+/// disk's size here: the check reads the real filesystem.)
+#[tokio::test]
+async fn issue_12_below_the_free_disk_floor_builds_and_uploads_are_refused_with_507() {
+    let t = TestServer::start_with(|config| config.min_free_disk_bytes = u64::MAX).await;
+    let create = t.post_json("/v1/builds", &hello_request("disk-full")).await;
+    assert_eq!(create.status, StatusCode::INSUFFICIENT_STORAGE);
+    let message = create.error_message();
+    assert!(
+        message.contains("low on disk space") && message.contains("MiB free"),
+        "{message}"
+    );
+    t.assert_documented("ErrorBody", &create.json()).await;
+    let upload = t
+        .upload(zip_entries(&[("Dockerfile", b"FROM scratch\n", 0o644)]))
+        .await;
+    assert_eq!(upload.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_no_builds(&t).await;
+    assert_eq!(t.get("/healthz").await.status, StatusCode::OK);
+
+    // 0 turns the floor off: the same requests are taken.
+    let unlimited = TestServer::start_with(|config| config.min_free_disk_bytes = 0).await;
+    let upload = unlimited
+        .upload(zip_entries(&[("Dockerfile", b"FROM scratch\n", 0o644)]))
+        .await;
+    assert_eq!(upload.status, StatusCode::CREATED);
+}

@@ -594,3 +594,110 @@ async fn issue_12_metrics_can_require_a_token() {
         .await;
     assert_eq!(health.status, 200);
 }
+
+/// Issue 12: `Idempotency-Key` on CreateBuild and UploadBuildContext. A
+/// retried request (its answer lost on the way) gets the first answer, not
+/// a second build; two at once make one build; the same key with another
+/// body is 422; a key belongs to its organization.
+#[tokio::test]
+async fn issue_12_a_request_retried_with_its_idempotency_key_gets_the_first_answer() {
+    let t = TestServer::start().await;
+    let name = unique_name("idempotent");
+    let body = serde_json::to_vec(&hello_request(&name)).unwrap();
+    let api: &Api = &t;
+    let send = move |key: &str, body: Vec<u8>| {
+        let headers = vec![
+            ("authorization", format!("Bearer {}", api.token)),
+            ("content-type", "application/json".to_string()),
+            ("idempotency-key", key.to_string()),
+        ];
+        async move {
+            api.request_with(hyper::Method::POST, "/v1/builds", &headers, body)
+                .await
+        }
+    };
+    let first = send("retry-7f3a", body.clone()).await;
+    assert_eq!(first.status, 202, "{}", first.error_message());
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = send("retry-7f3a", body.clone()).await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.json(), first.json(), "the first answer, again");
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let build_id = first.json()["buildId"].as_str().unwrap().to_string();
+
+    // Two at once with a new key: one build between them.
+    let (a, b) = tokio::join!(
+        send("burst-01", body.clone()),
+        send("burst-01", body.clone())
+    );
+    assert_eq!(a.status, 202, "{}", a.error_message());
+    assert_eq!(b.status, 202, "{}", b.error_message());
+    assert_eq!(a.json()["buildId"], b.json()["buildId"]);
+    let listed = t.get(&format!("/v1/builds?name={name}")).await.json();
+    assert_eq!(
+        listed["builds"].as_array().unwrap().len(),
+        2,
+        "two keys, two builds: {listed:#}"
+    );
+
+    // The same key for another request is refused, naming the key.
+    let other = serde_json::to_vec(&hello_request(&unique_name("other"))).unwrap();
+    let reused = send("retry-7f3a", other.clone()).await;
+    assert_eq!(reused.status, 422);
+    assert!(
+        reused.error_message().contains("retry-7f3a"),
+        "{}",
+        reused.error_message()
+    );
+    // A malformed key is a 400 that says what a key is.
+    let bad = send("has space", other).await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.error_message().contains("visible ASCII"),
+        "{}",
+        bad.error_message()
+    );
+
+    // Keys belong to their organization: another one's same key is new.
+    let elsewhere = t.as_token(&t.server.create_org_with_token("idem-other").unwrap());
+    let theirs = elsewhere
+        .request_with(
+            hyper::Method::POST,
+            "/v1/builds",
+            &[
+                ("authorization", format!("Bearer {}", elsewhere.token)),
+                ("content-type", "application/json".to_string()),
+                ("idempotency-key", "retry-7f3a".to_string()),
+            ],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(theirs.status, 202, "{}", theirs.error_message());
+    assert_ne!(theirs.json()["buildId"].as_str().unwrap(), build_id);
+
+    // Uploads: the same bytes again are the first answer; other bytes 422.
+    let upload = move |key: &str, bytes: Vec<u8>| {
+        let headers = vec![
+            ("authorization", format!("Bearer {}", api.token)),
+            ("idempotency-key", key.to_string()),
+        ];
+        async move {
+            api.request_with(hyper::Method::POST, "/v1/contexts", &headers, bytes)
+                .await
+        }
+    };
+    let archive = zip_entries(&[("Dockerfile", b"FROM scratch\n", 0o644)]);
+    let stored = upload("upload-1", archive.clone()).await;
+    assert_eq!(stored.status, 201, "{}", stored.error_message());
+    let replayed = upload("upload-1", archive).await;
+    assert_eq!(replayed.json(), stored.json());
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+    let different = upload(
+        "upload-1",
+        zip_entries(&[("Dockerfile", b"FROM scratch\nLABEL x=1\n", 0o644)]),
+    )
+    .await;
+    assert_eq!(different.status, 422);
+
+    t.wait_succeeded(&build_id, LIMIT).await;
+}

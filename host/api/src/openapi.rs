@@ -97,6 +97,22 @@ impl Modify for BearerScheme {
     }
 }
 
+/// The `Idempotency-Key` header of the operations that create something.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct IdempotencyKey {
+    /// A key of the client's (a UUID, say): a request repeated with the
+    /// same key and body within 24 hours gets the first answer instead of
+    /// doing the work again; the same key with another body is 422.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        pattern = r"^[\x21-\x7E]{1,255}$"
+    )]
+    idempotency_key: String,
+}
+
 // The operations. Each function stands for one route; see the module doc.
 
 /// Start a build (CreateBuild)
@@ -106,11 +122,14 @@ impl Modify for BearerScheme {
 #[utoipa::path(
     post, path = "/v1/builds", operation_id = "createBuild", tag = "builds",
     request_body = CreateBuildRequest,
+    params(IdempotencyKey),
     responses(
-        (status = 202, description = "Accepted; the build runs asynchronously", body = BuildAccepted),
+        (status = 202, description = "Accepted; the build runs asynchronously (or, for a repeated `Idempotency-Key`, the first answer, with `Idempotent-Replayed: true`)", body = BuildAccepted),
         (status = 400, description = "The request is malformed; the message names the field", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 413, description = "The body is over its limit (4 MiB of zip inline)", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used for a different request", body = ErrorBody),
+        (status = 507, description = "The server is low on disk space; nothing was created", body = ErrorBody),
         (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
     )
 )]
@@ -198,11 +217,14 @@ fn stream_build_logs() {}
 #[utoipa::path(
     post, path = "/v1/contexts", operation_id = "uploadBuildContext", tag = "contexts",
     request_body(content_type = "application/octet-stream", description = "The archive's bytes"),
+    params(IdempotencyKey),
     responses(
-        (status = 201, description = "Stored", body = UploadedContext),
+        (status = 201, description = "Stored (the same bytes are the same context)", body = UploadedContext),
+        (status = 422, description = "The `Idempotency-Key` was used for different bytes", body = ErrorBody),
         (status = 400, description = "The body is not a tar, tar.gz or zip", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 413, description = "The archive is over the server's upload limit", body = ErrorBody),
+        (status = 507, description = "The server is low on disk space (or its disk filled during the upload); nothing was kept", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]

@@ -62,7 +62,13 @@ pub struct ServerConfig {
     pub network: crate::net::NetworkPolicy,
     /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
+    /// Below this many free bytes on the data directory's filesystem, new
+    /// builds and uploads are refused (507) rather than failing half-way.
+    pub min_free_disk_bytes: u64,
 }
+
+/// The free space (MiB) below which new builds and uploads are refused.
+pub const DEFAULT_MIN_FREE_DISK_MIB: u64 = 256;
 
 /// Whether a host name (without port) is this machine: `localhost` or a
 /// loopback address. Kiln speaks plain HTTP to registries, and sends git
@@ -142,6 +148,7 @@ impl ServerConfig {
             kaniko_image: DEFAULT_KANIKO_IMAGE.to_string(),
             network: crate::net::NetworkPolicy::default(),
             metrics_token: None,
+            min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_MIB << 20,
             wizard_base_images: BTreeMap::new(),
         }
     }

@@ -393,6 +393,9 @@ pub struct ServeArgs {
     /// Most files and directories a context may unpack to.
     #[arg(long, env = "KILN_MAX_CONTEXT_ENTRIES", default_value_t = 200_000)]
     pub max_context_entries: u64,
+    /// Refuse new builds and uploads (507) while the data directory's filesystem has less free space than this, in MiB (0: never).
+    #[arg(long, env = "KILN_MIN_FREE_DISK_MIB", default_value_t = 256)]
+    pub min_free_disk_mib: u64,
     /// Write the host's own log as JSON lines.
     #[arg(long, env = "KILN_LOG_JSON")]
     pub log_json: bool,
@@ -430,6 +433,7 @@ impl ServeArgs {
         config.default_profile = self.default_profile.clone();
         config.max_context_bytes = self.max_context_bytes;
         config.max_context_entries = self.max_context_entries;
+        config.min_free_disk_bytes = self.min_free_disk_mib << 20;
         if let Some(path) = &self.secret_key_file {
             config.secret_key_file = path.clone();
         }
@@ -502,5 +506,24 @@ mod tests {
             .unwrap_err();
         assert!(refused.to_string().contains("at least 16"), "{refused}");
         assert_eq!(serve_args(&[]).to_config().unwrap().metrics_token, None);
+    }
+
+    /// Issue 12: the free-space floor is the server's default unless
+    /// given, and 0 turns it off.
+    #[test]
+    fn issue_12_the_free_disk_floor_is_configurable() {
+        let default = serve_args(&[]).to_config().unwrap();
+        assert_eq!(
+            default.min_free_disk_bytes,
+            kiln_server::config::ServerConfig::new("/d").min_free_disk_bytes
+        );
+        let set = serve_args(&["--min-free-disk-mib", "2048"])
+            .to_config()
+            .unwrap();
+        assert_eq!(set.min_free_disk_bytes, 2048 << 20);
+        let off = serve_args(&["--min-free-disk-mib", "0"])
+            .to_config()
+            .unwrap();
+        assert_eq!(off.min_free_disk_bytes, 0);
     }
 }

@@ -6,11 +6,12 @@ use base64::Engine as _;
 use chrono::Utc;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
 
 use super::routes::Caller;
 use super::validate;
 use super::views;
-use super::{json_response, read_json, ApiError, ApiState, Body};
+use super::{idempotency, json_response, parse_json, read_json_bytes, ApiError, ApiState, Body};
 use crate::scheduler::staged_file_name;
 use crate::store::{BuildRecord, BuildSpec, BuildStatus, ListFilter, SourceSummary};
 use kiln_api::builds::{CreateBuildRequest, GitSourceRequest, MAX_INLINE_ZIP_BYTES};
@@ -35,7 +36,9 @@ pub async fn create(
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let request: CreateBuildRequest = read_json(request, MAX_BODY_BYTES, "CreateBuild", || {
+    super::check_free_disk(state)?;
+    let key = idempotency::key_of(&request)?;
+    let body = read_json_bytes(request, MAX_BODY_BYTES, || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -46,12 +49,28 @@ pub async fn create(
         )
     })
     .await?;
+    // A retried request with its key gets the first answer.
+    let (_same_key, body_sha256) = match &key {
+        Some(key) => {
+            let held = idempotency::lock(&caller.org, OPERATION, key).await;
+            let sha256 = hex::encode(Sha256::digest(&body));
+            if let Some(first) = idempotency::replay(state, &caller.org, OPERATION, key, &sha256)? {
+                return Ok(first);
+            }
+            (Some(held), sha256)
+        }
+        None => (None, String::new()),
+    };
+    let request: CreateBuildRequest = parse_json(&body, "CreateBuild")?;
     let (record, staged) = validate_create(state, caller, request).await?;
 
     let staging = crate::scheduler::staging_dir(&state.config.data_dir, &record.build_id);
     staged
         .stage(&state.config.data_dir, &staging)
-        .map_err(ApiError::internal)?;
+        .map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staging);
+            ApiError::io(e)
+        })?;
     let record = match state.store.create_build(record) {
         Ok(record) => record,
         Err(e) => {
@@ -59,18 +78,32 @@ pub async fn create(
             return Err(e.into());
         }
     };
+    let accepted = kiln_api::BuildAccepted {
+        build_id: record.build_id.clone(),
+        number: record.number,
+        status: record.status,
+    };
+    if let Some(key) = &key {
+        // Kept before the build can start: a retry that comes while it
+        // runs finds it.
+        idempotency::remember(
+            state,
+            &caller.org,
+            OPERATION,
+            key,
+            &body_sha256,
+            StatusCode::ACCEPTED,
+            &accepted,
+        )?;
+    }
     state.metrics.build_created();
     state.scheduler.wake();
     tracing::info!(build_id = %record.build_id, org = %record.org, name = %record.name, number = record.number, "build accepted");
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &kiln_api::BuildAccepted {
-            build_id: record.build_id,
-            number: record.number,
-            status: record.status,
-        },
-    ))
+    Ok(json_response(StatusCode::ACCEPTED, &accepted))
 }
+
+/// CreateBuild's name among operations with idempotency keys.
+const OPERATION: &str = "createBuild";
 
 /// Check every field; return the record to store and the decoded zip.
 async fn validate_create(

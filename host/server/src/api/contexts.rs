@@ -43,11 +43,20 @@ impl Drop for PartialFile {
     }
 }
 
+/// UploadBuildContext's name among operations with idempotency keys.
+const OPERATION: &str = "uploadBuildContext";
+
 pub async fn upload(
     state: &ApiState,
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    super::check_free_disk(state)?;
+    let key = super::idempotency::key_of(&request)?;
+    let _same_key = match &key {
+        Some(key) => Some(super::idempotency::lock(&caller.org, OPERATION, key).await),
+        None => None,
+    };
     let limit = state.config.max_upload_bytes;
     let too_large = || {
         ApiError::new(
@@ -79,9 +88,7 @@ pub async fn upload(
     let mut partial = PartialFile(Some(tmp.clone()));
     let mut file = tokio::io::BufWriter::with_capacity(
         256 * 1024,
-        tokio::fs::File::create(&tmp)
-            .await
-            .map_err(ApiError::internal)?,
+        tokio::fs::File::create(&tmp).await.map_err(ApiError::io)?,
     );
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
@@ -102,9 +109,9 @@ pub async fn upload(
             head.extend_from_slice(&data[..take]);
         }
         hasher.update(&data);
-        file.write_all(&data).await.map_err(ApiError::internal)?;
+        file.write_all(&data).await.map_err(ApiError::io)?;
     }
-    file.flush().await.map_err(ApiError::internal)?;
+    file.flush().await.map_err(ApiError::io)?;
     drop(file);
     if size == 0 {
         return Err(ApiError::bad_request(
@@ -117,6 +124,15 @@ pub async fn upload(
         )
     })?;
     let sha256 = hex::encode(hasher.finalize());
+    // The same bytes are the same context anyway; the key only has to
+    // refuse other bytes.
+    if let Some(key) = &key {
+        if let Some(first) =
+            super::idempotency::replay(state, &caller.org, OPERATION, key, &sha256)?
+        {
+            return Ok(first);
+        }
+    }
     let blob = blob_path(&state.config.data_dir, &sha256);
     if tokio::fs::metadata(&blob).await.is_err() {
         tokio::fs::rename(&tmp, &blob)
@@ -132,12 +148,21 @@ pub async fn upload(
         create_time: Utc::now(),
     };
     state.store.put_context(&caller.org, &record)?;
+    let answer = kiln_api::UploadedContext::from(&record);
+    if let Some(key) = &key {
+        super::idempotency::remember(
+            state,
+            &caller.org,
+            OPERATION,
+            key,
+            &record.sha256,
+            StatusCode::CREATED,
+            &answer,
+        )?;
+    }
     state.store.flush().await?;
     tracing::info!(org = %caller.org, context_id = %record.context_id, size, format, "context uploaded");
-    Ok(json_response(
-        StatusCode::CREATED,
-        &kiln_api::UploadedContext::from(&record),
-    ))
+    Ok(json_response(StatusCode::CREATED, &answer))
 }
 
 pub fn get(

@@ -19,6 +19,7 @@
 
 pub mod builds;
 pub mod contexts;
+pub mod idempotency;
 pub mod logs;
 pub mod orgs;
 pub mod routes;
@@ -83,6 +84,19 @@ impl ApiError {
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
     }
+    /// A failed write or read: a full disk is the server's storage
+    /// (507), anything else an internal error.
+    pub fn io(error: std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::StorageFull {
+            tracing::error!("the data directory is full: {error}");
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the server's disk is full; nothing was kept of this request; try again once an operator has freed space",
+            );
+        }
+        Self::internal(error)
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {error}");
         Self::new(
@@ -125,13 +139,27 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     what: &str,
     too_large: impl FnOnce() -> ApiError,
 ) -> Result<T, ApiError> {
+    let body = read_json_bytes(request, limit, too_large).await?;
+    parse_json(&body, what)
+}
+
+/// A request's JSON body of at most `limit` bytes, unparsed.
+pub async fn read_json_bytes(
+    request: hyper::Request<hyper::body::Incoming>,
+    limit: usize,
+    too_large: impl FnOnce() -> ApiError,
+) -> Result<Bytes, ApiError> {
     require_json(&request)?;
-    let body = http_body_util::Limited::new(request.into_body(), limit)
+    Ok(http_body_util::Limited::new(request.into_body(), limit)
         .collect()
         .await
         .map_err(|_| too_large())?
-        .to_bytes();
-    serde_json::from_slice(&body)
+        .to_bytes())
+}
+
+/// `body` as a `T`; `what` names it in the error.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not a valid {what}: {e}")))
 }
 
@@ -186,4 +214,39 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Bod
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(bytes)).boxed())
         .unwrap()
+}
+
+/// Refuses new work (507) while the data directory's filesystem has less
+/// free space than the operator's minimum: a build or upload that cannot
+/// finish is refused at once instead of failing half-way, and what is
+/// already stored keeps being served.
+pub fn check_free_disk(state: &ApiState) -> Result<(), ApiError> {
+    let minimum = state.config.min_free_disk_bytes;
+    if minimum == 0 {
+        return Ok(());
+    }
+    let stats = match rustix::fs::statvfs(&state.config.data_dir) {
+        Ok(stats) => stats,
+        Err(e) => {
+            tracing::warn!("cannot read the data directory's free space: {e}");
+            return Ok(());
+        }
+    };
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if free < minimum {
+        tracing::warn!(
+            free,
+            minimum,
+            "refusing new work: the data directory is low on space"
+        );
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the server is low on disk space ({} MiB free, its minimum is {} MiB); new builds and uploads are refused until an operator frees space",
+                free >> 20,
+                minimum >> 20
+            ),
+        ));
+    }
+    Ok(())
 }

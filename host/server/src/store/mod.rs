@@ -76,6 +76,8 @@ struct Inner {
     counters: sled::Tree,
     logs: sled::Tree,
     contexts: sled::Tree,
+    /// org, operation, key → [`IdempotentAnswer`].
+    idempotency: sled::Tree,
     /// Bumped on every revocation, so whatever holds a token for a while
     /// (an open log stream) re-checks it at once.
     revocations: tokio::sync::watch::Sender<u64>,
@@ -152,6 +154,7 @@ impl Store {
             counters: db.open_tree("counters")?,
             logs: db.open_tree("logs")?,
             contexts: db.open_tree("contexts")?,
+            idempotency: db.open_tree("idempotency")?,
             db,
         };
         Ok(Store {
@@ -456,6 +459,36 @@ impl Store {
             .get(&key)?
             .map(|v| decode(&key, &v))
             .transpose()
+    }
+
+    // ---- idempotency keys ----
+
+    /// The answer kept for `key` of `org`'s `operation`, if any.
+    pub fn idempotent_answer(
+        &self,
+        org: &str,
+        operation: &str,
+        key: &str,
+    ) -> Result<Option<IdempotentAnswer>> {
+        let id = join_key(&[org.as_bytes(), operation.as_bytes(), key.as_bytes()]);
+        self.inner
+            .idempotency
+            .get(&id)?
+            .map(|v| decode(&id, &v))
+            .transpose()
+    }
+
+    /// Keep the answer to `key` of `org`'s `operation`.
+    pub fn put_idempotent_answer(
+        &self,
+        org: &str,
+        operation: &str,
+        key: &str,
+        answer: &IdempotentAnswer,
+    ) -> Result<()> {
+        let id = join_key(&[org.as_bytes(), operation.as_bytes(), key.as_bytes()]);
+        self.inner.idempotency.insert(id, encode(answer))?;
+        Ok(())
     }
 
     // ---- logs ----

@@ -208,3 +208,15 @@ pub struct LogLine {
     pub stream: String,
     pub line: String,
 }
+
+/// The first answer to a request sent with an `Idempotency-Key`, kept so a
+/// retry of the same request gets it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdempotentAnswer {
+    /// The request body's sha256: the same key with another body is refused.
+    pub request_sha256: String,
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub create_time: DateTime<Utc>,
+}
