@@ -13,6 +13,7 @@ mod failures_are_classified;
 mod git_sources;
 mod hostile_plugins;
 mod kaniko_builder;
+mod organizations_take_turns;
 mod secrets;
 mod uploaded_contexts;
 mod wizard;

@@ -129,6 +129,8 @@ struct IdempotencyKey {
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 413, description = "The body is over its limit (4 MiB of zip inline)", body = ErrorBody),
         (status = 422, description = "The `Idempotency-Key` was used for a different request", body = ErrorBody),
+        (status = 429, description = "The organization has its most builds waiting; try again after `Retry-After` seconds",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait before sending the build again"))),
         (status = 507, description = "The server is low on disk space; nothing was created", body = ErrorBody),
         (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
     )

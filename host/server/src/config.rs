@@ -62,10 +62,19 @@ pub struct ServerConfig {
     pub network: crate::net::NetworkPolicy,
     /// When set, `GET /metrics` needs `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
+    /// Most builds of one organization that run at once (0: only the
+    /// node's limit); the rest wait their turn in the queue.
+    pub max_running_builds_per_org: usize,
+    /// Most builds of one organization waiting in the queue (0: no limit);
+    /// past it CreateBuild is 429 with `Retry-After`.
+    pub max_queued_builds_per_org: usize,
     /// Below this many free bytes on the data directory's filesystem, new
     /// builds and uploads are refused (507) rather than failing half-way.
     pub min_free_disk_bytes: u64,
 }
+
+/// Builds one organization may have waiting before CreateBuild is 429.
+pub const DEFAULT_MAX_QUEUED_BUILDS_PER_ORG: usize = 1000;
 
 /// The free space (MiB) below which new builds and uploads are refused.
 pub const DEFAULT_MIN_FREE_DISK_MIB: u64 = 256;
@@ -149,6 +158,8 @@ impl ServerConfig {
             network: crate::net::NetworkPolicy::default(),
             metrics_token: None,
             min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_MIB << 20,
+            max_running_builds_per_org: 0,
+            max_queued_builds_per_org: DEFAULT_MAX_QUEUED_BUILDS_PER_ORG,
             wizard_base_images: BTreeMap::new(),
         }
     }

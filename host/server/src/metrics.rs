@@ -76,6 +76,7 @@ const PLUGIN_SECONDS: &[f64] = &[
 /// Everything `/metrics` reports.
 pub struct Metrics {
     builds_created: AtomicU64,
+    builds_refused_by_quota: AtomicU64,
     builds_finished: [AtomicU64; 3],
     build_duration: Histogram,
     plugin_calls: Mutex<BTreeMap<(String, &'static str), std::sync::Arc<Histogram>>>,
@@ -85,6 +86,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             builds_created: AtomicU64::new(0),
+            builds_refused_by_quota: AtomicU64::new(0),
             builds_finished: Default::default(),
             build_duration: Histogram::new(BUILD_SECONDS),
             plugin_calls: Mutex::new(BTreeMap::new()),
@@ -102,6 +104,11 @@ impl Metrics {
     /// A build was accepted.
     pub fn build_created(&self) {
         self.builds_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A CreateBuild was refused: its organization had its most builds queued.
+    pub fn build_refused_by_quota(&self) {
+        self.builds_refused_by_quota.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A build ended with `status` after `took`.
@@ -143,6 +150,12 @@ impl Metrics {
             out,
             "kiln_builds_created_total {}",
             self.builds_created.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP kiln_builds_refused_by_quota_total CreateBuild calls answered 429 because the organization had its most builds queued.\n# TYPE kiln_builds_refused_by_quota_total counter\n");
+        let _ = writeln!(
+            out,
+            "kiln_builds_refused_by_quota_total {}",
+            self.builds_refused_by_quota.load(Ordering::Relaxed)
         );
         out.push_str("# HELP kiln_builds_finished_total Builds that ended since the host started, by final status (builds a previous run left running, closed INTERRUPTED at start-up, count as failed).\n# TYPE kiln_builds_finished_total counter\n");
         for (status, count) in [

@@ -393,6 +393,12 @@ pub struct ServeArgs {
     /// Most files and directories a context may unpack to.
     #[arg(long, env = "KILN_MAX_CONTEXT_ENTRIES", default_value_t = 200_000)]
     pub max_context_entries: u64,
+    /// Most builds of one organization running at once (0: only --max-concurrent-builds); organizations take turns either way.
+    #[arg(long, env = "KILN_MAX_RUNNING_BUILDS_PER_ORG", default_value_t = 0)]
+    pub max_running_builds_per_org: usize,
+    /// Most builds of one organization waiting in the queue; past it CreateBuild is 429 with Retry-After (0: no limit).
+    #[arg(long, env = "KILN_MAX_QUEUED_BUILDS_PER_ORG", default_value_t = 1000)]
+    pub max_queued_builds_per_org: usize,
     /// Refuse new builds and uploads (507) while the data directory's filesystem has less free space than this, in MiB (0: never).
     #[arg(long, env = "KILN_MIN_FREE_DISK_MIB", default_value_t = 256)]
     pub min_free_disk_mib: u64,
@@ -434,6 +440,8 @@ impl ServeArgs {
         config.max_context_bytes = self.max_context_bytes;
         config.max_context_entries = self.max_context_entries;
         config.min_free_disk_bytes = self.min_free_disk_mib << 20;
+        config.max_running_builds_per_org = self.max_running_builds_per_org;
+        config.max_queued_builds_per_org = self.max_queued_builds_per_org;
         if let Some(path) = &self.secret_key_file {
             config.secret_key_file = path.clone();
         }
@@ -525,5 +533,37 @@ mod tests {
             .to_config()
             .unwrap();
         assert_eq!(off.min_free_disk_bytes, 0);
+    }
+
+    /// Issue 12: per-organization limits default to the server's.
+    #[test]
+    fn issue_12_per_org_limits_are_configurable() {
+        let server = kiln_server::config::ServerConfig::new("/d");
+        let default = serve_args(&[]).to_config().unwrap();
+        assert_eq!(
+            (
+                default.max_running_builds_per_org,
+                default.max_queued_builds_per_org
+            ),
+            (
+                server.max_running_builds_per_org,
+                server.max_queued_builds_per_org
+            )
+        );
+        let set = serve_args(&[
+            "--max-running-builds-per-org",
+            "2",
+            "--max-queued-builds-per-org",
+            "50",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(
+            (
+                set.max_running_builds_per_org,
+                set.max_queued_builds_per_org
+            ),
+            (2, 50)
+        );
     }
 }

@@ -61,6 +61,7 @@ pub async fn create(
         }
         None => (None, String::new()),
     };
+    check_queue_quota(state, caller)?;
     let request: CreateBuildRequest = parse_json(&body, "CreateBuild")?;
     let (record, staged) = validate_create(state, caller, request).await?;
 
@@ -101,6 +102,27 @@ pub async fn create(
     tracing::info!(build_id = %record.build_id, org = %record.org, name = %record.name, number = record.number, "build accepted");
     Ok(json_response(StatusCode::ACCEPTED, &accepted))
 }
+
+/// 429 while the caller's organization has its most builds waiting.
+fn check_queue_quota(state: &ApiState, caller: &Caller) -> Result<(), ApiError> {
+    let limit = state.config.max_queued_builds_per_org;
+    if limit == 0 || state.store.queued_for_org(&caller.org) < limit {
+        return Ok(());
+    }
+    state.metrics.build_refused_by_quota();
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "organization {} has {limit} builds waiting, this server's limit; send this build again once some have started (Retry-After), or cancel ones no longer needed",
+            caller.org
+        ),
+    )
+    .with_retry_after(QUOTA_RETRY_AFTER_SECS))
+}
+
+/// The `Retry-After` of a 429: about as long as a queued build waits for
+/// a slot on a busy node, so clients come back when one may be free.
+const QUOTA_RETRY_AFTER_SECS: u64 = 30;
 
 /// CreateBuild's name among operations with idempotency keys.
 const OPERATION: &str = "createBuild";

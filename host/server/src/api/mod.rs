@@ -63,6 +63,8 @@ pub struct ApiError {
     pub message: String,
     /// For a 405: the methods the path accepts (the `Allow` header).
     pub allow: Option<String>,
+    /// For a 429: when to try again, in seconds (the `Retry-After` header).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -71,7 +73,13 @@ impl ApiError {
             status,
             message: message.into(),
             allow: None,
+            retry_after: None,
         }
+    }
+    /// A 429's `Retry-After` header.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
     /// A 405's `Allow` header: the methods the path accepts.
     pub fn with_allow(mut self, methods: impl Into<String>) -> Self {
@@ -113,6 +121,11 @@ impl ApiError {
             .and_then(|a| hyper::header::HeaderValue::from_str(&a).ok())
         {
             response.headers_mut().insert(hyper::header::ALLOW, allow);
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, seconds.into());
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

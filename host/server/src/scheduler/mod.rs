@@ -52,7 +52,16 @@ struct Inner {
     secrets: CredentialStores,
     wake: Notify,
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Turns between organizations: running builds per organization, and
+    /// the organization whose build started last.
+    turns: Mutex<Turns>,
     shutdown: CancellationToken,
+}
+
+#[derive(Default)]
+struct Turns {
+    running: HashMap<String, usize>,
+    last_org: Option<String>,
 }
 
 /// How a build's pipeline ended, before it is written to the record.
@@ -84,6 +93,7 @@ impl Scheduler {
                 secrets,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                turns: Mutex::default(),
                 shutdown: CancellationToken::new(),
             }),
         };
@@ -200,13 +210,14 @@ impl Scheduler {
             if self.inner.shutdown.is_cancelled() {
                 return;
             }
-            match self.inner.store.pop_queued() {
-                Ok(Some(build_id)) => {
+            match self.next_build() {
+                Ok(Some((org, build_id))) => {
                     // More may be waiting: let another idle worker look too.
                     self.inner.wake.notify_one();
                     if let Err(e) = self.run(&build_id).await {
                         tracing::error!(worker, build_id, "build bookkeeping failed: {e}");
                     }
+                    self.finished_turn(&org);
                 }
                 Ok(None) => {
                     tokio::select! {
@@ -220,6 +231,39 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// The next build to run: organizations take turns (round-robin, so
+    /// one organization's 200 queued builds do not starve another's one),
+    /// and one at its running limit waits while others build.
+    fn next_build(&self) -> Result<Option<(String, String)>, StoreError> {
+        let limit = self.inner.config.max_running_builds_per_org;
+        let mut turns = self.inner.turns.lock().unwrap();
+        let next = self
+            .inner
+            .store
+            .pop_queued_fair(turns.last_org.as_deref(), |org| {
+                limit > 0 && turns.running.get(org).copied().unwrap_or(0) >= limit
+            })?;
+        if let Some((org, _)) = &next {
+            *turns.running.entry(org.clone()).or_default() += 1;
+            turns.last_org = Some(org.clone());
+        }
+        Ok(next)
+    }
+
+    /// A build of `org` ended: its slot may go to that organization's next.
+    fn finished_turn(&self, org: &str) {
+        let mut turns = self.inner.turns.lock().unwrap();
+        if let Some(count) = turns.running.get_mut(org) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                turns.running.remove(org);
+            }
+        }
+        drop(turns);
+        // A build held back by its organization's limit may start now.
+        self.inner.wake.notify_one();
     }
 
     async fn run(&self, build_id: &str) -> Result<(), StoreError> {

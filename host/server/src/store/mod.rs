@@ -12,15 +12,17 @@
 //! | `builds_by_org` | org, 0, sequence (big-endian) | build id |
 //! | `builds_by_status` | org, 0, status byte, 0, sequence | build id |
 //! | `builds_by_name` | org, 0, name, 0, sequence | build id |
-//!
-//! The two secondary indexes are moved after the record changes; a crash in
-//! between leaves a stale entry, which [`Store::list_builds`] skips because
-//! it re-checks every record it returns.
 //! | `queue` | sequence (big-endian) | build id, for PENDING builds in FIFO order |
+//! | `queue_by_org` | org, 0, sequence | build id: the same queue by organization, which the workers take from (turns between organizations) |
 //! | `counters` | org, 0, name | next build number for that name (big-endian) |
 //! | `logs` | build id, 0, line sequence (big-endian) | JSON [`LogLine`] |
 //! | `contexts` | org, 0, context id | JSON [`ContextRecord`] (the bytes are in `contexts/blobs/<sha256>`) |
 //! | `secrets` | org, 0, kind, 0, name | nonce + ChaCha20-Poly1305 sealed value ([`secrets`]) |
+//! | `idempotency` | org, 0, operation, 0, key | JSON [`IdempotentAnswer`] |
+//!
+//! The secondary indexes of builds are moved after the record changes; a crash in
+//! between leaves a stale entry, which [`Store::list_builds`] skips because
+//! it re-checks every record it returns.
 
 mod logs;
 mod records;
@@ -73,6 +75,11 @@ struct Inner {
     builds_by_status: sled::Tree,
     builds_by_name: sled::Tree,
     queue: sled::Tree,
+    /// org, sequence → build id: the queue by organization, for taking
+    /// turns between organizations.
+    queue_by_org: sled::Tree,
+    /// Taking a build off the queue is one step across both queue trees.
+    pop: std::sync::Mutex<()>,
     counters: sled::Tree,
     logs: sled::Tree,
     contexts: sled::Tree,
@@ -151,6 +158,8 @@ impl Store {
             builds_by_status: db.open_tree("builds_by_status")?,
             builds_by_name: db.open_tree("builds_by_name")?,
             queue: db.open_tree("queue")?,
+            queue_by_org: db.open_tree("queue_by_org")?,
+            pop: std::sync::Mutex::new(()),
             counters: db.open_tree("counters")?,
             logs: db.open_tree("logs")?,
             contexts: db.open_tree("contexts")?,
@@ -297,9 +306,7 @@ impl Store {
             ]),
             record.build_id.as_bytes(),
         )?;
-        self.inner
-            .queue
-            .insert(seq.to_be_bytes(), record.build_id.as_bytes())?;
+        self.enqueue(&record)?;
         Ok(record)
     }
 
@@ -357,17 +364,69 @@ impl Store {
         Ok(record)
     }
 
-    /// Take the oldest queued build off the queue.
-    pub fn pop_queued(&self) -> Result<Option<String>> {
-        Ok(self
-            .inner
-            .queue
-            .pop_min()?
-            .map(|(_, id)| String::from_utf8_lossy(&id).into_owned()))
+    /// Take the next build off the queue, taking turns between
+    /// organizations: the oldest build of the first organization after
+    /// `after_org` (in name order, wrapping around) that has one and is not
+    /// `held` (e.g. at its running limit). Returns (org, build id).
+    pub fn pop_queued_fair(
+        &self,
+        after_org: Option<&str>,
+        held: impl Fn(&str) -> bool,
+    ) -> Result<Option<(String, String)>> {
+        let _one_at_a_time = self.inner.pop.lock().unwrap();
+        let orgs = self.queued_orgs()?;
+        let start = after_org.map_or(0, |after| orgs.partition_point(|o| o.as_str() <= after));
+        for org in orgs[start..].iter().chain(&orgs[..start]) {
+            if held(org) {
+                continue;
+            }
+            let oldest = self
+                .inner
+                .queue_by_org
+                .scan_prefix(join_key(&[org.as_bytes(), b""]))
+                .next()
+                .transpose()?;
+            if let Some((key, build_id)) = oldest {
+                self.inner.queue_by_org.remove(&key)?;
+                let seq = &key[key.len() - 8..];
+                self.inner.queue.remove(seq)?;
+                return Ok(Some((
+                    org.clone(),
+                    String::from_utf8_lossy(&build_id).into_owned(),
+                )));
+            }
+        }
+        Ok(None)
     }
 
-    /// Put a build back on the queue (restart recovery).
+    /// Organizations with queued builds, in name order (one seek each).
+    fn queued_orgs(&self) -> Result<Vec<String>> {
+        let mut orgs = Vec::new();
+        let mut from = Vec::new();
+        while let Some(entry) = self.inner.queue_by_org.range(from.clone()..).next() {
+            let (key, _) = entry?;
+            let org = &key[..key.iter().position(|b| *b == 0).unwrap_or(key.len())];
+            orgs.push(String::from_utf8_lossy(org).into_owned());
+            // Past every `org\0…` key: `\1` sorts after the separator.
+            from = [org, &[1]].concat();
+        }
+        Ok(orgs)
+    }
+
+    /// How many of `org`'s builds wait in the queue.
+    pub fn queued_for_org(&self, org: &str) -> usize {
+        self.inner
+            .queue_by_org
+            .scan_prefix(join_key(&[org.as_bytes(), b""]))
+            .count()
+    }
+
+    /// Put a build on the queue (creation, and restart recovery).
     pub fn enqueue(&self, record: &BuildRecord) -> Result<()> {
+        self.inner.queue_by_org.insert(
+            join_key(&[record.org.as_bytes(), &record.seq.to_be_bytes()]),
+            record.build_id.as_bytes(),
+        )?;
         self.inner
             .queue
             .insert(record.seq.to_be_bytes(), record.build_id.as_bytes())?;
@@ -381,7 +440,12 @@ impl Store {
 
     /// Whether the build is waiting in the queue.
     pub fn is_queued(&self, record: &BuildRecord) -> Result<bool> {
-        Ok(self.inner.queue.contains_key(record.seq.to_be_bytes())?)
+        // The tree the workers take from (a data directory from before it
+        // existed has its queue in `queue` alone: recovery re-enqueues).
+        Ok(self.inner.queue_by_org.contains_key(join_key(&[
+            record.org.as_bytes(),
+            &record.seq.to_be_bytes(),
+        ]))?)
     }
 
     /// Every build record, in creation order (restart recovery).
@@ -588,5 +652,73 @@ mod tests {
         }
         let error = Store::open(&path).err().expect("refused");
         assert!(error.to_string().contains("format 9"), "{error}");
+    }
+
+    fn queue_build(store: &Store, org: &str, id: &str) {
+        store
+            .create_build(BuildRecord {
+                build_id: id.into(),
+                org: org.into(),
+                number: 0,
+                name: "app".into(),
+                status: BuildStatus::Pending,
+                source: SourceSummary {
+                    kind: "inline-zip".into(),
+                    size_bytes: None,
+                    format: None,
+                    context_id: None,
+                    url: None,
+                    git: None,
+                },
+                request: BuildSpec::default(),
+                image_refs: Vec::new(),
+                digest: None,
+                metrics: None,
+                failure: None,
+                wizard: None,
+                create_time: chrono::Utc::now(),
+                start_time: None,
+                finish_time: None,
+                seq: 0,
+            })
+            .unwrap();
+    }
+
+    /// Organizations take turns in name order, wrapping around, each
+    /// oldest first; one whose name begins another's is its own.
+    #[test]
+    fn the_queue_takes_turns_between_organizations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (org, id) in [
+            ("ab", "ab-1"),
+            ("ab", "ab-2"),
+            ("a", "a-1"),
+            ("b", "b-1"),
+            ("ab", "ab-3"),
+        ] {
+            queue_build(&store, org, id);
+        }
+        assert_eq!(store.queued_for_org("ab"), 3);
+        assert_eq!(store.queued_for_org("a"), 1);
+        let mut last: Option<String> = None;
+        let mut order = Vec::new();
+        while let Some((org, id)) = store.pop_queued_fair(last.as_deref(), |_| false).unwrap() {
+            order.push(id);
+            last = Some(org);
+        }
+        assert_eq!(order, ["a-1", "ab-1", "b-1", "ab-2", "ab-3"]);
+        assert_eq!(store.queue_len(), 0);
+
+        // A held organization is passed over, not dropped.
+        queue_build(&store, "a", "a-2");
+        queue_build(&store, "b", "b-2");
+        let (org, id) = store
+            .pop_queued_fair(None, |org| org == "a")
+            .unwrap()
+            .unwrap();
+        assert_eq!((org.as_str(), id.as_str()), ("b", "b-2"));
+        assert_eq!(store.pop_queued_fair(None, |org| org == "a").unwrap(), None);
+        assert_eq!(store.queued_for_org("a"), 1);
     }
 }
