@@ -449,6 +449,30 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
     report
 }
 
+/// `SUCCEEDED`, or `FAILED REASON`: how a build ended.
+fn outcome(record: &Value) -> String {
+    let status = record["status"].as_str().unwrap_or("?");
+    let status = status.trim_start_matches("BUILD_STATUS_");
+    match record["failure"]["reason"].as_str() {
+        Some(reason) => format!("{status} {reason}"),
+        None => status.to_string(),
+    }
+}
+
+/// A build's stored log as (seq, line) pairs.
+async fn numbered_lines(api: &Api, build_id: &str) -> Vec<(u64, String)> {
+    api.log(build_id)
+        .await
+        .iter()
+        .map(|l| {
+            (
+                l["seq"].as_u64().unwrap_or(0),
+                l["line"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 async fn kill9(kiln: &Path, scale: Scale) -> Report {
     let mut report = Report::default();
     let dir = tempfile::tempdir().unwrap();
@@ -480,18 +504,7 @@ async fn kill9(kiln: &Path, scale: Scale) -> Report {
     };
     let mut before: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
     for id in &ids {
-        let lines = first
-            .log(id)
-            .await
-            .iter()
-            .map(|l| {
-                (
-                    l["seq"].as_u64().unwrap_or(0),
-                    l["line"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect();
-        before.insert(id.clone(), lines);
+        before.insert(id.clone(), numbered_lines(&first, id).await);
     }
     first.kill9();
     let killed_at = Instant::now();
@@ -501,17 +514,7 @@ async fn kill9(kiln: &Path, scale: Scale) -> Report {
     let (mut interrupted, mut succeeded, mut other, mut kept, mut lost) = (0, 0, 0, 0, 0);
     for id in &ids {
         let record = second.wait_finished(id, LIMIT).await;
-        let after: Vec<(u64, String)> = second
-            .log(id)
-            .await
-            .iter()
-            .map(|l| {
-                (
-                    l["seq"].as_u64().unwrap_or(0),
-                    l["line"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect();
+        let after = numbered_lines(&second, id).await;
         for line in &before[id] {
             if after.contains(line) {
                 kept += 1;
@@ -607,10 +610,7 @@ async fn registry_outage(kiln: &Path) -> Report {
         "retries in the log: the engine's (layer) / Kiln's (push)",
         format!("{engine_retries} / {kiln_retries}"),
     );
-    report.row(
-        "build",
-        format!("{} {}", record["status"], record["failure"]["reason"]),
-    );
+    report.row("build", outcome(&record));
     report.row("build took", ms(started.elapsed()));
     report.require(record["status"] == "BUILD_STATUS_SUCCEEDED", || {
         format!(
@@ -649,10 +649,7 @@ async fn engine_unreachable(kiln: &Path) -> Report {
     let health = server
         .request_with(Method::GET, "/healthz", &[], Vec::new())
         .await;
-    report.row(
-        "build",
-        format!("{} {}", record["status"], record["failure"]["reason"]),
-    );
+    report.row("build", outcome(&record));
     report.row(
         "message",
         record["failure"]["message"].as_str().unwrap_or(""),
