@@ -44,7 +44,10 @@ token="$(cat "$work/data/admin-token")"
 args=(--max-examples 30 --seed 20261202)
 [ $# -gt 0 ] && args=("$@")
 echo "[conformance] schemathesis $schemathesis_version, every check, against $server/v1/openapi.json (${args[*]})"
-"$venv/bin/schemathesis" --no-color --config-file tests/conformance/schemathesis.toml \
+# From the scratch directory: Schemathesis keeps a cache (.schemathesis/)
+# in the directory it runs in.
+cd "$work"
+"$venv/bin/schemathesis" --no-color --config-file "$repo/tests/conformance/schemathesis.toml" \
   run "$server/v1/openapi.json" --checks all --workers 2 \
   --header "Authorization: Bearer $token" \
   --generation-database none \
