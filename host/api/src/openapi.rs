@@ -76,7 +76,51 @@ pub fn document() -> serde_json::Value {
     derived.info.version = env!("CARGO_PKG_VERSION").to_string();
     let mut document = serde_json::to_value(derived).expect("the document serializes");
     fields::apply(&mut document);
+    add_links(&mut document);
     document
+}
+
+/// OpenAPI links: which later calls take an id an answer gives (a new
+/// build's id to GetBuild, CancelBuild and StreamBuildLogs; an uploaded
+/// context's id to GetContext), so generic clients and stateful testers
+/// can follow a resource from its creation.
+fn add_links(document: &mut serde_json::Value) {
+    let links = [
+        (
+            "/v1/builds",
+            "post",
+            "202",
+            "buildId",
+            &["getBuild", "cancelBuild", "streamBuildLogs"][..],
+        ),
+        (
+            "/v1/contexts",
+            "post",
+            "201",
+            "contextId",
+            &["getContext"][..],
+        ),
+    ];
+    for (path, method, status, id, operations) in links {
+        let response = document
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                path.replace('/', "~1")
+            ))
+            .and_then(serde_json::Value::as_object_mut)
+            .unwrap_or_else(|| panic!("the document has no {status} answer of {method} {path}"));
+        let mut named = serde_json::Map::new();
+        for operation in operations {
+            named.insert(
+                operation.to_string(),
+                serde_json::json!({
+                    "operationId": operation,
+                    "parameters": { id: format!("$response.body#/{id}") },
+                }),
+            );
+        }
+        response.insert("links".into(), named.into());
+    }
 }
 
 /// Declares the `bearer` scheme the document-wide `security` names.

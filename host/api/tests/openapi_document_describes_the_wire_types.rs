@@ -644,3 +644,55 @@ fn the_documented_limits_are_the_servers() {
     assert!(check_secret_value("build secret X", "abc").is_err());
     assert!(check_secret_value("build secret X", "abcd").is_ok());
 }
+
+/// Every link names an operation of the document and a parameter that
+/// operation has, taken from a field the answer's schema has.
+#[test]
+fn the_links_lead_to_operations_the_document_has() {
+    let document = document();
+    let mut operations = std::collections::BTreeMap::new();
+    for (_, item) in document["paths"].as_object().unwrap() {
+        for (_, operation) in item.as_object().unwrap() {
+            if let Some(id) = operation["operationId"].as_str() {
+                operations.insert(id.to_string(), operation.clone());
+            }
+        }
+    }
+    let mut links = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (_, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                let schema = response["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .and_then(|r| r.rsplit('/').next())
+                    .map(str::to_string);
+                for (_, link) in response["links"].as_object().into_iter().flatten() {
+                    links += 1;
+                    let target = &operations[link["operationId"].as_str().unwrap()];
+                    for (parameter, value) in link["parameters"].as_object().unwrap() {
+                        assert!(
+                            target["parameters"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|p| p["name"] == *parameter),
+                            "{path} {status}: {} has no parameter {parameter}",
+                            link["operationId"]
+                        );
+                        let field = value
+                            .as_str()
+                            .unwrap()
+                            .trim_start_matches("$response.body#/");
+                        let schema = schema.as_deref().expect("a linked answer has a schema");
+                        assert!(
+                            document["components"]["schemas"][schema]["properties"][field]
+                                .is_object(),
+                            "{path} {status}: {schema} has no {field}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(links, 4, "builds to get, cancel and logs; contexts to get");
+}
