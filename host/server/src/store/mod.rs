@@ -78,8 +78,6 @@ struct Inner {
     /// org, sequence → build id: the queue by organization, for taking
     /// turns between organizations.
     queue_by_org: sled::Tree,
-    /// Taking a build off the queue is one step across both queue trees.
-    pop: std::sync::Mutex<()>,
     counters: sled::Tree,
     logs: sled::Tree,
     contexts: sled::Tree,
@@ -159,7 +157,6 @@ impl Store {
             builds_by_name: db.open_tree("builds_by_name")?,
             queue: db.open_tree("queue")?,
             queue_by_org: db.open_tree("queue_by_org")?,
-            pop: std::sync::Mutex::new(()),
             counters: db.open_tree("counters")?,
             logs: db.open_tree("logs")?,
             contexts: db.open_tree("contexts")?,
@@ -368,26 +365,32 @@ impl Store {
     /// organizations: the oldest build of the first organization after
     /// `after_org` (in name order, wrapping around) that has one and is not
     /// `held` (e.g. at its running limit). Returns (org, build id).
+    ///
+    /// Safe to call from several threads without a lock: removing the
+    /// `queue_by_org` entry is the claim, and whoever's remove finds it
+    /// gone looks again.
     pub fn pop_queued_fair(
         &self,
         after_org: Option<&str>,
         held: impl Fn(&str) -> bool,
     ) -> Result<Option<(String, String)>> {
-        let _one_at_a_time = self.inner.pop.lock().unwrap();
         let orgs = self.queued_orgs()?;
         let start = after_org.map_or(0, |after| orgs.partition_point(|o| o.as_str() <= after));
         for org in orgs[start..].iter().chain(&orgs[..start]) {
             if held(org) {
                 continue;
             }
-            let oldest = self
+            let prefix = join_key(&[org.as_bytes(), b""]);
+            while let Some((key, build_id)) = self
                 .inner
                 .queue_by_org
-                .scan_prefix(join_key(&[org.as_bytes(), b""]))
+                .scan_prefix(&prefix)
                 .next()
-                .transpose()?;
-            if let Some((key, build_id)) = oldest {
-                self.inner.queue_by_org.remove(&key)?;
+                .transpose()?
+            {
+                if self.inner.queue_by_org.remove(&key)?.is_none() {
+                    continue; // another caller took it first
+                }
                 let seq = &key[key.len() - 8..];
                 self.inner.queue.remove(seq)?;
                 return Ok(Some((
@@ -720,5 +723,37 @@ mod tests {
         assert_eq!((org.as_str(), id.as_str()), ("b", "b-2"));
         assert_eq!(store.pop_queued_fair(None, |org| org == "a").unwrap(), None);
         assert_eq!(store.queued_for_org("a"), 1);
+    }
+
+    #[test]
+    fn threads_taking_from_the_queue_at_once_each_get_a_different_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let queued: Vec<String> = (0..400).map(|i| format!("b-{i}")).collect();
+        for (i, id) in queued.iter().enumerate() {
+            queue_build(&store, ["a", "b", "c"][i % 3], id);
+        }
+        let taken: Vec<String> = std::thread::scope(|scope| {
+            let takers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some((_, id)) = store.pop_queued_fair(None, |_| false).unwrap() {
+                            mine.push(id);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            takers.into_iter().flat_map(|t| t.join().unwrap()).collect()
+        });
+        let mut sorted = taken.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), taken.len(), "a build was taken twice");
+        let mut expected = queued;
+        expected.sort();
+        assert_eq!(sorted, expected);
+        assert_eq!(store.queue_len(), 0);
     }
 }
