@@ -604,18 +604,7 @@ async fn issue_12_a_request_retried_with_its_idempotency_key_gets_the_first_answ
     let t = TestServer::start().await;
     let name = unique_name("idempotent");
     let body = serde_json::to_vec(&hello_request(&name)).unwrap();
-    let api: &Api = &t;
-    let send = move |key: &str, body: Vec<u8>| {
-        let headers = vec![
-            ("authorization", format!("Bearer {}", api.token)),
-            ("content-type", "application/json".to_string()),
-            ("idempotency-key", key.to_string()),
-        ];
-        async move {
-            api.request_with(hyper::Method::POST, "/v1/builds", &headers, body)
-                .await
-        }
-    };
+    let send = |key: &'static str, body: Vec<u8>| t.post_keyed("/v1/builds", key, body);
     let first = send("retry-7f3a", body.clone()).await;
     assert_eq!(first.status, 202, "{}", first.error_message());
     assert!(first.headers.get("idempotent-replayed").is_none());
@@ -661,31 +650,13 @@ async fn issue_12_a_request_retried_with_its_idempotency_key_gets_the_first_answ
     // Keys belong to their organization: another one's same key is new.
     let elsewhere = t.as_token(&t.server.create_org_with_token("idem-other").unwrap());
     let theirs = elsewhere
-        .request_with(
-            hyper::Method::POST,
-            "/v1/builds",
-            &[
-                ("authorization", format!("Bearer {}", elsewhere.token)),
-                ("content-type", "application/json".to_string()),
-                ("idempotency-key", "retry-7f3a".to_string()),
-            ],
-            body.clone(),
-        )
+        .post_keyed("/v1/builds", "retry-7f3a", body.clone())
         .await;
     assert_eq!(theirs.status, 202, "{}", theirs.error_message());
     assert_ne!(theirs.json()["buildId"].as_str().unwrap(), build_id);
 
     // Uploads: the same bytes again are the first answer; other bytes 422.
-    let upload = move |key: &str, bytes: Vec<u8>| {
-        let headers = vec![
-            ("authorization", format!("Bearer {}", api.token)),
-            ("idempotency-key", key.to_string()),
-        ];
-        async move {
-            api.request_with(hyper::Method::POST, "/v1/contexts", &headers, bytes)
-                .await
-        }
-    };
+    let upload = |key: &'static str, bytes: Vec<u8>| t.post_keyed("/v1/contexts", key, bytes);
     let archive = zip_entries(&[("Dockerfile", b"FROM scratch\n", 0o644)]);
     let stored = upload("upload-1", archive.clone()).await;
     assert_eq!(stored.status, 201, "{}", stored.error_message());

@@ -778,6 +778,17 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 impl Api {
+    /// POST `path` with an `Idempotency-Key` (a JSON content type, which
+    /// uploads ignore).
+    pub async fn post_keyed(&self, path: &str, key: &str, body: Vec<u8>) -> Answer {
+        let headers = [
+            ("authorization", format!("Bearer {}", self.token)),
+            ("content-type", "application/json".to_string()),
+            ("idempotency-key", key.to_string()),
+        ];
+        self.request_with(Method::POST, path, &headers, body).await
+    }
+
     /// POST /v1/contexts with these bytes.
     pub async fn upload(&self, bytes: Vec<u8>) -> Answer {
         self.request_as(Some(&self.token), Method::POST, "/v1/contexts", Some(bytes))

@@ -439,7 +439,7 @@ impl ServeArgs {
         config.default_profile = self.default_profile.clone();
         config.max_context_bytes = self.max_context_bytes;
         config.max_context_entries = self.max_context_entries;
-        config.min_free_disk_bytes = self.min_free_disk_mib << 20;
+        config.min_free_disk_bytes = self.min_free_disk_mib.saturating_mul(1 << 20);
         config.max_running_builds_per_org = self.max_running_builds_per_org;
         config.max_queued_builds_per_org = self.max_queued_builds_per_org;
         if let Some(path) = &self.secret_key_file {

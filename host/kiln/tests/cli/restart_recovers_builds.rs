@@ -113,3 +113,63 @@ async fn a_killed_host_interrupts_running_builds_and_runs_pending_ones_after_res
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
 }
+
+/// A client retrying an accepted build or upload with its key gets the
+/// first answer even after the server has become low on disk: the work
+/// is already done, and a 507 would tell the client it was not.
+#[tokio::test]
+async fn issue_12_below_the_free_disk_floor_a_retry_with_its_key_still_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary: &std::path::Path = env!("CARGO_BIN_EXE_kiln").as_ref();
+    let mut t = KilnProcess::spawn(binary, dir.path(), &["--min-free-disk-mib", "0"]);
+    let body = serde_json::to_vec(&hello_request(&unique_name("disk-retry"))).unwrap();
+    let archive = zip_entries(&[("Dockerfile", b"FROM scratch\n", 0o644)]);
+    let build = t
+        .post_keyed("/v1/builds", "disk-build-1", body.clone())
+        .await;
+    assert_eq!(
+        build.status,
+        hyper::StatusCode::ACCEPTED,
+        "{}",
+        build.error_message()
+    );
+    let upload = t
+        .post_keyed("/v1/contexts", "disk-upload-1", archive.clone())
+        .await;
+    assert_eq!(
+        upload.status,
+        hyper::StatusCode::CREATED,
+        "{}",
+        upload.error_message()
+    );
+
+    t.kill9();
+    // More than any disk has free.
+    let t = KilnProcess::spawn(binary, dir.path(), &["--min-free-disk-mib", "999999999999"]);
+    let build_again = t
+        .post_keyed("/v1/builds", "disk-build-1", body.clone())
+        .await;
+    assert_eq!(
+        build_again.status,
+        hyper::StatusCode::ACCEPTED,
+        "{}",
+        build_again.error_message()
+    );
+    assert_eq!(build_again.json(), build.json());
+    assert_eq!(build_again.headers["idempotent-replayed"], "true");
+    let upload_again = t
+        .post_keyed("/v1/contexts", "disk-upload-1", archive.clone())
+        .await;
+    assert_eq!(
+        upload_again.status,
+        hyper::StatusCode::CREATED,
+        "{}",
+        upload_again.error_message()
+    );
+    assert_eq!(upload_again.json(), upload.json());
+    // A new key is new work, and is refused.
+    let new_build = t.post_keyed("/v1/builds", "disk-build-2", body).await;
+    assert_eq!(new_build.status, hyper::StatusCode::INSUFFICIENT_STORAGE);
+    let new_upload = t.post_keyed("/v1/contexts", "disk-upload-2", archive).await;
+    assert_eq!(new_upload.status, hyper::StatusCode::INSUFFICIENT_STORAGE);
+}

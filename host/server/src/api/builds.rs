@@ -36,8 +36,7 @@ pub async fn create(
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    super::check_free_disk(state)?;
-    let key = idempotency::key_of(&request)?;
+    let keyed = idempotency::begin(state, &request, &caller.org, OPERATION).await?;
     let body = read_json_bytes(request, MAX_BODY_BYTES, || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -49,18 +48,16 @@ pub async fn create(
         )
     })
     .await?;
-    // A retried request with its key gets the first answer.
-    let (_same_key, body_sha256) = match &key {
-        Some(key) => {
-            let held = idempotency::lock(&caller.org, OPERATION, key).await;
-            let sha256 = hex::encode(Sha256::digest(&body));
-            if let Some(first) = idempotency::replay(state, &caller.org, OPERATION, key, &sha256)? {
-                return Ok(first);
-            }
-            (Some(held), sha256)
+    // A retried request gets the first answer, even when the server has
+    // since become low on disk or the organization's queue full.
+    let mut body_sha256 = String::new();
+    if let Some(keyed) = &keyed {
+        body_sha256 = hex::encode(Sha256::digest(&body));
+        if let Some(first) = keyed.replay(&body_sha256)? {
+            return Ok(first);
         }
-        None => (None, String::new()),
-    };
+    }
+    super::check_free_disk(state)?;
     check_queue_quota(state, caller)?;
     let request: CreateBuildRequest = parse_json(&body, "CreateBuild")?;
     let (record, staged) = validate_create(state, caller, request).await?;
@@ -84,18 +81,10 @@ pub async fn create(
         number: record.number,
         status: record.status,
     };
-    if let Some(key) = &key {
+    if let Some(keyed) = &keyed {
         // Kept before the build can start: a retry that comes while it
         // runs finds it.
-        idempotency::remember(
-            state,
-            &caller.org,
-            OPERATION,
-            key,
-            &body_sha256,
-            StatusCode::ACCEPTED,
-            &accepted,
-        )?;
+        keyed.remember(state, &body_sha256, StatusCode::ACCEPTED, &accepted)?;
     }
     state.metrics.build_created();
     state.scheduler.wake();

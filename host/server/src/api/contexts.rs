@@ -51,12 +51,13 @@ pub async fn upload(
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    super::check_free_disk(state)?;
-    let key = super::idempotency::key_of(&request)?;
-    let _same_key = match &key {
-        Some(key) => Some(super::idempotency::lock(&caller.org, OPERATION, key).await),
-        None => None,
-    };
+    let keyed = super::idempotency::begin(state, &request, &caller.org, OPERATION).await?;
+    // A retry of an answered upload is only hashed, not written, so it
+    // gets its first answer even on a server now low on disk.
+    let replaying = keyed.as_ref().is_some_and(|k| k.has_answer());
+    if !replaying {
+        super::check_free_disk(state)?;
+    }
     let limit = state.config.max_upload_bytes;
     let too_large = || {
         ApiError::new(
@@ -86,10 +87,13 @@ pub async fn upload(
         .map_err(ApiError::internal)?;
     let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
     let mut partial = PartialFile(Some(tmp.clone()));
-    let mut file = tokio::io::BufWriter::with_capacity(
-        256 * 1024,
-        tokio::fs::File::create(&tmp).await.map_err(ApiError::io)?,
-    );
+    let mut file = match replaying {
+        true => None,
+        false => Some(tokio::io::BufWriter::with_capacity(
+            256 * 1024,
+            tokio::fs::File::create(&tmp).await.map_err(ApiError::io)?,
+        )),
+    };
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut head: Vec<u8> = Vec::with_capacity(512);
@@ -109,10 +113,13 @@ pub async fn upload(
             head.extend_from_slice(&data[..take]);
         }
         hasher.update(&data);
-        file.write_all(&data).await.map_err(ApiError::io)?;
+        if let Some(file) = &mut file {
+            file.write_all(&data).await.map_err(ApiError::io)?;
+        }
     }
-    file.flush().await.map_err(ApiError::io)?;
-    drop(file);
+    if let Some(mut file) = file {
+        file.flush().await.map_err(ApiError::io)?;
+    }
     if size == 0 {
         return Err(ApiError::bad_request(
             "the upload is empty; send a tar, tar.gz or zip of the build context as the request body",
@@ -126,10 +133,8 @@ pub async fn upload(
     let sha256 = hex::encode(hasher.finalize());
     // The same bytes are the same context anyway; the key only has to
     // refuse other bytes.
-    if let Some(key) = &key {
-        if let Some(first) =
-            super::idempotency::replay(state, &caller.org, OPERATION, key, &sha256)?
-        {
+    if let Some(keyed) = &keyed {
+        if let Some(first) = keyed.replay(&sha256)? {
             return Ok(first);
         }
     }
@@ -149,16 +154,8 @@ pub async fn upload(
     };
     state.store.put_context(&caller.org, &record)?;
     let answer = kiln_api::UploadedContext::from(&record);
-    if let Some(key) = &key {
-        super::idempotency::remember(
-            state,
-            &caller.org,
-            OPERATION,
-            key,
-            &record.sha256,
-            StatusCode::CREATED,
-            &answer,
-        )?;
+    if let Some(keyed) = &keyed {
+        keyed.remember(state, &record.sha256, StatusCode::CREATED, &answer)?;
     }
     state.store.flush().await?;
     tracing::info!(org = %caller.org, context_id = %record.context_id, size, format, "context uploaded");
