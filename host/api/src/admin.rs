@@ -279,3 +279,61 @@ pub struct DetectedProject {
     pub dockerignore: String,
     pub port: Option<u16>,
 }
+
+/// `POST /v1/gc`' body (admin token).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcRequest {
+    /// Say what would be removed, and remove nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What one garbage collection removed (or, dry, would remove), by the
+/// server's `[retention]` rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// One total per kind of thing, every kind listed.
+    pub totals: Vec<GcTotal>,
+    /// What went (or would go), the first [`GcReport::MAX_ITEMS`] of it.
+    pub items: Vec<GcItem>,
+    /// Items past the first [`GcReport::MAX_ITEMS`] (counted in `totals`).
+    pub items_not_listed: u64,
+    /// What could not be removed, and why; the rest went on.
+    pub errors: Vec<String>,
+    pub duration_ms: u64,
+}
+
+impl GcReport {
+    /// Most items one report lists.
+    pub const MAX_ITEMS: usize = 1000;
+}
+
+/// How many things of one kind went, and their bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct GcTotal {
+    /// `record`, `log`, `context`, `idempotencyAnswer`, `leftover`,
+    /// `gitMirror` or `pluginCache`.
+    pub kind: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// One thing garbage collection removed, and the rule that removed it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct GcItem {
+    pub kind: String,
+    /// A build id, context id, path under the data directory, or cache record id.
+    pub name: String,
+    pub bytes: u64,
+    /// The rule, e.g. `finished more than 90 days ago (retention.log_days)`.
+    pub reason: String,
+}

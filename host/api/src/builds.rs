@@ -193,6 +193,10 @@ pub struct Build {
     pub start_time: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_time: Option<DateTime<Utc>>,
+    /// When the server's retention removed this build's log; the record
+    /// is kept longer than logs are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_removed_time: Option<DateTime<Utc>>,
 }
 
 /// A build's settings after the server applied its defaults (values of

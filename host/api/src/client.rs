@@ -30,7 +30,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::admin::{
-    CreateOrgRequest, MaskedSecrets, NewToken, Org, OrgList, PluginList, SaveSecretsRequest,
+    CreateOrgRequest, GcReport, GcRequest, MaskedSecrets, NewToken, Org, OrgList, PluginList,
+    SaveSecretsRequest,
 };
 use crate::builds::{
     Build, BuildAccepted, BuildList, BuildStatus, CreateBuildRequest, LogLine, UploadedContext,
@@ -235,6 +236,12 @@ impl ApiClient {
     pub async fn create_org(&self, name: &str) -> Result<Org, ClientError> {
         let body = CreateOrgRequest { name: name.into() };
         self.call_typed(Method::POST, "/v1/orgs", Some(&body)).await
+    }
+
+    /// `POST /v1/gc` (admin token): collect garbage now, or say what would go.
+    pub async fn collect_garbage(&self, dry_run: bool) -> Result<GcReport, ClientError> {
+        let body = GcRequest { dry_run };
+        self.call_typed(Method::POST, "/v1/gc", Some(&body)).await
     }
 
     /// `GET /v1/orgs` (admin token).

@@ -29,9 +29,10 @@ pub mod client;
 pub mod openapi;
 
 pub use admin::{
-    CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject,
-    MaskedCredential, MaskedSecrets, NewToken, Org, OrgList, Permissions, PluginKinds,
-    PluginLimits, PluginList, PluginLoadError, PluginView, SaveSecretsRequest,
+    CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject, GcItem,
+    GcReport, GcRequest, GcTotal, MaskedCredential, MaskedSecrets, NewToken, Org, OrgList,
+    Permissions, PluginKinds, PluginLimits, PluginList, PluginLoadError, PluginView,
+    SaveSecretsRequest,
 };
 pub use builds::{
     Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,

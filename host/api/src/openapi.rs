@@ -54,7 +54,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         wizard_detect,
         list_plugins,
         save_build_secrets, list_build_secrets, delete_build_secret,
-        create_org, list_orgs, create_token, revoke_token,
+        create_org, list_orgs, create_token, revoke_token, collect_garbage,
         openapi, metrics, healthz,
     ),
     components(schemas(
@@ -63,7 +63,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         LogLine, UploadedContext, DetectRequest, DetectAnswer, DetectedProject, PluginList,
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
         CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList,
-        NewToken, ErrorBody, ErrorDetail,
+        NewToken, GcRequest, GcReport, GcTotal, GcItem, ErrorBody, ErrorDetail,
     ))
 )]
 pub struct ApiDoc;
@@ -384,6 +384,25 @@ fn create_org() {}
 )]
 #[allow(dead_code)]
 fn list_orgs() {}
+
+/// Run garbage collection now, or say what it would remove (admin token)
+///
+/// Applies the server's `[retention]` rules (the same run the server does
+/// in the background every `retention.interval_minutes`). One run at a
+/// time: a request while one runs waits for it.
+#[utoipa::path(
+    post, path = "/v1/gc", operation_id = "collectGarbage", tag = "admin",
+    request_body = GcRequest,
+    responses(
+        (status = 200, description = "What went (or, dry, would go)", body = GcReport),
+        (status = 400, description = "The body is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn collect_garbage() {}
 
 /// Create a token for an organization (admin token); it is shown once
 #[utoipa::path(

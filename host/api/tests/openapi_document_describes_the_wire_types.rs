@@ -111,6 +111,7 @@ fn full_build() -> Build {
         create_time: at(0),
         start_time: Some(at(1)),
         finish_time: Some(at(2)),
+        log_removed_time: Some(at(3)),
     }
 }
 
@@ -135,6 +136,7 @@ fn bare_build() -> Build {
         create_time: at(0),
         start_time: None,
         finish_time: None,
+        log_removed_time: None,
     }
 }
 

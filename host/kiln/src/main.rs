@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Plugin { command } => commands::plugin(command).await,
         Command::Org { command, server } => commands::org(command, &server).await,
         Command::Token { command, server } => commands::token(command, &server).await,
+        Command::Admin { command, server } => commands::admin(command, &server).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kiln", &mut std::io::stdout());
             Ok(0)

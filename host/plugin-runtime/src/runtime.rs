@@ -519,12 +519,9 @@ impl PluginRuntime {
         self.plugins.values().find(|p| p.world == World::Detector)
     }
 
-    /// Compile a component, or load the artifact compiled earlier for the
-    /// same bytes and the same engine configuration.
-    fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<(Component, bool)> {
-        let Some(dir) = &self.cache_dir else {
-            return Ok((Component::new(&self.engine, bytes)?, false));
-        };
+    /// Where the artifact compiled from the component with this sha256 by
+    /// this engine configuration is cached, when there is a cache.
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
         let compatibility = {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -533,7 +530,38 @@ impl PluginRuntime {
                 .hash(&mut hasher);
             hasher.finish()
         };
-        let path = dir.join(format!("{sha256}-{compatibility:016x}.cwasm"));
+        let dir = self.cache_dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{compatibility:016x}.cwasm")))
+    }
+
+    /// Files in the compile cache no loaded plugin uses: artifacts of
+    /// plugins since changed or removed, or of another engine
+    /// configuration, and temporary files of interrupted writes.
+    pub fn stale_cache_files(&self) -> Vec<PathBuf> {
+        let Some(dir) = &self.cache_dir else {
+            return Vec::new();
+        };
+        let in_use: std::collections::HashSet<PathBuf> = self
+            .plugins
+            .values()
+            .filter_map(|plugin| self.cache_path(&plugin.sha256))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.is_file() && !in_use.contains(path))
+            .collect()
+    }
+
+    /// Compile a component, or load the artifact compiled earlier for the
+    /// same bytes and the same engine configuration.
+    fn compile(&self, bytes: &[u8], sha256: &str) -> wasmtime::Result<(Component, bool)> {
+        let (Some(dir), Some(path)) = (&self.cache_dir, self.cache_path(sha256)) else {
+            return Ok((Component::new(&self.engine, bytes)?, false));
+        };
         if path.is_file() {
             // SAFETY: the cache directory lives under the host's data
             // directory and only this host writes to it (below), naming each

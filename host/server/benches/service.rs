@@ -94,6 +94,7 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
             start_time: None,
             finish_time: None,
             seq: 0,
+            log_removed_time: None,
         };
         store.create_build(record).unwrap();
         store.pop_queued_fair(None, |_| false).unwrap();

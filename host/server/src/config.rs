@@ -71,6 +71,45 @@ pub struct ServerConfig {
     /// Below this many free bytes on the data directory's filesystem, new
     /// builds and uploads are refused (507) rather than failing half-way.
     pub min_free_disk_bytes: u64,
+    /// What garbage collection removes, and how often it runs (`[retention]`).
+    pub retention: RetentionPolicy,
+}
+
+/// `[retention]`: what the server's garbage collection removes. Every
+/// limit can be 0, which keeps that kind of thing forever. Builds still
+/// pending or running are never touched.
+///
+/// ```toml
+/// [retention]
+/// interval_minutes = 60            # 0: only `kiln admin gc`
+/// log_days = 90                    # logs of builds finished longer ago (the record stays)
+/// record_days = 365                # records (and logs) of builds finished longer ago
+/// records_per_name = 1000          # finished builds kept per organization and image name
+/// unreferenced_context_hours = 24  # uploaded contexts no kept build refers to
+/// git_mirror_idle_days = 30        # git mirrors no build fetched into for this long
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionPolicy {
+    pub interval_minutes: u64,
+    pub log_days: u64,
+    pub record_days: u64,
+    pub records_per_name: u64,
+    pub unreferenced_context_hours: u64,
+    pub git_mirror_idle_days: u64,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            interval_minutes: 60,
+            log_days: 90,
+            record_days: 365,
+            records_per_name: 1000,
+            unreferenced_context_hours: 24,
+            git_mirror_idle_days: 30,
+        }
+    }
 }
 
 /// Builds one organization may have waiting before CreateBuild is 429.
@@ -161,6 +200,7 @@ impl ServerConfig {
             max_running_builds_per_org: 0,
             max_queued_builds_per_org: DEFAULT_MAX_QUEUED_BUILDS_PER_ORG,
             wizard_base_images: BTreeMap::new(),
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -187,6 +227,9 @@ pub struct FileConfig {
     /// `[network]`: what the host may reach on tenants' behalf.
     #[serde(default)]
     pub network: Option<NetworkConfig>,
+    /// `[retention]`: what garbage collection removes.
+    #[serde(default)]
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// `[network]`: the non-public networks builds may make the host reach.
@@ -287,6 +330,9 @@ impl FileConfig {
         if let Some(network) = self.network {
             config.network = crate::net::NetworkPolicy::allowing(network.allow_private);
         }
+        if let Some(retention) = self.retention {
+            config.retention = retention;
+        }
         if let Some(wizard) = self.wizard {
             config.wizard_base_images = wizard.base_images;
         }
@@ -327,5 +373,21 @@ mod tests {
         assert!(asked.intersect(&fetcher).engine.is_empty());
         assert!(toml::from_str::<FileConfig>("[plugins.x]\ngrant = \"everything\"\n").is_err());
         assert!(toml::from_str::<FileConfig>("[plugins.x]\nnetwork = true\n").is_err());
+    }
+
+    #[test]
+    fn retention_keeps_the_defaults_it_is_not_told_and_refuses_unknown_keys() {
+        let file: FileConfig = toml::from_str("[retention]\nlog_days = 7\n").unwrap();
+        let mut config = ServerConfig::new("/tmp/kiln");
+        file.apply(&mut config);
+        assert_eq!(
+            config.retention,
+            RetentionPolicy {
+                log_days: 7,
+                ..RetentionPolicy::default()
+            }
+        );
+        let error = toml::from_str::<FileConfig>("[retention]\nlogs_days = 7\n").unwrap_err();
+        assert!(error.to_string().contains("logs_days"), "{error}");
     }
 }

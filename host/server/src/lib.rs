@@ -16,6 +16,7 @@
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context |
 //! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
+//! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors, stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |
 //! | [`credentials`] | which store keeps an organization's secrets: the encrypted local one, or a credential-store plugin |
 //! | [`config`] | the settings `kiln serve` runs with |
@@ -29,6 +30,7 @@ pub mod config;
 pub mod context;
 pub mod credentials;
 pub mod engine;
+pub mod gc;
 pub mod git;
 pub mod metrics;
 pub mod net;

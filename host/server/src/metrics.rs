@@ -80,6 +80,17 @@ pub struct Metrics {
     builds_finished: [AtomicU64; 3],
     build_duration: Histogram,
     plugin_calls: Mutex<BTreeMap<(String, &'static str), std::sync::Arc<Histogram>>>,
+    gc: Mutex<GcTally>,
+}
+
+/// Garbage collections since start (dry runs not counted).
+#[derive(Default)]
+struct GcTally {
+    runs: u64,
+    errors: u64,
+    /// kind → (count, bytes)
+    removed: BTreeMap<String, (u64, u64)>,
+    last_run_unix_seconds: f64,
 }
 
 impl Default for Metrics {
@@ -90,6 +101,7 @@ impl Default for Metrics {
             builds_finished: Default::default(),
             build_duration: Histogram::new(BUILD_SECONDS),
             plugin_calls: Mutex::new(BTreeMap::new()),
+            gc: Mutex::default(),
         }
     }
 }
@@ -142,6 +154,19 @@ impl Metrics {
         histogram.observe(took);
     }
 
+    /// A garbage collection (not a dry run) finished.
+    pub fn gc_ran(&self, report: &kiln_api::GcReport) {
+        let mut gc = self.gc.lock().unwrap();
+        gc.runs += 1;
+        gc.errors += report.errors.len() as u64;
+        for total in &report.totals {
+            let sum = gc.removed.entry(total.kind.clone()).or_default();
+            sum.0 += total.count;
+            sum.1 += total.bytes;
+        }
+        gc.last_run_unix_seconds = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = String::new();
@@ -191,7 +216,35 @@ impl Metrics {
                 &format!("plugin=\"{plugin}\",call=\"{call}\""),
             );
         }
+        self.render_gc(&mut out);
         out
+    }
+
+    fn render_gc(&self, out: &mut String) {
+        let gc = self.gc.lock().unwrap();
+        out.push_str("# HELP kiln_gc_runs_total Garbage collections since the host started (dry runs not counted).\n# TYPE kiln_gc_runs_total counter\n");
+        let _ = writeln!(out, "kiln_gc_runs_total {}", gc.runs);
+        out.push_str("# HELP kiln_gc_errors_total Things garbage collection could not remove.\n# TYPE kiln_gc_errors_total counter\n");
+        let _ = writeln!(out, "kiln_gc_errors_total {}", gc.errors);
+        out.push_str("# HELP kiln_gc_removed_total Things garbage collection removed, by kind.\n# TYPE kiln_gc_removed_total counter\n");
+        for kind in crate::gc::KINDS {
+            let (count, _) = gc.removed.get(kind).copied().unwrap_or_default();
+            let _ = writeln!(out, "kiln_gc_removed_total{{kind=\"{kind}\"}} {count}");
+        }
+        out.push_str("# HELP kiln_gc_removed_bytes_total Bytes garbage collection freed, by kind (store records counted by their log's size).\n# TYPE kiln_gc_removed_bytes_total counter\n");
+        for kind in crate::gc::KINDS {
+            let (_, bytes) = gc.removed.get(kind).copied().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "kiln_gc_removed_bytes_total{{kind=\"{kind}\"}} {bytes}"
+            );
+        }
+        out.push_str("# HELP kiln_gc_last_run_timestamp_seconds When the last garbage collection finished (0: none yet).\n# TYPE kiln_gc_last_run_timestamp_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "kiln_gc_last_run_timestamp_seconds {}",
+            gc.last_run_unix_seconds
+        );
     }
 }
 

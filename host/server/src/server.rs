@@ -55,6 +55,7 @@ pub struct Server {
     stop: CancellationToken,
     scheduler: Scheduler,
     store: Store,
+    gc: Arc<crate::gc::Collector>,
 }
 
 /// Write a file only its owner can read.
@@ -145,6 +146,15 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let stop = CancellationToken::new();
+        let gc = Arc::new(crate::gc::Collector::new(
+            store.clone(),
+            &config,
+            runtime.clone(),
+            metrics.clone(),
+        ));
+        gc.start_background(stop.clone());
+        let collector = gc.clone();
         let state = Arc::new(ApiState {
             store: store.clone(),
             hub,
@@ -153,8 +163,8 @@ impl Server {
             config,
             metrics,
             secrets,
+            gc,
         });
-        let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, state, stop.clone()));
         tracing::info!(%addr, "kiln is listening");
         Ok(Server {
@@ -163,7 +173,13 @@ impl Server {
             stop,
             scheduler,
             store,
+            gc: collector,
         })
+    }
+
+    /// The garbage collector (to run one at a chosen time, in tests and tools).
+    pub fn gc(&self) -> &Arc<crate::gc::Collector> {
+        &self.gc
     }
 
     /// The address the API listens on.

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use hyper::Method;
 
 use super::{
-    config, pack, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand, Output,
-    PluginCommand, PluginsCommand, SecretValue, SecretsCommand, ServerArgs, TokenCommand,
+    config, pack, AdminCommand, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand,
+    Output, PluginCommand, PluginsCommand, SecretValue, SecretsCommand, ServerArgs, TokenCommand,
 };
 use kiln_api::builds::MAX_INLINE_ZIP_BYTES;
 use kiln_api::{
@@ -723,6 +723,66 @@ pub async fn org(command: OrgCommand, server: &ServerArgs) -> Result<ExitCode, C
         }
     }
     Ok(0)
+}
+
+pub async fn admin(command: AdminCommand, server: &ServerArgs) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        AdminCommand::Gc { dry_run, list } => {
+            let report = client.collect_garbage(dry_run).await?;
+            print!("{}", gc_summary(&report, list));
+            if !report.errors.is_empty() {
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// A garbage collection's report as a table (and, with `list`, each item).
+fn gc_summary(report: &kiln_api::GcReport, list: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let _ = writeln!(out, "{:<18} {:>8} {:>12}", "kind", verb, "bytes");
+    for total in &report.totals {
+        let _ = writeln!(
+            out,
+            "{:<18} {:>8} {:>12}",
+            total.kind, total.count, total.bytes
+        );
+    }
+    if list {
+        for item in &report.items {
+            let _ = writeln!(
+                out,
+                "{} {} ({} bytes): {}",
+                item.kind, item.name, item.bytes, item.reason
+            );
+        }
+        if report.items_not_listed > 0 {
+            let _ = writeln!(out, "... and {} more", report.items_not_listed);
+        }
+    }
+    for error in &report.errors {
+        let _ = writeln!(out, "error: {error}");
+    }
+    let _ = writeln!(
+        out,
+        "{} in {} ms{}",
+        if report.dry_run { "dry run" } else { "done" },
+        report.duration_ms,
+        if report.dry_run {
+            "; nothing was removed"
+        } else {
+            ""
+        }
+    );
+    out
 }
 
 pub async fn token(command: TokenCommand, server: &ServerArgs) -> Result<ExitCode, CommandError> {

@@ -96,6 +96,13 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Operate the server (needs the admin token).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Print a shell completion script: `kiln completions bash > /etc/bash_completion.d/kiln`.
     Completions { shell: clap_complete::Shell },
 }
@@ -330,6 +337,21 @@ pub enum OrgCommand {
     },
     /// List organizations.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Collect garbage now by the server's `[retention]` rules: old records
+    /// and logs, unreferenced uploads, idle git mirrors, stale plugin
+    /// artifacts, leftovers of interrupted builds.
+    Gc {
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// List each thing removed (or that would be), with the rule.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

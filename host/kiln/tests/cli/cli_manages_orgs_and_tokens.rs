@@ -111,3 +111,53 @@ fn an_unreachable_server_or_missing_token_is_explained() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --token or set KILN_TOKEN"));
 }
+
+/// Issue 12: `kiln admin gc --dry-run` says what garbage collection would
+/// remove, by kind, and removes nothing; an organization's token may not.
+#[tokio::test]
+async fn issue_12_the_admin_sees_what_gc_would_remove_before_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let url = server.server_url().to_string();
+    let stray = dir.path().join("workspaces/left-by-a-crash");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("file"), b"0123456789").unwrap();
+    std::fs::File::open(&stray)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 60 * 60))
+        .unwrap();
+
+    let dry = kiln(&url, &server.token, &["admin", "gc", "--dry-run", "--list"]);
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(out.contains("would remove"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["leftover", "1", "10"]),
+        "{out}"
+    );
+    assert!(out.contains("workspaces/left-by-a-crash"), "{out}");
+    assert!(out.contains("nothing was removed"), "{out}");
+    assert!(stray.exists());
+
+    let done = kiln(&url, &server.token, &["admin", "gc"]);
+    let out = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{out}");
+    assert!(out.contains("removed"), "{out}");
+    assert!(!stray.exists());
+
+    let issued = kiln(
+        &url,
+        &server.token,
+        &["token", "create", "--org", "default"],
+    );
+    let tenant = String::from_utf8_lossy(&issued.stdout).trim().to_string();
+    let refused = kiln(&url, &tenant, &["admin", "gc", "--dry-run"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("admin"), "{err}");
+}

@@ -304,6 +304,7 @@ async fn validate_create(
         start_time: None,
         finish_time: None,
         seq: 0,
+        log_removed_time: None,
     };
     Ok((record, staged))
 }

@@ -20,8 +20,8 @@ use crate::store::IdempotentAnswer;
 pub const HEADER: &str = "idempotency-key";
 /// The answer header saying an answer is the kept one.
 pub const REPLAYED: &str = "idempotent-replayed";
-/// How long an answer is kept for its key.
-pub const KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How long an answer is kept for its key (garbage collection removes it after).
+pub use crate::store::IDEMPOTENT_ANSWER_KEEP as KEEP;
 /// Most characters in a key (a UUID has 36).
 pub const MAX_KEY_CHARS: usize = 255;
 

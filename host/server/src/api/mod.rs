@@ -54,6 +54,7 @@ pub struct ApiState {
     pub config: ServerConfig,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub secrets: crate::credentials::CredentialStores,
+    pub gc: Arc<crate::gc::Collector>,
 }
 
 /// An error answer.

@@ -1,5 +1,6 @@
 //! Organizations and their tokens, managed by the operator with the admin
 //! token written at first start. Tokens are stored hashed and shown once.
+//! Also the operator's other call: garbage collection on demand.
 
 use chrono::Utc;
 use hyper::body::Incoming;
@@ -110,4 +111,22 @@ pub fn revoke_token(
         )));
     }
     Ok(no_content())
+}
+
+/// `POST /v1/gc`: collect now, or (dry) say what would go.
+pub async fn collect_garbage(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let body: kiln_api::GcRequest = read_json(
+        request,
+        64 * 1024,
+        "CollectGarbage ({\"dryRun\": true|false})",
+        || ApiError::bad_request("the request body is over 64 KiB"),
+    )
+    .await?;
+    let report = state.gc.run(body.dry_run).await;
+    Ok(json_response(StatusCode::OK, &report))
 }

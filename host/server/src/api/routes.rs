@@ -99,6 +99,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/secrets"),
     ("GET", "/v1/secrets"),
     ("DELETE", "/v1/secrets/{kind}/{name}"),
+    ("POST", "/v1/gc"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
@@ -139,6 +140,7 @@ pub enum Route<'a> {
     SaveSecrets,
     ListSecrets,
     DeleteSecret(&'a str, &'a str),
+    CollectGarbage,
 }
 
 impl Route<'_> {
@@ -198,6 +200,7 @@ fn route_for<'a>(method: &Method, path: &'a str) -> Result<Option<Route<'a>>, Ap
         ["v1", "secrets", kind, name] => {
             is(Method::DELETE).then_some(Route::DeleteSecret(kind, name))
         }
+        ["v1", "gc"] => is(Method::POST).then_some(Route::CollectGarbage),
         _ => return Err(ApiError::not_found(&format!("route {path}"))),
     };
     Ok(route)
@@ -240,6 +243,7 @@ async fn route(
         Route::SaveSecrets => secrets::save(&state, &caller, request).await,
         Route::ListSecrets => secrets::list(&state, &caller).await,
         Route::DeleteSecret(kind, name) => secrets::delete(&state, &caller, kind, name).await,
+        Route::CollectGarbage => orgs::collect_garbage(&state, &caller, request).await,
         Route::Healthz | Route::Metrics | Route::OpenApi => {
             unreachable!("public routes answered above")
         }

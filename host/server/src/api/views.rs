@@ -29,6 +29,7 @@ impl From<&BuildRecord> for wire::Build {
             create_time: record.create_time,
             start_time: record.start_time,
             finish_time: record.finish_time,
+            log_removed_time: record.log_removed_time,
         }
     }
 }
@@ -262,6 +263,7 @@ mod tests {
             start_time: Some(chrono::Utc::now()),
             finish_time: None,
             seq: 42,
+            log_removed_time: Some(chrono::Utc::now()),
         };
         let mut stored = serde_json::to_value(&record).unwrap();
         stored.as_object_mut().unwrap().remove("seq");

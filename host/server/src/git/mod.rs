@@ -167,6 +167,71 @@ impl GitFetcher {
             .join(format!("{}.git", hex::encode(&digest[..12])))
     }
 
+    /// Every mirror (`git-mirrors/<org>/<hash>.git`) with its last use:
+    /// the time its lock file was last taken by a fetch.
+    pub fn mirrors(&self) -> Vec<(PathBuf, std::time::SystemTime)> {
+        let mut mirrors = Vec::new();
+        let Ok(orgs) = std::fs::read_dir(&self.mirrors) else {
+            return mirrors;
+        };
+        for org in orgs.flatten() {
+            let Ok(entries) = std::fs::read_dir(org.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_none_or(|e| e != "git") {
+                    continue;
+                }
+                let used = std::fs::metadata(path.with_extension("lock"))
+                    .or_else(|_| entry.metadata())
+                    .and_then(|m| m.modified());
+                if let Ok(used) = used {
+                    mirrors.push((path, used));
+                }
+            }
+        }
+        mirrors
+    }
+
+    /// Remove `mirror` if no fetch has used it since `unused_since`. Holds
+    /// the mirror's lock while it checks and removes, so a fetch that
+    /// starts meanwhile waits and then makes a fresh mirror. A mirror whose
+    /// lock is held is in use: `Ok(false)`.
+    pub fn remove_mirror_unused_since(
+        &self,
+        mirror: &Path,
+        unused_since: std::time::SystemTime,
+    ) -> std::io::Result<bool> {
+        let lock_path = mirror.with_extension("lock");
+        // Mirrors made before lock files kept the time: the directory's.
+        let used_before = match lock_path.exists() {
+            true => None,
+            false => Some(std::fs::metadata(mirror)?.modified()?),
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        let used = match used_before {
+            Some(time) => time,
+            None => lock.metadata()?.modified()?,
+        };
+        if used > unused_since {
+            return Ok(false);
+        }
+        // The lock file stays: a fetch waiting on it holds it open, and a
+        // new one would let another fetch in beside it.
+        std::fs::remove_dir_all(mirror)?;
+        Ok(true)
+    }
+
     /// Fetch what `request` needs into the mirror and write the tree (or
     /// its `context_dir`) into `dest`. Blocking: run it on a blocking thread.
     /// `permitted` says whether a host may be fetched from (submodules
@@ -429,6 +494,8 @@ impl MirrorLock {
             .map_err(|e| GitError::Internal(format!("cannot open {}: {e}", lock_path.display())))?;
         file.lock()
             .map_err(|e| GitError::Internal(format!("cannot lock {}: {e}", lock_path.display())))?;
+        // The lock file's time is the mirror's last use, for retention.
+        let _ = file.set_modified(std::time::SystemTime::now());
         Ok(MirrorLock(file))
     }
 }

@@ -507,6 +507,119 @@ impl Store {
         Ok(out)
     }
 
+    // ---- retention (see `crate::gc`) ----
+
+    /// Remove a build's record, its index entries and its log. The build's
+    /// number is not reused: the name's counter stays.
+    pub fn delete_build(&self, record: &BuildRecord) -> Result<()> {
+        let (org, seq) = (record.org.as_bytes(), record.seq.to_be_bytes());
+        self.inner.builds_by_org.remove(join_key(&[org, &seq]))?;
+        self.inner
+            .builds_by_status
+            .remove(status_key(&record.org, record.status, record.seq))?;
+        self.inner
+            .builds_by_name
+            .remove(join_key(&[org, record.name.as_bytes(), &seq]))?;
+        self.delete_log_lines(&record.build_id)?;
+        self.inner.builds.remove(record.build_id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Lines and bytes a build's log holds in the store.
+    pub fn log_size(&self, build_id: &str) -> Result<(u64, u64)> {
+        let mut lines = 0;
+        let mut bytes = 0;
+        for entry in self
+            .inner
+            .logs
+            .scan_prefix(join_key(&[build_id.as_bytes(), b""]))
+        {
+            let (key, value) = entry?;
+            lines += 1;
+            bytes += (key.len() + value.len()) as u64;
+        }
+        Ok((lines, bytes))
+    }
+
+    /// Remove a finished build's log, leaving one system line that says
+    /// why (numbered after the removed ones, so a reader resuming where it
+    /// stopped sees no line twice), and note the time on the record.
+    pub fn remove_log(&self, build_id: &str, why: &str) -> Result<()> {
+        let next = self.last_log_seq(build_id)? + 1;
+        self.delete_log_lines(build_id)?;
+        let now = chrono::Utc::now();
+        let note = LogLine {
+            seq: next,
+            time: now,
+            stream: "system".into(),
+            line: why.into(),
+        };
+        self.append_log(build_id, next, &note)?;
+        self.update_build(build_id, |record| record.log_removed_time = Some(now))?;
+        Ok(())
+    }
+
+    fn delete_log_lines(&self, build_id: &str) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in self
+            .inner
+            .logs
+            .scan_prefix(join_key(&[build_id.as_bytes(), b""]))
+            .keys()
+        {
+            batch.remove(key?);
+        }
+        self.inner.logs.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every uploaded context: (organization, record).
+    pub fn all_contexts(&self) -> impl Iterator<Item = Result<(String, ContextRecord)>> + '_ {
+        self.inner.contexts.iter().map(|entry| {
+            let (key, value) = entry?;
+            let org = key.split(|b| *b == 0).next().unwrap_or_default();
+            Ok((
+                String::from_utf8_lossy(org).into_owned(),
+                decode(&key, &value)?,
+            ))
+        })
+    }
+
+    /// Forget `org`'s uploaded context (its bytes are the caller's to remove).
+    pub fn delete_context(&self, org: &str, context_id: &str) -> Result<()> {
+        self.inner
+            .contexts
+            .remove(join_key(&[org.as_bytes(), context_id.as_bytes()]))?;
+        Ok(())
+    }
+
+    /// Kept idempotent answers created before `cutoff`; removed too unless
+    /// `dry_run`. Returns how many.
+    pub fn prune_idempotent_answers(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+    ) -> Result<u64> {
+        let mut pruned = 0;
+        for entry in self.inner.idempotency.iter() {
+            let (key, value) = entry?;
+            let answer: IdempotentAnswer = decode(&key, &value)?;
+            if answer.create_time < cutoff {
+                // Only if unchanged: a new answer under the same key stays.
+                if dry_run
+                    || self
+                        .inner
+                        .idempotency
+                        .compare_and_swap(&key, Some(&value), None::<&[u8]>)?
+                        .is_ok()
+                {
+                    pruned += 1;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
     // ---- uploaded contexts ----
 
     /// Remember an uploaded context for `org` (again, if it uploaded the same bytes before).
@@ -683,6 +796,7 @@ mod tests {
                 start_time: None,
                 finish_time: None,
                 seq: 0,
+                log_removed_time: None,
             })
             .unwrap();
     }

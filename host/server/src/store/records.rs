@@ -196,6 +196,9 @@ pub struct BuildRecord {
     /// Position in the node's creation order; the queue and list key.
     #[serde(default)]
     pub seq: u64,
+    /// When retention removed the build's log (the record outlives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_removed_time: Option<DateTime<Utc>>,
 }
 
 /// One line of a build log.
@@ -208,6 +211,9 @@ pub struct LogLine {
     pub stream: String,
     pub line: String,
 }
+
+/// How long an answer is kept for its `Idempotency-Key`.
+pub const IDEMPOTENT_ANSWER_KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// The first answer to a request sent with an `Idempotency-Key`, kept so a
 /// retry of the same request gets it again.

@@ -1,0 +1,517 @@
+//! Garbage collection by the operator's `[retention]` rules
+//! ([`RetentionPolicy`]): what a server that runs for months would
+//! otherwise keep forever.
+//!
+//! | kind | what goes | rule |
+//! |---|---|---|
+//! | `record` | a finished build's record and log | finished more than `record_days` ago, or more than `records_per_name` newer finished builds of its organization and name |
+//! | `log` | a kept build's log lines (one line says why) | finished more than `log_days` ago |
+//! | `context` | an uploaded context and its bytes | no kept build refers to it, uploaded more than `unreferenced_context_hours` ago |
+//! | `idempotencyAnswer` | an answer kept for an `Idempotency-Key` | older than the 24 hours keys are honoured |
+//! | `leftover` | `staging/<id>`, `workspaces/<id>` and partial uploads no live build owns | untouched for an hour |
+//! | `gitMirror` | a git mirror | no fetch for `git_mirror_idle_days` |
+//! | `pluginCache` | compiled plugin artifacts | no loaded plugin uses them |
+//!
+//! Pending and running builds, and what they use, are never touched. One
+//! collection runs at a time, in the background every
+//! `interval_minutes` and on `POST /v1/gc` (`kiln admin gc [--dry-run]`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kiln_api::{GcItem, GcReport, GcTotal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RetentionPolicy, ServerConfig};
+use crate::git::GitFetcher;
+use crate::metrics::Metrics;
+use crate::plugins::PluginRuntime;
+use crate::store::{Store, StoreError, IDEMPOTENT_ANSWER_KEEP};
+
+/// Every kind a report totals, in the order they are collected.
+pub const KINDS: [&str; 7] = [
+    "record",
+    "log",
+    "context",
+    "idempotencyAnswer",
+    "leftover",
+    "gitMirror",
+    "pluginCache",
+];
+
+/// How long a directory or file nobody owns must sit untouched before it
+/// counts as a leftover: long enough for a build being created (staged
+/// before its record is stored) or an upload being renamed into place.
+const LEFTOVER_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// Runs collections; shared by the background loop and the API.
+pub struct Collector {
+    store: Store,
+    data_dir: PathBuf,
+    policy: RetentionPolicy,
+    runtime: Arc<PluginRuntime>,
+    git: GitFetcher,
+    metrics: Arc<Metrics>,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Collector {
+    pub fn new(
+        store: Store,
+        config: &ServerConfig,
+        runtime: Arc<PluginRuntime>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Collector {
+            store,
+            data_dir: config.data_dir.clone(),
+            policy: config.retention.clone(),
+            runtime,
+            git: GitFetcher::new(&config.data_dir, config.network.clone()),
+            metrics,
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Collect every `interval_minutes` (the first a minute after start,
+    /// so start-up is not slowed) until `stop`; nothing with an interval of 0.
+    pub fn start_background(self: &Arc<Self>, stop: CancellationToken) {
+        if self.policy.interval_minutes == 0 {
+            return;
+        }
+        let this = self.clone();
+        let every = Duration::from_secs(this.policy.interval_minutes.saturating_mul(60));
+        tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let report = this.run(false).await;
+                tracing::info!(
+                    removed = report.totals.iter().map(|t| t.count).sum::<u64>(),
+                    freed_bytes = report.totals.iter().map(|t| t.bytes).sum::<u64>(),
+                    errors = report.errors.len(),
+                    "garbage collection ran"
+                );
+                next = tokio::time::Instant::now() + every;
+            }
+        });
+    }
+
+    /// One collection; `dry_run` removes nothing and reports what would go.
+    pub async fn run(self: &Arc<Self>, dry_run: bool) -> GcReport {
+        let _one = self.one_at_a_time.lock().await;
+        let this = self.clone();
+        let report = tokio::task::spawn_blocking(move || this.collect(dry_run, Utc::now()))
+            .await
+            .unwrap_or_else(|e| GcReport {
+                dry_run,
+                errors: vec![format!("garbage collection stopped: {e}")],
+                ..GcReport::default()
+            });
+        if !dry_run {
+            self.metrics.gc_ran(&report);
+        }
+        report
+    }
+
+    /// The collection itself, blocking; `now` is when it runs.
+    pub fn collect(&self, dry_run: bool, now: DateTime<Utc>) -> GcReport {
+        let started = Instant::now();
+        let mut sweep = Sweep::new(dry_run);
+        let mut live = Live::default();
+        // What is live is known only when every record was read: without
+        // it nothing that live builds might use is removed.
+        match self.builds(&mut sweep, &mut live, now) {
+            Ok(()) => {
+                if let Err(e) = self.contexts(&mut sweep, &live, now) {
+                    sweep.error(format!("uploaded contexts: {e}"));
+                }
+                self.leftovers(&mut sweep, &live, now);
+            }
+            Err(e) => sweep.error(format!("builds: {e}")),
+        }
+        match self
+            .store
+            .prune_idempotent_answers(now - IDEMPOTENT_ANSWER_KEEP, dry_run)
+        {
+            Ok(count) => sweep.count("idempotencyAnswer", count),
+            Err(e) => sweep.error(format!("idempotency answers: {e}")),
+        }
+        self.git_mirrors(&mut sweep, now);
+        for path in self.runtime.stale_cache_files() {
+            let bytes = file_size(&path);
+            let name = self.relative(&path);
+            sweep.remove_path(
+                "pluginCache",
+                name,
+                bytes,
+                "no loaded plugin uses it",
+                &path,
+            );
+        }
+        if !dry_run {
+            if let Err(e) = self.store.flush_blocking() {
+                sweep.error(format!("cannot flush the store: {e}"));
+            }
+        }
+        sweep.finish(started.elapsed())
+    }
+
+    /// Records and logs; notes what live builds and kept records use.
+    fn builds(
+        &self,
+        sweep: &mut Sweep,
+        live: &mut Live,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let policy = &self.policy;
+        let mut finished: HashMap<(String, String), Vec<Finished>> = HashMap::new();
+        for record in self.store.all_builds() {
+            let record = record?;
+            let context = record.source.context_id.clone();
+            let Some(finish_time) = record.finish_time.filter(|_| record.status.is_finished())
+            else {
+                live.builds.insert(record.build_id);
+                live.contexts.extend(context);
+                continue;
+            };
+            finished
+                .entry((record.org, record.name))
+                .or_default()
+                .push(Finished {
+                    seq: record.seq,
+                    build_id: record.build_id,
+                    finish_time,
+                    log_removed: record.log_removed_time.is_some(),
+                    context,
+                });
+        }
+        let record_cutoff = days_before(now, policy.record_days);
+        let log_cutoff = days_before(now, policy.log_days);
+        for ((org, name), mut builds) in finished {
+            builds.sort_by_key(|b| std::cmp::Reverse(b.seq));
+            for (newer, build) in builds.into_iter().enumerate() {
+                let reason = if policy.records_per_name > 0
+                    && newer as u64 >= policy.records_per_name
+                {
+                    Some(format!(
+                        "{newer} newer finished builds of {org}/{name} (retention.records_per_name = {})",
+                        policy.records_per_name
+                    ))
+                } else if record_cutoff.is_some_and(|cutoff| build.finish_time < cutoff) {
+                    Some(format!(
+                        "finished more than {} days ago (retention.record_days)",
+                        policy.record_days
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    let (_, log_bytes) = self.store.log_size(&build.build_id)?;
+                    if !sweep.dry_run {
+                        match self.store.build(&build.build_id)? {
+                            Some(record) => self.store.delete_build(&record)?,
+                            None => continue,
+                        }
+                    }
+                    sweep.removed("record", build.build_id, log_bytes, reason);
+                    continue;
+                }
+                live.contexts.extend(build.context);
+                if !build.log_removed && log_cutoff.is_some_and(|cutoff| build.finish_time < cutoff)
+                {
+                    let (_, bytes) = self.store.log_size(&build.build_id)?;
+                    if !sweep.dry_run {
+                        self.store.remove_log(
+                            &build.build_id,
+                            &format!(
+                                "this build's log was removed on {} by the server's retention (logs are kept {} days after a build finishes)",
+                                now.format("%Y-%m-%d"),
+                                policy.log_days
+                            ),
+                        )?;
+                    }
+                    sweep.removed(
+                        "log",
+                        build.build_id,
+                        bytes,
+                        format!(
+                            "finished more than {} days ago (retention.log_days)",
+                            policy.log_days
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploaded contexts no kept build refers to, then blobs no context
+    /// record names, and partial uploads.
+    fn contexts(
+        &self,
+        sweep: &mut Sweep,
+        live: &Live,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let hours = self.policy.unreferenced_context_hours;
+        let mut kept_blobs = HashSet::new();
+        for entry in self.store.all_contexts() {
+            let (org, record) = entry?;
+            let old = hours > 0
+                && record.create_time < now - TimeDelta::hours(hours.min(i64::MAX as u64) as i64);
+            if !old || live.contexts.contains(&record.context_id) {
+                kept_blobs.insert(record.sha256);
+                continue;
+            }
+            if !sweep.dry_run {
+                self.store.delete_context(&org, &record.context_id)?;
+            }
+            sweep.removed(
+                "context",
+                format!("{org}/{}", record.context_id),
+                0,
+                format!("no kept build refers to it, uploaded more than {hours} hours ago (retention.unreferenced_context_hours)"),
+            );
+        }
+        let contexts = self.data_dir.join("contexts");
+        let grace = SystemTime::from(now) - LEFTOVER_AGE;
+        // A blob is renamed into place just before its record is stored.
+        for blob in entries_untouched_since(&contexts.join("blobs"), grace) {
+            let sha = blob
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if kept_blobs.contains(&sha) {
+                continue;
+            }
+            let bytes = file_size(&blob);
+            let name = self.relative(&blob);
+            sweep.remove_path(
+                "context",
+                name,
+                bytes,
+                "no uploaded context names these bytes",
+                &blob,
+            );
+        }
+        for partial in entries_untouched_since(&contexts.join("tmp"), grace) {
+            let bytes = file_size(&partial);
+            let name = self.relative(&partial);
+            sweep.remove_path("leftover", name, bytes, "a partial upload", &partial);
+        }
+        Ok(())
+    }
+
+    /// Build directories no pending or running build owns.
+    fn leftovers(&self, sweep: &mut Sweep, live: &Live, now: DateTime<Utc>) {
+        let grace = SystemTime::from(now) - LEFTOVER_AGE;
+        for area in ["staging", "workspaces"] {
+            for dir in entries_untouched_since(&self.data_dir.join(area), grace) {
+                let id = dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if live.builds.contains(&id) {
+                    continue;
+                }
+                let bytes = dir_size(&dir);
+                let name = self.relative(&dir);
+                sweep.remove_path(
+                    "leftover",
+                    name,
+                    bytes,
+                    "no pending or running build owns it",
+                    &dir,
+                );
+            }
+        }
+    }
+
+    fn git_mirrors(&self, sweep: &mut Sweep, now: DateTime<Utc>) {
+        let days = self.policy.git_mirror_idle_days;
+        let Some(cutoff) = days_before(now, days) else {
+            return;
+        };
+        let cutoff = SystemTime::from(cutoff);
+        for (mirror, used) in self.git.mirrors() {
+            if used > cutoff {
+                continue;
+            }
+            let bytes = dir_size(&mirror);
+            let name = self.relative(&mirror);
+            let reason = format!(
+                "no build fetched into it for {days} days (retention.git_mirror_idle_days)"
+            );
+            if sweep.dry_run {
+                sweep.removed("gitMirror", name, bytes, reason);
+                continue;
+            }
+            match self.git.remove_mirror_unused_since(&mirror, cutoff) {
+                Ok(true) => sweep.removed("gitMirror", name, bytes, reason),
+                Ok(false) => {} // used meanwhile
+                Err(e) => sweep.error(format!("cannot remove {name}: {e}")),
+            }
+        }
+    }
+
+    fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.data_dir)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+}
+
+/// What live builds and kept records use, which no rule may remove.
+#[derive(Default)]
+struct Live {
+    /// Pending and running builds.
+    builds: HashSet<String>,
+    /// Uploaded contexts those and kept records refer to.
+    contexts: HashSet<String>,
+}
+
+struct Finished {
+    seq: u64,
+    build_id: String,
+    finish_time: DateTime<Utc>,
+    log_removed: bool,
+    context: Option<String>,
+}
+
+/// One collection's tally, becoming its report.
+struct Sweep {
+    dry_run: bool,
+    totals: BTreeMap<&'static str, (u64, u64)>,
+    items: Vec<GcItem>,
+    items_not_listed: u64,
+    errors: Vec<String>,
+}
+
+impl Sweep {
+    fn new(dry_run: bool) -> Self {
+        Sweep {
+            dry_run,
+            totals: KINDS.iter().map(|kind| (*kind, (0, 0))).collect(),
+            items: Vec::new(),
+            items_not_listed: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    fn removed(&mut self, kind: &'static str, name: String, bytes: u64, reason: impl Into<String>) {
+        let total = self.totals.entry(kind).or_default();
+        total.0 += 1;
+        total.1 += bytes;
+        if self.items.len() < GcReport::MAX_ITEMS {
+            self.items.push(GcItem {
+                kind: kind.to_string(),
+                name,
+                bytes,
+                reason: reason.into(),
+            });
+        } else {
+            self.items_not_listed += 1;
+        }
+    }
+
+    /// Things counted but not listed one by one.
+    fn count(&mut self, kind: &'static str, count: u64) {
+        self.totals.entry(kind).or_default().0 += count;
+    }
+
+    /// Remove a file or directory (unless dry) and record it.
+    fn remove_path(
+        &mut self,
+        kind: &'static str,
+        name: String,
+        bytes: u64,
+        reason: &str,
+        path: &Path,
+    ) {
+        if !self.dry_run {
+            let removed = match path.is_dir() {
+                true => std::fs::remove_dir_all(path),
+                false => std::fs::remove_file(path),
+            };
+            if let Err(e) = removed {
+                self.error(format!("cannot remove {name}: {e}"));
+                return;
+            }
+        }
+        self.removed(kind, name, bytes, reason);
+    }
+
+    fn error(&mut self, message: String) {
+        tracing::warn!("garbage collection: {message}");
+        self.errors.push(message);
+    }
+
+    fn finish(self, took: Duration) -> GcReport {
+        GcReport {
+            dry_run: self.dry_run,
+            totals: KINDS
+                .iter()
+                .map(|kind| {
+                    let (count, bytes) = self.totals.get(kind).copied().unwrap_or_default();
+                    GcTotal {
+                        kind: kind.to_string(),
+                        count,
+                        bytes,
+                    }
+                })
+                .collect(),
+            items: self.items,
+            items_not_listed: self.items_not_listed,
+            errors: self.errors,
+            duration_ms: took.as_millis() as u64,
+        }
+    }
+}
+
+/// `now` minus `days`, or `None` for 0 (keep forever).
+fn days_before(now: DateTime<Utc>, days: u64) -> Option<DateTime<Utc>> {
+    (days > 0).then(|| now - TimeDelta::days(days.min(1 << 20) as i64))
+}
+
+/// Entries of `dir` last modified before `since`.
+fn entries_untouched_since(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            std::fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified < since)
+        })
+        .collect()
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).map_or(0, |m| m.len())
+}
+
+/// Bytes of the files under `path` (links not followed).
+pub(crate) fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
+}
