@@ -187,7 +187,7 @@ impl KilnProcess {
                     )
                 })
                 .unwrap();
-            if let Some(rest) = line.strip_prefix("kiln listening on http://") {
+            if let Some(rest) = line.strip_prefix("kiln listening on ") {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
@@ -200,11 +200,11 @@ impl KilnProcess {
         KilnProcess {
             child,
             data_dir: data_dir.to_path_buf(),
-            api: Api::new(&format!("http://{addr}"), &token),
+            api: Api::new(&addr, &token),
         }
     }
 
-    /// The server's address, `http://host:port`.
+    /// The server's address, `http://host:port` (`https://` when serving TLS).
     pub fn server_url(&self) -> &str {
         &self.api.base
     }

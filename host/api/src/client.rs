@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
@@ -43,12 +44,20 @@ use crate::error::ErrorBody;
 pub enum ClientError {
     #[error("no token: pass --token or set KILN_TOKEN (the server writes the admin token to <data-dir>/admin-token)")]
     NoToken,
-    #[error("`{0}` is not a valid server URL; use http://host:port")]
+    #[error(
+        "`{0}` is not a valid server URL; use https://host:port (or http:// for this machine)"
+    )]
     BadServer(String),
-    #[error("cannot reach the Kiln server at {server}: {source}; is `kiln serve` running there? (--server / KILN_SERVER)")]
+    #[error("refusing to send the token over plain http to {0}, which is not this machine: anyone on the way could read it; use https:// (kiln serve --tls-cert/--tls-key), or --insecure if the network is trusted")]
+    InsecureServer(String),
+    #[error("cannot use the CA certificates {what}: {message}")]
+    BadCaCert { what: String, message: String },
+    #[error("cannot reach the Kiln server at {server}: {reason}; {hint}")]
     Unreachable {
         server: String,
-        source: hyper_util::client::legacy::Error,
+        /// The connection error and its causes.
+        reason: String,
+        hint: &'static str,
     },
     #[error("the server rejected the token (401): {0}")]
     Unauthorized(String),
@@ -60,26 +69,92 @@ pub enum ClientError {
 
 type RequestBody = BoxBody<Bytes, std::io::Error>;
 
+/// TLS settings: the system's root certificates, plus the options' own.
+fn tls_config(options: &ClientOptions) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped, as other TLS clients do.
+    let (_, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(pem) = &options.ca_certs_pem {
+        let bad = |message: String| ClientError::BadCaCert {
+            what: "given (--ca-cert / KILN_CA_CERT)".into(),
+            message,
+        };
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::BadCaCert {
+            what: "of this build".into(),
+            message: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A connection to one Kiln server with one token.
 pub struct ApiClient {
     server: String,
     token: String,
-    http: Client<HttpConnector, RequestBody>,
+    http: Client<HttpsConnector<HttpConnector>, RequestBody>,
+}
+
+/// How a client reaches its server, beyond the URL and token.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// PEM certificates to trust besides the system's roots (a private
+    /// CA, or a self-signed server certificate): `--ca-cert`, `KILN_CA_CERT`.
+    pub ca_certs_pem: Option<Vec<u8>>,
+    /// Send the token over plain `http://` to hosts other than this
+    /// machine too (`--insecure`).
+    pub insecure: bool,
 }
 
 impl ApiClient {
+    /// A client with the system's roots, speaking plain http only to this
+    /// machine.
     pub fn new(server: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        Self::with_options(server, token, &ClientOptions::default())
+    }
+
+    pub fn with_options(
+        server: &str,
+        token: Option<&str>,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or(ClientError::NoToken)?;
         let server = server.trim_end_matches('/').to_string();
-        if !server.starts_with("http://") {
-            return Err(ClientError::BadServer(server));
+        let uri: hyper::Uri = server
+            .parse()
+            .map_err(|_| ClientError::BadServer(server.clone()))?;
+        let host = uri.host().unwrap_or_default();
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if options.insecure || crate::validate::is_loopback_host(host) => {}
+            Some("http") => return Err(ClientError::InsecureServer(server)),
+            _ => return Err(ClientError::BadServer(server)),
         }
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(options)?)
+            .https_or_http()
+            .enable_http1()
+            .build();
         Ok(ApiClient {
             server,
             token: token.trim().to_string(),
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: Client::builder(TokioExecutor::new()).build(connector),
         })
     }
 
@@ -106,9 +181,23 @@ impl ApiClient {
         self.http
             .request(request)
             .await
-            .map_err(|source| ClientError::Unreachable {
-                server: self.server.clone(),
-                source,
+            .map_err(|error| {
+                let mut reason = error.to_string();
+                let mut cause = std::error::Error::source(&error);
+                while let Some(next) = cause {
+                    reason = format!("{reason}: {next}");
+                    cause = next.source();
+                }
+                let hint = if reason.contains("certificate") {
+                    "if the server's certificate comes from a private CA (or is self-signed), pass it with --ca-cert / KILN_CA_CERT"
+                } else {
+                    "is `kiln serve` running there? (--server / KILN_SERVER)"
+                };
+                ClientError::Unreachable {
+                    server: self.server.clone(),
+                    reason,
+                    hint,
+                }
             })
     }
 

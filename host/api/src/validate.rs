@@ -424,3 +424,14 @@ pub fn context_field(request: &crate::CreateBuildRequest) -> Result<ContextField
         )),
     }
 }
+
+/// Whether a host name (without port) is this machine: `localhost` or a
+/// loopback address. Plain HTTP (to registries, git hosts, the Kiln API)
+/// and credentials over it are allowed only to such hosts.
+pub fn is_loopback_host(name: &str) -> bool {
+    name == "localhost"
+        || name
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}

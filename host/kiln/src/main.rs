@@ -34,11 +34,16 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<commands::ExitCode> {
     use anyhow::Context;
     init_tracing(args.log_json);
     let config = args.to_config()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = kiln_server::Server::start(config)
         .await
         .context("kiln serve could not start")?;
     println!(
-        "kiln listening on http://{} (token for organization `default` in {})",
+        "kiln listening on {scheme}://{} (token for organization `default` in {})",
         server.addr(),
         server.admin_token_path().display()
     );

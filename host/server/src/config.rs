@@ -73,6 +73,16 @@ pub struct ServerConfig {
     pub min_free_disk_bytes: u64,
     /// What garbage collection removes, and how often it runs (`[retention]`).
     pub retention: RetentionPolicy,
+    /// Serve HTTPS with this certificate chain and key (HTTP/2 by ALPN);
+    /// plain HTTP without.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files of the API's TLS certificate chain (leaf first) and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[retention]`: what the server's garbage collection removes. Every
@@ -118,16 +128,9 @@ pub const DEFAULT_MAX_QUEUED_BUILDS_PER_ORG: usize = 1000;
 /// The free space (MiB) below which new builds and uploads are refused.
 pub const DEFAULT_MIN_FREE_DISK_MIB: u64 = 256;
 
-/// Whether a host name (without port) is this machine: `localhost` or a
-/// loopback address. Kiln speaks plain HTTP to registries, and sends git
-/// credentials in clear text, only to such hosts.
-pub fn is_loopback_host(name: &str) -> bool {
-    name == "localhost"
-        || name
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
+/// Whether a host name (without port) is this machine (Kiln speaks plain
+/// HTTP to registries, and sends git credentials in clear text, only to such hosts).
+pub use kiln_api::validate::is_loopback_host;
 
 /// The executor image when none is configured: the maintained fork
 /// (upstream Kaniko was archived in 2025), pinned.
@@ -201,6 +204,7 @@ impl ServerConfig {
             max_queued_builds_per_org: DEFAULT_MAX_QUEUED_BUILDS_PER_ORG,
             wizard_base_images: BTreeMap::new(),
             retention: RetentionPolicy::default(),
+            tls: None,
         }
     }
 }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +41,12 @@ pub enum StartError {
     Credentials(String),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error("cannot use the TLS files ({cert}, {key}): {message}")]
+    Tls {
+        cert: PathBuf,
+        key: PathBuf,
+        message: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -146,6 +152,7 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let stop = CancellationToken::new();
         let gc = Arc::new(crate::gc::Collector::new(
             store.clone(),
@@ -165,8 +172,9 @@ impl Server {
             secrets,
             gc,
         });
-        tokio::spawn(accept_loop(listener, state, stop.clone()));
-        tracing::info!(%addr, "kiln is listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tokio::spawn(accept_loop(listener, tls, state, stop.clone()));
+        tracing::info!(%addr, scheme, "kiln is listening");
         Ok(Server {
             addr,
             admin_token_path,
@@ -233,13 +241,50 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<ApiState>, stop: CancellationToken) {
+/// A TLS acceptor for the configured files, offering HTTP/2 and HTTP/1.1
+/// by ALPN.
+fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let fail = |message: String| StartError::Tls {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        message,
+    };
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| fail(format!("the certificate file: {e}")))?;
+    if chain.is_empty() {
+        return Err(fail("the certificate file holds no PEM certificate".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| fail(format!("the key file: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| fail(format!("the key does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<ApiState>,
+    stop: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.cancelled() => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -248,15 +293,31 @@ async fn accept_loop(listener: TcpListener, state: Arc<ApiState>, stop: Cancella
             }
         };
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(routes::handle(state, request).await) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            // HTTP/1.1, or HTTP/2 (by ALPN under TLS, by prior knowledge without).
+            let http = auto::Builder::new(TokioExecutor::new());
+            let served = match tls {
+                None => http.serve_connection(TokioIo::new(stream), service).await,
+                Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_LIMIT, tls.accept(stream))
+                    .await
+                {
+                    Ok(Ok(stream)) => http.serve_connection(TokioIo::new(stream), service).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!("connection ended: {e}");
             }
         });

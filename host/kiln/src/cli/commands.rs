@@ -61,7 +61,34 @@ pub fn connect(args: &ServerArgs) -> Result<ApiClient, CommandError> {
         .or(saved.server)
         .unwrap_or_else(|| DEFAULT_SERVER.into());
     let token = args.token.clone().or(saved.token);
-    Ok(ApiClient::new(&server, token.as_deref())?)
+    let ca_cert = args.transport.ca_cert.clone().or(saved.ca_cert);
+    client_for(
+        &server,
+        token.as_deref(),
+        ca_cert.as_deref(),
+        args.transport.insecure,
+    )
+}
+
+/// A client of `server`, trusting the system's roots and `ca_cert`.
+fn client_for(
+    server: &str,
+    token: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<ApiClient, CommandError> {
+    let ca_certs_pem = match ca_cert {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| usage!("cannot read the CA certificates {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let options = kiln_api::client::ClientOptions {
+        ca_certs_pem,
+        insecure,
+    };
+    Ok(ApiClient::with_options(server, token, &options)?)
 }
 
 struct Style {
@@ -693,7 +720,13 @@ pub async fn login(args: LoginArgs) -> Result<ExitCode, CommandError> {
             line.trim().to_string()
         }
     };
-    let client = ApiClient::new(&args.server, Some(&token))?;
+    let ca_cert = args.transport.ca_cert.clone();
+    let client = client_for(
+        &args.server,
+        Some(&token),
+        ca_cert.as_deref(),
+        args.transport.insecure,
+    )?;
     // Check before saving: a typo should not be remembered.
     client
         .list_builds(&ListBuilds {
@@ -704,6 +737,8 @@ pub async fn login(args: LoginArgs) -> Result<ExitCode, CommandError> {
     let path = config::save(&config::ClientConfig {
         server: Some(args.server.clone()),
         token: Some(token),
+        // Absolute, so later commands find it from any directory.
+        ca_cert: ca_cert.map(|path| std::path::absolute(&path).unwrap_or(path)),
     })?;
     eprintln!("logged in to {}; saved to {}", args.server, path.display());
     Ok(0)

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub struct ClientConfig {
     pub server: Option<String>,
     pub token: Option<String>,
+    /// Extra CA certificates (PEM) to trust for the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Where the config file lives.

@@ -117,6 +117,19 @@ pub struct ServerArgs {
     /// An API token [default: saved by `kiln login`].
     #[arg(long, env = "KILN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+/// How the client reaches an https:// server, or a plain http:// one.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TransportArgs {
+    /// PEM certificates to trust besides the system's (a private CA, or the server's self-signed certificate) [default: saved by `kiln login`].
+    #[arg(long, env = "KILN_CA_CERT", value_name = "PATH", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// Send the token over plain http:// to a server that is not this machine (only on a network you trust).
+    #[arg(long, env = "KILN_INSECURE", global = true)]
+    pub insecure: bool,
 }
 
 /// How a listing is printed.
@@ -249,6 +262,8 @@ pub struct LoginArgs {
     /// The token; read from standard input when not given.
     #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -439,6 +454,12 @@ pub struct ServeArgs {
         value_name = "CIDR"
     )]
     pub allow_private_networks: Vec<kiln_server::net::Cidr>,
+    /// Serve HTTPS (HTTP/2 by ALPN) with this PEM certificate chain, leaf first (with --tls-key).
+    #[arg(long, env = "KILN_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "KILN_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A file holding the token `GET /metrics` then requires (`Authorization: Bearer <token>`, e.g. Prometheus' `bearer_token_file`); without it /metrics is open.
     #[arg(long, env = "KILN_METRICS_TOKEN_FILE", value_name = "PATH")]
     pub metrics_token_file: Option<PathBuf>,
@@ -464,6 +485,12 @@ impl ServeArgs {
         config.min_free_disk_bytes = self.min_free_disk_mib.saturating_mul(1 << 20);
         config.max_running_builds_per_org = self.max_running_builds_per_org;
         config.max_queued_builds_per_org = self.max_queued_builds_per_org;
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(kiln_server::config::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
         if let Some(path) = &self.secret_key_file {
             config.secret_key_file = path.clone();
         }

@@ -5,3 +5,4 @@
 mod cli_builds;
 mod cli_manages_orgs_and_tokens;
 mod restart_recovers_builds;
+mod tls;
