@@ -174,3 +174,75 @@ async fn issue_12_an_unreachable_registry_is_retried_then_registry_unreachable()
     assert_eq!(log.matches("retrying in").count(), 3, "{log}");
     assert!(log.contains("build failed (REGISTRY_UNREACHABLE)"), "{log}");
 }
+
+/// Issue 12: a build whose context does not fit on the server's disk
+/// fails `DISK_FULL` (the server's limit, not the build's fault), and
+/// nothing else does: the store keeps working, the space comes back, and
+/// the next build succeeds. Both ways a disk fills are covered: a context
+/// bigger than the free space (stopped by the budget free space sets) and
+/// one of many small files that fill the disk before their bytes add up
+/// (a real ENOSPC, which the sandboxed plugin sees only as an I/O error).
+#[tokio::test]
+async fn issue_12_a_context_that_fills_the_disk_fails_that_build_alone_as_disk_full() {
+    let disk = SmallDisk::mount(48);
+    let data = disk.path().join("data");
+    let t = TestServer::start_with(|config| {
+        config.data_dir = data.clone();
+        config.secret_key_file = data.join("secret.key");
+        config.min_free_disk_bytes = 4 << 20;
+    })
+    .await;
+    let free_at_start = free_mib(&data);
+
+    let dockerfile = format!("FROM {REGISTRY}/base/busybox:1\nCOPY . /c\n");
+    let zeros = vec![0u8; 100 << 20];
+    let big = zip_entries(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("zeros", &zeros, 0o644),
+    ]);
+    let id = t
+        .create_build(&json!({"name": unique_name("too-big"), "zippedCode": base64(&big)}))
+        .await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    assert_eq!(record["failure"]["reason"], "DISK_FULL", "{record:#}");
+    let message = record["failure"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("were free when the build started"),
+        "{message}"
+    );
+    assert!(record["failure"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("kiln admin gc"));
+
+    let many = many_small_files_zip(&dockerfile, 15_000);
+    let id = t
+        .create_build(&json!({"name": unique_name("many-small"), "zippedCode": base64(&many)}))
+        .await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    assert_eq!(record["failure"]["reason"], "DISK_FULL", "{record:#}");
+    let message = record["failure"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("filled up while this build wrote its context"),
+        "{message}"
+    );
+    let log = t.log_text(&id).await;
+    assert!(
+        log.contains("build failed (DISK_FULL)"),
+        "the log was kept to its end: {log}"
+    );
+
+    // The space came back, and the server builds on.
+    assert!(
+        free_mib(&data) + 2 >= free_at_start,
+        "the failed builds' files are gone"
+    );
+    assert_eq!(t.get("/healthz").await.status, 200);
+    let after = t
+        .create_build(&dockerfile_request(
+            &unique_name("after-full"),
+            &format!("FROM {REGISTRY}/base/busybox:1\nRUN echo fine\n"),
+        ))
+        .await;
+    t.wait_succeeded(&after, LIMIT).await;
+}

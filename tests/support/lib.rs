@@ -874,3 +874,47 @@ pub fn build_plugin_crate(dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A small tmpfs mounted for one test or bench (needs root), unmounted
+/// when dropped, also on panic: a disk that really fills up.
+pub struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    pub fn mount(megabytes: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(mounted.success(), "mounting a small tmpfs needs root");
+        SmallDisk(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A zip of a Dockerfile and `count` one-byte files: little data, but on
+/// a filesystem each file takes a block, so a small disk fills before the
+/// bytes add up to any limit.
+pub fn many_small_files_zip(dockerfile: &str, count: usize) -> Vec<u8> {
+    let names: Vec<String> = (0..count).map(|i| format!("d{}/f{i}", i / 1000)).collect();
+    let mut entries: Vec<(&str, &[u8], u32)> = vec![("Dockerfile", dockerfile.as_bytes(), 0o644)];
+    entries.extend(names.iter().map(|name| (name.as_str(), &b"x"[..], 0o644)));
+    zip_entries(&entries)
+}
+
+/// Free MiB on the filesystem holding `dir`.
+pub fn free_mib(dir: &Path) -> u64 {
+    kiln_server::store::free_bytes(dir).unwrap() >> 20
+}

@@ -357,6 +357,9 @@ pub enum FailureReason {
     Timeout,
     Interrupted,
     EngineError,
+    /// The server's data disk had no room for the build's context (a
+    /// limit of the server, not a fault of the build).
+    DiskFull,
     Internal,
 }
 

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use kiln_tests::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// How big a run is.
 #[derive(Clone, Copy)]
@@ -132,11 +132,12 @@ fn main() {
         scale.followers
     );
     let mut failed = 0;
-    let sections: [(&str, &str); 4] = [
+    let sections: [(&str, &str); 5] = [
         ("load", "load: concurrent creates and log followers"),
         ("kill9", "kill -9 with builds in flight, then restart"),
         ("registry", "registry stopped mid-push, then back"),
         ("engine", "Docker Engine unreachable"),
+        ("disk", "ENOSPC: a 48 MiB tmpfs data directory fills up"),
     ];
     for (name, title) in sections {
         if !wanted(name) {
@@ -147,7 +148,8 @@ fn main() {
                 "load" => load(&kiln, scale).await,
                 "kill9" => kill9(&kiln, scale).await,
                 "registry" => registry_outage(&kiln).await,
-                _ => engine_unreachable(&kiln).await,
+                "engine" => engine_unreachable(&kiln).await,
+                _ => disk_fills_up(&kiln).await,
             }
         });
         report.print(title);
@@ -665,6 +667,98 @@ async fn engine_unreachable(kiln: &Path) -> Report {
     let message = record["failure"]["message"].as_str().unwrap_or("");
     report.require(message.contains(&socket.display().to_string()), || {
         format!("the message does not say which engine did not answer: {message}")
+    });
+    report
+}
+
+async fn disk_fills_up(kiln: &Path) -> Report {
+    let mut report = Report::default();
+    let disk = SmallDisk::mount(48);
+    let data = disk.path().join("data");
+    let server = KilnProcess::spawn(kiln, &data, &["--min-free-disk-mib", "4"]);
+    let free = || free_mib(&data);
+    let free_before = free();
+    // A build that writes on beside the one that fills the disk.
+    let mut beside = dockerfile_request(
+        "beside-the-full-one",
+        &printing_dockerfile("d", 100, "sleep 0.1;"),
+    );
+    beside["noCache"] = true.into();
+    let beside = server.create_build(&beside).await;
+    // It is running (writing its log) before the disk fills.
+    let started = Instant::now();
+    while server.build(&beside).await["status"] != "BUILD_STATUS_RUNNING"
+        && started.elapsed() < LIMIT
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dockerfile = format!("FROM {REGISTRY}/base/busybox:1\nCOPY . /c\n");
+    let started = Instant::now();
+    let filler = server
+        .create_build(&json!({
+            "name": "fills-the-disk",
+            "zippedCode": base64(&many_small_files_zip(&dockerfile, 15_000)),
+        }))
+        .await;
+    let filled = server.wait_finished(&filler, LIMIT).await;
+    let took = started.elapsed();
+    let beside = server.wait_finished(&beside, LIMIT).await;
+    let after = server
+        .create_build(&dockerfile_request(
+            "after-the-disk-filled",
+            &printing_dockerfile("a", 1, ""),
+        ))
+        .await;
+    let after = server.wait_finished(&after, LIMIT).await;
+    let health = server
+        .request_with(Method::GET, "/healthz", &[], Vec::new())
+        .await;
+    let free_after = free();
+    report.row("the build that filled the disk", outcome(&filled));
+    report.row(
+        "message",
+        filled["failure"]["message"].as_str().unwrap_or(""),
+    );
+    report.row("failed after", ms(took));
+    report.row("the build running beside it", outcome(&beside));
+    report.row("the next build", outcome(&after));
+    report.row(
+        "free MiB before / after",
+        format!("{free_before} / {free_after}"),
+    );
+    report.row("server still answers /healthz", health.status);
+    report.require(filled["failure"]["reason"] == "DISK_FULL", || {
+        format!("not DISK_FULL: {}", filled["failure"])
+    });
+    let beside_lines = numbered_lines(&server, beside["buildId"].as_str().unwrap_or(""))
+        .await
+        .iter()
+        .filter(|(_, line)| {
+            line.split_whitespace()
+                .last()
+                .is_some_and(|word| word.starts_with("d-"))
+        })
+        .count();
+    report.row("its log lines kept", format!("{beside_lines} / 100"));
+    report.require(after["status"] == "BUILD_STATUS_SUCCEEDED", || {
+        format!("the next build did not succeed: {after}")
+    });
+    report.require(
+        beside["status"] == "BUILD_STATUS_SUCCEEDED" && beside_lines == 100,
+        || {
+            format!(
+                "the build beside the full one suffered: {}, {beside_lines} lines",
+                outcome(&beside)
+            )
+        },
+    );
+    report.require(free_after + 2 >= free_before, || {
+        format!(
+            "{free_before} MiB were free before, {free_after} after: the failed build left files"
+        )
+    });
+    report.require(health.status == StatusCode::OK, || {
+        "the server stopped answering".into()
     });
     report
 }

@@ -239,14 +239,13 @@ pub fn check_free_disk(state: &ApiState) -> Result<(), ApiError> {
     if minimum == 0 {
         return Ok(());
     }
-    let stats = match rustix::fs::statvfs(&state.config.data_dir) {
-        Ok(stats) => stats,
+    let free = match crate::store::free_bytes(&state.config.data_dir) {
+        Ok(free) => free,
         Err(e) => {
             tracing::warn!("cannot read the data directory's free space: {e}");
             return Ok(());
         }
     };
-    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
     if free < minimum {
         tracing::warn!(
             free,

@@ -330,6 +330,26 @@ impl Scheduler {
             _ = token.cancelled() => Outcome::Cancelled,
         };
         let duration_ms = started.elapsed().as_millis() as u64;
+        // A build whose log lost lines did not do what its record would
+        // say: it fails, saying why, and nothing else is affected.
+        let outcome = match (outcome, log.lost_lines()) {
+            (Outcome::Succeeded(_), Some((count, error, disk_full))) => {
+                let reason = match disk_full {
+                    true => FailureReason::DiskFull,
+                    false => FailureReason::Internal,
+                };
+                Outcome::Failed(Failure {
+                    reason,
+                    message: format!("{count} lines of this build's log could not be stored: {error}"),
+                    hint: hint_for(reason, None),
+                    exit_code: None,
+                })
+            }
+            (outcome, _) => outcome,
+        };
+        // Its files go before the record says the build is over: a client
+        // that starts another build then finds the space free again.
+        let _ = tokio::task::spawn_blocking(move || paths.remove_all()).await;
         match &outcome {
             Outcome::Succeeded(built) => log.system(&format!(
                 "build succeeded in {:.1}s: {} {}",
@@ -385,7 +405,6 @@ impl Scheduler {
             .build_finished(final_status, started.elapsed());
         inner.running.lock().unwrap().remove(build_id);
         inner.hub.finish(build_id);
-        paths.remove_all();
         Ok(())
     }
 }

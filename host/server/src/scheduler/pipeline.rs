@@ -185,6 +185,65 @@ pub fn wizard_base_images(config: &ServerConfig) -> Vec<wit::KeyValue> {
         .collect()
 }
 
+/// The bytes a build's context may unpack to: the operator's limit, or
+/// less when the data directory has less room above the free-disk floor,
+/// so one build's context cannot fill the disk the store and the other
+/// builds write to.
+struct ContextBudget {
+    bytes: u64,
+    /// The data directory's free bytes, when they (not the limit) set it.
+    free: Option<u64>,
+}
+
+impl ContextBudget {
+    fn now(config: &ServerConfig) -> Self {
+        let limit = config.max_context_bytes;
+        match crate::store::free_bytes(&config.data_dir) {
+            Ok(free) if free.saturating_sub(config.min_free_disk_bytes) < limit => ContextBudget {
+                bytes: free.saturating_sub(config.min_free_disk_bytes),
+                free: Some(free),
+            },
+            _ => ContextBudget {
+                bytes: limit,
+                free: None,
+            },
+        }
+    }
+
+    /// `failure`, or `DISK_FULL` when the server's disk is what failed
+    /// the build: its context hit the budget free space set, or a write
+    /// found the disk full (the plugin only sees an I/O error then).
+    fn explain(&self, config: &ServerConfig, failure: Failure) -> Failure {
+        let over_budget = self.free.is_some()
+            && failure.reason == FailureReason::ContextInvalid
+            && failure
+                .message
+                .contains(&format!("more than {} bytes", self.bytes));
+        let free_now = crate::store::free_bytes(&config.data_dir).ok();
+        let filled =
+            free_now.is_some_and(|free| free < (config.min_free_disk_bytes / 2).max(1 << 20));
+        if !over_budget && !filled {
+            return failure;
+        }
+        let message = match (over_budget, self.free) {
+            (true, Some(free)) => format!(
+                "the server's data directory ({}) has no room for this build's context: {} MiB were free when the build started, and the server keeps {} MiB of that for its records and other builds; the context unpacks to more than the {} bytes left",
+                config.data_dir.display(),
+                free >> 20,
+                config.min_free_disk_bytes >> 20,
+                self.bytes
+            ),
+            _ => format!(
+                "the server's data directory ({}) filled up while this build wrote its context ({} KiB free); the context source said: {}",
+                config.data_dir.display(),
+                free_now.unwrap_or(0) >> 10,
+                failure.message
+            ),
+        };
+        self::failure(FailureReason::DiskFull, message, None)
+    }
+}
+
 fn from_context(error: ContextError) -> Failure {
     let reason = match &error {
         ContextError::Invalid(_) => FailureReason::ContextInvalid,
@@ -312,11 +371,12 @@ impl Pipeline<'_> {
             (None, Some(url), _) => (None, vec![kv("url", url)]),
             (None, None, format) => staged_archive(format.as_deref()),
         };
+        let budget = ContextBudget::now(self.config);
         let spec = wit_source::SourceSpec {
             kind: kind.clone(),
             input_path,
             options,
-            max_unpacked_bytes: self.config.max_context_bytes,
+            max_unpacked_bytes: budget.bytes,
             max_entries: self.config.max_context_entries,
         };
         let git_outcome = Arc::new(Mutex::new(None));
@@ -328,7 +388,7 @@ impl Pipeline<'_> {
                 context_dir: self.paths.context.clone(),
                 credentials: self.git_credentials().await?,
                 limits: crate::git::Limits {
-                    max_bytes: self.config.max_context_bytes,
+                    max_bytes: budget.bytes,
                     max_entries: self.config.max_context_entries,
                 },
                 outcome: git_outcome.clone(),
@@ -352,13 +412,18 @@ impl Pipeline<'_> {
                 self.record_checkout(&checkout)?;
                 Some(checkout)
             }
-            Some(Err(error)) => return Err(from_git(error)),
+            Some(Err(error)) => return Err(budget.explain(self.config, from_git(error))),
             None => None,
         };
-        let info = info.map_err(|error| match error {
-            MaterializeError::Runtime(e) => from_runtime(e),
-            MaterializeError::Plugin(e) => from_plugin(&plugin.manifest.id, e),
-            MaterializeError::Context(e) => from_context(e),
+        let info = info.map_err(|error| {
+            budget.explain(
+                self.config,
+                match error {
+                    MaterializeError::Runtime(e) => from_runtime(e),
+                    MaterializeError::Plugin(e) => from_plugin(&plugin.manifest.id, e),
+                    MaterializeError::Context(e) => from_context(e),
+                },
+            )
         })?;
         if source.git.is_some() && checkout.is_none() {
             return Err(failure(

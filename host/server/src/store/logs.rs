@@ -146,6 +146,9 @@ struct BuildLogInner {
     build_id: String,
     next_seq: Mutex<u64>,
     notify: watch::Sender<u64>,
+    /// The first write that failed, and how many did: the build cannot
+    /// succeed with a log that lost lines.
+    lost: Mutex<Option<(super::StoreError, u64)>>,
 }
 
 impl BuildLog {
@@ -160,6 +163,7 @@ impl BuildLog {
                 build_id: build_id.to_string(),
                 next_seq: Mutex::new(last + 1),
                 notify: hub.channel(build_id, last, true),
+                lost: Mutex::new(None),
             }),
         })
     }
@@ -218,12 +222,27 @@ impl BuildLog {
             .append_log(&self.inner.build_id, entry.seq, &entry)
         {
             tracing::error!(build_id = %self.inner.build_id, "cannot store a log line: {e}");
+            let mut lost = self.inner.lost.lock().unwrap();
+            match &mut *lost {
+                Some((_, count)) => *count += 1,
+                None => *lost = Some((e, 1)),
+            }
             return;
         }
         self.inner
             .hub
             .committed_later(&self.inner.build_id, &self.inner.notify, entry.seq);
         *next += 1;
+    }
+
+    /// Whether lines could not be stored: (how many, the first error, and
+    /// whether it was the disk being full).
+    pub fn lost_lines(&self) -> Option<(u64, String, bool)> {
+        let lost = self.inner.lost.lock().unwrap();
+        lost.as_ref().map(|(error, count)| {
+            let disk_full = matches!(error, super::StoreError::Sled(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull);
+            (*count, error.to_string(), disk_full)
+        })
     }
 
     /// A line from the host itself.

@@ -37,6 +37,12 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+/// Free bytes for unprivileged writers on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stats = rustix::fs::statvfs(dir)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
