@@ -340,7 +340,9 @@ impl Scheduler {
                 };
                 Outcome::Failed(Failure {
                     reason,
-                    message: format!("{count} lines of this build's log could not be stored: {error}"),
+                    message: format!(
+                        "{count} lines of this build's log could not be stored: {error}"
+                    ),
                     hint: hint_for(reason, None),
                     exit_code: None,
                 })
