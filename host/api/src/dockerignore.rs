@@ -267,4 +267,66 @@ mod tests {
         assert_eq!(clean("../x"), "../x");
         assert_eq!(clean("."), ".");
     }
+
+    /// Issue 12: generated `.dockerignore` files and paths.
+    mod generated {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = String> {
+            "[a-c]{1,2}"
+        }
+
+        fn literal() -> impl Strategy<Value = String> {
+            prop::collection::vec(segment(), 1..4).prop_map(|s| s.join("/"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any text parses or is refused naming its line; any path is
+            /// then answered; nothing panics.
+            #[test]
+            fn any_text_and_path_are_answered(text in any::<String>(), path in any::<String>()) {
+                match DockerIgnore::parse(&text) {
+                    Ok(ignore) => {
+                        let _ = ignore.excludes(&path);
+                    }
+                    Err(message) => prop_assert!(message.contains("line "), "{}", message),
+                }
+            }
+
+            /// Glob-heavy patterns (the characters that build regexes)
+            /// compile or are refused, and answer any path.
+            #[test]
+            fn glob_patterns_compile_or_are_refused(
+                text in "([!#/*?\\[\\]^a-c.\\\\-]{0,12}\n){0,4}",
+                path in "[a-c./*?]{0,12}",
+            ) {
+                if let Ok(ignore) = DockerIgnore::parse(&text) {
+                    let _ = ignore.excludes(&path);
+                }
+            }
+
+            /// A literal pattern excludes exactly that path and what is
+            /// under it; `!` after it lets the same back in.
+            #[test]
+            fn a_literal_excludes_itself_and_its_contents(pattern in literal(), path in literal()) {
+                let expected = path == pattern || path.starts_with(&format!("{pattern}/"));
+                prop_assert_eq!(rules(&pattern).excludes(&path), expected);
+                prop_assert_eq!(rules(&format!("/{pattern}/")).excludes(&path), expected);
+                let excepted = rules(&format!("{pattern}\n!{pattern}"));
+                prop_assert!(!excepted.excludes(&pattern));
+            }
+
+            /// `**` excludes everything; `*` excludes everything through
+            /// the top directory.
+            #[test]
+            fn stars_exclude_everything(path in literal()) {
+                prop_assert!(rules("**").excludes(&path));
+                prop_assert!(rules("*").excludes(&path));
+                prop_assert!(!rules("*\n!**").excludes(&path));
+            }
+        }
+    }
 }

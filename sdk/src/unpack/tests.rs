@@ -230,3 +230,210 @@ fn link_targets_are_checked_from_the_links_directory() {
     assert!(!link_stays_inside(Path::new("a/link"), "../../c"));
     assert!(!link_stays_inside(Path::new("link"), "/abs"));
 }
+
+/// Issue 12: generated hostile archives (names that climb, are absolute,
+/// hold NULs, backslashes or dots; links and hard links anywhere; special
+/// files; bombs) never write outside the context, never panic, and every
+/// link reported for the host to create stays inside.
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Kind {
+        File(Vec<u8>),
+        Dir,
+        Symlink(String),
+        HardLink(String),
+        Fifo,
+    }
+
+    fn part() -> impl Strategy<Value = String> {
+        prop_oneof![
+            16 => "[a-z]{1,4}",
+            2 => Just("..".to_string()),
+            1 => Just(".".to_string()),
+            1 => Just(String::new()),
+            1 => Just("\\..".to_string()),
+            1 => Just("a\0b".to_string()),
+            1 => "[^/]{1,6}",
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        (
+            prop::bool::weighted(0.1),
+            prop::collection::vec(part(), 1..5),
+        )
+            .prop_map(|(absolute, parts)| {
+                let joined = parts.join("/");
+                if absolute {
+                    format!("/{joined}")
+                } else {
+                    joined
+                }
+            })
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            4 => prop::collection::vec(any::<u8>(), 0..64).prop_map(Kind::File),
+            2 => Just(Kind::Dir),
+            2 => path().prop_map(Kind::Symlink),
+            1 => path().prop_map(Kind::HardLink),
+            1 => Just(Kind::Fifo),
+        ]
+    }
+
+    fn entries() -> impl Strategy<Value = Vec<(String, Kind, u32)>> {
+        prop::collection::vec(
+            (
+                path(),
+                kind(),
+                prop_oneof![Just(0o644), Just(0o755), Just(0o4777)],
+            ),
+            0..10,
+        )
+    }
+
+    /// A tar written header by header, so hostile names reach the
+    /// archive as they are (the tar crate's own writer refuses them).
+    fn raw_tar(entries: &[(String, Kind, u32)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, kind, mode) in entries {
+            let (entry_type, data, link): (_, &[u8], Option<&str>) = match kind {
+                Kind::File(data) => (tar::EntryType::Regular, data, None),
+                Kind::Dir => (tar::EntryType::Directory, &[], None),
+                Kind::Symlink(target) => (tar::EntryType::Symlink, &[], Some(target)),
+                Kind::HardLink(target) => (tar::EntryType::Link, &[], Some(target)),
+                Kind::Fifo => (tar::EntryType::Fifo, &[], None),
+            };
+            let mut header = tar::Header::new_old();
+            header.set_entry_type(entry_type);
+            header.set_size(data.len() as u64);
+            header.set_mode(*mode);
+            let old = header.as_old_mut();
+            let bytes = name.as_bytes();
+            let n = bytes.len().min(old.name.len());
+            old.name[..n].copy_from_slice(&bytes[..n]);
+            if let Some(link) = link {
+                let bytes = link.as_bytes();
+                let n = bytes.len().min(old.linkname.len());
+                old.linkname[..n].copy_from_slice(&bytes[..n]);
+            }
+            header.set_cksum();
+            builder.append(&header, data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn zip(entries: &[(String, Kind, u32)]) -> Vec<u8> {
+        let mut cursor = io::Cursor::new(Vec::new());
+        {
+            let mut writer = zip::ZipWriter::new(&mut cursor);
+            let options =
+                |mode: u32| zip::write::SimpleFileOptions::default().unix_permissions(mode);
+            for (name, kind, mode) in entries {
+                // The zip writer refuses some names itself; those entries
+                // are simply not in the archive.
+                let _ = match kind {
+                    Kind::File(data) => writer
+                        .start_file(name.as_str(), options(*mode))
+                        .and_then(|()| writer.write_all(data).map_err(Into::into)),
+                    Kind::Dir => writer.add_directory(name.as_str(), options(*mode)),
+                    Kind::Symlink(target) | Kind::HardLink(target) => {
+                        writer.add_symlink(name.as_str(), target.as_str(), options(*mode))
+                    }
+                    Kind::Fifo => writer.start_file(name.as_str(), options(0o010644)),
+                };
+            }
+            let _ = writer.finish();
+        }
+        cursor.into_inner()
+    }
+
+    /// Every path under `dir`, links not followed.
+    fn all_paths(dir: &Path, into: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            into.push(path.clone());
+            if entry.file_type().unwrap().is_dir() {
+                all_paths(&path, into);
+            }
+        }
+    }
+
+    /// Unpack into `<outer>/context`; check nothing landed beside it.
+    fn check(
+        unpack: impl FnOnce(&Path) -> Result<Unpacked, UnpackError>,
+    ) -> Result<(), TestCaseError> {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("context");
+        fs::create_dir(&root).unwrap();
+        let result = unpack(&root);
+        let mut paths = Vec::new();
+        all_paths(outer.path(), &mut paths);
+        for path in &paths {
+            prop_assert!(
+                path.starts_with(&root),
+                "{} was written outside the context",
+                path.display()
+            );
+            prop_assert!(
+                !fs::symlink_metadata(path).unwrap().file_type().is_symlink(),
+                "a link was created: {}",
+                path.display()
+            );
+        }
+        match result {
+            Ok(unpacked) => {
+                for (link, target) in &unpacked.symlinks {
+                    prop_assert!(
+                        link_stays_inside(Path::new(link), target),
+                        "{link} -> {target} was accepted"
+                    );
+                }
+            }
+            Err(UnpackError::Invalid(message)) => {
+                prop_assert!(message.len() < 1024, "a {}-byte message", message.len());
+            }
+            Err(UnpackError::Io(_)) => {}
+        }
+        Ok(())
+    }
+
+    const SMALL: Limits = Limits {
+        max_bytes: 256,
+        max_entries: 8,
+    };
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn generated_tars_stay_inside_the_context(entries in entries(), small in any::<bool>()) {
+            let tar = raw_tar(&entries);
+            let limits = if small { SMALL } else { ROOMY };
+            check(|root| unpack_tar(&tar[..], root, limits))?;
+        }
+
+        #[test]
+        fn generated_zips_stay_inside_the_context(entries in entries(), small in any::<bool>()) {
+            let archive = zip(&entries);
+            let limits = if small { SMALL } else { ROOMY };
+            check(|root| unpack_zip(io::Cursor::new(archive), root, limits))?;
+        }
+
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_are_refused_or_unpacked_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            check(|root| unpack_tar(&bytes[..], root, ROOMY))?;
+            check(|root| unpack_zip(io::Cursor::new(bytes.clone()), root, ROOMY))?;
+            check(|root| unpack_tar_gz(&bytes[..], root, ROOMY))?;
+        }
+    }
+}
