@@ -107,6 +107,10 @@ impl TestServer {
         // refusal resets this to the default.
         config.network =
             kiln_server::net::NetworkPolicy::allowing(["127.0.0.0/8".parse().unwrap()]);
+        // Tests run garbage collection themselves, when they mean to: a
+        // background run could prune the engine's build cache other tests
+        // are counting on.
+        config.retention.interval_minutes = 0;
         adjust(&mut config);
         let server = kiln_server::Server::start(config)
             .await
@@ -917,4 +921,15 @@ pub fn many_small_files_zip(dockerfile: &str, count: usize) -> Vec<u8> {
 /// Free MiB on the filesystem holding `dir`.
 pub fn free_mib(dir: &Path) -> u64 {
     kiln_server::store::free_bytes(dir).unwrap() >> 20
+}
+
+/// (build records, `Idempotency-Key` answers) the store in `data_dir`
+/// holds; its server must have stopped (the store is opened here).
+pub fn stored_builds_and_answers(data_dir: &Path) -> (usize, u64) {
+    let store = kiln_server::store::Store::open(&data_dir.join("db")).unwrap();
+    let far_future = chrono::Utc::now() + chrono::TimeDelta::days(2);
+    (
+        store.all_builds().count(),
+        store.prune_idempotent_answers(far_future, true).unwrap(),
+    )
 }

@@ -247,7 +247,9 @@ mod tests {
             prop::collection::btree_map("[A-Z_]{1,6}", text(), 0..3),
             prop::collection::vec(
                 prop_oneof![
-                    text().prop_map(|run| serde_norway::to_value(BTreeMap::from([("run", run)])).unwrap()),
+                    text().prop_map(
+                        |run| serde_norway::to_value(BTreeMap::from([("run", run)])).unwrap()
+                    ),
                     (text(), text()).prop_map(|(from, to)| {
                         let copy = BTreeMap::from([("from", from), ("to", to)]);
                         serde_norway::to_value(BTreeMap::from([("copy", copy)])).unwrap()

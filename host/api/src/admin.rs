@@ -319,7 +319,7 @@ impl GcReport {
 #[serde(rename_all = "camelCase")]
 pub struct GcTotal {
     /// `record`, `log`, `context`, `idempotencyAnswer`, `leftover`,
-    /// `gitMirror` or `pluginCache`.
+    /// `gitMirror`, `pluginCache` or `engineBuildCache`.
     pub kind: String,
     pub count: u64,
     pub bytes: u64,

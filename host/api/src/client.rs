@@ -69,6 +69,18 @@ pub enum ClientError {
 
 type RequestBody = BoxBody<Bytes, std::io::Error>;
 
+/// A fresh `Idempotency-Key`, unique per process and call: the standard
+/// library's hasher keys are random per thread and change on every use.
+fn idempotency_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    format!("kiln-cli-{:016x}{:016x}", random(), random())
+}
+
 /// TLS settings: the system's root certificates, plus the options' own.
 fn tls_config(options: &ClientOptions) -> Result<rustls::ClientConfig, ClientError> {
     use rustls_pki_types::pem::PemObject;
@@ -231,13 +243,33 @@ impl ApiClient {
         Self::json_answer(response).await
     }
 
-    /// `POST /v1/builds`.
+    /// `POST /v1/builds`, with an `Idempotency-Key` of its own: a request
+    /// whose connection broke is sent again (after 1, 2 and 4 s) and the
+    /// server answers the retry with the first answer, so a retry never
+    /// makes a second build.
     pub async fn create_build(
         &self,
         request: &CreateBuildRequest,
     ) -> Result<BuildAccepted, ClientError> {
-        self.call_typed(Method::POST, "/v1/builds", Some(request))
-            .await
+        let key = idempotency_key();
+        let body = Bytes::from(serde_json::to_vec(request).expect("JSON serializes"));
+        let mut delays = [1, 2, 4].into_iter();
+        loop {
+            let attempt = self
+                .request(Method::POST, "/v1/builds")
+                .header("content-type", "application/json")
+                .header("idempotency-key", &key);
+            let sent = Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed();
+            match self.send(attempt, sent).await {
+                Ok(response) => return Self::json_answer(response).await,
+                Err(ClientError::Unreachable { .. }) if let Some(secs) = delays.next() => {
+                    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `GET /v1/builds/{id}`.

@@ -97,6 +97,7 @@ pub struct TlsFiles {
 /// records_per_name = 1000          # finished builds kept per organization and image name
 /// unreferenced_context_hours = 24  # uploaded contexts no kept build refers to
 /// git_mirror_idle_days = 30        # git mirrors no build fetched into for this long
+/// engine_build_cache_mib = 20480   # the engine's build cache, least recently used first
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -107,6 +108,7 @@ pub struct RetentionPolicy {
     pub records_per_name: u64,
     pub unreferenced_context_hours: u64,
     pub git_mirror_idle_days: u64,
+    pub engine_build_cache_mib: u64,
 }
 
 impl Default for RetentionPolicy {
@@ -118,6 +120,7 @@ impl Default for RetentionPolicy {
             records_per_name: 1000,
             unreferenced_context_hours: 24,
             git_mirror_idle_days: 30,
+            engine_build_cache_mib: 20 << 10,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | `leftover` | `staging/<id>`, `workspaces/<id>` and partial uploads no live build owns | untouched for an hour |
 //! | `gitMirror` | a git mirror | no fetch for `git_mirror_idle_days` |
 //! | `pluginCache` | compiled plugin artifacts | no loaded plugin uses them |
+//! | `engineBuildCache` | the Docker Engine's build cache, least recently used first (BuildKit's order) | over `engine_build_cache_mib` |
 //!
 //! Pending and running builds, and what they use, are never touched. One
 //! collection runs at a time, in the background every
@@ -26,13 +27,14 @@ use kiln_api::{GcItem, GcReport, GcTotal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RetentionPolicy, ServerConfig};
+use crate::engine::DockerEngine;
 use crate::git::GitFetcher;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::store::{Store, StoreError, IDEMPOTENT_ANSWER_KEEP};
 
 /// Every kind a report totals, in the order they are collected.
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
     "record",
     "log",
     "context",
@@ -40,6 +42,7 @@ pub const KINDS: [&str; 7] = [
     "leftover",
     "gitMirror",
     "pluginCache",
+    "engineBuildCache",
 ];
 
 /// How long a directory or file nobody owns must sit untouched before it
@@ -54,6 +57,8 @@ pub struct Collector {
     policy: RetentionPolicy,
     runtime: Arc<PluginRuntime>,
     git: GitFetcher,
+    /// The engine whose build cache is kept under budget (none: not kept).
+    engine: Option<DockerEngine>,
     metrics: Arc<Metrics>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
@@ -71,6 +76,7 @@ impl Collector {
             policy: config.retention.clone(),
             runtime,
             git: GitFetcher::new(&config.data_dir, config.network.clone()),
+            engine: DockerEngine::connect(&config.docker_host).ok(),
             metrics,
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
@@ -107,13 +113,14 @@ impl Collector {
     pub async fn run(self: &Arc<Self>, dry_run: bool) -> GcReport {
         let _one = self.one_at_a_time.lock().await;
         let this = self.clone();
-        let report = tokio::task::spawn_blocking(move || this.collect(dry_run, Utc::now()))
+        let mut report = tokio::task::spawn_blocking(move || this.collect(dry_run, Utc::now()))
             .await
             .unwrap_or_else(|e| GcReport {
                 dry_run,
                 errors: vec![format!("garbage collection stopped: {e}")],
                 ..GcReport::default()
             });
+        self.engine_build_cache(&mut report).await;
         if !dry_run {
             self.metrics.gc_ran(&report);
         }
@@ -161,6 +168,50 @@ impl Collector {
             }
         }
         sweep.finish(started.elapsed())
+    }
+
+    /// Prune the engine's build cache to its budget (or, dry, say how much
+    /// is over it). Runs beside builds: BuildKit keeps what they use.
+    async fn engine_build_cache(&self, report: &mut GcReport) {
+        let budget_mib = self.policy.engine_build_cache_mib;
+        let Some(engine) = self.engine.as_ref().filter(|_| budget_mib > 0) else {
+            return;
+        };
+        let budget = budget_mib.saturating_mul(1 << 20);
+        let reason = format!(
+            "the engine's build cache is over {budget_mib} MiB (retention.engine_build_cache_mib); the least recently used goes first"
+        );
+        let freed = if report.dry_run {
+            engine
+                .build_cache_usage()
+                .await
+                .map(|usage| usage.bytes.saturating_sub(budget))
+        } else {
+            engine.prune_build_cache(budget).await
+        };
+        match freed {
+            Ok(0) => {}
+            Ok(bytes) => {
+                if let Some(total) = report
+                    .totals
+                    .iter_mut()
+                    .find(|t| t.kind == "engineBuildCache")
+                {
+                    total.count += 1;
+                    total.bytes += bytes;
+                }
+                report.items.push(GcItem {
+                    kind: "engineBuildCache".into(),
+                    name: "build cache".into(),
+                    bytes,
+                    reason,
+                });
+            }
+            Err(e) => {
+                tracing::warn!("garbage collection: {e}");
+                report.errors.push(e.to_string());
+            }
+        }
     }
 
     /// Records and logs; notes what live builds and kept records use.

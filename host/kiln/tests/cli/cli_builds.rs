@@ -162,6 +162,38 @@ async fn a_failing_build_exits_non_zero_with_the_reason_and_hint() {
     );
 }
 
+/// `kiln build` sends an `Idempotency-Key` (so its own retries of a
+/// broken connection never make a second build), and a 202 means stored:
+/// killed right after answering, the server had kept the build and the
+/// key's answer (both used to sit unflushed for up to 200 ms).
+#[tokio::test]
+async fn issue_12_kiln_build_sends_an_idempotency_key_and_an_accepted_build_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let cli = Cli::new(&server);
+    let context = tempfile::tempdir().unwrap();
+    write(
+        context.path(),
+        "Dockerfile",
+        format!("FROM {REGISTRY}/base/busybox:1\n").as_bytes(),
+    );
+    let tag = unique_name("clikey");
+    let out = cli.run(&[
+        "build",
+        context.path().to_str().unwrap(),
+        "-t",
+        &tag,
+        "--detach",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    server.kill9();
+    assert_eq!(
+        stored_builds_and_answers(dir.path()),
+        (1, 1),
+        "the build, and one answer kept for its key"
+    );
+}
+
 #[tokio::test]
 async fn packing_sends_exactly_what_dockerignore_leaves_and_big_contexts_are_uploaded() {
     let dir = tempfile::tempdir().unwrap();

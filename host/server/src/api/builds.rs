@@ -86,6 +86,9 @@ pub async fn create(
         // runs finds it.
         keyed.remember(state, &body_sha256, StatusCode::ACCEPTED, &accepted)?;
     }
+    // 202 means stored: a crash after this answer loses neither the build
+    // nor its key's answer. Concurrent creates share one flush.
+    state.store.flush().await?;
     state.metrics.build_created();
     state.scheduler.wake();
     tracing::info!(build_id = %record.build_id, org = %record.org, name = %record.name, number = record.number, "build accepted");

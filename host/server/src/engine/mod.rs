@@ -2,12 +2,14 @@
 //! then push and inspect. Everything here works on host paths and plain Rust
 //! types; [`crate::capabilities`] translates from the plugin contract.
 
+mod build_cache;
 mod classify;
 mod progress;
 pub mod registry;
 mod secrets;
 mod tarball;
 
+pub use build_cache::BuildCacheUsage;
 pub use classify::classify_build_error;
 
 use std::collections::HashMap;
@@ -46,6 +48,8 @@ pub enum EngineError {
         host: String,
         source: bollard::errors::Error,
     },
+    #[error("the Docker Engine at {host} refused a request: {message}")]
+    Api { host: String, message: String },
 }
 
 /// A build that failed, classified.

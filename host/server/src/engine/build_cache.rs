@@ -1,0 +1,112 @@
+//! The engine's build cache, kept under the operator's budget
+//! (`retention.engine_build_cache_mib`). bollard 0.21 speaks API 1.53,
+//! whose build-cache fields the Docker Engine 20.10 (API 1.41) here does
+//! not have (`keep-storage` became `reserved-space`/`max-used-space`, and
+//! `system/df`'s `BuildCache` list became a summary), so these two calls
+//! are made directly, in the form every engine since 1.39 accepts.
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+use super::{DockerEngine, EngineError};
+
+/// What the engine's build cache holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildCacheUsage {
+    /// Bytes of every cache record.
+    pub bytes: u64,
+    /// Records (layers, mounts, sources).
+    pub records: u64,
+}
+
+impl DockerEngine {
+    /// How much the engine's build cache holds.
+    pub async fn build_cache_usage(&self) -> Result<BuildCacheUsage, EngineError> {
+        let answer = self.call_raw(hyper::Method::GET, "/system/df").await?;
+        let records = answer["BuildCache"].as_array().cloned().unwrap_or_default();
+        Ok(BuildCacheUsage {
+            bytes: records.iter().filter_map(|r| r["Size"].as_u64()).sum(),
+            records: records.len() as u64,
+        })
+    }
+
+    /// Prune the build cache down to `keep_bytes`, least recently used
+    /// first (BuildKit's order; records in use stay); returns the bytes
+    /// freed.
+    pub async fn prune_build_cache(&self, keep_bytes: u64) -> Result<u64, EngineError> {
+        let answer = self
+            .call_raw(
+                hyper::Method::POST,
+                &format!("/build/prune?all=true&keep-storage={keep_bytes}"),
+            )
+            .await?;
+        Ok(answer["SpaceReclaimed"].as_u64().unwrap_or(0))
+    }
+
+    /// One request to the engine's API over a connection of its own;
+    /// the answer as JSON.
+    async fn call_raw(
+        &self,
+        method: hyper::Method,
+        path: &str,
+    ) -> Result<serde_json::Value, EngineError> {
+        let fail = |message: String| EngineError::Api {
+            host: self.host.clone(),
+            message,
+        };
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "docker")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let response = if let Some(socket) = self.host.strip_prefix("unix://") {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            send(TokioIo::new(stream), request).await
+        } else {
+            let address = self
+                .host
+                .strip_prefix("tcp://")
+                .or_else(|| self.host.strip_prefix("http://"))
+                .unwrap_or(&self.host)
+                .trim_end_matches('/');
+            let stream = tokio::net::TcpStream::connect(address)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            send(TokioIo::new(stream), request).await
+        }
+        .map_err(fail)?;
+        Ok(response)
+    }
+}
+
+async fn send<T>(io: T, request: hyper::Request<Empty<Bytes>>) -> Result<serde_json::Value, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON: {e}"))
+}
