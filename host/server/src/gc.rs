@@ -130,7 +130,7 @@ impl Collector {
     /// The collection itself, blocking; `now` is when it runs.
     pub fn collect(&self, dry_run: bool, now: DateTime<Utc>) -> GcReport {
         let started = Instant::now();
-        let mut sweep = Sweep::new(dry_run);
+        let mut sweep = Sweep::new(dry_run, &self.data_dir);
         let mut live = Live::default();
         // What is live is known only when every record was read: without
         // it nothing that live builds might use is removed.
@@ -152,15 +152,7 @@ impl Collector {
         }
         self.git_mirrors(&mut sweep, now);
         for path in self.runtime.stale_cache_files() {
-            let bytes = file_size(&path);
-            let name = self.relative(&path);
-            sweep.remove_path(
-                "pluginCache",
-                name,
-                bytes,
-                "no loaded plugin uses it",
-                &path,
-            );
+            sweep.remove_path("pluginCache", &path, "no loaded plugin uses it");
         }
         if !dry_run {
             if let Err(e) = self.store.flush_blocking() {
@@ -335,28 +327,12 @@ impl Collector {
         let grace = SystemTime::from(now) - LEFTOVER_AGE;
         // A blob is renamed into place just before its record is stored.
         for blob in entries_untouched_since(&contexts.join("blobs"), grace) {
-            let sha = blob
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            if kept_blobs.contains(&sha) {
-                continue;
+            if !kept_blobs.contains(&file_name(&blob)) {
+                sweep.remove_path("context", &blob, "no uploaded context names these bytes");
             }
-            let bytes = file_size(&blob);
-            let name = self.relative(&blob);
-            sweep.remove_path(
-                "context",
-                name,
-                bytes,
-                "no uploaded context names these bytes",
-                &blob,
-            );
         }
         for partial in entries_untouched_since(&contexts.join("tmp"), grace) {
-            let bytes = file_size(&partial);
-            let name = self.relative(&partial);
-            sweep.remove_path("leftover", name, bytes, "a partial upload", &partial);
+            sweep.remove_path("leftover", &partial, "a partial upload");
         }
         Ok(())
     }
@@ -366,23 +342,9 @@ impl Collector {
         let grace = SystemTime::from(now) - LEFTOVER_AGE;
         for area in ["staging", "workspaces"] {
             for dir in entries_untouched_since(&self.data_dir.join(area), grace) {
-                let id = dir
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                if live.builds.contains(&id) {
-                    continue;
+                if !live.builds.contains(&file_name(&dir)) {
+                    sweep.remove_path("leftover", &dir, "no pending or running build owns it");
                 }
-                let bytes = dir_size(&dir);
-                let name = self.relative(&dir);
-                sweep.remove_path(
-                    "leftover",
-                    name,
-                    bytes,
-                    "no pending or running build owns it",
-                    &dir,
-                );
             }
         }
     }
@@ -398,7 +360,7 @@ impl Collector {
                 continue;
             }
             let bytes = dir_size(&mirror);
-            let name = self.relative(&mirror);
+            let name = sweep.name_of(&mirror);
             let reason = format!(
                 "no build fetched into it for {days} days (retention.git_mirror_idle_days)"
             );
@@ -412,13 +374,6 @@ impl Collector {
                 Err(e) => sweep.error(format!("cannot remove {name}: {e}")),
             }
         }
-    }
-
-    fn relative(&self, path: &Path) -> String {
-        path.strip_prefix(&self.data_dir)
-            .unwrap_or(path)
-            .display()
-            .to_string()
     }
 }
 
@@ -442,6 +397,8 @@ struct Finished {
 /// One collection's tally, becoming its report.
 struct Sweep {
     dry_run: bool,
+    /// Paths are named relative to it.
+    data_dir: PathBuf,
     totals: BTreeMap<&'static str, (u64, u64)>,
     items: Vec<GcItem>,
     items_not_listed: u64,
@@ -449,9 +406,10 @@ struct Sweep {
 }
 
 impl Sweep {
-    fn new(dry_run: bool) -> Self {
+    fn new(dry_run: bool, data_dir: &Path) -> Self {
         Sweep {
             dry_run,
+            data_dir: data_dir.to_path_buf(),
             totals: KINDS.iter().map(|kind| (*kind, (0, 0))).collect(),
             items: Vec::new(),
             items_not_listed: 0,
@@ -480,15 +438,11 @@ impl Sweep {
         self.totals.entry(kind).or_default().0 += count;
     }
 
-    /// Remove a file or directory (unless dry) and record it.
-    fn remove_path(
-        &mut self,
-        kind: &'static str,
-        name: String,
-        bytes: u64,
-        reason: &str,
-        path: &Path,
-    ) {
+    /// Remove a file or directory (unless dry) and record it, with its
+    /// bytes and its path under the data directory.
+    fn remove_path(&mut self, kind: &'static str, path: &Path, reason: &str) {
+        let bytes = dir_size(path);
+        let name = self.name_of(path);
         if !self.dry_run {
             let removed = match path.is_dir() {
                 true => std::fs::remove_dir_all(path),
@@ -500,6 +454,14 @@ impl Sweep {
             }
         }
         self.removed(kind, name, bytes, reason);
+    }
+
+    /// `path` as reports show it: under the data directory.
+    fn name_of(&self, path: &Path) -> String {
+        path.strip_prefix(&self.data_dir)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     fn error(&mut self, message: String) {
@@ -550,8 +512,12 @@ fn entries_untouched_since(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
         .collect()
 }
 
-fn file_size(path: &Path) -> u64 {
-    std::fs::symlink_metadata(path).map_or(0, |m| m.len())
+/// The last component of `path`, as text.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Bytes of the files under `path` (links not followed).

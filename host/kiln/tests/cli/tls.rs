@@ -9,6 +9,18 @@ use std::sync::Arc;
 
 use kiln_tests::*;
 
+/// `kiln org list` against `server` with `token`, plus `extra` flags.
+fn org_list(
+    server: &str,
+    token: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut args = vec!["org", "list", "--server", server, "--token", token];
+    args.extend_from_slice(extra);
+    kiln(&args, env)
+}
+
 fn kiln(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
@@ -94,29 +106,14 @@ async fn issue_12_tls_serves_https_with_h2_and_the_cli_trusts_only_what_it_is_to
     );
 
     // With the CA the CLI works, by flag or environment.
-    let listed = kiln(
-        &[
-            "org",
-            "list",
-            "--server",
-            &url,
-            "--token",
-            &token,
-            "--ca-cert",
-            ca.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let listed = org_list(&url, &token, &["--ca-cert", ca.to_str().unwrap()], &[]);
     assert!(
         listed.status.success(),
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
     assert!(String::from_utf8_lossy(&listed.stdout).contains("default"));
-    let by_env = kiln(
-        &["org", "list", "--server", &url, "--token", &token],
-        &[("KILN_CA_CERT", ca.to_str().unwrap())],
-    );
+    let by_env = org_list(&url, &token, &[], &[("KILN_CA_CERT", ca.to_str().unwrap())]);
     assert!(
         by_env.status.success(),
         "{}",
@@ -124,7 +121,7 @@ async fn issue_12_tls_serves_https_with_h2_and_the_cli_trusts_only_what_it_is_to
     );
 
     // Without it the certificate is not trusted, and the error says so.
-    let untrusted = kiln(&["org", "list", "--server", &url, "--token", &token], &[]);
+    let untrusted = org_list(&url, &token, &[], &[]);
     assert!(!untrusted.status.success());
     let err = String::from_utf8_lossy(&untrusted.stderr);
     assert!(
@@ -133,17 +130,7 @@ async fn issue_12_tls_serves_https_with_h2_and_the_cli_trusts_only_what_it_is_to
     );
 
     // Plain http to the TLS port is not served.
-    let plain = kiln(
-        &[
-            "org",
-            "list",
-            "--server",
-            &format!("http://{addr}"),
-            "--token",
-            &token,
-        ],
-        &[],
-    );
+    let plain = org_list(&format!("http://{addr}"), &token, &[], &[]);
     assert!(!plain.status.success());
 
     // A bad certificate file stops `kiln serve` with a message naming it.
@@ -173,17 +160,7 @@ async fn issue_12_the_cli_sends_no_token_over_plain_http_to_another_host_unless_
     // 0.0.0.0 reaches this machine's listener, but is not a loopback name:
     // the CLI treats it as another host.
     let elsewhere = format!("http://0.0.0.0:{port}");
-    let refused = kiln(
-        &[
-            "org",
-            "list",
-            "--server",
-            &elsewhere,
-            "--token",
-            &server.token,
-        ],
-        &[],
-    );
+    let refused = org_list(&elsewhere, &server.token, &[], &[]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -191,35 +168,14 @@ async fn issue_12_the_cli_sends_no_token_over_plain_http_to_another_host_unless_
         "{err}"
     );
 
-    let allowed = kiln(
-        &[
-            "org",
-            "list",
-            "--server",
-            &elsewhere,
-            "--token",
-            &server.token,
-            "--insecure",
-        ],
-        &[],
-    );
+    let allowed = org_list(&elsewhere, &server.token, &["--insecure"], &[]);
     assert!(
         allowed.status.success(),
         "{}",
         String::from_utf8_lossy(&allowed.stderr)
     );
     // This machine by name is fine without it.
-    let local = kiln(
-        &[
-            "org",
-            "list",
-            "--server",
-            &format!("http://localhost:{port}"),
-            "--token",
-            &server.token,
-        ],
-        &[],
-    );
+    let local = org_list(&format!("http://localhost:{port}"), &server.token, &[], &[]);
     assert!(
         local.status.success(),
         "{}",
