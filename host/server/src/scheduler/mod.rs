@@ -56,6 +56,9 @@ struct Inner {
     /// the organization whose build started last.
     turns: Mutex<Turns>,
     shutdown: CancellationToken,
+    /// A build ended since memory was last handed back (see
+    /// [`release_free_memory`]).
+    ran_since_trim: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -95,6 +98,7 @@ impl Scheduler {
                 running: Mutex::new(HashMap::new()),
                 turns: Mutex::default(),
                 shutdown: CancellationToken::new(),
+                ran_since_trim: Default::default(),
             }),
         };
         scheduler.recover()?;
@@ -220,6 +224,15 @@ impl Scheduler {
                     self.finished_turn(&org);
                 }
                 Ok(None) => {
+                    // Idle after builds: hand the memory they freed back.
+                    if self.inner.running.lock().unwrap().is_empty()
+                        && self
+                            .inner
+                            .ran_since_trim
+                            .swap(false, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tokio::task::spawn_blocking(release_free_memory);
+                    }
                     tokio::select! {
                         _ = notified => {}
                         _ = self.inner.shutdown.cancelled() => return,
@@ -407,7 +420,22 @@ impl Scheduler {
             .build_finished(final_status, started.elapsed());
         inner.running.lock().unwrap().remove(build_id);
         inner.hub.finish(build_id);
+        inner
+            .ran_since_trim
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Give the memory finished builds freed back to the OS. glibc keeps freed
+/// memory in its arenas (each engine thread gets one), so without a trim
+/// the server's resident size stays where its busiest moment left it.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heaps under their locks;
+    // it has no preconditions and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -43,6 +43,14 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
+/// Flushes asked for and done, numbered, and the lock that runs one at a time.
+#[derive(Default)]
+struct Flushes {
+    asked: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+    lock: tokio::sync::Mutex<()>,
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,6 +97,7 @@ struct Inner {
     contexts: sled::Tree,
     /// org, operation, key → [`IdempotentAnswer`].
     idempotency: sled::Tree,
+    flushes: Flushes,
     /// Bumped on every revocation, so whatever holds a token for a while
     /// (an open log stream) re-checks it at once.
     revocations: tokio::sync::watch::Sender<u64>,
@@ -167,6 +176,7 @@ impl Store {
             logs: db.open_tree("logs")?,
             contexts: db.open_tree("contexts")?,
             idempotency: db.open_tree("idempotency")?,
+            flushes: Flushes::default(),
             db,
         };
         Ok(Store {
@@ -183,8 +193,25 @@ impl Store {
     }
 
     /// Make sure everything written so far is on disk.
+    ///
+    /// One flush runs at a time (sled 0.34's `flush_async` hung when many
+    /// ran at once: 40 concurrent creates each flushing stopped every
+    /// build), and callers that wait share the next one: a flush that began
+    /// after a caller asked covers its writes.
     pub async fn flush(&self) -> Result<()> {
-        self.inner.db.flush_async().await?;
+        use std::sync::atomic::Ordering;
+        let flushes = &self.inner.flushes;
+        let ticket = flushes.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one_at_a_time = flushes.lock.lock().await;
+        if flushes.done.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covers = flushes.asked.load(Ordering::SeqCst);
+        let db = self.inner.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e))))??;
+        flushes.done.store(covers, Ordering::SeqCst);
         Ok(())
     }
 
