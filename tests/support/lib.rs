@@ -902,7 +902,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
+        // Lazily: an in-process server may still hold files open there
+        // (a plain umount was "busy" and left the mount behind).
         let _ = std::process::Command::new("umount")
+            .arg("--lazy")
             .arg(self.0.path())
             .status();
     }
