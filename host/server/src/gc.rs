@@ -113,23 +113,28 @@ impl Collector {
     pub async fn run(self: &Arc<Self>, dry_run: bool) -> GcReport {
         let _one = self.one_at_a_time.lock().await;
         let this = self.clone();
-        let mut report = tokio::task::spawn_blocking(move || this.collect(dry_run, Utc::now()))
+        let mut sweep = tokio::task::spawn_blocking(move || this.sweep(dry_run, Utc::now()))
             .await
-            .unwrap_or_else(|e| GcReport {
-                dry_run,
-                errors: vec![format!("garbage collection stopped: {e}")],
-                ..GcReport::default()
+            .unwrap_or_else(|e| {
+                let mut sweep = Sweep::new(dry_run, &self.data_dir);
+                sweep.error(format!("garbage collection stopped: {e}"));
+                sweep
             });
-        self.engine_build_cache(&mut report).await;
+        self.engine_build_cache(&mut sweep).await;
+        let report = sweep.finish();
         if !dry_run {
             self.metrics.gc_ran(&report);
         }
         report
     }
 
-    /// The collection itself, blocking; `now` is when it runs.
+    /// The collection of everything on this host's disk, blocking; `now`
+    /// is when it runs (the engine's build cache is [`Collector::run`]'s).
     pub fn collect(&self, dry_run: bool, now: DateTime<Utc>) -> GcReport {
-        let started = Instant::now();
+        self.sweep(dry_run, now).finish()
+    }
+
+    fn sweep(&self, dry_run: bool, now: DateTime<Utc>) -> Sweep {
         let mut sweep = Sweep::new(dry_run, &self.data_dir);
         let mut live = Live::default();
         // What is live is known only when every record was read: without
@@ -159,21 +164,18 @@ impl Collector {
                 sweep.error(format!("cannot flush the store: {e}"));
             }
         }
-        sweep.finish(started.elapsed())
+        sweep
     }
 
     /// Prune the engine's build cache to its budget (or, dry, say how much
     /// is over it). Runs beside builds: BuildKit keeps what they use.
-    async fn engine_build_cache(&self, report: &mut GcReport) {
+    async fn engine_build_cache(&self, sweep: &mut Sweep) {
         let budget_mib = self.policy.engine_build_cache_mib;
         let Some(engine) = self.engine.as_ref().filter(|_| budget_mib > 0) else {
             return;
         };
         let budget = budget_mib.saturating_mul(1 << 20);
-        let reason = format!(
-            "the engine's build cache is over {budget_mib} MiB (retention.engine_build_cache_mib); the least recently used goes first"
-        );
-        let freed = if report.dry_run {
+        let freed = if sweep.dry_run {
             engine
                 .build_cache_usage()
                 .await
@@ -183,26 +185,15 @@ impl Collector {
         };
         match freed {
             Ok(0) => {}
-            Ok(bytes) => {
-                if let Some(total) = report
-                    .totals
-                    .iter_mut()
-                    .find(|t| t.kind == "engineBuildCache")
-                {
-                    total.count += 1;
-                    total.bytes += bytes;
-                }
-                report.items.push(GcItem {
-                    kind: "engineBuildCache".into(),
-                    name: "build cache".into(),
-                    bytes,
-                    reason,
-                });
-            }
-            Err(e) => {
-                tracing::warn!("garbage collection: {e}");
-                report.errors.push(e.to_string());
-            }
+            Ok(bytes) => sweep.removed(
+                "engineBuildCache",
+                "build cache".into(),
+                bytes,
+                format!(
+                    "the engine's build cache is over {budget_mib} MiB (retention.engine_build_cache_mib); the least recently used goes first"
+                ),
+            ),
+            Err(e) => sweep.error(e.to_string()),
         }
     }
 
@@ -397,6 +388,7 @@ struct Finished {
 /// One collection's tally, becoming its report.
 struct Sweep {
     dry_run: bool,
+    started: Instant,
     /// Paths are named relative to it.
     data_dir: PathBuf,
     totals: BTreeMap<&'static str, (u64, u64)>,
@@ -409,6 +401,7 @@ impl Sweep {
     fn new(dry_run: bool, data_dir: &Path) -> Self {
         Sweep {
             dry_run,
+            started: Instant::now(),
             data_dir: data_dir.to_path_buf(),
             totals: KINDS.iter().map(|kind| (*kind, (0, 0))).collect(),
             items: Vec::new(),
@@ -469,7 +462,7 @@ impl Sweep {
         self.errors.push(message);
     }
 
-    fn finish(self, took: Duration) -> GcReport {
+    fn finish(self) -> GcReport {
         GcReport {
             dry_run: self.dry_run,
             totals: KINDS
@@ -486,7 +479,7 @@ impl Sweep {
             items: self.items,
             items_not_listed: self.items_not_listed,
             errors: self.errors,
-            duration_ms: took.as_millis() as u64,
+            duration_ms: self.started.elapsed().as_millis() as u64,
         }
     }
 }

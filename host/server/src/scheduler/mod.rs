@@ -132,12 +132,11 @@ impl Scheduler {
             let log = BuildLog::open(store, &self.inner.hub, &build_id)?;
             log.system("the host restarted while this build ran; the build was stopped");
             store.flush_blocking()?;
-            let failure = Failure {
-                reason: FailureReason::Interrupted,
-                message: "interrupted by host restart".into(),
-                hint: hint_for(FailureReason::Interrupted, None),
-                exit_code: None,
-            };
+            let failure = pipeline::failure(
+                FailureReason::Interrupted,
+                "interrupted by host restart",
+                None,
+            );
             store.update_build(&build_id, |r| {
                 r.status = BuildStatus::Failed;
                 r.failure = Some(failure.clone());
@@ -333,12 +332,11 @@ impl Scheduler {
             result = tokio::time::timeout(timeout, job.run()) => match result {
                 Ok(Ok(built)) => Outcome::Succeeded(built),
                 Ok(Err(failure)) => Outcome::Failed(failure),
-                Err(_) => Outcome::Failed(Failure {
-                    reason: FailureReason::Timeout,
-                    message: format!("the build exceeded its time limit of {} s", timeout.as_secs()),
-                    hint: hint_for(FailureReason::Timeout, None),
-                    exit_code: None,
-                }),
+                Err(_) => Outcome::Failed(pipeline::failure(
+                    FailureReason::Timeout,
+                    format!("the build exceeded its time limit of {} s", timeout.as_secs()),
+                    None,
+                )),
             },
             _ = token.cancelled() => Outcome::Cancelled,
         };
@@ -351,14 +349,11 @@ impl Scheduler {
                     true => FailureReason::DiskFull,
                     false => FailureReason::Internal,
                 };
-                Outcome::Failed(Failure {
+                Outcome::Failed(pipeline::failure(
                     reason,
-                    message: format!(
-                        "{count} lines of this build's log could not be stored: {error}"
-                    ),
-                    hint: hint_for(reason, None),
-                    exit_code: None,
-                })
+                    format!("{count} lines of this build's log could not be stored: {error}"),
+                    None,
+                ))
             }
             (outcome, _) => outcome,
         };

@@ -85,7 +85,12 @@ pub struct Pipeline<'a> {
 /// record carry kilobytes of noise.
 const MAX_FAILURE_MESSAGE_BYTES: usize = 8 << 10;
 
-fn failure(reason: FailureReason, message: impl Into<String>, exit_code: Option<i32>) -> Failure {
+/// A failure with its reason's hint, the message capped.
+pub(super) fn failure(
+    reason: FailureReason,
+    message: impl Into<String>,
+    exit_code: Option<i32>,
+) -> Failure {
     let mut message = message.into();
     if message.len() > MAX_FAILURE_MESSAGE_BYTES {
         let mut cut = MAX_FAILURE_MESSAGE_BYTES;
@@ -198,11 +203,10 @@ struct ContextBudget {
 impl ContextBudget {
     fn now(config: &ServerConfig) -> Self {
         let limit = config.max_context_bytes;
-        match crate::store::free_bytes(&config.data_dir) {
-            Ok(free) if free.saturating_sub(config.min_free_disk_bytes) < limit => ContextBudget {
-                bytes: free.saturating_sub(config.min_free_disk_bytes),
-                free: Some(free),
-            },
+        let free = crate::store::free_bytes(&config.data_dir).ok();
+        let room = free.map(|free| free.saturating_sub(config.min_free_disk_bytes));
+        match room {
+            Some(room) if room < limit => ContextBudget { bytes: room, free },
             _ => ContextBudget {
                 bytes: limit,
                 free: None,
