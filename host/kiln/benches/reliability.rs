@@ -9,6 +9,7 @@
 //! cargo bench -p kiln --bench reliability --profile dev -- --short  # CI's short version
 //! cargo bench -p kiln --bench reliability -- --only load,kill9      # some sections
 //! cargo bench -p kiln --bench reliability -- --kiln PATH            # another kiln binary
+//! cargo bench -p kiln --bench reliability -- --only load --bursts 6 # memory over more bursts
 //! ```
 //!
 //! Sections:
@@ -21,6 +22,12 @@
 //!   again: the push is retried and the build succeeds.
 //! - `engine`: no Docker Engine at the configured address: builds fail with
 //!   `ENGINE_ERROR`, quickly, and the server keeps answering.
+//! - `disk`: the data directory on a small tmpfs fills up mid-build.
+//! - `speed`: side by side in one run, Kiln against doing it by hand: an
+//!   upload against a plain loopback copy of the same bytes, the hello build
+//!   (warm and no-cache) through the API against `docker build` +
+//!   `docker push` on the same engine, with where Kiln's time goes. Printed,
+//!   not asserted: speed is a benchmark's business, not a pass/fail test's.
 //!
 //! Needs what `scripts/setup.sh` starts (engine, registry on
 //! 127.0.0.1:5000, base images).
@@ -43,6 +50,8 @@ struct Scale {
     bursts: usize,
     log_lines: usize,
     kill9_builds: usize,
+    upload_mib: usize,
+    speed_runs: usize,
 }
 
 const FULL: Scale = Scale {
@@ -51,6 +60,8 @@ const FULL: Scale = Scale {
     bursts: 3,
     log_lines: 50,
     kill9_builds: 10,
+    upload_mib: 256,
+    speed_runs: 7,
 };
 
 const SHORT: Scale = Scale {
@@ -59,6 +70,8 @@ const SHORT: Scale = Scale {
     bursts: 2,
     log_lines: 20,
     kill9_builds: 4,
+    upload_mib: 64,
+    speed_runs: 3,
 };
 
 const LIMIT: Duration = Duration::from_secs(600);
@@ -112,6 +125,12 @@ fn main() {
                 )
             }
             "--kiln" => kiln = PathBuf::from(args.next().expect("--kiln needs a path")),
+            "--bursts" => {
+                scale.bursts = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--bursts needs a number")
+            }
             // `cargo bench` passes `--bench`.
             "--bench" => {}
             other => panic!(
@@ -132,12 +151,13 @@ fn main() {
         scale.followers
     );
     let mut failed = 0;
-    let sections: [(&str, &str); 5] = [
+    let sections: [(&str, &str); 6] = [
         ("load", "load: concurrent creates and log followers"),
         ("kill9", "kill -9 with builds in flight, then restart"),
         ("registry", "registry stopped mid-push, then back"),
         ("engine", "Docker Engine unreachable"),
         ("disk", "ENOSPC: a 48 MiB tmpfs data directory fills up"),
+        ("speed", "speed: Kiln beside the same work done by hand"),
     ];
     for (name, title) in sections {
         if !wanted(name) {
@@ -149,7 +169,8 @@ fn main() {
                 "kill9" => kill9(&kiln, scale).await,
                 "registry" => registry_outage(&kiln).await,
                 "engine" => engine_unreachable(&kiln).await,
-                _ => disk_fills_up(&kiln).await,
+                "disk" => disk_fills_up(&kiln).await,
+                _ => speed(&kiln, scale).await,
             }
         });
         report.print(title);
@@ -761,4 +782,301 @@ async fn disk_fills_up(kiln: &Path) -> Report {
         "the server stopped answering".into()
     });
     report
+}
+
+/// Median of some durations.
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    percentile(&values, 50.0)
+}
+
+/// `a / b` as a ratio, two decimals.
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
+}
+
+async fn speed(kiln: &Path, scale: Scale) -> Report {
+    let mut report = Report::default();
+    {
+        // Both uploads land in memory (a tmpfs): this virtual disk's
+        // write-back speed swings by 2× from run to run and would be all
+        // that was measured. Room for every run's blob plus the floor.
+        let runs = scale.speed_runs as u32;
+        let disk = SmallDisk::mount(scale.upload_mib as u32 * (runs + 2) + 512);
+        let server = KilnProcess::spawn(kiln, &disk.path().join("data"), &[]);
+        upload_beside_a_copy(&server, disk.path(), scale, &mut report).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(kiln, dir.path(), &[]);
+    hello_beside_docker(&server, scale, &mut report).await;
+    report
+}
+
+/// Bytes no compressor or deduplication can shortcut (xorshift).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// UploadBuildContext against the same bytes sent over a loopback socket
+/// into a file by the simplest receiver there is.
+async fn upload_beside_a_copy(server: &KilnProcess, dir: &Path, scale: Scale, report: &mut Report) {
+    let payload = noise(scale.upload_mib << 20, 7);
+    let archive = tar_entries(&[TarEntry::File("blob.bin", &payload, 0o644)]);
+    drop(payload);
+    let megabytes = archive.len() as f64 / 1e6;
+    let (mut kiln_times, mut copy_times) = (Vec::new(), Vec::new());
+    for run in 0..scale.speed_runs {
+        // A different last byte makes each upload new content (a repeat
+        // is deduplicated by its hash and would not be written).
+        let mut body = archive.clone();
+        body.extend_from_slice(&[0u8; 1024]);
+        let last = body.len() - 1;
+        body[last] = run as u8 + 1;
+        let started = Instant::now();
+        let answer = server.upload(body).await;
+        kiln_times.push(started.elapsed());
+        report.require(answer.status == StatusCode::CREATED, || {
+            format!("upload {run}: {} {}", answer.status, answer.error_message())
+        });
+
+        // The baseline: blocking reads into one 1 MiB buffer, each written
+        // straight to the file; nothing here is slowed by how this bench
+        // was compiled (dev profile in CI).
+        let sink = dir.join(format!("copy-{run}"));
+        let payload = archive.clone();
+        let took = tokio::task::spawn_blocking(move || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let receiver = std::thread::spawn(move || {
+                let (mut socket, _) = listener.accept().unwrap();
+                let mut file = std::fs::File::create(&sink).unwrap();
+                let mut buffer = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut socket, &mut buffer).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    std::io::Write::write_all(&mut file, &buffer[..n]).unwrap();
+                }
+            });
+            let started = Instant::now();
+            let mut socket = std::net::TcpStream::connect(address).unwrap();
+            std::io::Write::write_all(&mut socket, &payload).unwrap();
+            socket.shutdown(std::net::Shutdown::Write).unwrap();
+            receiver.join().unwrap();
+            started.elapsed()
+        })
+        .await
+        .unwrap();
+        copy_times.push(took);
+        let _ = std::fs::remove_file(dir.join(format!("copy-{run}")));
+    }
+    // This machine's memory bandwidth swings from run to run; the best run
+    // of each shows what the code can do, the median what to expect.
+    let best = |times: &[Duration]| times.iter().min().copied().unwrap_or_default();
+    let (kiln_best, copy_best) = (best(&kiln_times), best(&copy_times));
+    let kiln = median(kiln_times);
+    let copy = median(copy_times);
+    let rate = |d: Duration| format!("{:.0} MB/s", megabytes / d.as_secs_f64());
+    report.row(
+        format!(
+            "upload {megabytes:.0} MB, median of {}: Kiln (POST /v1/contexts) / plain loopback copy",
+            scale.speed_runs
+        ),
+        format!("{} / {} = {}", rate(kiln), rate(copy), ratio(copy, kiln)),
+    );
+    report.row(
+        "upload, best run of each (goal: Kiln ≥ 0.80× the copy)",
+        format!(
+            "{} / {} = {}",
+            rate(kiln_best),
+            rate(copy_best),
+            ratio(copy_best, kiln_best)
+        ),
+    );
+}
+
+/// Where one Kiln build's time went, from its stored log's timestamps.
+#[derive(Default)]
+struct Phases {
+    /// POST sent → 202.
+    accept: Duration,
+    /// Accepted (createTime) → the worker's first log line.
+    queue: Duration,
+    /// First line → the builder's line: the context made ready.
+    context: Duration,
+    /// The builder's line → `pushing`: the engine builds.
+    engine: Duration,
+    /// `pushing` → `build succeeded`: push, inspect, untag, clean up.
+    push: Duration,
+    /// `build succeeded` → the client's follow stream ended.
+    tail: Duration,
+}
+
+fn since(from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>) -> Duration {
+    (to - from).to_std().unwrap_or_default()
+}
+
+/// One hello build through the API, the way a client does it: zip, POST,
+/// follow the log to its end, read the record.
+async fn kiln_hello(server: &KilnProcess, no_cache: bool) -> (Duration, Phases, Value) {
+    let started = Instant::now();
+    let mut request = hello_request("speed-hello");
+    request["noCache"] = no_cache.into();
+    let posted = Instant::now();
+    let answer = server.post_json("/v1/builds", &request).await;
+    let accept = posted.elapsed();
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        answer.error_message()
+    );
+    let id = answer.json()["buildId"].as_str().unwrap().to_string();
+    let followed = server
+        .get(&format!("/v1/builds/{id}/logs?fromStart=true&follow=true"))
+        .await;
+    let ended = chrono::Utc::now();
+    let took = started.elapsed();
+    let record = server.build(&id).await;
+    let lines = parse_ndjson(&followed.body);
+    let time_of = |needle: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .find(|l| needle(l["line"].as_str().unwrap_or("")))
+            .and_then(|l| l["time"].as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let created = record["createTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    let first = time_of(&|_| true);
+    let builder = time_of(&|l| l.starts_with("builder:"));
+    let pushing = time_of(&|l| l.starts_with("pushing "));
+    let succeeded = time_of(&|l| l.starts_with("build succeeded"));
+    let mut phases = Phases {
+        accept,
+        ..Phases::default()
+    };
+    if let (Some(c), Some(f), Some(b), Some(p), Some(s)) =
+        (created, first, builder, pushing, succeeded)
+    {
+        phases.queue = since(c, f);
+        phases.context = since(f, b);
+        phases.engine = since(b, p);
+        phases.push = since(p, s);
+        phases.tail = since(s, ended);
+    }
+    (took, phases, record)
+}
+
+/// `docker build` + `docker push` of examples/hello, as a user would type
+/// them: (build, push).
+fn docker_hello(no_cache: bool) -> (Duration, Duration) {
+    let reference = format!("{REGISTRY}/bench/hello-by-hand:latest");
+    // Debian's docker.io client (20.10) builds with BuildKit on its own; a
+    // newer client elsewhere on PATH wants the buildx plugin for that.
+    let client = Path::new("/usr/bin/docker");
+    let client = if client.exists() {
+        client
+    } else {
+        Path::new("docker")
+    };
+    let docker = |args: &[&str]| {
+        let output = std::process::Command::new(client)
+            .args(args)
+            .env("DOCKER_BUILDKIT", "1")
+            .output()
+            .expect("the docker command (Debian's docker.io) runs");
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let hello = workspace().join("examples/hello");
+    let hello = hello.to_str().unwrap();
+    let started = Instant::now();
+    let mut build = vec!["build", "-q", "-t", &reference];
+    if no_cache {
+        build.push("--no-cache");
+    }
+    build.push(hello);
+    docker(&build);
+    let built = started.elapsed();
+    let started = Instant::now();
+    docker(&["push", "-q", &reference]);
+    (built, started.elapsed())
+}
+
+async fn hello_beside_docker(server: &KilnProcess, scale: Scale, report: &mut Report) {
+    // One of each first: base image, plugin cache and connections warm.
+    let (_, _, warm) = kiln_hello(server, false).await;
+    report.require(warm["status"] == "BUILD_STATUS_SUCCEEDED", || {
+        format!("the warm-up build ended {}", outcome(&warm))
+    });
+    tokio::task::spawn_blocking(|| docker_hello(false))
+        .await
+        .unwrap();
+    for no_cache in [false, true] {
+        let case = if no_cache { "no-cache" } else { "warm" };
+        let (mut kiln_times, mut hand_times) = (Vec::new(), Vec::new());
+        let mut phases: Vec<Phases> = Vec::new();
+        let (mut hand_builds, mut hand_pushes) = (Vec::new(), Vec::new());
+        for _ in 0..scale.speed_runs {
+            let (took, split, record) = kiln_hello(server, no_cache).await;
+            report.require(record["status"] == "BUILD_STATUS_SUCCEEDED", || {
+                format!("a {case} hello build ended {}", outcome(&record))
+            });
+            kiln_times.push(took);
+            phases.push(split);
+            let (built, pushed) = tokio::task::spawn_blocking(move || docker_hello(no_cache))
+                .await
+                .unwrap();
+            hand_times.push(built + pushed);
+            hand_builds.push(built);
+            hand_pushes.push(pushed);
+        }
+        let kiln = median(kiln_times);
+        let hand = median(hand_times);
+        let goal = if no_cache { "≤ 1.05×" } else { "≤ 1.00×" };
+        report.row(
+            format!("hello {case}: Kiln (zip, POST, follow log) / docker build + push"),
+            format!(
+                "{} / {} = {} (goal {goal}; median of {})",
+                ms(kiln),
+                ms(hand),
+                ratio(kiln, hand),
+                scale.speed_runs
+            ),
+        );
+        let pick = |f: fn(&Phases) -> Duration| median(phases.iter().map(f).collect());
+        report.row(
+            format!("hello {case}, Kiln's time: accept / queue / context / engine build / push / log end"),
+            format!(
+                "{} / {} / {} / {} / {} / {}",
+                ms(pick(|p| p.accept)),
+                ms(pick(|p| p.queue)),
+                ms(pick(|p| p.context)),
+                ms(pick(|p| p.engine)),
+                ms(pick(|p| p.push)),
+                ms(pick(|p| p.tail)),
+            ),
+        );
+        report.row(
+            format!("hello {case}, by hand: docker build / docker push"),
+            format!("{} / {}", ms(median(hand_builds)), ms(median(hand_pushes))),
+        );
+    }
 }

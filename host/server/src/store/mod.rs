@@ -32,6 +32,7 @@ pub use logs::{BuildLog, LogHub};
 
 pub use records::*;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -92,6 +93,10 @@ struct Inner {
     /// org, sequence → build id: the queue by organization, for taking
     /// turns between organizations.
     queue_by_org: sled::Tree,
+    /// How many builds each organization has in `queue_by_org`, kept in
+    /// memory: the quota check on every create read it by scanning the
+    /// queue, which made a burst of creates quadratic.
+    queued_per_org: std::sync::Mutex<HashMap<String, usize>>,
     counters: sled::Tree,
     logs: sled::Tree,
     contexts: sled::Tree,
@@ -101,6 +106,12 @@ struct Inner {
     /// Bumped on every revocation, so whatever holds a token for a while
     /// (an open log stream) re-checks it at once.
     revocations: tokio::sync::watch::Sender<u64>,
+}
+
+/// The organization a `queue_by_org` key belongs to (`org\0sequence`).
+fn queued_org(key: &[u8]) -> String {
+    let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+    String::from_utf8_lossy(&key[..end]).into_owned()
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
@@ -161,6 +172,12 @@ impl Store {
                 })
             }
         }
+        let queue_by_org = db.open_tree("queue_by_org")?;
+        let mut queued_per_org: HashMap<String, usize> = HashMap::new();
+        for entry in queue_by_org.iter() {
+            let (key, _) = entry?;
+            *queued_per_org.entry(queued_org(&key)).or_default() += 1;
+        }
         let inner = Inner {
             revocations: tokio::sync::watch::Sender::new(0),
             orgs: db.open_tree("orgs")?,
@@ -171,7 +188,8 @@ impl Store {
             builds_by_status: db.open_tree("builds_by_status")?,
             builds_by_name: db.open_tree("builds_by_name")?,
             queue: db.open_tree("queue")?,
-            queue_by_org: db.open_tree("queue_by_org")?,
+            queue_by_org,
+            queued_per_org: std::sync::Mutex::new(queued_per_org),
             counters: db.open_tree("counters")?,
             logs: db.open_tree("logs")?,
             contexts: db.open_tree("contexts")?,
@@ -424,6 +442,7 @@ impl Store {
                 if self.inner.queue_by_org.remove(&key)?.is_none() {
                     continue; // another caller took it first
                 }
+                self.count_queued(org, -1);
                 let seq = &key[key.len() - 8..];
                 self.inner.queue.remove(seq)?;
                 return Ok(Some((
@@ -441,37 +460,49 @@ impl Store {
         let mut from = Vec::new();
         while let Some(entry) = self.inner.queue_by_org.range(from.clone()..).next() {
             let (key, _) = entry?;
-            let org = &key[..key.iter().position(|b| *b == 0).unwrap_or(key.len())];
-            orgs.push(String::from_utf8_lossy(org).into_owned());
+            let org = queued_org(&key);
             // Past every `org\0…` key: `\1` sorts after the separator.
-            from = [org, &[1]].concat();
+            from = [org.as_bytes(), &[1]].concat();
+            orgs.push(org);
         }
         Ok(orgs)
     }
 
     /// How many of `org`'s builds wait in the queue.
     pub fn queued_for_org(&self, org: &str) -> usize {
-        self.inner
-            .queue_by_org
-            .scan_prefix(join_key(&[org.as_bytes(), b""]))
-            .count()
+        let counts = self.inner.queued_per_org.lock().unwrap();
+        counts.get(org).copied().unwrap_or(0)
+    }
+
+    /// Move `org`'s count of queued builds by `change`.
+    fn count_queued(&self, org: &str, change: isize) {
+        let mut counts = self.inner.queued_per_org.lock().unwrap();
+        let count = counts.entry(org.to_string()).or_default();
+        *count = count.saturating_add_signed(change);
+        if *count == 0 {
+            counts.remove(org);
+        }
     }
 
     /// Put a build on the queue (creation, and restart recovery).
     pub fn enqueue(&self, record: &BuildRecord) -> Result<()> {
-        self.inner.queue_by_org.insert(
+        let was_queued = self.inner.queue_by_org.insert(
             join_key(&[record.org.as_bytes(), &record.seq.to_be_bytes()]),
             record.build_id.as_bytes(),
         )?;
+        if was_queued.is_none() {
+            self.count_queued(&record.org, 1);
+        }
         self.inner
             .queue
             .insert(record.seq.to_be_bytes(), record.build_id.as_bytes())?;
         Ok(())
     }
 
-    /// How many builds wait in the queue.
+    /// How many builds wait in the queue (`/metrics`; sled's `len` would
+    /// walk the whole tree).
     pub fn queue_len(&self) -> usize {
-        self.inner.queue.len()
+        self.inner.queued_per_org.lock().unwrap().values().sum()
     }
 
     /// Whether the build is waiting in the queue.
@@ -902,5 +933,31 @@ mod tests {
         expected.sort();
         assert_eq!(sorted, expected);
         assert_eq!(store.queue_len(), 0);
+        for org in ["a", "b", "c"] {
+            assert_eq!(store.queued_for_org(org), 0, "org {org}");
+        }
+    }
+
+    /// The per-organization counts the quota reads are memory only: a
+    /// reopened store counts its queue again, and enqueuing a build that
+    /// is already queued (restart recovery) does not count it twice.
+    #[test]
+    fn queued_counts_are_rebuilt_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for (org, id) in [("a", "a-1"), ("a", "a-2"), ("b", "b-1")] {
+                queue_build(&store, org, id);
+            }
+            store.pop_queued_fair(None, |org| org == "b").unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.queued_for_org("a"), 1);
+        assert_eq!(store.queued_for_org("b"), 1);
+        assert_eq!(store.queue_len(), 2);
+        let record = store.build("b-1").unwrap().unwrap();
+        store.enqueue(&record).unwrap();
+        assert_eq!(store.queued_for_org("b"), 1);
     }
 }
