@@ -5,9 +5,11 @@
 //! * ListBuilds first-page latency over 100,000 records, unfiltered and
 //!   filtered by status and by name (indexes, not scans);
 //! * accept → RUNNING latency with an idle worker (the record's own times);
-//! * UploadBuildContext throughput against a plain loopback copy to disk;
 //! * follower fan-out latency (line stored → line received) for 1, 50 and
 //!   200 followers of one build.
+//!
+//! Upload throughput against a plain copy is the reliability suite's
+//! `speed` section (`cargo bench -p kiln --bench reliability -- --only speed`).
 //!
 //! `cargo bench -p kiln-server --bench service`
 
@@ -18,7 +20,6 @@ use chrono::Utc;
 use kiln_server::store::{BuildRecord, BuildSpec, BuildStatus, SourceSummary, Store};
 use kiln_tests::*;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -147,76 +148,6 @@ async fn accept_to_running(t: &TestServer) -> Row {
     )
 }
 
-async fn upload_throughput(t: &TestServer) -> Vec<Row> {
-    let size = 256usize << 20;
-    let mut payload = vec![0u8; size];
-    rand::Rng::fill(&mut rand::rng(), &mut payload[..]);
-    let archive = tar_entries(&[TarEntry::File("blob.bin", &payload, 0o644)]);
-    drop(payload);
-    let mb = archive.len() as f64 / 1e6;
-
-    let mut kiln_rates = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        // A fresh byte at the end makes each upload new content.
-        let mut body = archive.clone();
-        body.extend_from_slice(&[0u8; 1024]);
-        let last = body.len() - 1;
-        body[last] = kiln_rates.len() as u8 + 1;
-        let answer = t.upload(body).await;
-        assert_eq!(
-            answer.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
-        kiln_rates.push(mb / started.elapsed().as_secs_f64());
-    }
-
-    // The baseline: the same bytes over a loopback TCP socket into a file.
-    let mut plain_rates = Vec::new();
-    for _ in 0..3 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sink = tempfile::NamedTempFile::new().unwrap();
-        let sink_path = sink.path().to_path_buf();
-        let receiver = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut file = tokio::io::BufWriter::with_capacity(
-                256 * 1024,
-                tokio::fs::File::create(&sink_path).await.unwrap(),
-            );
-            let mut buffer = vec![0u8; 64 * 1024];
-            loop {
-                let n = socket.read(&mut buffer).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                file.write_all(&buffer[..n]).await.unwrap();
-            }
-            file.flush().await.unwrap();
-        });
-        let started = Instant::now();
-        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-        socket.write_all(&archive).await.unwrap();
-        socket.shutdown().await.unwrap();
-        receiver.await.unwrap();
-        plain_rates.push(mb / started.elapsed().as_secs_f64());
-    }
-    let kiln = sorted(kiln_rates);
-    let plain = sorted(plain_rates);
-    vec![
-        Row(
-            format!("UploadBuildContext, {mb:.0} MB tar"),
-            format!("{:.0} MB/s (median of 3)", percentile(&kiln, 0.5)),
-        ),
-        Row(
-            "plain loopback TCP copy to a file".into(),
-            format!("{:.0} MB/s (median of 3)", percentile(&plain, 0.5)),
-        ),
-    ]
-}
-
 async fn fan_out(t: &Arc<TestServer>, followers: usize) -> Row {
     let dockerfile = format!(
         "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 200); do echo fan-$i; sleep 0.02; done\n"
@@ -321,7 +252,6 @@ async fn main() {
 
     let t = Arc::new(TestServer::start().await);
     rows.push(accept_to_running(&t).await);
-    rows.extend(upload_throughput(&t).await);
     for followers in [1, 50, 200] {
         rows.push(fan_out(&t, followers).await);
     }

@@ -41,12 +41,18 @@ impl DockerEngine {
     /// that much less.
     pub async fn prune_build_cache(&self, keep_bytes: u64) -> Result<u64, EngineError> {
         let mut freed = self.prune_build_cache_once(keep_bytes).await?;
+        // Nothing freed: nothing was prunable (or nothing over), and a
+        // second `system/df` (slow over thousands of records) would not
+        // change that.
+        if freed == 0 {
+            return Ok(0);
+        }
         let over = self
             .build_cache_usage()
             .await?
             .bytes
             .saturating_sub(keep_bytes);
-        if over > 0 && freed > 0 {
+        if over > 0 {
             freed += self
                 .prune_build_cache_once(keep_bytes.saturating_sub(over))
                 .await?;
