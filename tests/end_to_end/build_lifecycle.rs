@@ -110,8 +110,29 @@ async fn a_cancelled_pending_build_never_starts() {
     blocker["noCache"] = true.into();
     let blocker_id = t.create_build(&blocker).await;
     let queued_id = t.create_build(&hello_request(&unique_name("queued"))).await;
+    let uploaded = t
+        .upload(tar_entries(&[TarEntry::File(
+            "Dockerfile",
+            format!("FROM {REGISTRY}/base/busybox:1\n").as_bytes(),
+            0o644,
+        )]))
+        .await
+        .json();
+    let queued_upload_id = t
+        .create_build(&serde_json::json!({
+            "name": unique_name("queued-upload"),
+            "contextId": uploaded["contextId"],
+        }))
+        .await;
     wait_for_process(&marker).await;
     assert_eq!(t.build(&queued_id).await["status"], "BUILD_STATUS_PENDING");
+    // Issue 12 (accept latency): a queued build's inline zip waits in the
+    // store, not as files; an upload is linked under staging/ at once.
+    let staging = |id: &str| t.data_dir.path().join("staging").join(id);
+    let store = t.server.store();
+    assert!(store.inline_zip(&queued_id).unwrap().is_some());
+    assert!(!staging(&queued_id).exists());
+    assert!(staging(&queued_upload_id).join("context.tar").exists());
 
     let answer = t
         .request_as(
@@ -123,8 +144,15 @@ async fn a_cancelled_pending_build_never_starts() {
         .await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["status"], "BUILD_STATUS_CANCELLED");
+    let answer = t
+        .post_json(
+            &format!("/v1/builds/{queued_upload_id}:cancel"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(answer.json()["status"], "BUILD_STATUS_CANCELLED");
 
-    // Free the worker; the cancelled build must not run after it.
+    // Free the worker; the cancelled builds must not run after it.
     t.post_json(
         &format!("/v1/builds/{blocker_id}:cancel"),
         &serde_json::json!({}),
@@ -139,6 +167,17 @@ async fn a_cancelled_pending_build_never_starts() {
         "it never started: {record:#}"
     );
     assert!(t.log(&queued_id).await.is_empty());
+    // What was kept for them goes when a worker passes them over (the
+    // staged upload used to wait an hour for GC).
+    for id in [&queued_id, &queued_upload_id] {
+        assert_eq!(t.build(id).await["status"], "BUILD_STATUS_CANCELLED");
+        assert!(store.inline_zip(id).unwrap().is_none(), "{id}");
+        assert!(
+            !staging(id).exists(),
+            "{} is left behind",
+            staging(id).display()
+        );
+    }
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context |
 //! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
 //! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors, stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |
+//! | [`memory`] | handing freed memory back to the OS once the server goes quiet after builds or connections end |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |
 //! | [`credentials`] | which store keeps an organization's secrets: the encrypted local one, or a credential-store plugin |
 //! | [`config`] | the settings `kiln serve` runs with |
@@ -32,6 +33,7 @@ pub mod credentials;
 pub mod engine;
 pub mod gc;
 pub mod git;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod plugins;

@@ -161,6 +161,7 @@ impl Server {
             metrics.clone(),
         ));
         gc.start_background(stop.clone());
+        tokio::spawn(crate::memory::return_when_quiet(stop.clone()));
         let collector = gc.clone();
         let state = Arc::new(ApiState {
             store: store.clone(),
@@ -320,6 +321,7 @@ async fn accept_loop(
             if let Err(e) = served {
                 tracing::debug!("connection ended: {e}");
             }
+            crate::memory::note_activity();
         });
     }
 }

@@ -62,20 +62,34 @@ pub async fn create(
     let request: CreateBuildRequest = parse_json(&body, "CreateBuild")?;
     let (record, staged) = validate_create(state, caller, request).await?;
 
-    let staging = crate::scheduler::staging_dir(&state.config.data_dir, &record.build_id);
-    staged
-        .stage(&state.config.data_dir, &staging)
-        .map_err(|e| {
-            let _ = std::fs::remove_dir_all(&staging);
-            ApiError::io(e)
-        })?;
-    let record = match state.store.create_build(record) {
-        Ok(record) => record,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e.into());
-        }
+    let build_id = record.build_id.clone();
+    let staging = crate::scheduler::staging_dir(&state.config.data_dir, &build_id);
+    // Whatever was kept for a build that could not be stored goes again.
+    let unstage = || {
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = state.store.remove_inline_zip(&build_id);
     };
+    // An inline zip waits in the store (the worker writes it out when the
+    // build starts): accepting a build then creates no file or directory
+    // (under a burst, ext4's search for a free inode among just-deleted
+    // ones was a quarter of a create's time), and the zip is as durable as
+    // the record, by the same flush. An upload is linked now, so GC cannot
+    // take its bytes while the build waits.
+    match &staged {
+        Staged::Inline(zip) => state
+            .store
+            .put_inline_zip(&build_id, zip)
+            .map_err(ApiError::from),
+        Staged::Upload(_) => staged
+            .stage(&state.config.data_dir, &staging)
+            .map_err(ApiError::io),
+        Staged::Url(..) | Staged::Git(_) => Ok(()),
+    }
+    .inspect_err(|_| unstage())?;
+    let record = state
+        .store
+        .create_build(record)
+        .inspect_err(|_| unstage())?;
     let accepted = kiln_api::BuildAccepted {
         build_id: record.build_id.clone(),
         number: record.number,
@@ -405,18 +419,19 @@ impl Staged {
         }
     }
 
-    /// Put the input where the worker's context source will find it.
+    /// Write the input where a context source plugin finds it (`dir`,
+    /// preopened as `/input`).
     pub(super) fn stage(
         &self,
         data_dir: &std::path::Path,
-        staging: &std::path::Path,
+        dir: &std::path::Path,
     ) -> std::io::Result<()> {
-        std::fs::create_dir_all(staging)?;
+        std::fs::create_dir_all(dir)?;
         match self {
-            Staged::Inline(zip) => std::fs::write(staging.join(staged_file_name("zip")), zip),
+            Staged::Inline(zip) => std::fs::write(dir.join(staged_file_name("zip")), zip),
             Staged::Upload(record) => {
                 let blob = super::contexts::blob_path(data_dir, &record.sha256);
-                let target = staging.join(staged_file_name(&record.format));
+                let target = dir.join(staged_file_name(&record.format));
                 // A hard link costs nothing; blobs are never modified in place.
                 std::fs::hard_link(&blob, &target)
                     .or_else(|_| std::fs::copy(&blob, &target).map(|_| ()))

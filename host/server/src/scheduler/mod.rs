@@ -1,6 +1,7 @@
 //! The queue's workers. Each build runs the same pipeline:
 //!
-//! 1. stage: the API already wrote the source's input under `staging/<id>/`;
+//! 1. stage: the API kept the source's input (an upload linked under
+//!    `staging/<id>/`, an inline zip in the store, written there now);
 //! 2. **context source** plugin fills a fresh `workspaces/<id>/context/`;
 //! 3. the host applies file modes and finds the Dockerfile;
 //! 4. **builder** plugin builds and pushes through the host's engine;
@@ -56,9 +57,6 @@ struct Inner {
     /// the organization whose build started last.
     turns: Mutex<Turns>,
     shutdown: CancellationToken,
-    /// A build ended since memory was last handed back (see
-    /// [`release_free_memory`]).
-    ran_since_trim: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -98,7 +96,6 @@ impl Scheduler {
                 running: Mutex::new(HashMap::new()),
                 turns: Mutex::default(),
                 shutdown: CancellationToken::new(),
-                ran_since_trim: Default::default(),
             }),
         };
         scheduler.recover()?;
@@ -150,8 +147,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Remove what builds a dead host left on disk: every `staging/<id>`
-    /// and `workspaces/<id>` but the staged inputs of builds still
+    /// Remove what builds a dead host left on disk: every `staging/<id>`,
+    /// `workspaces/<id>` and kept inline zip but the inputs of builds still
     /// pending. Runs before the API serves, so nothing is being staged.
     fn remove_leftovers(&self, pending: &std::collections::HashSet<String>) {
         let data_dir = &self.inner.config.data_dir;
@@ -171,11 +168,28 @@ impl Scheduler {
                 }
             }
         }
+        match self.inner.store.inline_zip_owners() {
+            Ok(owners) => {
+                for build_id in owners.iter().filter(|id| !pending.contains(*id)) {
+                    match self.inner.store.remove_inline_zip(build_id) {
+                        Ok(()) => removed += 1,
+                        Err(e) => tracing::warn!(build_id, "cannot forget an inline context: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list kept inline contexts: {e}"),
+        }
         if removed > 0 {
-            tracing::info!(
-                removed,
-                "removed directories builds of an earlier run left behind"
-            );
+            tracing::info!(removed, "removed what builds of an earlier run left behind");
+        }
+    }
+
+    /// Forget a build's kept input: its staged files and its inline zip.
+    async fn forget_input(&self, build_id: &str) {
+        let paths = pipeline::Paths::new(&self.inner.config.data_dir, build_id);
+        let _ = tokio::task::spawn_blocking(move || paths.remove_all()).await;
+        if let Err(e) = self.inner.store.remove_inline_zip(build_id) {
+            tracing::warn!(build_id, "cannot forget the build's inline context: {e}");
         }
     }
 
@@ -223,15 +237,6 @@ impl Scheduler {
                     self.finished_turn(&org);
                 }
                 Ok(None) => {
-                    // Idle after builds: hand the memory they freed back.
-                    if self.inner.running.lock().unwrap().is_empty()
-                        && self
-                            .inner
-                            .ran_since_trim
-                            .swap(false, std::sync::atomic::Ordering::Relaxed)
-                    {
-                        tokio::task::spawn_blocking(release_free_memory);
-                    }
                     tokio::select! {
                         _ = notified => {}
                         _ = self.inner.shutdown.cancelled() => return,
@@ -297,8 +302,9 @@ impl Scheduler {
         let record = match started {
             Ok(record) if record.status == BuildStatus::Running => record,
             other => {
-                // Cancelled while queued, or gone.
+                // Cancelled while queued, or gone: what was kept for it goes.
                 inner.running.lock().unwrap().remove(build_id);
+                self.forget_input(build_id).await;
                 return match other {
                     Err(StoreError::NoSuchBuild(_)) => Ok(()),
                     Err(e) => Err(e),
@@ -359,7 +365,7 @@ impl Scheduler {
         };
         // Its files go before the record says the build is over: a client
         // that starts another build then finds the space free again.
-        let _ = tokio::task::spawn_blocking(move || paths.remove_all()).await;
+        self.forget_input(build_id).await;
         match &outcome {
             Outcome::Succeeded(built) => log.system(&format!(
                 "build succeeded in {:.1}s: {} {}",
@@ -415,22 +421,8 @@ impl Scheduler {
             .build_finished(final_status, started.elapsed());
         inner.running.lock().unwrap().remove(build_id);
         inner.hub.finish(build_id);
-        inner
-            .ran_since_trim
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::memory::note_activity();
         Ok(())
-    }
-}
-
-/// Give the memory finished builds freed back to the OS. glibc keeps freed
-/// memory in its arenas (each engine thread gets one), so without a trim
-/// the server's resident size stays where its busiest moment left it.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own heaps under their locks;
-    // it has no preconditions and is safe to call from any thread.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

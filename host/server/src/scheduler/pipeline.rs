@@ -21,7 +21,8 @@ use super::failure::hint_for;
 
 /// The directories one build uses.
 pub struct Paths {
-    /// What the API staged (`staging/<id>/`), preopened read-only as `/input`.
+    /// The input the API staged, or the worker wrote from the store
+    /// (`staging/<id>/`), preopened read-only as `/input`.
     pub input: PathBuf,
     /// `workspaces/<id>/`.
     pub workspace: PathBuf,
@@ -330,6 +331,23 @@ impl Pipeline<'_> {
         self.build(checkout.as_ref(), missing_dockerfile).await
     }
 
+    /// An inline context waits in the store (the API keeps it there, not
+    /// as a file); the source plugin reads it from `/input` like an upload.
+    fn stage_inline_zip(&self) -> Result<(), Failure> {
+        let internal = |message: String| failure(FailureReason::Internal, message, None);
+        let build_id = &self.record.build_id;
+        let zip = self.store.inline_zip(build_id).map_err(|e| {
+            internal(format!(
+                "cannot read the inline context of build {build_id}: {e}"
+            ))
+        })?;
+        let Some(zip) = zip else {
+            return Ok(());
+        };
+        std::fs::write(self.paths.input.join(staged_file_name("zip")), &zip)
+            .map_err(|e| internal(format!("cannot stage the inline context: {e}")))
+    }
+
     async fn materialize(&self) -> Result<Option<Checkout>, Failure> {
         let kind = &self.record.source.kind;
         let plugin = self.runtime.source(kind).ok_or_else(|| {
@@ -357,6 +375,7 @@ impl Pipeline<'_> {
                 None,
             )
         })?;
+        self.stage_inline_zip()?;
         let source = &self.record.source;
         let kv = |key: &str, value: &str| wit::KeyValue {
             key: key.into(),

@@ -100,6 +100,9 @@ struct Inner {
     counters: sled::Tree,
     logs: sled::Tree,
     contexts: sled::Tree,
+    /// build id → the zip of an inline context (`zippedCode`), from the
+    /// build's acceptance until it ends.
+    inline_zips: sled::Tree,
     /// org, operation, key → [`IdempotentAnswer`].
     idempotency: sled::Tree,
     flushes: Flushes,
@@ -193,6 +196,7 @@ impl Store {
             counters: db.open_tree("counters")?,
             logs: db.open_tree("logs")?,
             contexts: db.open_tree("contexts")?,
+            inline_zips: db.open_tree("inline_zips")?,
             idempotency: db.open_tree("idempotency")?,
             flushes: Flushes::default(),
             db,
@@ -657,6 +661,36 @@ impl Store {
         Ok(())
     }
 
+    // ---- inline contexts ----
+
+    /// Keep a build's inline context (`zippedCode`) until the build ends;
+    /// flushed with its record.
+    pub fn put_inline_zip(&self, build_id: &str, zip: &[u8]) -> Result<()> {
+        self.inner.inline_zips.insert(build_id, zip)?;
+        Ok(())
+    }
+
+    /// The inline context kept for a build, if it has one.
+    pub fn inline_zip(&self, build_id: &str) -> Result<Option<sled::IVec>> {
+        Ok(self.inner.inline_zips.get(build_id)?)
+    }
+
+    /// Forget a build's inline context (it ended, or was never stored).
+    pub fn remove_inline_zip(&self, build_id: &str) -> Result<()> {
+        self.inner.inline_zips.remove(build_id)?;
+        Ok(())
+    }
+
+    /// The builds that have an inline context kept.
+    pub fn inline_zip_owners(&self) -> Result<Vec<String>> {
+        self.inner
+            .inline_zips
+            .iter()
+            .keys()
+            .map(|key| Ok(String::from_utf8_lossy(&key?).into_owned()))
+            .collect()
+    }
+
     /// Kept idempotent answers created before `cutoff`; removed too unless
     /// `dry_run`. Returns how many.
     pub fn prune_idempotent_answers(
@@ -959,5 +993,22 @@ mod tests {
         let record = store.build("b-1").unwrap().unwrap();
         store.enqueue(&record).unwrap();
         assert_eq!(store.queued_for_org("b"), 1);
+    }
+
+    #[test]
+    fn inline_zips_outlive_a_reopening_until_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.put_inline_zip("b-1", b"PK\x03\x04one").unwrap();
+            store.put_inline_zip("b-2", b"PK\x03\x04two").unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.inline_zip("b-2").unwrap().unwrap(), b"PK\x03\x04two");
+        assert_eq!(store.inline_zip_owners().unwrap(), ["b-1", "b-2"]);
+        store.remove_inline_zip("b-1").unwrap();
+        assert!(store.inline_zip("b-1").unwrap().is_none());
+        assert_eq!(store.inline_zip_owners().unwrap(), ["b-2"]);
     }
 }
