@@ -52,6 +52,25 @@ async fn hello_example_is_built_pushed_and_runs() {
         metrics["totalSteps"], 4,
         "FROM, WORKDIR, COPY, RUN: {metrics}"
     );
+    // Issue 18: where the time went; the phases after the queue add up to
+    // the duration (each is rounded down to a millisecond).
+    let phases = &metrics["phases"];
+    let phase = |key: &str| {
+        phases[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in {metrics}"))
+    };
+    assert!(phase("buildMs") > 0 && phase("pushMs") > 0, "{phases}");
+    let ran = phase("contextMs") + phase("buildMs") + phase("pushMs");
+    assert!(
+        ran <= duration && duration - ran <= 3,
+        "{phases} vs {duration} ms"
+    );
+    let started = chrono_ms(&record["startTime"]);
+    assert!(
+        phase("queuedMs").abs_diff((started - created) as u64) <= 1,
+        "{phases} vs {created}..{started}"
+    );
 
     // What the pushed image prints.
     assert_eq!(run_image(&expected_ref).await.trim(), "Hello from Kiln!");

@@ -396,6 +396,28 @@ pub struct Metrics {
     pub cache_used: bool,
     pub cached_steps: u32,
     pub total_steps: u32,
+    /// Where the build's time went. Absent on builds finished before Kiln
+    /// measured phases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
+}
+
+/// A finished build's time by phase, in milliseconds; a phase the build
+/// never reached is 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Phases {
+    /// Accepted → a worker started it (`startTime - createTime`).
+    pub queued_ms: u64,
+    /// The context made ready: fetched or unpacked by its source plugin,
+    /// modes, links and `.dockerignore` applied, the Dockerfile found.
+    pub context_ms: u64,
+    /// The builder at work, up to its first push.
+    pub build_ms: u64,
+    /// Pushing to the registry (retries included). Builders that push from
+    /// inside their own container (Kaniko) count their push in `buildMs`.
+    pub push_ms: u64,
 }
 
 /// `GET /v1/builds`: a page, newest first.

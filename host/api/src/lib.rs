@@ -36,8 +36,8 @@ pub use admin::{
 };
 pub use builds::{
     Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,
-    FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, RefKind, Source, UploadedContext,
-    WizardDetection,
+    FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, Phases, RefKind, Source,
+    UploadedContext, WizardDetection,
 };
 pub use error::ErrorBody;
 

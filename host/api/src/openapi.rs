@@ -59,7 +59,7 @@ follow the build with GetBuild or StreamBuildLogs.";
     ),
     components(schemas(
         CreateBuildRequest, GitSourceRequest, BuildAccepted, Build, BuildStatus, BuildSettings,
-        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, Metrics, BuildList,
+        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, Metrics, Phases, BuildList,
         LogLine, UploadedContext, DetectRequest, DetectAnswer, DetectedProject, PluginList,
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
         CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList,

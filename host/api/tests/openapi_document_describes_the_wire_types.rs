@@ -94,6 +94,12 @@ fn full_build() -> Build {
             cache_used: true,
             cached_steps: 2,
             total_steps: 4,
+            phases: Some(Phases {
+                queued_ms: 3,
+                context_ms: 40,
+                build_ms: 1200,
+                push_ms: 260,
+            }),
         }),
         failure: Some(Failure {
             reason: FailureReason::RunFailed,

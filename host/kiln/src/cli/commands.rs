@@ -350,6 +350,18 @@ fn or_null<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| "null".to_string(), |v| v.to_string())
 }
 
+/// Where a finished build's time went, one line.
+fn phases_line(p: &kiln_api::Phases) -> String {
+    let s = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+    format!(
+        "phases: queued {}, context {}, build {}, push {}",
+        s(p.queued_ms),
+        s(p.context_ms),
+        s(p.build_ms),
+        s(p.push_ms)
+    )
+}
+
 fn print_result(style: &Style, build: &Build) {
     match build.status {
         BuildStatus::Succeeded => {
@@ -367,6 +379,9 @@ fn print_result(style: &Style, build: &Build) {
                 m.cached_steps,
                 m.total_steps
             );
+            if let Some(p) = &m.phases {
+                println!("{}", phases_line(p));
+            }
         }
         BuildStatus::Failed => {
             let (reason, message, hint) = match &build.failure {

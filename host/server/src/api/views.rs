@@ -90,6 +90,12 @@ impl From<&Metrics> for wire::Metrics {
             cache_used: metrics.cache_used,
             cached_steps: metrics.cached_steps,
             total_steps: metrics.total_steps,
+            phases: metrics.phases.map(|p| wire::Phases {
+                queued_ms: p.queued_ms,
+                context_ms: p.context_ms,
+                build_ms: p.build_ms,
+                push_ms: p.push_ms,
+            }),
         }
     }
 }

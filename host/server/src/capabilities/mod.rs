@@ -57,6 +57,8 @@ pub struct BuildEngine {
     /// `BASE_IMAGE_NOT_FOUND`, no `REGISTRY_UNREACHABLE`), and the record
     /// should not depend on what a builder passes back.
     pub classified: Arc<std::sync::Mutex<Option<crate::engine::BuildFailure>>>,
+    /// The build's phase clock: the engine marks when its push begins.
+    pub phases: Arc<PhaseClock>,
 }
 
 impl BuildEngine {
@@ -179,12 +181,69 @@ fn read_outputs(dir: &std::path::Path) -> Vec<types::KeyValue> {
     out
 }
 
-/// Engine output goes into the build log as `build` lines.
-struct BuildLogSink(BuildLog);
+/// Engine output goes into the build log as `build` lines; the start of
+/// the push onto the build's clock.
+struct BuildLogSink {
+    log: BuildLog,
+    phases: Arc<PhaseClock>,
+}
 
 impl LineSink for BuildLogSink {
     fn line(&self, line: &str) {
-        self.0.write("build", line);
+        self.log.write("build", line);
+    }
+
+    fn push_started(&self) {
+        self.phases.push_started();
+    }
+}
+
+/// When one build crossed from phase to phase (`metrics.phases`): the
+/// pipeline marks the context ready, the engine the first push.
+#[derive(Debug, Default)]
+pub struct PhaseClock {
+    marks: std::sync::Mutex<PhaseMarks>,
+}
+
+#[derive(Debug, Default)]
+struct PhaseMarks {
+    context_ready: Option<std::time::Instant>,
+    push_started: Option<std::time::Instant>,
+}
+
+impl PhaseClock {
+    pub fn context_ready(&self) {
+        self.marks.lock().unwrap().context_ready = Some(std::time::Instant::now());
+    }
+
+    /// The first push counts; later tags push within the same phase.
+    pub fn push_started(&self) {
+        let mut marks = self.marks.lock().unwrap();
+        marks
+            .push_started
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// The phases of a build that ran from `started` to `ended` after
+    /// waiting `queued_ms`; a phase never reached is 0.
+    pub fn phases(
+        &self,
+        queued_ms: u64,
+        started: std::time::Instant,
+        ended: std::time::Instant,
+    ) -> crate::store::Phases {
+        let marks = self.marks.lock().unwrap();
+        let ms = |from: std::time::Instant, to: std::time::Instant| {
+            to.saturating_duration_since(from).as_millis() as u64
+        };
+        let context_end = marks.context_ready.unwrap_or(ended);
+        let build_end = marks.push_started.unwrap_or(ended);
+        crate::store::Phases {
+            queued_ms,
+            context_ms: ms(started, context_end),
+            build_ms: marks.context_ready.map_or(0, |ready| ms(ready, build_end)),
+            push_ms: marks.push_started.map_or(0, |push| ms(push, ended)),
+        }
     }
 }
 
@@ -359,7 +418,10 @@ impl Engine for BuildEngine {
             no_cache: request.no_cache,
             secrets,
         };
-        let sink = Arc::new(BuildLogSink(self.log.clone()));
+        let sink = Arc::new(BuildLogSink {
+            log: self.log.clone(),
+            phases: self.phases.clone(),
+        });
         let image = self
             .engine
             .buildkit_build(&self.context_dir, &params, sink)
@@ -373,5 +435,43 @@ impl Engine for BuildEngine {
             cached_steps: image.cached_steps,
             total_steps: image.total_steps,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PhaseClock;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn phases_split_a_build_at_its_marks_and_zero_what_it_never_reached() {
+        let started = Instant::now();
+        let at = |ms: u64| started + Duration::from_millis(ms);
+        let clock = PhaseClock::default();
+        {
+            let mut marks = clock.marks.lock().unwrap();
+            marks.context_ready = Some(at(40));
+            marks.push_started = Some(at(340));
+        }
+        // A later tag's push does not move the phase's start.
+        clock.push_started();
+        let p = clock.phases(7, started, at(400));
+        assert_eq!(
+            (p.queued_ms, p.context_ms, p.build_ms, p.push_ms),
+            (7, 40, 300, 60)
+        );
+
+        // Failed while fetching the context: no build, no push.
+        let failed = PhaseClock::default().phases(0, started, at(25));
+        assert_eq!(
+            (failed.context_ms, failed.build_ms, failed.push_ms),
+            (25, 0, 0)
+        );
+
+        // Failed in a RUN step: built until the end, pushed nothing.
+        let clock = PhaseClock::default();
+        clock.marks.lock().unwrap().context_ready = Some(at(10));
+        let p = clock.phases(0, started, at(90));
+        assert_eq!((p.context_ms, p.build_ms, p.push_ms), (10, 80, 0));
     }
 }

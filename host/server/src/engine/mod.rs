@@ -33,6 +33,10 @@ use crate::store::FailureReason;
 pub trait LineSink: Send + Sync {
     /// Append one line of engine output.
     fn line(&self, line: &str);
+
+    /// The build is done and its first push begins (for the build's
+    /// phases); nothing by default.
+    fn push_started(&self) {}
 }
 
 /// The engine could not be reached or answered nonsense.
@@ -467,6 +471,7 @@ impl DockerEngine {
                 .await?
         };
         let mut digest = String::new();
+        sink.push_started();
         for reference in &params.tags {
             let lock = reference_lock(reference);
             let _held = lock.lock().await;

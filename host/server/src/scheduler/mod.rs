@@ -323,6 +323,7 @@ impl Scheduler {
             secs => Duration::from_secs(secs),
         };
         let paths = pipeline::Paths::new(&inner.config.data_dir, build_id);
+        let phases = Arc::new(crate::capabilities::PhaseClock::default());
         let job = pipeline::Pipeline {
             runtime: &inner.runtime,
             engine: &inner.engine,
@@ -333,6 +334,7 @@ impl Scheduler {
             metrics: &inner.metrics,
             secrets: &inner.secrets,
             store: &inner.store,
+            phases: &phases,
         };
         let outcome = tokio::select! {
             result = tokio::time::timeout(timeout, job.run()) => match result {
@@ -346,7 +348,12 @@ impl Scheduler {
             },
             _ = token.cancelled() => Outcome::Cancelled,
         };
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let ended = Instant::now();
+        let duration_ms = ended.duration_since(started).as_millis() as u64;
+        let queued_ms = record.start_time.map_or(0, |start| {
+            (start - record.create_time).num_milliseconds().max(0) as u64
+        });
+        let phases = phases.phases(queued_ms, started, ended);
         // A build whose log lost lines did not do what its record would
         // say: it fails, saying why, and nothing else is affected.
         let outcome = match (outcome, log.lost_lines()) {
@@ -387,6 +394,7 @@ impl Scheduler {
             r.finish_time = Some(Utc::now());
             let mut metrics = crate::store::Metrics {
                 duration_ms,
+                phases: Some(phases),
                 ..Default::default()
             };
             match &outcome {

@@ -79,6 +79,7 @@ pub struct Pipeline<'a> {
     pub metrics: &'a crate::metrics::Metrics,
     pub secrets: &'a crate::credentials::CredentialStores,
     pub store: &'a crate::store::Store,
+    pub phases: &'a Arc<crate::capabilities::PhaseClock>,
 }
 
 /// Longest failure message a record keeps: the failing step and its last
@@ -328,6 +329,7 @@ impl Pipeline<'_> {
     pub async fn run(self) -> Result<Built, Failure> {
         let checkout = self.materialize().await?;
         let missing_dockerfile = self.prepare()?;
+        self.phases.context_ready();
         self.build(checkout.as_ref(), missing_dockerfile).await
     }
 
@@ -775,6 +777,7 @@ impl Pipeline<'_> {
             labels,
             log: self.log.clone(),
             classified: classified.clone(),
+            phases: self.phases.clone(),
         };
         let caps = Capabilities::for_plugin(plugin)
             .with_log(Arc::new(self.log.clone()))

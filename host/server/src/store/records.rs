@@ -164,6 +164,19 @@ pub struct Metrics {
     pub cache_used: bool,
     pub cached_steps: u32,
     pub total_steps: u32,
+    /// Absent in records stored before phases were measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
+}
+
+/// A finished build's time by phase, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Phases {
+    pub queued_ms: u64,
+    pub context_ms: u64,
+    pub build_ms: u64,
+    pub push_ms: u64,
 }
 
 /// One build, as stored (the API serves it as a [`kiln_api::Build`]).
