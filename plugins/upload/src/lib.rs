@@ -3,8 +3,6 @@
 //! `format` option) from `/input` into `/context`, with the checks of
 //! [`kiln_sdk::unpack`].
 
-use std::fs;
-use std::io;
 use std::path::Path;
 
 use kiln_sdk::source::{ContextInfo, ContextSource, PluginError, SourceSpec};
@@ -23,10 +21,9 @@ impl ContextSource for Upload {
             .find(|kv| kv.key == "format")
             .map(|kv| kv.value.as_str())
             .unwrap_or("tar");
-        let file = fs::File::open(input).map_err(|e| {
+        let reader = kiln_sdk::unpack::open_archive(input).map_err(|e| {
             PluginError::Internal(format!("cannot open staged archive {input}: {e}"))
         })?;
-        let reader = io::BufReader::with_capacity(256 * 1024, file);
         let limits = Limits {
             max_bytes: spec.max_unpacked_bytes,
             max_entries: spec.max_entries,

@@ -20,6 +20,18 @@ use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 
+mod positional;
+
+use positional::{PositionalFile, WindowedReader};
+
+/// Open an archive to unpack (e.g. the staged input under `/input`): read
+/// with positional calls (under wasmtime-wasi, a plain `File`'s reads each
+/// hop to a blocking thread and back) through a 64 KiB window that a zip
+/// reader's seek from entry to entry does not throw away.
+pub fn open_archive(path: impl AsRef<Path>) -> io::Result<impl Read + Seek> {
+    Ok(WindowedReader::new(fs::File::open(path)?, 64 * 1024))
+}
+
 /// How much an archive may unpack to.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -207,7 +219,8 @@ impl Budget {
         if let Some(parent) = target.parent() {
             self.make_dir(name, parent)?;
         }
-        let mut out = fs::File::create(target).map_err(|e| io_error(name, e))?;
+        // Positional writes: see `open_archive`.
+        let mut out = PositionalFile::new(fs::File::create(target).map_err(|e| io_error(name, e))?);
         let left = self.limits.max_bytes.saturating_sub(self.bytes);
         let mut written = 0u64;
         let mut limited = reader.take(left + 1);
