@@ -64,12 +64,11 @@ impl Seek for PositionalFile {
 /// on every seek (20,000 entries re-read 256 KiB each); here a seek that
 /// lands inside the window costs nothing.
 pub(crate) struct WindowedReader {
+    /// The file, whose position is where the next read starts.
     file: PositionalFile,
     window: Vec<u8>,
     /// The file offset of `window[0]`.
     window_start: u64,
-    /// Where the next read starts.
-    position: u64,
 }
 
 impl WindowedReader {
@@ -78,13 +77,13 @@ impl WindowedReader {
             file: PositionalFile::new(file),
             window: Vec::with_capacity(capacity),
             window_start: 0,
-            position: 0,
         }
     }
 
-    /// The buffered bytes from `position` on, if it is inside the window.
+    /// The buffered bytes from the file's position on, if it is inside the
+    /// window.
     fn buffered(&self) -> Option<&[u8]> {
-        let skip = self.position.checked_sub(self.window_start)?;
+        let skip = self.file.position.checked_sub(self.window_start)?;
         let skip = usize::try_from(skip).ok()?;
         self.window.get(skip..).filter(|rest| !rest.is_empty())
     }
@@ -96,14 +95,12 @@ impl Read for WindowedReader {
             let capacity = self.window.capacity();
             if buf.len() >= capacity {
                 // Bigger than the window: straight into the caller's buffer.
-                let n = read_at(&self.file.file, buf, self.position)?;
-                self.position += n as u64;
-                return Ok(n);
+                return self.file.read(buf);
             }
             self.window.resize(capacity, 0);
-            let n = read_at(&self.file.file, &mut self.window, self.position)?;
+            let n = read_at(&self.file.file, &mut self.window, self.file.position)?;
             self.window.truncate(n);
-            self.window_start = self.position;
+            self.window_start = self.file.position;
             if n == 0 {
                 return Ok(0);
             }
@@ -111,16 +108,14 @@ impl Read for WindowedReader {
         let rest = self.buffered().unwrap_or_default();
         let n = rest.len().min(buf.len());
         buf[..n].copy_from_slice(&rest[..n]);
-        self.position += n as u64;
+        self.file.position += n as u64;
         Ok(n)
     }
 }
 
 impl Seek for WindowedReader {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.file.position = self.position;
-        self.position = self.file.seek(to)?;
-        Ok(self.position)
+        self.file.seek(to)
     }
 }
 
