@@ -215,6 +215,89 @@ async fn a_new_commit_is_fetched_into_the_warm_mirror() {
     }
 }
 
+/// Every file of the image's `/app`: `file <path> <content> <mode>` lines.
+const LIST_APP: &str = "FROM local/busybox:1\nCOPY app /app\nRUN cd /app && for f in $(find . -type f | sort); do echo \"file $f $(cat $f) $(stat -c %a $f)\"; done\n";
+
+#[tokio::test]
+async fn issue_18_a_warm_build_writes_only_what_changed_and_builds_the_new_tree() {
+    let root = RepoRoot::new();
+    let repo = root.repo("kept");
+    repo.write("Dockerfile", LIST_APP);
+    repo.write("app/a/x", "x-v1");
+    repo.write("app/a/y", "y");
+    repo.write("app/b/z", "z");
+    repo.write("app/d/inside", "inside");
+    repo.write("app/e", "e");
+    for i in 0..50 {
+        repo.write(&format!("app/many/f{i}"), &format!("f{i}"));
+    }
+    repo.commit("first");
+    let daemon = GitDaemon::start(&root).await;
+    let url = daemon.url("kept");
+    let t = TestServer::start().await;
+    let name = unique_name("git-kept");
+    let (_, log) = build_ok(&t, &git_build(&name, json!({ "url": url }))).await;
+    assert!(log.contains("file ./a/y y 644"), "{log}");
+    assert!(!log.contains("unchanged since the last build"), "{log}");
+    let mirror = kiln_server::git::GitFetcher::new(t.data_dir.path(), Default::default())
+        .mirror_path("default", &url);
+    let kept = mirror.with_extension("exports");
+    assert_eq!(
+        std::fs::read_dir(&kept).unwrap().count(),
+        1,
+        "the build kept its context beside the mirror"
+    );
+
+    // Changed, removed, re-moded, added, a directory that became a file
+    // and a file that became a directory.
+    repo.write("app/a/x", "x-v2");
+    repo.run(&["rm", "-q", "app/a/y", "app/d/inside", "app/e"]);
+    repo.write("app/d", "d-is-a-file");
+    repo.write("app/e/inner", "inner");
+    repo.write("app/c/w", "w");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        repo.path.join("app/b/z"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    repo.commit("second");
+    let (_, log) = build_ok(&t, &git_build(&name, json!({ "url": url }))).await;
+    assert!(log.contains("unchanged since the last build"), "{log}");
+    for line in [
+        "file ./a/x x-v2 644",
+        "file ./b/z z 755",
+        "file ./c/w w 644",
+        "file ./d d-is-a-file 644",
+        "file ./e/inner inner 644",
+        "file ./many/f49 f49 644",
+    ] {
+        assert!(log.contains(line), "{line:?} missing:\n{log}");
+    }
+    for gone in ["file ./a/y", "file ./d/inside", "file ./e e", "x-v1"] {
+        assert!(
+            !log.contains(gone),
+            "{gone:?} is still in the image:\n{log}"
+        );
+    }
+    let files = log.lines().filter(|l| l.contains(" file ./")).count();
+    assert_eq!(files, 55, "{log}");
+
+    // A build at another context directory keeps its own context; the
+    // repository's one stays for the next build of the whole tree.
+    repo.write(
+        "app/Dockerfile",
+        "FROM local/busybox:1\nCOPY a /a\nRUN cat /a/x\n",
+    );
+    repo.commit("third");
+    build_ok(
+        &t,
+        &git_build(&name, json!({ "url": url, "contextDir": "app" })),
+    )
+    .await;
+    assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 2);
+}
+
 #[tokio::test]
 async fn git_failures_say_what_to_fix() {
     let root = RepoRoot::new();

@@ -106,6 +106,10 @@ async fn issue_12_garbage_collection_removes_what_retention_says_and_nothing_liv
     assert!(artifacts_in_use > 0, "the loaded plugins are cached");
     let mirror = data.join("git-mirrors/default/0123456789abcdef01234567.git");
     old_dir(&mirror);
+    // A build context kept beside it, and what a crash left mid-move.
+    let kept = mirror.with_extension("exports");
+    std::fs::create_dir_all(kept.join("0123abcd/tree/src")).unwrap();
+    std::fs::write(kept.join("0123abcd/tree/src/main.rs"), vec![0u8; 1000]).unwrap();
     std::fs::File::open(&mirror)
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(40 * 24 * 60 * 60))
@@ -177,6 +181,7 @@ async fn issue_12_garbage_collection_removes_what_retention_says_and_nothing_liv
         "artifacts of loaded plugins stay"
     );
     assert!(!mirror.exists());
+    assert!(!kept.exists(), "the mirror's kept contexts went with it");
     let metrics = String::from_utf8(t.get("/metrics").await.body.to_vec()).unwrap();
     for expected in [
         "kiln_gc_runs_total 1\n",

@@ -8,11 +8,15 @@
 //!
 //! Cases, each the median of several runs:
 //! * cold: an empty mirror (Kiln) / no clone (git);
-//! * warm after one new commit: Kiln's mirror from the cold run; for git, a
-//!   fresh `clone --depth 1` (what a tool without a mirror does) and, for
-//!   reference, `fetch --depth 1` + `checkout` in the clone from before
-//!   (which rewrites one file, where a build context is written whole);
-//! * the same commit again: what Kiln pays with nothing to fetch.
+//! * warm after one new commit: Kiln's mirror from the cold run and the
+//!   context the last build kept (only what changed is written); for git,
+//!   `fetch --depth 1` + `checkout` in the clone from before (which also
+//!   writes only what changed), and a fresh `clone --depth 1` (what a tool
+//!   without a mirror does);
+//! * the same after a build that kept no context (the whole tree written);
+//! * the same commit again, with the kept context: the handshake and a
+//!   stat of every file;
+//! * keeping a context when its build ends (moving it aside).
 //!
 //! `cargo bench -p kiln-server --bench git` (needs git; scripts/setup.sh
 //! installs it).
@@ -62,12 +66,14 @@ fn make_repo(repo: &WorkRepo, crates: usize) {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"))
         .join("registry/src");
+    // The index with the most crate sources (a local overlay registry
+    // beside crates.io holds only a few).
     let index = std::fs::read_dir(&registry)
         .unwrap()
         .flatten()
-        .next()
-        .expect("a cargo registry with sources")
-        .path();
+        .map(|e| e.path())
+        .max_by_key(|p| std::fs::read_dir(p).map_or(0, |d| d.count()))
+        .expect("a cargo registry with sources");
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&index)
         .unwrap()
         .flatten()
@@ -98,7 +104,14 @@ fn make_repo(repo: &WorkRepo, crates: usize) {
     }
 }
 
-fn kiln_checkout(fetcher: &GitFetcher, url: &str, dest: &Path) -> Duration {
+/// A build's checkout into a fresh `dest`: (time, files reused, the time
+/// keeping the context took when `keep`).
+fn kiln_checkout(
+    fetcher: &GitFetcher,
+    url: &str,
+    dest: &Path,
+    keep: bool,
+) -> (Duration, u64, Duration) {
     let _ = std::fs::remove_dir_all(dest);
     std::fs::create_dir_all(dest).unwrap();
     let request = CheckoutRequest {
@@ -109,7 +122,7 @@ fn kiln_checkout(fetcher: &GitFetcher, url: &str, dest: &Path) -> Duration {
     };
     let none: CredentialLookup = Arc::new(|_| None);
     let started = Instant::now();
-    fetcher
+    let checkout = fetcher
         .checkout(
             "bench",
             &request,
@@ -123,7 +136,16 @@ fn kiln_checkout(fetcher: &GitFetcher, url: &str, dest: &Path) -> Duration {
             &AtomicBool::new(false),
         )
         .expect("checkout");
-    started.elapsed()
+    let took = started.elapsed();
+    let started = Instant::now();
+    if keep {
+        checkout
+            .kept
+            .expect("a context to keep")
+            .keep(dest)
+            .unwrap();
+    }
+    (took, checkout.reused_files, started.elapsed())
 }
 
 fn git_clone(url: &str, dest: &Path) -> Duration {
@@ -178,10 +200,13 @@ async fn main() {
     let work = tempfile::tempdir().unwrap();
     let mut cold_kiln = Vec::new();
     let mut cold_git = Vec::new();
-    let mut warm_kiln = Vec::new();
+    let mut warm_kept = Vec::new();
+    let mut warm_whole = Vec::new();
     let mut warm_clone = Vec::new();
     let mut warm_fetch = Vec::new();
     let mut same_again = Vec::new();
+    let mut keeps = Vec::new();
+    let mut reused = 0;
     for run in 0..RUNS {
         let data = work.path().join(format!("data-{run}"));
         // The repository is served on loopback.
@@ -189,26 +214,37 @@ async fn main() {
         let fetcher = GitFetcher::new(&data, loopback);
         let kiln_dest = work.path().join("kiln-context");
         let git_dest = work.path().join(format!("git-clone-{run}"));
-        // Cold, alternating which goes first.
+        let new_commit = |what: &str| {
+            repo.write("crates/bench-change.txt", &format!("{what} {run}\n"));
+            git(&repo_path, &["add", "-A", "-f"]);
+            git(
+                &repo_path,
+                &["commit", "-q", "-m", &format!("{what} {run}")],
+            );
+        };
+        // Cold, alternating which goes first; the build keeps its context.
         if run % 2 == 0 {
-            cold_kiln.push(kiln_checkout(&fetcher, &url, &kiln_dest));
+            cold_kiln.push(kiln_checkout(&fetcher, &url, &kiln_dest, true).0);
             cold_git.push(git_clone(&url, &git_dest));
         } else {
             cold_git.push(git_clone(&url, &git_dest));
-            cold_kiln.push(kiln_checkout(&fetcher, &url, &kiln_dest));
+            cold_kiln.push(kiln_checkout(&fetcher, &url, &kiln_dest, true).0);
         }
-        // One new commit, then warm.
-        repo.write("crates/bench-change.txt", &format!("change {run}\n"));
-        git(&repo_path, &["add", "-A", "-f"]);
-        git(
-            &repo_path,
-            &["commit", "-q", "-m", &format!("change {run}")],
-        );
-        warm_kiln.push(kiln_checkout(&fetcher, &url, &kiln_dest));
-        // Nothing new: the handshake and the export of the tree alone.
-        same_again.push(kiln_checkout(&fetcher, &url, &kiln_dest));
+        // One new commit, then warm: Kiln with the kept context, git in
+        // its clone.
+        new_commit("change");
+        let (took, kept_files, keep) = kiln_checkout(&fetcher, &url, &kiln_dest, true);
+        warm_kept.push(took);
+        keeps.push(keep);
+        reused = kept_files;
         warm_fetch.push(git_fetch_checkout(&git_dest));
         warm_clone.push(git_clone(&url, &work.path().join("git-fresh")));
+        // Nothing new: the handshake and checking the kept files. This
+        // build keeps nothing...
+        same_again.push(kiln_checkout(&fetcher, &url, &kiln_dest, false).0);
+        // ... so the next one writes its whole tree.
+        new_commit("again");
+        warm_whole.push(kiln_checkout(&fetcher, &url, &kiln_dest, false).0);
         let _ = std::fs::remove_dir_all(&data);
         let _ = std::fs::remove_dir_all(&git_dest);
     }
@@ -225,21 +261,32 @@ async fn main() {
         ms(cg),
         ratio(ck, cg)
     );
-    let (wk, wc, wf) = (median(warm_kiln), median(warm_clone), median(warm_fetch));
+    let (wk, wc, wf) = (median(warm_kept), median(warm_clone), median(warm_fetch));
     println!(
-        "| one new commit, warm mirror / fresh `git clone --depth 1` | {} | {} | {} |",
-        ms(wk),
-        ms(wc),
-        ratio(wk, wc)
-    );
-    println!(
-        "| one new commit, warm mirror / `git fetch --depth 1` + `checkout` in a clone | {} | {} | {} |",
+        "| one new commit, warm mirror + kept context ({reused} files unchanged) / `git fetch --depth 1` + `checkout` in a clone | {} | {} | {} |",
         ms(wk),
         ms(wf),
         ratio(wk, wf)
     );
     println!(
-        "| the same commit again (Kiln: handshake + writing the whole tree) | {} | | |",
+        "| one new commit, warm mirror + kept context / fresh `git clone --depth 1` | {} | {} | {} |",
+        ms(wk),
+        ms(wc),
+        ratio(wk, wc)
+    );
+    let ww = median(warm_whole);
+    println!(
+        "| one new commit, warm mirror, no kept context (the whole tree written) / `git fetch` + `checkout` | {} | {} | {} |",
+        ms(ww),
+        ms(wf),
+        ratio(ww, wf)
+    );
+    println!(
+        "| the same commit again (Kiln: handshake + a stat of every kept file) | {} | | |",
         ms(median(same_again))
+    );
+    println!(
+        "| keeping a context when its build ends (Kiln) | {} | | |",
+        ms(median(keeps))
     );
 }

@@ -350,7 +350,8 @@ impl Collector {
             if used > cutoff {
                 continue;
             }
-            let bytes = dir_size(&mirror);
+            // Its kept build contexts go with it (`git::kept`).
+            let bytes = dir_size(&mirror) + dir_size(&mirror.with_extension("exports"));
             let name = sweep.name_of(&mirror);
             let reason = format!(
                 "no build fetched into it for {days} days (retention.git_mirror_idle_days)"

@@ -4,12 +4,14 @@
 //! (`..`, `.git`, slashes) make the whole export fail, and the same size
 //! and entry limits as unpacked archives apply.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use gix::objs::tree::EntryKind;
 
+use super::kept::{FileStamp, Known, Snapshot};
 use super::{GitError, RepoUrl};
 
 /// Most bytes and entries one checkout may write.
@@ -69,8 +71,17 @@ pub struct Writer<'a> {
     links: Vec<(String, String)>,
     /// Submodule commits found: path relative to the destination, commit.
     pub gitlinks: Vec<(String, gix::ObjectId)>,
-    /// Files found by the walk, written together afterwards.
-    pending: Vec<(PathBuf, gix::ObjectId, u32)>,
+    /// Files found by the walk, written together afterwards: path
+    /// relative to the destination, blob, mode.
+    pending: Vec<(String, gix::ObjectId, u32)>,
+    /// What a reused context already holds (see [`super::kept`]); the walk
+    /// takes out each path the new tree has, and [`Writer::sweep`] removes
+    /// the rest.
+    previous: HashMap<String, Known>,
+    /// What this export made: directories, and files with their stamps.
+    made: Snapshot,
+    /// Files kept from the reused context, unwritten.
+    pub reused_files: u64,
 }
 
 impl<'a> Writer<'a> {
@@ -84,7 +95,75 @@ impl<'a> Writer<'a> {
             links: Vec::new(),
             gitlinks: Vec::new(),
             pending: Vec::new(),
+            previous: HashMap::new(),
+            made: Snapshot::default(),
+            reused_files: 0,
         }
+    }
+
+    /// Write over a reused context holding `previous` (trusted as is).
+    pub fn reusing(mut self, previous: HashMap<String, Known>) -> Self {
+        self.previous = previous;
+        self
+    }
+
+    /// Make room at `relative` for a new entry of another kind (or a
+    /// changed file): remove what the reused context has there.
+    fn clear_previous(&mut self, relative: &str) -> Result<Option<Known>, GitError> {
+        let Some(known) = self.previous.remove(relative) else {
+            return Ok(None);
+        };
+        let path = self.path_of(relative);
+        let removed = match known {
+            Known::Dir => {
+                // What was inside goes with it.
+                let inside = format!("{relative}/");
+                self.previous.retain(|path, _| !path.starts_with(&inside));
+                std::fs::remove_dir_all(&path)
+            }
+            Known::File(_) => std::fs::remove_file(&path),
+        };
+        removed.map_err(|e| io_error(&path, e))?;
+        Ok(Some(known))
+    }
+
+    /// Remove what the reused context had and the new tree does not.
+    pub fn sweep(&mut self) -> Result<(), GitError> {
+        let mut stale: Vec<(String, Known)> = self.previous.drain().collect();
+        // Parents before their children: a removed directory takes its
+        // contents with it.
+        stale.sort_by(|a, b| a.0.cmp(&b.0));
+        for (relative, known) in stale {
+            let path = self.path_of(&relative);
+            let removed = match known {
+                Known::Dir => std::fs::remove_dir_all(&path),
+                Known::File(_) => std::fs::remove_file(&path),
+            };
+            match removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_error(&path, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Count a kept file's bytes against the limit, as writing it would.
+    fn count_bytes(&mut self, len: u64) -> Result<(), GitError> {
+        self.bytes += len;
+        if self.bytes > self.limits.max_bytes {
+            return Err(GitError::TooLarge(format!(
+                "more than {} bytes of files",
+                self.limits.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// What this export made, for the next one to reuse.
+    pub fn into_snapshot(self) -> Snapshot {
+        self.made
     }
 
     /// Write `tree` at `prefix` (relative to the destination): walk it
@@ -134,6 +213,11 @@ impl<'a> Writer<'a> {
             }
             match kind {
                 EntryKind::Tree => {
+                    if let Some(Known::File(_)) = self.previous.get(&relative) {
+                        self.clear_previous(&relative)?;
+                    }
+                    self.previous.remove(&relative);
+                    self.made.dirs.push(relative.clone());
                     let sub = repo.find_tree(id).map_err(internal)?;
                     self.walk(repo, &sub, &relative)?;
                 }
@@ -143,9 +227,23 @@ impl<'a> Writer<'a> {
                     } else {
                         0o644
                     };
-                    self.pending.push((self.path_of(&relative), id, mode));
+                    match self.previous.get(&relative) {
+                        Some(Known::File(stamp)) if stamp.id == id && stamp.mode == mode => {
+                            let stamp = *stamp;
+                            self.previous.remove(&relative);
+                            self.count_bytes(stamp.size)?;
+                            self.files += 1;
+                            self.reused_files += 1;
+                            self.made.files.push((relative, stamp));
+                        }
+                        _ => {
+                            self.clear_previous(&relative)?;
+                            self.pending.push((relative, id, mode));
+                        }
+                    }
                 }
                 EntryKind::Link => {
+                    self.clear_previous(&relative)?;
                     let blob = repo.find_blob(id).map_err(internal)?;
                     let target = String::from_utf8(blob.data.clone()).map_err(|_| {
                         GitError::UnsafeTree(format!(
@@ -156,6 +254,11 @@ impl<'a> Writer<'a> {
                 }
                 EntryKind::Commit => {
                     // A submodule: an empty directory unless it is fetched.
+                    if let Some(Known::File(_)) = self.previous.get(&relative) {
+                        self.clear_previous(&relative)?;
+                    }
+                    self.previous.remove(&relative);
+                    self.made.dirs.push(relative.clone());
                     let path = self.path_of(&relative);
                     std::fs::create_dir_all(&path).map_err(|e| io_error(&path, e))?;
                     self.gitlinks.push((relative, id));
@@ -191,53 +294,64 @@ impl<'a> Writer<'a> {
         let stop = AtomicBool::new(false);
         let max_bytes = self.limits.max_bytes;
         let chunk = pending.len().div_ceil(workers);
-        let results: Vec<Result<(), GitError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = pending
-                .chunks(chunk)
-                .map(|files| {
-                    let (shared, bytes, stop) = (&shared, &bytes, &stop);
-                    scope.spawn(move || -> Result<(), GitError> {
-                        let repo = shared.to_thread_local();
-                        for (path, id, mode) in files {
-                            if stop.load(Ordering::Relaxed) {
-                                return Ok(());
+        let dest = self.dest;
+        let results: Vec<Result<Vec<(String, FileStamp)>, GitError>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = pending
+                    .chunks(chunk)
+                    .map(|files| {
+                        let (shared, bytes, stop) = (&shared, &bytes, &stop);
+                        scope.spawn(move || -> Result<Vec<(String, FileStamp)>, GitError> {
+                            let repo = shared.to_thread_local();
+                            let mut made = Vec::with_capacity(files.len());
+                            for (relative, id, mode) in files {
+                                if stop.load(Ordering::Relaxed) {
+                                    return Ok(made);
+                                }
+                                let path = &dest.join(relative);
+                                let fail = |e: GitError| {
+                                    stop.store(true, Ordering::Relaxed);
+                                    e
+                                };
+                                let blob = repo.find_blob(*id).map_err(|e| {
+                                    fail(GitError::Internal(super::error_chain(&e)))
+                                })?;
+                                let len = blob.data.len() as u64;
+                                if bytes.fetch_add(len, Ordering::Relaxed) + len > max_bytes {
+                                    return Err(fail(GitError::TooLarge(format!(
+                                        "more than {max_bytes} bytes of files"
+                                    ))));
+                                }
+                                let mut file = std::fs::OpenOptions::new()
+                                    .write(true)
+                                    .create_new(true)
+                                    .mode(*mode)
+                                    .open(path)
+                                    .map_err(|e| fail(io_error(path, e)))?;
+                                file.write_all(&blob.data)
+                                    .map_err(|e| fail(io_error(path, e)))?;
+                                // The stamp a later build checks the file
+                                // against (an fstat of the open file).
+                                let metadata =
+                                    file.metadata().map_err(|e| fail(io_error(path, e)))?;
+                                made.push((relative.clone(), FileStamp::of(&metadata, *id, *mode)));
                             }
-                            let fail = |e: GitError| {
-                                stop.store(true, Ordering::Relaxed);
-                                e
-                            };
-                            let blob = repo
-                                .find_blob(*id)
-                                .map_err(|e| fail(GitError::Internal(super::error_chain(&e))))?;
-                            let len = blob.data.len() as u64;
-                            if bytes.fetch_add(len, Ordering::Relaxed) + len > max_bytes {
-                                return Err(fail(GitError::TooLarge(format!(
-                                    "more than {max_bytes} bytes of files"
-                                ))));
-                            }
-                            let mut file = std::fs::OpenOptions::new()
-                                .write(true)
-                                .create_new(true)
-                                .mode(*mode)
-                                .open(path)
-                                .map_err(|e| fail(io_error(path, e)))?;
-                            file.write_all(&blob.data)
-                                .map_err(|e| fail(io_error(path, e)))?;
-                        }
-                        Ok(())
+                            Ok(made)
+                        })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(GitError::Internal("a checkout thread panicked".into()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(GitError::Internal("a checkout thread panicked".into()))
+                        })
                     })
-                })
-                .collect()
-        });
-        results.into_iter().collect::<Result<Vec<()>, GitError>>()?;
+                    .collect()
+            });
+        for made in results {
+            self.made.files.extend(made?);
+        }
         self.bytes = bytes.load(Ordering::Relaxed);
         self.files += pending.len() as u64;
         Ok(())

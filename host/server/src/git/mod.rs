@@ -6,6 +6,7 @@
 //! | [`CheckoutRequest`] / [`Checkout`] | what a build asks for and what it got (the resolved commit and whether the reference was a branch, a tag or a commit) |
 //! | [`GitError`] | every way a checkout fails, each saying what to fix |
 //! | [`export`] | writes a tree (or one sub-directory of it) into the build context, with limits and path checks |
+//! | [`kept`] | a finished build's context kept beside the mirror, so the next checkout writes only what changed |
 //! | [`url`] | URL parsing and the host a permission is checked against |
 //!
 //! A fetch is shallow (depth 1) wherever the reference names a branch, a tag
@@ -18,6 +19,7 @@
 //! (no credential helpers, no global git config, no prompts).
 
 pub mod export;
+pub mod kept;
 pub mod url;
 
 use std::num::NonZeroU32;
@@ -72,6 +74,11 @@ pub struct Checkout {
     pub shallow: bool,
     /// Whether the fetch received a pack (false: everything was in the mirror).
     pub received_pack: bool,
+    /// Files an earlier build's kept context already held, unwritten.
+    pub reused_files: u64,
+    /// How to keep this context for the next build when this one ends
+    /// ([`KeptExport::keep`]).
+    pub kept: Option<kept::KeptExport>,
 }
 
 /// Why a checkout failed. Every message names the repository and says
@@ -144,6 +151,15 @@ impl Drop for InterruptOnDrop {
 }
 
 /// Whether a reference looks like a commit id (all hex, 4 to 40 digits).
+/// The name a kept context goes by beside its mirror: one per context
+/// directory and submodule setting (the mirror already names the
+/// organization and repository).
+fn kept_key(context_dir: &str, submodules: bool) -> String {
+    let dir = export::normalized_dir(context_dir);
+    let digest = Sha256::digest(format!("{dir}\0{submodules}").as_bytes());
+    hex::encode(&digest[..12])
+}
+
 fn looks_like_commit(reference: &str) -> bool {
     (4..=40).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -194,6 +210,25 @@ impl GitFetcher {
         mirrors
     }
 
+    /// Remove what kept-context moves a crash interrupted left beside the
+    /// mirrors (half-kept or half-taken contexts). Call it before builds run.
+    pub fn remove_interrupted_keeps(&self) {
+        let Ok(orgs) = std::fs::read_dir(&self.mirrors) else {
+            return;
+        };
+        for org in orgs.flatten() {
+            let Ok(entries) = std::fs::read_dir(org.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "exports") {
+                    kept::remove_transient(&path);
+                }
+            }
+        }
+    }
+
     /// Remove `mirror` if no fetch has used it since `unused_since`. Holds
     /// the mirror's lock while it checks and removes, so a fetch that
     /// starts meanwhile waits and then makes a fresh mirror. A mirror whose
@@ -229,6 +264,11 @@ impl GitFetcher {
         // The lock file stays: a fetch waiting on it holds it open, and a
         // new one would let another fetch in beside it.
         std::fs::remove_dir_all(mirror)?;
+        // Its kept contexts go with it.
+        match std::fs::remove_dir_all(mirror.with_extension("exports")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         Ok(true)
     }
 
@@ -257,8 +297,17 @@ impl GitFetcher {
         let root = commit
             .tree()
             .map_err(|e| GitError::Internal(error_chain(&e)))?;
-        let mut writer = export::Writer::new(dest, limits);
         let subtree = export::subtree(&root, &request.context_dir, &url, &fetched.commit)?;
+        // An earlier build's context of the same tree, if one was kept:
+        // only what changed is written.
+        let exports = self
+            .mirror_path(org, url.as_str())
+            .with_extension("exports");
+        let key = kept_key(&request.context_dir, request.submodules);
+        let mut writer = export::Writer::new(dest, limits);
+        if let Some(previous) = kept::take(&exports, &key, dest) {
+            writer = writer.reusing(previous);
+        }
         writer.write_tree(&repo, &subtree, "")?;
         let mut submodules = Vec::new();
         if request.submodules && !writer.gitlinks.is_empty() {
@@ -305,16 +354,22 @@ impl GitFetcher {
                 submodules.push(full_path);
             }
         }
+        writer.sweep()?;
         writer.finish()?;
+        let settled = kept::settled_time(&exports);
+        let (files, bytes, reused_files) = (writer.files, writer.bytes, writer.reused_files);
+        let snapshot = writer.into_snapshot().vouched(settled);
         Ok(Checkout {
             commit: fetched.commit.to_string(),
             kind: fetched.kind,
             full_ref: fetched.full_ref,
-            files: writer.files,
-            bytes: writer.bytes,
+            files,
+            bytes,
             submodules,
             shallow: fetched.shallow,
             received_pack: fetched.received_pack,
+            reused_files,
+            kept: Some(kept::KeptExport::new(exports, key, snapshot)),
         })
     }
 

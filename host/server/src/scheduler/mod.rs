@@ -2,10 +2,13 @@
 //!
 //! 1. stage: the API kept the source's input (an upload linked under
 //!    `staging/<id>/`, an inline zip in the store, written there now);
-//! 2. **context source** plugin fills a fresh `workspaces/<id>/context/`;
+//! 2. **context source** plugin fills a fresh `workspaces/<id>/context/`
+//!    (a git checkout starts from the context the repository's last build
+//!    kept, see `git::kept`, and writes only what changed);
 //! 3. the host applies file modes and finds the Dockerfile;
 //! 4. **builder** plugin builds and pushes through the host's engine;
-//! 5. the record gets its images, digest and metrics — or a classified failure.
+//! 5. a git build's context is kept for the next one; the record gets its
+//!    images, digest and metrics — or a classified failure.
 //!
 //! The queue lives in sled, so PENDING builds survive a restart; RUNNING
 //! builds a dead host left behind are closed as `INTERRUPTED`. A build's
@@ -168,6 +171,8 @@ impl Scheduler {
                 }
             }
         }
+        crate::git::GitFetcher::new(data_dir, self.inner.config.network.clone())
+            .remove_interrupted_keeps();
         match self.inner.store.inline_zip_owners() {
             Ok(owners) => {
                 for build_id in owners.iter().filter(|id| !pending.contains(*id)) {

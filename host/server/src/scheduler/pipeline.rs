@@ -330,7 +330,22 @@ impl Pipeline<'_> {
         let checkout = self.materialize().await?;
         let missing_dockerfile = self.prepare()?;
         self.phases.context_ready();
-        self.build(checkout.as_ref(), missing_dockerfile).await
+        let built = self.build(checkout.as_ref(), missing_dockerfile).await;
+        if let Some(kept) = checkout.and_then(|c| c.kept) {
+            self.keep_context(kept).await;
+        }
+        built
+    }
+
+    /// The engine is done with a git build's context: move it aside for
+    /// the next build of the same repository to reuse (`git::kept`).
+    async fn keep_context(&self, kept: crate::git::kept::KeptExport) {
+        let context = self.paths.context.clone();
+        let kept = tokio::task::spawn_blocking(move || kept.keep(&context)).await;
+        if let Ok(Err(e)) = kept {
+            let build_id = &self.record.build_id;
+            tracing::warn!(build_id, "cannot keep the context for the next build: {e}");
+        }
     }
 
     /// An inline context waits in the store (the API keeps it there, not
@@ -492,11 +507,15 @@ impl Pipeline<'_> {
     /// Put the resolved commit into the record as soon as it is known.
     fn record_checkout(&self, checkout: &Checkout) -> Result<(), Failure> {
         self.log.system(&format!(
-            "git: {} {} → commit {} ({} files{}{})",
+            "git: {} {} → commit {} ({} files{}{}{})",
             checkout.kind.as_str(),
             checkout.full_ref.as_deref().unwrap_or(""),
             checkout.commit,
             checkout.files,
+            match checkout.reused_files {
+                0 => String::new(),
+                n => format!(", {n} unchanged since the last build"),
+            },
             if checkout.shallow { ", shallow" } else { "" },
             if checkout.received_pack {
                 ""
