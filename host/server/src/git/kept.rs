@@ -35,6 +35,8 @@ pub struct FileStamp {
     pub id: gix::ObjectId,
     /// The mode git gave it (0o644 or 0o755).
     pub mode: u32,
+    /// Its permission bits on disk (git's mode after the umask).
+    pub perm: u32,
     pub size: u64,
     pub ino: u64,
     /// ctime in nanoseconds since the epoch.
@@ -47,6 +49,7 @@ impl FileStamp {
         FileStamp {
             id,
             mode,
+            perm: metadata.mode() & 0o7777,
             size: metadata.size(),
             ino: metadata.ino(),
             ctime: ctime_ns(metadata),
@@ -59,7 +62,7 @@ impl FileStamp {
             && metadata.ino() == self.ino
             && metadata.size() == self.size
             && ctime_ns(metadata) == self.ctime
-            && metadata.mode() & 0o777 == self.mode & 0o777
+            && metadata.mode() & 0o7777 == self.perm
     }
 }
 
@@ -181,6 +184,7 @@ impl Snapshot {
             out.write_all(&[id.len() as u8])?;
             out.write_all(id)?;
             out.write_all(&stamp.mode.to_le_bytes())?;
+            out.write_all(&stamp.perm.to_le_bytes())?;
             out.write_all(&stamp.size.to_le_bytes())?;
             out.write_all(&stamp.ino.to_le_bytes())?;
             out.write_all(&stamp.ctime.to_le_bytes())?;
@@ -209,9 +213,12 @@ impl Snapshot {
                 .map_err(|_| corrupt("an object id of an unknown length"))?;
             let mut mode = [0u8; 4];
             input.read_exact(&mut mode)?;
+            let mut perm = [0u8; 4];
+            input.read_exact(&mut perm)?;
             let stamp = FileStamp {
                 id,
                 mode: u32::from_le_bytes(mode),
+                perm: u32::from_le_bytes(perm),
                 size: read_u64(&mut input)?,
                 ino: read_u64(&mut input)?,
                 ctime: read_u64(&mut input)? as i64,
@@ -222,7 +229,7 @@ impl Snapshot {
     }
 }
 
-const MAGIC: &[u8; 16] = b"kiln-export-v1\0\0";
+const MAGIC: &[u8; 16] = b"kiln-export-v2\0\0";
 
 fn corrupt(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
