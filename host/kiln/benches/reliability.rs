@@ -26,9 +26,9 @@
 //! - `speed`: side by side in one run, Kiln against doing it by hand: an
 //!   upload against a plain loopback copy of the same bytes, the hello build
 //!   (warm and no-cache) and a build of 20,000 one-byte files (no-cache;
-//!   2,000 in `--short`) through the API against `docker build` +
-//!   `docker push` of the same directory on the same engine, with where
-//!   Kiln's time goes. Printed,
+//!   2,000 in `--short`; both sides' files on a tmpfs) through the API
+//!   against `docker build` + `docker push` of the same directory on the
+//!   same engine, with where Kiln's time goes. Printed,
 //!   not asserted: speed is a benchmark's business, not a pass/fail test's.
 //!
 //! Needs what `scripts/setup.sh` starts (engine, registry on

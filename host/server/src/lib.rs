@@ -14,9 +14,9 @@
 //! | [`plugins`] | `kiln-plugin-runtime` (re-exported: manifests, grants, loading, the sandbox, one call path, the permission checks) plus the first-party plugins embedded by `build.rs` |
 //! | [`capabilities`] | the runtime's capability traits implemented over the real parts: the build log as `LogSink`, Docker Engine and the registry as `Engine`, gix checkouts as `Git` (the runtime checked the permission before they run) |
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
-//! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context |
+//! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context, the last build's context kept so the next writes only what changed |
 //! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
-//! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors, stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |
+//! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors (with their kept contexts), stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |
 //! | [`memory`] | handing freed memory back to the OS once the server goes quiet after builds or connections end |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |
 //! | [`credentials`] | which store keeps an organization's secrets: the encrypted local one, or a credential-store plugin |
