@@ -80,6 +80,21 @@ pub enum Known {
     File(FileStamp),
 }
 
+impl Known {
+    /// Remove it from `path` (a directory with everything inside).
+    pub fn remove(&self, path: &Path) -> std::io::Result<()> {
+        match self {
+            Known::Dir => std::fs::remove_dir_all(path),
+            Known::File(_) => std::fs::remove_file(path),
+        }
+    }
+}
+
+/// Where the contexts kept for `mirror` live: `<mirror>.exports/`.
+pub fn exports_of(mirror: &Path) -> PathBuf {
+    mirror.with_extension("exports")
+}
+
 /// What one export wrote: the directories, and the files it can vouch for.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
@@ -266,8 +281,9 @@ impl KeptExport {
     }
 
     /// Move `context` (its build has ended) aside as the entry to reuse,
-    /// replacing an older one. `context` is left empty, or as it was when
-    /// something fails (then nothing is kept).
+    /// replacing an older one. `context` is left empty; when something
+    /// fails nothing is kept, and what had already moved is removed with
+    /// the half-made entry (the build's workspace goes anyway).
     pub fn keep(&self, context: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.exports)?;
         let staging = self.exports.join(unique("keep"));
@@ -315,9 +331,8 @@ pub fn take(exports: &Path, key: &str, dest: &Path) -> Option<HashMap<String, Kn
         Ok(Some(snapshot))
     })();
     let _ = remove_any(&taken);
-    match moved {
-        Ok(Some(snapshot)) => trusted(dest, &snapshot).ok(),
-        Ok(None) => None,
+    match moved.and_then(|snapshot| snapshot.map(|s| trusted(dest, &s)).transpose()) {
+        Ok(known) => known,
         Err(e) => {
             tracing::warn!(
                 "cannot reuse the kept context {}: {e}",
