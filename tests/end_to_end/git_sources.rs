@@ -241,7 +241,7 @@ async fn issue_18_a_warm_build_writes_only_what_changed_and_builds_the_new_tree(
     assert!(!log.contains("unchanged since the last build"), "{log}");
     let mirror = kiln_server::git::GitFetcher::new(t.data_dir.path(), Default::default())
         .mirror_path("default", &url);
-    let kept = mirror.with_extension("exports");
+    let kept = kiln_server::git::kept::exports_of(&mirror);
     assert_eq!(
         std::fs::read_dir(&kept).unwrap().count(),
         1,

@@ -107,7 +107,7 @@ async fn issue_12_garbage_collection_removes_what_retention_says_and_nothing_liv
     let mirror = data.join("git-mirrors/default/0123456789abcdef01234567.git");
     old_dir(&mirror);
     // A build context kept beside it, and what a crash left mid-move.
-    let kept = mirror.with_extension("exports");
+    let kept = kiln_server::git::kept::exports_of(&mirror);
     std::fs::create_dir_all(kept.join("0123abcd/tree/src")).unwrap();
     std::fs::write(kept.join("0123abcd/tree/src/main.rs"), vec![0u8; 1000]).unwrap();
     std::fs::File::open(&mirror)

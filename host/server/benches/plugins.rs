@@ -17,10 +17,10 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use kiln_server::plugins::bindings::source::exports::kiln::plugin::source::SourceSpec;
-use kiln_server::plugins::bindings::types::KeyValue;
 use kiln_server::plugins::{
     embedded, first_party, Capabilities, LoadOptions, PluginRuntime, Preopens,
 };
+use kiln_server::scheduler::{staged_archive, staged_file_name};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -53,17 +53,11 @@ impl Format {
     }
 
     /// The plugin a build of this format goes through: an inline zip's, or
-    /// an uploaded archive's (told its format, as the host tells it).
-    fn source(self) -> (&'static str, Vec<KeyValue>) {
+    /// an uploaded archive's.
+    fn source(self) -> &'static str {
         match self {
-            Format::Zip => ("inline-zip", Vec::new()),
-            other => (
-                "upload",
-                vec![KeyValue {
-                    key: "format".into(),
-                    value: other.name().into(),
-                }],
-            ),
+            Format::Zip => "inline-zip",
+            Format::Tar | Format::TarGz => "upload",
         }
     }
 
@@ -169,10 +163,12 @@ async fn extraction_rows(
     case: &ArchiveCase,
     runs: usize,
 ) -> Vec<(String, String)> {
-    let (source, options) = case.format.source();
+    let source = case.format.source();
+    // Staged and described to the plugin exactly as the host does it.
+    let (input_path, options) = staged_archive(Some(case.format.name()));
     let plugin = runtime.source(source).unwrap();
     let input = tempfile::tempdir_in(scratch).unwrap();
-    let archive_path = input.path().join("context.archive");
+    let archive_path = input.path().join(staged_file_name(case.format.name()));
     std::fs::write(&archive_path, &case.archive).unwrap();
     let limits = kiln_sdk::unpack::Limits {
         max_bytes: 1 << 34,
@@ -184,7 +180,7 @@ async fn extraction_rows(
         let context = tempfile::tempdir_in(scratch).unwrap();
         let spec = SourceSpec {
             kind: source.into(),
-            input_path: Some("/input/context.archive".into()),
+            input_path: input_path.clone(),
             options: options.clone(),
             max_unpacked_bytes: limits.max_bytes,
             max_entries: limits.max_entries,

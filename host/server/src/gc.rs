@@ -351,7 +351,7 @@ impl Collector {
                 continue;
             }
             // Its kept build contexts go with it (`git::kept`).
-            let bytes = dir_size(&mirror) + dir_size(&mirror.with_extension("exports"));
+            let bytes = dir_size(&mirror) + dir_size(&crate::git::kept::exports_of(&mirror));
             let name = sweep.name_of(&mirror);
             let reason = format!(
                 "no build fetched into it for {days} days (retention.git_mirror_idle_days)"

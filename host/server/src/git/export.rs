@@ -113,17 +113,13 @@ impl<'a> Writer<'a> {
         let Some(known) = self.previous.remove(relative) else {
             return Ok(None);
         };
+        if let Known::Dir = known {
+            // What was inside goes with it.
+            let inside = format!("{relative}/");
+            self.previous.retain(|path, _| !path.starts_with(&inside));
+        }
         let path = self.path_of(relative);
-        let removed = match known {
-            Known::Dir => {
-                // What was inside goes with it.
-                let inside = format!("{relative}/");
-                self.previous.retain(|path, _| !path.starts_with(&inside));
-                std::fs::remove_dir_all(&path)
-            }
-            Known::File(_) => std::fs::remove_file(&path),
-        };
-        removed.map_err(|e| io_error(&path, e))?;
+        known.remove(&path).map_err(|e| io_error(&path, e))?;
         Ok(Some(known))
     }
 
@@ -135,11 +131,7 @@ impl<'a> Writer<'a> {
         stale.sort_by(|a, b| a.0.cmp(&b.0));
         for (relative, known) in stale {
             let path = self.path_of(&relative);
-            let removed = match known {
-                Known::Dir => std::fs::remove_dir_all(&path),
-                Known::File(_) => std::fs::remove_file(&path),
-            };
-            match removed {
+            match known.remove(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     return Err(io_error(&path, e))
                 }

@@ -183,49 +183,38 @@ impl GitFetcher {
             .join(format!("{}.git", hex::encode(&digest[..12])))
     }
 
+    /// Every `git-mirrors/<org>/*.<extension>` entry.
+    fn entries_with_extension(&self, extension: &str) -> Vec<PathBuf> {
+        let Ok(orgs) = std::fs::read_dir(&self.mirrors) else {
+            return Vec::new();
+        };
+        orgs.flatten()
+            .filter_map(|org| std::fs::read_dir(org.path()).ok())
+            .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == extension))
+            .collect()
+    }
+
     /// Every mirror (`git-mirrors/<org>/<hash>.git`) with its last use:
     /// the time its lock file was last taken by a fetch.
     pub fn mirrors(&self) -> Vec<(PathBuf, std::time::SystemTime)> {
-        let mut mirrors = Vec::new();
-        let Ok(orgs) = std::fs::read_dir(&self.mirrors) else {
-            return mirrors;
-        };
-        for org in orgs.flatten() {
-            let Ok(entries) = std::fs::read_dir(org.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_none_or(|e| e != "git") {
-                    continue;
-                }
+        self.entries_with_extension("git")
+            .into_iter()
+            .filter_map(|path| {
                 let used = std::fs::metadata(path.with_extension("lock"))
-                    .or_else(|_| entry.metadata())
-                    .and_then(|m| m.modified());
-                if let Ok(used) = used {
-                    mirrors.push((path, used));
-                }
-            }
-        }
-        mirrors
+                    .or_else(|_| std::fs::symlink_metadata(&path))
+                    .and_then(|m| m.modified())
+                    .ok()?;
+                Some((path, used))
+            })
+            .collect()
     }
 
     /// Remove what kept-context moves a crash interrupted left beside the
     /// mirrors (half-kept or half-taken contexts). Call it before builds run.
     pub fn remove_interrupted_keeps(&self) {
-        let Ok(orgs) = std::fs::read_dir(&self.mirrors) else {
-            return;
-        };
-        for org in orgs.flatten() {
-            let Ok(entries) = std::fs::read_dir(org.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "exports") {
-                    kept::remove_transient(&path);
-                }
-            }
+        for exports in self.entries_with_extension("exports") {
+            kept::remove_transient(&exports);
         }
     }
 
@@ -265,7 +254,7 @@ impl GitFetcher {
         // new one would let another fetch in beside it.
         std::fs::remove_dir_all(mirror)?;
         // Its kept contexts go with it.
-        match std::fs::remove_dir_all(mirror.with_extension("exports")) {
+        match std::fs::remove_dir_all(kept::exports_of(mirror)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -300,9 +289,7 @@ impl GitFetcher {
         let subtree = export::subtree(&root, &request.context_dir, &url, &fetched.commit)?;
         // An earlier build's context of the same tree, if one was kept:
         // only what changed is written.
-        let exports = self
-            .mirror_path(org, url.as_str())
-            .with_extension("exports");
+        let exports = kept::exports_of(&self.mirror_path(org, url.as_str()));
         let key = kept_key(&request.context_dir, request.submodules);
         let mut writer = export::Writer::new(dest, limits);
         if let Some(previous) = kept::take(&exports, &key, dest) {
