@@ -395,6 +395,19 @@ impl Scheduler {
         // The log is durable before the record says the build is over:
         // readers take a finished record to mean the whole log is there.
         inner.store.flush().await?;
+        // The counters move before the record says the build is over: a
+        // client that sees it finished and then scrapes /metrics finds it
+        // counted and no longer running. (A cancel arriving in between finds
+        // no token; there is nothing left to stop.)
+        let final_status = match &outcome {
+            Outcome::Succeeded(_) => BuildStatus::Succeeded,
+            Outcome::Failed(_) => BuildStatus::Failed,
+            Outcome::Cancelled => BuildStatus::Cancelled,
+        };
+        inner
+            .metrics
+            .build_finished(final_status, started.elapsed());
+        inner.running.lock().unwrap().remove(build_id);
         inner.store.update_build(build_id, |r| {
             r.finish_time = Some(Utc::now());
             let mut metrics = crate::store::Metrics {
@@ -424,15 +437,6 @@ impl Scheduler {
             r.metrics = Some(metrics);
         })?;
         inner.store.flush().await?;
-        let final_status = match &outcome {
-            Outcome::Succeeded(_) => BuildStatus::Succeeded,
-            Outcome::Failed(_) => BuildStatus::Failed,
-            Outcome::Cancelled => BuildStatus::Cancelled,
-        };
-        inner
-            .metrics
-            .build_finished(final_status, started.elapsed());
-        inner.running.lock().unwrap().remove(build_id);
         inner.hub.finish(build_id);
         crate::memory::note_activity();
         Ok(())
