@@ -14,6 +14,7 @@ mod git_sources;
 mod hostile_plugins;
 mod kaniko_builder;
 mod organizations_take_turns;
+mod projects;
 mod retention;
 mod secrets;
 mod uploaded_contexts;

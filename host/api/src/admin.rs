@@ -318,8 +318,8 @@ impl GcReport {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct GcTotal {
-    /// `record`, `log`, `context`, `idempotencyAnswer`, `leftover`,
-    /// `gitMirror`, `pluginCache` or `engineBuildCache`.
+    /// `record`, `log`, `context`, `idempotencyAnswer`, `pushDelivery`,
+    /// `leftover`, `gitMirror`, `pluginCache` or `engineBuildCache`.
     pub kind: String,
     pub count: u64,
     pub bytes: u64,

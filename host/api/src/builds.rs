@@ -188,6 +188,12 @@ pub struct Build {
     /// For builds the Dockerfile wizard made: what it detected and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wizard: Option<WizardDetection>,
+    /// The project this build is of, for a project's build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    /// What started a project's build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::projects::Trigger>,
     pub create_time: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<DateTime<Utc>>,

@@ -4,6 +4,7 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`builds`] | CreateBuild's body, the build view (`GET /v1/builds/{id}`), pages, log lines, uploaded contexts |
+//! | [`projects`] | projects (saved build recipes built on a push), their triggers and push answers |
 //! | [`admin`] | organizations and tokens, masked secrets, loaded plugins, the wizard's detection |
 //! | [`error`] | the one error body every route answers with |
 //! | [`validate`] | the rules a well-formed request follows (names, tags, paths, refs), with messages that say how to fix it |
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod builds;
 pub mod dockerignore;
 pub mod error;
+pub mod projects;
 pub mod validate;
 
 #[cfg(feature = "client")]
@@ -40,6 +42,10 @@ pub use builds::{
     UploadedContext, WizardDetection,
 };
 pub use error::ErrorBody;
+pub use projects::{
+    CreateProjectRequest, Project, ProjectBuildRequest, ProjectGitSource, ProjectList,
+    ProjectWithSecret, PushAnswer, Trigger, TriggerKind, UpdateProjectRequest,
+};
 
 #[cfg(feature = "client")]
 pub use client::{ApiClient, ClientError, ListBuilds};

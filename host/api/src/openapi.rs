@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
 use crate::admin::*;
 use crate::builds::*;
 use crate::error::*;
+use crate::projects::*;
 
 /// The name of the bearer-token security scheme.
 pub const BEARER: &str = "bearer";
@@ -42,6 +43,7 @@ follow the build with GetBuild or StreamBuildLogs.";
     tags(
         (name = "builds", description = "Start, list, follow and cancel builds"),
         (name = "contexts", description = "Upload build contexts too big to send inline"),
+        (name = "projects", description = "Saved build recipes that build on a git push (their webhook), on request, or by polling"),
         (name = "wizard", description = "What the Dockerfile wizard sees in a context"),
         (name = "plugins", description = "The plugins this server loaded"),
         (name = "secrets", description = "An organization's registry and git credentials and build secrets"),
@@ -51,6 +53,8 @@ follow the build with GetBuild or StreamBuildLogs.";
     paths(
         create_build, list_builds, get_build, cancel_build, stream_build_logs,
         upload_build_context, get_context,
+        create_project, list_projects, get_project, update_project, delete_project,
+        build_project, rotate_webhook_secret, push_hook,
         wizard_detect,
         list_plugins,
         save_build_secrets, list_build_secrets, delete_build_secret,
@@ -64,6 +68,8 @@ follow the build with GetBuild or StreamBuildLogs.";
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
         CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList,
         NewToken, GcRequest, GcReport, GcTotal, GcItem, ErrorBody, ErrorDetail,
+        CreateProjectRequest, UpdateProjectRequest, ProjectGitSource, Project, ProjectWithSecret,
+        ProjectList, ProjectBuildRequest, Trigger, TriggerKind, PushAnswer,
     ))
 )]
 pub struct ApiDoc;
@@ -99,6 +105,19 @@ fn add_links(document: &mut serde_json::Value) {
             "201",
             "contextId",
             &["getContext"][..],
+        ),
+        (
+            "/v1/projects",
+            "post",
+            "201",
+            "projectId",
+            &[
+                "getProject",
+                "updateProject",
+                "deleteProject",
+                "buildProject",
+                "rotateWebhookSecret",
+            ][..],
         ),
     ];
     for (path, method, status, id, operations) in links {
@@ -189,6 +208,7 @@ fn create_build() {}
         ("status" = Option<BuildStatus>, Query, description = "Only builds with this status"),
         ("name" = Option<String>, Query, description = "Only builds of this image name"),
         ("branch" = Option<String>, Query, description = "Only git builds of this branch"),
+        ("projectId" = Option<String>, Query, description = "Only builds of this project"),
         ("pageSize" = Option<u32>, Query, minimum = 0, maximum = 1000, description = "Builds per page, up to 1000; 0 or absent: 50"),
         ("pageToken" = Option<String>, Query, description = "The `nextPageToken` of the previous page"),
     ),
@@ -275,6 +295,147 @@ fn stream_build_logs() {}
 )]
 #[allow(dead_code)]
 fn upload_build_context() {}
+
+/// Create a project (CreateProject)
+///
+/// A saved build recipe for one image. The answer carries the webhook
+/// secret, shown this once.
+#[utoipa::path(
+    post, path = "/v1/projects", operation_id = "createProject", tag = "projects",
+    request_body = CreateProjectRequest,
+    responses(
+        (status = 201, description = "Created; `webhookSecret` is shown only now", body = ProjectWithSecret),
+        (status = 400, description = "A field is malformed, or names what this server or organization lacks (a builder, a secret); the message names it", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 409, description = "The organization has a project of that name", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
+        (status = 507, description = "The server is low on disk space; nothing was created", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn create_project() {}
+
+/// List the organization's projects, by name (ListProjects)
+#[utoipa::path(
+    get, path = "/v1/projects", operation_id = "listProjects", tag = "projects",
+    responses(
+        (status = 200, description = "Every project", body = ProjectList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_projects() {}
+
+/// Get a project (GetProject)
+#[utoipa::path(
+    get, path = "/v1/projects/{projectId}", operation_id = "getProject", tag = "projects",
+    params(("projectId" = String, Path, description = "The project's id")),
+    responses(
+        (status = 200, description = "The project (never its webhook secret)", body = Project),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such project in the token's organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn get_project() {}
+
+/// Change a project (UpdateProject)
+///
+/// The fields given replace the project's; absent ones stay.
+#[utoipa::path(
+    patch, path = "/v1/projects/{projectId}", operation_id = "updateProject", tag = "projects",
+    params(("projectId" = String, Path, description = "The project's id")),
+    request_body = UpdateProjectRequest,
+    responses(
+        (status = 200, description = "The changed project", body = Project),
+        (status = 400, description = "A field is malformed; the message names it", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such project in the token's organization", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn update_project() {}
+
+/// Delete a project (DeleteProject)
+///
+/// Its builds stay, still naming it.
+#[utoipa::path(
+    delete, path = "/v1/projects/{projectId}", operation_id = "deleteProject", tag = "projects",
+    params(("projectId" = String, Path, description = "The project's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such project in the token's organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn delete_project() {}
+
+/// Build a project now, as a push of the reference would
+#[utoipa::path(
+    post, path = "/v1/projects/{projectId}:build", operation_id = "buildProject", tag = "projects",
+    params(("projectId" = String, Path, description = "The project's id")),
+    request_body = ProjectBuildRequest,
+    responses(
+        (status = 202, description = "Accepted; the build runs asynchronously", body = BuildAccepted),
+        (status = 400, description = "The reference is malformed or not on the remote, or none of the project's tags applies to it", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such project in the token's organization", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
+        (status = 429, description = "The organization has its most builds waiting; try again after `Retry-After` seconds",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "The server is low on disk space; nothing was created", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn build_project() {}
+
+/// Replace a project's webhook secret
+///
+/// The old secret stops working at once; the new one is shown this once.
+#[utoipa::path(
+    post, path = "/v1/projects/{projectId}:rotateWebhookSecret", operation_id = "rotateWebhookSecret", tag = "projects",
+    params(("projectId" = String, Path, description = "The project's id")),
+    responses(
+        (status = 200, description = "The project and its new secret", body = ProjectWithSecret),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such project in the token's organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn rotate_webhook_secret() {}
+
+/// A push delivery at a project's webhook
+///
+/// No token: the signature authenticates it — GitHub's
+/// `X-Hub-Signature-256`, GitLab's `X-Gitlab-Token`, Gitea's or Forgejo's
+/// `X-Gitea-Signature`, or Standard Webhooks' `webhook-id`,
+/// `webhook-timestamp` and `webhook-signature` (the generic body below),
+/// each with the project's webhook secret. Checked before the body is
+/// read. A delivery id seen before gets its first answer and builds
+/// nothing.
+#[utoipa::path(
+    post, path = "/v1/hooks/{projectId}", operation_id = "pushHook", tag = "projects",
+    security(()),
+    params(("projectId" = String, Path, description = "The project's id")),
+    request_body(content = Object, description = "The sender's push payload (GitHub, GitLab, Gitea) or, signed as Standard Webhooks, `{ref, after, deleted?, pusher?, commitMessage?, changedPaths?, defaultBranch?}`", content_type = "application/json"),
+    responses(
+        (status = 202, description = "The push started these builds", body = PushAnswer),
+        (status = 200, description = "The push builds nothing; `ignored` says why", body = PushAnswer),
+        (status = 400, description = "The signed body is not a push payload", body = ErrorBody),
+        (status = 401, description = "No signature, or one that does not match the project's secret", body = ErrorBody),
+        (status = 404, description = "No such project", body = ErrorBody),
+        (status = 413, description = "The body is over 8 MiB", body = ErrorBody),
+        (status = 429, description = "The organization has its most builds waiting", body = ErrorBody),
+        (status = 507, description = "The server is low on disk space", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn push_hook() {}
 
 /// Get an uploaded context
 #[utoipa::path(
@@ -592,6 +753,15 @@ mod fields {
             ("CreateBuildRequest", "profile", or_null(json!({
                 "type": "string", "enum": ["small", "medium", "large", "xlarge"],
                 "description": "The resource profile (memory and CPU); absent: the server's default.",
+            }))),
+            ("CreateProjectRequest", "name", json!({
+                "type": "string", "pattern": NAME_PATTERN, "maxLength": 128,
+                "description": "The image name (unique among the organization's projects); images go to `<registry>/<org>/<name>:<tag>`.",
+                "examples": ["api", "team/web"],
+            })),
+            ("CreateProjectRequest", "profile", or_null(json!({
+                "type": "string", "enum": ["small", "medium", "large", "xlarge"],
+                "description": "The resource profile; absent: the server's default.",
             }))),
             ("CreateOrgRequest", "name", json!({
                 "type": "string", "pattern": ORG_PATTERN,

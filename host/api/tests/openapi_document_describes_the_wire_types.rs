@@ -118,6 +118,13 @@ fn full_build() -> Build {
         start_time: Some(at(1)),
         finish_time: Some(at(2)),
         log_removed_time: Some(at(3)),
+        project_id: Some("p-1".into()),
+        trigger: Some(kiln_api::Trigger {
+            kind: kiln_api::TriggerKind::Webhook,
+            delivery_id: Some("d-1".into()),
+            pusher: Some("ada".into()),
+            commit_message: Some("fix".into()),
+        }),
     }
 }
 
@@ -143,6 +150,8 @@ fn bare_build() -> Build {
         start_time: None,
         finish_time: None,
         log_removed_time: None,
+        project_id: None,
+        trigger: None,
     }
 }
 

@@ -96,6 +96,8 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
             finish_time: None,
             seq: 0,
             log_removed_time: None,
+            project_id: None,
+            trigger: None,
         };
         store.create_build(record).unwrap();
         store.pop_queued_fair(None, |_| false).unwrap();

@@ -19,6 +19,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `host:port` of the registry images are pushed to.
     pub registry: String,
+    /// The URL clients reach this server at (`https://kiln.example.com`):
+    /// webhook URLs are absolute when it is set, paths otherwise.
+    pub public_url: Option<String>,
     /// The Docker Engine: `unix:///path`, `tcp://host:port`, or empty for
     /// the local default socket.
     pub docker_host: String,
@@ -208,6 +211,7 @@ impl ServerConfig {
             wizard_base_images: BTreeMap::new(),
             retention: RetentionPolicy::default(),
             tls: None,
+            public_url: None,
         }
     }
 }

@@ -79,6 +79,13 @@ impl CredentialStores {
         Ok(())
     }
 
+    /// The host's own sealed store (what only the host keeps, such as
+    /// projects' webhook secrets, is sealed with its key whatever store
+    /// keeps the organization's credentials).
+    pub fn local(&self) -> &SecretStore {
+        &self.local
+    }
+
     /// The plugin keeping `org`'s secrets, if not the local store.
     pub fn plugin_for(&self, org: &str) -> Option<&str> {
         self.per_org.get(org).map(String::as_str)

@@ -8,6 +8,7 @@
 //! | `log` | a kept build's log lines (one line says why) | finished more than `log_days` ago |
 //! | `context` | an uploaded context and its bytes | no kept build refers to it, uploaded more than `unreferenced_context_hours` ago |
 //! | `idempotencyAnswer` | an answer kept for an `Idempotency-Key` | older than the 24 hours keys are honoured |
+//! | `pushDelivery` | a project's push delivery, kept so a redelivery builds nothing | older than 7 days |
 //! | `leftover` | `staging/<id>`, `workspaces/<id>` and partial uploads no live build owns | untouched for an hour |
 //! | `gitMirror` | a git mirror | no fetch for `git_mirror_idle_days` |
 //! | `pluginCache` | compiled plugin artifacts | no loaded plugin uses them |
@@ -31,14 +32,15 @@ use crate::engine::DockerEngine;
 use crate::git::GitFetcher;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
-use crate::store::{Store, StoreError, IDEMPOTENT_ANSWER_KEEP};
+use crate::store::{Store, StoreError, DELIVERY_KEEP, IDEMPOTENT_ANSWER_KEEP};
 
 /// Every kind a report totals, in the order they are collected.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "record",
     "log",
     "context",
     "idempotencyAnswer",
+    "pushDelivery",
     "leftover",
     "gitMirror",
     "pluginCache",
@@ -154,6 +156,10 @@ impl Collector {
         {
             Ok(count) => sweep.count("idempotencyAnswer", count),
             Err(e) => sweep.error(format!("idempotency answers: {e}")),
+        }
+        match self.store.prune_deliveries(now - DELIVERY_KEEP, dry_run) {
+            Ok(count) => sweep.count("pushDelivery", count),
+            Err(e) => sweep.error(format!("push deliveries: {e}")),
         }
         self.git_mirrors(&mut sweep, now);
         for path in self.runtime.stale_cache_files() {

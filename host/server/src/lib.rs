@@ -11,6 +11,7 @@
 //! | [`store`] | sled: organizations and tokens, build records, the queue, log lines |
 //! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery; the one materialize step `wizard:detect` shares |
 //! | [`context`] | the host's half of materializing a context: modes, links, `.dockerignore`, the Dockerfile |
+//! | [`projects`] | projects: push deliveries (senders, signatures, payloads), branch/tag/path globs, tag templates |
 //! | [`plugins`] | `kiln-plugin-runtime` (re-exported: manifests, grants, loading, the sandbox, one call path, the permission checks) plus the first-party plugins embedded by `build.rs` |
 //! | [`capabilities`] | the runtime's capability traits implemented over the real parts: the build log as `LogSink`, Docker Engine and the registry as `Engine`, gix checkouts as `Git` (the runtime checked the permission before they run) |
 //! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
@@ -37,6 +38,7 @@ pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod plugins;
+pub mod projects;
 pub mod scheduler;
 pub mod store;
 

@@ -463,6 +463,9 @@ pub struct ServeArgs {
     /// A file holding the token `GET /metrics` then requires (`Authorization: Bearer <token>`, e.g. Prometheus' `bearer_token_file`); without it /metrics is open.
     #[arg(long, env = "KILN_METRICS_TOKEN_FILE", value_name = "PATH")]
     pub metrics_token_file: Option<PathBuf>,
+    /// The URL clients reach this server at (e.g. https://kiln.example.com): projects' webhook URLs are then absolute, not paths.
+    #[arg(long, env = "KILN_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[cfg(feature = "server")]
@@ -485,6 +488,10 @@ impl ServeArgs {
         config.min_free_disk_bytes = self.min_free_disk_mib.saturating_mul(1 << 20);
         config.max_running_builds_per_org = self.max_running_builds_per_org;
         config.max_queued_builds_per_org = self.max_queued_builds_per_org;
+        config.public_url = self
+            .public_url
+            .as_deref()
+            .map(|url| url.trim_end_matches('/').to_string());
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             config.tls = Some(kiln_server::config::TlsFiles {
                 cert: cert.clone(),

@@ -57,10 +57,49 @@ pub async fn create(
             return Ok(first);
         }
     }
-    super::check_free_disk(state)?;
-    check_queue_quota(state, caller)?;
     let request: CreateBuildRequest = parse_json(&body, "CreateBuild")?;
-    let (record, staged) = validate_create(state, caller, request).await?;
+    let accepted = accept(state, &caller.org, request, None, |accepted| match &keyed {
+        // Kept before the build can start: a retry that comes while it
+        // runs finds it.
+        Some(keyed) => keyed.remember(state, &body_sha256, StatusCode::ACCEPTED, accepted),
+        None => Ok(()),
+    })
+    .await?;
+    Ok(json_response(StatusCode::ACCEPTED, &accepted))
+}
+
+/// Who asked for a build other than by CreateBuild: a project's push,
+/// `:build` call or poll. Applied to the record after validation.
+pub struct BuildOrigin {
+    pub project_id: String,
+    pub trigger: kiln_api::Trigger,
+    /// The branch the commit was pushed to (the request names the commit).
+    pub branch: Option<String>,
+    /// The build number, reserved before the tags were rendered.
+    pub number: u64,
+}
+
+/// Validate, stage, store and queue a build: CreateBuild's work, and a
+/// project's (`origin`). `before_flush` keeps what must be as durable as
+/// the build (an idempotency key's answer, a push delivery's).
+pub async fn accept(
+    state: &ApiState,
+    org: &str,
+    request: CreateBuildRequest,
+    origin: Option<BuildOrigin>,
+    before_flush: impl FnOnce(&kiln_api::BuildAccepted) -> Result<(), ApiError>,
+) -> Result<kiln_api::BuildAccepted, ApiError> {
+    super::check_free_disk(state)?;
+    check_queue_quota(state, org)?;
+    let (mut record, staged) = validate_create(state, org, request).await?;
+    if let Some(origin) = origin {
+        record.project_id = Some(origin.project_id);
+        record.trigger = Some(origin.trigger);
+        record.number = origin.number;
+        if let Some(git) = record.source.git.as_mut() {
+            git.branch = origin.branch;
+        }
+    }
 
     let build_id = record.build_id.clone();
     let staging = crate::scheduler::staging_dir(&state.config.data_dir, &build_id);
@@ -95,32 +134,27 @@ pub async fn create(
         number: record.number,
         status: record.status,
     };
-    if let Some(keyed) = &keyed {
-        // Kept before the build can start: a retry that comes while it
-        // runs finds it.
-        keyed.remember(state, &body_sha256, StatusCode::ACCEPTED, &accepted)?;
-    }
+    before_flush(&accepted)?;
     // 202 means stored: a crash after this answer loses neither the build
     // nor its key's answer. Concurrent creates share one flush.
     state.store.flush().await?;
     state.metrics.build_created();
     state.scheduler.wake();
     tracing::info!(build_id = %record.build_id, org = %record.org, name = %record.name, number = record.number, "build accepted");
-    Ok(json_response(StatusCode::ACCEPTED, &accepted))
+    Ok(accepted)
 }
 
-/// 429 while the caller's organization has its most builds waiting.
-fn check_queue_quota(state: &ApiState, caller: &Caller) -> Result<(), ApiError> {
+/// 429 while the organization has its most builds waiting.
+fn check_queue_quota(state: &ApiState, org: &str) -> Result<(), ApiError> {
     let limit = state.config.max_queued_builds_per_org;
-    if limit == 0 || state.store.queued_for_org(&caller.org) < limit {
+    if limit == 0 || state.store.queued_for_org(org) < limit {
         return Ok(());
     }
     state.metrics.build_refused_by_quota();
     Err(ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         format!(
-            "organization {} has {limit} builds waiting, this server's limit; send this build again once some have started (Retry-After), or cancel ones no longer needed",
-            caller.org
+            "organization {org} has {limit} builds waiting, this server's limit; send this build again once some have started (Retry-After), or cancel ones no longer needed"
         ),
     )
     .with_retry_after(QUOTA_RETRY_AFTER_SECS))
@@ -134,9 +168,9 @@ const QUOTA_RETRY_AFTER_SECS: u64 = 30;
 const OPERATION: &str = "createBuild";
 
 /// Check every field; return the record to store and the decoded zip.
-async fn validate_create(
+pub(super) async fn validate_create(
     state: &ApiState,
-    caller: &Caller,
+    org: &str,
     request: CreateBuildRequest,
 ) -> Result<(BuildRecord, Staged), ApiError> {
     let bad = ApiError::bad_request;
@@ -149,7 +183,7 @@ async fn validate_create(
         )?),
         ContextField::ContextId => {
             let id = request.context_id.as_deref().unwrap_or_default();
-            let record = state.store.context(&caller.org, id)?.ok_or_else(|| {
+            let record = state.store.context(org, id)?.ok_or_else(|| {
                 bad(format!(
                     "`contextId` {id:?} does not exist for this organization; upload the context with POST /v1/contexts and use the id it returns"
                 ))
@@ -228,11 +262,7 @@ async fn validate_create(
     }
     let secret_build_args = request.secret_build_args.unwrap_or_default();
     let secret_mounts = request.secrets.unwrap_or_default();
-    let stored = state
-        .secrets
-        .names(&caller.org)
-        .await
-        .map_err(ApiError::internal)?;
+    let stored = state.secrets.names(org).await.map_err(ApiError::internal)?;
     let stored_build = stored
         .get(&crate::store::secrets::SecretKind::Build)
         .cloned()
@@ -284,16 +314,11 @@ async fn validate_create(
 
     let image_refs = tags
         .iter()
-        .map(|tag| {
-            format!(
-                "{}/{}/{}:{}",
-                state.config.registry, caller.org, request.name, tag
-            )
-        })
+        .map(|tag| format!("{}/{}/{}:{}", state.config.registry, org, request.name, tag))
         .collect();
     let record = BuildRecord {
         build_id: uuid::Uuid::new_v4().to_string(),
-        org: caller.org.clone(),
+        org: org.to_string(),
         number: 0,
         name: request.name,
         status: BuildStatus::Pending,
@@ -322,6 +347,8 @@ async fn validate_create(
         finish_time: None,
         seq: 0,
         log_removed_time: None,
+        project_id: None,
+        trigger: None,
     };
     Ok((record, staged))
 }
@@ -518,6 +545,7 @@ pub fn list(
         status,
         name: params.get("name").cloned(),
         branch: params.get("branch").cloned().filter(|b| !b.is_empty()),
+        project_id: params.get("projectId").cloned().filter(|p| !p.is_empty()),
         before_seq: before,
     };
     let builds = state.store.list_builds(&caller.org, &filter, page_size)?;

@@ -4,6 +4,7 @@
 //! * [`builds`] — CreateBuild, GetBuild, ListBuilds, CancelBuild.
 //! * [`contexts`] — UploadBuildContext (streamed to disk, content-addressed).
 //! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
+//! * [`projects`] — projects (saved build recipes) and their push webhooks.
 //! * [`orgs`] — organizations and their tokens (the operator's admin token only).
 //! * [`secrets`] — SaveBuildSecrets: sealed at rest, read back as `***`.
 //! * [`wizard`] — `wizard:detect`: the Dockerfile wizard's answer, no build.
@@ -22,6 +23,7 @@ pub mod contexts;
 pub mod idempotency;
 pub mod logs;
 pub mod orgs;
+pub mod projects;
 pub mod routes;
 pub mod secrets;
 pub mod views;

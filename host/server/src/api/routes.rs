@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{builds, contexts, logs, orgs, secrets, wizard, ApiError, ApiState, Body};
+use super::{builds, contexts, logs, orgs, projects, secrets, wizard, ApiError, ApiState, Body};
 
 /// Who is calling: the organization the bearer token belongs to.
 pub struct Caller {
@@ -91,6 +91,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/contexts"),
     ("GET", "/v1/contexts/{contextId}"),
     ("GET", "/v1/plugins"),
+    ("POST", "/v1/projects"),
+    ("GET", "/v1/projects"),
+    ("GET", "/v1/projects/{projectId}"),
+    ("PATCH", "/v1/projects/{projectId}"),
+    ("DELETE", "/v1/projects/{projectId}"),
+    ("POST", "/v1/projects/{projectId}:build"),
+    ("POST", "/v1/projects/{projectId}:rotateWebhookSecret"),
+    ("POST", "/v1/hooks/{projectId}"),
     ("POST", "/v1/wizard:detect"),
     ("POST", "/v1/orgs"),
     ("GET", "/v1/orgs"),
@@ -132,6 +140,15 @@ pub enum Route<'a> {
     UploadContext,
     GetContext(&'a str),
     ListPlugins,
+    CreateProject,
+    ListProjects,
+    GetProject(&'a str),
+    UpdateProject(&'a str),
+    DeleteProject(&'a str),
+    BuildProject(&'a str),
+    RotateWebhookSecret(&'a str),
+    /// A push delivery: authenticated by its signature, not a token.
+    PushHook(&'a str),
     WizardDetect,
     CreateOrg,
     ListOrgs,
@@ -146,7 +163,10 @@ pub enum Route<'a> {
 impl Route<'_> {
     /// Routes anyone may call, without a token.
     fn is_public(&self) -> bool {
-        matches!(self, Route::Healthz | Route::Metrics | Route::OpenApi)
+        matches!(
+            self,
+            Route::Healthz | Route::Metrics | Route::OpenApi | Route::PushHook(_)
+        )
     }
 }
 
@@ -156,11 +176,17 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Result<Route<'a>, ApiError
     if let Some(route) = route_for(method, path)? {
         return Ok(route);
     }
-    let allowed: Vec<&str> = [Method::GET, Method::POST, Method::PUT, Method::DELETE]
-        .iter()
-        .filter(|other| matches!(route_for(other, path), Ok(Some(_))))
-        .map(Method::as_str)
-        .collect();
+    let allowed: Vec<&str> = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ]
+    .iter()
+    .filter(|other| matches!(route_for(other, path), Ok(Some(_))))
+    .map(Method::as_str)
+    .collect();
     let allowed = allowed.join(", ");
     Err(ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -188,6 +214,20 @@ fn route_for<'a>(method: &Method, path: &'a str) -> Result<Option<Route<'a>>, Ap
         ["v1", "contexts"] => is(Method::POST).then_some(Route::UploadContext),
         ["v1", "contexts", id] => is(Method::GET).then_some(Route::GetContext(id)),
         ["v1", "plugins"] => is(Method::GET).then_some(Route::ListPlugins),
+        ["v1", "projects"] if is(Method::POST) => Some(Route::CreateProject),
+        ["v1", "projects"] => is(Method::GET).then_some(Route::ListProjects),
+        ["v1", "projects", action] if action.ends_with(":build") => {
+            is(Method::POST).then(|| Route::BuildProject(action.trim_end_matches(":build")))
+        }
+        ["v1", "projects", action] if action.ends_with(":rotateWebhookSecret") => is(Method::POST)
+            .then(|| Route::RotateWebhookSecret(action.trim_end_matches(":rotateWebhookSecret"))),
+        ["v1", "projects", id] if !id.is_empty() => match *method {
+            Method::GET => Some(Route::GetProject(id)),
+            Method::PATCH => Some(Route::UpdateProject(id)),
+            Method::DELETE => Some(Route::DeleteProject(id)),
+            _ => None,
+        },
+        ["v1", "hooks", id] if !id.is_empty() => is(Method::POST).then_some(Route::PushHook(id)),
         ["v1", "wizard:detect"] => is(Method::POST).then_some(Route::WizardDetect),
         ["v1", "orgs"] if is(Method::POST) => Some(Route::CreateOrg),
         ["v1", "orgs"] => is(Method::GET).then_some(Route::ListOrgs),
@@ -218,6 +258,7 @@ async fn route(
                 check_metrics_token(&state, &request)?;
                 metrics(&state)
             }
+            Route::PushHook(id) => projects::push(&state, id, request).await?,
             Route::OpenApi => Response::builder()
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .body(http_body_util::Full::new(openapi_json()).boxed())
@@ -235,6 +276,13 @@ async fn route(
         Route::UploadContext => contexts::upload(&state, &caller, request).await,
         Route::GetContext(id) => contexts::get(&state, &caller, id),
         Route::ListPlugins => builds::plugins(&state),
+        Route::CreateProject => projects::create(&state, &caller, request).await,
+        Route::ListProjects => projects::list(&state, &caller),
+        Route::GetProject(id) => projects::get(&state, &caller, id),
+        Route::UpdateProject(id) => projects::update(&state, &caller, id, request).await,
+        Route::DeleteProject(id) => projects::delete(&state, &caller, id).await,
+        Route::BuildProject(id) => projects::build(&state, &caller, id, request).await,
+        Route::RotateWebhookSecret(id) => projects::rotate_secret(&state, &caller, id).await,
         Route::WizardDetect => wizard::detect(&state, &caller, request).await,
         Route::CreateOrg => orgs::create(&state, &caller, request).await,
         Route::ListOrgs => orgs::list(&state, &caller),
@@ -244,7 +292,7 @@ async fn route(
         Route::ListSecrets => secrets::list(&state, &caller).await,
         Route::DeleteSecret(kind, name) => secrets::delete(&state, &caller, kind, name).await,
         Route::CollectGarbage => orgs::collect_garbage(&state, &caller, request).await,
-        Route::Healthz | Route::Metrics | Route::OpenApi => {
+        Route::Healthz | Route::Metrics | Route::OpenApi | Route::PushHook(_) => {
             unreachable!("public routes answered above")
         }
     }
@@ -315,6 +363,7 @@ mod tests {
             let path = template
                 .replace("{buildId}", "b-1")
                 .replace("{contextId}", "ctx-1")
+                .replace("{projectId}", "p-1")
                 .replace("{org}", "team")
                 .replace("{tokenId}", "t-1")
                 .replace("{kind}", "build")
@@ -322,11 +371,11 @@ mod tests {
             let method: Method = method.parse().unwrap();
             let route = resolve(&method, &path);
             assert!(route.is_ok(), "{method} {path}: {:?}", route.err());
-            let other = if method == Method::PATCH {
-                Method::PUT
-            } else {
-                Method::PATCH
-            };
+            // A method the path does not take.
+            let other = [Method::PUT, Method::PATCH, Method::GET]
+                .into_iter()
+                .find(|m| !matches!(route_for(m, &path), Ok(Some(_))))
+                .expect("no path takes every method");
             let refused = resolve(&other, &path).unwrap_err();
             assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
             let allow = refused.allow.expect("a 405 says what is allowed");

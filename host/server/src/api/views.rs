@@ -8,8 +8,34 @@ use crate::plugins::manifest::Permissions;
 use crate::plugins::{LoadError, LoadedPlugin};
 use crate::store::{
     BuildRecord, BuildSpec, ContextRecord, Failure, GitSource, LogLine, Metrics, Org,
-    SourceSummary, WizardDetection,
+    ProjectRecord, SourceSummary, WizardDetection,
 };
+
+/// A project as the API shows it; `webhook_url` is where its pushes go.
+pub fn project(record: &ProjectRecord, webhook_url: String) -> wire::Project {
+    wire::Project {
+        project_id: record.project_id.clone(),
+        name: record.name.clone(),
+        git_source: record.git_source.clone(),
+        dockerfile: record.dockerfile.clone(),
+        builder: record.builder.clone(),
+        profile: record.profile.clone(),
+        build_args: record.build_args.clone(),
+        secrets: record.secrets.clone(),
+        secret_build_args: record.secret_build_args.clone(),
+        tags: record.tags.clone(),
+        branches: record.branches.clone(),
+        tags_pattern: record.tags_pattern.clone(),
+        paths: record.paths.clone(),
+        auto_cancel_superseded: record.auto_cancel_superseded,
+        poll_interval_secs: record.poll_interval_secs,
+        default_branch: record.default_branch.clone(),
+        latest_on_every_branch: record.latest_on_every_branch,
+        webhook_url,
+        create_time: record.create_time,
+        update_time: record.update_time,
+    }
+}
 
 impl From<&BuildRecord> for wire::Build {
     fn from(record: &BuildRecord) -> Self {
@@ -26,6 +52,8 @@ impl From<&BuildRecord> for wire::Build {
             metrics: record.metrics.as_ref().map(Into::into),
             failure: record.failure.as_ref().map(Into::into),
             wizard: record.wizard.as_ref().map(Into::into),
+            project_id: record.project_id.clone(),
+            trigger: record.trigger.clone(),
             create_time: record.create_time,
             start_time: record.start_time,
             finish_time: record.finish_time,
@@ -270,6 +298,13 @@ mod tests {
             finish_time: None,
             seq: 42,
             log_removed_time: Some(chrono::Utc::now()),
+            project_id: Some("p1".into()),
+            trigger: Some(wire::Trigger {
+                kind: wire::TriggerKind::Webhook,
+                delivery_id: Some("d1".into()),
+                pusher: Some("ada".into()),
+                commit_message: Some("fix".into()),
+            }),
         };
         let mut stored = serde_json::to_value(&record).unwrap();
         stored.as_object_mut().unwrap().remove("seq");

@@ -369,21 +369,7 @@ impl GitFetcher {
         credentials: &CredentialLookup,
         interrupt: &AtomicBool,
     ) -> Result<Fetched, GitError> {
-        // Before anything touches the network (and the same answer whether
-        // or not something listens there).
-        if !url.host.is_empty() {
-            self.network
-                .check_host(&url.host)
-                .map_err(|refusal| match refusal {
-                    crate::net::NetworkRefusal::NotPublic { .. } => {
-                        GitError::AddressNotPermitted(refusal)
-                    }
-                    crate::net::NetworkRefusal::Unresolvable { .. } => GitError::Fetch {
-                        url: url.redacted(),
-                        message: refusal.to_string(),
-                    },
-                })?;
-        }
+        self.check_network(url)?;
         let path = self.mirror_path(org, url.as_str());
         let _lock = MirrorLock::acquire(&path)?;
         let repo = open_or_init(&path)?;
@@ -476,6 +462,73 @@ impl GitFetcher {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the host may reach `url`'s host: checked before anything
+    /// touches the network (and the same answer whether or not something
+    /// listens there).
+    fn check_network(&self, url: &RepoUrl) -> Result<(), GitError> {
+        if url.host.is_empty() {
+            return Ok(());
+        }
+        self.network
+            .check_host(&url.host)
+            .map_err(|refusal| match refusal {
+                crate::net::NetworkRefusal::NotPublic { .. } => {
+                    GitError::AddressNotPermitted(refusal)
+                }
+                crate::net::NetworkRefusal::Unresolvable { .. } => GitError::Fetch {
+                    url: url.redacted(),
+                    message: refusal.to_string(),
+                },
+            })
+    }
+
+    /// The commit `reference` (a branch, a tag or a full ref name) names on
+    /// the remote now, from its ref advertisement alone (no pack is
+    /// fetched): the full ref, its kind and the commit id. A branch is
+    /// preferred over a tag of the same name, as a fetch prefers it.
+    pub fn resolve_remote(
+        &self,
+        org: &str,
+        url: &str,
+        reference: &str,
+        credentials: &CredentialLookup,
+    ) -> Result<(String, RefKind, String), GitError> {
+        let url = RepoUrl::parse(url)?;
+        self.check_network(&url)?;
+        let path = self.mirror_path(org, url.as_str());
+        let _lock = MirrorLock::acquire(&path)?;
+        let repo = open_or_init(&path)?;
+        let auth = AuthState::new(&url, credentials.clone());
+        let reference = reference.trim();
+        let wanted: Vec<String> = if reference.starts_with("refs/") {
+            vec![reference.to_string()]
+        } else {
+            vec![
+                format!("refs/heads/{reference}"),
+                format!("refs/tags/{reference}"),
+            ]
+        };
+        let specs: Vec<String> = wanted.iter().map(|r| format!("+{r}:{r}")).collect();
+        let advertised = advertised_refs(&repo, &url, &specs, &auth, &self.network)
+            .map_err(|e| classify_error(e, &url, &auth))?;
+        wanted
+            .iter()
+            .find_map(|name| advertised.iter().find(|(n, _)| n == name))
+            .map(|(name, id)| {
+                let kind = if name.starts_with("refs/tags/") {
+                    RefKind::Tag
+                } else {
+                    RefKind::Branch
+                };
+                (name.clone(), kind, id.to_string())
+            })
+            .ok_or_else(|| GitError::UnknownReference {
+                url: url.redacted(),
+                reference: reference.into(),
+                available: String::new(),
+            })
     }
 
     /// Every branch and tag with full history (unshallowing the mirror).
@@ -860,32 +913,44 @@ fn list_branches(
     auth: &AuthState,
     network: &crate::net::NetworkPolicy,
 ) -> Vec<String> {
-    let listed = (|| -> gix::Result<Vec<String>> {
-        let remote = repo
-            .remote_at(url.as_str())?
-            .with_fetch_tags(gix::remote::fetch::Tags::None)
-            .with_refspecs(["+refs/heads/*:refs/heads/*"], Direction::Fetch)?;
-        let mut connection = remote
-            .connect(Direction::Fetch)?
-            .with_credentials(auth.callback());
-        if let Some(options) = guarded_http_options(repo, url, network) {
-            connection = connection.with_transport_options(options);
-        }
-        let (ref_map, _) = connection.ref_map(gix::progress::Discard, Default::default())?;
-        Ok(ref_map
-            .remote_refs
-            .iter()
-            .filter_map(|r| {
-                let (name, _, _) = r.unpack();
-                name.to_string()
-                    .strip_prefix("refs/heads/")
-                    .map(str::to_string)
-            })
-            .collect())
-    })();
-    let mut branches = listed.unwrap_or_default();
+    let specs = ["+refs/heads/*:refs/heads/*".to_string()];
+    let mut branches: Vec<String> = advertised_refs(repo, url, &specs, auth, network)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, _)| name.strip_prefix("refs/heads/").map(str::to_string))
+        .collect();
     branches.sort();
     branches
+}
+
+/// The refs the remote advertises that `specs` match, each with the
+/// commit it points at (an annotated tag peeled, where the remote says).
+fn advertised_refs(
+    repo: &gix::Repository,
+    url: &RepoUrl,
+    specs: &[String],
+    auth: &AuthState,
+    network: &crate::net::NetworkPolicy,
+) -> gix::Result<Vec<(String, gix::ObjectId)>> {
+    let remote = repo
+        .remote_at(url.as_str())?
+        .with_fetch_tags(gix::remote::fetch::Tags::None)
+        .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)?;
+    let mut connection = remote
+        .connect(Direction::Fetch)?
+        .with_credentials(auth.callback());
+    if let Some(options) = guarded_http_options(repo, url, network) {
+        connection = connection.with_transport_options(options);
+    }
+    let (ref_map, _) = connection.ref_map(gix::progress::Discard, Default::default())?;
+    Ok(ref_map
+        .remote_refs
+        .iter()
+        .filter_map(|r| {
+            let (name, target, peeled) = r.unpack();
+            Some((name.to_string(), peeled.or(target)?.to_owned()))
+        })
+        .collect())
 }
 
 /// A gix error and its causes on one line.

@@ -533,6 +533,9 @@ impl Pipeline<'_> {
                         .full_ref
                         .as_deref()
                         .map(|r| r.trim_start_matches("refs/heads/").to_string()),
+                    // A project's push names the commit and says which
+                    // branch it was pushed to; that stays.
+                    RefKind::Commit if r.project_id.is_some() => git.branch.clone(),
                     _ => None,
                 };
             }

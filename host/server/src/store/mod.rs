@@ -19,12 +19,17 @@
 //! | `contexts` | org, 0, context id | JSON [`ContextRecord`] (the bytes are in `contexts/blobs/<sha256>`) |
 //! | `secrets` | org, 0, kind, 0, name | nonce + ChaCha20-Poly1305 sealed value ([`secrets`]) |
 //! | `idempotency` | org, 0, operation, 0, key | JSON [`IdempotentAnswer`] |
+//! | `projects` | project id | JSON [`ProjectRecord`] |
+//! | `projects_by_org` | org, 0, project name | project id (names are unique per organization) |
+//! | `builds_by_project` | project id, 0, sequence | build id |
+//! | `deliveries` | project id, 0, delivery id | JSON [`DeliveryRecord`]: a push answered, so its repeat builds nothing |
 //!
 //! The secondary indexes of builds are moved after the record changes; a crash in
 //! between leaves a stale entry, which [`Store::list_builds`] skips because
 //! it re-checks every record it returns.
 
 mod logs;
+mod projects;
 mod records;
 pub mod secrets;
 
@@ -105,6 +110,10 @@ struct Inner {
     inline_zips: sled::Tree,
     /// org, operation, key → [`IdempotentAnswer`].
     idempotency: sled::Tree,
+    projects: sled::Tree,
+    projects_by_org: sled::Tree,
+    builds_by_project: sled::Tree,
+    deliveries: sled::Tree,
     flushes: Flushes,
     /// Bumped on every revocation, so whatever holds a token for a while
     /// (an open log stream) re-checks it at once.
@@ -198,6 +207,10 @@ impl Store {
             contexts: db.open_tree("contexts")?,
             inline_zips: db.open_tree("inline_zips")?,
             idempotency: db.open_tree("idempotency")?,
+            projects: db.open_tree("projects")?,
+            projects_by_org: db.open_tree("projects_by_org")?,
+            builds_by_project: db.open_tree("builds_by_project")?,
+            deliveries: db.open_tree("deliveries")?,
             flushes: Flushes::default(),
             db,
         };
@@ -322,11 +335,12 @@ impl Store {
 
     // ---- builds ----
 
-    /// Store a new PENDING build and put it at the end of the queue. Fills
-    /// in `number` (per organization and name) and returns the record.
-    pub fn create_build(&self, mut record: BuildRecord) -> Result<BuildRecord> {
-        let counter_key = join_key(&[record.org.as_bytes(), record.name.as_bytes()]);
-        let number = self
+    /// The next build number of `org`'s `name`, taken: a build that needs
+    /// its number before it is stored (a project's tags use it) reserves
+    /// it, and [`Store::create_build`] keeps it.
+    pub fn reserve_number(&self, org: &str, name: &str) -> Result<u64> {
+        let counter_key = join_key(&[org.as_bytes(), name.as_bytes()]);
+        Ok(self
             .inner
             .counters
             .update_and_fetch(&counter_key, |old| {
@@ -334,8 +348,16 @@ impl Store {
                 Some(next.to_be_bytes().to_vec())
             })?
             .map(|v| read_u64(&v))
-            .unwrap_or(1);
-        record.number = number;
+            .unwrap_or(1))
+    }
+
+    /// Store a new PENDING build and put it at the end of the queue. Fills
+    /// in `number` (per organization and name) unless one was reserved,
+    /// and returns the record.
+    pub fn create_build(&self, mut record: BuildRecord) -> Result<BuildRecord> {
+        if record.number == 0 {
+            record.number = self.reserve_number(&record.org, &record.name)?;
+        }
         // 1-based, so a sequence of 0 can mean "before everything".
         let seq = self.inner.db.generate_id()? + 1;
         record.seq = seq;
@@ -358,6 +380,12 @@ impl Store {
             ]),
             record.build_id.as_bytes(),
         )?;
+        if let Some(project) = &record.project_id {
+            self.inner.builds_by_project.insert(
+                join_key(&[project.as_bytes(), &seq.to_be_bytes()]),
+                record.build_id.as_bytes(),
+            )?;
+        }
         self.enqueue(&record)?;
         Ok(record)
     }
@@ -538,6 +566,10 @@ impl Store {
     ) -> Result<Vec<BuildRecord>> {
         let before = filter.before_seq.unwrap_or(u64::MAX);
         let (tree, prefix) = match (&filter.name, filter.status) {
+            _ if filter.project_id.is_some() => (
+                &self.inner.builds_by_project,
+                join_key(&[filter.project_id.as_deref().unwrap_or("").as_bytes(), b""]),
+            ),
             (Some(name), _) => (
                 &self.inner.builds_by_name,
                 join_key(&[org.as_bytes(), name.as_bytes(), b""]),
@@ -562,6 +594,10 @@ impl Store {
             let matches = record.org == org
                 && filter.status.is_none_or(|s| record.status == s)
                 && filter.name.as_ref().is_none_or(|n| &record.name == n)
+                && filter
+                    .project_id
+                    .as_ref()
+                    .is_none_or(|p| record.project_id.as_ref() == Some(p))
                 && filter.branch.as_ref().is_none_or(|b| {
                     record.source.git.as_ref().and_then(|g| g.branch.as_ref()) == Some(b)
                 });
@@ -588,6 +624,11 @@ impl Store {
         self.inner
             .builds_by_name
             .remove(join_key(&[org, record.name.as_bytes(), &seq]))?;
+        if let Some(project) = &record.project_id {
+            self.inner
+                .builds_by_project
+                .remove(join_key(&[project.as_bytes(), &seq]))?;
+        }
         self.delete_log_lines(&record.build_id)?;
         self.inner.builds.remove(record.build_id.as_bytes())?;
         Ok(())
@@ -825,6 +866,8 @@ pub struct ListFilter {
     pub name: Option<String>,
     /// Only git builds of this branch (scanned, not indexed).
     pub branch: Option<String>,
+    /// Only builds of this project.
+    pub project_id: Option<String>,
     /// Only builds created before this sequence (the page token).
     pub before_seq: Option<u64>,
 }
@@ -895,6 +938,8 @@ mod tests {
                 finish_time: None,
                 seq: 0,
                 log_removed_time: None,
+                project_id: None,
+                trigger: None,
             })
             .unwrap();
     }

@@ -212,6 +212,56 @@ pub struct BuildRecord {
     /// When retention removed the build's log (the record outlives it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_removed_time: Option<DateTime<Utc>>,
+    /// The project a project's build is of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    /// What started a project's build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<kiln_api::Trigger>,
+}
+
+/// A project: a saved build recipe for one image (`POST /v1/projects`).
+/// Its fields are the request's after defaults; the webhook secret is kept
+/// sealed with the host's secret key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectRecord {
+    pub project_id: String,
+    pub org: String,
+    pub name: String,
+    pub git_source: kiln_api::ProjectGitSource,
+    pub dockerfile: String,
+    pub builder: String,
+    pub profile: String,
+    pub build_args: std::collections::BTreeMap<String, String>,
+    pub secrets: Vec<String>,
+    pub secret_build_args: Vec<String>,
+    pub tags: Vec<String>,
+    pub branches: Vec<String>,
+    pub tags_pattern: Option<String>,
+    pub paths: Vec<String>,
+    pub auto_cancel_superseded: bool,
+    pub poll_interval_secs: u64,
+    pub default_branch: String,
+    pub latest_on_every_branch: bool,
+    /// The webhook secret, sealed (nonce + ciphertext, hex).
+    pub sealed_webhook_secret: String,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+/// How long a push delivery's answer is kept: GitHub lets a delivery be
+/// redelivered by hand for 3 days; a week covers every sender's retries.
+pub const DELIVERY_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// A push delivery already answered, kept so a repeated delivery id gets
+/// the same answer without a second build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRecord {
+    pub status: u16,
+    pub answer: kiln_api::PushAnswer,
+    pub receive_time: DateTime<Utc>,
 }
 
 /// One line of a build log.

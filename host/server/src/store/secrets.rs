@@ -142,21 +142,8 @@ impl SecretStore {
         value: &[u8],
     ) -> Result<(), SecretError> {
         let key = slot(org, kind, name);
-        let mut nonce = [0u8; 12];
-        rand::rng().fill_bytes(&mut nonce);
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: value,
-                    aad: &key,
-                },
-            )
-            .map_err(|_| SecretError::Undecryptable)?;
-        let mut stored = nonce.to_vec();
-        stored.extend_from_slice(&sealed);
-        self.tree.insert(key, stored).map_err(StoreError::from)?;
+        let sealed = self.seal(&key, value)?;
+        self.tree.insert(key, sealed).map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -171,6 +158,32 @@ impl SecretStore {
         let Some(stored) = self.tree.get(&key).map_err(StoreError::from)? else {
             return Ok(None);
         };
+        self.open(&key, &stored).map(Some)
+    }
+
+    /// `value` sealed (nonce, then ciphertext), bound to `context`: it
+    /// opens only with the same context, so a sealed value moved to
+    /// another record does not open there.
+    pub fn seal(&self, context: &[u8], value: &[u8]) -> Result<Vec<u8>, SecretError> {
+        let mut nonce = [0u8; 12];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: value,
+                    aad: context,
+                },
+            )
+            .map_err(|_| SecretError::Undecryptable)?;
+        let mut stored = nonce.to_vec();
+        stored.extend_from_slice(&sealed);
+        Ok(stored)
+    }
+
+    /// Open what [`SecretStore::seal`] sealed with the same `context`.
+    pub fn open(&self, context: &[u8], stored: &[u8]) -> Result<Vec<u8>, SecretError> {
         if stored.len() < 12 {
             return Err(SecretError::Undecryptable);
         }
@@ -180,10 +193,9 @@ impl SecretStore {
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: sealed,
-                    aad: &key,
+                    aad: context,
                 },
             )
-            .map(Some)
             .map_err(|_| SecretError::Undecryptable)
     }
 

@@ -1,0 +1,594 @@
+//! Projects (CreateProject, GetProject, ListProjects, UpdateProject,
+//! DeleteProject, RotateWebhookSecret, `:build`) and the push webhook
+//! each one has (`POST /v1/hooks/{projectId}`, authenticated by its
+//! signature, not a token).
+
+use chrono::Utc;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use super::builds::{accept, validate_create, BuildOrigin};
+use super::routes::Caller;
+use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
+use crate::projects::push::{self, Payload};
+use crate::projects::{self as recipes, Decision, Glob, Target};
+use crate::store::{DeliveryRecord, ProjectRecord};
+use kiln_api::{
+    CreateBuildRequest, CreateProjectRequest, GitSourceRequest, ProjectBuildRequest, ProjectList,
+    ProjectWithSecret, PushAnswer, Trigger, TriggerKind, UpdateProjectRequest,
+};
+
+/// Largest project body.
+const MAX_BODY_BYTES: usize = 256 << 10;
+/// Largest push delivery: GitHub caps its payloads at 25 MB, but a push
+/// that lists that much is cut to its first commits long before.
+const MAX_PUSH_BYTES: usize = 8 << 20;
+/// The shortest polling interval (the remote is asked no more often).
+const MIN_POLL_SECS: u64 = 60;
+/// The longest polling interval.
+const MAX_POLL_SECS: u64 = 7 * 24 * 3600;
+
+/// The tags a project pushes when it names none.
+const DEFAULT_TAGS: [&str; 4] = ["{branch}", "{tag}", "{sha7}", "latest"];
+
+/// A commit id that stands for the one a push will name, when a project is
+/// checked by CreateBuild's rules.
+const SAMPLE_COMMIT: &str = "0000000000000000000000000000000000000001";
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("a project body is at most {} KiB", MAX_BODY_BYTES >> 10),
+    )
+}
+
+/// Where a project's pushes go: absolute with `--public-url`.
+fn webhook_url(state: &ApiState, project_id: &str) -> String {
+    let path = format!("/v1/hooks/{project_id}");
+    match &state.config.public_url {
+        Some(base) => format!("{base}{path}"),
+        None => path,
+    }
+}
+
+/// What a project's webhook secret is sealed against: its own id, so a
+/// sealed secret copied into another project does not open.
+fn secret_context(project_id: &str) -> Vec<u8> {
+    [b"webhook\0".as_slice(), project_id.as_bytes()].concat()
+}
+
+fn seal_secret(state: &ApiState, project_id: &str, secret: &str) -> Result<String, ApiError> {
+    let sealed = state
+        .secrets
+        .local()
+        .seal(&secret_context(project_id), secret.as_bytes())
+        .map_err(ApiError::internal)?;
+    Ok(hex::encode(sealed))
+}
+
+fn open_secret(state: &ApiState, project: &ProjectRecord) -> Result<String, ApiError> {
+    let sealed = hex::decode(&project.sealed_webhook_secret).map_err(ApiError::internal)?;
+    let opened = state
+        .secrets
+        .local()
+        .open(&secret_context(&project.project_id), &sealed)
+        .map_err(ApiError::internal)?;
+    String::from_utf8(opened).map_err(ApiError::internal)
+}
+
+/// Check the project's own rules (globs, templates, polling, branch), then
+/// CreateBuild's rules on the build a push of it would make: the same
+/// validation, with the same messages, and nothing stored.
+async fn check(state: &ApiState, org: &str, project: &ProjectRecord) -> Result<(), ApiError> {
+    let bad = ApiError::bad_request;
+    recipes::check_tag_templates(&project.tags).map_err(bad)?;
+    for branch in &project.branches {
+        Glob::parse("branches", branch).map_err(bad)?;
+    }
+    if let Some(pattern) = &project.tags_pattern {
+        Glob::parse("tagsPattern", pattern).map_err(bad)?;
+    }
+    for path in &project.paths {
+        Glob::parse("paths", path).map_err(bad)?;
+    }
+    if project.poll_interval_secs != 0
+        && !(MIN_POLL_SECS..=MAX_POLL_SECS).contains(&project.poll_interval_secs)
+    {
+        return Err(bad(format!(
+            "`pollIntervalSecs` {} must be 0 (no polling) or from {MIN_POLL_SECS} to {MAX_POLL_SECS}",
+            project.poll_interval_secs
+        )));
+    }
+    kiln_api::validate::check_git_reference(&project.default_branch)
+        .map_err(|e| bad(format!("`defaultBranch`: {e}")))?;
+    let target = Target {
+        commit: SAMPLE_COMMIT.into(),
+        branch: Some(project.default_branch.clone()),
+        tag: None,
+    };
+    let mut sample = build_request(project, &target, 1);
+    if sample.tags.as_ref().is_none_or(Vec::is_empty) {
+        sample.tags = Some(vec!["sample".into()]);
+    }
+    validate_create(state, org, sample).await.map(|_| ())
+}
+
+/// The CreateBuild request a build of `project` at `target` is.
+fn build_request(project: &ProjectRecord, target: &Target, number: u64) -> CreateBuildRequest {
+    CreateBuildRequest {
+        name: project.name.clone(),
+        git_source: Some(GitSourceRequest {
+            url: project.git_source.url.clone(),
+            reference: Some(target.commit.clone()),
+            context_dir: project.git_source.context_dir.clone(),
+            submodules: project.git_source.submodules,
+        }),
+        dockerfile: Some(project.dockerfile.clone()),
+        builder: Some(project.builder.clone()),
+        tags: Some(recipes::render_tags(project, target, number)),
+        build_args: Some(project.build_args.clone()),
+        profile: Some(project.profile.clone()),
+        secrets: Some(project.secrets.clone()),
+        secret_build_args: Some(project.secret_build_args.clone()),
+        ..Default::default()
+    }
+}
+
+pub async fn create(
+    state: &ApiState,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body: CreateProjectRequest =
+        read_json(request, MAX_BODY_BYTES, "CreateProject", too_large).await?;
+    let now = Utc::now();
+    let project_id = uuid::Uuid::new_v4().to_string();
+    let secret = push::new_secret();
+    let git_url = crate::git::RepoUrl::parse(&body.git_source.url)
+        .map_err(|e| ApiError::bad_request(format!("`gitSource.url`: {e}")))?
+        .redacted();
+    let record = ProjectRecord {
+        project_id: project_id.clone(),
+        org: caller.org.clone(),
+        name: body.name,
+        git_source: kiln_api::ProjectGitSource {
+            url: git_url,
+            ..body.git_source
+        },
+        dockerfile: body.dockerfile.unwrap_or_else(|| "Dockerfile".into()),
+        builder: body.builder.unwrap_or_else(|| "buildkit".into()),
+        profile: body
+            .profile
+            .unwrap_or_else(|| state.config.default_profile.clone()),
+        build_args: body.build_args.unwrap_or_default(),
+        secrets: body.secrets.unwrap_or_default(),
+        secret_build_args: body.secret_build_args.unwrap_or_default(),
+        tags: body
+            .tags
+            .unwrap_or_else(|| DEFAULT_TAGS.map(String::from).to_vec()),
+        branches: body.branches.unwrap_or_default(),
+        tags_pattern: body.tags_pattern,
+        paths: body.paths.unwrap_or_default(),
+        auto_cancel_superseded: body.auto_cancel_superseded.unwrap_or(false),
+        poll_interval_secs: body.poll_interval_secs.unwrap_or(0),
+        default_branch: body.default_branch.unwrap_or_else(|| "main".into()),
+        latest_on_every_branch: body.latest_on_every_branch.unwrap_or(false),
+        sealed_webhook_secret: seal_secret(state, &project_id, &secret)?,
+        create_time: now,
+        update_time: now,
+    };
+    check(state, &caller.org, &record).await?;
+    if !state.store.create_project(&record)? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "organization {} already has a project named {:?}; change that one (PATCH /v1/projects/{{id}}) or pick another name",
+                caller.org, record.name
+            ),
+        ));
+    }
+    state.store.flush().await?;
+    tracing::info!(project_id = %record.project_id, org = %record.org, name = %record.name, "project created");
+    Ok(json_response(
+        StatusCode::CREATED,
+        &ProjectWithSecret {
+            project: super::views::project(&record, webhook_url(state, &project_id)),
+            webhook_secret: secret,
+        },
+    ))
+}
+
+fn find(state: &ApiState, caller: &Caller, project_id: &str) -> Result<ProjectRecord, ApiError> {
+    state
+        .store
+        .project_for_org(&caller.org, project_id)?
+        .ok_or_else(|| ApiError::not_found(&format!("project {project_id}")))
+}
+
+pub fn get(
+    state: &ApiState,
+    caller: &Caller,
+    project_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let record = find(state, caller, project_id)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &super::views::project(&record, webhook_url(state, project_id)),
+    ))
+}
+
+pub fn list(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
+    let projects = state
+        .store
+        .projects(&caller.org)?
+        .iter()
+        .map(|p| super::views::project(p, webhook_url(state, &p.project_id)))
+        .collect();
+    Ok(json_response(StatusCode::OK, &ProjectList { projects }))
+}
+
+pub async fn update(
+    state: &ApiState,
+    caller: &Caller,
+    project_id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let mut record = find(state, caller, project_id)?;
+    let change: UpdateProjectRequest =
+        read_json(request, MAX_BODY_BYTES, "UpdateProject", too_large).await?;
+    if let Some(git) = change.git_source {
+        let url = crate::git::RepoUrl::parse(&git.url)
+            .map_err(|e| ApiError::bad_request(format!("`gitSource.url`: {e}")))?
+            .redacted();
+        record.git_source = kiln_api::ProjectGitSource { url, ..git };
+    }
+    macro_rules! replace {
+        ($($field:ident),*) => {
+            $(if let Some(value) = change.$field { record.$field = value; })*
+        };
+    }
+    replace!(
+        dockerfile,
+        builder,
+        profile,
+        build_args,
+        secrets,
+        secret_build_args,
+        tags,
+        branches,
+        paths,
+        auto_cancel_superseded,
+        poll_interval_secs,
+        default_branch,
+        latest_on_every_branch
+    );
+    if let Some(pattern) = change.tags_pattern {
+        // An empty pattern turns tag builds off again.
+        record.tags_pattern = Some(pattern).filter(|p| !p.is_empty());
+    }
+    check(state, &caller.org, &record).await?;
+    record.update_time = Utc::now();
+    let stored = state
+        .store
+        .update_project(project_id, |p| {
+            let sealed = std::mem::take(&mut p.sealed_webhook_secret);
+            *p = ProjectRecord {
+                sealed_webhook_secret: sealed,
+                ..record.clone()
+            };
+        })?
+        .ok_or_else(|| ApiError::not_found(&format!("project {project_id}")))?;
+    state.store.flush().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &super::views::project(&stored, webhook_url(state, project_id)),
+    ))
+}
+
+pub async fn delete(
+    state: &ApiState,
+    caller: &Caller,
+    project_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let record = find(state, caller, project_id)?;
+    state.store.delete_project(&record)?;
+    state.store.flush().await?;
+    Ok(no_content())
+}
+
+/// A new webhook secret; the old one stops working at once.
+pub async fn rotate_secret(
+    state: &ApiState,
+    caller: &Caller,
+    project_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    find(state, caller, project_id)?;
+    let secret = push::new_secret();
+    let sealed = seal_secret(state, project_id, &secret)?;
+    let stored = state
+        .store
+        .update_project(project_id, |p| {
+            p.sealed_webhook_secret = sealed.clone();
+            p.update_time = Utc::now();
+        })?
+        .ok_or_else(|| ApiError::not_found(&format!("project {project_id}")))?;
+    state.store.flush().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &ProjectWithSecret {
+            project: super::views::project(&stored, webhook_url(state, project_id)),
+            webhook_secret: secret,
+        },
+    ))
+}
+
+/// Start a build of `project` at `target`: its number reserved first, so
+/// `{number}` tags can use it.
+async fn start(
+    state: &ApiState,
+    project: &ProjectRecord,
+    target: Target,
+    trigger: Trigger,
+    before_flush: impl FnOnce(&kiln_api::BuildAccepted) -> Result<(), ApiError>,
+) -> Result<kiln_api::BuildAccepted, ApiError> {
+    let number = state.store.reserve_number(&project.org, &project.name)?;
+    let request = build_request(project, &target, number);
+    if request.tags.as_ref().is_none_or(Vec::is_empty) {
+        return Err(ApiError::bad_request(format!(
+            "none of project {}'s tags ({}) applies to {}; add one that does (e.g. \"{{sha7}}\")",
+            project.name,
+            project.tags.join(", "),
+            match (&target.branch, &target.tag) {
+                (Some(branch), _) => format!("branch {branch}"),
+                (_, Some(tag)) => format!("tag {tag}"),
+                _ => format!("commit {}", target.commit),
+            }
+        )));
+    }
+    let origin = BuildOrigin {
+        project_id: project.project_id.clone(),
+        trigger,
+        branch: target.branch,
+        number,
+    };
+    accept(state, &project.org, request, Some(origin), before_flush).await
+}
+
+/// `POST /v1/projects/{id}:build {reference}`: a build now, as a push of
+/// that reference would start (its commit resolved from the remote's refs).
+pub async fn build(
+    state: &ApiState,
+    caller: &Caller,
+    project_id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let project = find(state, caller, project_id)?;
+    let asked: ProjectBuildRequest =
+        read_json(request, MAX_BODY_BYTES, "ProjectBuild", too_large).await?;
+    let reference = asked
+        .reference
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| project.default_branch.clone());
+    kiln_api::validate::check_git_reference(&reference)
+        .map_err(|e| ApiError::bad_request(format!("`reference`: {e}")))?;
+    let target = resolve(state, &project, &reference).await?;
+    let accepted = start(
+        state,
+        &project,
+        target,
+        Trigger {
+            kind: TriggerKind::Api,
+            delivery_id: None,
+            pusher: None,
+            commit_message: None,
+        },
+        |_| Ok(()),
+    )
+    .await?;
+    Ok(json_response(StatusCode::ACCEPTED, &accepted))
+}
+
+/// What `reference` names now: a full commit id as it is, a branch or a
+/// tag from the remote's ref advertisement (no pack fetched).
+async fn resolve(
+    state: &ApiState,
+    project: &ProjectRecord,
+    reference: &str,
+) -> Result<Target, ApiError> {
+    if reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Target {
+            commit: reference.to_ascii_lowercase(),
+            branch: None,
+            tag: None,
+        });
+    }
+    let known = state
+        .secrets
+        .git_credentials(&project.org)
+        .await
+        .map_err(ApiError::internal)?;
+    let credentials: crate::git::CredentialLookup = std::sync::Arc::new(move |host: &str| {
+        let found = known.get(host).or_else(|| known.get("*"))?;
+        Some(crate::git::GitCredential {
+            username: found.username.clone(),
+            password: found.password.clone(),
+        })
+    });
+    let fetcher = crate::git::GitFetcher::new(&state.config.data_dir, state.config.network.clone());
+    let (org, url, reference) = (
+        project.org.clone(),
+        project.git_source.url.clone(),
+        reference.to_string(),
+    );
+    let resolved = tokio::task::spawn_blocking(move || {
+        fetcher.resolve_remote(&org, &url, &reference, &credentials)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (full_ref, kind, commit) =
+        resolved.map_err(|e| ApiError::bad_request(format!("`reference`: {e}")))?;
+    let name = full_ref
+        .trim_start_matches("refs/heads/")
+        .trim_start_matches("refs/tags/")
+        .to_string();
+    Ok(match kind {
+        kiln_api::RefKind::Tag => Target {
+            commit,
+            branch: None,
+            tag: Some(name),
+        },
+        _ => Target {
+            commit,
+            branch: Some(name),
+            tag: None,
+        },
+    })
+}
+
+/// `POST /v1/hooks/{projectId}`: a push delivery. Its signature is checked
+/// (in constant time) before its body is parsed; a delivery id seen before
+/// gets the first answer and builds nothing.
+pub async fn push(
+    state: &ApiState,
+    project_id: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    use http_body_util::BodyExt;
+    let project = state
+        .store
+        .project(project_id)?
+        .ok_or_else(|| ApiError::not_found(&format!("webhook of project {project_id}")))?;
+    let (parts, body) = request.into_parts();
+    let body = http_body_util::Limited::new(body, MAX_PUSH_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a push delivery is at most {} MiB", MAX_PUSH_BYTES >> 20),
+            )
+        })?
+        .to_bytes();
+    let secret = open_secret(state, &project)?;
+    let delivery = push::authenticate(&parts.headers, &body, &secret, Utc::now().timestamp())
+        .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, refused.0))?;
+    // A sender that gives no id: the body's digest stands for it (the
+    // same push delivered twice is the same bytes).
+    let delivery_id = if delivery.id.is_empty() {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)))
+    } else {
+        delivery.id.clone()
+    };
+    if let Some(seen) = state.store.claim_delivery(project_id, &delivery_id)? {
+        let (status, answer) = match seen.status {
+            0 => (
+                StatusCode::OK,
+                PushAnswer {
+                    build_ids: Vec::new(),
+                    ignored: Some(format!(
+                        "delivery {delivery_id} is being handled by another request"
+                    )),
+                },
+            ),
+            code => (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+                seen.answer,
+            ),
+        };
+        let mut response = json_response(status, &answer);
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            hyper::header::HeaderValue::from_static("true"),
+        );
+        return Ok(response);
+    }
+    let handled = handle_push(state, &project, &delivery, &delivery_id, &body).await;
+    match handled {
+        Ok((status, answer)) => {
+            if status == StatusCode::OK {
+                // A 202's delivery was kept with its build, by the same flush.
+                state.store.answer_delivery(
+                    project_id,
+                    &delivery_id,
+                    &DeliveryRecord {
+                        status: status.as_u16(),
+                        answer: answer.clone(),
+                        receive_time: Utc::now(),
+                    },
+                )?;
+                state.store.flush().await?;
+            }
+            Ok(json_response(status, &answer))
+        }
+        Err(error) => {
+            // Refused or failed: the sender's retry is handled afresh.
+            state.store.release_delivery(project_id, &delivery_id)?;
+            Err(error)
+        }
+    }
+}
+
+async fn handle_push(
+    state: &ApiState,
+    project: &ProjectRecord,
+    delivery: &push::Delivery,
+    delivery_id: &str,
+    body: &[u8],
+) -> Result<(StatusCode, PushAnswer), ApiError> {
+    let ignored = |why: String| {
+        tracing::info!(project_id = %project.project_id, delivery_id, why, "push ignored");
+        Ok((
+            StatusCode::OK,
+            PushAnswer {
+                build_ids: Vec::new(),
+                ignored: Some(why),
+            },
+        ))
+    };
+    let event = match push::parse(delivery, body).map_err(ApiError::bad_request)? {
+        Payload::Other(what) => return ignored(what),
+        Payload::Push(event) => event,
+    };
+    let mut project = project.clone();
+    if let Some(default_branch) = &event.default_branch {
+        project.default_branch = default_branch.clone();
+    }
+    let target = match recipes::decide(&project, &event) {
+        Decision::Ignore(why) => return ignored(why),
+        Decision::Build(target) => target,
+    };
+    let trigger = Trigger {
+        kind: TriggerKind::Webhook,
+        delivery_id: Some(delivery_id.to_string()),
+        pusher: event.pusher.clone(),
+        commit_message: event.commit_message.clone(),
+    };
+    let project_id = project.project_id.clone();
+    let accepted = start(state, &project, target, trigger, |accepted| {
+        state
+            .store
+            .answer_delivery(
+                &project_id,
+                delivery_id,
+                &DeliveryRecord {
+                    status: StatusCode::ACCEPTED.as_u16(),
+                    answer: PushAnswer {
+                        build_ids: vec![accepted.build_id.clone()],
+                        ignored: None,
+                    },
+                    receive_time: Utc::now(),
+                },
+            )
+            .map_err(ApiError::from)
+    })
+    .await?;
+    tracing::info!(project_id = %project.project_id, delivery_id, sender = delivery.sender.as_str(), build_id = %accepted.build_id, "push accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        PushAnswer {
+            build_ids: vec![accepted.build_id],
+            ignored: None,
+        },
+    ))
+}

@@ -1,0 +1,172 @@
+//! Projects and the push deliveries their webhooks answered.
+
+use super::{decode, encode, join_key, DeliveryRecord, ProjectRecord, Result, Store};
+
+impl Store {
+    /// Store a new project; `false` when its organization already has a
+    /// project of that name (nothing is stored then).
+    pub fn create_project(&self, record: &ProjectRecord) -> Result<bool> {
+        let name_key = join_key(&[record.org.as_bytes(), record.name.as_bytes()]);
+        // The name is claimed first: two creates of one name race on it,
+        // and the loser stores nothing.
+        let claimed = self.inner.projects_by_org.compare_and_swap(
+            &name_key,
+            None::<&[u8]>,
+            Some(record.project_id.as_bytes()),
+        )?;
+        if claimed.is_err() {
+            return Ok(false);
+        }
+        self.inner
+            .projects
+            .insert(record.project_id.as_bytes(), encode(record))?;
+        Ok(true)
+    }
+
+    /// The project with this id, whatever its organization (a webhook
+    /// names only the project).
+    pub fn project(&self, project_id: &str) -> Result<Option<ProjectRecord>> {
+        self.inner
+            .projects
+            .get(project_id)?
+            .map(|v| decode(project_id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// The project with this id if it belongs to `org`.
+    pub fn project_for_org(&self, org: &str, project_id: &str) -> Result<Option<ProjectRecord>> {
+        Ok(self.project(project_id)?.filter(|p| p.org == org))
+    }
+
+    /// An organization's projects, by name.
+    pub fn projects(&self, org: &str) -> Result<Vec<ProjectRecord>> {
+        let mut out = Vec::new();
+        for entry in self
+            .inner
+            .projects_by_org
+            .scan_prefix(join_key(&[org.as_bytes(), b""]))
+        {
+            let (_, id) = entry?;
+            if let Some(project) = self.project(&String::from_utf8_lossy(&id))? {
+                out.push(project);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Apply `change` to a stored project atomically; the new record, or
+    /// `None` when there is no such project.
+    pub fn update_project(
+        &self,
+        project_id: &str,
+        mut change: impl FnMut(&mut ProjectRecord),
+    ) -> Result<Option<ProjectRecord>> {
+        let mut decode_error = None;
+        let updated = self.inner.projects.update_and_fetch(project_id, |old| {
+            let old = old?;
+            match decode::<ProjectRecord>(project_id.as_bytes(), old) {
+                Ok(mut record) => {
+                    change(&mut record);
+                    Some(encode(&record))
+                }
+                Err(e) => {
+                    decode_error = Some(e);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        if let Some(e) = decode_error {
+            return Err(e);
+        }
+        updated
+            .map(|bytes| decode(project_id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Remove a project and the deliveries it answered. Its builds stay
+    /// (they are history), still carrying its id.
+    pub fn delete_project(&self, record: &ProjectRecord) -> Result<()> {
+        self.inner
+            .projects_by_org
+            .remove(join_key(&[record.org.as_bytes(), record.name.as_bytes()]))?;
+        self.inner.projects.remove(record.project_id.as_bytes())?;
+        let prefix = join_key(&[record.project_id.as_bytes(), b""]);
+        for key in self.inner.deliveries.scan_prefix(&prefix).keys() {
+            self.inner.deliveries.remove(key?)?;
+        }
+        Ok(())
+    }
+
+    /// Claim a push delivery for handling: `Ok(None)` when it is new (the
+    /// caller handles it and then calls [`Store::answer_delivery`]), else
+    /// what was kept for it (`status` 0 while another request handles it).
+    pub fn claim_delivery(
+        &self,
+        project_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<DeliveryRecord>> {
+        let key = join_key(&[project_id.as_bytes(), delivery_id.as_bytes()]);
+        let placeholder = DeliveryRecord {
+            status: 0,
+            answer: kiln_api::PushAnswer {
+                build_ids: Vec::new(),
+                ignored: None,
+            },
+            receive_time: chrono::Utc::now(),
+        };
+        match self.inner.deliveries.compare_and_swap(
+            &key,
+            None::<&[u8]>,
+            Some(encode(&placeholder)),
+        )? {
+            Ok(()) => Ok(None),
+            Err(existing) => existing.current.map(|v| decode(&key, &v)).transpose(),
+        }
+    }
+
+    /// Keep the answer to a claimed delivery.
+    pub fn answer_delivery(
+        &self,
+        project_id: &str,
+        delivery_id: &str,
+        record: &DeliveryRecord,
+    ) -> Result<()> {
+        let key = join_key(&[project_id.as_bytes(), delivery_id.as_bytes()]);
+        self.inner.deliveries.insert(key, encode(record))?;
+        Ok(())
+    }
+
+    /// Give up a claimed delivery (its handling failed): a retry of it is
+    /// handled afresh.
+    pub fn release_delivery(&self, project_id: &str, delivery_id: &str) -> Result<()> {
+        let key = join_key(&[project_id.as_bytes(), delivery_id.as_bytes()]);
+        self.inner.deliveries.remove(key)?;
+        Ok(())
+    }
+
+    /// Delivery records received before `cutoff`, removed too unless
+    /// `dry_run` (senders redeliver within hours or days; see
+    /// [`super::DELIVERY_KEEP`]). Returns how many.
+    pub fn prune_deliveries(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+    ) -> Result<u64> {
+        let mut pruned = 0;
+        for entry in self.inner.deliveries.iter() {
+            let (key, value) = entry?;
+            let record: DeliveryRecord = decode(&key, &value)?;
+            if record.receive_time < cutoff
+                && (dry_run
+                    || self
+                        .inner
+                        .deliveries
+                        .compare_and_swap(&key, Some(&value), None::<&[u8]>)?
+                        .is_ok())
+            {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+}
