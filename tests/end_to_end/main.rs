@@ -18,4 +18,5 @@ mod projects;
 mod retention;
 mod secrets;
 mod uploaded_contexts;
+mod webhooks;
 mod wizard;

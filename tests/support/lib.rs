@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 pub use kiln_server;
 
 pub mod git;
+pub mod webhooks;
 
 /// The registry `scripts/setup.sh` runs.
 pub const REGISTRY: &str = "127.0.0.1:5000";

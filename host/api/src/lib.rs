@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`builds`] | CreateBuild's body, the build view (`GET /v1/builds/{id}`), pages, log lines, uploaded contexts |
 //! | [`projects`] | projects (saved build recipes built on a push), their triggers and push answers |
+//! | [`webhooks`] | completion webhooks: subscriptions, the build events delivered (Standard Webhooks), deliveries |
 //! | [`admin`] | organizations and tokens, masked secrets, loaded plugins, the wizard's detection |
 //! | [`error`] | the one error body every route answers with |
 //! | [`validate`] | the rules a well-formed request follows (names, tags, paths, refs), with messages that say how to fix it |
@@ -24,6 +25,7 @@ pub mod dockerignore;
 pub mod error;
 pub mod projects;
 pub mod validate;
+pub mod webhooks;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -43,8 +45,12 @@ pub use builds::{
 };
 pub use error::ErrorBody;
 pub use projects::{
-    CreateProjectRequest, Project, ProjectBuildRequest, ProjectGitSource, ProjectList,
-    ProjectWithSecret, PushAnswer, Trigger, TriggerKind, UpdateProjectRequest,
+    CreateProjectRequest, Project, ProjectBuildRequest, ProjectGitSource, ProjectList, PushAnswer,
+    Trigger, TriggerKind, UpdateProjectRequest,
+};
+pub use webhooks::{
+    BuildEvent, BuildSummary, CreateWebhookRequest, Delivery, DeliveryAttempt, DeliveryList,
+    DeliveryStatus, Webhook, WebhookList,
 };
 
 #[cfg(feature = "client")]

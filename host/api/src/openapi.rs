@@ -16,6 +16,7 @@ use crate::admin::*;
 use crate::builds::*;
 use crate::error::*;
 use crate::projects::*;
+use crate::webhooks::*;
 
 /// The name of the bearer-token security scheme.
 pub const BEARER: &str = "bearer";
@@ -44,6 +45,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         (name = "builds", description = "Start, list, follow and cancel builds"),
         (name = "contexts", description = "Upload build contexts too big to send inline"),
         (name = "projects", description = "Saved build recipes that build on a git push (their webhook), on request, or by polling"),
+        (name = "webhooks", description = "Build events delivered to your endpoints, signed as Standard Webhooks"),
         (name = "wizard", description = "What the Dockerfile wizard sees in a context"),
         (name = "plugins", description = "The plugins this server loaded"),
         (name = "secrets", description = "An organization's registry and git credentials and build secrets"),
@@ -55,6 +57,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         upload_build_context, get_context,
         create_project, list_projects, get_project, update_project, delete_project,
         build_project, rotate_webhook_secret, push_hook,
+        create_webhook, list_webhooks, delete_webhook, list_deliveries, redeliver,
         wizard_detect,
         list_plugins,
         save_build_secrets, list_build_secrets, delete_build_secret,
@@ -68,8 +71,10 @@ follow the build with GetBuild or StreamBuildLogs.";
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
         CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList,
         NewToken, GcRequest, GcReport, GcTotal, GcItem, ErrorBody, ErrorDetail,
-        CreateProjectRequest, UpdateProjectRequest, ProjectGitSource, Project, ProjectWithSecret,
+        CreateProjectRequest, UpdateProjectRequest, ProjectGitSource, Project,
         ProjectList, ProjectBuildRequest, Trigger, TriggerKind, PushAnswer,
+        CreateWebhookRequest, Webhook, WebhookList, BuildEvent, BuildSummary,
+        DeliveryStatus, Delivery, DeliveryAttempt, DeliveryList,
     ))
 )]
 pub struct ApiDoc;
@@ -118,6 +123,13 @@ fn add_links(document: &mut serde_json::Value) {
                 "buildProject",
                 "rotateWebhookSecret",
             ][..],
+        ),
+        (
+            "/v1/webhooks",
+            "post",
+            "201",
+            "webhookId",
+            &["deleteWebhook", "listDeliveries"][..],
         ),
     ];
     for (path, method, status, id, operations) in links {
@@ -304,7 +316,7 @@ fn upload_build_context() {}
     post, path = "/v1/projects", operation_id = "createProject", tag = "projects",
     request_body = CreateProjectRequest,
     responses(
-        (status = 201, description = "Created; `webhookSecret` is shown only now", body = ProjectWithSecret),
+        (status = 201, description = "Created; `webhookSecret` is shown only now", body = Project),
         (status = 400, description = "A field is malformed, or names what this server or organization lacks (a builder, a secret); the message names it", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 409, description = "The organization has a project of that name", body = ErrorBody),
@@ -401,7 +413,7 @@ fn build_project() {}
     post, path = "/v1/projects/{projectId}:rotateWebhookSecret", operation_id = "rotateWebhookSecret", tag = "projects",
     params(("projectId" = String, Path, description = "The project's id")),
     responses(
-        (status = 200, description = "The project and its new secret", body = ProjectWithSecret),
+        (status = 200, description = "The project and its new secret", body = Project),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 404, description = "No such project in the token's organization", body = ErrorBody),
     )
@@ -436,6 +448,79 @@ fn rotate_webhook_secret() {}
 )]
 #[allow(dead_code)]
 fn push_hook() {}
+
+/// Subscribe an endpoint to build events (CreateWebhook)
+///
+/// Deliveries are POSTed with `webhook-id`, `webhook-timestamp` and
+/// `webhook-signature` (Standard Webhooks); the body is a `BuildEvent`.
+/// A delivery is retried with exponential backoff for 24 hours until a
+/// 2xx answer.
+#[utoipa::path(
+    post, path = "/v1/webhooks", operation_id = "createWebhook", tag = "webhooks",
+    request_body = CreateWebhookRequest,
+    responses(
+        (status = 201, description = "Subscribed; `secret` is shown only now", body = Webhook),
+        (status = 400, description = "The URL, an event or the project is not usable; the message says which", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn create_webhook() {}
+
+/// List the organization's webhooks
+#[utoipa::path(
+    get, path = "/v1/webhooks", operation_id = "listWebhooks", tag = "webhooks",
+    responses(
+        (status = 200, description = "Every webhook (never a secret)", body = WebhookList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_webhooks() {}
+
+/// Delete a webhook and its pending deliveries
+#[utoipa::path(
+    delete, path = "/v1/webhooks/{webhookId}", operation_id = "deleteWebhook", tag = "webhooks",
+    params(("webhookId" = String, Path, description = "The webhook's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such webhook in the token's organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn delete_webhook() {}
+
+/// A webhook's deliveries, newest first (the last 100)
+#[utoipa::path(
+    get, path = "/v1/webhooks/{webhookId}/deliveries", operation_id = "listDeliveries", tag = "webhooks",
+    params(("webhookId" = String, Path, description = "The webhook's id")),
+    responses(
+        (status = 200, description = "Deliveries with their last attempt", body = DeliveryList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such webhook in the token's organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_deliveries() {}
+
+/// Send a delivery again now (same id, same body)
+#[utoipa::path(
+    post, path = "/v1/webhooks/{webhookId}/deliveries/{deliveryId}:redeliver", operation_id = "redeliver", tag = "webhooks",
+    params(
+        ("webhookId" = String, Path, description = "The webhook's id"),
+        ("deliveryId" = String, Path, description = "The delivery's id (`webhook-id`)"),
+    ),
+    responses(
+        (status = 202, description = "Due now; retried as a new delivery would be", body = Delivery),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such webhook or delivery", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn redeliver() {}
 
 /// Get an uploaded context
 #[utoipa::path(

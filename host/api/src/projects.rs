@@ -150,21 +150,14 @@ pub struct Project {
     /// Where the repository's host sends push events: absolute when the
     /// server knows its public URL (`--public-url`), else a path.
     pub webhook_url: String,
+    /// `whsec_…`, only in the answers to CreateProject and
+    /// RotateWebhookSecret: paste it as the webhook's secret (GitHub,
+    /// Gitea) or token (GitLab); a generic sender signs with it as
+    /// Standard Webhooks do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
     pub create_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
-}
-
-/// `201` to CreateProject and `200` to RotateWebhookSecret: the project and
-/// its webhook secret, shown this once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct ProjectWithSecret {
-    #[serde(flatten)]
-    pub project: Project,
-    /// `whsec_…`: paste it as the webhook's secret (GitHub, Gitea) or token
-    /// (GitLab); a generic sender signs with it as Standard Webhooks do.
-    pub webhook_secret: String,
 }
 
 /// A page of projects, by name.

@@ -711,5 +711,8 @@ fn the_links_lead_to_operations_the_document_has() {
             }
         }
     }
-    assert_eq!(links, 4, "builds to get, cancel and logs; contexts to get");
+    assert_eq!(
+        links, 11,
+        "builds to get, cancel and logs; contexts to get; projects to get, update, delete, build and rotate; webhooks to delete and deliveries"
+    );
 }

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     /// The URL clients reach this server at (`https://kiln.example.com`):
     /// webhook URLs are absolute when it is set, paths otherwise.
     pub public_url: Option<String>,
+    /// How completion webhooks are delivered (`[webhooks]`).
+    pub webhooks: crate::webhooks::WebhookSettings,
     /// The Docker Engine: `unix:///path`, `tcp://host:port`, or empty for
     /// the local default socket.
     pub docker_host: String,
@@ -212,6 +214,7 @@ impl ServerConfig {
             retention: RetentionPolicy::default(),
             tls: None,
             public_url: None,
+            webhooks: Default::default(),
         }
     }
 }
@@ -241,6 +244,32 @@ pub struct FileConfig {
     /// `[retention]`: what garbage collection removes.
     #[serde(default)]
     pub retention: Option<RetentionPolicy>,
+    /// `[webhooks]`: where completion webhooks may deliver.
+    #[serde(default)]
+    pub webhooks: Option<WebhooksConfig>,
+}
+
+/// `[webhooks]`: the non-public hosts completion webhooks may deliver to.
+///
+/// ```toml
+/// [webhooks]
+/// allowed_hosts = ["127.0.0.1", "deploy.internal"]
+/// first_retry_ms = 5000       # then 4x longer each time, up to an hour
+/// retry_window_hours = 24
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Host names or addresses, as webhook URLs name them.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// The wait before a failed delivery's second attempt, in milliseconds
+    /// (each later wait is 4× longer, up to an hour); default 5000.
+    #[serde(default)]
+    pub first_retry_ms: Option<u64>,
+    /// How long attempts go on after the event, in hours; default 24.
+    #[serde(default)]
+    pub retry_window_hours: Option<u64>,
 }
 
 /// `[network]`: the non-public networks builds may make the host reach.
@@ -340,6 +369,15 @@ impl FileConfig {
         }
         if let Some(network) = self.network {
             config.network = crate::net::NetworkPolicy::allowing(network.allow_private);
+        }
+        if let Some(webhooks) = self.webhooks {
+            config.webhooks.allowed_hosts = webhooks.allowed_hosts;
+            if let Some(ms) = webhooks.first_retry_ms {
+                config.webhooks.first_retry = Duration::from_millis(ms.max(1));
+            }
+            if let Some(hours) = webhooks.retry_window_hours {
+                config.webhooks.retry_window = Duration::from_secs(hours.max(1) * 3600);
+            }
         }
         if let Some(retention) = self.retention {
             config.retention = retention;

@@ -18,6 +18,7 @@
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context, the last build's context kept so the next writes only what changed |
 //! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
 //! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors (with their kept contexts), stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |
+//! | [`webhooks`] | completion webhooks: build events queued durably, delivered signed (Standard Webhooks) with retries, SSRF-checked |
 //! | [`memory`] | handing freed memory back to the OS once the server goes quiet after builds or connections end |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |
 //! | [`credentials`] | which store keeps an organization's secrets: the encrypted local one, or a credential-store plugin |
@@ -41,6 +42,7 @@ pub mod plugins;
 pub mod projects;
 pub mod scheduler;
 pub mod store;
+pub mod webhooks;
 
 mod server;
 

@@ -131,15 +131,18 @@ impl Server {
         secrets.check().map_err(StartError::Credentials)?;
         let hub = LogHub::new(store.clone());
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let scheduler = Scheduler::start(
-            store.clone(),
-            hub.clone(),
-            runtime.clone(),
+        let webhooks =
+            crate::webhooks::Webhooks::new(store.clone(), secrets.clone(), config.webhooks.clone());
+        let scheduler = Scheduler::start(crate::scheduler::Parts {
+            store: store.clone(),
+            hub: hub.clone(),
+            runtime: runtime.clone(),
             engine,
-            config.clone(),
-            metrics.clone(),
-            secrets.clone(),
-        )?;
+            config: config.clone(),
+            metrics: metrics.clone(),
+            secrets: secrets.clone(),
+            webhooks: webhooks.clone(),
+        })?;
 
         let listener =
             TcpListener::bind(config.listen)
@@ -161,6 +164,7 @@ impl Server {
             metrics.clone(),
         ));
         gc.start_background(stop.clone());
+        tokio::spawn(webhooks.clone().run(stop.clone()));
         tokio::spawn(crate::memory::return_when_quiet(stop.clone()));
         let collector = gc.clone();
         let state = Arc::new(ApiState {
@@ -172,6 +176,7 @@ impl Server {
             metrics,
             secrets,
             gc,
+            webhooks,
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(accept_loop(listener, tls, state, stop.clone()));

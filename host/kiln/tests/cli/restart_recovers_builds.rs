@@ -173,3 +173,83 @@ async fn issue_12_below_the_free_disk_floor_a_retry_with_its_key_still_gets_its_
     let new_upload = t.post_keyed("/v1/contexts", "disk-upload-2", archive).await;
     assert_eq!(new_upload.status, hyper::StatusCode::INSUFFICIENT_STORAGE);
 }
+
+/// Issue 14: kill -9 of the host between two attempts of a webhook
+/// delivery loses nothing: the restarted host attempts it again, and the
+/// receiver (verifying with the Standard Webhooks library) gets it once it
+/// answers.
+#[tokio::test]
+async fn issue_14_a_delivery_pending_when_the_host_is_killed_is_delivered_after_restart() {
+    use kiln_tests::webhooks::Receiver;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = env!("CARGO_BIN_EXE_kiln");
+    // Long enough between attempts to kill the host in between.
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(
+        &config,
+        "[webhooks]\nallowed_hosts = [\"127.0.0.1\"]\nfirst_retry_ms = 4000\n",
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let mut first = KilnProcess::spawn(binary.as_ref(), &dir.path().join("data"), &args);
+    let (port, url) = Receiver::free_url();
+    let answer = first
+        .post_json(
+            "/v1/webhooks",
+            &serde_json::json!({"url": url, "events": ["build.succeeded"]}),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        hyper::StatusCode::CREATED,
+        "{}",
+        answer.error_message()
+    );
+    let webhook = answer.json();
+    let webhook_id = webhook["webhookId"].as_str().unwrap().to_string();
+    let receiver = Receiver::start(port, webhook["secret"].as_str().unwrap(), 1);
+    let build_id = first
+        .create_build(&hello_request(&unique_name("killed-hook")))
+        .await;
+    let record = first
+        .wait_succeeded(&build_id, Duration::from_secs(120))
+        .await;
+    // The first attempt was answered 500; the next is 4 s away.
+    let deliveries_path = format!("/v1/webhooks/{webhook_id}/deliveries");
+    let started = Instant::now();
+    loop {
+        let deliveries = first.get(&deliveries_path).await.json()["deliveries"].clone();
+        if deliveries[0]["attempts"] == 1 {
+            assert_eq!(deliveries[0]["status"], "pending", "{deliveries:#}");
+            assert_eq!(deliveries[0]["lastAttempt"]["responseCode"], 500);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{deliveries:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill9();
+    assert!(receiver.received().is_empty());
+
+    let second = KilnProcess::spawn(binary.as_ref(), &dir.path().join("data"), &args);
+    let got = receiver.wait_for(1).await;
+    assert!(got[0].get("error").is_none(), "{got:#?}");
+    assert_eq!(got[0]["event"]["data"]["digest"], record["digest"]);
+    let started = Instant::now();
+    let deliveries = loop {
+        let deliveries = second.get(&deliveries_path).await.json()["deliveries"].clone();
+        if deliveries[0]["status"] == "succeeded" {
+            break deliveries;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{deliveries:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(deliveries.as_array().unwrap().len(), 1, "{deliveries:#}");
+    assert_eq!(deliveries[0]["attempts"], 2, "{deliveries:#}");
+    assert_eq!(got[0]["id"], deliveries[0]["deliveryId"]);
+}

@@ -135,6 +135,9 @@ pub async fn accept(
         status: record.status,
     };
     before_flush(&accepted)?;
+    if let Err(e) = state.webhooks.emit(&record, "build.queued") {
+        tracing::error!(build_id = %record.build_id, "cannot queue build.queued deliveries: {e}");
+    }
     // 202 means stored: a crash after this answer loses neither the build
     // nor its key's answer. Concurrent creates share one flush.
     state.store.flush().await?;
@@ -563,7 +566,7 @@ pub fn list(
     ))
 }
 
-pub fn cancel(
+pub async fn cancel(
     state: &ApiState,
     caller: &Caller,
     build_id: &str,
@@ -594,6 +597,10 @@ pub fn cancel(
             .metrics
             .build_finished(BuildStatus::Cancelled, std::time::Duration::ZERO);
         state.hub.finish(build_id);
+        state
+            .webhooks
+            .emit_durably(&updated, "build.cancelled")
+            .await;
     } else {
         state.scheduler.cancel_running(build_id);
     }

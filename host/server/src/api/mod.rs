@@ -5,6 +5,7 @@
 //! * [`contexts`] — UploadBuildContext (streamed to disk, content-addressed).
 //! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
 //! * [`projects`] — projects (saved build recipes) and their push webhooks.
+//! * [`webhooks`] — completion webhooks and their deliveries.
 //! * [`orgs`] — organizations and their tokens (the operator's admin token only).
 //! * [`secrets`] — SaveBuildSecrets: sealed at rest, read back as `***`.
 //! * [`wizard`] — `wizard:detect`: the Dockerfile wizard's answer, no build.
@@ -27,6 +28,7 @@ pub mod projects;
 pub mod routes;
 pub mod secrets;
 pub mod views;
+pub mod webhooks;
 pub mod wizard;
 
 pub use kiln_api::validate;
@@ -57,6 +59,7 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub secrets: crate::credentials::CredentialStores,
     pub gc: Arc<crate::gc::Collector>,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// An error answer.

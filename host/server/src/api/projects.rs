@@ -15,7 +15,7 @@ use crate::projects::{self as recipes, Decision, Glob, Target};
 use crate::store::{DeliveryRecord, ProjectRecord};
 use kiln_api::{
     CreateBuildRequest, CreateProjectRequest, GitSourceRequest, ProjectBuildRequest, ProjectList,
-    ProjectWithSecret, PushAnswer, Trigger, TriggerKind, UpdateProjectRequest,
+    PushAnswer, Trigger, TriggerKind, UpdateProjectRequest,
 };
 
 /// Largest project body.
@@ -191,9 +191,9 @@ pub async fn create(
     tracing::info!(project_id = %record.project_id, org = %record.org, name = %record.name, "project created");
     Ok(json_response(
         StatusCode::CREATED,
-        &ProjectWithSecret {
-            project: super::views::project(&record, webhook_url(state, &project_id)),
-            webhook_secret: secret,
+        &kiln_api::Project {
+            webhook_secret: Some(secret),
+            ..super::views::project(&record, webhook_url(state, &project_id))
         },
     ))
 }
@@ -315,9 +315,9 @@ pub async fn rotate_secret(
     state.store.flush().await?;
     Ok(json_response(
         StatusCode::OK,
-        &ProjectWithSecret {
-            project: super::views::project(&stored, webhook_url(state, project_id)),
-            webhook_secret: secret,
+        &kiln_api::Project {
+            webhook_secret: Some(secret),
+            ..super::views::project(&stored, webhook_url(state, project_id))
         },
     ))
 }

@@ -6,7 +6,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{builds, contexts, logs, orgs, projects, secrets, wizard, ApiError, ApiState, Body};
+use super::{
+    builds, contexts, logs, orgs, projects, secrets, webhooks, wizard, ApiError, ApiState, Body,
+};
 
 /// Who is calling: the organization the bearer token belongs to.
 pub struct Caller {
@@ -99,6 +101,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/projects/{projectId}:build"),
     ("POST", "/v1/projects/{projectId}:rotateWebhookSecret"),
     ("POST", "/v1/hooks/{projectId}"),
+    ("POST", "/v1/webhooks"),
+    ("GET", "/v1/webhooks"),
+    ("DELETE", "/v1/webhooks/{webhookId}"),
+    ("GET", "/v1/webhooks/{webhookId}/deliveries"),
+    (
+        "POST",
+        "/v1/webhooks/{webhookId}/deliveries/{deliveryId}:redeliver",
+    ),
     ("POST", "/v1/wizard:detect"),
     ("POST", "/v1/orgs"),
     ("GET", "/v1/orgs"),
@@ -149,6 +159,11 @@ pub enum Route<'a> {
     RotateWebhookSecret(&'a str),
     /// A push delivery: authenticated by its signature, not a token.
     PushHook(&'a str),
+    CreateWebhook,
+    ListWebhooks,
+    DeleteWebhook(&'a str),
+    WebhookDeliveries(&'a str),
+    Redeliver(&'a str, &'a str),
     WizardDetect,
     CreateOrg,
     ListOrgs,
@@ -228,6 +243,17 @@ fn route_for<'a>(method: &Method, path: &'a str) -> Result<Option<Route<'a>>, Ap
             _ => None,
         },
         ["v1", "hooks", id] if !id.is_empty() => is(Method::POST).then_some(Route::PushHook(id)),
+        ["v1", "webhooks"] if is(Method::POST) => Some(Route::CreateWebhook),
+        ["v1", "webhooks"] => is(Method::GET).then_some(Route::ListWebhooks),
+        ["v1", "webhooks", id] if !id.is_empty() => {
+            is(Method::DELETE).then_some(Route::DeleteWebhook(id))
+        }
+        ["v1", "webhooks", id, "deliveries"] => {
+            is(Method::GET).then_some(Route::WebhookDeliveries(id))
+        }
+        ["v1", "webhooks", id, "deliveries", action] if action.ends_with(":redeliver") => {
+            is(Method::POST).then(|| Route::Redeliver(id, action.trim_end_matches(":redeliver")))
+        }
         ["v1", "wizard:detect"] => is(Method::POST).then_some(Route::WizardDetect),
         ["v1", "orgs"] if is(Method::POST) => Some(Route::CreateOrg),
         ["v1", "orgs"] => is(Method::GET).then_some(Route::ListOrgs),
@@ -271,7 +297,7 @@ async fn route(
         Route::CreateBuild => builds::create(&state, &caller, request).await,
         Route::ListBuilds => builds::list(&state, &caller, &request),
         Route::GetBuild(id) => builds::get(&state, &caller, id),
-        Route::CancelBuild(id) => builds::cancel(&state, &caller, id),
+        Route::CancelBuild(id) => builds::cancel(&state, &caller, id).await,
         Route::BuildLogs(id) => logs::stream(&state, &caller, id, &request),
         Route::UploadContext => contexts::upload(&state, &caller, request).await,
         Route::GetContext(id) => contexts::get(&state, &caller, id),
@@ -283,6 +309,11 @@ async fn route(
         Route::DeleteProject(id) => projects::delete(&state, &caller, id).await,
         Route::BuildProject(id) => projects::build(&state, &caller, id, request).await,
         Route::RotateWebhookSecret(id) => projects::rotate_secret(&state, &caller, id).await,
+        Route::CreateWebhook => webhooks::create(&state, &caller, request).await,
+        Route::ListWebhooks => webhooks::list(&state, &caller),
+        Route::DeleteWebhook(id) => webhooks::delete(&state, &caller, id).await,
+        Route::WebhookDeliveries(id) => webhooks::deliveries(&state, &caller, id),
+        Route::Redeliver(id, delivery) => webhooks::redeliver(&state, &caller, id, delivery).await,
         Route::WizardDetect => wizard::detect(&state, &caller, request).await,
         Route::CreateOrg => orgs::create(&state, &caller, request).await,
         Route::ListOrgs => orgs::list(&state, &caller),
@@ -364,6 +395,8 @@ mod tests {
                 .replace("{buildId}", "b-1")
                 .replace("{contextId}", "ctx-1")
                 .replace("{projectId}", "p-1")
+                .replace("{webhookId}", "w-1")
+                .replace("{deliveryId}", "msg_1")
                 .replace("{org}", "team")
                 .replace("{tokenId}", "t-1")
                 .replace("{kind}", "build")

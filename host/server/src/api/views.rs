@@ -32,6 +32,7 @@ pub fn project(record: &ProjectRecord, webhook_url: String) -> wire::Project {
         default_branch: record.default_branch.clone(),
         latest_on_every_branch: record.latest_on_every_branch,
         webhook_url,
+        webhook_secret: None,
         create_time: record.create_time,
         update_time: record.update_time,
     }

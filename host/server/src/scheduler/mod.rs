@@ -54,6 +54,8 @@ struct Inner {
     config: ServerConfig,
     metrics: Arc<Metrics>,
     secrets: CredentialStores,
+    /// Where build events go (completion webhooks).
+    webhooks: crate::webhooks::Webhooks,
     wake: Notify,
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Turns between organizations: running builds per organization, and
@@ -75,17 +77,32 @@ enum Outcome {
     Cancelled,
 }
 
+/// What the scheduler drives builds with.
+pub struct Parts {
+    pub store: Store,
+    pub hub: LogHub,
+    pub runtime: Arc<PluginRuntime>,
+    pub engine: DockerEngine,
+    pub config: ServerConfig,
+    pub metrics: Arc<Metrics>,
+    pub secrets: CredentialStores,
+    /// Where build events go (completion webhooks).
+    pub webhooks: crate::webhooks::Webhooks,
+}
+
 impl Scheduler {
     /// Recover what a previous run left, then start the workers.
-    pub fn start(
-        store: Store,
-        hub: LogHub,
-        runtime: Arc<PluginRuntime>,
-        engine: DockerEngine,
-        config: ServerConfig,
-        metrics: Arc<Metrics>,
-        secrets: CredentialStores,
-    ) -> Result<Self, StoreError> {
+    pub fn start(parts: Parts) -> Result<Self, StoreError> {
+        let Parts {
+            store,
+            hub,
+            runtime,
+            engine,
+            config,
+            metrics,
+            secrets,
+            webhooks,
+        } = parts;
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
                 store,
@@ -95,6 +112,7 @@ impl Scheduler {
                 config,
                 metrics,
                 secrets,
+                webhooks,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 turns: Mutex::default(),
@@ -137,11 +155,15 @@ impl Scheduler {
                 "interrupted by host restart",
                 None,
             );
-            store.update_build(&build_id, |r| {
+            let closed = store.update_build(&build_id, |r| {
                 r.status = BuildStatus::Failed;
                 r.failure = Some(failure.clone());
                 r.finish_time = Some(Utc::now());
             })?;
+            // Flushed below, with the record.
+            if let Err(e) = self.inner.webhooks.emit(&closed, "build.failed") {
+                tracing::error!(build_id, "cannot queue build.failed deliveries: {e}");
+            }
             self.inner.hub.finish(&build_id);
             self.inner.metrics.build_closed_at_start();
             tracing::warn!(build_id, "closed a build interrupted by a host restart");
@@ -317,6 +339,7 @@ impl Scheduler {
                 };
             }
         };
+        inner.webhooks.emit_durably(&record, "build.started").await;
         let log = BuildLog::open(&inner.store, &inner.hub, build_id)?;
         log.system(&format!(
             "build {} #{} of {} started (builder {})",
@@ -408,7 +431,7 @@ impl Scheduler {
             .metrics
             .build_finished(final_status, started.elapsed());
         inner.running.lock().unwrap().remove(build_id);
-        inner.store.update_build(build_id, |r| {
+        let finished = inner.store.update_build(build_id, |r| {
             r.finish_time = Some(Utc::now());
             let mut metrics = crate::store::Metrics {
                 duration_ms,
@@ -436,6 +459,16 @@ impl Scheduler {
             }
             r.metrics = Some(metrics);
         })?;
+        let event = match final_status {
+            BuildStatus::Succeeded => "build.succeeded",
+            BuildStatus::Cancelled => "build.cancelled",
+            _ => "build.failed",
+        };
+        // Queued before the flush that makes the record final: the event
+        // is as durable as the build's end.
+        if let Err(e) = inner.webhooks.emit(&finished, event) {
+            tracing::error!(build_id, "cannot queue {event} deliveries: {e}");
+        }
         inner.store.flush().await?;
         inner.hub.finish(build_id);
         crate::memory::note_activity();

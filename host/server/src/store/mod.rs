@@ -23,6 +23,10 @@
 //! | `projects_by_org` | org, 0, project name | project id (names are unique per organization) |
 //! | `builds_by_project` | project id, 0, sequence | build id |
 //! | `deliveries` | project id, 0, delivery id | JSON [`DeliveryRecord`]: a push answered, so its repeat builds nothing |
+//! | `webhooks` | webhook id | JSON [`WebhookRecord`] |
+//! | `webhooks_by_org` | org, 0, webhook id | nothing |
+//! | `outbound` | webhook id, 0, delivery id | JSON [`OutboundDelivery`] (delivery ids sort by creation) |
+//! | `outbound_due` | next attempt (ms, big-endian), 0, webhook id, 0, delivery id | nothing: the deliveries to attempt, soonest first |
 //!
 //! The secondary indexes of builds are moved after the record changes; a crash in
 //! between leaves a stale entry, which [`Store::list_builds`] skips because
@@ -32,6 +36,7 @@ mod logs;
 mod projects;
 mod records;
 pub mod secrets;
+mod webhooks;
 
 pub use logs::{BuildLog, LogHub};
 
@@ -114,6 +119,10 @@ struct Inner {
     projects_by_org: sled::Tree,
     builds_by_project: sled::Tree,
     deliveries: sled::Tree,
+    webhooks: sled::Tree,
+    webhooks_by_org: sled::Tree,
+    outbound: sled::Tree,
+    outbound_due: sled::Tree,
     flushes: Flushes,
     /// Bumped on every revocation, so whatever holds a token for a while
     /// (an open log stream) re-checks it at once.
@@ -211,6 +220,10 @@ impl Store {
             projects_by_org: db.open_tree("projects_by_org")?,
             builds_by_project: db.open_tree("builds_by_project")?,
             deliveries: db.open_tree("deliveries")?,
+            webhooks: db.open_tree("webhooks")?,
+            webhooks_by_org: db.open_tree("webhooks_by_org")?,
+            outbound: db.open_tree("outbound")?,
+            outbound_due: db.open_tree("outbound_due")?,
             flushes: Flushes::default(),
             db,
         };

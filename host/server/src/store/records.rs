@@ -289,3 +289,38 @@ pub struct IdempotentAnswer {
     pub body: serde_json::Value,
     pub create_time: DateTime<Utc>,
 }
+
+/// A completion webhook (`POST /v1/webhooks`); its secret sealed with the
+/// host's key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookRecord {
+    pub webhook_id: String,
+    pub org: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub project_id: Option<String>,
+    /// Nonce and ciphertext, hex.
+    pub sealed_secret: String,
+    pub create_time: DateTime<Utc>,
+}
+
+/// One event on its way to one webhook: the body is fixed when the event
+/// happens, so every attempt (and a redelivery) sends the same bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundDelivery {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub event_type: String,
+    pub build_id: String,
+    /// The JSON body, as sent.
+    pub body: String,
+    pub status: kiln_api::DeliveryStatus,
+    pub attempts: u32,
+    pub create_time: DateTime<Utc>,
+    /// When retries stop (24 hours after the event, or after a redelivery).
+    pub give_up_time: DateTime<Utc>,
+    pub next_attempt_time: Option<DateTime<Utc>>,
+    pub last_attempt: Option<kiln_api::DeliveryAttempt>,
+}

@@ -1,0 +1,209 @@
+//! Completion webhooks and their durable delivery queue.
+
+use chrono::{DateTime, Utc};
+
+use super::{decode, encode, join_key, OutboundDelivery, Result, Store, WebhookRecord};
+
+/// A delivery whose attempt is due: where its due entry is, and which.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    key: Vec<u8>,
+    pub webhook_id: String,
+    pub delivery_id: String,
+}
+
+fn due_key(at: DateTime<Utc>, webhook_id: &str, delivery_id: &str) -> Vec<u8> {
+    let ms = at.timestamp_millis().max(0) as u64;
+    join_key(&[
+        &ms.to_be_bytes(),
+        webhook_id.as_bytes(),
+        delivery_id.as_bytes(),
+    ])
+}
+
+impl Store {
+    pub fn create_webhook(&self, record: &WebhookRecord) -> Result<()> {
+        self.inner
+            .webhooks
+            .insert(record.webhook_id.as_bytes(), encode(record))?;
+        self.inner.webhooks_by_org.insert(
+            join_key(&[record.org.as_bytes(), record.webhook_id.as_bytes()]),
+            &[],
+        )?;
+        Ok(())
+    }
+
+    pub fn webhook(&self, webhook_id: &str) -> Result<Option<WebhookRecord>> {
+        self.inner
+            .webhooks
+            .get(webhook_id)?
+            .map(|v| decode(webhook_id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// The webhook with this id if it belongs to `org`.
+    pub fn webhook_for_org(&self, org: &str, webhook_id: &str) -> Result<Option<WebhookRecord>> {
+        Ok(self.webhook(webhook_id)?.filter(|w| w.org == org))
+    }
+
+    /// An organization's webhooks, oldest first.
+    pub fn webhooks(&self, org: &str) -> Result<Vec<WebhookRecord>> {
+        let prefix = join_key(&[org.as_bytes(), b""]);
+        let mut out = Vec::new();
+        for key in self.inner.webhooks_by_org.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            if let Some(webhook) = self.webhook(&id)? {
+                out.push(webhook);
+            }
+        }
+        out.sort_by_key(|w| w.create_time);
+        Ok(out)
+    }
+
+    /// Remove a webhook and its deliveries (attempts due stop).
+    pub fn delete_webhook(&self, record: &WebhookRecord) -> Result<()> {
+        self.inner.webhooks_by_org.remove(join_key(&[
+            record.org.as_bytes(),
+            record.webhook_id.as_bytes(),
+        ]))?;
+        self.inner.webhooks.remove(record.webhook_id.as_bytes())?;
+        let prefix = join_key(&[record.webhook_id.as_bytes(), b""]);
+        for entry in self.inner.outbound.scan_prefix(&prefix) {
+            let (key, value) = entry?;
+            let delivery: OutboundDelivery = decode(&key, &value)?;
+            if let Some(at) = delivery.next_attempt_time {
+                self.inner.outbound_due.remove(due_key(
+                    at,
+                    &delivery.webhook_id,
+                    &delivery.delivery_id,
+                ))?;
+            }
+            self.inner.outbound.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// A new delivery id: `msg_` and a number that grows with time, so a
+    /// webhook's deliveries sort by creation.
+    pub fn next_delivery_id(&self) -> Result<String> {
+        Ok(format!("msg_{:020}", self.inner.db.generate_id()?))
+    }
+
+    /// Store a delivery as it now is, and its due entry when it has a next
+    /// attempt. (The caller removed the old due entry: [`Store::claim_due`].)
+    pub fn put_outbound(&self, delivery: &OutboundDelivery) -> Result<()> {
+        self.inner.outbound.insert(
+            join_key(&[
+                delivery.webhook_id.as_bytes(),
+                delivery.delivery_id.as_bytes(),
+            ]),
+            encode(delivery),
+        )?;
+        if let Some(at) = delivery.next_attempt_time {
+            self.inner.outbound_due.insert(
+                due_key(at, &delivery.webhook_id, &delivery.delivery_id),
+                &[],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn outbound(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+    ) -> Result<Option<OutboundDelivery>> {
+        let key = join_key(&[webhook_id.as_bytes(), delivery_id.as_bytes()]);
+        self.inner
+            .outbound
+            .get(&key)?
+            .map(|v| decode(&key, &v))
+            .transpose()
+    }
+
+    /// A webhook's deliveries, newest first, at most `limit`.
+    pub fn outbound_for(&self, webhook_id: &str, limit: usize) -> Result<Vec<OutboundDelivery>> {
+        let prefix = join_key(&[webhook_id.as_bytes(), b""]);
+        let mut out = Vec::new();
+        for entry in self.inner.outbound.scan_prefix(&prefix).rev().take(limit) {
+            let (key, value) = entry?;
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Deliveries due at `now` or before, soonest first, at most `limit`;
+    /// and when the next one after them is due, if any.
+    pub fn due_outbound(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
+        let mut due = Vec::new();
+        for key in self.inner.outbound_due.iter().keys() {
+            let key = key?;
+            let ms = u64::from_be_bytes(key[..8].try_into().expect("due keys start with 8 bytes"));
+            let at = DateTime::from_timestamp_millis(ms as i64).unwrap_or(now);
+            if at > now || due.len() >= limit {
+                return Ok((due, Some(at)));
+            }
+            let mut parts = key[9..].splitn(2, |b| *b == 0);
+            let webhook_id = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let delivery_id =
+                String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            due.push(DueDelivery {
+                key: key.to_vec(),
+                webhook_id,
+                delivery_id,
+            });
+        }
+        Ok((due, None))
+    }
+
+    /// Take a due delivery for an attempt: `false` when another took it.
+    pub fn claim_due(&self, due: &DueDelivery) -> Result<bool> {
+        Ok(self.inner.outbound_due.remove(&due.key)?.is_some())
+    }
+
+    /// Move a delivery's next attempt (a redelivery): its old due entry,
+    /// if any, goes.
+    pub fn reschedule_outbound(
+        &self,
+        old: &OutboundDelivery,
+        new: &OutboundDelivery,
+    ) -> Result<()> {
+        if let Some(at) = old.next_attempt_time {
+            self.inner
+                .outbound_due
+                .remove(due_key(at, &old.webhook_id, &old.delivery_id))?;
+        }
+        self.put_outbound(new)
+    }
+
+    /// At start-up: a pending delivery whose due entry was taken by an
+    /// attempt the host did not finish (it was killed) is due again now.
+    /// Returns how many.
+    pub fn recover_outbound(&self, now: DateTime<Utc>) -> Result<u64> {
+        let mut recovered = 0;
+        for entry in self.inner.outbound.iter() {
+            let (key, value) = entry?;
+            let mut delivery: OutboundDelivery = decode(&key, &value)?;
+            if delivery.status != kiln_api::DeliveryStatus::Pending {
+                continue;
+            }
+            let at = delivery.next_attempt_time.unwrap_or(now);
+            if self.inner.outbound_due.contains_key(due_key(
+                at,
+                &delivery.webhook_id,
+                &delivery.delivery_id,
+            ))? {
+                continue;
+            }
+            delivery.next_attempt_time = Some(now);
+            self.put_outbound(&delivery)?;
+            recovered += 1;
+        }
+        Ok(recovered)
+    }
+}

@@ -1,0 +1,186 @@
+//! Completion webhooks (issue 14): build events delivered to a receiver
+//! that is not Kiln's code — a Python server verifying every delivery with
+//! the Standard Webhooks library from PyPI.
+
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use kiln_tests::webhooks::Receiver;
+use kiln_tests::*;
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(120);
+async fn subscribe(t: &Api, url: &str, events: Option<&[&str]>) -> (String, String) {
+    let mut body = json!({ "url": url });
+    if let Some(events) = events {
+        body["events"] = json!(events);
+    }
+    let answer = t.post_json("/v1/webhooks", &body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::CREATED,
+        "{}",
+        answer.error_message()
+    );
+    let created = answer.json();
+    (
+        created["webhookId"].as_str().unwrap().to_string(),
+        created["secret"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn deliveries(t: &Api, webhook_id: &str) -> Vec<Value> {
+    let answer = t
+        .get(&format!("/v1/webhooks/{webhook_id}/deliveries"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    answer.json()["deliveries"].as_array().unwrap().clone()
+}
+
+async fn wait_delivery_status(t: &Api, webhook_id: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let found = deliveries(t, webhook_id).await;
+        if let Some(d) = found.iter().find(|d| d["status"] == status) {
+            return d.clone();
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "no {status} delivery: {found:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The issue's "done when", second half: a subscribed receiver gets a
+/// verifiable `build.succeeded` carrying the digest — after failing the
+/// first two attempts; a receiver of every event gets them in order.
+#[tokio::test]
+async fn issue_14_a_receiver_failing_twice_gets_a_verifiable_build_succeeded_with_the_digest() {
+    let t = TestServer::start_with(|config| {
+        config.webhooks.allowed_hosts = vec!["127.0.0.1".into()];
+        config.webhooks.first_retry = Duration::from_millis(200);
+    })
+    .await;
+    let (flaky_port, flaky_url) = Receiver::free_url();
+    let (flaky_id, flaky_secret) = subscribe(&t, &flaky_url, Some(&["build.succeeded"])).await;
+    let flaky = Receiver::start(flaky_port, &flaky_secret, 2);
+    let (every_port, every_url) = Receiver::free_url();
+    let (_, every_secret) = subscribe(&t, &every_url, None).await;
+    let every = Receiver::start(every_port, &every_secret, 0);
+
+    let build_id = t.create_build(&hello_request(&unique_name("hooked"))).await;
+    let record = t.wait_succeeded(&build_id, LIMIT).await;
+
+    // Verified by the reference library, or the receiver would have written
+    // an error instead of the event.
+    let got = flaky.wait_for(1).await;
+    assert!(got[0].get("error").is_none(), "{got:#?}");
+    let event = &got[0]["event"];
+    assert_eq!(event["type"], "build.succeeded");
+    assert_eq!(event["data"]["buildId"], build_id.as_str());
+    assert_eq!(event["data"]["status"], "BUILD_STATUS_SUCCEEDED");
+    assert_eq!(event["data"]["digest"], record["digest"]);
+    assert!(record["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(event["data"]["imageRefs"], record["imageRefs"]);
+
+    let delivery = wait_delivery_status(&t, &flaky_id, "succeeded").await;
+    assert_eq!(delivery["attempts"], 3, "{delivery:#}");
+    assert_eq!(delivery["lastAttempt"]["responseCode"], 204);
+    assert_eq!(delivery["deliveryId"], got[0]["id"]);
+    t.assert_documented("Delivery", &delivery).await;
+
+    // Every event, in the order the build lived them.
+    let all = every.wait_for(3).await;
+    let types: Vec<&str> = all
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["build.queued", "build.started", "build.succeeded"]);
+    assert!(all.iter().all(|e| e.get("error").is_none()), "{all:#?}");
+    let finished = chrono::DateTime::parse_from_rfc3339(record["finishTime"].as_str().unwrap())
+        .unwrap()
+        .timestamp_micros() as f64
+        / 1e6;
+    println!(
+        "issue 14: build.succeeded received {:.1} ms after the build's finishTime (first attempt, receiver answering)",
+        (all[2]["receivedAt"].as_f64().unwrap() - finished) * 1000.0
+    );
+
+    // A redelivery: the same id and body again, verified again.
+    let answer = t
+        .post_json(
+            &format!(
+                "/v1/webhooks/{flaky_id}/deliveries/{}:redeliver",
+                delivery["deliveryId"].as_str().unwrap()
+            ),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        answer.error_message()
+    );
+    let again = flaky.wait_for(2).await;
+    assert_eq!(again[1]["id"], got[0]["id"]);
+    assert_eq!(again[1]["event"], got[0]["event"]);
+}
+
+/// SSRF: a webhook pointing at a loopback address on a server that did
+/// not allow it gets nothing; the delivery says why and is not retried.
+#[tokio::test]
+async fn issue_14_deliveries_to_loopback_are_refused_unless_the_operator_allows_the_host() {
+    let t = TestServer::start_with(|config| {
+        config.webhooks.first_retry = Duration::from_millis(200);
+    })
+    .await;
+    let (port, url) = Receiver::free_url();
+    let (webhook_id, secret) = subscribe(&t, &url, Some(&["build.succeeded"])).await;
+    let receiver = Receiver::start(port, &secret, 0);
+    let build_id = t
+        .create_build(&hello_request(&unique_name("refused")))
+        .await;
+    t.wait_succeeded(&build_id, LIMIT).await;
+    let delivery = wait_delivery_status(&t, &webhook_id, "failed").await;
+    assert_eq!(delivery["attempts"], 1, "{delivery:#}");
+    let error = delivery["lastAttempt"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("loopback") && error.contains("allowed_hosts"),
+        "{error}"
+    );
+    assert!(receiver.received().is_empty());
+
+    for (bad, needle) in [
+        (json!({"url": "ftp://example.com/x"}), "http"),
+        (
+            json!({"url": "https://user:pw@example.com/x"}),
+            "credentials",
+        ),
+        (
+            json!({"url": "https://example.com/x", "events": ["build.exploded"]}),
+            "build.succeeded",
+        ),
+        (
+            json!({"url": "https://example.com/x", "projectId": "nope"}),
+            "projectId",
+        ),
+    ] {
+        let answer = t.post_json("/v1/webhooks", &bad).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            answer.error_message().contains(needle),
+            "{bad}: {}",
+            answer.error_message()
+        );
+    }
+    let other = t.as_token(&t.server.create_org_with_token("other").unwrap());
+    assert_eq!(
+        other
+            .get(&format!("/v1/webhooks/{webhook_id}/deliveries"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
