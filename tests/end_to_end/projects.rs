@@ -693,3 +693,129 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+/// Standard Webhooks headers for `body`, signed with `secret` now.
+fn standard_headers(secret: &str, id: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    let now = chrono::Utc::now().timestamp().to_string();
+    let key = base64_decode(secret.trim_start_matches("whsec_"));
+    let signature = hmac_sha256(&key, &[id.as_bytes(), b".", now.as_bytes(), b".", body]);
+    vec![
+        ("content-type", "application/json".to_string()),
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", now),
+        ("webhook-signature", format!("v1,{}", base64(&signature))),
+    ]
+}
+
+/// A newer push to a branch cancels the project's older build of it
+/// (`autoCancelSuperseded`, reason `SUPERSEDED`); polling builds a commit
+/// pushed where no webhook is set up.
+#[tokio::test]
+async fn issue_14_a_newer_push_supersedes_the_older_build_and_polling_finds_new_commits() {
+    let t = TestServer::start_with(|config| config.min_poll_interval_secs = 1).await;
+    let root = RepoRoot::new();
+    let up = Upstream::new(&root, "busy");
+    let daemon = GitDaemon::start(&root).await;
+    let name = unique_name("superseded");
+    let project = create_project(
+        &t,
+        &json!({
+            "name": name,
+            "gitSource": {"url": daemon.url("busy")},
+            "tags": ["{sha7}"],
+            "autoCancelSuperseded": true,
+        }),
+    )
+    .await;
+    let (id, secret) = (
+        project["projectId"].as_str().unwrap(),
+        project["webhookSecret"].as_str().unwrap(),
+    );
+    let hook = project["webhookUrl"].as_str().unwrap();
+    let push = |after: &str| json!({"ref": "refs/heads/main", "after": after, "pusher": "ci"});
+
+    // A slow build, then a newer push of the same branch.
+    let slow = "FROM local/busybox:1\nRUN echo slow-start && sleep 60\n";
+    let (_, first) = up.push("main", &[("Dockerfile", slow)], "slow");
+    let body = push(&first);
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let answer = deliver(&t, hook, &standard_headers(secret, "msg_a", &bytes), &body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        answer.error_message()
+    );
+    let older = answer.json()["buildIds"][0].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while !t.log_text(&older).await.contains("slow-start") {
+        assert!(started.elapsed() < LIMIT, "{}", t.log_text(&older).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let quick = "FROM local/busybox:1\nRUN echo quick\n";
+    let (_, second) = up.push("main", &[("Dockerfile", quick)], "quick");
+    let body = push(&second);
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let answer = deliver(&t, hook, &standard_headers(secret, "msg_b", &bytes), &body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        answer.error_message()
+    );
+    let newer = answer.json()["buildIds"][0].as_str().unwrap().to_string();
+    let cancelled = t.wait_finished(&older, Duration::from_secs(30)).await;
+    assert_eq!(
+        cancelled["status"], "BUILD_STATUS_CANCELLED",
+        "{cancelled:#}"
+    );
+    assert_eq!(cancelled["failure"]["reason"], "SUPERSEDED");
+    assert!(
+        cancelled["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&newer),
+        "{cancelled:#}"
+    );
+    assert!(t
+        .log_text(&older)
+        .await
+        .contains("build cancelled (SUPERSEDED)"));
+    t.wait_succeeded(&newer, LIMIT).await;
+
+    // Polling: no webhook; a pushed commit is found and built.
+    let polled = create_project(
+        &t,
+        &json!({
+            "name": unique_name("polled"),
+            "gitSource": {"url": daemon.url("busy")},
+            "tags": ["{sha7}"],
+            "pollIntervalSecs": 1,
+        }),
+    )
+    .await;
+    let polled_id = polled["projectId"].as_str().unwrap();
+    // The first poll notes the refs and builds nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(project_builds(&t, polled_id).await.is_empty());
+    let (_, third) = up.push("main", &[("message.txt", "polled\n")], "polled");
+    let started = Instant::now();
+    let build = loop {
+        if let Some(build) = project_builds(&t, polled_id).await.first() {
+            break build.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "polling built nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(build["trigger"]["kind"], "poll");
+    let record = t
+        .wait_succeeded(build["buildId"].as_str().unwrap(), LIMIT)
+        .await;
+    assert_eq!(record["source"]["git"]["commit"], third.as_str());
+    assert_eq!(record["source"]["git"]["branch"], "main");
+    assert_eq!(project_builds(&t, polled_id).await.len(), 1);
+    assert_eq!(project_builds(&t, id).await.len(), 2);
+}

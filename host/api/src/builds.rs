@@ -367,6 +367,9 @@ pub enum FailureReason {
     /// limit of the server, not a fault of the build).
     DiskFull,
     Internal,
+    /// On a cancelled build: a newer push to the same branch of its project
+    /// started another build (the project's `autoCancelSuperseded`).
+    Superseded,
 }
 
 impl std::fmt::Display for FailureReason {

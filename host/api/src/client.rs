@@ -291,6 +291,7 @@ impl ApiClient {
         for (key, value) in [
             ("name", &query.name),
             ("branch", &query.branch),
+            ("projectId", &query.project_id),
             ("pageToken", &query.page_token),
         ] {
             if let Some(value) = value {
@@ -375,6 +376,117 @@ impl ApiClient {
         self.call_typed(
             Method::POST,
             &format!("/v1/orgs/{}/tokens", encode(org)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/projects`: the project, with its webhook secret (shown once).
+    pub async fn create_project(
+        &self,
+        request: &crate::CreateProjectRequest,
+    ) -> Result<crate::Project, ClientError> {
+        self.call_typed(Method::POST, "/v1/projects", Some(request))
+            .await
+    }
+
+    /// `GET /v1/projects`.
+    pub async fn list_projects(&self) -> Result<crate::ProjectList, ClientError> {
+        self.call_typed(Method::GET, "/v1/projects", None::<&()>)
+            .await
+    }
+
+    /// `GET /v1/projects/{id}`.
+    pub async fn get_project(&self, project_id: &str) -> Result<crate::Project, ClientError> {
+        self.call_typed(
+            Method::GET,
+            &format!("/v1/projects/{}", encode(project_id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/projects/{id}` (its builds stay).
+    pub async fn delete_project(&self, project_id: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/projects/{}", encode(project_id)),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /v1/projects/{id}:build`: a build of `reference` (default: the
+    /// project's default branch) now.
+    pub async fn build_project(
+        &self,
+        project_id: &str,
+        reference: Option<&str>,
+    ) -> Result<BuildAccepted, ClientError> {
+        let body = crate::ProjectBuildRequest {
+            reference: reference.map(str::to_string),
+        };
+        self.call_typed(
+            Method::POST,
+            &format!("/v1/projects/{}:build", encode(project_id)),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `POST /v1/webhooks`: the webhook, with its secret (shown once).
+    pub async fn create_webhook(
+        &self,
+        request: &crate::CreateWebhookRequest,
+    ) -> Result<crate::Webhook, ClientError> {
+        self.call_typed(Method::POST, "/v1/webhooks", Some(request))
+            .await
+    }
+
+    /// `GET /v1/webhooks`.
+    pub async fn list_webhooks(&self) -> Result<crate::WebhookList, ClientError> {
+        self.call_typed(Method::GET, "/v1/webhooks", None::<&()>)
+            .await
+    }
+
+    /// `DELETE /v1/webhooks/{id}`.
+    pub async fn delete_webhook(&self, webhook_id: &str) -> Result<(), ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/webhooks/{}", encode(webhook_id)),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GET /v1/webhooks/{id}/deliveries`: newest first.
+    pub async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+    ) -> Result<crate::DeliveryList, ClientError> {
+        self.call_typed(
+            Method::GET,
+            &format!("/v1/webhooks/{}/deliveries", encode(webhook_id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/webhooks/{id}/deliveries/{deliveryId}:redeliver`.
+    pub async fn redeliver(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+    ) -> Result<crate::Delivery, ClientError> {
+        self.call_typed(
+            Method::POST,
+            &format!(
+                "/v1/webhooks/{}/deliveries/{}:redeliver",
+                encode(webhook_id),
+                encode(delivery_id)
+            ),
             None::<&()>,
         )
         .await
@@ -520,6 +632,8 @@ pub struct ListBuilds {
     pub status: Option<BuildStatus>,
     pub name: Option<String>,
     pub branch: Option<String>,
+    /// Only builds of this project.
+    pub project_id: Option<String>,
     pub page_size: Option<u32>,
     pub page_token: Option<String>,
 }

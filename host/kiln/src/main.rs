@@ -68,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Builds { command, server } => commands::builds(command, &server).await,
         Command::Context { command, server } => commands::context(command, &server).await,
         Command::Plugins { command, server } => commands::plugins(command, &server).await,
+        Command::Projects { command, server } => commands::projects(command, &server).await,
+        Command::Webhooks { command, server } => commands::webhooks(command, &server).await,
         Command::Secrets { command, server } => commands::secrets(command, &server).await,
         Command::Login(args) => commands::login(args).await,
         Command::Init(args) => commands::init(args).await,

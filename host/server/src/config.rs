@@ -22,6 +22,9 @@ pub struct ServerConfig {
     /// The URL clients reach this server at (`https://kiln.example.com`):
     /// webhook URLs are absolute when it is set, paths otherwise.
     pub public_url: Option<String>,
+    /// The shortest `pollIntervalSecs` a project may ask for (the poller
+    /// looks at most this often).
+    pub min_poll_interval_secs: u64,
     /// How completion webhooks are delivered (`[webhooks]`).
     pub webhooks: crate::webhooks::WebhookSettings,
     /// The Docker Engine: `unix:///path`, `tcp://host:port`, or empty for
@@ -215,6 +218,7 @@ impl ServerConfig {
             tls: None,
             public_url: None,
             webhooks: Default::default(),
+            min_poll_interval_secs: 60,
         }
     }
 }

@@ -179,6 +179,7 @@ impl Server {
             webhooks,
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
+        tokio::spawn(crate::api::projects::poll(state.clone(), stop.clone()));
         tokio::spawn(accept_loop(listener, tls, state, stop.clone()));
         tracing::info!(%addr, scheme, "kiln is listening");
         Ok(Server {

@@ -10,7 +10,8 @@ use hyper::Method;
 
 use super::{
     config, pack, AdminCommand, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand,
-    Output, PluginCommand, PluginsCommand, SecretValue, SecretsCommand, ServerArgs, TokenCommand,
+    Output, PluginCommand, PluginsCommand, ProjectsCommand, SecretValue, SecretsCommand,
+    ServerArgs, TokenCommand, WebhooksCommand,
 };
 use kiln_api::builds::MAX_INLINE_ZIP_BYTES;
 use kiln_api::{
@@ -414,6 +415,7 @@ pub async fn builds(command: BuildsCommand, server: &ServerArgs) -> Result<ExitC
             status,
             name,
             branch,
+            project,
             limit,
             output,
         } => {
@@ -428,6 +430,7 @@ pub async fn builds(command: BuildsCommand, server: &ServerArgs) -> Result<ExitC
                     status,
                     name,
                     branch,
+                    project_id: project,
                     page_size: Some(limit.clamp(1, 1000)),
                     page_token: None,
                 })
@@ -639,6 +642,196 @@ pub async fn secrets(
         SecretsCommand::Delete { kind, name } => {
             client.delete_secret(&kind, &name).await?;
             eprintln!("deleted {kind} secret {name}");
+        }
+    }
+    Ok(0)
+}
+
+// ---- kiln projects, kiln webhooks ----
+
+fn print_projects(projects: &[kiln_api::Project]) {
+    let rows: Vec<[String; 5]> = projects
+        .iter()
+        .map(|p| {
+            [
+                p.project_id.clone(),
+                p.name.clone(),
+                p.git_source.url.clone(),
+                if p.branches.is_empty() {
+                    "*".into()
+                } else {
+                    p.branches.join(",")
+                },
+                p.webhook_url.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "NAME", "REPOSITORY", "BRANCHES", "WEBHOOK"], &rows);
+}
+
+pub async fn projects(
+    command: ProjectsCommand,
+    server: &ServerArgs,
+) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    let some = |v: Vec<String>| Some(v).filter(|v| !v.is_empty());
+    match command {
+        ProjectsCommand::Create {
+            name,
+            git,
+            context_dir,
+            dockerfile,
+            builder,
+            tags,
+            branches,
+            tags_pattern,
+            paths,
+            auto_cancel_superseded,
+            poll_interval_secs,
+            output,
+        } => {
+            let project = client
+                .create_project(&kiln_api::CreateProjectRequest {
+                    name,
+                    git_source: kiln_api::ProjectGitSource {
+                        url: git,
+                        context_dir,
+                        submodules: None,
+                    },
+                    dockerfile,
+                    builder,
+                    tags: some(tags),
+                    branches: some(branches),
+                    tags_pattern,
+                    paths: some(paths),
+                    auto_cancel_superseded: Some(auto_cancel_superseded),
+                    poll_interval_secs,
+                    ..Default::default()
+                })
+                .await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&project).unwrap()),
+                Output::Table => {
+                    println!("project {} ({})", project.name, project.project_id);
+                    println!("webhook URL:    {}", project.webhook_url);
+                    println!(
+                        "webhook secret: {} (shown once: set it as the repository webhook's secret)",
+                        project.webhook_secret.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        ProjectsCommand::List { output } => {
+            let list = client.list_projects().await?;
+            match output {
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&list.projects).unwrap())
+                }
+                Output::Table => print_projects(&list.projects),
+            }
+        }
+        ProjectsCommand::Get { id } => {
+            let project = client.get_project(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&project).unwrap());
+        }
+        ProjectsCommand::Delete { id } => {
+            client.delete_project(&id).await?;
+            eprintln!("deleted project {id}");
+        }
+        ProjectsCommand::Build { id, reference } => {
+            let accepted = client.build_project(&id, reference.as_deref()).await?;
+            println!("{}", accepted.build_id);
+            eprintln!(
+                "build #{} accepted; follow it with `kiln builds logs -f {}`",
+                accepted.number, accepted.build_id
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub async fn webhooks(
+    command: WebhooksCommand,
+    server: &ServerArgs,
+) -> Result<ExitCode, CommandError> {
+    let client = connect(server)?;
+    match command {
+        WebhooksCommand::Create {
+            url,
+            events,
+            project,
+        } => {
+            let webhook = client
+                .create_webhook(&kiln_api::CreateWebhookRequest {
+                    url,
+                    events: Some(events).filter(|e| !e.is_empty()),
+                    project_id: project,
+                })
+                .await?;
+            println!(
+                "webhook {} for {}",
+                webhook.webhook_id,
+                webhook.events.join(", ")
+            );
+            println!(
+                "secret: {} (shown once: verify deliveries with it, as Standard Webhooks do)",
+                webhook.secret.as_deref().unwrap_or("")
+            );
+        }
+        WebhooksCommand::List => {
+            let list = client.list_webhooks().await?;
+            let rows: Vec<[String; 4]> = list
+                .webhooks
+                .iter()
+                .map(|w| {
+                    [
+                        w.webhook_id.clone(),
+                        w.url.clone(),
+                        w.events.join(","),
+                        w.project_id.clone().unwrap_or_else(|| "*".into()),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "URL", "EVENTS", "PROJECT"], &rows);
+        }
+        WebhooksCommand::Delete { id } => {
+            client.delete_webhook(&id).await?;
+            eprintln!("deleted webhook {id}");
+        }
+        WebhooksCommand::Deliveries { id } => {
+            let list = client.list_deliveries(&id).await?;
+            let rows: Vec<[String; 6]> = list
+                .deliveries
+                .iter()
+                .map(|d| {
+                    let last = d.last_attempt.as_ref();
+                    [
+                        d.delivery_id.clone(),
+                        d.event_type.clone(),
+                        format!("{:?}", d.status).to_lowercase(),
+                        d.attempts.to_string(),
+                        last.and_then(|a| a.response_code)
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        last.map(|a| a.error.clone()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "DELIVERY",
+                    "EVENT",
+                    "STATUS",
+                    "ATTEMPTS",
+                    "LAST CODE",
+                    "LAST ERROR",
+                ],
+                &rows,
+            );
+        }
+        WebhooksCommand::Redeliver { id, delivery_id } => {
+            let delivery = client.redeliver(&id, &delivery_id).await?;
+            eprintln!("delivery {} is due again", delivery.delivery_id);
         }
     }
     Ok(0)

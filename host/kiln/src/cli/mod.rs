@@ -66,6 +66,20 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Projects: saved build recipes that build on a git push.
+    Projects {
+        #[command(subcommand)]
+        command: ProjectsCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Completion webhooks: build events POSTed to your endpoints.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Show the server's plugins.
     Plugins {
         #[command(subcommand)]
@@ -207,6 +221,9 @@ pub enum BuildsCommand {
         /// Only git builds of this branch.
         #[arg(long)]
         branch: Option<String>,
+        /// Only builds of this project.
+        #[arg(long)]
+        project: Option<String>,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
@@ -231,6 +248,83 @@ pub enum BuildsCommand {
     },
     /// Cancel a pending or running build.
     Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// Create a project; prints its webhook URL and secret (shown once).
+    Create {
+        /// The image name.
+        name: String,
+        /// The repository URL.
+        #[arg(long)]
+        git: String,
+        /// A directory of the repository to build.
+        #[arg(long)]
+        context_dir: Option<String>,
+        #[arg(long, short = 'f')]
+        dockerfile: Option<String>,
+        #[arg(long)]
+        builder: Option<String>,
+        /// A tag template ({branch}, {tag}, {sha}, {sha7}, {number}); repeatable.
+        #[arg(long = "tag", short = 't')]
+        tags: Vec<String>,
+        /// A glob of branches that build (e.g. main, release/*); repeatable.
+        #[arg(long = "branch")]
+        branches: Vec<String>,
+        /// A glob of tags that build (e.g. v*).
+        #[arg(long)]
+        tags_pattern: Option<String>,
+        /// A glob of repository paths a push must touch to build; repeatable.
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        /// A newer push to a branch cancels the older build of it.
+        #[arg(long)]
+        auto_cancel_superseded: bool,
+        /// Check the repository this often (seconds) and build new commits.
+        #[arg(long)]
+        poll_interval_secs: Option<u64>,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// List the organization's projects.
+    List {
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one project.
+    Get { id: String },
+    /// Delete a project (its builds stay).
+    Delete { id: String },
+    /// Build a project now, as a push of the reference would.
+    Build {
+        id: String,
+        /// A branch, a tag or a commit id; default: the project's default branch.
+        #[arg(long = "ref")]
+        reference: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Subscribe a URL to build events; prints the signing secret (shown once).
+    Create {
+        url: String,
+        /// An event (build.queued, build.started, build.succeeded, build.failed, build.cancelled); repeatable; default all.
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// Only this project's builds.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// List the organization's webhooks.
+    List,
+    /// Delete a webhook.
+    Delete { id: String },
+    /// A webhook's deliveries, newest first.
+    Deliveries { id: String },
+    /// Send a delivery again.
+    Redeliver { id: String, delivery_id: String },
 }
 
 #[derive(Debug, Subcommand)]

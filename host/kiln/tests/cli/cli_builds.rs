@@ -544,3 +544,80 @@ fn kiln_init_writes_the_wizards_files_and_refuses_to_overwrite() {
     );
     assert!(stdout.contains("sub-project tools/cli: rust"), "{stdout}");
 }
+
+/// Issue 14: `kiln projects` and `kiln webhooks` create, list and delete
+/// what the API does, printing each secret once.
+#[tokio::test]
+async fn issue_14_projects_and_webhooks_are_managed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = KilnProcess::spawn(env!("CARGO_BIN_EXE_kiln").as_ref(), dir.path(), &[]);
+    let cli = Cli::new(&server);
+    let name = unique_name("cli-project");
+    let created = cli.run(&[
+        "projects",
+        "create",
+        &name,
+        "--git",
+        "https://git.example.com/acme/app.git",
+        "--tag",
+        "{sha7}",
+        "--branch",
+        "main",
+        "-o",
+        "json",
+    ]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let project: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let id = project["projectId"].as_str().unwrap();
+    assert!(project["webhookSecret"]
+        .as_str()
+        .unwrap()
+        .starts_with("whsec_"));
+    assert_eq!(project["tags"], serde_json::json!(["{sha7}"]));
+    let listed = text(&cli.run(&["projects", "list"]).stdout);
+    assert!(listed.contains(id) && listed.contains(&name), "{listed}");
+    assert!(
+        !listed.contains("whsec_"),
+        "the secret is shown once: {listed}"
+    );
+    let refused = cli.run(&["projects", "create", &name, "--git", "not a url"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("gitSource.url"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let hook = cli.run(&[
+        "webhooks",
+        "create",
+        "https://deploy.example.com/kiln",
+        "--event",
+        "build.succeeded",
+        "--project",
+        id,
+    ]);
+    assert!(hook.status.success(), "{}", text(&hook.stderr));
+    let said = text(&hook.stdout);
+    assert!(said.contains("secret: whsec_"), "{said}");
+    let webhook_id = said.split_whitespace().nth(1).unwrap().to_string();
+    let listed = text(&cli.run(&["webhooks", "list"]).stdout);
+    assert!(
+        listed.contains(&webhook_id) && listed.contains("build.succeeded"),
+        "{listed}"
+    );
+    let deliveries = cli.run(&["webhooks", "deliveries", &webhook_id]);
+    assert!(deliveries.status.success(), "{}", text(&deliveries.stderr));
+    assert!(cli
+        .run(&["webhooks", "delete", &webhook_id])
+        .status
+        .success());
+    assert!(cli.run(&["projects", "delete", id]).status.success());
+    let gone = cli.run(&["projects", "get", id]);
+    assert!(!gone.status.success());
+    assert!(
+        text(&gone.stderr).contains("not found"),
+        "{}",
+        text(&gone.stderr)
+    );
+}

@@ -584,15 +584,32 @@ pub async fn cancel(
             ),
         ));
     }
-    // A pending build is cancelled in place; a worker that pops it later
-    // sees it is no longer pending and skips it.
+    let updated = stop(state, build_id, None).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &kiln_api::Build::from(&updated),
+    ))
+}
+
+/// Cancel a build: a pending one in place (a worker that pops it later
+/// sees it is no longer pending and skips it), a running one by stopping
+/// its work. `why`, when given, is recorded as the cancelled build's
+/// failure (a newer push superseded it). Answers the record as it is now.
+pub async fn stop(
+    state: &ApiState,
+    build_id: &str,
+    why: Option<crate::store::Failure>,
+) -> Result<BuildRecord, ApiError> {
+    let mut cancelled_here = false;
     let updated = state.store.update_build(build_id, |r| {
-        if r.status == BuildStatus::Pending {
+        cancelled_here = r.status == BuildStatus::Pending;
+        if cancelled_here {
             r.status = BuildStatus::Cancelled;
             r.finish_time = Some(Utc::now());
+            r.failure = why.clone();
         }
     })?;
-    if updated.status == BuildStatus::Cancelled {
+    if cancelled_here {
         state
             .metrics
             .build_finished(BuildStatus::Cancelled, std::time::Duration::ZERO);
@@ -601,13 +618,13 @@ pub async fn cancel(
             .webhooks
             .emit_durably(&updated, "build.cancelled")
             .await;
-    } else {
-        state.scheduler.cancel_running(build_id);
+    } else if updated.status == BuildStatus::Running {
+        match why {
+            Some(why) => state.scheduler.cancel_running_because(build_id, why),
+            None => state.scheduler.cancel_running(build_id),
+        };
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &kiln_api::Build::from(&updated),
-    ))
+    Ok(updated)
 }
 
 pub fn plugins(state: &ApiState) -> Result<Response<Body>, ApiError> {

@@ -23,8 +23,6 @@ const MAX_BODY_BYTES: usize = 256 << 10;
 /// Largest push delivery: GitHub caps its payloads at 25 MB, but a push
 /// that lists that much is cut to its first commits long before.
 const MAX_PUSH_BYTES: usize = 8 << 20;
-/// The shortest polling interval (the remote is asked no more often).
-const MIN_POLL_SECS: u64 = 60;
 /// The longest polling interval.
 const MAX_POLL_SECS: u64 = 7 * 24 * 3600;
 
@@ -91,11 +89,12 @@ async fn check(state: &ApiState, org: &str, project: &ProjectRecord) -> Result<(
     for path in &project.paths {
         Glob::parse("paths", path).map_err(bad)?;
     }
+    let min_poll = state.config.min_poll_interval_secs;
     if project.poll_interval_secs != 0
-        && !(MIN_POLL_SECS..=MAX_POLL_SECS).contains(&project.poll_interval_secs)
+        && !(min_poll..=MAX_POLL_SECS).contains(&project.poll_interval_secs)
     {
         return Err(bad(format!(
-            "`pollIntervalSecs` {} must be 0 (no polling) or from {MIN_POLL_SECS} to {MAX_POLL_SECS}",
+            "`pollIntervalSecs` {} must be 0 (no polling) or from {min_poll} to {MAX_POLL_SECS}",
             project.poll_interval_secs
         )));
     }
@@ -345,13 +344,63 @@ async fn start(
             }
         )));
     }
+    let branch = target.branch.clone();
     let origin = BuildOrigin {
         project_id: project.project_id.clone(),
         trigger,
         branch: target.branch,
         number,
     };
-    accept(state, &project.org, request, Some(origin), before_flush).await
+    let accepted = accept(state, &project.org, request, Some(origin), before_flush).await?;
+    if let (true, Some(branch)) = (project.auto_cancel_superseded, branch) {
+        supersede(state, project, &accepted, &branch).await?;
+    }
+    Ok(accepted)
+}
+
+/// Cancel the project's older pending or running builds of `branch`: the
+/// build just accepted (`newer`) makes them stale. Each says which build
+/// superseded it (reason `SUPERSEDED`).
+async fn supersede(
+    state: &ApiState,
+    project: &ProjectRecord,
+    newer: &kiln_api::BuildAccepted,
+    branch: &str,
+) -> Result<(), ApiError> {
+    let Some(newer_record) = state.store.build(&newer.build_id)? else {
+        return Ok(());
+    };
+    let commit = newer_record
+        .source
+        .git
+        .as_ref()
+        .and_then(|g| g.reference.get(..7))
+        .unwrap_or("")
+        .to_string();
+    let filter = crate::store::ListFilter {
+        project_id: Some(project.project_id.clone()),
+        before_seq: Some(newer_record.seq),
+        ..Default::default()
+    };
+    // Older builds of a project still going are few; a page is plenty.
+    for older in state.store.list_builds(&project.org, &filter, 200)? {
+        let same_branch =
+            older.source.git.as_ref().and_then(|g| g.branch.as_deref()) == Some(branch);
+        if !same_branch || older.status.is_finished() {
+            continue;
+        }
+        let why = crate::scheduler::failure(
+            kiln_api::FailureReason::Superseded,
+            format!(
+                "superseded by build #{} ({}) of branch {branch}, commit {commit}",
+                newer.number, newer.build_id
+            ),
+            None,
+        );
+        super::builds::stop(state, &older.build_id, Some(why)).await?;
+        tracing::info!(build_id = %older.build_id, by = %newer.build_id, "build superseded");
+    }
+    Ok(())
 }
 
 /// `POST /v1/projects/{id}:build {reference}`: a build now, as a push of
@@ -388,6 +437,26 @@ pub async fn build(
     Ok(json_response(StatusCode::ACCEPTED, &accepted))
 }
 
+/// The organization's git credentials by host (`*` as the fallback), as
+/// the git fetcher asks for them.
+async fn git_credentials(
+    state: &ApiState,
+    org: &str,
+) -> Result<crate::git::CredentialLookup, ApiError> {
+    let known = state
+        .secrets
+        .git_credentials(org)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(std::sync::Arc::new(move |host: &str| {
+        let found = known.get(host).or_else(|| known.get("*"))?;
+        Some(crate::git::GitCredential {
+            username: found.username.clone(),
+            password: found.password.clone(),
+        })
+    }))
+}
+
 /// What `reference` names now: a full commit id as it is, a branch or a
 /// tag from the remote's ref advertisement (no pack fetched).
 async fn resolve(
@@ -402,18 +471,7 @@ async fn resolve(
             tag: None,
         });
     }
-    let known = state
-        .secrets
-        .git_credentials(&project.org)
-        .await
-        .map_err(ApiError::internal)?;
-    let credentials: crate::git::CredentialLookup = std::sync::Arc::new(move |host: &str| {
-        let found = known.get(host).or_else(|| known.get("*"))?;
-        Some(crate::git::GitCredential {
-            username: found.username.clone(),
-            password: found.password.clone(),
-        })
-    });
+    let credentials = git_credentials(state, &project.org).await?;
     let fetcher = crate::git::GitFetcher::new(&state.config.data_dir, state.config.network.clone());
     let (org, url, reference) = (
         project.org.clone(),
@@ -591,4 +649,96 @@ async fn handle_push(
             ignored: None,
         },
     ))
+}
+
+/// Poll the repositories of projects with a `pollIntervalSecs`, until
+/// `stop`: each poll reads the remote's refs (the advertisement only, no
+/// pack) and builds what moved since the last one, as a push of it would.
+/// The first poll of a project only notes where its refs are.
+pub async fn poll(state: std::sync::Arc<ApiState>, stop: tokio_util::sync::CancellationToken) {
+    let mut last_polled: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    let tick = std::time::Duration::from_secs(state.config.min_poll_interval_secs.clamp(1, 15));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let projects = match state.store.all_projects() {
+            Ok(projects) => projects,
+            Err(e) => {
+                tracing::error!("polling: cannot read the projects: {e}");
+                continue;
+            }
+        };
+        for project in projects.iter().filter(|p| p.poll_interval_secs > 0) {
+            let interval = std::time::Duration::from_secs(project.poll_interval_secs);
+            if last_polled
+                .get(&project.project_id)
+                .is_some_and(|at| at.elapsed() < interval)
+            {
+                continue;
+            }
+            last_polled.insert(project.project_id.clone(), std::time::Instant::now());
+            if let Err(e) = poll_once(&state, project).await {
+                tracing::warn!(project_id = %project.project_id, "polling {}: {}", project.git_source.url, e.message);
+            }
+        }
+        last_polled.retain(|id, _| projects.iter().any(|p| &p.project_id == id));
+    }
+}
+
+/// One poll of one project: build every branch or tag that moved.
+async fn poll_once(state: &ApiState, project: &ProjectRecord) -> Result<(), ApiError> {
+    let mut patterns = vec!["refs/heads/*".to_string()];
+    if project.tags_pattern.is_some() {
+        patterns.push("refs/tags/*".to_string());
+    }
+    let credentials = git_credentials(state, &project.org).await?;
+    let fetcher = crate::git::GitFetcher::new(&state.config.data_dir, state.config.network.clone());
+    let (org, url) = (project.org.clone(), project.git_source.url.clone());
+    let advertised = tokio::task::spawn_blocking(move || {
+        fetcher.remote_refs(&org, &url, &patterns, &credentials)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let now: std::collections::BTreeMap<String, String> = advertised
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+        .map(|(name, id)| (name, id.to_string()))
+        .collect();
+    let Some(before) = state.store.project_refs(&project.project_id)? else {
+        state.store.put_project_refs(&project.project_id, &now)?;
+        state.store.flush().await?;
+        tracing::info!(project_id = %project.project_id, refs = now.len(), "polling: first look at the repository, nothing built");
+        return Ok(());
+    };
+    for (reference, commit) in &now {
+        if before.get(reference) == Some(commit) {
+            continue;
+        }
+        let event = push::PushEvent {
+            reference: reference.clone(),
+            after: commit.clone(),
+            deleted: false,
+            pusher: None,
+            commit_message: None,
+            changed_paths: None,
+            default_branch: None,
+        };
+        let Decision::Build(target) = recipes::decide(project, &event) else {
+            continue;
+        };
+        let trigger = Trigger {
+            kind: TriggerKind::Poll,
+            delivery_id: None,
+            pusher: None,
+            commit_message: None,
+        };
+        let accepted = start(state, project, target, trigger, |_| Ok(())).await?;
+        tracing::info!(project_id = %project.project_id, reference, commit, build_id = %accepted.build_id, "polling: built what moved");
+    }
+    state.store.put_project_refs(&project.project_id, &now)?;
+    state.store.flush().await?;
+    Ok(())
 }

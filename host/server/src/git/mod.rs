@@ -495,12 +495,6 @@ impl GitFetcher {
         reference: &str,
         credentials: &CredentialLookup,
     ) -> Result<(String, RefKind, String), GitError> {
-        let url = RepoUrl::parse(url)?;
-        self.check_network(&url)?;
-        let path = self.mirror_path(org, url.as_str());
-        let _lock = MirrorLock::acquire(&path)?;
-        let repo = open_or_init(&path)?;
-        let auth = AuthState::new(&url, credentials.clone());
         let reference = reference.trim();
         let wanted: Vec<String> = if reference.starts_with("refs/") {
             vec![reference.to_string()]
@@ -510,9 +504,8 @@ impl GitFetcher {
                 format!("refs/tags/{reference}"),
             ]
         };
-        let specs: Vec<String> = wanted.iter().map(|r| format!("+{r}:{r}")).collect();
-        let advertised = advertised_refs(&repo, &url, &specs, &auth, &self.network)
-            .map_err(|e| classify_error(e, &url, &auth))?;
+        let advertised = self.remote_refs(org, url, &wanted, credentials)?;
+        let url = RepoUrl::parse(url)?;
         wanted
             .iter()
             .find_map(|name| advertised.iter().find(|(n, _)| n == name))
@@ -529,6 +522,27 @@ impl GitFetcher {
                 reference: reference.into(),
                 available: String::new(),
             })
+    }
+
+    /// The refs the remote advertises now that match `patterns` (full ref
+    /// names, `refs/heads/*` style globs allowed), each with its commit,
+    /// without fetching anything: what polling compares.
+    pub fn remote_refs(
+        &self,
+        org: &str,
+        url: &str,
+        patterns: &[String],
+        credentials: &CredentialLookup,
+    ) -> Result<Vec<(String, gix::ObjectId)>, GitError> {
+        let url = RepoUrl::parse(url)?;
+        self.check_network(&url)?;
+        let path = self.mirror_path(org, url.as_str());
+        let _lock = MirrorLock::acquire(&path)?;
+        let repo = open_or_init(&path)?;
+        let auth = AuthState::new(&url, credentials.clone());
+        let specs: Vec<String> = patterns.iter().map(|r| format!("+{r}:{r}")).collect();
+        advertised_refs(&repo, &url, &specs, &auth, &self.network)
+            .map_err(|e| classify_error(e, &url, &auth))
     }
 
     /// Every branch and tag with full history (unshallowing the mirror).

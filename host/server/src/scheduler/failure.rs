@@ -74,5 +74,8 @@ pub fn hint_for(reason: FailureReason, exit_code: Option<i32>) -> String {
             "The server's disk is nearly full, not a fault of the build: ask its operator to free space (`kiln admin gc`) or add disk, then build again. A .dockerignore that leaves out what the build does not need makes the context smaller.".into()
         }
         FailureReason::Internal => "Kiln itself failed: read the host's log and report it.".into(),
+        FailureReason::Superseded => {
+            "Nothing to do: a newer push to the same branch is being built instead (the project's autoCancelSuperseded; PATCH it to false to build every push).".into()
+        }
     }
 }

@@ -21,7 +21,7 @@ mod pipeline;
 
 pub use failure::hint_for;
 pub use pipeline::{
-    materialize, staged_archive, staged_file_name, wizard_base_images, MaterializeError,
+    failure, materialize, staged_archive, staged_file_name, wizard_base_images, MaterializeError,
 };
 
 use std::collections::HashMap;
@@ -58,6 +58,9 @@ struct Inner {
     webhooks: crate::webhooks::Webhooks,
     wake: Notify,
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Why a running build was cancelled, when something other than a
+    /// user cancelled it (a newer push superseded it).
+    cancel_reasons: Mutex<HashMap<String, Failure>>,
     /// Turns between organizations: running builds per organization, and
     /// the organization whose build started last.
     turns: Mutex<Turns>,
@@ -115,6 +118,7 @@ impl Scheduler {
                 webhooks,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                cancel_reasons: Mutex::new(HashMap::new()),
                 turns: Mutex::default(),
                 shutdown: CancellationToken::new(),
             }),
@@ -234,6 +238,22 @@ impl Scheduler {
             }
             None => false,
         }
+    }
+
+    /// Stop a running build for `why` (recorded as its failure, on the
+    /// CANCELLED record); returns whether one was running.
+    pub fn cancel_running_because(&self, build_id: &str, why: Failure) -> bool {
+        let running = self.inner.running.lock().unwrap();
+        let Some(token) = running.get(build_id) else {
+            return false;
+        };
+        self.inner
+            .cancel_reasons
+            .lock()
+            .unwrap()
+            .insert(build_id.to_string(), why);
+        token.cancel();
+        true
     }
 
     /// How many builds are running now.
@@ -401,6 +421,7 @@ impl Scheduler {
         // Its files go before the record says the build is over: a client
         // that starts another build then finds the space free again.
         self.forget_input(build_id).await;
+        let cancel_reason = inner.cancel_reasons.lock().unwrap().remove(build_id);
         match &outcome {
             Outcome::Succeeded(built) => log.system(&format!(
                 "build succeeded in {:.1}s: {} {}",
@@ -413,7 +434,13 @@ impl Scheduler {
                 failure.reason,
                 failure.message.lines().next().unwrap_or("")
             )),
-            Outcome::Cancelled => log.system("build cancelled"),
+            Outcome::Cancelled => match &cancel_reason {
+                Some(why) => log.system(&format!(
+                    "build cancelled ({}): {}",
+                    why.reason, why.message
+                )),
+                None => log.system("build cancelled"),
+            },
         }
         // The log is durable before the record says the build is over:
         // readers take a finished record to mean the whole log is there.
@@ -455,7 +482,10 @@ impl Scheduler {
                     failure.message = log.redact(&failure.message);
                     r.failure = Some(failure);
                 }
-                Outcome::Cancelled => r.status = BuildStatus::Cancelled,
+                Outcome::Cancelled => {
+                    r.status = BuildStatus::Cancelled;
+                    r.failure = cancel_reason.clone();
+                }
             }
             r.metrics = Some(metrics);
         })?;

@@ -88,7 +88,7 @@ pub struct Pipeline<'a> {
 const MAX_FAILURE_MESSAGE_BYTES: usize = 8 << 10;
 
 /// A failure with its reason's hint, the message capped.
-pub(super) fn failure(
+pub fn failure(
     reason: FailureReason,
     message: impl Into<String>,
     exit_code: Option<i32>,

@@ -23,6 +23,7 @@
 //! | `projects_by_org` | org, 0, project name | project id (names are unique per organization) |
 //! | `builds_by_project` | project id, 0, sequence | build id |
 //! | `deliveries` | project id, 0, delivery id | JSON [`DeliveryRecord`]: a push answered, so its repeat builds nothing |
+//! | `project_refs` | project id | JSON map of ref → commit: what polling saw last |
 //! | `webhooks` | webhook id | JSON [`WebhookRecord`] |
 //! | `webhooks_by_org` | org, 0, webhook id | nothing |
 //! | `outbound` | webhook id, 0, delivery id | JSON [`OutboundDelivery`] (delivery ids sort by creation) |
@@ -119,6 +120,7 @@ struct Inner {
     projects_by_org: sled::Tree,
     builds_by_project: sled::Tree,
     deliveries: sled::Tree,
+    project_refs: sled::Tree,
     webhooks: sled::Tree,
     webhooks_by_org: sled::Tree,
     outbound: sled::Tree,
@@ -220,6 +222,7 @@ impl Store {
             projects_by_org: db.open_tree("projects_by_org")?,
             builds_by_project: db.open_tree("builds_by_project")?,
             deliveries: db.open_tree("deliveries")?,
+            project_refs: db.open_tree("project_refs")?,
             webhooks: db.open_tree("webhooks")?,
             webhooks_by_org: db.open_tree("webhooks_by_org")?,
             outbound: db.open_tree("outbound")?,

@@ -90,10 +90,47 @@ impl Store {
             .projects_by_org
             .remove(join_key(&[record.org.as_bytes(), record.name.as_bytes()]))?;
         self.inner.projects.remove(record.project_id.as_bytes())?;
+        self.inner
+            .project_refs
+            .remove(record.project_id.as_bytes())?;
         let prefix = join_key(&[record.project_id.as_bytes(), b""]);
         for key in self.inner.deliveries.scan_prefix(&prefix).keys() {
             self.inner.deliveries.remove(key?)?;
         }
+        Ok(())
+    }
+
+    /// Every project (the poller walks them).
+    pub fn all_projects(&self) -> Result<Vec<ProjectRecord>> {
+        self.inner
+            .projects
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// The refs polling saw last for a project (ref → commit), if it has
+    /// polled yet.
+    pub fn project_refs(
+        &self,
+        project_id: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>> {
+        self.inner
+            .project_refs
+            .get(project_id)?
+            .map(|v| decode(project_id.as_bytes(), &v))
+            .transpose()
+    }
+
+    pub fn put_project_refs(
+        &self,
+        project_id: &str,
+        refs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.inner.project_refs.insert(project_id, encode(refs))?;
         Ok(())
     }
 
