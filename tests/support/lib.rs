@@ -319,6 +319,18 @@ impl Api {
         .await
     }
 
+    /// POST `body` to `path`; panics unless the answer is 400 with a
+    /// message that names `needle` (the field at fault, or its fix).
+    pub async fn assert_refused(&self, path: &str, body: &Value, needle: &str) {
+        let answer = self.post_json(path, body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path} {body}");
+        assert!(
+            answer.error_message().contains(needle),
+            "{path} {body}: {} does not name {needle:?}",
+            answer.error_message()
+        );
+    }
+
     /// Ask for a build; panics unless it is accepted. Returns the build id.
     pub async fn create_build(&self, body: &Value) -> String {
         let answer = self.post_json("/v1/builds", body).await;

@@ -313,41 +313,24 @@ impl Webhooks {
         let outcome = self.send(&webhook, &delivery, &secret, now).await;
         let latency_ms = started.elapsed().as_millis() as u64;
         delivery.attempts += 1;
+        let attempt = |response_code, response_excerpt, error| DeliveryAttempt {
+            time: now,
+            latency_ms,
+            response_code,
+            response_excerpt,
+            error,
+        };
         let (attempt, verdict) = match outcome {
             Sent::Answered { code, excerpt } => (
-                DeliveryAttempt {
-                    time: now,
-                    latency_ms,
-                    response_code: Some(code),
-                    response_excerpt: excerpt,
-                    error: String::new(),
-                },
+                attempt(Some(code), excerpt, String::new()),
                 if (200..300).contains(&code) {
                     Verdict::Done
                 } else {
                     Verdict::Retry
                 },
             ),
-            Sent::Failed(error) => (
-                DeliveryAttempt {
-                    time: now,
-                    latency_ms,
-                    response_code: None,
-                    response_excerpt: String::new(),
-                    error,
-                },
-                Verdict::Retry,
-            ),
-            Sent::Refused(error) => (
-                DeliveryAttempt {
-                    time: now,
-                    latency_ms,
-                    response_code: None,
-                    response_excerpt: String::new(),
-                    error,
-                },
-                Verdict::GiveUp,
-            ),
+            Sent::Failed(error) => (attempt(None, String::new(), error), Verdict::Retry),
+            Sent::Refused(error) => (attempt(None, String::new(), error), Verdict::GiveUp),
         };
         tracing::info!(webhook_id, delivery_id, attempt = delivery.attempts, code = ?attempt.response_code, error = %attempt.error, latency_ms, "webhook delivery attempted");
         delivery.last_attempt = Some(attempt);

@@ -353,7 +353,11 @@ async fn start(
     };
     let accepted = accept(state, &project.org, request, Some(origin), before_flush).await?;
     if let (true, Some(branch)) = (project.auto_cancel_superseded, branch) {
-        supersede(state, project, &accepted, &branch).await?;
+        // The new build is stored: failing to stop older ones must not make
+        // the push look unhandled (a retry would build it twice).
+        if let Err(e) = supersede(state, project, &accepted, &branch).await {
+            tracing::warn!(build_id = %accepted.build_id, "cannot cancel superseded builds: {}", e.message);
+        }
     }
     Ok(accepted)
 }
@@ -503,6 +507,36 @@ async fn resolve(
     })
 }
 
+/// What a push changed, from the two commits in the mirror, when its
+/// payload does not list it all; `None` (the push builds) when there is no
+/// earlier commit or the comparison fails.
+async fn compare_in_mirror(
+    state: &ApiState,
+    project: &ProjectRecord,
+    event: &push::PushEvent,
+) -> Option<Vec<String>> {
+    let before = event.before.clone()?;
+    let credentials = git_credentials(state, &project.org).await.ok()?;
+    let fetcher = crate::git::GitFetcher::new(&state.config.data_dir, state.config.network.clone());
+    let (org, url, after) = (
+        project.org.clone(),
+        project.git_source.url.clone(),
+        event.after.clone(),
+    );
+    let compared = tokio::task::spawn_blocking(move || {
+        fetcher.changed_paths(&org, &url, &before, &after, &credentials)
+    })
+    .await
+    .ok()?;
+    match compared {
+        Ok(paths) => Some(paths),
+        Err(e) => {
+            tracing::warn!(project_id = %project.project_id, "cannot compare the push's commits in the mirror ({e}); building it");
+            None
+        }
+    }
+}
+
 /// `POST /v1/hooks/{projectId}`: a push delivery. Its signature is checked
 /// (in constant time) before its body is parsed; a delivery id seen before
 /// gets the first answer and builds nothing.
@@ -608,6 +642,10 @@ async fn handle_push(
         Payload::Other(what) => return ignored(what),
         Payload::Push(event) => event,
     };
+    let mut event = event;
+    if event.changed_paths.is_none() && !project.paths.is_empty() {
+        event.changed_paths = compare_in_mirror(state, project, &event).await;
+    }
     let mut project = project.clone();
     if let Some(default_branch) = &event.default_branch {
         project.default_branch = default_branch.clone();
@@ -719,6 +757,7 @@ async fn poll_once(state: &ApiState, project: &ProjectRecord) -> Result<(), ApiE
         }
         let event = push::PushEvent {
             reference: reference.clone(),
+            before: before.get(reference).cloned(),
             after: commit.clone(),
             deleted: false,
             pusher: None,
@@ -726,6 +765,10 @@ async fn poll_once(state: &ApiState, project: &ProjectRecord) -> Result<(), ApiE
             changed_paths: None,
             default_branch: None,
         };
+        let mut event = event;
+        if !project.paths.is_empty() {
+            event.changed_paths = compare_in_mirror(state, project, &event).await;
+        }
         let Decision::Build(target) = recipes::decide(project, &event) else {
             continue;
         };

@@ -534,15 +534,86 @@ impl GitFetcher {
         patterns: &[String],
         credentials: &CredentialLookup,
     ) -> Result<Vec<(String, gix::ObjectId)>, GitError> {
+        let mirror = self.lock_mirror(org, url, credentials)?;
+        let specs: Vec<String> = patterns.iter().map(|r| format!("+{r}:{r}")).collect();
+        advertised_refs(
+            &mirror.repo,
+            &mirror.url,
+            &specs,
+            &mirror.auth,
+            &self.network,
+        )
+        .map_err(|e| classify_error(e, &mirror.url, &mirror.auth))
+    }
+
+    /// The org's mirror of `url`, locked, for a look at the remote: the
+    /// network checked first, as for a fetch.
+    fn lock_mirror(
+        &self,
+        org: &str,
+        url: &str,
+        credentials: &CredentialLookup,
+    ) -> Result<LockedMirror, GitError> {
         let url = RepoUrl::parse(url)?;
         self.check_network(&url)?;
         let path = self.mirror_path(org, url.as_str());
-        let _lock = MirrorLock::acquire(&path)?;
+        let lock = MirrorLock::acquire(&path)?;
         let repo = open_or_init(&path)?;
         let auth = AuthState::new(&url, credentials.clone());
-        let specs: Vec<String> = patterns.iter().map(|r| format!("+{r}:{r}")).collect();
-        advertised_refs(&repo, &url, &specs, &auth, &self.network)
-            .map_err(|e| classify_error(e, &url, &auth))
+        Ok(LockedMirror {
+            _lock: lock,
+            auth,
+            repo,
+            path,
+            url,
+        })
+    }
+
+    /// The paths that differ between two commits of the repository (both
+    /// fetched by id into the organization's mirror, shallow): what a push
+    /// changed when its payload does not list it all.
+    pub fn changed_paths(
+        &self,
+        org: &str,
+        url: &str,
+        before: &str,
+        after: &str,
+        credentials: &CredentialLookup,
+    ) -> Result<Vec<String>, GitError> {
+        let mirror = self.lock_mirror(org, url, credentials)?;
+        let (repo, url, auth) = (&mirror.repo, &mirror.url, &mirror.auth);
+        let ids: Vec<gix::ObjectId> = [before, after]
+            .iter()
+            .map(|id| {
+                gix::ObjectId::from_hex(id.as_bytes())
+                    .map_err(|e| GitError::Internal(format!("commit id {id:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !is_commit(repo, **id))
+            .map(|id| format!("+{id}:refs/kiln/commits/{id}"))
+            .collect();
+        if !missing.is_empty() {
+            let never = AtomicBool::new(false);
+            fetch_specs(repo, url, &missing, true, auth, &self.network, &never)?;
+        }
+        let repo = reopen(&mirror.path)?;
+        let tree_of = |id: gix::ObjectId| -> Result<gix::Tree<'_>, GitError> {
+            repo.find_commit(id)
+                .and_then(|c| c.tree())
+                .map_err(|e| GitError::Internal(format!("commit {id}: {e}")))
+        };
+        let (old, new) = (tree_of(ids[0])?, tree_of(ids[1])?);
+        let mut options = gix::diff::Options::default().with_rewrites(None);
+        options.track_path();
+        let changes = repo
+            .diff_tree_to_tree(&old, &new, options)
+            .map_err(|e| GitError::Internal(format!("diff {before}..{after}: {e}")))?;
+        Ok(changes
+            .iter()
+            .map(|change| change.location().to_string())
+            .collect())
     }
 
     /// Every branch and tag with full history (unshallowing the mirror).
@@ -582,6 +653,15 @@ struct FetchOutcome {
     /// The first explicit mapping: full ref name, kind, object id.
     resolved: Option<(String, RefKind, gix::ObjectId)>,
     received_pack: bool,
+}
+
+/// A mirror opened under its lock, with what a connection to its remote needs.
+struct LockedMirror {
+    _lock: MirrorLock,
+    auth: AuthState,
+    repo: gix::Repository,
+    path: PathBuf,
+    url: RepoUrl,
 }
 
 /// An exclusive lock on one mirror, held for a fetch.

@@ -372,6 +372,7 @@ mod tests {
     fn push(reference: &str, changed: Option<&[&str]>) -> push::PushEvent {
         push::PushEvent {
             reference: reference.into(),
+            before: None,
             after: SHA.into(),
             deleted: false,
             pusher: None,

@@ -207,6 +207,8 @@ pub fn secret_key_bytes(secret: &str) -> Vec<u8> {
 pub struct PushEvent {
     /// The full ref pushed: `refs/heads/main`, `refs/tags/v1`.
     pub reference: String,
+    /// The commit the ref pointed at before the push, when it existed.
+    pub before: Option<String>,
     /// The commit the ref points at after the push.
     pub after: String,
     /// The push deleted the ref.
@@ -306,8 +308,11 @@ pub fn parse(delivery: &Delivery, body: &[u8]) -> Result<Payload, String> {
             }),
         _ => listed_paths(&value, commits),
     };
+    let before = text("/before")
+        .filter(|b| b.len() == 40 && b.bytes().all(|c| c.is_ascii_hexdigit()) && b != ZERO_COMMIT);
     Ok(Payload::Push(PushEvent {
         reference,
+        before,
         after,
         deleted,
         pusher,

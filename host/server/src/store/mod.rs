@@ -152,6 +152,36 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records always serialize")
 }
 
+/// Apply `change` to the JSON record under `key` atomically (sled may run
+/// it more than once, on a concurrent change); the record after, or `None`
+/// when there is none. A record that does not decode is left as it is.
+fn update_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &str,
+    mut change: impl FnMut(&mut T),
+) -> Result<Option<T>> {
+    let mut decode_error = None;
+    let updated = tree.update_and_fetch(key, |old| {
+        let old = old?;
+        match decode::<T>(key.as_bytes(), old) {
+            Ok(mut record) => {
+                change(&mut record);
+                Some(encode(&record))
+            }
+            Err(e) => {
+                decode_error = Some(e);
+                Some(old.to_vec())
+            }
+        }
+    })?;
+    if let Some(e) = decode_error {
+        return Err(e);
+    }
+    updated
+        .map(|bytes| decode(key.as_bytes(), &bytes))
+        .transpose()
+}
+
 pub(crate) fn join_key(parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::new();
     for (i, part) in parts.iter().enumerate() {
@@ -427,27 +457,12 @@ impl Store {
         build_id: &str,
         mut change: impl FnMut(&mut BuildRecord),
     ) -> Result<BuildRecord> {
-        let mut decode_error = None;
         let mut old_status = None;
-        let updated = self.inner.builds.update_and_fetch(build_id, |old| {
-            let old = old?;
-            match decode::<BuildRecord>(build_id.as_bytes(), old) {
-                Ok(mut record) => {
-                    old_status = Some(record.status);
-                    change(&mut record);
-                    Some(encode(&record))
-                }
-                Err(e) => {
-                    decode_error = Some(e);
-                    Some(old.to_vec())
-                }
-            }
-        })?;
-        if let Some(e) = decode_error {
-            return Err(e);
-        }
-        let bytes = updated.ok_or_else(|| StoreError::NoSuchBuild(build_id.into()))?;
-        let record: BuildRecord = decode(build_id.as_bytes(), &bytes)?;
+        let record = update_json(&self.inner.builds, build_id, |record: &mut BuildRecord| {
+            old_status = Some(record.status);
+            change(record);
+        })?
+        .ok_or_else(|| StoreError::NoSuchBuild(build_id.into()))?;
         if let Some(old) = old_status.filter(|old| *old != record.status) {
             self.inner
                 .builds_by_status

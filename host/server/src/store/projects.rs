@@ -1,6 +1,10 @@
 //! Projects and the push deliveries their webhooks answered.
 
-use super::{decode, encode, join_key, DeliveryRecord, ProjectRecord, Result, Store};
+use super::{decode, encode, join_key, update_json, DeliveryRecord, ProjectRecord, Result, Store};
+
+/// How long a delivery's claim holds without an answer: handling a push
+/// takes milliseconds, so an older claim was left by a host that died.
+pub const STALE_CLAIM: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 impl Store {
     /// Store a new project; `false` when its organization already has a
@@ -59,28 +63,9 @@ impl Store {
     pub fn update_project(
         &self,
         project_id: &str,
-        mut change: impl FnMut(&mut ProjectRecord),
+        change: impl FnMut(&mut ProjectRecord),
     ) -> Result<Option<ProjectRecord>> {
-        let mut decode_error = None;
-        let updated = self.inner.projects.update_and_fetch(project_id, |old| {
-            let old = old?;
-            match decode::<ProjectRecord>(project_id.as_bytes(), old) {
-                Ok(mut record) => {
-                    change(&mut record);
-                    Some(encode(&record))
-                }
-                Err(e) => {
-                    decode_error = Some(e);
-                    Some(old.to_vec())
-                }
-            }
-        })?;
-        if let Some(e) = decode_error {
-            return Err(e);
-        }
-        updated
-            .map(|bytes| decode(project_id.as_bytes(), &bytes))
-            .transpose()
+        update_json(&self.inner.projects, project_id, change)
     }
 
     /// Remove a project and the deliveries it answered. Its builds stay
@@ -137,27 +122,43 @@ impl Store {
     /// Claim a push delivery for handling: `Ok(None)` when it is new (the
     /// caller handles it and then calls [`Store::answer_delivery`]), else
     /// what was kept for it (`status` 0 while another request handles it).
+    /// A claim older than [`STALE_CLAIM`] was left by a host that died
+    /// handling it: it is taken over, so the sender's retry is not lost.
     pub fn claim_delivery(
         &self,
         project_id: &str,
         delivery_id: &str,
     ) -> Result<Option<DeliveryRecord>> {
         let key = join_key(&[project_id.as_bytes(), delivery_id.as_bytes()]);
-        let placeholder = DeliveryRecord {
+        let now = chrono::Utc::now();
+        let placeholder = encode(&DeliveryRecord {
             status: 0,
             answer: kiln_api::PushAnswer {
                 build_ids: Vec::new(),
                 ignored: None,
             },
-            receive_time: chrono::Utc::now(),
-        };
-        match self.inner.deliveries.compare_and_swap(
-            &key,
-            None::<&[u8]>,
-            Some(encode(&placeholder)),
-        )? {
-            Ok(()) => Ok(None),
-            Err(existing) => existing.current.map(|v| decode(&key, &v)).transpose(),
+            receive_time: now,
+        });
+        let mut expected: Option<sled::IVec> = None;
+        loop {
+            let swapped = self.inner.deliveries.compare_and_swap(
+                &key,
+                expected.as_ref(),
+                Some(placeholder.clone()),
+            )?;
+            let Err(existing) = swapped else {
+                return Ok(None);
+            };
+            let Some(current) = existing.current else {
+                expected = None;
+                continue;
+            };
+            let record: DeliveryRecord = decode(&key, &current)?;
+            if record.status == 0 && now - record.receive_time > STALE_CLAIM {
+                expected = Some(current);
+                continue;
+            }
+            return Ok(Some(record));
         }
     }
 
@@ -205,5 +206,35 @@ impl Store {
             }
         }
         Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_claimed_once_and_a_dead_hosts_claim_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.claim_delivery("p", "d").unwrap().is_none());
+        let held = store.claim_delivery("p", "d").unwrap().expect("claimed");
+        assert_eq!(held.status, 0, "another request handles it");
+        // A claim a killed host left a while ago.
+        let left = DeliveryRecord {
+            receive_time: chrono::Utc::now() - STALE_CLAIM - chrono::TimeDelta::seconds(1),
+            ..held
+        };
+        store.answer_delivery("p", "d", &left).unwrap();
+        assert!(
+            store.claim_delivery("p", "d").unwrap().is_none(),
+            "taken over"
+        );
+        let answered = DeliveryRecord {
+            status: 202,
+            ..left
+        };
+        store.answer_delivery("p", "d", &answered).unwrap();
+        assert_eq!(store.claim_delivery("p", "d").unwrap().unwrap().status, 202);
     }
 }
