@@ -319,7 +319,8 @@ impl GcReport {
 #[serde(rename_all = "camelCase")]
 pub struct GcTotal {
     /// `record`, `log`, `context`, `idempotencyAnswer`, `pushDelivery`,
-    /// `leftover`, `gitMirror`, `pluginCache` or `engineBuildCache`.
+    /// `webhookDelivery`, `leftover`, `gitMirror`, `pluginCache` or
+    /// `engineBuildCache`.
     pub kind: String,
     pub count: u64,
     pub bytes: u64,

@@ -9,6 +9,7 @@
 //! | `context` | an uploaded context and its bytes | no kept build refers to it, uploaded more than `unreferenced_context_hours` ago |
 //! | `idempotencyAnswer` | an answer kept for an `Idempotency-Key` | older than the 24 hours keys are honoured |
 //! | `pushDelivery` | a project's push delivery, kept so a redelivery builds nothing | older than 7 days |
+//! | `webhookDelivery` | a completion webhook's delivery that succeeded or was given up | older than 7 days |
 //! | `leftover` | `staging/<id>`, `workspaces/<id>` and partial uploads no live build owns | untouched for an hour |
 //! | `gitMirror` | a git mirror | no fetch for `git_mirror_idle_days` |
 //! | `pluginCache` | compiled plugin artifacts | no loaded plugin uses them |
@@ -35,12 +36,13 @@ use crate::plugins::PluginRuntime;
 use crate::store::{Store, StoreError, DELIVERY_KEEP, IDEMPOTENT_ANSWER_KEEP};
 
 /// Every kind a report totals, in the order they are collected.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "record",
     "log",
     "context",
     "idempotencyAnswer",
     "pushDelivery",
+    "webhookDelivery",
     "leftover",
     "gitMirror",
     "pluginCache",
@@ -160,6 +162,10 @@ impl Collector {
         match self.store.prune_deliveries(now - DELIVERY_KEEP, dry_run) {
             Ok(count) => sweep.count("pushDelivery", count),
             Err(e) => sweep.error(format!("push deliveries: {e}")),
+        }
+        match self.store.prune_outbound(now - DELIVERY_KEEP, dry_run) {
+            Ok(count) => sweep.count("webhookDelivery", count),
+            Err(e) => sweep.error(format!("webhook deliveries: {e}")),
         }
         self.git_mirrors(&mut sweep, now);
         for path in self.runtime.stale_cache_files() {

@@ -206,4 +206,90 @@ impl Store {
         }
         Ok(recovered)
     }
+
+    /// Finished deliveries (succeeded or given up) created before
+    /// `cutoff`, removed too unless `dry_run`. Returns how many.
+    pub fn prune_outbound(&self, cutoff: DateTime<Utc>, dry_run: bool) -> Result<u64> {
+        let mut pruned = 0;
+        for entry in self.inner.outbound.iter() {
+            let (key, value) = entry?;
+            let delivery: OutboundDelivery = decode(&key, &value)?;
+            if delivery.status == kiln_api::DeliveryStatus::Pending
+                || delivery.create_time >= cutoff
+            {
+                continue;
+            }
+            // Only if unchanged: a redelivery made it pending again.
+            if dry_run
+                || self
+                    .inner
+                    .outbound
+                    .compare_and_swap(&key, Some(&value), None::<&[u8]>)?
+                    .is_ok()
+            {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_api::DeliveryStatus;
+
+    fn delivery(store: &Store, status: DeliveryStatus, age_days: i64) -> OutboundDelivery {
+        let created = Utc::now() - chrono::TimeDelta::days(age_days);
+        OutboundDelivery {
+            delivery_id: store.next_delivery_id().unwrap(),
+            webhook_id: "w".into(),
+            event_type: "build.succeeded".into(),
+            build_id: "b".into(),
+            body: "{}".into(),
+            status,
+            attempts: 1,
+            create_time: created,
+            give_up_time: created,
+            next_attempt_time: (status == DeliveryStatus::Pending).then_some(created),
+            last_attempt: None,
+        }
+    }
+
+    #[test]
+    fn due_deliveries_come_soonest_first_and_only_finished_old_ones_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old_done = delivery(&store, DeliveryStatus::Succeeded, 10);
+        let old_pending = delivery(&store, DeliveryStatus::Pending, 10);
+        let new_failed = delivery(&store, DeliveryStatus::Failed, 1);
+        for d in [&old_done, &old_pending, &new_failed] {
+            store.put_outbound(d).unwrap();
+        }
+        let (due, next) = store.due_outbound(Utc::now(), 10).unwrap();
+        assert_eq!(due.len(), 1, "only the pending one is due");
+        assert_eq!(due[0].delivery_id, old_pending.delivery_id);
+        assert!(next.is_none());
+        assert!(store.claim_due(&due[0]).unwrap());
+        assert!(!store.claim_due(&due[0]).unwrap(), "claimed once");
+
+        let cutoff = Utc::now() - chrono::TimeDelta::days(7);
+        assert_eq!(store.prune_outbound(cutoff, true).unwrap(), 1);
+        assert_eq!(
+            store.outbound_for("w", 10).unwrap().len(),
+            3,
+            "a dry run keeps all"
+        );
+        assert_eq!(store.prune_outbound(cutoff, false).unwrap(), 1);
+        let left: Vec<String> = store
+            .outbound_for("w", 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.delivery_id)
+            .collect();
+        assert_eq!(left, [new_failed.delivery_id, old_pending.delivery_id]);
+        // A claimed delivery whose attempt never finished is due again.
+        assert_eq!(store.recover_outbound(Utc::now()).unwrap(), 1);
+        assert_eq!(store.due_outbound(Utc::now(), 10).unwrap().0.len(), 1);
+    }
 }
