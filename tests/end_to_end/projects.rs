@@ -386,6 +386,14 @@ async fn issue_14_a_github_push_builds_the_project_with_templated_tags_once() {
         .as_str()
         .unwrap()
         .contains("not a push"));
+    let metrics = String::from_utf8(t.get("/metrics").await.body.to_vec()).unwrap();
+    for counted in [
+        "kiln_push_deliveries_total{outcome=\"built\"} 1",
+        "kiln_push_deliveries_total{outcome=\"ignored\"} 2",
+        "kiln_push_deliveries_total{outcome=\"refused\"} 1",
+    ] {
+        assert!(metrics.contains(counted), "{counted} in\n{metrics}");
+    }
     assert_eq!(project_builds(&t, project_id).await.len(), 1);
 }
 

@@ -130,6 +130,20 @@ async fn issue_14_a_receiver_failing_twice_gets_a_verifiable_build_succeeded_wit
     let again = flaky.wait_for(2).await;
     assert_eq!(again[1]["id"], got[0]["id"]);
     assert_eq!(again[1]["event"], got[0]["event"]);
+    let started = Instant::now();
+    while deliveries(&t, &flaky_id).await[0]["attempts"] != 4 {
+        assert!(started.elapsed() < LIMIT, "the redelivery was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 2 answered 500 then retried; 1 + 3 + the redelivery answered 204.
+    let metrics = String::from_utf8(t.get("/metrics").await.body.to_vec()).unwrap();
+    for counted in [
+        "kiln_webhook_attempts_total{result=\"succeeded\"} 5",
+        "kiln_webhook_attempts_total{result=\"retried\"} 2",
+        "kiln_webhook_attempts_total{result=\"failed\"} 0",
+    ] {
+        assert!(metrics.contains(counted), "{counted} in\n{metrics}");
+    }
 }
 
 /// SSRF: a webhook pointing at a loopback address on a server that did

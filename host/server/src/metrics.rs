@@ -81,6 +81,29 @@ pub struct Metrics {
     build_duration: Histogram,
     plugin_calls: Mutex<BTreeMap<(String, &'static str), std::sync::Arc<Histogram>>>,
     gc: Mutex<GcTally>,
+    /// Push deliveries at projects' webhooks, by [`PushOutcome`].
+    pushes: [AtomicU64; 3],
+    /// Completion-webhook attempts, by [`AttemptResult`].
+    webhook_attempts: [AtomicU64; 3],
+}
+
+/// What a push delivery came to.
+#[derive(Debug, Clone, Copy)]
+pub enum PushOutcome {
+    Built = 0,
+    Ignored = 1,
+    /// A missing or wrong signature.
+    Refused = 2,
+}
+
+/// What one completion-webhook attempt came to.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptResult {
+    Succeeded = 0,
+    /// No 2xx; another attempt comes.
+    Retried = 1,
+    /// No 2xx, and the delivery was given up.
+    Failed = 2,
 }
 
 /// Garbage collections since start (dry runs not counted).
@@ -98,6 +121,8 @@ impl Default for Metrics {
         Metrics {
             builds_created: AtomicU64::new(0),
             builds_refused_by_quota: AtomicU64::new(0),
+            pushes: Default::default(),
+            webhook_attempts: Default::default(),
             builds_finished: Default::default(),
             build_duration: Histogram::new(BUILD_SECONDS),
             plugin_calls: Mutex::new(BTreeMap::new()),
@@ -121,6 +146,16 @@ impl Metrics {
     /// A CreateBuild was refused: its organization had its most builds queued.
     pub fn build_refused_by_quota(&self) {
         self.builds_refused_by_quota.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A push delivery was answered.
+    pub fn push(&self, outcome: PushOutcome) {
+        self.pushes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A completion-webhook delivery was attempted.
+    pub fn webhook_attempt(&self, result: AttemptResult) {
+        self.webhook_attempts[result as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A build ended with `status` after `took`.
@@ -214,6 +249,25 @@ impl Metrics {
                 &mut out,
                 "kiln_plugin_call_duration_seconds",
                 &format!("plugin=\"{plugin}\",call=\"{call}\""),
+            );
+        }
+        out.push_str("# HELP kiln_push_deliveries_total Push deliveries at projects' webhooks, by outcome (built; ignored: filtered out, deleted refs, other events; refused: no or a wrong signature).\n# TYPE kiln_push_deliveries_total counter\n");
+        for (outcome, count) in ["built", "ignored", "refused"].iter().zip(&self.pushes) {
+            let _ = writeln!(
+                out,
+                "kiln_push_deliveries_total{{outcome=\"{outcome}\"}} {}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP kiln_webhook_attempts_total Completion-webhook delivery attempts, by result (succeeded: a 2xx; retried: none, another attempt comes; failed: none, and the delivery was given up).\n# TYPE kiln_webhook_attempts_total counter\n");
+        for (result, count) in ["succeeded", "retried", "failed"]
+            .iter()
+            .zip(&self.webhook_attempts)
+        {
+            let _ = writeln!(
+                out,
+                "kiln_webhook_attempts_total{{result=\"{result}\"}} {}",
+                count.load(Ordering::Relaxed)
             );
         }
         self.render_gc(&mut out);

@@ -131,8 +131,12 @@ impl Server {
         secrets.check().map_err(StartError::Credentials)?;
         let hub = LogHub::new(store.clone());
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let webhooks =
-            crate::webhooks::Webhooks::new(store.clone(), secrets.clone(), config.webhooks.clone());
+        let webhooks = crate::webhooks::Webhooks::new(
+            store.clone(),
+            secrets.clone(),
+            metrics.clone(),
+            config.webhooks.clone(),
+        );
         let scheduler = Scheduler::start(crate::scheduler::Parts {
             store: store.clone(),
             hub: hub.clone(),

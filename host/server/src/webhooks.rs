@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::CredentialStores;
+use crate::metrics::AttemptResult;
 use crate::net::{NetworkPolicy, PolicyResolver};
 use crate::store::{BuildRecord, OutboundDelivery, Store, StoreError, WebhookRecord};
 
@@ -75,6 +76,7 @@ pub struct Webhooks {
 struct Inner {
     store: Store,
     secrets: CredentialStores,
+    metrics: Arc<crate::metrics::Metrics>,
     settings: WebhookSettings,
     wake: Notify,
     /// For hosts that must be public: its resolver refuses the rest.
@@ -146,13 +148,19 @@ pub fn summary(record: &BuildRecord) -> BuildSummary {
 }
 
 impl Webhooks {
-    pub fn new(store: Store, secrets: CredentialStores, settings: WebhookSettings) -> Self {
+    pub fn new(
+        store: Store,
+        secrets: CredentialStores,
+        metrics: Arc<crate::metrics::Metrics>,
+        settings: WebhookSettings,
+    ) -> Self {
         Webhooks {
             inner: Arc::new(Inner {
                 guarded: client(&settings, true),
                 trusted: client(&settings, false),
                 store,
                 secrets,
+                metrics,
                 settings,
                 wake: Notify::new(),
             }),
@@ -342,6 +350,11 @@ impl Webhooks {
             }
             Verdict::Retry | Verdict::GiveUp => (DeliveryStatus::Failed, None),
         };
+        self.inner.metrics.webhook_attempt(match delivery.status {
+            DeliveryStatus::Succeeded => AttemptResult::Succeeded,
+            DeliveryStatus::Pending => AttemptResult::Retried,
+            DeliveryStatus::Failed => AttemptResult::Failed,
+        });
         store.put_outbound(&delivery)?;
         store.flush().await?;
         if delivery.next_attempt_time.is_some() {

@@ -10,6 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use super::builds::{accept, validate_create, BuildOrigin};
 use super::routes::Caller;
 use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
+use crate::metrics::PushOutcome;
 use crate::projects::push::{self, Payload};
 use crate::projects::{self as recipes, Decision, Glob, Target};
 use crate::store::{DeliveryRecord, ProjectRecord};
@@ -563,7 +564,10 @@ pub async fn push(
         .to_bytes();
     let secret = open_secret(state, &project)?;
     let delivery = push::authenticate(&parts.headers, &body, &secret, Utc::now().timestamp())
-        .map_err(|refused| ApiError::new(StatusCode::UNAUTHORIZED, refused.0))?;
+        .map_err(|refused| {
+            state.metrics.push(PushOutcome::Refused);
+            ApiError::new(StatusCode::UNAUTHORIZED, refused.0)
+        })?;
     // A sender that gives no id: the body's digest stands for it (the
     // same push delivered twice is the same bytes).
     let delivery_id = if delivery.id.is_empty() {
@@ -598,6 +602,11 @@ pub async fn push(
     let handled = handle_push(state, &project, &delivery, &delivery_id, &body).await;
     match handled {
         Ok((status, answer)) => {
+            state.metrics.push(if status == StatusCode::ACCEPTED {
+                PushOutcome::Built
+            } else {
+                PushOutcome::Ignored
+            });
             if status == StatusCode::OK {
                 // A 202's delivery was kept with its build, by the same flush.
                 state.store.answer_delivery(
