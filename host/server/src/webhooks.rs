@@ -447,13 +447,21 @@ impl Webhooks {
             )
             .body(delivery.body.clone());
         match request.send().await {
-            Ok(response) => {
+            Ok(mut response) => {
                 let code = response.status().as_u16();
-                let bytes = response.bytes().await.unwrap_or_default();
-                let cut = &bytes[..bytes.len().min(EXCERPT_BYTES)];
+                // Only the excerpt is read: a receiver answering with a
+                // huge body costs the host no more than that.
+                let mut excerpt = Vec::new();
+                while excerpt.len() < EXCERPT_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => excerpt.extend_from_slice(&chunk),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                excerpt.truncate(EXCERPT_BYTES);
                 Sent::Answered {
                     code,
-                    excerpt: String::from_utf8_lossy(cut).into_owned(),
+                    excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
                 }
             }
             Err(e) => Sent::Failed(error_chain(&e)),
