@@ -842,3 +842,25 @@ async fn issue_14_a_newer_push_supersedes_the_older_build_and_polling_finds_new_
     assert_eq!(project_builds(&t, polled_id).await.len(), 1);
     assert_eq!(project_builds(&t, id).await.len(), 2);
 }
+
+/// A server that knows its public address (`--public-url`) gives absolute
+/// webhook URLs: what a repository host needs pasted into its settings.
+#[tokio::test]
+async fn issue_14_webhook_urls_are_absolute_when_the_server_knows_its_address() {
+    let t = TestServer::start_with(|config| {
+        config.public_url = Some("https://kiln.example.com".into());
+    })
+    .await;
+    let project = create_project(
+        &t,
+        &json!({"name": unique_name("public"), "gitSource": {"url": "https://git.example.com/a.git"}}),
+    )
+    .await;
+    let id = project["projectId"].as_str().unwrap();
+    assert_eq!(
+        project["webhookUrl"],
+        format!("https://kiln.example.com/v1/hooks/{id}")
+    );
+    let listed = t.get("/v1/projects").await.json();
+    assert_eq!(listed["projects"][0]["webhookUrl"], project["webhookUrl"]);
+}

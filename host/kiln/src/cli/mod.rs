@@ -643,6 +643,20 @@ mod tests {
         }
     }
 
+    /// Issue 14: `--public-url` makes webhook URLs absolute; a trailing
+    /// `/` is dropped so paths join cleanly.
+    #[test]
+    fn issue_14_public_url_is_kept_without_its_trailing_slash() {
+        let config = serve_args(&["--public-url", "https://kiln.example.com/"])
+            .to_config()
+            .unwrap();
+        assert_eq!(
+            config.public_url.as_deref(),
+            Some("https://kiln.example.com")
+        );
+        assert_eq!(serve_args(&[]).to_config().unwrap().public_url, None);
+    }
+
     /// Issue 12: `--metrics-token-file` sets the token `/metrics` requires;
     /// a token too short to be one is refused at start.
     #[test]
