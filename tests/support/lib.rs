@@ -331,6 +331,15 @@ impl Api {
         );
     }
 
+    /// Panics unless `/metrics` holds each of `lines` (e.g.
+    /// `kiln_builds_created_total 1`).
+    pub async fn assert_metrics(&self, lines: &[&str]) {
+        let metrics = String::from_utf8(self.get("/metrics").await.body.to_vec()).unwrap();
+        for line in lines {
+            assert!(metrics.contains(line), "{line} in\n{metrics}");
+        }
+    }
+
     /// Ask for a build; panics unless it is accepted. Returns the build id.
     pub async fn create_build(&self, body: &Value) -> String {
         let answer = self.post_json("/v1/builds", body).await;

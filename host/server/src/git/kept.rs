@@ -174,7 +174,33 @@ pub fn settled_time(exports: &Path) -> Option<i64> {
     time
 }
 
+/// The longest wait for the filesystem's clock to tick past an export.
+const MAX_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The settled time after an export whose newest file has ctime `newest`:
+/// waits (a clock tick, a few milliseconds at most) until the filesystem's
+/// clock has moved past it, so that every file the export wrote is older
+/// than the settled time and can be vouched for. Without the wait, an
+/// export that fits in one tick (a small repository on a fast disk) would
+/// keep nothing. Nothing else writes the context meanwhile: the build has
+/// not started. Gives up after [`MAX_SETTLE`] with the time it has.
+pub fn settle(exports: &Path, newest: Option<i64>) -> Option<i64> {
+    let started = std::time::Instant::now();
+    loop {
+        let settled = settled_time(exports)?;
+        if newest.is_none_or(|newest| newest < settled) || started.elapsed() >= MAX_SETTLE {
+            return Some(settled);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 impl Snapshot {
+    /// The newest ctime among its files.
+    pub fn newest_ctime(&self) -> Option<i64> {
+        self.files.iter().map(|(_, stamp)| stamp.ctime).max()
+    }
+
     /// The snapshot to keep: without files written in the export's last
     /// clock tick (`settled`, or all of them when the time is unknown) and
     /// without top-level files.
@@ -443,6 +469,16 @@ mod tests {
         assert_eq!(read.files, snapshot.files);
         std::fs::write(dir.path().join("snapshot"), b"kiln-export-v0\0\0").unwrap();
         assert!(Snapshot::read_from(&dir.path().join("snapshot")).is_err());
+    }
+
+    #[test]
+    fn settling_waits_for_the_clock_to_pass_the_newest_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("just-written");
+        std::fs::write(&file, "x").unwrap();
+        let newest = ctime_ns(&std::fs::metadata(&file).unwrap());
+        let settled = settle(&dir.path().join("clock"), Some(newest)).unwrap();
+        assert!(settled > newest, "{settled} is not past {newest}");
     }
 
     #[test]

@@ -343,9 +343,10 @@ impl GitFetcher {
         }
         writer.sweep()?;
         writer.finish()?;
-        let settled = kept::settled_time(&exports);
         let (files, bytes, reused_files) = (writer.files, writer.bytes, writer.reused_files);
-        let snapshot = writer.into_snapshot().vouched(settled);
+        let snapshot = writer.into_snapshot();
+        let settled = kept::settle(&exports, snapshot.newest_ctime());
+        let snapshot = snapshot.vouched(settled);
         Ok(Checkout {
             commit: fetched.commit.to_string(),
             kind: fetched.kind,
