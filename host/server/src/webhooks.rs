@@ -365,18 +365,14 @@ impl Webhooks {
     }
 
     fn open_secret(&self, webhook: &WebhookRecord) -> Result<String, WebhookError> {
-        let failed = |message: String| WebhookError::Secret {
-            webhook_id: webhook.webhook_id.clone(),
-            message,
-        };
-        let sealed = hex::decode(&webhook.sealed_secret).map_err(|e| failed(e.to_string()))?;
-        let opened = self
-            .inner
+        self.inner
             .secrets
             .local()
-            .open(&secret_context(&webhook.webhook_id), &sealed)
-            .map_err(|e| failed(e.to_string()))?;
-        String::from_utf8(opened).map_err(|e| failed(e.to_string()))
+            .open_text(&secret_context(&webhook.webhook_id), &webhook.sealed_secret)
+            .map_err(|e| WebhookError::Secret {
+                webhook_id: webhook.webhook_id.clone(),
+                message: e.to_string(),
+            })
     }
 
     /// The wait after `attempts` failed attempts: the first retry's wait,

@@ -619,10 +619,7 @@ pub async fn stop(
             .emit_durably(&updated, "build.cancelled")
             .await;
     } else if updated.status == BuildStatus::Running {
-        match why {
-            Some(why) => state.scheduler.cancel_running_because(build_id, why),
-            None => state.scheduler.cancel_running(build_id),
-        };
+        state.scheduler.cancel_running(build_id, why);
     }
     Ok(updated)
 }

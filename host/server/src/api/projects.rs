@@ -57,22 +57,22 @@ fn secret_context(project_id: &str) -> Vec<u8> {
 }
 
 fn seal_secret(state: &ApiState, project_id: &str, secret: &str) -> Result<String, ApiError> {
-    let sealed = state
+    state
         .secrets
         .local()
-        .seal(&secret_context(project_id), secret.as_bytes())
-        .map_err(ApiError::internal)?;
-    Ok(hex::encode(sealed))
+        .seal_text(&secret_context(project_id), secret)
+        .map_err(ApiError::internal)
 }
 
 fn open_secret(state: &ApiState, project: &ProjectRecord) -> Result<String, ApiError> {
-    let sealed = hex::decode(&project.sealed_webhook_secret).map_err(ApiError::internal)?;
-    let opened = state
+    state
         .secrets
         .local()
-        .open(&secret_context(&project.project_id), &sealed)
-        .map_err(ApiError::internal)?;
-    String::from_utf8(opened).map_err(ApiError::internal)
+        .open_text(
+            &secret_context(&project.project_id),
+            &project.sealed_webhook_secret,
+        )
+        .map_err(ApiError::internal)
 }
 
 /// Check the project's own rules (globs, templates, polling, branch), then
@@ -442,24 +442,32 @@ pub async fn build(
     Ok(json_response(StatusCode::ACCEPTED, &accepted))
 }
 
-/// The organization's git credentials by host (`*` as the fallback), as
-/// the git fetcher asks for them.
-async fn git_credentials(
+/// Run `look` on the project's repository (its organization's mirror, with
+/// the organization's git credentials) off the async runtime: git's
+/// network and disk work blocks.
+async fn look_at_repository<T: Send + 'static>(
     state: &ApiState,
-    org: &str,
-) -> Result<crate::git::CredentialLookup, ApiError> {
+    project: &ProjectRecord,
+    look: impl FnOnce(
+            &crate::git::GitFetcher,
+            &str,
+            &str,
+            &crate::git::CredentialLookup,
+        ) -> Result<T, crate::git::GitError>
+        + Send
+        + 'static,
+) -> Result<Result<T, crate::git::GitError>, ApiError> {
     let known = state
         .secrets
-        .git_credentials(org)
+        .git_credentials(&project.org)
         .await
         .map_err(ApiError::internal)?;
-    Ok(std::sync::Arc::new(move |host: &str| {
-        let found = known.get(host).or_else(|| known.get("*"))?;
-        Some(crate::git::GitCredential {
-            username: found.username.clone(),
-            password: found.password.clone(),
-        })
-    }))
+    let credentials = crate::git::credential_lookup(known, |_| {});
+    let fetcher = crate::git::GitFetcher::new(&state.config.data_dir, state.config.network.clone());
+    let (org, url) = (project.org.clone(), project.git_source.url.clone());
+    tokio::task::spawn_blocking(move || look(&fetcher, &org, &url, &credentials))
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// What `reference` names now: a full commit id as it is, a branch or a
@@ -476,18 +484,11 @@ async fn resolve(
             tag: None,
         });
     }
-    let credentials = git_credentials(state, &project.org).await?;
-    let fetcher = crate::git::GitFetcher::new(&state.config.data_dir, state.config.network.clone());
-    let (org, url, reference) = (
-        project.org.clone(),
-        project.git_source.url.clone(),
-        reference.to_string(),
-    );
-    let resolved = tokio::task::spawn_blocking(move || {
-        fetcher.resolve_remote(&org, &url, &reference, &credentials)
+    let reference = reference.to_string();
+    let resolved = look_at_repository(state, project, move |fetcher, org, url, credentials| {
+        fetcher.resolve_remote(org, url, &reference, credentials)
     })
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     let (full_ref, kind, commit) =
         resolved.map_err(|e| ApiError::bad_request(format!("`reference`: {e}")))?;
     let name = full_ref
@@ -516,16 +517,9 @@ async fn compare_in_mirror(
     project: &ProjectRecord,
     event: &push::PushEvent,
 ) -> Option<Vec<String>> {
-    let before = event.before.clone()?;
-    let credentials = git_credentials(state, &project.org).await.ok()?;
-    let fetcher = crate::git::GitFetcher::new(&state.config.data_dir, state.config.network.clone());
-    let (org, url, after) = (
-        project.org.clone(),
-        project.git_source.url.clone(),
-        event.after.clone(),
-    );
-    let compared = tokio::task::spawn_blocking(move || {
-        fetcher.changed_paths(&org, &url, &before, &after, &credentials)
+    let (before, after) = (event.before.clone()?, event.after.clone());
+    let compared = look_at_repository(state, project, move |fetcher, org, url, credentials| {
+        fetcher.changed_paths(org, url, &before, &after, credentials)
     })
     .await
     .ok()?;
@@ -740,14 +734,10 @@ async fn poll_once(state: &ApiState, project: &ProjectRecord) -> Result<(), ApiE
     if project.tags_pattern.is_some() {
         patterns.push("refs/tags/*".to_string());
     }
-    let credentials = git_credentials(state, &project.org).await?;
-    let fetcher = crate::git::GitFetcher::new(&state.config.data_dir, state.config.network.clone());
-    let (org, url) = (project.org.clone(), project.git_source.url.clone());
-    let advertised = tokio::task::spawn_blocking(move || {
-        fetcher.remote_refs(&org, &url, &patterns, &credentials)
+    let advertised = look_at_repository(state, project, move |fetcher, org, url, credentials| {
+        fetcher.remote_refs(org, url, &patterns, credentials)
     })
-    .await
-    .map_err(ApiError::internal)?
+    .await?
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let now: std::collections::BTreeMap<String, String> = advertised
         .into_iter()

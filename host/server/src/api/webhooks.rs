@@ -115,10 +115,7 @@ pub async fn create(
     let sealed = state
         .secrets
         .local()
-        .seal(
-            &crate::webhooks::secret_context(&webhook_id),
-            secret.as_bytes(),
-        )
+        .seal_text(&crate::webhooks::secret_context(&webhook_id), &secret)
         .map_err(ApiError::internal)?;
     let record = WebhookRecord {
         webhook_id,
@@ -126,7 +123,7 @@ pub async fn create(
         url: body.url,
         events,
         project_id: body.project_id,
-        sealed_secret: hex::encode(sealed),
+        sealed_secret: sealed,
         create_time: Utc::now(),
     };
     state.store.create_webhook(&record)?;

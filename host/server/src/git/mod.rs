@@ -43,6 +43,23 @@ pub struct GitCredential {
 /// Looks up the organization's credentials for a git host.
 pub type CredentialLookup = Arc<dyn Fn(&str) -> Option<GitCredential> + Send + Sync>;
 
+/// The lookup over an organization's saved git credentials: the host's
+/// own, else the `*` fallback. `on_use` sees every password handed out (a
+/// build's log masks it).
+pub fn credential_lookup(
+    known: std::collections::BTreeMap<String, crate::store::secrets::Credential>,
+    on_use: impl Fn(&str) + Send + Sync + 'static,
+) -> CredentialLookup {
+    Arc::new(move |host: &str| {
+        let found = known.get(host).or_else(|| known.get("*"))?;
+        on_use(&found.password);
+        Some(GitCredential {
+            username: found.username.clone(),
+            password: found.password.clone(),
+        })
+    })
+}
+
 /// What a build asks to check out.
 #[derive(Debug, Clone)]
 pub struct CheckoutRequest {
@@ -370,11 +387,13 @@ impl GitFetcher {
         credentials: &CredentialLookup,
         interrupt: &AtomicBool,
     ) -> Result<Fetched, GitError> {
-        self.check_network(url)?;
-        let path = self.mirror_path(org, url.as_str());
-        let _lock = MirrorLock::acquire(&path)?;
-        let repo = open_or_init(&path)?;
-        let auth = AuthState::new(url, credentials.clone());
+        let LockedMirror {
+            _lock,
+            auth,
+            repo,
+            path,
+            ..
+        } = self.lock_mirror(org, url.clone(), credentials)?;
         let reference = reference.trim();
 
         // A full commit id is fetched by id, shallow; servers that refuse
@@ -535,7 +554,7 @@ impl GitFetcher {
         patterns: &[String],
         credentials: &CredentialLookup,
     ) -> Result<Vec<(String, gix::ObjectId)>, GitError> {
-        let mirror = self.lock_mirror(org, url, credentials)?;
+        let mirror = self.lock_mirror(org, RepoUrl::parse(url)?, credentials)?;
         let specs: Vec<String> = patterns.iter().map(|r| format!("+{r}:{r}")).collect();
         advertised_refs(
             &mirror.repo,
@@ -552,10 +571,9 @@ impl GitFetcher {
     fn lock_mirror(
         &self,
         org: &str,
-        url: &str,
+        url: RepoUrl,
         credentials: &CredentialLookup,
     ) -> Result<LockedMirror, GitError> {
-        let url = RepoUrl::parse(url)?;
         self.check_network(&url)?;
         let path = self.mirror_path(org, url.as_str());
         let lock = MirrorLock::acquire(&path)?;
@@ -581,7 +599,7 @@ impl GitFetcher {
         after: &str,
         credentials: &CredentialLookup,
     ) -> Result<Vec<String>, GitError> {
-        let mirror = self.lock_mirror(org, url, credentials)?;
+        let mirror = self.lock_mirror(org, RepoUrl::parse(url)?, credentials)?;
         let (repo, url, auth) = (&mirror.repo, &mirror.url, &mirror.auth);
         let ids: Vec<gix::ObjectId> = [before, after]
             .iter()

@@ -229,29 +229,21 @@ impl Scheduler {
         self.inner.wake.notify_one();
     }
 
-    /// Stop a running build; returns whether one was running.
-    pub fn cancel_running(&self, build_id: &str) -> bool {
-        match self.inner.running.lock().unwrap().get(build_id) {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Stop a running build for `why` (recorded as its failure, on the
-    /// CANCELLED record); returns whether one was running.
-    pub fn cancel_running_because(&self, build_id: &str, why: Failure) -> bool {
+    /// Stop a running build; returns whether one was running. `why`, when
+    /// given (a newer push superseded it), is recorded as the failure on
+    /// its CANCELLED record.
+    pub fn cancel_running(&self, build_id: &str, why: Option<Failure>) -> bool {
         let running = self.inner.running.lock().unwrap();
         let Some(token) = running.get(build_id) else {
             return false;
         };
-        self.inner
-            .cancel_reasons
-            .lock()
-            .unwrap()
-            .insert(build_id.to_string(), why);
+        if let Some(why) = why {
+            self.inner
+                .cancel_reasons
+                .lock()
+                .unwrap()
+                .insert(build_id.to_string(), why);
+        }
         token.cancel();
         true
     }

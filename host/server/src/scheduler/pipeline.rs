@@ -10,7 +10,7 @@ use crate::capabilities::BuildEngine;
 use crate::config::ServerConfig;
 use crate::context::{self, ContextError};
 use crate::engine::{DockerEngine, RegistryAuth};
-use crate::git::{Checkout, CredentialLookup, GitCredential, GitError, GitFetcher, RefKind};
+use crate::git::{Checkout, CredentialLookup, GitError, GitFetcher, RefKind};
 use crate::plugins::bindings::builder::exports::kiln::plugin::build as wit_build;
 use crate::plugins::bindings::source::exports::kiln::plugin::source as wit_source;
 use crate::plugins::bindings::types as wit;
@@ -494,13 +494,8 @@ impl Pipeline<'_> {
                 )
             })?;
         let log = self.log.clone();
-        Ok(Arc::new(move |host: &str| {
-            let found = known.get(host).or_else(|| known.get("*"))?;
-            log.mask(vec![found.password.clone()]);
-            Some(GitCredential {
-                username: found.username.clone(),
-                password: found.password.clone(),
-            })
+        Ok(crate::git::credential_lookup(known, move |password| {
+            log.mask(vec![password.to_string()])
         }))
     }
 

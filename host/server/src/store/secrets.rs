@@ -182,6 +182,18 @@ impl SecretStore {
         Ok(stored)
     }
 
+    /// A text sealed as [`SecretStore::seal`] does, as hex: what a JSON
+    /// record keeps (a project's or a webhook's secret).
+    pub fn seal_text(&self, context: &[u8], text: &str) -> Result<String, SecretError> {
+        self.seal(context, text.as_bytes()).map(hex::encode)
+    }
+
+    /// Open what [`SecretStore::seal_text`] sealed with the same `context`.
+    pub fn open_text(&self, context: &[u8], sealed_hex: &str) -> Result<String, SecretError> {
+        let sealed = hex::decode(sealed_hex).map_err(|_| SecretError::Undecryptable)?;
+        String::from_utf8(self.open(context, &sealed)?).map_err(|_| SecretError::Undecryptable)
+    }
+
     /// Open what [`SecretStore::seal`] sealed with the same `context`.
     pub fn open(&self, context: &[u8], stored: &[u8]) -> Result<Vec<u8>, SecretError> {
         if stored.len() < 12 {
