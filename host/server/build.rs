@@ -16,6 +16,7 @@ const FIRST_PARTY: &[(&str, &str)] = &[
     ("kaniko", "kiln-plugin-kaniko"),
     ("wizard", "kiln-plugin-wizard"),
     ("wizard-detect", "kiln-plugin-wizard-detect"),
+    ("http-post", "kiln-plugin-http-post"),
 ];
 
 fn main() {

@@ -10,6 +10,7 @@
 //! | builder | `builder` | [`builder::Builder`] | [`export_builder!`] |
 //! | credential store | `credential-store` | [`credentials::CredentialStore`] | [`export_credential_store!`] |
 //! | detector (what a directory holds, the Dockerfile it would get) | `detector` | [`detector::Detector`] | [`export_detector!`] |
+//! | notifier (contract 0.2.0: tell someone a build finished) | `notifier` | [`notifier::Notifier`] | [`export_notifier!`] |
 //!
 //! Enable one world's feature per plugin crate: each world's bindings carry
 //! that world's component type, and a component must export everything its
@@ -51,11 +52,13 @@
 //!
 //! | `kiln:plugin` | `kiln-sdk` | hosts that load it | status |
 //! |---|---|---|---|
-//! | 0.1.0 | 0.1.x | kiln 0.1.x | current; frozen (`wit/0.1.0`; a compatibility fixture built from it runs in every host) |
+//! | 0.2.0 | 0.1.x (feature `notifier`) | kiln 0.1.x since the notifier world | current: 0.1.0's worlds unchanged plus `notifier` (`wit/0.2.0`) |
+//! | 0.1.0 | 0.1.x | kiln 0.1.x | frozen (`wit/0.1.0`; a compatibility fixture built from it runs in every host) |
 //!
 //! Policy: adding a function, a record field or a world is a new minor
-//! version of the contract (0.2.0), served by the host side by side with
-//! 0.1.0; removing or changing anything a released version has is a new
+//! version of the contract, served by the host side by side with the
+//! versions before it (0.2.0 added a world: its other worlds *are* 0.1.0's,
+//! so what was built against 0.1.0 keeps its identity); removing or changing anything a released version has is a new
 //! major version. A plugin states the version it was built against in its
 //! manifest (`api = "0.1.0"`); the host refuses versions it does not list.
 //!
@@ -72,11 +75,12 @@
     feature = "builder",
     feature = "context-source",
     feature = "credential-store",
-    feature = "detector"
+    feature = "detector",
+    feature = "notifier"
 )))]
 compile_error!(
     "kiln-sdk: enable the feature of the world your plugin implements: \
-     `builder`, `context-source`, `credential-store` or `detector`"
+     `builder`, `context-source`, `credential-store`, `detector` or `notifier`"
 );
 
 /// Generated bindings, one module per world. Not a stable API: use the
@@ -88,7 +92,7 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod builder {
         wit_bindgen::generate!({
-            path: "wit",
+            path: "wit/0.1.0",
             world: "kiln:plugin/builder@0.1.0",
             pub_export_macro: true,
             export_macro_name: "__export_builder_raw",
@@ -102,7 +106,7 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod context_source {
         wit_bindgen::generate!({
-            path: "wit",
+            path: "wit/0.1.0",
             world: "kiln:plugin/context-source@0.1.0",
             pub_export_macro: true,
             export_macro_name: "__export_context_source_raw",
@@ -116,7 +120,7 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod detector {
         wit_bindgen::generate!({
-            path: "wit",
+            path: "wit/0.1.0",
             world: "kiln:plugin/detector@0.1.0",
             pub_export_macro: true,
             export_macro_name: "__export_detector_raw",
@@ -130,11 +134,25 @@ pub mod bindings {
     #[allow(missing_docs)]
     pub mod credential_store {
         wit_bindgen::generate!({
-            path: "wit",
+            path: "wit/0.1.0",
             world: "kiln:plugin/credential-store@0.1.0",
             pub_export_macro: true,
             export_macro_name: "__export_credential_store_raw",
             default_bindings_module: "kiln_sdk::bindings::credential_store",
+            generate_all,
+        });
+    }
+
+    /// Bindings for the `notifier` world (contract 0.2.0).
+    #[cfg(feature = "notifier")]
+    #[allow(missing_docs)]
+    pub mod notifier {
+        wit_bindgen::generate!({
+            path: "wit/0.2.0",
+            world: "kiln:plugin/notifier@0.2.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_notifier_raw",
+            default_bindings_module: "kiln_sdk::bindings::notifier",
             generate_all,
         });
     }
@@ -158,6 +176,14 @@ pub mod bindings {
         feature = "detector"
     ))]
     pub(crate) use detector::kiln::plugin::log as log_import;
+    #[cfg(all(
+        not(feature = "builder"),
+        not(feature = "context-source"),
+        not(feature = "credential-store"),
+        not(feature = "detector"),
+        feature = "notifier"
+    ))]
+    pub(crate) use notifier::kiln::plugin0_1_0::log as log_import;
 }
 
 /// A secret value (a token, a password, a credential store's value) whose
@@ -513,6 +539,66 @@ pub mod detector {
         /// What `/context/<path>` holds and what it would get, no build.
         fn detect(request: DetectRequest) -> Result<Vec<Project>, PluginError>;
     }
+}
+
+/// The notifier world (contract 0.2.0): tell a team or a system that a
+/// build finished. The host calls [`Notifier::notify`](notifier::Notifier::notify)
+/// once per delivery attempt; the plugin reaches its receiver over
+/// `wasi:http` (only hosts the operator granted it) and says whether
+/// another attempt could help.
+#[cfg(feature = "notifier")]
+pub mod notifier {
+    pub use crate::bindings::notifier::exports::kiln::plugin0_2_0::notify::{
+        BuildEvent, Delivered, NotifyError, NotifyRequest,
+    };
+    pub use crate::bindings::notifier::kiln::plugin0_1_0::types::KeyValue;
+
+    /// Implement this and call [`export_notifier!`](crate::export_notifier).
+    pub trait Notifier {
+        /// Deliver one event. `Err(NotifyError::Retry)` asks the host to
+        /// try again later (with backoff, within its retry window);
+        /// `Err(NotifyError::GiveUp)` ends the delivery as failed.
+        fn notify(request: NotifyRequest) -> Result<Delivered, NotifyError>;
+    }
+}
+
+/// Export a [`notifier::Notifier`] implementation as this component's notifier.
+#[cfg(feature = "notifier")]
+#[macro_export]
+macro_rules! export_notifier {
+    ($plugin:ident) => {
+        // In a host build nothing calls the plugin (there is no export);
+        // this keeps its type in use so the crate's `cargo test` and
+        // `clippy` stay quiet about it.
+        #[cfg(not(target_family = "wasm"))]
+        #[doc(hidden)]
+        pub fn __kiln_export_anchor() {
+            let _ = <$plugin as $crate::notifier::Notifier>::notify;
+        }
+        const _: () = {
+            #[allow(dead_code)]
+            struct __KilnExport;
+            impl $crate::bindings::notifier::exports::kiln::plugin0_2_0::notify::Guest
+                for __KilnExport
+            {
+                fn notify(
+                    request: $crate::notifier::NotifyRequest,
+                ) -> ::core::result::Result<
+                    $crate::notifier::Delivered,
+                    $crate::notifier::NotifyError,
+                > {
+                    <$plugin as $crate::notifier::Notifier>::notify(request)
+                }
+            }
+            // Only a component exports: a host build of the plugin crate
+            // (its `cargo test`) links as a native library, where the
+            // contract's export names are not valid symbols.
+            #[cfg(target_family = "wasm")]
+            $crate::bindings::notifier::__export_notifier_raw!(
+                __KilnExport with_types_in $crate::bindings::notifier
+            );
+        };
+    };
 }
 
 /// Export a [`detector::Detector`] implementation as this component's detector.

@@ -194,3 +194,137 @@ async fn issue_14_deliveries_to_loopback_are_refused_unless_the_operator_allows_
         StatusCode::NOT_FOUND
     );
 }
+
+/// Subscribes `http-post` with `options`; the created webhook.
+async fn subscribe_notifier(t: &Api, options: Value) -> Value {
+    let answer = t
+        .post_json(
+            "/v1/webhooks",
+            &json!({
+                "notifier": {"plugin": "http-post", "options": options},
+                "events": ["build.succeeded"],
+            }),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::CREATED,
+        "{}",
+        answer.error_message()
+    );
+    answer.json()
+}
+
+/// The notifier world (contract 0.2.0): the first-party `http-post`
+/// notifier, a real component, renders its template and POSTs it to a real
+/// receiver on a host the operator granted it; the receiver's first answer
+/// (500) is retried through the same durable queue as Kiln's own
+/// deliveries. A host not granted is refused by the server before anything
+/// is sent, and a template that does not render fails at once, saying why.
+#[tokio::test]
+async fn issue_14_the_http_post_notifier_posts_a_templated_build_succeeded_to_a_granted_host() {
+    let (port, url) = Receiver::free_url();
+    let granted = format!("127.0.0.1:{port}");
+    let t = TestServer::start_with(|config| {
+        config.webhooks.first_retry = Duration::from_millis(200);
+        config.plugin_grants.insert(
+            "http-post".into(),
+            kiln_tests::kiln_server::config::FileConfig::parse_grant(&format!(
+                "http = [\"{granted}\"]"
+            )),
+        );
+    })
+    .await;
+
+    // The plugin as the operator sees it: contract 0.2.0, the one host.
+    let plugins = t.get("/v1/plugins").await.json();
+    let plugin = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "http-post")
+        .unwrap_or_else(|| panic!("http-post is not loaded: {plugins:#}"))
+        .clone();
+    assert_eq!(plugin["world"], "Notifier");
+    assert_eq!(plugin["api"], "0.2.0");
+    assert_eq!(plugin["grantedPermissions"]["http"], json!([granted]));
+
+    let template = r#"{"text": "{{name}} #{{number}} {{status}}", "image": "{{imageRef}}", "digest": "{{digest}}", "delivery": "{{deliveryId}}", "event": {{event}}}"#;
+    let webhook = subscribe_notifier(&t, json!({"url": url, "template": template})).await;
+    assert!(webhook.get("secret").is_none(), "{webhook:#}");
+    assert!(webhook.get("url").is_none(), "{webhook:#}");
+    assert_eq!(webhook["notifier"]["options"]["template"], template);
+    t.assert_documented("Webhook", &webhook).await;
+    let webhook_id = webhook["webhookId"].as_str().unwrap();
+    let receiver = Receiver::start_unsigned(port, 1);
+
+    // Another port on the same address is not what the operator granted.
+    let elsewhere = subscribe_notifier(
+        &t,
+        json!({"url": format!("http://127.0.0.1:{}/x", free_port())}),
+    )
+    .await;
+    let broken =
+        subscribe_notifier(&t, json!({"url": url, "template": "{\"a\": \"{{nmae}}\"}"})).await;
+
+    let name = unique_name("notified");
+    let build_id = t.create_build(&hello_request(&name)).await;
+    let record = t.wait_succeeded(&build_id, LIMIT).await;
+
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got.len(), 1, "only the good subscription posts: {got:#?}");
+    let body = &got[0]["body"];
+    assert_eq!(got[0]["contentType"], "application/json");
+    assert_eq!(
+        body["text"],
+        format!("{name} #{} SUCCEEDED", record["number"])
+    );
+    assert_eq!(body["image"], record["imageRefs"][0]);
+    assert_eq!(body["digest"], record["digest"]);
+    assert!(record["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(body["event"]["type"], "build.succeeded");
+    assert_eq!(body["event"]["data"]["buildId"], build_id.as_str());
+
+    let delivery = wait_delivery_status(&t, webhook_id, "succeeded").await;
+    assert_eq!(delivery["attempts"], 2, "{delivery:#}");
+    assert_eq!(delivery["lastAttempt"]["responseCode"], 200);
+    assert_eq!(delivery["lastAttempt"]["responseExcerpt"], "posted, thanks");
+    assert_eq!(body["delivery"], delivery["deliveryId"]);
+
+    let refused =
+        wait_delivery_status(&t, elsewhere["webhookId"].as_str().unwrap(), "failed").await;
+    assert_eq!(refused["attempts"], 1, "{refused:#}");
+    let error = refused["lastAttempt"]["error"].as_str().unwrap();
+    assert!(error.contains("[plugins.http-post]"), "{error}");
+    let failed = wait_delivery_status(&t, broken["webhookId"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["attempts"], 1, "{failed:#}");
+    let error = failed["lastAttempt"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("{{nmae}}") && error.contains("name"),
+        "{error}"
+    );
+    assert_eq!(receiver.received().len(), 1);
+
+    for (bad, needle) in [
+        (json!({"notifier": {"plugin": "nope"}}), "http-post"),
+        (
+            json!({"notifier": {"plugin": "buildkit"}}),
+            "not a notifier",
+        ),
+        (
+            json!({"url": url, "notifier": {"plugin": "http-post"}}),
+            "not both",
+        ),
+        (json!({"events": ["build.failed"]}), "notifier"),
+        (
+            json!({"notifier": {"plugin": "http-post", "options": {"bad key": "x"}}}),
+            "option name",
+        ),
+        (
+            json!({"notifier": {"plugin": "http-post", "colour": "red"}}),
+            "colour",
+        ),
+    ] {
+        t.assert_refused("/v1/webhooks", &bad, needle).await;
+    }
+}

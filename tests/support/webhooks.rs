@@ -94,6 +94,12 @@ impl Receiver {
         }
     }
 
+    /// A receiver that verifies nothing (a notifier's POSTs are not signed
+    /// by Kiln) and records each body.
+    pub fn start_unsigned(port: u16, fail_first: u32) -> Self {
+        Self::start(port, "-", fail_first)
+    }
+
     /// What the receiver got (verified or not), in order.
     pub fn received(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.out)

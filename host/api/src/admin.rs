@@ -144,7 +144,8 @@ pub struct PluginView {
     /// `embedded`, or the manifest's path.
     pub origin: String,
     pub sha256: String,
-    /// `Builder`, `ContextSource`, `CredentialStore` or `Detector`.
+    /// `Builder`, `ContextSource`, `CredentialStore`, `Detector` or
+    /// `Notifier`.
     pub world: String,
     pub kinds: PluginKinds,
     pub asked_permissions: Permissions,

@@ -50,7 +50,7 @@ pub use projects::{
 };
 pub use webhooks::{
     BuildEvent, BuildSummary, CreateWebhookRequest, Delivery, DeliveryAttempt, DeliveryList,
-    DeliveryStatus, Webhook, WebhookList,
+    DeliveryStatus, NotifierTarget, Webhook, WebhookList,
 };
 
 #[cfg(feature = "client")]

@@ -73,7 +73,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         NewToken, GcRequest, GcReport, GcTotal, GcItem, ErrorBody, ErrorDetail,
         CreateProjectRequest, UpdateProjectRequest, ProjectGitSource, Project,
         ProjectList, ProjectBuildRequest, Trigger, TriggerKind, PushAnswer,
-        CreateWebhookRequest, Webhook, WebhookList, BuildEvent, BuildSummary,
+        CreateWebhookRequest, NotifierTarget, Webhook, WebhookList, BuildEvent, BuildSummary,
         DeliveryStatus, Delivery, DeliveryAttempt, DeliveryList,
     ))
 )]
@@ -454,13 +454,15 @@ fn push_hook() {}
 /// Deliveries are POSTed with `webhook-id`, `webhook-timestamp` and
 /// `webhook-signature` (Standard Webhooks); the body is a `BuildEvent`.
 /// A delivery is retried with exponential backoff for 24 hours until a
-/// 2xx answer.
+/// 2xx answer. With `notifier` instead of `url`, a notifier plugin (e.g.
+/// `http-post`, a templated JSON POST) makes each attempt, through the
+/// same queue; it may reach only the hosts the operator granted it.
 #[utoipa::path(
     post, path = "/v1/webhooks", operation_id = "createWebhook", tag = "webhooks",
     request_body = CreateWebhookRequest,
     responses(
         (status = 201, description = "Subscribed; `secret` is shown only now", body = Webhook),
-        (status = 400, description = "The URL, an event or the project is not usable; the message says which", body = ErrorBody),
+        (status = 400, description = "The URL, the notifier, an event or the project is not usable; the message says which", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
         (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),

@@ -16,7 +16,9 @@ pub const EVENT_TYPES: [&str; 5] = [
     "build.cancelled",
 ];
 
-/// The CreateWebhook body. Unknown fields are refused.
+/// The CreateWebhook body: exactly one of `url` (Kiln signs and POSTs
+/// each event itself) and `notifier` (a notifier plugin delivers it).
+/// Unknown fields are refused.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -24,7 +26,12 @@ pub struct CreateWebhookRequest {
     /// Where deliveries are POSTed: `http://` or `https://`. Loopback,
     /// link-local and private addresses are refused unless the operator
     /// allows the host (`[webhooks] allowed_hosts`).
-    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A notifier plugin delivers each event instead (a chat message, a
+    /// deploy call), with the same queue, retries and history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifier: Option<NotifierTarget>,
     /// Which events to deliver; default: every one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<String>>,
@@ -33,18 +40,37 @@ pub struct CreateWebhookRequest {
     pub project_id: Option<String>,
 }
 
+/// Which notifier plugin delivers a subscription's events, and what it is
+/// told. `GET /v1/plugins` lists the notifiers this server has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotifierTarget {
+    /// The plugin's id, e.g. `http-post`.
+    pub plugin: String,
+    /// The plugin's options, as its documentation gives them (`http-post`:
+    /// `url`, `template`). Stored and shown as given: put no credential here.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
 /// A webhook subscription (its secret is shown once, when created).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
     pub webhook_id: String,
-    pub url: String,
+    /// Where Kiln POSTs signed deliveries; absent for a notifier's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifier: Option<NotifierTarget>,
     pub events: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
-    /// `whsec_…`, only in the answer to CreateWebhook: verify deliveries
-    /// with it (any Standard Webhooks library).
+    /// `whsec_…`, only in the answer to CreateWebhook of a `url`
+    /// subscription: verify deliveries with it (any Standard Webhooks
+    /// library).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     pub create_time: DateTime<Utc>,
@@ -133,13 +159,15 @@ pub struct Delivery {
 pub struct DeliveryAttempt {
     pub time: DateTime<Utc>,
     pub latency_ms: u64,
-    /// The receiver's HTTP status, when it answered.
+    /// The receiver's HTTP status, when it answered (for a notifier: the
+    /// status its receiver gave, as the plugin reports it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_code: Option<u16>,
     /// The first bytes of its answer.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub response_excerpt: String,
-    /// Why there was no answer (refused, unreachable, timed out).
+    /// Why there was no answer (refused, unreachable, timed out), or what
+    /// a notifier said went wrong.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
 }

@@ -1,12 +1,15 @@
 //! Host-side bindings for the plugin worlds, generated from `wit/`.
 //!
-//! Both worlds share `types` and `log`, so the second `bindgen!` reuses the
-//! first one's types instead of generating its own.
+//! Every world shares `types` and `log`, so each `bindgen!` after the first
+//! reuses the first one's instead of generating its own. The `notifier`
+//! world is contract 0.2.0's; it imports the same `log@0.1.0` and uses the
+//! same `types@0.1.0`, so it reuses them too and its host side is nothing
+//! but its export.
 
 /// The `builder` world: imports `log` and `engine`, exports `build`.
 pub mod builder {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "wit/0.1.0",
         world: "kiln:plugin/builder",
         imports: { default: async | trappable },
         exports: { default: async },
@@ -19,7 +22,7 @@ pub mod builder {
 /// The `context-source` world: imports `log`, exports `source`.
 pub mod source {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "wit/0.1.0",
         world: "kiln:plugin/context-source",
         imports: { default: async | trappable },
         exports: { default: async },
@@ -33,7 +36,7 @@ pub mod source {
 /// The `credential-store` world: imports `log`, exports `credentials`.
 pub mod store {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "wit/0.1.0",
         world: "kiln:plugin/credential-store",
         imports: { default: async | trappable },
         exports: { default: async },
@@ -47,7 +50,7 @@ pub mod store {
 /// The `detector` world: imports `log`, exports `detect`.
 pub mod detector {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "wit/0.1.0",
         world: "kiln:plugin/detector",
         imports: { default: async | trappable },
         exports: { default: async },
@@ -58,7 +61,22 @@ pub mod detector {
     });
 }
 
+/// The `notifier` world (contract 0.2.0): imports `log@0.1.0`, exports `notify@0.2.0`.
+pub mod notifier {
+    wasmtime::component::bindgen!({
+        path: "wit/0.2.0",
+        world: "kiln:plugin/notifier@0.2.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "kiln:plugin/types@0.1.0": crate::bindings::builder::kiln::plugin::types,
+            "kiln:plugin/log@0.1.0": crate::bindings::builder::kiln::plugin::log,
+        },
+    });
+}
+
 pub use builder::kiln::plugin::{engine, log, types};
+pub use notifier::exports::kiln::plugin0_2_0::notify;
 
 impl types::PluginError {
     /// What the plugin said, whichever kind of error it is.

@@ -54,6 +54,9 @@ impl PluginRuntime {
                     Pre::Detector(pre) => {
                         pre.instantiate_async(&mut *store).await?;
                     }
+                    Pre::Notifier(pre) => {
+                        pre.instantiate_async(&mut *store).await?;
+                    }
                 }
                 Ok(())
             },
@@ -183,6 +186,30 @@ impl PluginRuntime {
                     .await?
                     .map(CredentialAnswer::Keys),
             })
+        })
+        .await
+    }
+}
+
+impl PluginRuntime {
+    /// Call a notifier's `notify`: one delivery attempt of one event. It
+    /// gets no preopen; its only way out is `wasi:http` to granted hosts.
+    pub async fn notify(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        request: &bindings::notify::NotifyRequest,
+    ) -> Result<Result<bindings::notify::Delivered, bindings::notify::NotifyError>, PluginError>
+    {
+        let Pre::Notifier(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, World::Notifier));
+        };
+        self.call(plugin, caps, &Preopens::none(), async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .kiln_plugin0_2_0_notify()
+                .call_notify(store, request)
+                .await
         })
         .await
     }

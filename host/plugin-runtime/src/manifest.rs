@@ -54,6 +54,10 @@ pub struct Kinds {
     /// Whether it is a detector (exports `detect`: the wizard's detection).
     #[serde(default)]
     pub detector: bool,
+    /// Whether it is a notifier (contract 0.2.0, exports `notify`): an
+    /// organization subscribes it to build events.
+    #[serde(default)]
+    pub notifier: bool,
     /// For builders: whether the build reads a Dockerfile from the context
     /// (the host then checks it exists first). A builder that makes its own
     /// (a recipe, the wizard) says `false`.
@@ -106,7 +110,14 @@ impl Permissions {
         Permissions {
             engine: both(&self.engine, &granted.engine),
             git: both(&self.git, &granted.git),
-            http: both(&self.http, &granted.http),
+            // A plugin whose hosts are the operator's choice (a notifier
+            // posting wherever its subscriptions say) asks for `*`: it
+            // gets exactly the hosts granted, never a wildcard.
+            http: if self.http.contains("*") {
+                granted.http.iter().filter(|h| *h != "*").cloned().collect()
+            } else {
+                both(&self.http, &granted.http)
+            },
             secrets: both(&self.secrets, &granted.secrets),
             env: both(&self.env, &granted.env),
             images: both(&self.images, &granted.images),
@@ -231,7 +242,7 @@ struct CargoPackage {
 }
 
 /// The `kiln:plugin` versions this host loads.
-pub const SUPPORTED_API: &[&str] = &["0.1.0"];
+pub const SUPPORTED_API: &[&str] = &["0.1.0", "0.2.0"];
 
 impl Manifest {
     /// Read `dir/plugin.toml`, taking a missing `id` and `version` from a
@@ -298,7 +309,7 @@ impl Manifest {
             return Err(ManifestError::Api {
                 id: manifest.id,
                 api: manifest.api,
-                supported: "0.1.0",
+                supported: "0.1.0 and 0.2.0",
             });
         }
         let kinds = &manifest.kinds;
@@ -306,6 +317,7 @@ impl Manifest {
             && kinds.builder.is_empty()
             && !kinds.credential_store
             && !kinds.detector
+            && !kinds.notifier
         {
             return Err(ManifestError::NoKind { id: manifest.id });
         }

@@ -73,6 +73,7 @@ pub(crate) enum Pre {
     Detector(bindings::detector::DetectorPre<PluginState>),
     Source(bindings::source::ContextSourcePre<PluginState>),
     Store(bindings::store::CredentialStorePre<PluginState>),
+    Notifier(bindings::notifier::NotifierPre<PluginState>),
 }
 
 /// A plugin ready to be called.
@@ -369,6 +370,7 @@ impl PluginRuntime {
             World::Detector => manifest.kinds.detector,
             World::ContextSource => !manifest.kinds.context_source.is_empty(),
             World::CredentialStore => manifest.kinds.credential_store,
+            World::Notifier => manifest.kinds.notifier,
         };
         if !kinds_ok {
             return Err(invalid(format!(
@@ -376,6 +378,10 @@ impl PluginRuntime {
             )));
         }
         let granted = manifest.permissions.intersect(&granted);
+        // A plugin whose hosts are the operator's choice (`http = ["*"]`)
+        // links `wasi:http` before any host is granted: the gate then
+        // refuses each request, naming the config that grants one.
+        let http_by_grant = manifest.permissions.http.contains("*");
         // Before linking: every host interface it imports must be granted.
         let imports: Vec<String> = component
             .component_type()
@@ -387,6 +393,9 @@ impl PluginRuntime {
             else {
                 continue;
             };
+            if permission == "http" && http_by_grant {
+                continue;
+            }
             let asked = manifest
                 .permissions
                 .needed_for(import)
@@ -452,6 +461,10 @@ impl PluginRuntime {
                 bindings::store::CredentialStorePre::new(instance_pre).map_err(|e| {
                     invalid(format!("does not match the credential-store world: {e}"))
                 })?,
+            ),
+            World::Notifier => Pre::Notifier(
+                bindings::notifier::NotifierPre::new(instance_pre)
+                    .map_err(|e| invalid(format!("does not match the notifier world: {e}")))?,
             ),
         };
         let granted = Arc::new(granted);

@@ -12,6 +12,8 @@ pub enum World {
     CredentialStore,
     /// Exports `detect` (the Dockerfile wizard's detection).
     Detector,
+    /// Exports `notify` (contract 0.2.0): tells someone a build finished.
+    Notifier,
 }
 
 impl World {
@@ -22,26 +24,31 @@ impl World {
             World::ContextSource => "context-source",
             World::CredentialStore => "credential-store",
             World::Detector => "detector",
+            World::Notifier => "notifier",
         }
     }
 }
 
-/// The contract version this host implements. A component is matched by
-/// its exports' exact version: `@0.1.0` (and later patch releases) is ours,
-/// `@0.10.0` or `@0.2.0` is not.
-pub const CONTRACT_VERSION: (u64, u64) = (0, 1);
+/// The contract versions this host implements, oldest first. Each world's
+/// export belongs to the version that introduced it: 0.2.0 added only
+/// `notify`, and its other worlds are 0.1.0's very interfaces, so a
+/// component exporting `build@0.1.0` is a builder of either version.
+pub const CONTRACT_VERSIONS: [(u64, u64); 2] = [(0, 1), (0, 2)];
 
-/// The interface a world is recognized by, for each world.
-const WORLD_EXPORTS: [(&str, World); 4] = [
-    ("build", World::Builder),
-    ("source", World::ContextSource),
-    ("credentials", World::CredentialStore),
-    ("detect", World::Detector),
+/// The interface a world is recognized by, the contract version that
+/// interface carries, and the world.
+const WORLD_EXPORTS: [(&str, (u64, u64), World); 5] = [
+    ("build", (0, 1), World::Builder),
+    ("source", (0, 1), World::ContextSource),
+    ("credentials", (0, 1), World::CredentialStore),
+    ("detect", (0, 1), World::Detector),
+    ("notify", (0, 2), World::Notifier),
 ];
 
 /// Which `kiln:plugin` world the component exports, matched on the
-/// contract's exact version: `0.1.x` is this host's, and `0.10.0` is not
-/// `0.1` (a prefix test would say it is).
+/// exact version its interface carries: `0.1.x` for 0.1.0's worlds,
+/// `0.2.x` for `notify`; `0.10.0` is not `0.1` (a prefix test would say
+/// it is).
 pub(crate) fn detect_world(engine: &Engine, component: &Component) -> Result<World, String> {
     let ty = component.component_type();
     let mut found = None;
@@ -53,14 +60,13 @@ pub(crate) fn detect_world(engine: &Engine, component: &Component) -> Result<Wor
         else {
             continue;
         };
-        let Some(world) = WORLD_EXPORTS
+        let Some(&(_, contract, world)) = WORLD_EXPORTS
             .iter()
-            .find(|(export, _)| *export == interface)
-            .map(|(_, world)| *world)
+            .find(|(export, _, _)| *export == interface)
         else {
             continue;
         };
-        if contract_version_matches(version) {
+        if contract_version_matches(version, contract) {
             // A builder also exporting `detect` is still a builder.
             if found.is_none() || world != World::Detector {
                 found = Some(world);
@@ -69,21 +75,31 @@ pub(crate) fn detect_world(engine: &Engine, component: &Component) -> Result<Wor
             other_versions.push(name.to_string());
         }
     }
-    let (major, minor) = CONTRACT_VERSION;
     match found {
         Some(world) => Ok(world),
         None if !other_versions.is_empty() => Err(format!(
-            "it exports {}, a contract version this host does not implement; this host implements kiln:plugin@{major}.{minor}.x: rebuild the plugin with a kiln-sdk for contract {major}.{minor}",
-            other_versions.join(", ")
+            "it exports {}, a contract version this host does not implement; this host implements {}: rebuild the plugin with a kiln-sdk for one of them",
+            other_versions.join(", "),
+            implemented()
         )),
         None => Err(format!(
-            "the component exports no kiln:plugin@{major}.{minor} world (build, source, credentials or detect); is it a Kiln plugin built with kiln-sdk?"
+            "the component exports no world of {} (build, source, credentials, detect or notify); is it a Kiln plugin built with kiln-sdk?",
+            implemented()
         )),
     }
 }
 
-/// Whether a `major.minor.patch[-pre]` version is this host's contract.
-fn contract_version_matches(version: &str) -> bool {
+/// `kiln:plugin@0.1.x and kiln:plugin@0.2.x`, for messages.
+fn implemented() -> String {
+    CONTRACT_VERSIONS
+        .iter()
+        .map(|(major, minor)| format!("kiln:plugin@{major}.{minor}.x"))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// Whether a `major.minor.patch[-pre]` version is `contract`'s.
+fn contract_version_matches(version: &str, contract: (u64, u64)) -> bool {
     let core = version.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
     let number = |part: &str| {
@@ -96,8 +112,7 @@ fn contract_version_matches(version: &str) -> bool {
     };
     parts.len() == 3
         && number(parts[2]).is_some()
-        && (number(parts[0]), number(parts[1]))
-            == (Some(CONTRACT_VERSION.0), Some(CONTRACT_VERSION.1))
+        && (number(parts[0]), number(parts[1])) == (Some(contract.0), Some(contract.1))
 }
 
 #[cfg(test)]
@@ -112,7 +127,7 @@ mod tests {
     #[test]
     fn the_0_1_0_contract_is_frozen() {
         use sha2::{Digest, Sha256};
-        let text = include_str!("../wit/plugin.wit");
+        let text = include_str!("../wit/0.1.0/plugin.wit");
         assert!(text.contains("package kiln:plugin@0.1.0;"));
         assert_eq!(
             hex::encode(Sha256::digest(text.as_bytes())),
@@ -124,12 +139,33 @@ mod tests {
     #[test]
     fn contract_versions_match_exactly_not_by_prefix() {
         for ours in ["0.1.0", "0.1.7", "0.1.0-rc.1"] {
-            assert!(contract_version_matches(ours), "{ours}");
+            assert!(contract_version_matches(ours, (0, 1)), "{ours}");
         }
         for theirs in [
             "0.10.0", "0.11.0", "0.2.0", "1.1.0", "0.1", "0.01.0", "0.1.x", "",
         ] {
-            assert!(!contract_version_matches(theirs), "{theirs}");
+            assert!(!contract_version_matches(theirs, (0, 1)), "{theirs}");
         }
+        assert!(contract_version_matches("0.2.0", (0, 2)));
+        assert!(!contract_version_matches("0.20.0", (0, 2)));
+    }
+
+    /// 0.2.0 adds the notifier world and changes nothing released: its
+    /// other worlds include 0.1.0's, and only `notify` carries `@0.2.0`.
+    #[test]
+    fn the_0_2_0_contract_only_adds_the_notifier() {
+        let text = include_str!("../wit/0.2.0/plugin.wit");
+        assert!(text.contains("package kiln:plugin@0.2.0;"));
+        for world in ["context-source", "builder", "credential-store", "detector"] {
+            assert!(
+                text.contains(&format!("include kiln:plugin/{world}@0.1.0;")),
+                "{world}"
+            );
+        }
+        assert_eq!(
+            text.matches("\ninterface ").count(),
+            1,
+            "only `notify` is new"
+        );
     }
 }

@@ -134,8 +134,12 @@ impl Server {
         let webhooks = crate::webhooks::Webhooks::new(
             store.clone(),
             secrets.clone(),
+            runtime.clone(),
             metrics.clone(),
-            config.webhooks.clone(),
+            crate::webhooks::WebhookSettings {
+                public_url: config.public_url.clone(),
+                ..config.webhooks.clone()
+            },
         );
         let scheduler = Scheduler::start(crate::scheduler::Parts {
             store: store.clone(),

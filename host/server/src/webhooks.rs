@@ -13,6 +13,11 @@
 //!   operator allowed the host (`[webhooks] allowed_hosts`); the check is
 //!   made again when the connection resolves the name (rebinding).
 //!
+//! * A subscription with a `notifier` instead of a URL has each attempt
+//!   made by that notifier plugin (contract 0.2.0's `notify`): the same
+//!   queue, retries and history; the plugin says whether another attempt
+//!   could help, and reaches only the hosts the operator granted it.
+//!
 //! Headers: `webhook-id` (the delivery's id, the same on every attempt),
 //! `webhook-timestamp` (the attempt's Unix time) and `webhook-signature`
 //! (`v1,` and the base64 HMAC-SHA256 of `id.timestamp.body`, keyed by the
@@ -24,7 +29,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Mac, SimpleHmac};
-use kiln_api::{BuildEvent, BuildSummary, DeliveryAttempt, DeliveryStatus};
+use kiln_api::{BuildEvent, BuildSummary, DeliveryAttempt, DeliveryStatus, NotifierTarget};
+use kiln_plugin_runtime::bindings::{notify, types::KeyValue};
+use kiln_plugin_runtime::{Capabilities, PluginRuntime};
 use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +54,8 @@ pub struct WebhookSettings {
     pub retry_window: Duration,
     /// One attempt's time limit, connection to answer.
     pub timeout: Duration,
+    /// The server's public URL, for the build links notifiers are given.
+    pub public_url: Option<String>,
 }
 
 impl Default for WebhookSettings {
@@ -56,6 +65,7 @@ impl Default for WebhookSettings {
             first_retry: Duration::from_secs(5),
             retry_window: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(10),
+            public_url: None,
         }
     }
 }
@@ -76,6 +86,8 @@ pub struct Webhooks {
 struct Inner {
     store: Store,
     secrets: CredentialStores,
+    /// Where notifier plugins are called.
+    runtime: Arc<PluginRuntime>,
     metrics: Arc<crate::metrics::Metrics>,
     settings: WebhookSettings,
     wake: Notify,
@@ -151,6 +163,7 @@ impl Webhooks {
     pub fn new(
         store: Store,
         secrets: CredentialStores,
+        runtime: Arc<PluginRuntime>,
         metrics: Arc<crate::metrics::Metrics>,
         settings: WebhookSettings,
     ) -> Self {
@@ -160,6 +173,7 @@ impl Webhooks {
                 trusted: client(&settings, false),
                 store,
                 secrets,
+                runtime,
                 metrics,
                 settings,
                 wake: Notify::new(),
@@ -315,10 +329,15 @@ impl Webhooks {
         if delivery.status != DeliveryStatus::Pending {
             return Ok(());
         }
-        let secret = self.open_secret(&webhook)?;
         let started = Instant::now();
         let now = Utc::now();
-        let outcome = self.send(&webhook, &delivery, &secret, now).await;
+        let outcome = match &webhook.notifier {
+            Some(target) => self.notify(target, &delivery).await,
+            None => {
+                let secret = self.open_secret(&webhook)?;
+                self.send(&webhook, &delivery, &secret, now).await
+            }
+        };
         let latency_ms = started.elapsed().as_millis() as u64;
         delivery.attempts += 1;
         let attempt = |response_code, response_excerpt, error| DeliveryAttempt {
@@ -337,6 +356,9 @@ impl Webhooks {
                     Verdict::Retry
                 },
             ),
+            Sent::Delivered { code, summary } => {
+                (attempt(code, summary, String::new()), Verdict::Done)
+            }
             Sent::Failed(error) => (attempt(None, String::new(), error), Verdict::Retry),
             Sent::Refused(error) => (attempt(None, String::new(), error), Verdict::GiveUp),
         };
@@ -384,6 +406,59 @@ impl Webhooks {
         let capped = grown.min(MAX_BACKOFF.max(first));
         let jitter = 0.75 + rand::random::<f64>() * 0.5;
         capped.mul_f64(jitter)
+    }
+
+    /// One attempt made by a notifier plugin: it is given the event (the
+    /// stored body, so every attempt describes the same thing) and the
+    /// subscription's options, and says delivered, retry or give up. A
+    /// trap or an exhausted time budget is retried: the receiver may have
+    /// been what was slow.
+    async fn notify(&self, target: &NotifierTarget, delivery: &OutboundDelivery) -> Sent {
+        let runtime = &self.inner.runtime;
+        let Some(plugin) = runtime.plugin(&target.plugin) else {
+            return Sent::Refused(format!(
+                "the notifier plugin {} is not loaded on this server; an operator installs it, or the organization subscribes another notifier",
+                target.plugin
+            ));
+        };
+        let event = match serde_json::from_str::<BuildEvent>(&delivery.body) {
+            Ok(event) => event,
+            Err(e) => return Sent::Refused(format!("the stored event does not read back: {e}")),
+        };
+        let request = notify::NotifyRequest {
+            event: notifier_event(
+                &delivery.delivery_id,
+                &delivery.body,
+                event,
+                self.inner.settings.public_url.as_deref(),
+            ),
+            options: target
+                .options
+                .iter()
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            attempt: delivery.attempts + 1,
+        };
+        let id = &target.plugin;
+        match runtime
+            .notify(plugin, Capabilities::for_plugin(plugin), &request)
+            .await
+        {
+            Ok(Ok(delivered)) => Sent::Delivered {
+                code: delivered.status,
+                summary: truncate(delivered.summary, EXCERPT_BYTES),
+            },
+            Ok(Err(notify::NotifyError::Retry(message))) => {
+                Sent::Failed(truncate(format!("{id}: {message}"), EXCERPT_BYTES))
+            }
+            Ok(Err(notify::NotifyError::GiveUp(message))) => {
+                Sent::Refused(truncate(format!("{id}: {message}"), EXCERPT_BYTES))
+            }
+            Err(failure) => Sent::Failed(truncate(failure.to_string(), EXCERPT_BYTES)),
+        }
     }
 
     async fn send(
@@ -470,6 +545,11 @@ enum Sent {
         code: u16,
         excerpt: String,
     },
+    /// A notifier delivered it.
+    Delivered {
+        code: Option<u16>,
+        summary: String,
+    },
     /// No answer: retried.
     Failed(String),
     /// Not sent, and never will be as things stand: given up at once.
@@ -480,6 +560,71 @@ enum Verdict {
     Done,
     Retry,
     GiveUp,
+}
+
+/// At most `limit` bytes of `text`, cut at a character boundary.
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+/// The event as the notifier contract gives it: the fields a template
+/// wants most, flat, and the whole event as its webhooks send it.
+fn notifier_event(
+    delivery_id: &str,
+    body: &str,
+    event: BuildEvent,
+    public_url: Option<&str>,
+) -> notify::BuildEvent {
+    let data = event.data;
+    let status = serde_json::to_value(data.status)
+        .ok()
+        .and_then(|v| {
+            v.as_str()
+                .map(|s| s.trim_start_matches("BUILD_STATUS_").to_string())
+        })
+        .unwrap_or_default();
+    let git = data.source.git;
+    notify::BuildEvent {
+        delivery_id: delivery_id.to_string(),
+        event_type: event.event_type,
+        timestamp: event
+            .timestamp
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        build_url: public_url
+            .map(|base| format!("{}/v1/builds/{}", base.trim_end_matches('/'), data.build_id)),
+        org: data.org,
+        build_id: data.build_id,
+        number: data.number,
+        name: data.name,
+        project_id: data.project_id,
+        status,
+        image_refs: data.image_refs,
+        digest: data.digest,
+        failure_reason: data.failure.as_ref().and_then(|f| {
+            serde_json::to_value(f.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+        }),
+        failure_message: data.failure.map(|f| {
+            if f.hint.is_empty() {
+                f.message
+            } else {
+                format!("{} ({})", f.message, f.hint)
+            }
+        }),
+        duration_ms: data.metrics.map(|m| m.duration_ms),
+        git_url: git.as_ref().map(|g| g.url.clone()),
+        git_reference: git.as_ref().map(|g| g.reference.clone()),
+        git_commit: git.and_then(|g| g.commit),
+        json: body.to_string(),
+    }
 }
 
 /// An error and its causes on one line.

@@ -27,7 +27,7 @@
 //! * this file — [`PluginHarness`]: load a plugin (a directory, a crate to
 //!   build, or bytes), then one method per export: [`materialize`],
 //!   [`build`], [`detect`], the credential store's [`get`], [`put`],
-//!   [`delete`] and [`list_keys`]. Each returns the plugin's own answer
+//!   [`delete`] and [`list_keys`], a notifier's [`notify`]. Each returns the plugin's own answer
 //!   (`result`) with what was recorded during the call; a trap or a limit
 //!   hit is a [`HarnessError`].
 //! * [`fakes`] — [`FakeEngine`] and [`FakeGit`], the configurable answers,
@@ -40,6 +40,7 @@
 //! [`put`]: PluginHarness::put
 //! [`delete`]: PluginHarness::delete
 //! [`list_keys`]: PluginHarness::list_keys
+//! [`notify`]: PluginHarness::notify
 
 pub mod fakes;
 
@@ -63,6 +64,7 @@ use kiln_plugin_runtime::{
 };
 
 pub use fakes::{EngineCall, FakeEngine, FakeGit, LogLine, FAKE_COMMIT, FAKE_DIGEST};
+pub use kiln_plugin_runtime::bindings::notify::{BuildEvent, Delivered, NotifyError};
 pub use kiln_plugin_runtime::bindings::types::{FailureReason, PluginError};
 pub use kiln_plugin_runtime::{LogLevel, PluginError as RuntimeError};
 
@@ -119,6 +121,56 @@ pub struct Built {
 pub struct Answered<T> {
     pub result: Result<T, PluginError>,
     pub log: Vec<LogLine>,
+}
+
+/// What one `notify` call did. A notifier reaches its receiver for real
+/// (over `wasi:http`, to the hosts its grant lists): point it at a server
+/// the test runs.
+pub struct Notified {
+    pub result: Result<Delivered, NotifyError>,
+    pub log: Vec<LogLine>,
+}
+
+/// A notifier's `notify` request, with defaults a test overrides as needed:
+/// a `build.succeeded` of `acme/app` #3.
+#[derive(Debug, Clone)]
+pub struct NotifyCall {
+    pub event: BuildEvent,
+    /// The subscription's options.
+    pub options: Vec<(String, String)>,
+    pub attempt: u32,
+}
+
+impl Default for NotifyCall {
+    fn default() -> Self {
+        NotifyCall {
+            event: BuildEvent {
+                delivery_id: "msg_0000000000000000000001".into(),
+                event_type: "build.succeeded".into(),
+                timestamp: "2026-01-01T00:00:00.000Z".into(),
+                org: "acme".into(),
+                build_id: "00000000-0000-4000-8000-000000000003".into(),
+                number: 3,
+                name: "app".into(),
+                project_id: None,
+                status: "SUCCEEDED".into(),
+                image_refs: vec!["registry.test/acme/app:latest".into()],
+                digest: Some(FAKE_DIGEST.into()),
+                failure_reason: None,
+                failure_message: None,
+                duration_ms: Some(1500),
+                git_url: None,
+                git_reference: None,
+                git_commit: None,
+                build_url: None,
+                json: format!(
+                    r#"{{"type":"build.succeeded","timestamp":"2026-01-01T00:00:00.000Z","data":{{"buildId":"00000000-0000-4000-8000-000000000003","org":"acme","number":3,"name":"app","status":"BUILD_STATUS_SUCCEEDED","imageRefs":["registry.test/acme/app:latest"],"digest":"{FAKE_DIGEST}","source":{{"kind":"inline-zip"}}}}}}"#
+                ),
+            },
+            options: Vec::new(),
+            attempt: 1,
+        }
+    }
 }
 
 /// A builder's `build` request, with defaults a test overrides as needed.
@@ -436,6 +488,23 @@ impl PluginHarness {
         let caps = Capabilities::for_plugin(plugin).with_log(log.clone());
         let result = self.runtime.detect(plugin, caps, context, &request).await?;
         Ok(Answered {
+            result,
+            log: log.take(),
+        })
+    }
+
+    /// Call a notifier's `notify`: one delivery attempt of `call.event`.
+    pub async fn notify(&self, call: NotifyCall) -> Result<Notified, HarnessError> {
+        let plugin = self.expect_world(kiln_plugin_runtime::World::Notifier)?;
+        let request = kiln_plugin_runtime::bindings::notify::NotifyRequest {
+            event: call.event,
+            options: key_values(&call.options),
+            attempt: call.attempt,
+        };
+        let log = Arc::new(RecordingLog::default());
+        let caps = Capabilities::for_plugin(plugin).with_log(log.clone());
+        let result = self.runtime.notify(plugin, caps, &request).await?;
+        Ok(Notified {
             result,
             log: log.take(),
         })

@@ -334,3 +334,92 @@ async fn a_hostile_plugin_meets_the_same_sandbox_as_in_the_server() {
     assert!(text.contains("read /etc/passwd: denied"), "{text}");
     assert!(!text.contains("ESCAPED"), "{text}");
 }
+
+/// A loopback HTTP server that answers `status` to each request and hands
+/// the requests it read (head and body) to the test.
+fn answering(status: u16, requests: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let answer = format!(
+                "HTTP/1.1 {status} Whatever\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            );
+            stream.write_all(answer.as_bytes()).unwrap();
+            sent.send(head + &String::from_utf8(body).unwrap()).unwrap();
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn a_notifier_posts_to_a_granted_host_and_says_when_to_retry() {
+    let (port, requests) = answering(503, 1);
+    let grant = kiln_tests::kiln_server::config::FileConfig::parse_grant(&format!(
+        "http = [\"127.0.0.1:{port}\"]"
+    ));
+    let harness = first_party("http-post", grant);
+    let call = NotifyCall {
+        options: options(&[
+            ("url", &format!("http://127.0.0.1:{port}/hook")),
+            (
+                "template",
+                r#"{"text": "{{name}} #{{number}} {{status}} {{digest}}"}"#,
+            ),
+        ]),
+        ..NotifyCall::default()
+    };
+    let notified = harness.notify(call.clone()).await.unwrap();
+    let request = requests.recv().unwrap();
+    assert!(request.starts_with("POST /hook HTTP/1.1\r\n"), "{request}");
+    assert!(
+        request.contains("content-type: application/json"),
+        "{request}"
+    );
+    assert!(
+        request.ends_with(&format!(r#"{{"text": "app #3 SUCCEEDED {FAKE_DIGEST}"}}"#)),
+        "{request}"
+    );
+    // 503 is worth another attempt; the plugin says so.
+    assert!(
+        matches!(&notified.result, Err(NotifyError::Retry(m)) if m.contains("503")),
+        "{:?}",
+        notified.result
+    );
+
+    // Any other host is refused by the runtime before a byte is sent.
+    let elsewhere = NotifyCall {
+        options: options(&[("url", "http://127.0.0.1:9/hook")]),
+        ..NotifyCall::default()
+    };
+    let refused = harness.notify(elsewhere).await.unwrap();
+    assert!(
+        matches!(&refused.result, Err(NotifyError::GiveUp(m)) if m.contains("[plugins.http-post]")),
+        "{:?}",
+        refused.result
+    );
+
+    // Not a notifier: the harness says which world the plugin is.
+    let builder = first_party("buildkit", PluginGrant::asked());
+    let wrong = builder.notify(NotifyCall::default()).await.err().unwrap();
+    assert!(wrong.to_string().contains("notifier"), "{wrong}");
+}

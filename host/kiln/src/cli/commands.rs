@@ -758,12 +758,18 @@ pub async fn webhooks(
     match command {
         WebhooksCommand::Create {
             url,
+            notifier,
+            options,
             events,
             project,
         } => {
             let webhook = client
                 .create_webhook(&kiln_api::CreateWebhookRequest {
                     url,
+                    notifier: notifier.map(|plugin| kiln_api::NotifierTarget {
+                        plugin,
+                        options: options.into_iter().collect(),
+                    }),
                     events: Some(events).filter(|e| !e.is_empty()),
                     project_id: project,
                 })
@@ -773,10 +779,11 @@ pub async fn webhooks(
                 webhook.webhook_id,
                 webhook.events.join(", ")
             );
-            println!(
-                "secret: {} (shown once: verify deliveries with it, as Standard Webhooks do)",
-                webhook.secret.as_deref().unwrap_or("")
-            );
+            if let Some(secret) = &webhook.secret {
+                println!(
+                    "secret: {secret} (shown once: verify deliveries with it, as Standard Webhooks do)"
+                );
+            }
         }
         WebhooksCommand::List => {
             let list = client.list_webhooks().await?;
@@ -786,7 +793,12 @@ pub async fn webhooks(
                 .map(|w| {
                     [
                         w.webhook_id.clone(),
-                        w.url.clone(),
+                        w.url.clone().unwrap_or_else(|| {
+                            format!(
+                                "notifier:{}",
+                                w.notifier.as_ref().map_or("", |n| n.plugin.as_str())
+                            )
+                        }),
                         w.events.join(","),
                         w.project_id.clone().unwrap_or_else(|| "*".into()),
                     ]

@@ -307,9 +307,17 @@ pub enum ProjectsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum WebhooksCommand {
-    /// Subscribe a URL to build events; prints the signing secret (shown once).
+    /// Subscribe a URL to build events (prints the signing secret, shown
+    /// once), or have a notifier plugin deliver them (`--notifier`).
     Create {
-        url: String,
+        #[arg(required_unless_present = "notifier", conflicts_with = "notifier")]
+        url: Option<String>,
+        /// A notifier plugin that delivers the events instead, e.g. http-post.
+        #[arg(long)]
+        notifier: Option<String>,
+        /// One of the notifier's options, KEY=VALUE (http-post: url=…, template=…); repeatable.
+        #[arg(long = "option", requires = "notifier", value_parser = parse_option)]
+        options: Vec<(String, String)>,
         /// An event (build.queued, build.started, build.succeeded, build.failed, build.cancelled); repeatable; default all.
         #[arg(long = "event")]
         events: Vec<String>,
@@ -325,6 +333,13 @@ pub enum WebhooksCommand {
     Deliveries { id: String },
     /// Send a delivery again.
     Redeliver { id: String, delivery_id: String },
+}
+
+/// `KEY=VALUE`, split at the first `=`.
+fn parse_option(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,6 +450,8 @@ pub enum PluginKind {
     ContextSource,
     CredentialStore,
     Detector,
+    /// Contract 0.2.0: tells someone a build finished.
+    Notifier,
 }
 
 #[derive(Debug, Subcommand)]

@@ -50,6 +50,12 @@ pub fn new_plugin(
         PluginKind::ContextSource => "context-source",
         PluginKind::CredentialStore => "credential-store",
         PluginKind::Detector => "detector",
+        PluginKind::Notifier => "notifier",
+    };
+    // The contract version that brought the world.
+    let api = match kind {
+        PluginKind::Notifier => "0.2.0",
+        _ => "0.1.0",
     };
     // By version, so a scaffold written by an installed `kiln` builds
     // anywhere; `--sdk-path` (a checkout's `sdk/`) for working against
@@ -131,11 +137,17 @@ strip = true
             DETECTOR_TEMPLATE,
             DETECTOR_TEST,
         ),
+        PluginKind::Notifier => (
+            "notifier = true".to_string(),
+            "# To send over HTTP, ask for the hosts (or \"*\": whichever the operator grants).\n# http = [\"*\"]",
+            NOTIFIER_TEMPLATE,
+            NOTIFIER_TEST,
+        ),
     };
     let manifest = format!(
         r#"schema_version = 1
 # The plugin id and version are Cargo.toml's [package] name and version.
-api = "0.1.0"
+api = "{api}"
 description = "TODO: what {name} does"
 authors = []
 # Built by `cargo build --release --target wasm32-wasip2`.
@@ -337,6 +349,52 @@ async fn serves_an_organizations_credentials_read_only() {
 
     let put = harness.put("acme", "build/X", b"y").await.unwrap().result;
     assert!(matches!(put, Err(PluginError::Denied(_))), "{put:?}");
+}
+"#;
+
+const NOTIFIER_TEMPLATE: &str = r#"//! The `{name}` notifier: told once per delivery attempt of each build
+//! event an organization subscribed it to (`POST /v1/webhooks {notifier:
+//! {plugin: "{name}", options}}`).
+
+use kiln_sdk::notifier::{Delivered, Notifier, NotifyError, NotifyRequest};
+
+struct Plugin;
+
+impl Notifier for Plugin {
+    fn notify(request: NotifyRequest) -> Result<Delivered, NotifyError> {
+        let event = &request.event;
+        let line = format!(
+            "{} #{} {} ({})",
+            event.name, event.number, event.status, event.event_type
+        );
+        // TODO: send it somewhere. Outgoing HTTP is `wasi:http` (the `wasi`
+        // crate), to the hosts the operator grants; Kiln's `http-post`
+        // plugin is a worked example. Answer `NotifyError::Retry` for what
+        // another attempt could fix (a timeout, a 5xx), `GiveUp` otherwise.
+        kiln_sdk::log::info(&line);
+        Ok(Delivered {
+            status: None,
+            summary: line,
+        })
+    }
+}
+
+kiln_sdk::export_notifier!(Plugin);
+"#;
+
+const NOTIFIER_TEST: &str = r#"//! `cargo test`: the plugin runs in the real Kiln runtime.
+
+use kiln_plugin_test::{NotifyCall, PluginHarness};
+
+#[tokio::test]
+async fn a_finished_build_is_delivered() {
+    let harness = PluginHarness::build_and_load(env!("CARGO_MANIFEST_DIR")).unwrap();
+
+    let notified = harness.notify(NotifyCall::default()).await.unwrap();
+
+    let delivered = notified.result.unwrap();
+    assert_eq!(delivered.summary, "app #3 SUCCEEDED (build.succeeded)");
+    assert!(notified.log.iter().any(|l| l.text.contains("app #3 SUCCEEDED")));
 }
 "#;
 

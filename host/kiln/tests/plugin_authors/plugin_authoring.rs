@@ -143,12 +143,13 @@ async fn a_scaffolded_builder_builds_checks_loads_and_builds_an_image() {
 }
 
 #[tokio::test]
-async fn scaffolded_sources_stores_and_detectors_build_pass_their_tests_and_check() {
+async fn scaffolded_sources_stores_detectors_and_notifiers_build_pass_their_tests_and_check() {
     let work = tempfile::tempdir().unwrap();
     for (kind, name, world) in [
         ("context-source", "my-source", "ContextSource"),
         ("credential-store", "my-store", "CredentialStore"),
         ("detector", "my-detector", "Detector"),
+        ("notifier", "my-notifier", "Notifier"),
     ] {
         let out = kiln(&[
             "plugin",

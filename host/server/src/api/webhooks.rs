@@ -20,7 +20,8 @@ const MAX_URL_BYTES: usize = 2048;
 fn view(record: &WebhookRecord) -> kiln_api::Webhook {
     kiln_api::Webhook {
         webhook_id: record.webhook_id.clone(),
-        url: record.url.clone(),
+        url: record.notifier.is_none().then(|| record.url.clone()),
+        notifier: record.notifier.clone(),
         events: record.events.clone(),
         project_id: record.project_id.clone(),
         secret: None,
@@ -65,6 +66,72 @@ fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Options a notifier subscription may carry, and their sizes.
+const MAX_NOTIFIER_OPTIONS: usize = 32;
+const MAX_OPTION_KEY_BYTES: usize = 64;
+const MAX_OPTION_VALUE_BYTES: usize = 16 << 10;
+
+/// A notifier subscription: a loaded notifier plugin, and options of a
+/// sane shape (what they mean is the plugin's to judge, per attempt).
+fn check_notifier(state: &ApiState, target: &kiln_api::NotifierTarget) -> Result<(), String> {
+    let notifiers: Vec<&str> = state
+        .runtime
+        .plugins()
+        .filter(|p| p.world == kiln_plugin_runtime::World::Notifier)
+        .map(|p| p.manifest.id.as_str())
+        .collect();
+    let known = || {
+        if notifiers.is_empty() {
+            "this server has no notifier plugin".to_string()
+        } else {
+            format!("the notifiers are {}", notifiers.join(", "))
+        }
+    };
+    match state.runtime.plugin(&target.plugin) {
+        None => {
+            return Err(format!(
+                "`notifier.plugin`: {:?} is not a plugin of this server; {}",
+                target.plugin,
+                known()
+            ))
+        }
+        Some(plugin) if plugin.world != kiln_plugin_runtime::World::Notifier => {
+            return Err(format!(
+                "`notifier.plugin`: {} is a {} plugin, not a notifier; {}",
+                target.plugin,
+                plugin.world.wit_name(),
+                known()
+            ))
+        }
+        Some(_) => {}
+    }
+    if target.options.len() > MAX_NOTIFIER_OPTIONS {
+        return Err(format!(
+            "`notifier.options` has {} options; at most {MAX_NOTIFIER_OPTIONS}",
+            target.options.len()
+        ));
+    }
+    for (key, value) in &target.options {
+        let key_ok = !key.is_empty()
+            && key.len() <= MAX_OPTION_KEY_BYTES
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !key_ok {
+            return Err(format!(
+                "`notifier.options`: {key:?} is not an option name (1-{MAX_OPTION_KEY_BYTES} letters, digits, `-`, `_` or `.`)"
+            ));
+        }
+        if value.len() > MAX_OPTION_VALUE_BYTES {
+            return Err(format!(
+                "`notifier.options.{key}` is longer than {} KiB",
+                MAX_OPTION_VALUE_BYTES >> 10
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn create(
     state: &ApiState,
     caller: &Caller,
@@ -78,7 +145,20 @@ pub async fn create(
         )
     })
     .await?;
-    check_url(&body.url).map_err(bad)?;
+    match (&body.url, &body.notifier) {
+        (Some(url), None) => check_url(url).map_err(bad)?,
+        (None, Some(notifier)) => check_notifier(state, notifier).map_err(bad)?,
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "give `url` (Kiln signs and POSTs each event) or `notifier` (a notifier plugin delivers it), not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(bad(
+                "say where events go: `url` (e.g. \"https://deploy.example.com/kiln\") or `notifier` ({\"plugin\": \"http-post\", \"options\": {…}})".into(),
+            ))
+        }
+    }
     let events = match body.events {
         None => EVENT_TYPES.map(String::from).to_vec(),
         Some(events) if events.is_empty() => {
@@ -111,16 +191,21 @@ pub async fn create(
         }
     }
     let webhook_id = uuid::Uuid::new_v4().to_string();
-    let secret = crate::projects::push::new_secret();
-    let sealed = state
-        .secrets
-        .local()
-        .seal_text(&crate::webhooks::secret_context(&webhook_id), &secret)
-        .map_err(ApiError::internal)?;
+    // A notifier's deliveries are not signed by Kiln: it gets no secret.
+    let secret = body.url.is_some().then(crate::projects::push::new_secret);
+    let sealed = match &secret {
+        Some(secret) => state
+            .secrets
+            .local()
+            .seal_text(&crate::webhooks::secret_context(&webhook_id), secret)
+            .map_err(ApiError::internal)?,
+        None => String::new(),
+    };
     let record = WebhookRecord {
         webhook_id,
         org: caller.org.clone(),
-        url: body.url,
+        url: body.url.unwrap_or_default(),
+        notifier: body.notifier,
         events,
         project_id: body.project_id,
         sealed_secret: sealed,
@@ -131,7 +216,7 @@ pub async fn create(
     Ok(json_response(
         StatusCode::CREATED,
         &kiln_api::Webhook {
-            secret: Some(secret),
+            secret,
             ..view(&record)
         },
     ))

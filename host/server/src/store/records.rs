@@ -297,7 +297,11 @@ pub struct IdempotentAnswer {
 pub struct WebhookRecord {
     pub webhook_id: String,
     pub org: String,
+    /// Where Kiln POSTs signed deliveries; empty for a notifier's.
     pub url: String,
+    /// The notifier plugin that delivers instead, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifier: Option<kiln_api::NotifierTarget>,
     pub events: Vec<String>,
     pub project_id: Option<String>,
     /// Nonce and ciphertext, hex.
