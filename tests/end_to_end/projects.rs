@@ -514,6 +514,72 @@ async fn issue_14_gitlab_and_gitea_pushes_filter_by_path_and_build_tags() {
     assert_eq!(project_builds(&t, project_id).await.len(), 1);
 }
 
+/// A new branch's push lists no commits (GitHub's, when the branch points
+/// at commits the repository has): the host compares the branch with the
+/// point where it forked from the default branch, so a monorepo project
+/// builds only new branches that touch its paths.
+#[tokio::test]
+async fn issue_14_a_new_branch_is_filtered_by_what_it_changed_since_it_forked() {
+    let t = TestServer::start().await;
+    let root = RepoRoot::new();
+    let up = Upstream::new(&root, "forks");
+    let daemon = GitDaemon::start(&root).await;
+    let name = unique_name("forked-api");
+    let project = create_project(
+        &t,
+        &json!({
+            "name": name,
+            "gitSource": {"url": daemon.url("forks"), "contextDir": "services/api"},
+            "branches": ["main", "feature/*"],
+            "paths": ["services/api/**"],
+        }),
+    )
+    .await;
+    let project_id = project["projectId"].as_str().unwrap();
+    let secret = project["webhookSecret"].as_str().unwrap();
+    let hook = project["webhookUrl"].as_str().unwrap();
+    let new_branch = |branch: &str, after: &str, delivery: &str| {
+        let mut payload = github_push(
+            &up,
+            &format!("refs/heads/{branch}"),
+            (&"0".repeat(40), after),
+            "branch",
+        );
+        payload["commits"] = json!([]);
+        let body = serde_json::to_vec(&payload).unwrap();
+        (payload, github_headers(secret, delivery, &body))
+    };
+
+    // Docs only: nothing under services/api changed since the fork.
+    let (_, docs) = up.push("feature/docs", &[("docs/more.md", "more\n")], "docs");
+    let (payload, headers) = new_branch("feature/docs", &docs, "fork-1");
+    let why = ignored_because(&deliver(&t, hook, &headers, &payload).await);
+    assert!(
+        why.contains("services/api/**") && why.contains("docs/more.md"),
+        "{why}"
+    );
+
+    // Branched from there, touching the API: the fork point is main's
+    // tip, so both commits count, and the API's one builds it.
+    let (_, api) = up.push(
+        "feature/api",
+        &[("services/api/api.txt", "api v2\n")],
+        "api",
+    );
+    let (payload, headers) = new_branch("feature/api", &api, "fork-2");
+    let answer = deliver(&t, hook, &headers, &payload).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let build_id = answer.json()["buildIds"][0].as_str().unwrap().to_string();
+    let record = t.wait_succeeded(&build_id, LIMIT).await;
+    assert_eq!(record["source"]["git"]["commit"], api.as_str());
+    assert_eq!(project_builds(&t, project_id).await.len(), 1);
+}
+
 /// Projects are an organization's own: CRUD, bad input named, another
 /// organization's project a 404, a rotated secret replacing the old one,
 /// and `:build` of a branch resolved from the remote.

@@ -509,22 +509,44 @@ async fn resolve(
     })
 }
 
-/// What a push changed, from the two commits in the mirror, when its
-/// payload does not list it all; `None` (the push builds) when there is no
-/// earlier commit or the comparison fails.
+/// What a push changed, from its commits in the mirror, when its payload
+/// does not list it all: between the two commits, or — for a new branch —
+/// since it forked from the default branch (else every new branch of a
+/// monorepo would build every project). `None` (the push builds) when
+/// there is nothing to compare with or the comparison fails.
 async fn compare_in_mirror(
     state: &ApiState,
     project: &ProjectRecord,
     event: &push::PushEvent,
 ) -> Option<Vec<String>> {
-    let (before, after) = (event.before.clone()?, event.after.clone());
-    let compared = look_at_repository(state, project, move |fetcher, org, url, credentials| {
-        fetcher.changed_paths(org, url, &before, &after, credentials)
-    })
-    .await
+    let after = event.after.clone();
+    let compared = match event.before.clone() {
+        Some(before) => {
+            look_at_repository(state, project, move |fetcher, org, url, credentials| {
+                fetcher
+                    .changed_paths(org, url, &before, &after, credentials)
+                    .map(Some)
+            })
+            .await
+        }
+        None => {
+            let branch = event.reference.strip_prefix("refs/heads/")?;
+            let base = event
+                .default_branch
+                .clone()
+                .unwrap_or_else(|| project.default_branch.clone());
+            if base.is_empty() || branch == base {
+                return None;
+            }
+            look_at_repository(state, project, move |fetcher, org, url, credentials| {
+                fetcher.changed_since_fork(org, url, &base, &after, credentials)
+            })
+            .await
+        }
+    }
     .ok()?;
     match compared {
-        Ok(paths) => Some(paths),
+        Ok(paths) => paths,
         Err(e) => {
             tracing::warn!(project_id = %project.project_id, "cannot compare the push's commits in the mirror ({e}); building it");
             None

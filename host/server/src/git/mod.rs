@@ -617,22 +617,52 @@ impl GitFetcher {
             let never = AtomicBool::new(false);
             fetch_specs(repo, url, &missing, true, auth, &self.network, &never)?;
         }
+        diff_paths(&reopen(&mirror.path)?, ids[0], ids[1])
+    }
+
+    /// What a new branch changed: the paths that differ between `after`
+    /// and the point where it forked from `base_branch` (their merge base),
+    /// with both fetched into the mirror with their history. `None` when
+    /// the base branch is gone or the two share no history.
+    pub fn changed_since_fork(
+        &self,
+        org: &str,
+        url: &str,
+        base_branch: &str,
+        after: &str,
+        credentials: &CredentialLookup,
+    ) -> Result<Option<Vec<String>>, GitError> {
+        let mirror = self.lock_mirror(org, RepoUrl::parse(url)?, credentials)?;
+        let (repo, url, auth) = (&mirror.repo, &mirror.url, &mirror.auth);
+        let after_id = gix::ObjectId::from_hex(after.as_bytes())
+            .map_err(|e| GitError::Internal(format!("commit id {after:?}: {e}")))?;
+        let base_ref = format!("refs/kiln/fork-base/{base_branch}");
+        // With history (a shallow mirror is deepened once): the merge base
+        // may be any number of commits back.
+        let specs = [
+            format!("+refs/heads/{base_branch}:{base_ref}"),
+            format!("+{after}:refs/kiln/commits/{after}"),
+        ];
+        let never = AtomicBool::new(false);
+        fetch_specs(repo, url, &specs, false, auth, &self.network, &never)?;
         let repo = reopen(&mirror.path)?;
-        let tree_of = |id: gix::ObjectId| -> Result<gix::Tree<'_>, GitError> {
-            repo.find_commit(id)
-                .and_then(|c| c.tree())
-                .map_err(|e| GitError::Internal(format!("commit {id}: {e}")))
+        let Some(base_id) = repo
+            .try_find_reference(base_ref.as_str())
+            .map_err(|e| GitError::Internal(format!("{base_ref}: {e}")))?
+            .and_then(|mut r| r.peel_to_id().ok().map(|id| id.detach()))
+        else {
+            return Ok(None);
         };
-        let (old, new) = (tree_of(ids[0])?, tree_of(ids[1])?);
-        let mut options = gix::diff::Options::default().with_rewrites(None);
-        options.track_path();
-        let changes = repo
-            .diff_tree_to_tree(&old, &new, options)
-            .map_err(|e| GitError::Internal(format!("diff {before}..{after}: {e}")))?;
-        Ok(changes
-            .iter()
-            .map(|change| change.location().to_string())
-            .collect())
+        let fork = repo
+            .merge_base(base_id, after_id)
+            .map_err(|e| {
+                GitError::Internal(format!("merge base of {base_branch} and {after}: {e}"))
+            })?
+            .map(|id| id.detach());
+        match fork {
+            Some(fork) => diff_paths(&repo, fork, after_id).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Every branch and tag with full history (unshallowing the mirror).
@@ -649,6 +679,30 @@ impl GitFetcher {
         ];
         fetch_specs(repo, url, &specs, false, auth, &self.network, interrupt).map(|_| ())
     }
+}
+
+/// The paths that differ between two commits' trees (renames as a
+/// removal and an addition: both paths count for a filter).
+fn diff_paths(
+    repo: &gix::Repository,
+    old: gix::ObjectId,
+    new: gix::ObjectId,
+) -> Result<Vec<String>, GitError> {
+    let tree_of = |id: gix::ObjectId| -> Result<gix::Tree<'_>, GitError> {
+        repo.find_commit(id)
+            .and_then(|c| c.tree())
+            .map_err(|e| GitError::Internal(format!("commit {id}: {e}")))
+    };
+    let (old_tree, new_tree) = (tree_of(old)?, tree_of(new)?);
+    let mut options = gix::diff::Options::default().with_rewrites(None);
+    options.track_path();
+    let changes = repo
+        .diff_tree_to_tree(&old_tree, &new_tree, options)
+        .map_err(|e| GitError::Internal(format!("diff {old}..{new}: {e}")))?;
+    Ok(changes
+        .iter()
+        .map(|change| change.location().to_string())
+        .collect())
 }
 
 /// A commit brought into a mirror.
