@@ -2,7 +2,9 @@
 """Issue 14's figures, measured against a real `kiln serve` (release build
 recommended): how fast a signed push delivery is answered, how long from
 its arrival until the build is RUNNING on an idle worker, and how long from
-the build's `finishTime` until a subscribed receiver has `build.succeeded`.
+the build's `finishTime` until a subscribed receiver has `build.succeeded`,
+both as Kiln's own signed delivery and as the `http-post` notifier plugin's
+templated POST (contract 0.2.0's notifier world).
 
     cargo build --release -p kiln
     python3 scripts/bench_push_latency.py target/release/kiln [ROUNDS]
@@ -67,9 +69,29 @@ daemon = subprocess.Popen(
      f"--base-path={work}/root", "--export-all", "--enable=upload-pack", f"{work}/root"],
     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
 )
+received, notified = {}, {}
+
+class Receiver(BaseHTTPRequestHandler):
+    def do_POST(self):
+        at = time.time()
+        event = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if self.path == "/notify":
+            notified[event["buildId"]] = at
+        else:
+            received[event["data"]["buildId"]] = at
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+threading.Thread(target=receiver.serve_forever, daemon=True).start()
+receiver_port = receiver.server_address[1]
 config = os.path.join(work, "kiln.toml")
 with open(config, "w") as f:
     f.write('[webhooks]\nallowed_hosts = ["127.0.0.1"]\n')
+    f.write(f'[plugins.http-post]\nhttp = ["127.0.0.1:{receiver_port}"]\n')
 data = os.path.join(work, "data")
 serve = subprocess.Popen(
     [kiln, "serve", "--listen", "127.0.0.1:0", "--data-dir", data, "--registry", "127.0.0.1:5000",
@@ -95,28 +117,17 @@ try:
         with urllib.request.urlopen(req) as r:
             return json.loads(r.read() or b"null")
 
-    received = {}
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            at = time.time()
-            event = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            received[event["data"]["buildId"]] = at
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    call("POST", "/v1/webhooks", {"url": f"http://127.0.0.1:{receiver.server_address[1]}/kiln",
+    call("POST", "/v1/webhooks", {"url": f"http://127.0.0.1:{receiver_port}/kiln",
                                   "events": ["build.succeeded"]})
+    call("POST", "/v1/webhooks", {"notifier": {"plugin": "http-post", "options": {
+        "url": f"http://127.0.0.1:{receiver_port}/notify",
+        "template": '{"buildId": "{{buildId}}", "text": "{{name}} #{{number}} {{status}}"}'}},
+        "events": ["build.succeeded"]})
     project = call("POST", "/v1/projects", {"name": "push-bench", "tags": ["{sha7}"],
                                             "gitSource": {"url": f"git://127.0.0.1:{git_port}/app"}})
     hook, secret = project["webhookUrl"], project["webhookSecret"]
 
-    answered, to_running, delivered = [], [], []
+    answered, to_running, delivered, notifier = [], [], [], []
     for i in range(rounds):
         with open(os.path.join(clone, "message.txt"), "w") as f:
             f.write(f"round {i} {time.time()}\n")
@@ -147,11 +158,12 @@ try:
             time.sleep(0.05)
         assert build["status"] == "BUILD_STATUS_SUCCEEDED", build
         for _ in range(500):
-            if build_id in received:
+            if build_id in received and build_id in notified:
                 break
             time.sleep(0.01)
         finished = datetime.fromisoformat(build["finishTime"].replace("Z", "+00:00")).timestamp()
         delivered.append((received[build_id] - finished) * 1000)
+        notifier.append((notified[build_id] - finished) * 1000)
 
     def row(label, values):
         values = sorted(values)
@@ -163,6 +175,7 @@ try:
     row("push delivery answered (202)", answered)
     row("delivery sent -> build RUNNING (idle worker)", to_running)
     row("build finishTime -> build.succeeded at the receiver", delivered)
+    row("build finishTime -> http-post notifier's POST at the receiver", notifier)
 finally:
     serve.terminate()
     daemon.terminate()
