@@ -108,6 +108,33 @@ if ! curl -fs -o /dev/null "http://$registry_addr/v2/base/busybox/manifests/1" \
   docker_cli tag local/busybox:1 "$base"
   docker_cli push "$base" >/dev/null
 fi
+# The first mirror apt's sources list for Debian release $1: deb822
+# `.sources` stanzas (Types: deb, Suites naming the release), then one-line
+# `deb [options] URI suite …` entries.
+apt_mirror() {
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk -v want="$1" '
+      BEGIN { RS = ""; FS = "\n" }
+      {
+        uris = ""; suites = ""; types = ""
+        for (i = 1; i <= NF; i++) {
+          line = $i
+          if (line ~ /^URIs:/) { sub(/^URIs:[ \t]*/, "", line); uris = line }
+          else if (line ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", line); suites = " " line " " }
+          else if (line ~ /^Types:/) { sub(/^Types:[ \t]*/, "", line); types = " " line " " }
+        }
+        if (index(types, " deb ") && index(suites, " " want " ")) { split(uris, u, " "); print u[1]; exit }
+      }' "$f"
+  done | head -n1 | grep . && return
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk -v want="$1" '
+    $1 == "deb" {
+      i = 2
+      if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+      if ($(i + 1) == want) { print $i; exit }
+    }'
+}
+
 # --- Wizard base images: a Debian rootfs (debootstrap) with python3 and
 # nginx-light, imported, no pull. The tests name them through the wizard's
 # base-image config: base/python:1 (python3) and base/static:1 (nginx serving
@@ -124,11 +151,18 @@ if [ "${KILN_WIZARD_BASES:-0}" = 1 ] && {
     log "installing debootstrap"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   }
-  mirror="${KILN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-  log "making $python_base and $static_base with debootstrap from $mirror (about a minute)"
+  # The release this machine runs and the mirror its own apt uses: the
+  # project names no package host (KILN_DEBIAN_MIRROR overrides).
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  mirror="${KILN_DEBIAN_MIRROR:-$(apt_mirror "$codename")}"
+  [ -n "$codename" ] && [ -n "$mirror" ] || {
+    log "cannot tell the Debian release (/etc/os-release) or its mirror (apt sources); set KILN_DEBIAN_MIRROR=http://<mirror>/debian"
+    exit 1
+  }
+  log "making $python_base and $static_base with debootstrap of $codename from $mirror (about a minute)"
   wizard_rootfs="$state/wizard-rootfs"
   rm -rf "$wizard_rootfs"
-  debootstrap --variant=minbase --include=python3,nginx-light bookworm "$wizard_rootfs" "$mirror" \
+  debootstrap --variant=minbase --include=python3,nginx-light "$codename" "$wizard_rootfs" "$mirror" \
     >"$state/debootstrap.log" 2>&1 || { log "debootstrap failed; see $state/debootstrap.log"; tail -20 "$state/debootstrap.log" >&2; exit 1; }
   mkdir -p "$wizard_rootfs/usr/share/nginx/html"
   cat >"$wizard_rootfs/etc/nginx/nginx.conf" <<'NGINX'

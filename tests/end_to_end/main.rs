@@ -15,6 +15,7 @@ mod hostile_plugins;
 mod kaniko_builder;
 mod organizations_take_turns;
 mod projects;
+mod registries;
 mod retention;
 mod secrets;
 mod uploaded_contexts;

@@ -506,17 +506,33 @@ pub fn dockerfile_request(name: &str, dockerfile: &str) -> Value {
 
 /// The registry's answer for a manifest: (HTTP status, Docker-Content-Digest).
 pub async fn registry_manifest(repository: &str, reference: &str) -> (StatusCode, Option<String>) {
+    registry_manifest_at(REGISTRY, None, repository, reference).await
+}
+
+/// [`registry_manifest`] from the registry at `addr`, with basic auth
+/// `(user, password)` when given.
+pub async fn registry_manifest_at(
+    addr: &str,
+    basic_auth: Option<(&str, &str)>,
+    repository: &str,
+    reference: &str,
+) -> (StatusCode, Option<String>) {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::builder()
+    let mut request = Request::builder()
         .method(Method::HEAD)
-        .uri(format!("http://{REGISTRY}/v2/{repository}/manifests/{reference}"))
+        .uri(format!("http://{addr}/v2/{repository}/manifests/{reference}"))
         .header(
             "accept",
             "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+        );
+    if let Some((user, password)) = basic_auth {
+        request = request.header(
+            "authorization",
+            format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
+        );
+    }
+    let request = request.body(Full::new(Bytes::new())).unwrap();
     let response = client.request(request).await.expect("the registry answers");
     let digest = response
         .headers()

@@ -12,6 +12,37 @@ use serde::{Deserialize, Serialize};
 pub struct Org {
     pub name: String,
     pub create_time: DateTime<Utc>,
+    /// Where its images go, when the operator gave it its own registry
+    /// (`PUT /v1/orgs/{org}/registry`); otherwise the server's registry,
+    /// under `<registry>/<org>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryTarget>,
+}
+
+/// An organization's own registry: its images are pushed to
+/// `<host>/<namespace>/<name>:<tag>` (and its cache to
+/// `<host>/<namespace>/cache/<name>`) with its registry credential for
+/// `host`. The body of `PUT /v1/orgs/{org}/registry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryTarget {
+    /// `host` or `host:port`, e.g. `harbor.example.com` or `127.0.0.1:5001`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$", max_length = 255)
+    )]
+    pub host: String,
+    /// The repository path under it: lowercase components separated by
+    /// `/`, e.g. `team-a` or `acme/builds`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$",
+            max_length = 200
+        )
+    )]
+    pub namespace: String,
 }
 
 /// `GET /v1/orgs`.

@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use crate::admin::{
     CreateOrgRequest, GcReport, GcRequest, MaskedSecrets, NewToken, Org, OrgList, PluginList,
-    SaveSecretsRequest,
+    RegistryTarget, SaveSecretsRequest,
 };
 use crate::builds::{
     Build, BuildAccepted, BuildList, BuildStatus, CreateBuildRequest, LogLine, UploadedContext,
@@ -369,6 +369,29 @@ impl ApiClient {
     /// `GET /v1/orgs` (admin token).
     pub async fn list_orgs(&self) -> Result<OrgList, ClientError> {
         self.call_typed(Method::GET, "/v1/orgs", None::<&()>).await
+    }
+
+    /// `PUT /v1/orgs/{org}/registry` (admin token): the organization's
+    /// next builds push to `target`.
+    pub async fn set_org_registry(
+        &self,
+        org: &str,
+        target: &RegistryTarget,
+    ) -> Result<RegistryTarget, ClientError> {
+        let path = format!("/v1/orgs/{}/registry", encode(org));
+        self.call_typed(Method::PUT, &path, Some(target)).await
+    }
+
+    /// `GET /v1/orgs/{org}/registry` (admin token): where its images go.
+    pub async fn org_registry(&self, org: &str) -> Result<RegistryTarget, ClientError> {
+        let path = format!("/v1/orgs/{}/registry", encode(org));
+        self.call_typed(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `DELETE /v1/orgs/{org}/registry` (admin token): back to the server's.
+    pub async fn reset_org_registry(&self, org: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/orgs/{}/registry", encode(org));
+        self.call(Method::DELETE, &path, None).await.map(drop)
     }
 
     /// `POST /v1/orgs/{org}/tokens` (admin token): the token, shown once.

@@ -36,7 +36,7 @@ pub use admin::{
     CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject, GcItem,
     GcReport, GcRequest, GcTotal, MaskedCredential, MaskedSecrets, NewToken, Org, OrgList,
     Permissions, PluginKinds, PluginLimits, PluginList, PluginLoadError, PluginView,
-    SaveSecretsRequest,
+    RegistryTarget, SaveSecretsRequest,
 };
 pub use builds::{
     Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,

@@ -61,7 +61,8 @@ follow the build with GetBuild or StreamBuildLogs.";
         wizard_detect,
         list_plugins,
         save_build_secrets, list_build_secrets, delete_build_secret,
-        create_org, list_orgs, create_token, revoke_token, collect_garbage,
+        create_org, list_orgs, create_token, revoke_token,
+        set_org_registry, get_org_registry, reset_org_registry, collect_garbage,
         openapi, metrics, healthz,
     ),
     components(schemas(
@@ -69,7 +70,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, Metrics, Phases, BuildList,
         LogLine, UploadedContext, DetectRequest, DetectAnswer, DetectedProject, PluginList,
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
-        CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList,
+        CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList, RegistryTarget,
         NewToken, GcRequest, GcReport, GcTotal, GcItem, ErrorBody, ErrorDetail,
         CreateProjectRequest, UpdateProjectRequest, ProjectGitSource, Project,
         ProjectList, ProjectBuildRequest, Trigger, TriggerKind, PushAnswer,
@@ -665,6 +666,57 @@ fn collect_garbage() {}
 )]
 #[allow(dead_code)]
 fn create_token() {}
+
+/// Give an organization its own registry (admin token)
+///
+/// From its next build on, its images are pushed to
+/// `<host>/<namespace>/<name>:<tag>` and its layer cache to
+/// `<host>/<namespace>/cache/<name>`, with its registry credential for
+/// `host` (`PUT /v1/secrets` `registryCredentials`), which also pulls its
+/// private base images there. Builds already accepted keep their target.
+#[utoipa::path(
+    put, path = "/v1/orgs/{org}/registry", operation_id = "setOrgRegistry", tag = "admin",
+    params(("org" = String, Path, description = "The organization")),
+    request_body = RegistryTarget,
+    responses(
+        (status = 200, description = "Its builds go there from now on", body = RegistryTarget),
+        (status = 400, description = "The host or namespace is not usable; the message says why", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such organization", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn set_org_registry() {}
+
+/// Where an organization's images go (admin token)
+#[utoipa::path(
+    get, path = "/v1/orgs/{org}/registry", operation_id = "getOrgRegistry", tag = "admin",
+    params(("org" = String, Path, description = "The organization")),
+    responses(
+        (status = 200, description = "Its own registry, or the server's under its name", body = RegistryTarget),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn get_org_registry() {}
+
+/// Send an organization's images to the server's registry again (admin token)
+#[utoipa::path(
+    delete, path = "/v1/orgs/{org}/registry", operation_id = "resetOrgRegistry", tag = "admin",
+    params(("org" = String, Path, description = "The organization")),
+    responses(
+        (status = 204, description = "Its next builds push to the server's registry"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn reset_org_registry() {}
 
 /// Revoke a token (admin token)
 #[utoipa::path(

@@ -375,6 +375,57 @@ pub fn check_credential_host(group: &str, host: &str) -> Result<(), String> {
     }
 }
 
+/// An organization's registry target: a registry host (`name` or
+/// `name:port`, as image references spell it) and a namespace of
+/// lowercase path components (the distribution spec's repository rules).
+pub fn check_registry_target(target: &crate::RegistryTarget) -> Result<(), String> {
+    let host = target.host.as_str();
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 255
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.chars().all(|c| c.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
+    });
+    if !(name_ok && port_ok) {
+        return Err(format!(
+            "`host` {host:?} is not a registry host: give host or host:port, e.g. \"harbor.example.com\" or \"127.0.0.1:5001\""
+        ));
+    }
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.chars()
+                .next()
+                .is_some_and(|f| f.is_ascii_lowercase() || f.is_ascii_digit())
+            && c.chars()
+                .last()
+                .is_some_and(|l| l.is_ascii_lowercase() || l.is_ascii_digit())
+            && c.chars().all(|ch| {
+                ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-')
+            })
+            && !c.contains("..")
+    };
+    let namespace = target.namespace.as_str();
+    if namespace.is_empty() || namespace.len() > 200 || !namespace.split('/').all(component_ok) {
+        return Err(format!(
+            "`namespace` {namespace:?} is not a repository path: lowercase letters, digits and `.`, `_`, `-` inside components separated by `/`, e.g. \"team-a\" or \"acme/builds\""
+        ));
+    }
+    Ok(())
+}
+
 /// The field of a CreateBuild request that carries its build context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContextField {

@@ -269,8 +269,13 @@ fn every_answer_the_server_sends_is_described_field_by_field() {
     let org = Org {
         name: "acme".into(),
         create_time: at(5),
+        registry: Some(RegistryTarget {
+            host: "harbor.example.com:8443".into(),
+            namespace: "acme/apps".into(),
+        }),
     };
     assert_describes("Org", &org);
+    assert_describes("RegistryTarget", org.registry.as_ref().unwrap());
     assert_describes("OrgList", &OrgList { orgs: vec![org] });
     assert_describes(
         "NewToken",

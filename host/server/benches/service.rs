@@ -98,6 +98,7 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
             log_removed_time: None,
             project_id: None,
             trigger: None,
+            registry: None,
         };
         store.create_build(record).unwrap();
         store.pop_queued_fair(None, |_| false).unwrap();

@@ -92,6 +92,7 @@ impl Server {
         let org = Org {
             name: DEFAULT_ORG.into(),
             create_time: Utc::now(),
+            registry: None,
         };
         if store.create_org(&org)? {
             let (token, _) = issue_token(&store, DEFAULT_ORG, true)?;
@@ -232,6 +233,7 @@ impl Server {
         self.store.create_org(&Org {
             name: name.into(),
             create_time: Utc::now(),
+            registry: None,
         })?;
         Ok(issue_token(&self.store, name, false)?.0)
     }

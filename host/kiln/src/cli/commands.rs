@@ -973,8 +973,32 @@ pub async fn org(command: OrgCommand, server: &ServerArgs) -> Result<ExitCode, C
         }
         OrgCommand::List => {
             for org in client.list_orgs().await?.orgs {
-                println!("{}", org.name);
+                match org.registry {
+                    Some(target) => {
+                        println!("{}\t{}/{}", org.name, target.host, target.namespace)
+                    }
+                    None => println!("{}", org.name),
+                }
             }
+        }
+        OrgCommand::Registry {
+            org,
+            host,
+            namespace,
+            reset,
+        } => {
+            if reset {
+                client.reset_org_registry(&org).await?;
+            } else if let (Some(host), Some(namespace)) = (host, namespace) {
+                client
+                    .set_org_registry(&org, &kiln_api::RegistryTarget { host, namespace })
+                    .await?;
+            }
+            let target = client.org_registry(&org).await?;
+            println!(
+                "{org}: images go to {}/{}/<name>:<tag>",
+                target.host, target.namespace
+            );
         }
     }
     Ok(0)

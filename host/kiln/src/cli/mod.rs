@@ -463,6 +463,20 @@ pub enum OrgCommand {
     },
     /// List organizations.
     List,
+    /// Show where an organization's images go, or (with --host and
+    /// --namespace) give it its own registry, or (--reset) send them to
+    /// the server's registry again.
+    Registry {
+        org: String,
+        /// `host` or `host:port` of its registry.
+        #[arg(long, requires = "namespace", conflicts_with = "reset")]
+        host: Option<String>,
+        /// The repository path under it, e.g. team-a.
+        #[arg(long, requires = "host")]
+        namespace: Option<String>,
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,6 +59,35 @@ async fn the_admin_creates_an_org_and_a_token_that_then_works_alone() {
     let image = record["imageRefs"][0].as_str().unwrap();
     assert!(image.starts_with(&format!("{REGISTRY}/team-a/")), "{image}");
 
+    // The operator gives team-a its own registry (issue 16), and takes it back.
+    let show = |args: &[&str]| {
+        let out = kiln(&url, &server.token, args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(show(&["org", "registry", "team-a"])
+        .contains(&format!("images go to {REGISTRY}/team-a/<name>:<tag>")));
+    let moved = show(&[
+        "org",
+        "registry",
+        "team-a",
+        "--host",
+        "harbor.example.com",
+        "--namespace",
+        "team-a/apps",
+    ]);
+    assert!(
+        moved.contains("images go to harbor.example.com/team-a/apps/<name>:<tag>"),
+        "{moved}"
+    );
+    assert!(show(&["org", "list"]).contains("team-a\tharbor.example.com/team-a/apps"));
+    assert!(show(&["org", "registry", "team-a", "--reset"])
+        .contains(&format!("images go to {REGISTRY}/team-a/<name>:<tag>")));
+
     // It is no admin token.
     let refused = kiln(&url, &team_token, &["org", "create", "team-b"]);
     assert!(!refused.status.success());

@@ -315,10 +315,20 @@ pub(super) async fn validate_create(
         )));
     }
 
-    let image_refs = tags
-        .iter()
-        .map(|tag| format!("{}/{}/{}:{}", state.config.registry, org, request.name, tag))
-        .collect();
+    // The organization's own registry when it has one, fixed for this
+    // build now (a later change of target moves only later builds).
+    let registry = state.store.org(org)?.and_then(|o| o.registry);
+    let image_refs = {
+        let target = crate::store::registry_target(registry.as_ref(), &state.config.registry, org);
+        tags.iter()
+            .map(|tag| {
+                format!(
+                    "{}/{}/{}:{}",
+                    target.host, target.namespace, request.name, tag
+                )
+            })
+            .collect()
+    };
     let record = BuildRecord {
         build_id: uuid::Uuid::new_v4().to_string(),
         org: org.to_string(),
@@ -352,6 +362,7 @@ pub(super) async fn validate_create(
         log_removed_time: None,
         project_id: None,
         trigger: None,
+        registry,
     };
     Ok((record, staged))
 }

@@ -52,6 +52,7 @@ pub async fn create(
     let org = Org {
         name: body.name,
         create_time: Utc::now(),
+        registry: None,
     };
     if !state.store.create_org(&org)? {
         return Err(ApiError::new(
@@ -96,6 +97,68 @@ pub fn create_token(
             note: "the token is shown only now; store it safely".into(),
         },
     ))
+}
+
+/// The organization, or the 404 every unknown one gets.
+fn existing_org(state: &ApiState, org: &str) -> Result<Org, ApiError> {
+    state
+        .store
+        .org(org)?
+        .ok_or_else(|| ApiError::not_found(&format!("organization {org}")))
+}
+
+/// `PUT /v1/orgs/{org}/registry`: the organization's images (and cache) go
+/// to its own registry from its next build on.
+pub async fn set_registry(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let mut record = existing_org(state, org)?;
+    let target: kiln_api::RegistryTarget = read_json(
+        request,
+        64 * 1024,
+        "SetOrgRegistry ({\"host\": \"registry.example.com\", \"namespace\": \"team-a\"})",
+        || ApiError::bad_request("the request body is over 64 KiB"),
+    )
+    .await?;
+    kiln_api::validate::check_registry_target(&target).map_err(ApiError::bad_request)?;
+    record.registry = Some(target.clone());
+    state.store.put_org(&record)?;
+    state.store.flush().await?;
+    Ok(json_response(StatusCode::OK, &target))
+}
+
+/// `GET /v1/orgs/{org}/registry`: where its images go now (the server's
+/// registry under its name, unless it has its own).
+pub fn get_registry(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let record = existing_org(state, org)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &crate::store::registry_target(record.registry.as_ref(), &state.config.registry, org),
+    ))
+}
+
+/// `DELETE /v1/orgs/{org}/registry`: back to the server's registry.
+pub async fn reset_registry(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let mut record = existing_org(state, org)?;
+    if record.registry.take().is_some() {
+        state.store.put_org(&record)?;
+        state.store.flush().await?;
+    }
+    Ok(no_content())
 }
 
 pub fn revoke_token(

@@ -180,6 +180,7 @@ impl From<&Org> for wire::Org {
         wire::Org {
             name: org.name.clone(),
             create_time: org.create_time,
+            registry: org.registry.clone(),
         }
     }
 }
@@ -306,6 +307,7 @@ mod tests {
                 pusher: Some("ada".into()),
                 commit_message: Some("fix".into()),
             }),
+            registry: None,
         };
         let mut stored = serde_json::to_value(&record).unwrap();
         stored.as_object_mut().unwrap().remove("seq");

@@ -689,7 +689,9 @@ impl Pipeline<'_> {
         };
         let build_args = values(self.record.request.secret_build_args.clone()).await?;
         let mounts = values(self.record.request.secrets.clone()).await?;
-        let registry = &self.config.registry;
+        // The organization's credential for the registry this build pushes
+        // to (its own, or the server's).
+        let registry = &self.record.registry_target(&self.config.registry).host;
         let registry_auth = self
             .secrets
             .credential(org, SecretKind::Registry, registry)
@@ -840,14 +842,15 @@ impl Pipeline<'_> {
     /// plain HTTP, a cache repository, the configured executor image, the
     /// labels every image must carry and the operator's base images.
     fn host_facts(&self, labels: &[(String, String)]) -> wit::HostFacts {
-        let registry = &self.config.registry;
+        // The cache follows the images to the organization's registry.
+        let target = self.record.registry_target(&self.config.registry);
         wit::HostFacts {
-            registry: registry.clone(),
-            registry_plain_http: crate::engine::registry::plain_http(registry),
+            registry_plain_http: crate::engine::registry::plain_http(&target.host),
             cache_repo: Some(format!(
-                "{registry}/{}/cache/{}",
-                self.record.org, self.record.name
+                "{}/{}/cache/{}",
+                target.host, target.namespace, self.record.name
             )),
+            registry: target.host,
             executor_image: Some(self.config.kaniko_image.clone()),
             labels: labels
                 .iter()

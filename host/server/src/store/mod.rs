@@ -323,6 +323,12 @@ impl Store {
         Ok(created)
     }
 
+    /// Replace an existing organization's record (its settings).
+    pub fn put_org(&self, org: &Org) -> Result<()> {
+        self.inner.orgs.insert(org.name.as_bytes(), encode(org))?;
+        Ok(())
+    }
+
     /// Every organization, by name.
     pub fn orgs(&self) -> Result<Vec<Org>> {
         self.inner
@@ -971,6 +977,7 @@ mod tests {
                 log_removed_time: None,
                 project_id: None,
                 trigger: None,
+                registry: None,
             })
             .unwrap();
     }

@@ -11,6 +11,29 @@ use serde::{Deserialize, Serialize};
 pub struct Org {
     pub name: String,
     pub create_time: DateTime<Utc>,
+    /// Its own registry, when the operator gave it one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<kiln_api::RegistryTarget>,
+}
+
+/// Where an organization's images go: its own registry, else the server's
+/// under the organization's name.
+pub fn registry_target(
+    own: Option<&kiln_api::RegistryTarget>,
+    server_registry: &str,
+    org: &str,
+) -> kiln_api::RegistryTarget {
+    own.cloned().unwrap_or_else(|| kiln_api::RegistryTarget {
+        host: server_registry.to_string(),
+        namespace: org.to_string(),
+    })
+}
+
+impl BuildRecord {
+    /// Where this build pushes (see [`registry_target`]).
+    pub fn registry_target(&self, server_registry: &str) -> kiln_api::RegistryTarget {
+        registry_target(self.registry.as_ref(), server_registry, &self.org)
+    }
 }
 
 /// A bearer token, as stored (under the token's hash; the token itself is
@@ -218,6 +241,12 @@ pub struct BuildRecord {
     /// What started a project's build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<kiln_api::Trigger>,
+    /// Where the build pushes, fixed when it is accepted (an organization
+    /// moving to another registry moves its next builds). None: the
+    /// server's registry under the organization's name, as before there
+    /// were per-organization registries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<kiln_api::RegistryTarget>,
 }
 
 /// A project: a saved build recipe for one image (`POST /v1/projects`).
