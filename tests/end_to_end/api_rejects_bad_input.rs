@@ -126,7 +126,7 @@ async fn malformed_and_invalid_requests_are_400_with_a_fix() {
         (
             "bad profile",
             with("profile", json!("huge")),
-            "not one of small, medium, large, xlarge",
+            "not one of auto, small, medium, large, extra-large, 2x-large, 4x-large, xlarge",
         ),
     ];
     for (what, body, expected) in cases {

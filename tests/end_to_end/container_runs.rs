@@ -114,3 +114,73 @@ async fn cancelling_removes_the_running_container_within_two_seconds() {
     let record = t.wait_finished(&build_id, Duration::from_secs(10)).await;
     assert_eq!(record["status"], "BUILD_STATUS_CANCELLED");
 }
+
+/// Issue 16: under `auto`, a build that runs out of memory (in a container
+/// run, where the profile's memory is enforced) is built once more one size
+/// up, saying so in its log, and the record keeps both attempts; the next
+/// build of the same name starts at the size that worked. A profile named
+/// explicitly is not retried.
+#[tokio::test]
+async fn issue_16_an_auto_build_out_of_memory_is_rebuilt_once_one_size_up() {
+    let plugins = plugin_dir_with(&["container-runner"], &[]);
+    let dir = plugins.path().to_path_buf();
+    let t = TestServer::start_with(|c| {
+        c.plugin_dirs = vec![dir];
+        c.plugin_grants.insert(
+            "container-runner".into(),
+            kiln_tests::kiln_server::config::FileConfig::parse_grant("grant = \"asked\""),
+        );
+        // Sizes a test can outgrow: `auto` starts at medium.
+        c.profiles[1].memory_bytes = 48 << 20;
+        c.profiles[2].memory_bytes = 512 << 20;
+    })
+    .await;
+    drop(plugins);
+    // `dd` holds one 160 MiB block in memory.
+    let hungry = |name: &str, profile: Option<&str>| {
+        let mut body = request("dd if=/dev/zero of=/dev/null bs=160M count=1", None);
+        body["name"] = json!(name);
+        body["buildArgs"]["THEN_BUILD"] = json!("1");
+        if let Some(profile) = profile {
+            body["profile"] = json!(profile);
+        }
+        body
+    };
+    let name = unique_name("hungry");
+
+    let build_id = t.create_build(&hungry(&name, None)).await;
+    let record = t.wait_succeeded(&build_id, Duration::from_secs(120)).await;
+    assert_eq!(record["request"]["profile"], "auto");
+    assert_eq!(record["profileUsed"], "large", "{record:#}");
+    let attempts = record["attempts"]
+        .as_array()
+        .expect("the first attempt is kept");
+    assert_eq!(attempts.len(), 1, "{record:#}");
+    assert_eq!(attempts[0]["profile"], "medium");
+    assert_eq!(attempts[0]["failure"]["reason"], "OUT_OF_MEMORY");
+    t.assert_documented("Build", &record).await;
+    let log = t.log_text(&build_id).await;
+    assert!(
+        log.contains("profile auto: medium (no earlier successful build")
+            && log.contains("profile auto: OUT_OF_MEMORY with medium (48 MiB); building once more with large (512 MiB)"),
+        "{log}"
+    );
+
+    // The next build of the name starts where the last one succeeded.
+    let again = t.create_build(&hungry(&name, None)).await;
+    let record = t.wait_succeeded(&again, Duration::from_secs(120)).await;
+    assert_eq!(record["profileUsed"], "large");
+    assert!(record.get("attempts").is_none(), "{record:#}");
+    assert!(t.log_text(&again).await.contains(&format!(
+        "profile auto: large, what the last successful build of {name} (#1) needed"
+    )));
+
+    // Named explicitly, a profile is what the build gets: no retry.
+    let small = t
+        .create_build(&hungry(&unique_name("hungry"), Some("medium")))
+        .await;
+    let record = t.wait_finished(&small, Duration::from_secs(120)).await;
+    assert_eq!(record["failure"]["reason"], "OUT_OF_MEMORY", "{record:#}");
+    assert_eq!(record["profileUsed"], "medium");
+    assert!(record.get("attempts").is_none(), "{record:#}");
+}

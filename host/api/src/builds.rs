@@ -79,8 +79,9 @@ pub struct CreateBuildRequest {
     /// How long the build may run; 0 or absent: the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
-    /// The resource profile (memory and CPU): `small`, `medium`, `large`
-    /// or `xlarge`; absent: the server's default.
+    /// The resource profile (memory and CPU): `auto` (sized by the
+    /// build's history), `small`, `medium`, `large`, `extra-large`,
+    /// `2x-large` or `4x-large`; absent: the server's default (`auto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     /// Build secrets passed as build args of the same name (values masked
@@ -194,6 +195,14 @@ pub struct Build {
     /// What started a project's build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<crate::projects::Trigger>,
+    /// The sized profile the build ran with: for `auto`, the one it chose
+    /// (after an out-of-memory retry, the larger one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_used: Option<String>,
+    /// Earlier attempts that failed: an `auto` build that ran out of memory
+    /// is built once more one size up, and its first attempt kept here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<BuildAttempt>,
     pub create_time: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<DateTime<Utc>>,
@@ -203,6 +212,18 @@ pub struct Build {
     /// is kept longer than logs are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_removed_time: Option<DateTime<Utc>>,
+}
+
+/// An earlier attempt of a build, and how it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BuildAttempt {
+    /// The sized profile it ran with.
+    pub profile: String,
+    pub failure: Failure,
+    pub start_time: DateTime<Utc>,
+    pub finish_time: DateTime<Utc>,
 }
 
 /// A build's settings after the server applied its defaults (values of
@@ -221,7 +242,8 @@ pub struct BuildSettings {
     pub no_cache: bool,
     pub timeout_secs: u64,
     pub builder: String,
-    /// `small`, `medium`, `large` or `xlarge`.
+    /// `auto`, `small`, `medium`, `large`, `extra-large`, `2x-large` or
+    /// `4x-large` (`xlarge`: `extra-large`), as asked or defaulted.
     #[serde(default)]
     pub profile: String,
     /// Names of build secrets passed as build args.

@@ -39,8 +39,8 @@ pub use admin::{
     RegistryTarget, SaveSecretsRequest,
 };
 pub use builds::{
-    Build, BuildAccepted, BuildList, BuildSettings, BuildStatus, CreateBuildRequest, Failure,
-    FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, Phases, RefKind, Source,
+    Build, BuildAccepted, BuildAttempt, BuildList, BuildSettings, BuildStatus, CreateBuildRequest,
+    Failure, FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, Phases, RefKind, Source,
     UploadedContext, WizardDetection,
 };
 pub use error::ErrorBody;

@@ -67,7 +67,7 @@ follow the build with GetBuild or StreamBuildLogs.";
     ),
     components(schemas(
         CreateBuildRequest, GitSourceRequest, BuildAccepted, Build, BuildStatus, BuildSettings,
-        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, Metrics, Phases, BuildList,
+        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, BuildAttempt, Metrics, Phases, BuildList,
         LogLine, UploadedContext, DetectRequest, DetectAnswer, DetectedProject, PluginList,
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
         CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList, RegistryTarget,
@@ -890,8 +890,8 @@ mod fields {
                 "description": "A directory of the context to build instead of its root (one project of a monorepo, as `wizard:detect` lists them); for git sources use `gitSource.contextDir`.",
             }))),
             ("CreateBuildRequest", "profile", or_null(json!({
-                "type": "string", "enum": ["small", "medium", "large", "xlarge"],
-                "description": "The resource profile (memory and CPU); absent: the server's default.",
+                "type": "string", "enum": crate::validate::PROFILE_NAMES,
+                "description": "The resource profile (memory and CPU): `auto` sizes it by the build's history and rebuilds once one size up after OUT_OF_MEMORY; `xlarge` is `extra-large`; absent: the server's default (`auto`).",
             }))),
             ("CreateProjectRequest", "name", json!({
                 "type": "string", "pattern": NAME_PATTERN, "maxLength": 128,
@@ -899,8 +899,8 @@ mod fields {
                 "examples": ["api", "team/web"],
             })),
             ("CreateProjectRequest", "profile", or_null(json!({
-                "type": "string", "enum": ["small", "medium", "large", "xlarge"],
-                "description": "The resource profile; absent: the server's default.",
+                "type": "string", "enum": crate::validate::PROFILE_NAMES,
+                "description": "The resource profile (`auto`, or a size); absent: the server's default.",
             }))),
             ("CreateOrgRequest", "name", json!({
                 "type": "string", "pattern": ORG_PATTERN,

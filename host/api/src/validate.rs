@@ -426,6 +426,52 @@ pub fn check_registry_target(target: &crate::RegistryTarget) -> Result<(), Strin
     Ok(())
 }
 
+/// The profile that chooses a size from the build's history.
+pub const AUTO_PROFILE: &str = "auto";
+
+/// The sized build profiles, smallest first.
+pub const SIZED_PROFILES: [&str; 6] = [
+    "small",
+    "medium",
+    "large",
+    "extra-large",
+    "2x-large",
+    "4x-large",
+];
+
+/// Every name `profile` may take: `auto`, the sizes, and `xlarge` (the
+/// name `extra-large` had before).
+pub const PROFILE_NAMES: [&str; 8] = [
+    "auto",
+    "small",
+    "medium",
+    "large",
+    "extra-large",
+    "2x-large",
+    "4x-large",
+    "xlarge",
+];
+
+/// The profile a name means (`xlarge` is `extra-large`).
+pub fn canonical_profile(name: &str) -> &str {
+    match name {
+        "xlarge" => "extra-large",
+        other => other,
+    }
+}
+
+/// A request's `profile`.
+pub fn check_profile(profile: &str) -> Result<(), String> {
+    if PROFILE_NAMES.contains(&profile) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`profile` {profile:?} is not one of {}",
+            PROFILE_NAMES.join(", ")
+        ))
+    }
+}
+
 /// The field of a CreateBuild request that carries its build context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContextField {

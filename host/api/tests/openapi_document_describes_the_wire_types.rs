@@ -125,6 +125,18 @@ fn full_build() -> Build {
             pusher: Some("ada".into()),
             commit_message: Some("fix".into()),
         }),
+        profile_used: Some("large".into()),
+        attempts: vec![BuildAttempt {
+            profile: "medium".into(),
+            failure: Failure {
+                reason: FailureReason::OutOfMemory,
+                message: "killed for memory".into(),
+                hint: "use a larger profile".into(),
+                exit_code: Some(137),
+            },
+            start_time: at(0),
+            finish_time: at(1),
+        }],
     }
 }
 
@@ -152,6 +164,8 @@ fn bare_build() -> Build {
         log_removed_time: None,
         project_id: None,
         trigger: None,
+        profile_used: None,
+        attempts: vec![],
     }
 }
 

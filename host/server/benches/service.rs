@@ -99,6 +99,8 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
             project_id: None,
             trigger: None,
             registry: None,
+            profile_used: None,
+            attempts: Vec::new(),
         };
         store.create_build(record).unwrap();
         store.pop_queued_fair(None, |_| false).unwrap();

@@ -47,8 +47,10 @@ pub struct ServerConfig {
     pub max_plugin_time_secs: u64,
     /// The key that seals organization secrets; created on first start.
     pub secret_key_file: PathBuf,
-    /// The profile a build gets when its request names none.
+    /// The profile a build gets when its request names none (`auto`).
     pub default_profile: String,
+    /// The sized profiles, smallest first (`auto` chooses among them).
+    pub profiles: Vec<Profile>,
     /// Most bytes an uploaded context (POST /v1/contexts) may have, packed.
     pub max_upload_bytes: u64,
     /// Most bytes an unpacked context may hold.
@@ -148,43 +150,56 @@ pub use kiln_api::validate::is_loopback_host;
 pub const DEFAULT_KANIKO_IMAGE: &str = "ghcr.io/osscontainertools/kaniko:v1.28.0";
 
 /// A build profile: the resources one build may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
-    pub name: &'static str,
+    pub name: String,
     pub memory_bytes: u64,
     pub nano_cpus: u64,
 }
 
-/// The profiles a request may name.
-pub const PROFILES: &[Profile] = &[
-    Profile {
-        name: "small",
-        memory_bytes: 2 << 30,
-        nano_cpus: 1_000_000_000,
-    },
-    Profile {
-        name: "medium",
-        memory_bytes: 4 << 30,
-        nano_cpus: 2_000_000_000,
-    },
-    Profile {
-        name: "large",
-        memory_bytes: 8 << 30,
-        nano_cpus: 4_000_000_000,
-    },
-    Profile {
-        name: "xlarge",
-        memory_bytes: 16 << 30,
-        nano_cpus: 8_000_000_000,
-    },
-];
+/// The profile that picks a size from the build's history.
+pub use kiln_api::validate::AUTO_PROFILE;
 
-/// The profile called `name`.
-pub fn profile(name: &str) -> Option<Profile> {
-    PROFILES.iter().copied().find(|p| p.name == name)
+/// The sized profiles, smallest first, as Kiln ships them; the operator
+/// resizes them with `[profiles.<name>]` in the config file.
+pub fn default_profiles() -> Vec<Profile> {
+    let gib = |n: u64| n << 30;
+    let cpus = |n: u64| n * 1_000_000_000;
+    [
+        ("small", gib(2), cpus(1)),
+        ("medium", gib(4), cpus(2)),
+        ("large", gib(8), cpus(4)),
+        ("extra-large", gib(16), cpus(8)),
+        ("2x-large", gib(32), cpus(16)),
+        ("4x-large", gib(64), cpus(32)),
+    ]
+    .into_iter()
+    .map(|(name, memory_bytes, nano_cpus)| Profile {
+        name: name.into(),
+        memory_bytes,
+        nano_cpus,
+    })
+    .collect()
 }
 
+/// The size `auto` starts with when a build has no history: the one Kiln
+/// used for every build before `auto`.
+pub const AUTO_FIRST_PROFILE: &str = "medium";
+
 impl ServerConfig {
+    /// The sized profile a name means (`xlarge` is `extra-large`); `auto`
+    /// and unknown names are none.
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        let name = kiln_api::validate::canonical_profile(name);
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// The next size up from `name`, if there is one.
+    pub fn larger_profile(&self, name: &str) -> Option<&Profile> {
+        let at = self.profiles.iter().position(|p| p.name == name)?;
+        self.profiles.get(at + 1)
+    }
+
     /// The defaults the README documents, with data under `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir: PathBuf = data_dir.into();
@@ -200,7 +215,8 @@ impl ServerConfig {
             plugin_grants: BTreeMap::new(),
             max_plugin_memory_mib: 1024,
             max_plugin_time_secs: 3600,
-            default_profile: "medium".into(),
+            default_profile: AUTO_PROFILE.into(),
+            profiles: default_profiles(),
             secret_key_file: data_dir.join("secret.key"),
             max_upload_bytes: 2 << 30,
             max_context_bytes: 8 << 30,
@@ -251,6 +267,23 @@ pub struct FileConfig {
     /// `[webhooks]`: where completion webhooks may deliver.
     #[serde(default)]
     pub webhooks: Option<WebhooksConfig>,
+    /// `[profiles.<name>]`: the sizes of the build profiles.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileSize>,
+}
+
+/// `[profiles.<name>]`: one profile's size.
+///
+/// ```toml
+/// [profiles.small]
+/// memory_mib = 1024
+/// cpus = 0.5
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSize {
+    pub memory_mib: u64,
+    pub cpus: f64,
 }
 
 /// `[webhooks]`: the non-public hosts completion webhooks may deliver to.
@@ -365,8 +398,25 @@ impl FileConfig {
         toml::from_str(text).expect("a valid grant")
     }
 
-    /// Put its settings into a server configuration.
-    pub fn apply(self, config: &mut ServerConfig) {
+    /// Put its settings into a server configuration; a `[profiles.<name>]`
+    /// that names no profile, or sizes one to nothing, is refused.
+    pub fn apply(self, config: &mut ServerConfig) -> Result<(), String> {
+        for (name, size) in &self.profiles {
+            let canonical = kiln_api::validate::canonical_profile(name);
+            let Some(profile) = config.profiles.iter_mut().find(|p| p.name == canonical) else {
+                return Err(format!(
+                    "[profiles.{name}] is not a profile; the profiles are {}",
+                    kiln_api::validate::SIZED_PROFILES.join(", ")
+                ));
+            };
+            if size.memory_mib == 0 || !(size.cpus > 0.0 && size.cpus <= 1024.0) {
+                return Err(format!(
+                    "[profiles.{name}]: memory_mib must be above 0 and cpus between 0 and 1024"
+                ));
+            }
+            profile.memory_bytes = size.memory_mib << 20;
+            profile.nano_cpus = (size.cpus * 1e9) as u64;
+        }
         config.plugin_grants = self.plugins;
         if let Some(image) = self.kaniko_image {
             config.kaniko_image = image;
@@ -401,6 +451,7 @@ impl FileConfig {
                 config.max_plugin_time_secs = time;
             }
         }
+        Ok(())
     }
 }
 
@@ -429,10 +480,36 @@ mod tests {
     }
 
     #[test]
+    fn profiles_are_resized_by_name_or_alias_and_unknown_ones_refused() {
+        let file: FileConfig = toml::from_str(
+            "[profiles.small]\nmemory_mib = 64\ncpus = 0.5\n[profiles.xlarge]\nmemory_mib = 1024\ncpus = 3\n",
+        )
+        .unwrap();
+        let mut config = ServerConfig::new("/tmp/kiln");
+        file.apply(&mut config).unwrap();
+        assert_eq!(config.profiles[0].memory_bytes, 64 << 20);
+        assert_eq!(config.profiles[0].nano_cpus, 500_000_000);
+        assert_eq!(config.profiles[3].name, "extra-large");
+        assert_eq!(config.profiles[3].memory_bytes, 1 << 30);
+        let unknown: FileConfig =
+            toml::from_str("[profiles.huge]\nmemory_mib = 1\ncpus = 1\n").unwrap();
+        let refused = unknown
+            .apply(&mut ServerConfig::new("/tmp/kiln"))
+            .unwrap_err();
+        assert!(
+            refused.contains("huge") && refused.contains("2x-large"),
+            "{refused}"
+        );
+        let empty: FileConfig =
+            toml::from_str("[profiles.small]\nmemory_mib = 0\ncpus = 1\n").unwrap();
+        assert!(empty.apply(&mut ServerConfig::new("/tmp/kiln")).is_err());
+    }
+
+    #[test]
     fn retention_keeps_the_defaults_it_is_not_told_and_refuses_unknown_keys() {
         let file: FileConfig = toml::from_str("[retention]\nlog_days = 7\n").unwrap();
         let mut config = ServerConfig::new("/tmp/kiln");
-        file.apply(&mut config);
+        file.apply(&mut config).unwrap();
         assert_eq!(
             config.retention,
             RetentionPolicy {

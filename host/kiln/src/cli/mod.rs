@@ -185,7 +185,8 @@ pub struct BuildArgs {
     /// The build's time limit in seconds (0: the server's default).
     #[arg(long)]
     pub timeout: Option<u64>,
-    /// small, medium, large or xlarge.
+    /// auto (the default: sized by the build's history), small, medium,
+    /// large, extra-large, 2x-large or 4x-large.
     #[arg(long)]
     pub profile: Option<String>,
     /// A build secret to mount, by name (repeatable).
@@ -543,8 +544,9 @@ pub struct ServeArgs {
     /// Directory of third-party plugins (repeatable).
     #[arg(long = "plugin-dir", env = "KILN_PLUGIN_DIRS", value_delimiter = ':')]
     pub plugin_dirs: Vec<PathBuf>,
-    /// The build profile when a request names none: small, medium, large or xlarge.
-    #[arg(long, env = "KILN_DEFAULT_PROFILE", default_value = "medium", value_parser = ["small", "medium", "large", "xlarge"])]
+    /// The build profile when a request names none: auto (by the build's
+    /// history), small, medium, large, extra-large, 2x-large or 4x-large.
+    #[arg(long, env = "KILN_DEFAULT_PROFILE", default_value = "auto", value_parser = kiln_api::validate::PROFILE_NAMES)]
     pub default_profile: String,
     /// Most bytes an uploaded context may have, packed.
     #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]
@@ -627,7 +629,12 @@ impl ServeArgs {
             config.secret_key_file = path.clone();
         }
         if let Some(path) = &self.config {
-            kiln_server::config::FileConfig::load(path)?.apply(&mut config);
+            kiln_server::config::FileConfig::load(path)?
+                .apply(&mut config)
+                .map_err(|message| kiln_server::config::ConfigFileError::Invalid {
+                    path: path.clone(),
+                    message,
+                })?;
         }
         if let Some(image) = &self.kaniko_image {
             config.kaniko_image = image.clone();

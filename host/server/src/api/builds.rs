@@ -258,11 +258,7 @@ pub(super) async fn validate_create(
     let profile = request
         .profile
         .unwrap_or_else(|| state.config.default_profile.clone());
-    if crate::config::profile(&profile).is_none() {
-        return Err(bad(format!(
-            "`profile` {profile:?} is not one of small, medium, large, xlarge"
-        )));
-    }
+    kiln_api::validate::check_profile(&profile).map_err(bad)?;
     let secret_build_args = request.secret_build_args.unwrap_or_default();
     let secret_mounts = request.secrets.unwrap_or_default();
     let stored = state.secrets.names(org).await.map_err(ApiError::internal)?;
@@ -363,6 +359,8 @@ pub(super) async fn validate_create(
         project_id: None,
         trigger: None,
         registry,
+        profile_used: None,
+        attempts: Vec::new(),
     };
     Ok((record, staged))
 }

@@ -52,6 +52,17 @@ impl From<&BuildRecord> for wire::Build {
             digest: record.digest.clone(),
             metrics: record.metrics.as_ref().map(Into::into),
             failure: record.failure.as_ref().map(Into::into),
+            profile_used: record.profile_used.clone(),
+            attempts: record
+                .attempts
+                .iter()
+                .map(|a| wire::BuildAttempt {
+                    profile: a.profile.clone(),
+                    failure: (&a.failure).into(),
+                    start_time: a.start_time,
+                    finish_time: a.finish_time,
+                })
+                .collect(),
             wizard: record.wizard.as_ref().map(Into::into),
             project_id: record.project_id.clone(),
             trigger: record.trigger.clone(),
@@ -308,6 +319,8 @@ mod tests {
                 commit_message: Some("fix".into()),
             }),
             registry: None,
+            profile_used: None,
+            attempts: Vec::new(),
         };
         let mut stored = serde_json::to_value(&record).unwrap();
         stored.as_object_mut().unwrap().remove("seq");

@@ -362,6 +362,28 @@ impl DockerEngine {
                 params.image
             )));
         }
+        // A profile may ask more CPUs than the engine has (`large` on a
+        // two-core machine); the engine refuses such a limit outright, so
+        // the run gets every CPU there is instead.
+        let engine_cpus = self
+            .docker
+            .info()
+            .await
+            .ok()
+            .and_then(|info| info.ncpu)
+            .filter(|n| *n > 0)
+            .map(|n| n as u64 * 1_000_000_000);
+        let nano_cpus = match engine_cpus {
+            Some(all) if params.nano_cpus > all => {
+                sink.line(&format!(
+                    "the profile allows {} CPUs; the engine has {}: the run may use all of them",
+                    params.nano_cpus as f64 / 1e9,
+                    all / 1_000_000_000
+                ));
+                all
+            }
+            _ => params.nano_cpus,
+        };
         let config = ContainerCreateBody {
             image: Some(params.image.clone()),
             cmd: Some(params.args.clone()),
@@ -370,7 +392,10 @@ impl DockerEngine {
                 binds: Some(params.binds.clone()),
                 network_mode: params.host_network.then(|| "host".to_string()),
                 memory: Some(params.memory_bytes as i64),
-                nano_cpus: Some(params.nano_cpus as i64),
+                // The profile's memory is all it gets: no swap on top
+                // (Docker's default would allow as much swap again).
+                memory_swap: Some(params.memory_bytes as i64),
+                nano_cpus: Some(nano_cpus as i64),
                 pids_limit: Some(4096),
                 ..Default::default()
             }),

@@ -755,10 +755,126 @@ impl Pipeline<'_> {
             "builder: {name} (plugin {} {})",
             plugin.manifest.id, plugin.manifest.version
         ));
+        let secrets = ResolvedSecrets {
+            build_args: secret_build_args,
+            mounts: secret_mounts,
+            registry_auth,
+        };
+        let auto = self.record.request.profile == crate::config::AUTO_PROFILE;
+        let mut profile = self.choose_profile();
+        loop {
+            self.note_profile(|r| r.profile_used = Some(profile.name.clone()))?;
+            let started = chrono::Utc::now();
+            let built = self.build_with(plugin, checkout, &secrets, &profile).await;
+            let failure = match built {
+                Err(failure) if failure.reason == FailureReason::OutOfMemory && auto => failure,
+                done => return done,
+            };
+            // Under `auto`, once: the next size up, saying so.
+            let larger = self.config.larger_profile(&profile.name).cloned();
+            let (Some(larger), true) = (larger, self.record_attempts_allow_retry()) else {
+                return Err(failure);
+            };
+            self.log.system(&format!(
+                "profile auto: OUT_OF_MEMORY with {} ({} MiB); building once more with {} ({} MiB)",
+                profile.name,
+                profile.memory_bytes >> 20,
+                larger.name,
+                larger.memory_bytes >> 20
+            ));
+            let attempt = crate::store::Attempt {
+                profile: profile.name.clone(),
+                failure,
+                start_time: started,
+                finish_time: chrono::Utc::now(),
+            };
+            self.note_profile(|r| r.attempts.push(attempt.clone()))?;
+            profile = larger;
+        }
+    }
+
+    /// Whether this build may still be retried one size up: once.
+    fn record_attempts_allow_retry(&self) -> bool {
+        self.store
+            .build(&self.record.build_id)
+            .ok()
+            .flatten()
+            .is_none_or(|r| r.attempts.is_empty())
+    }
+
+    /// Change the build's record (its profile, its attempts) while it runs.
+    fn note_profile(&self, change: impl FnMut(&mut BuildRecord)) -> Result<(), Failure> {
+        self.store
+            .update_build(&self.record.build_id, change)
+            .map(|_| ())
+            .map_err(|e| {
+                failure(
+                    FailureReason::Internal,
+                    format!("cannot record the build's profile: {e}"),
+                    None,
+                )
+            })
+    }
+
+    /// The sized profile a build starts with: the one it names, or for
+    /// `auto` the one the last successful build of the same name ran with
+    /// (the engine paths report no peak memory to size by), else the size
+    /// every build had before `auto`.
+    fn choose_profile(&self) -> crate::config::Profile {
+        let config = self.config;
+        let fallback = || {
+            config
+                .profile(crate::config::AUTO_FIRST_PROFILE)
+                .or(config.profiles.first())
+                .cloned()
+                .expect("at least one profile")
+        };
+        let asked = self.record.request.profile.as_str();
+        if asked != crate::config::AUTO_PROFILE {
+            return config.profile(asked).cloned().unwrap_or_else(fallback);
+        }
+        let filter = crate::store::ListFilter {
+            name: Some(self.record.name.clone()),
+            status: Some(kiln_api::BuildStatus::Succeeded),
+            ..Default::default()
+        };
+        let last = self
+            .store
+            .list_builds(&self.record.org, &filter, 1)
+            .ok()
+            .and_then(|found| found.into_iter().next());
+        let remembered = last.as_ref().and_then(|last| {
+            let used = last.profile_used.as_deref()?;
+            Some((last.number, config.profile(used)?.clone()))
+        });
+        match remembered {
+            Some((number, profile)) => {
+                self.log.system(&format!(
+                    "profile auto: {}, what the last successful build of {} (#{number}) needed",
+                    profile.name, self.record.name
+                ));
+                profile
+            }
+            None => {
+                let profile = fallback();
+                self.log.system(&format!(
+                    "profile auto: {} (no earlier successful build of {} ran with a known size)",
+                    profile.name, self.record.name
+                ));
+                profile
+            }
+        }
+    }
+
+    /// One run of the builder with `profile`'s limits.
+    async fn build_with(
+        &self,
+        plugin: &crate::plugins::LoadedPlugin,
+        checkout: Option<&Checkout>,
+        secrets: &ResolvedSecrets,
+        profile: &crate::config::Profile,
+    ) -> Result<Built, Failure> {
         let spec = &self.record.request;
-        let profile = crate::config::profile(&spec.profile)
-            .or_else(|| crate::config::profile(&self.config.default_profile))
-            .unwrap_or(crate::config::PROFILES[1]);
         let labels = self.standard_labels(checkout);
         let request = wit_build::BuildRequest {
             build_id: self.record.build_id.clone(),
@@ -777,20 +893,20 @@ impl Pipeline<'_> {
             no_cache: spec.no_cache,
             secrets: spec.secrets.clone(),
             limits: wit::ResourceLimits {
-                profile: profile.name.to_string(),
+                profile: profile.name.clone(),
                 memory_bytes: profile.memory_bytes,
                 nano_cpus: profile.nano_cpus,
             },
             host: self.host_facts(&labels),
         };
-        let secret_ids = secret_mounts.keys().cloned().collect();
+        let secret_ids = secrets.mounts.keys().cloned().collect();
         let classified = Arc::new(std::sync::Mutex::new(None));
         let engine = BuildEngine {
             engine: self.engine.clone(),
             context_dir: self.paths.context.clone(),
-            secret_build_args,
-            secret_mounts,
-            registry_auth,
+            secret_build_args: secrets.build_args.clone(),
+            secret_mounts: secrets.mounts.clone(),
+            registry_auth: secrets.registry_auth.clone(),
             memory_bytes: profile.memory_bytes,
             nano_cpus: profile.nano_cpus,
             labels,

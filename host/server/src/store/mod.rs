@@ -978,6 +978,8 @@ mod tests {
                 project_id: None,
                 trigger: None,
                 registry: None,
+                profile_used: None,
+                attempts: Vec::new(),
             })
             .unwrap();
     }

@@ -68,7 +68,7 @@ pub struct BuildSpec {
     pub no_cache: bool,
     pub timeout_secs: u64,
     pub builder: String,
-    /// The build profile (`small`, `medium`, `large`, `xlarge`).
+    /// The build profile as asked or defaulted (`auto` or a size).
     #[serde(default)]
     pub profile: String,
     /// Names of build secrets passed as build args (values are never stored here).
@@ -247,6 +247,22 @@ pub struct BuildRecord {
     /// were per-organization registries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<kiln_api::RegistryTarget>,
+    /// The sized profile it ran with (for `auto`: the one chosen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_used: Option<String>,
+    /// Earlier attempts that failed (an `auto` build out of memory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// An earlier attempt of a build that failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub profile: String,
+    pub failure: Failure,
+    pub start_time: DateTime<Utc>,
+    pub finish_time: DateTime<Utc>,
 }
 
 /// A project: a saved build recipe for one image (`POST /v1/projects`).
