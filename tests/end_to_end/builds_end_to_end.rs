@@ -15,8 +15,12 @@ async fn hello_example_is_built_pushed_and_runs() {
     let record = t.wait_succeeded(&build_id, LIMIT).await;
     assert_eq!(record["number"], 1);
     assert_eq!(
-        record["request"]["profile"], "medium",
+        record["request"]["profile"], "auto",
         "the server's default profile"
+    );
+    assert_eq!(
+        record["profileUsed"], "medium",
+        "auto's size for a name with no history"
     );
 
     let expected_ref = format!("{REGISTRY}/default/{name}:latest");

@@ -8,6 +8,14 @@ use kiln_tests::*;
 use serde_json::json;
 
 async fn server() -> TestServer {
+    server_with(|_| {}).await
+}
+
+/// A server with the container-runner fixture granted what it asks, and
+/// `adjust`'s changes.
+async fn server_with(
+    adjust: impl FnOnce(&mut kiln_tests::kiln_server::config::ServerConfig),
+) -> TestServer {
     let plugins = plugin_dir_with(&["container-runner"], &[]);
     let dir = plugins.path().to_path_buf();
     let t = TestServer::start_with(|c| {
@@ -16,6 +24,7 @@ async fn server() -> TestServer {
             "container-runner".into(),
             kiln_tests::kiln_server::config::FileConfig::parse_grant("grant = \"asked\""),
         );
+        adjust(c);
     })
     .await;
     // The directory must outlive loading only; the component is in memory.
@@ -122,20 +131,12 @@ async fn cancelling_removes_the_running_container_within_two_seconds() {
 /// explicitly is not retried.
 #[tokio::test]
 async fn issue_16_an_auto_build_out_of_memory_is_rebuilt_once_one_size_up() {
-    let plugins = plugin_dir_with(&["container-runner"], &[]);
-    let dir = plugins.path().to_path_buf();
-    let t = TestServer::start_with(|c| {
-        c.plugin_dirs = vec![dir];
-        c.plugin_grants.insert(
-            "container-runner".into(),
-            kiln_tests::kiln_server::config::FileConfig::parse_grant("grant = \"asked\""),
-        );
+    let t = server_with(|c| {
         // Sizes a test can outgrow: `auto` starts at medium.
         c.profiles[1].memory_bytes = 48 << 20;
         c.profiles[2].memory_bytes = 512 << 20;
     })
     .await;
-    drop(plugins);
     // `dd` holds one 160 MiB block in memory.
     let hungry = |name: &str, profile: Option<&str>| {
         let mut body = request("dd if=/dev/zero of=/dev/null bs=160M count=1", None);

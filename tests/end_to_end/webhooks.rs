@@ -328,3 +328,76 @@ async fn issue_14_the_http_post_notifier_posts_a_templated_build_succeeded_to_a_
         t.assert_refused("/v1/webhooks", &bad, needle).await;
     }
 }
+
+/// A chat hook's URL is a credential: the notifier names a build secret as
+/// `@@secret:NAME@@` and the host writes the value into the request after
+/// it leaves the sandbox. The receiver gets the value; the subscription,
+/// its deliveries and the plugin only ever show the name.
+#[tokio::test]
+async fn issue_14_a_notifier_sends_a_secret_it_never_holds() {
+    let (port, url) = Receiver::free_url();
+    let granted = format!("127.0.0.1:{port}");
+    let t = TestServer::start_with(|config| {
+        config.plugin_grants.insert(
+            "http-post".into(),
+            kiln_tests::kiln_server::config::FileConfig::parse_grant(&format!(
+                "http = [\"{granted}\"]"
+            )),
+        );
+    })
+    .await;
+    let token = "T0K3N-hooks-5ecret";
+    let with_secret = format!("{url}/@@secret:HOOK_TOKEN@@");
+    for (bad, needle) in [
+        (
+            json!({"notifier": {"plugin": "http-post", "options": {"url": with_secret}}}),
+            "notifier.secrets",
+        ),
+        (
+            json!({"notifier": {"plugin": "http-post", "options": {"url": with_secret}, "secrets": ["HOOK_TOKEN"]}}),
+            "save it first",
+        ),
+    ] {
+        t.assert_refused("/v1/webhooks", &bad, needle).await;
+    }
+    let saved = t
+        .save_secrets(&json!({"buildSecrets": {"HOOK_TOKEN": token}}))
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.error_message());
+    let created = t
+        .post_json(
+            "/v1/webhooks",
+            &json!({
+                "notifier": {"plugin": "http-post", "options": {"url": with_secret}, "secrets": ["HOOK_TOKEN"]},
+                "events": ["build.succeeded"],
+            }),
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "{}",
+        created.error_message()
+    );
+    let webhook_id = created.json()["webhookId"].as_str().unwrap().to_string();
+    let receiver = Receiver::start_unsigned(port, 0);
+
+    let build_id = t
+        .create_build(&hello_request(&unique_name("secret-hook")))
+        .await;
+    t.wait_succeeded(&build_id, LIMIT).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0]["path"], format!("/kiln/{token}"));
+    assert_eq!(got[0]["body"]["data"]["buildId"], build_id.as_str());
+
+    let delivery = wait_delivery_status(&t, &webhook_id, "succeeded").await;
+    let listed = t.get("/v1/webhooks").await;
+    for shown in [listed.body.as_ref(), delivery.to_string().as_bytes()] {
+        assert!(
+            !String::from_utf8_lossy(shown).contains(token),
+            "the value is shown: {}",
+            String::from_utf8_lossy(shown)
+        );
+    }
+    assert!(String::from_utf8_lossy(&listed.body).contains("@@secret:HOOK_TOKEN@@"));
+}

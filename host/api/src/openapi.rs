@@ -890,7 +890,7 @@ mod fields {
                 "description": "A directory of the context to build instead of its root (one project of a monorepo, as `wizard:detect` lists them); for git sources use `gitSource.contextDir`.",
             }))),
             ("CreateBuildRequest", "profile", or_null(json!({
-                "type": "string", "enum": crate::validate::PROFILE_NAMES,
+                "type": "string", "enum": crate::validate::profile_names(),
                 "description": "The resource profile (memory and CPU): `auto` sizes it by the build's history and rebuilds once one size up after OUT_OF_MEMORY; `xlarge` is `extra-large`; absent: the server's default (`auto`).",
             }))),
             ("CreateProjectRequest", "name", json!({
@@ -899,7 +899,7 @@ mod fields {
                 "examples": ["api", "team/web"],
             })),
             ("CreateProjectRequest", "profile", or_null(json!({
-                "type": "string", "enum": crate::validate::PROFILE_NAMES,
+                "type": "string", "enum": crate::validate::profile_names(),
                 "description": "The resource profile (`auto`, or a size); absent: the server's default.",
             }))),
             ("CreateOrgRequest", "name", json!({

@@ -439,35 +439,34 @@ pub const SIZED_PROFILES: [&str; 6] = [
     "4x-large",
 ];
 
-/// Every name `profile` may take: `auto`, the sizes, and `xlarge` (the
-/// name `extra-large` had before).
-pub const PROFILE_NAMES: [&str; 8] = [
-    "auto",
-    "small",
-    "medium",
-    "large",
-    "extra-large",
-    "2x-large",
-    "4x-large",
-    "xlarge",
-];
+/// The name `extra-large` had before, still accepted.
+pub const PROFILE_ALIAS: &str = "xlarge";
+
+/// Every name `profile` may take: `auto`, the sizes, and the alias.
+pub fn profile_names() -> Vec<&'static str> {
+    std::iter::once(AUTO_PROFILE)
+        .chain(SIZED_PROFILES)
+        .chain([PROFILE_ALIAS])
+        .collect()
+}
 
 /// The profile a name means (`xlarge` is `extra-large`).
 pub fn canonical_profile(name: &str) -> &str {
     match name {
-        "xlarge" => "extra-large",
+        PROFILE_ALIAS => "extra-large",
         other => other,
     }
 }
 
 /// A request's `profile`.
 pub fn check_profile(profile: &str) -> Result<(), String> {
-    if PROFILE_NAMES.contains(&profile) {
+    let names = profile_names();
+    if names.contains(&profile) {
         Ok(())
     } else {
         Err(format!(
             "`profile` {profile:?} is not one of {}",
-            PROFILE_NAMES.join(", ")
+            names.join(", ")
         ))
     }
 }

@@ -49,9 +49,17 @@ pub struct NotifierTarget {
     /// The plugin's id, e.g. `http-post`.
     pub plugin: String,
     /// The plugin's options, as its documentation gives them (`http-post`:
-    /// `url`, `template`). Stored and shown as given: put no credential here.
+    /// `url`, `template`). Stored and shown as given: put no credential
+    /// here; name one of `secrets` as `@@secret:NAME@@` instead.
     #[serde(default)]
     pub options: std::collections::BTreeMap<String, String>,
+    /// Build secrets of the organization (`PUT /v1/secrets`
+    /// `buildSecrets`) the notifier may send: written into its HTTP
+    /// requests' path, query or headers where they say `@@secret:NAME@@`,
+    /// by the host, after the request leaves the plugin, which never holds
+    /// the value (a chat hook's token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// A webhook subscription (its secret is shown once, when created).

@@ -181,6 +181,7 @@ impl PluginRuntime {
         let http_gate = http::HttpGate {
             plugin_id: id.clone(),
             granted: plugin.granted.clone(),
+            secrets: caps.http_secrets.clone(),
         };
         let state = PluginState {
             wasi: wasi.build(),

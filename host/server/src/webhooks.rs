@@ -332,7 +332,7 @@ impl Webhooks {
         let started = Instant::now();
         let now = Utc::now();
         let outcome = match &webhook.notifier {
-            Some(target) => self.notify(target, &delivery).await,
+            Some(target) => self.notify(&webhook.org, target, &delivery).await,
             None => {
                 let secret = self.open_secret(&webhook)?;
                 self.send(&webhook, &delivery, &secret, now).await
@@ -413,7 +413,12 @@ impl Webhooks {
     /// subscription's options, and says delivered, retry or give up. A
     /// trap or an exhausted time budget is retried: the receiver may have
     /// been what was slow.
-    async fn notify(&self, target: &NotifierTarget, delivery: &OutboundDelivery) -> Sent {
+    async fn notify(
+        &self,
+        org: &str,
+        target: &NotifierTarget,
+        delivery: &OutboundDelivery,
+    ) -> Sent {
         let runtime = &self.inner.runtime;
         let Some(plugin) = runtime.plugin(&target.plugin) else {
             return Sent::Refused(format!(
@@ -443,21 +448,47 @@ impl Webhooks {
             attempt: delivery.attempts + 1,
         };
         let id = &target.plugin;
-        match runtime
-            .notify(plugin, Capabilities::for_plugin(plugin), &request)
-            .await
-        {
+        // The values are read now (a rotated secret is used from its next
+        // attempt) and lent to the gate, never to the plugin.
+        let mut lent = std::collections::BTreeMap::new();
+        for name in &target.secrets {
+            let value = self
+                .inner
+                .secrets
+                .get(org, crate::store::secrets::SecretKind::Build, name)
+                .await;
+            match value {
+                Ok(Some(value)) => {
+                    lent.insert(name.clone(), String::from_utf8_lossy(&value).into_owned());
+                }
+                Ok(None) => {
+                    return Sent::Refused(format!(
+                        "the build secret {name} this notifier sends was deleted; save it again (PUT /v1/secrets) and redeliver"
+                    ))
+                }
+                Err(e) => return Sent::Failed(format!("cannot read the build secret {name}: {e}")),
+            }
+        }
+        let masks: Vec<String> = lent.values().filter(|v| !v.is_empty()).cloned().collect();
+        let mask = |text: String| {
+            let masked = masks
+                .iter()
+                .fold(text, |text, value| text.replace(value.as_str(), "***"));
+            truncate(masked, EXCERPT_BYTES)
+        };
+        let caps = Capabilities::for_plugin(plugin).with_http_secrets(lent);
+        match runtime.notify(plugin, caps, &request).await {
             Ok(Ok(delivered)) => Sent::Delivered {
                 code: delivered.status,
-                summary: truncate(delivered.summary, EXCERPT_BYTES),
+                summary: mask(delivered.summary),
             },
             Ok(Err(notify::NotifyError::Retry(message))) => {
-                Sent::Failed(truncate(format!("{id}: {message}"), EXCERPT_BYTES))
+                Sent::Failed(mask(format!("{id}: {message}")))
             }
             Ok(Err(notify::NotifyError::GiveUp(message))) => {
-                Sent::Refused(truncate(format!("{id}: {message}"), EXCERPT_BYTES))
+                Sent::Refused(mask(format!("{id}: {message}")))
             }
-            Err(failure) => Sent::Failed(truncate(failure.to_string(), EXCERPT_BYTES)),
+            Err(failure) => Sent::Failed(mask(failure.to_string())),
         }
     }
 

@@ -760,6 +760,7 @@ pub async fn webhooks(
             url,
             notifier,
             options,
+            secrets,
             events,
             project,
         } => {
@@ -769,6 +770,7 @@ pub async fn webhooks(
                     notifier: notifier.map(|plugin| kiln_api::NotifierTarget {
                         plugin,
                         options: options.into_iter().collect(),
+                        secrets,
                     }),
                     events: Some(events).filter(|e| !e.is_empty()),
                     project_id: project,

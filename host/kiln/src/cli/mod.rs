@@ -319,6 +319,9 @@ pub enum WebhooksCommand {
         /// One of the notifier's options, KEY=VALUE (http-post: url=…, template=…); repeatable.
         #[arg(long = "option", requires = "notifier", value_parser = parse_option)]
         options: Vec<(String, String)>,
+        /// A build secret the notifier may send as @@secret:NAME@@ (written in by the host); repeatable.
+        #[arg(long = "secret", requires = "notifier")]
+        secrets: Vec<String>,
         /// An event (build.queued, build.started, build.succeeded, build.failed, build.cancelled); repeatable; default all.
         #[arg(long = "event")]
         events: Vec<String>,
@@ -546,7 +549,7 @@ pub struct ServeArgs {
     pub plugin_dirs: Vec<PathBuf>,
     /// The build profile when a request names none: auto (by the build's
     /// history), small, medium, large, extra-large, 2x-large or 4x-large.
-    #[arg(long, env = "KILN_DEFAULT_PROFILE", default_value = "auto", value_parser = kiln_api::validate::PROFILE_NAMES)]
+    #[arg(long, env = "KILN_DEFAULT_PROFILE", default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(kiln_api::validate::profile_names()))]
     pub default_profile: String,
     /// Most bytes an uploaded context may have, packed.
     #[arg(long, env = "KILN_MAX_UPLOAD_BYTES", default_value_t = 2 << 30)]

@@ -145,6 +145,8 @@ pub struct Capabilities {
     pub(crate) log: Option<Arc<dyn LogSink>>,
     pub(crate) engine: Option<EngineLoan>,
     pub(crate) git: Option<Arc<dyn Git>>,
+    /// Values the plugin may name in its HTTP requests but never read.
+    pub(crate) http_secrets: Arc<std::collections::BTreeMap<String, String>>,
     log_bytes_left: usize,
     log_cut_reported: bool,
 }
@@ -159,6 +161,7 @@ impl Capabilities {
             log: None,
             engine: None,
             git: None,
+            http_secrets: Arc::default(),
             log_bytes_left: LOG_BUDGET_BYTES,
             log_cut_reported: false,
         }
@@ -172,6 +175,18 @@ impl Capabilities {
     /// Send the call's log lines (and what it prints) here.
     pub fn with_log(mut self, sink: Arc<dyn LogSink>) -> Self {
         self.log = Some(sink);
+        self
+    }
+
+    /// Secrets the plugin may put in its HTTP requests by name, as
+    /// `@@secret:NAME@@` in a URL's path or query or a header's value: the
+    /// host's gate writes the value in after the request leaves the
+    /// sandbox, so the plugin never holds it (a notifier's chat-hook token).
+    pub fn with_http_secrets(
+        mut self,
+        secrets: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.http_secrets = Arc::new(secrets);
         self
     }
 

@@ -132,6 +132,42 @@ fn check_notifier(state: &ApiState, target: &kiln_api::NotifierTarget) -> Result
     Ok(())
 }
 
+/// A notifier's secrets are build secrets the organization saved, and
+/// every `@@secret:NAME@@` its options use is one of them.
+async fn check_notifier_secrets(
+    state: &ApiState,
+    org: &str,
+    target: &kiln_api::NotifierTarget,
+) -> Result<(), ApiError> {
+    for value in target.options.values() {
+        let mut rest = value.as_str();
+        while let Some(at) = rest.find("@@secret:") {
+            let after = &rest[at + "@@secret:".len()..];
+            let name = after.split("@@").next().unwrap_or(after);
+            if !target.secrets.iter().any(|s| s == name) {
+                return Err(ApiError::bad_request(format!(
+                    "`notifier.options` uses @@secret:{name}@@; list {name:?} in `notifier.secrets` (a build secret the organization saved)"
+                )));
+            }
+            rest = after;
+        }
+    }
+    if target.secrets.is_empty() {
+        return Ok(());
+    }
+    let saved = state.secrets.names(org).await.map_err(ApiError::internal)?;
+    let builds = saved
+        .get(&crate::store::secrets::SecretKind::Build)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(missing) = target.secrets.iter().find(|s| !builds.contains(s)) {
+        return Err(ApiError::bad_request(format!(
+            "`notifier.secrets`: {missing:?} is not a build secret of this organization; save it first (PUT /v1/secrets {{\"buildSecrets\": {{\"{missing}\": \"…\"}}}})"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn create(
     state: &ApiState,
     caller: &Caller,
@@ -147,7 +183,10 @@ pub async fn create(
     .await?;
     match (&body.url, &body.notifier) {
         (Some(url), None) => check_url(url).map_err(bad)?,
-        (None, Some(notifier)) => check_notifier(state, notifier).map_err(bad)?,
+        (None, Some(notifier)) => {
+            check_notifier(state, notifier).map_err(bad)?;
+            check_notifier_secrets(state, &caller.org, notifier).await?;
+        }
         (Some(_), Some(_)) => {
             return Err(bad(
                 "give `url` (Kiln signs and POSTs each event) or `notifier` (a notifier plugin delivers it), not both".into(),
