@@ -137,9 +137,13 @@ async fn issue_16_an_auto_build_out_of_memory_is_rebuilt_once_one_size_up() {
         c.profiles[2].memory_bytes = 512 << 20;
     })
     .await;
-    // `dd` holds one 160 MiB block in memory.
+    // `dd` holds one 160 MiB block in memory; the run then lasts long
+    // enough for the engine's stats (one sample a second) to see its peak.
     let hungry = |name: &str, profile: Option<&str>| {
-        let mut body = request("dd if=/dev/zero of=/dev/null bs=160M count=1", None);
+        let mut body = request(
+            "dd if=/dev/zero of=/dev/null bs=160M count=1 && sleep 2",
+            None,
+        );
         body["name"] = json!(name);
         body["buildArgs"]["THEN_BUILD"] = json!("1");
         if let Some(profile) = profile {
@@ -167,14 +171,33 @@ async fn issue_16_an_auto_build_out_of_memory_is_rebuilt_once_one_size_up() {
         "{log}"
     );
 
-    // The next build of the name starts where the last one succeeded.
+    // Its peak, as the engine measured it while it ran.
+    let peak = record["peakMemoryBytes"].as_u64().expect("a measured peak");
+    assert!(
+        (160 << 20..512 << 20).contains(&peak),
+        "peak {peak} of a run holding 160 MiB"
+    );
+
+    // The next build of the name is sized by that peak, a quarter more.
     let again = t.create_build(&hungry(&name, None)).await;
     let record = t.wait_succeeded(&again, Duration::from_secs(120)).await;
     assert_eq!(record["profileUsed"], "large");
     assert!(record.get("attempts").is_none(), "{record:#}");
-    assert!(t.log_text(&again).await.contains(&format!(
-        "profile auto: large, what the last successful build of {name} (#1) needed"
-    )));
+    let log = t.log_text(&again).await;
+    assert!(
+        log.contains(&format!("profile auto: large, the smallest that fits the {} MiB the last successful build of {name} (#1) used", peak >> 20)),
+        "{log}"
+    );
+
+    // Sized by what it used, not by what it was given: a build that ran
+    // with extra-large makes the next `auto` one large.
+    let roomy = unique_name("roomy");
+    let given = t.create_build(&hungry(&roomy, Some("extra-large"))).await;
+    let record = t.wait_succeeded(&given, Duration::from_secs(120)).await;
+    assert_eq!(record["profileUsed"], "extra-large");
+    let sized = t.create_build(&hungry(&roomy, None)).await;
+    let record = t.wait_succeeded(&sized, Duration::from_secs(120)).await;
+    assert_eq!(record["profileUsed"], "large", "{record:#}");
 
     // Named explicitly, a profile is what the build gets: no retry.
     let small = t

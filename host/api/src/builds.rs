@@ -203,6 +203,11 @@ pub struct Build {
     /// is built once more one size up, and its first attempt kept here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<BuildAttempt>,
+    /// The most memory the build's container runs used (Kaniko's, and
+    /// other builders that run one), as the engine measured it while they
+    /// ran; absent where the engine path measures none (BuildKit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
     pub create_time: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<DateTime<Utc>>,

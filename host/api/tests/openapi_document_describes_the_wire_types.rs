@@ -126,6 +126,7 @@ fn full_build() -> Build {
             commit_message: Some("fix".into()),
         }),
         profile_used: Some("large".into()),
+        peak_memory_bytes: Some(170 << 20),
         attempts: vec![BuildAttempt {
             profile: "medium".into(),
             failure: Failure {
@@ -166,6 +167,7 @@ fn bare_build() -> Build {
         trigger: None,
         profile_used: None,
         attempts: vec![],
+        peak_memory_bytes: None,
     }
 }
 

@@ -101,6 +101,7 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
             registry: None,
             profile_used: None,
             attempts: Vec::new(),
+            peak_memory_bytes: None,
         };
         store.create_build(record).unwrap();
         store.pop_queued_fair(None, |_| false).unwrap();

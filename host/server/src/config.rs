@@ -194,10 +194,14 @@ impl ServerConfig {
         self.profiles.iter().find(|p| p.name == name)
     }
 
-    /// The next size up from `name`, if there is one.
+    /// The next size up from `name`: the profile with the least memory
+    /// above its own (the operator may size them in any order).
     pub fn larger_profile(&self, name: &str) -> Option<&Profile> {
-        let at = self.profiles.iter().position(|p| p.name == name)?;
-        self.profiles.get(at + 1)
+        let current = self.profile(name)?.memory_bytes;
+        self.profiles
+            .iter()
+            .filter(|p| p.memory_bytes > current)
+            .min_by_key(|p| p.memory_bytes)
     }
 
     /// The defaults the README documents, with data under `data_dir`.

@@ -361,6 +361,7 @@ pub(super) async fn validate_create(
         registry,
         profile_used: None,
         attempts: Vec::new(),
+        peak_memory_bytes: None,
     };
     Ok((record, staged))
 }

@@ -53,6 +53,7 @@ impl From<&BuildRecord> for wire::Build {
             metrics: record.metrics.as_ref().map(Into::into),
             failure: record.failure.as_ref().map(Into::into),
             profile_used: record.profile_used.clone(),
+            peak_memory_bytes: record.peak_memory_bytes,
             attempts: record
                 .attempts
                 .iter()
@@ -321,6 +322,7 @@ mod tests {
             registry: None,
             profile_used: None,
             attempts: Vec::new(),
+            peak_memory_bytes: None,
         };
         let mut stored = serde_json::to_value(&record).unwrap();
         stored.as_object_mut().unwrap().remove("seq");

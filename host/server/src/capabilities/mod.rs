@@ -59,6 +59,8 @@ pub struct BuildEngine {
     pub classified: Arc<std::sync::Mutex<Option<crate::engine::BuildFailure>>>,
     /// The build's phase clock: the engine marks when its push begins.
     pub phases: Arc<PhaseClock>,
+    /// The most memory any of its container runs used (0: none measured).
+    pub peak_memory: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl BuildEngine {
@@ -356,8 +358,12 @@ impl Engine for BuildEngine {
         });
         let engine = self.engine.clone();
         let log = self.log.clone();
+        let peak_memory = self.peak_memory.clone();
         let run = tokio::spawn(async move {
             let result = engine.run_container(params, sink.clone()).await;
+            if let Ok(exit) = &result {
+                peak_memory.fetch_max(exit.peak_memory_bytes, std::sync::atomic::Ordering::Relaxed);
+            }
             let dropped = sink.dropped.load(std::sync::atomic::Ordering::Relaxed);
             if dropped > 0 {
                 log.system(&format!(

@@ -141,6 +141,18 @@ pub struct ContainerParams {
 pub struct ContainerExit {
     pub exit_code: i32,
     pub oom_killed: bool,
+    /// The most memory the run used, as the engine's stats reported it
+    /// while it ran (the cgroup's high-water mark); 0 when no sample came.
+    pub peak_memory_bytes: u64,
+}
+
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What a successful build produced.
@@ -415,6 +427,31 @@ impl DockerEngine {
             .start_container(name, None::<StartContainerOptions>)
             .await
             .map_err(|e| BuildFailure::engine(format!("cannot start the container: {e}")))?;
+        // The engine's stats while it runs (a sample a second): their
+        // high-water mark is the run's peak memory, which `auto` sizes later
+        // builds by. The stream outlives the run; it is stopped after it.
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let docker = self.docker.clone();
+            let name = name.to_string();
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                let mut stats = docker.stats(
+                    &name,
+                    Some(bollard::query_parameters::StatsOptions {
+                        stream: true,
+                        one_shot: false,
+                    }),
+                );
+                while let Some(Ok(sample)) = stats.next().await {
+                    if let Some(memory) = sample.memory_stats {
+                        let seen = memory.max_usage.unwrap_or(0).max(memory.usage.unwrap_or(0));
+                        peak.fetch_max(seen, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let sampler = AbortOnDrop(sampler);
         let mut logs = self.docker.logs(
             name,
             Some(LogsOptions {
@@ -463,9 +500,12 @@ impl DockerEngine {
             .and_then(|c| c.state)
             .and_then(|s| s.oom_killed)
             .unwrap_or(false);
+        drop(sampler);
+        let peak_memory_bytes = peak.load(std::sync::atomic::Ordering::Relaxed);
         Ok(ContainerExit {
             exit_code: exit_code as i32,
             oom_killed,
+            peak_memory_bytes,
         })
     }
 

@@ -843,19 +843,39 @@ impl Pipeline<'_> {
             .list_builds(&self.record.org, &filter, 1)
             .ok()
             .and_then(|found| found.into_iter().next());
+        // By its measured peak (with a quarter more for headroom) where the
+        // engine path measured one, else the size it ran with.
+        let by_peak = last.as_ref().and_then(|last| {
+            let needed = last.peak_memory_bytes? + last.peak_memory_bytes? / 4;
+            let fits = config
+                .profiles
+                .iter()
+                .filter(|p| p.memory_bytes >= needed)
+                .min_by_key(|p| p.memory_bytes)?;
+            Some((last.number, last.peak_memory_bytes?, fits.clone()))
+        });
         let remembered = last.as_ref().and_then(|last| {
             let used = last.profile_used.as_deref()?;
             Some((last.number, config.profile(used)?.clone()))
         });
-        match remembered {
-            Some((number, profile)) => {
+        match (by_peak, remembered) {
+            (Some((number, peak, profile)), _) => {
+                self.log.system(&format!(
+                    "profile auto: {}, the smallest that fits the {} MiB the last successful build of {} (#{number}) used, with a quarter more",
+                    profile.name,
+                    peak >> 20,
+                    self.record.name
+                ));
+                profile
+            }
+            (None, Some((number, profile))) => {
                 self.log.system(&format!(
                     "profile auto: {}, what the last successful build of {} (#{number}) needed",
                     profile.name, self.record.name
                 ));
                 profile
             }
-            None => {
+            (None, None) => {
                 let profile = fallback();
                 self.log.system(&format!(
                     "profile auto: {} (no earlier successful build of {} ran with a known size)",
@@ -901,6 +921,7 @@ impl Pipeline<'_> {
         };
         let secret_ids = secrets.mounts.keys().cloned().collect();
         let classified = Arc::new(std::sync::Mutex::new(None));
+        let peak_memory = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let engine = BuildEngine {
             engine: self.engine.clone(),
             context_dir: self.paths.context.clone(),
@@ -913,6 +934,7 @@ impl Pipeline<'_> {
             log: self.log.clone(),
             classified: classified.clone(),
             phases: self.phases.clone(),
+            peak_memory: peak_memory.clone(),
         };
         let caps = Capabilities::for_plugin(plugin)
             .with_log(Arc::new(self.log.clone()))
@@ -931,6 +953,10 @@ impl Pipeline<'_> {
         let output = self.runtime.build(plugin, caps, &preopens, &request).await;
         self.metrics
             .plugin_call(&plugin.manifest.id, "build", started.elapsed());
+        let peak = peak_memory.load(std::sync::atomic::Ordering::Relaxed);
+        if peak > 0 {
+            self.note_profile(|r| r.peak_memory_bytes = Some(peak))?;
+        }
         let output = output.map_err(from_runtime)?.map_err(|e| {
             // An engine failure the builder passed back as it got it: the
             // host's own classification is the precise one.

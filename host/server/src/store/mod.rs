@@ -980,6 +980,7 @@ mod tests {
                 registry: None,
                 profile_used: None,
                 attempts: Vec::new(),
+                peak_memory_bytes: None,
             })
             .unwrap();
     }

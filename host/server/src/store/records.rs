@@ -253,6 +253,9 @@ pub struct BuildRecord {
     /// Earlier attempts that failed (an `auto` build out of memory).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// The most memory its container runs used, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// An earlier attempt of a build that failed.
