@@ -134,7 +134,11 @@ async fn kaniko_builds_hello_when_an_executor_image_is_present() {
     assert!(record["digest"].as_str().unwrap().starts_with("sha256:"));
     assert!(record["metrics"]["layerCount"].as_u64().unwrap() > 0);
     assert!(log.contains("#1 [1/"), "BuildKit-style steps: {log}");
-    let output = run_image(record["imageRefs"][0].as_str().unwrap()).await;
+    // Kaniko pushes to the registry and loads nothing into the engine:
+    // pull what it pushed, as a user would, then run it (#17).
+    let image_ref = record["imageRefs"][0].as_str().unwrap();
+    pull(image_ref).await;
+    let output = run_image(image_ref).await;
     assert!(output.contains("Hello from Kiln!"), "{output}");
 
     let mut failing = dockerfile_request(
@@ -146,4 +150,14 @@ async fn kaniko_builds_hello_when_an_executor_image_is_present() {
     let record = t.wait_finished(&id, LIMIT).await;
     assert_eq!(record["failure"]["reason"], "RUN_FAILED", "{record:#}");
     assert_eq!(record["failure"]["exitCode"], 7, "{record:#}");
+    // The failing RUN is the step that shows ERROR (#17).
+    let log = t.log_text(&id).await;
+    let run_step = log
+        .lines()
+        .find(|l| l.contains("RUN exit 7") && l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no RUN step: {log}"))
+        .to_string();
+    assert!(log.contains(&format!("{run_step} ERROR:")), "{log}");
+    assert!(!log.contains(&format!("{run_step} DONE")), "{log}");
 }

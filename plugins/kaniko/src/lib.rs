@@ -156,7 +156,8 @@ impl Builder for Kaniko {
         let dockerfile =
             std::fs::read_to_string(std::path::Path::new("/context").join(&request.dockerfile))
                 .unwrap_or_default();
-        let mut renderer = render::KanikoRenderer::new(&dockerfile);
+        let mut renderer = render::KanikoRenderer::new(&dockerfile)
+            .with_cache_repo(facts.cache_repo.as_deref().filter(|_| !request.no_cache));
         while let Some(lines) = container.read_output() {
             for line in lines {
                 for rendered in renderer.line(&line) {

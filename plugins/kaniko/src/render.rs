@@ -135,11 +135,15 @@ pub struct KanikoRenderer {
     pub cached_steps: u32,
     pub total_steps: u32,
     pub error: Option<String>,
+    /// The layer cache's repository: Kaniko pushes each layer there while
+    /// the step still runs, and that push is not a step of its own.
+    cache_repo: Option<String>,
 }
 
 impl KanikoRenderer {
     pub fn new(dockerfile: &str) -> Self {
         KanikoRenderer {
+            cache_repo: None,
             stages: parse_stages(dockerfile),
             stage: None,
             next_instruction: 0,
@@ -150,6 +154,21 @@ impl KanikoRenderer {
             total_steps: 0,
             error: None,
         }
+    }
+
+    /// Say where the layer cache goes (`--cache-repo`).
+    pub fn with_cache_repo(mut self, repo: Option<&str>) -> Self {
+        self.cache_repo = repo.map(str::to_string);
+        self
+    }
+
+    /// Whether `reference` (`repo:tag` or `repo@digest`) is in the cache.
+    fn is_cache(&self, reference: &str) -> bool {
+        self.cache_repo.as_deref().is_some_and(|repo| {
+            reference
+                .strip_prefix(repo)
+                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('@'))
+        })
     }
 
     fn close_current(&mut self, out: &mut Vec<String>) {
@@ -240,14 +259,28 @@ impl KanikoRenderer {
             return out;
         }
         if let Some(reference) = message.strip_prefix("Pushing image to ") {
+            // A layer pushed to the cache belongs to the step that made it:
+            // a line of that step, which stays open (its error, if it
+            // fails, is its own).
+            if self.is_cache(reference) {
+                if let Some((vertex, started)) = self.current {
+                    out.push(format!(
+                        "#{vertex} {:.3} pushing layer to cache {reference}",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                return out;
+            }
             self.open_step(format!("pushing {reference}"), &mut out);
             return out;
         }
-        if message.starts_with("Pushed ") {
+        if let Some(pushed) = message.strip_prefix("Pushed ") {
             if let Some((vertex, _)) = self.current {
                 out.push(format!("#{vertex} {message}"));
             }
-            self.close_current(&mut out);
+            if !self.is_cache(pushed) {
+                self.close_current(&mut out);
+            }
             return out;
         }
         // A command of the current stage starting?
@@ -365,6 +398,56 @@ mod tests {
         );
         assert_eq!((r.cached_steps, r.total_steps), (1, 7));
         assert!(r.error.is_none());
+    }
+
+    /// Issue 17, from a real executor's log (v1.19.2, `RUN exit 7` with
+    /// the cache on): the layer-cache push that follows the RUN used to
+    /// open a step of its own, close the RUN as `DONE` and take its error.
+    #[test]
+    fn issue_17_a_failing_run_keeps_its_error_across_the_cache_push() {
+        let cache = "127.0.0.1:5000/default/cache/kfail";
+        let mut r =
+            KanikoRenderer::new("FROM 127.0.0.1:5000/base/busybox:1\nCOPY a /a\nRUN exit 7\n")
+                .with_cache_repo(Some(cache));
+        let mut lines = Vec::new();
+        for l in [
+            "time=\"2026-12-01T10:00:00Z\" level=info msg=\"Building stage '127.0.0.1:5000/base/busybox:1' [idx: '0', base-idx: '-1']\"",
+            "time=\"2026-12-01T10:00:00Z\" level=info msg=\"COPY a /a\"",
+            "time=\"2026-12-01T10:00:00Z\" level=info msg=\"RUN exit 7\"",
+            "time=\"2026-12-01T10:00:01Z\" level=info msg=\"Pushing image to 127.0.0.1:5000/default/cache/kfail:a4e2c0ffee\"",
+            "time=\"2026-12-01T10:00:01Z\" level=info msg=\"Pushed 127.0.0.1:5000/default/cache/kfail@sha256:0123\"",
+            "error building image: error building stage: failed to execute command: waiting for process to exit: exit status 7",
+        ] {
+            lines.extend(r.line(l));
+        }
+        lines.extend(r.finish());
+        let text = lines.join("\n");
+        assert!(text.contains("#3 [3/3] RUN exit 7"), "{text}");
+        assert!(text.contains("#3 ERROR: error building stage"), "{text}");
+        assert!(!text.contains("#3 DONE"), "{text}");
+        assert!(!text.contains("#4"), "the cache push is no step: {text}");
+        assert!(
+            text.contains("pushing layer to cache 127.0.0.1:5000/default/cache/kfail:a4e2c0ffee"),
+            "{text}"
+        );
+        assert_eq!(r.total_steps, 3);
+    }
+
+    /// The image's own push is still a step.
+    #[test]
+    fn the_final_push_is_a_step() {
+        let mut r = KanikoRenderer::new("FROM busybox\n").with_cache_repo(Some("r/acme/cache/app"));
+        let mut lines = Vec::new();
+        for l in [
+            "INFO[0000] Building stage 'busybox' [idx: '0', base-idx: '-1']",
+            "INFO[0001] Pushing image to r/acme/app:latest",
+            "INFO[0002] Pushed r/acme/app@sha256:ab",
+        ] {
+            lines.extend(r.line(l));
+        }
+        let text = lines.join("\n");
+        assert!(text.contains("#2 pushing r/acme/app:latest"), "{text}");
+        assert!(text.contains("#2 DONE"), "{text}");
     }
 
     #[test]
