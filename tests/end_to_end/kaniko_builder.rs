@@ -5,7 +5,9 @@
 //! only runnable image, the missing-image error, secrets refused, and the
 //! registry manifest the builder reads back — runs against the real engine
 //! and registry. (Argument mapping, log rendering and error mapping are
-//! unit-tested in `plugins/kaniko` and `host/server/src/engine/kaniko_log.rs`.)
+//! unit-tested in `plugins/kaniko`, the rendering from recorded executor
+//! output in `plugins/kaniko/testdata`; `scripts/kaniko_from_source.sh`
+//! builds an executor image where none can be pulled.)
 
 use std::time::Duration;
 
@@ -143,7 +145,7 @@ async fn kaniko_builds_hello_when_an_executor_image_is_present() {
 
     let mut failing = dockerfile_request(
         &unique_name("kaniko-fail"),
-        &format!("FROM {REGISTRY}/base/busybox:1\nRUN exit 7\n"),
+        &format!("FROM {REGISTRY}/base/busybox:1\nRUN sleep 1\nRUN exit 7\n"),
     );
     failing["builder"] = json!("kaniko");
     let id = t.create_build(&failing).await;
@@ -160,4 +162,15 @@ async fn kaniko_builds_hello_when_an_executor_image_is_present() {
         .to_string();
     assert!(log.contains(&format!("{run_step} ERROR:")), "{log}");
     assert!(!log.contains(&format!("{run_step} DONE")), "{log}");
+    // Steps show how long they ran (#17): `RUN sleep 1` about a second.
+    let slept: f64 = log
+        .lines()
+        .skip_while(|l| !l.contains("RUN sleep 1"))
+        .find_map(|l| l.split(" DONE ").nth(1))
+        .and_then(|d| d.trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("no duration for RUN sleep 1: {log}"));
+    assert!(
+        (0.9..10.0).contains(&slept),
+        "RUN sleep 1 took {slept}s: {log}"
+    );
 }

@@ -208,6 +208,12 @@ impl KanikoRenderer {
             self.fail(error, &mut out);
             return out;
         }
+        // The executor's own failure outside any step (a refused push
+        // permission check before the build): Go's lowercase `error …`.
+        if self.current.is_none() && raw.starts_with("error ") {
+            self.fail(raw, &mut out);
+            return out;
+        }
         let Some((level, message)) = parse_logrus(raw) else {
             // Output of a RUN step.
             match self.current {
@@ -431,6 +437,114 @@ mod tests {
             "{text}"
         );
         assert_eq!(r.total_steps, 3);
+    }
+
+    /// Render a recorded executor log (`testdata/`, Kaniko v1.19.2 built
+    /// from source, run against the loopback registry).
+    fn rendered(dockerfile: &str, log: &str, cache: Option<&str>) -> (KanikoRenderer, String) {
+        let mut r = KanikoRenderer::new(dockerfile).with_cache_repo(cache);
+        let mut lines = Vec::new();
+        for line in log.lines() {
+            lines.extend(r.line(line));
+        }
+        lines.extend(r.finish());
+        let text = lines.join("\n");
+        (r, text)
+    }
+
+    fn steps(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| !l.contains(" DONE ") && !l.ends_with(" CACHED"))
+            .collect()
+    }
+
+    #[test]
+    fn recorded_a_multi_stage_build_reads_like_buildkit() {
+        let (r, text) = rendered(
+            include_str!("../testdata/multi-stage.Dockerfile"),
+            include_str!("../testdata/multi-stage.log"),
+            None,
+        );
+        assert_eq!(
+            steps(&text),
+            [
+                "#1 [build 1/2] FROM 127.0.0.1:5000/base/busybox:1",
+                "#2 [build 2/2] RUN echo built > /x",
+                "#3 [stage-1 1/3] FROM 127.0.0.1:5000/base/busybox:1",
+                "#4 [stage-1 2/3] COPY --from=build /x /x",
+                "#5 [stage-1 3/3] CMD [\"cat\", \"/x\"]",
+                "#6 pushing 127.0.0.1:5000/rec/ms:1",
+                "#6 Pushed 127.0.0.1:5000/rec/ms@sha256:c5c33739db361cfee30ca1e64cb2a32e313af817e3b58531a0bdf7dd139747da",
+            ],
+            "{text}"
+        );
+        assert_eq!(text.matches(" DONE ").count(), 6, "{text}");
+        assert_eq!((r.cached_steps, r.total_steps), (0, 5));
+        assert!(r.error.is_none());
+    }
+
+    #[test]
+    fn recorded_a_first_cached_build_pushes_its_layers_within_their_steps() {
+        let cache = "127.0.0.1:5000/rec/cache";
+        let (r, text) = rendered(
+            include_str!("../testdata/cached.Dockerfile"),
+            include_str!("../testdata/cache-filled.log"),
+            Some(cache),
+        );
+        let steps = steps(&text);
+        let titles: Vec<&str> = steps
+            .iter()
+            .copied()
+            .filter(|l| !l.contains(" pushing layer"))
+            .collect();
+        assert_eq!(
+            titles,
+            [
+                "#1 [1/3] FROM 127.0.0.1:5000/base/busybox:1",
+                "#2 [2/3] RUN echo one > /one",
+                "#3 [3/3] RUN echo two > /two",
+                "#3 Pushed 127.0.0.1:5000/rec/cache@sha256:40ef4642b38429329f846b7b07d918aaee6a2994b7471413e4a7a9c096a6c084",
+                "#3 Pushed 127.0.0.1:5000/rec/cache@sha256:5949b472cdb6e9c860565e98ba8f19f3d4c4f517613003aa51fc26401379a8b2",
+                "#4 pushing 127.0.0.1:5000/rec/cached:1",
+                "#4 Pushed 127.0.0.1:5000/rec/cached@sha256:35d0f4c8ee9495265ab76bd48efc935ab131f0feeff39540ab6fb88aa0d4cf0e",
+            ],
+            "{text}"
+        );
+        assert_eq!(text.matches("pushing layer to cache").count(), 2, "{text}");
+        assert_eq!((r.cached_steps, r.total_steps), (0, 3));
+    }
+
+    #[test]
+    fn recorded_a_cached_rebuild_marks_its_steps_cached() {
+        let (r, text) = rendered(
+            include_str!("../testdata/cached.Dockerfile"),
+            include_str!("../testdata/cache-hit.log"),
+            Some("127.0.0.1:5000/rec/cache"),
+        );
+        assert!(
+            text.contains("#2 [2/3] RUN echo one > /one\n#2 CACHED"),
+            "{text}"
+        );
+        assert!(
+            text.contains("#3 [3/3] RUN echo two > /two\n#3 CACHED"),
+            "{text}"
+        );
+        assert_eq!((r.cached_steps, r.total_steps), (2, 3));
+    }
+
+    #[test]
+    fn recorded_a_refused_push_is_an_error_before_any_step() {
+        let (r, text) = rendered(
+            include_str!("../testdata/cached.Dockerfile"),
+            include_str!("../testdata/push-refused.log"),
+            None,
+        );
+        assert!(
+            text.starts_with("ERROR: error checking push permissions"),
+            "{text}"
+        );
+        assert!(r.error.as_deref().unwrap().contains("UNAUTHORIZED"));
+        assert_eq!(r.total_steps, 0);
     }
 
     /// The image's own push is still a step.
