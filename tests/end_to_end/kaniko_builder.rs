@@ -174,3 +174,50 @@ async fn kaniko_builds_hello_when_an_executor_image_is_present() {
         "RUN sleep 1 took {slept}s: {log}"
     );
 }
+
+/// Issue 16's "done when", with a real executor: an `auto` Kaniko build
+/// that runs out of memory (Kaniko runs as a container, so the profile's
+/// memory is enforced) is rebuilt once one size up and succeeds.
+#[tokio::test]
+async fn issue_16_an_auto_kaniko_build_out_of_memory_is_rebuilt_one_size_up() {
+    let Ok(image) = std::env::var("KILN_TEST_KANIKO_IMAGE") else {
+        skipped("KILN_TEST_KANIKO_IMAGE is not set");
+        return;
+    };
+    if docker().inspect_image(&image).await.is_err() {
+        skipped(&format!("{image} is not in the local Docker Engine"));
+        return;
+    }
+    let t = TestServer::start_with(move |config| {
+        config.kaniko_image = image;
+        // `auto` starts at medium: too small for the step below.
+        config.profiles[1].memory_bytes = 160 << 20;
+        config.profiles[2].memory_bytes = 1 << 30;
+    })
+    .await;
+    let mut hungry = dockerfile_request(
+        &unique_name("kaniko-hungry"),
+        &format!(
+            "FROM {REGISTRY}/base/busybox:1\nRUN dd if=/dev/zero of=/dev/null bs=300M count=1\n"
+        ),
+    );
+    hungry["builder"] = json!("kaniko");
+    hungry["noCache"] = json!(true);
+    let id = t.create_build(&hungry).await;
+    let record = t.wait_finished(&id, LIMIT).await;
+    let log = t.log_text(&id).await;
+    assert_eq!(
+        record["status"], "BUILD_STATUS_SUCCEEDED",
+        "{record:#}\n{log}"
+    );
+    assert_eq!(record["profileUsed"], "large", "{record:#}");
+    assert_eq!(record["attempts"][0]["profile"], "medium", "{record:#}");
+    assert_eq!(
+        record["attempts"][0]["failure"]["reason"], "OUT_OF_MEMORY",
+        "{record:#}"
+    );
+    assert!(
+        log.contains("profile auto: OUT_OF_MEMORY with medium (160 MiB); building once more with large (1024 MiB)"),
+        "{log}"
+    );
+}
