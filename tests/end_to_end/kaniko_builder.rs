@@ -136,6 +136,10 @@ async fn kaniko_builds_hello_when_an_executor_image_is_present() {
     assert!(record["digest"].as_str().unwrap().starts_with("sha256:"));
     assert!(record["metrics"]["layerCount"].as_u64().unwrap() > 0);
     assert!(log.contains("#1 [1/"), "BuildKit-style steps: {log}");
+    assert!(
+        log.contains(&format!("] FROM {REGISTRY}/base/busybox:1")),
+        "the FROM resolved: {log}"
+    );
     // Kaniko pushes to the registry and loads nothing into the engine:
     // pull what it pushed, as a user would, then run it (#17).
     let image_ref = record["imageRefs"][0].as_str().unwrap();

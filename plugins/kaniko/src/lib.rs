@@ -156,7 +156,13 @@ impl Builder for Kaniko {
         let dockerfile =
             std::fs::read_to_string(std::path::Path::new("/context").join(&request.dockerfile))
                 .unwrap_or_default();
+        let build_args: Vec<(String, String)> = request
+            .build_args
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
         let mut renderer = render::KanikoRenderer::new(&dockerfile)
+            .with_build_args(&dockerfile, &build_args)
             .with_cache_repo(facts.cache_repo.as_deref().filter(|_| !request.no_cache));
         while let Some(lines) = container.read_output() {
             for line in lines {

@@ -18,9 +18,26 @@ pub struct Stage {
     pub instructions: Vec<String>,
 }
 
+/// `$NAME` and `${NAME}` replaced by `args`' values; unknown names stay.
+pub fn expand_args(text: &str, args: &[(String, String)]) -> String {
+    let mut out = text.to_string();
+    for (name, value) in args {
+        out = out
+            .replace(&format!("${{{name}}}"), value)
+            .replace(&format!("${name}"), value);
+    }
+    out
+}
+
 /// The stages of a Dockerfile: instructions joined across `\` line
 /// continuations, comments and blank lines dropped.
 pub fn parse_stages(dockerfile: &str) -> Vec<Stage> {
+    parse_stages_given(dockerfile, &[])
+}
+
+/// [`parse_stages`], a `FROM ${ARG}` taking the build arg `given` has for
+/// it, else the global `ARG`'s default.
+pub fn parse_stages_given(dockerfile: &str, given: &[(String, String)]) -> Vec<Stage> {
     let mut logical = Vec::new();
     let mut pending = String::new();
     for line in dockerfile.lines() {
@@ -40,6 +57,9 @@ pub fn parse_stages(dockerfile: &str) -> Vec<Stage> {
         logical.push(pending);
     }
     let mut stages: Vec<Stage> = Vec::new();
+    // Global `ARG`s (before the first FROM) and their defaults: what a
+    // `FROM ${BASE}` means unless a build arg says otherwise.
+    let mut global_args: Vec<(String, String)> = Vec::new();
     for instruction in logical {
         let keyword = instruction
             .split_whitespace()
@@ -61,9 +81,15 @@ pub fn parse_stages(dockerfile: &str) -> Vec<Stage> {
                 .map(|s| s.to_string());
             stages.push(Stage {
                 label: name.unwrap_or_default(),
-                from,
+                from: expand_args(&expand_args(&from, given), &global_args),
                 instructions: Vec::new(),
             });
+        } else if keyword == "ARG" && stages.is_empty() {
+            for declared in instruction.split_whitespace().skip(1) {
+                let (name, default) = declared.split_once('=').unwrap_or((declared, ""));
+                let default = default.trim_matches('"').to_string();
+                global_args.push((name.to_string(), default));
+            }
         } else if keyword != "ARG" || !stages.is_empty() {
             if let Some(stage) = stages.last_mut() {
                 stage.instructions.push(instruction);
@@ -154,6 +180,13 @@ impl KanikoRenderer {
             total_steps: 0,
             error: None,
         }
+    }
+
+    /// The build args the executor was given: a stage's `FROM ${ARG}` is
+    /// shown as the image they make it.
+    pub fn with_build_args(mut self, dockerfile: &str, args: &[(String, String)]) -> Self {
+        self.stages = parse_stages_given(dockerfile, args);
+        self
     }
 
     /// Say where the layer cache goes (`--cache-repo`).
@@ -545,6 +578,22 @@ mod tests {
         );
         assert!(r.error.as_deref().unwrap().contains("UNAUTHORIZED"));
         assert_eq!(r.total_steps, 0);
+    }
+
+    #[test]
+    fn a_from_taking_its_image_from_an_arg_shows_the_image() {
+        let dockerfile = "ARG BASE=busybox:1\nARG OTHER\nFROM ${BASE}\nRUN true\n";
+        assert_eq!(parse_stages(dockerfile)[0].from, "busybox:1");
+        let given = [(
+            "BASE".to_string(),
+            "127.0.0.1:5000/base/busybox:1".to_string(),
+        )];
+        let mut r = KanikoRenderer::new(dockerfile).with_build_args(dockerfile, &given);
+        let lines = r.line(
+            "INFO[0000] Building stage '127.0.0.1:5000/base/busybox:1' [idx: '0', base-idx: '-1']",
+        );
+        assert_eq!(lines, ["#1 [1/2] FROM 127.0.0.1:5000/base/busybox:1"]);
+        assert_eq!(parse_stages("FROM $UNSET\n")[0].from, "$UNSET");
     }
 
     /// The image's own push is still a step.
