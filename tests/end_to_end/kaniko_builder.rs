@@ -104,24 +104,31 @@ async fn the_registry_manifest_matches_what_the_engine_pushed() {
 
 /// Say so on the real stderr: the test harness captures `eprintln!` of
 /// passing tests, and a skip must be seen.
-fn skipped(why: &str) {
+fn skipped(test: &str, why: &str) {
     use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED kaniko_builds_hello_when_an_executor_image_is_present: {why}"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// The executor image `KILN_TEST_KANIKO_IMAGE` names, when it is in the
+/// local Docker Engine; otherwise `test` is skipped, saying why.
+async fn executor_image(test: &str) -> Option<String> {
+    let Ok(image) = std::env::var("KILN_TEST_KANIKO_IMAGE") else {
+        skipped(test, "KILN_TEST_KANIKO_IMAGE is not set (name a Kaniko executor image loaded in the local Docker Engine to run it)");
+        return None;
+    };
+    if docker().inspect_image(&image).await.is_err() {
+        skipped(test, &format!("{image} is not in the local Docker Engine"));
+        return None;
+    }
+    Some(image)
 }
 
 #[tokio::test]
 async fn kaniko_builds_hello_when_an_executor_image_is_present() {
-    let Ok(image) = std::env::var("KILN_TEST_KANIKO_IMAGE") else {
-        skipped("KILN_TEST_KANIKO_IMAGE is not set (name a Kaniko executor image loaded in the local Docker Engine to run it)");
+    let Some(image) = executor_image("kaniko_builds_hello_when_an_executor_image_is_present").await
+    else {
         return;
     };
-    if docker().inspect_image(&image).await.is_err() {
-        skipped(&format!("{image} is not in the local Docker Engine"));
-        return;
-    }
     let t = server_with_executor(&image).await;
     let mut request = hello_request(&unique_name("kaniko"));
     request["builder"] = json!("kaniko");
@@ -184,14 +191,11 @@ async fn kaniko_builds_hello_when_an_executor_image_is_present() {
 /// memory is enforced) is rebuilt once one size up and succeeds.
 #[tokio::test]
 async fn issue_16_an_auto_kaniko_build_out_of_memory_is_rebuilt_one_size_up() {
-    let Ok(image) = std::env::var("KILN_TEST_KANIKO_IMAGE") else {
-        skipped("KILN_TEST_KANIKO_IMAGE is not set");
+    let Some(image) =
+        executor_image("issue_16_an_auto_kaniko_build_out_of_memory_is_rebuilt_one_size_up").await
+    else {
         return;
     };
-    if docker().inspect_image(&image).await.is_err() {
-        skipped(&format!("{image} is not in the local Docker Engine"));
-        return;
-    }
     let t = TestServer::start_with(move |config| {
         config.kaniko_image = image;
         // `auto` starts at medium: too small for the step below.

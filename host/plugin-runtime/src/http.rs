@@ -27,6 +27,14 @@ pub struct HttpGate {
 const SECRET_OPEN: &str = "@@secret:";
 const SECRET_CLOSE: &str = "@@";
 
+/// The names `text` refers to as `@@secret:NAME@@`, in order (what a
+/// subscription must lend for its options to be filled in).
+pub fn secret_names(text: &str) -> impl Iterator<Item = &str> {
+    text.split(SECRET_OPEN)
+        .skip(1)
+        .map(|after| after.split(SECRET_CLOSE).next().unwrap_or(after))
+}
+
 /// `text` with each `@@secret:NAME@@` replaced by the value lent under
 /// NAME; an unknown name is an error naming it (a request never goes out
 /// with a placeholder in it).
@@ -144,5 +152,8 @@ mod tests {
         let unknown = fill_secrets("/@@secret:OTHER@@", &secrets).unwrap_err();
         assert!(unknown.contains("OTHER"), "{unknown}");
         assert!(fill_secrets("/@@secret:HOOK", &secrets).is_err());
+        let names: Vec<&str> = secret_names("/a/@@secret:ONE@@/b?c=@@secret:TWO@@").collect();
+        assert_eq!(names, ["ONE", "TWO"]);
+        assert_eq!(secret_names("/plain").count(), 0);
     }
 }

@@ -212,7 +212,8 @@ pub enum ManifestError {
     Api {
         id: String,
         api: String,
-        supported: &'static str,
+        /// The versions this host loads ([`SUPPORTED_API`]).
+        supported: String,
     },
     #[error(
         "plugin {id}: declares no kind (context-source, builder, credential-store or detector)"
@@ -309,7 +310,7 @@ impl Manifest {
             return Err(ManifestError::Api {
                 id: manifest.id,
                 api: manifest.api,
-                supported: "0.1.0 and 0.2.0",
+                supported: SUPPORTED_API.join(" and "),
             });
         }
         let kinds = &manifest.kinds;

@@ -49,7 +49,8 @@ pub struct ServerConfig {
     pub secret_key_file: PathBuf,
     /// The profile a build gets when its request names none (`auto`).
     pub default_profile: String,
-    /// The sized profiles, smallest first (`auto` chooses among them).
+    /// The sized profiles, in the order Kiln names them (`auto` chooses
+    /// among them by memory, whatever sizes the operator gave them).
     pub profiles: Vec<Profile>,
     /// Most bytes an uploaded context (POST /v1/contexts) may have, packed.
     pub max_upload_bytes: u64,

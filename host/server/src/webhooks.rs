@@ -471,10 +471,11 @@ impl Webhooks {
         }
         let masks: Vec<String> = lent.values().filter(|v| !v.is_empty()).cloned().collect();
         let mask = |text: String| {
-            let masked = masks
+            let mut masked = masks
                 .iter()
                 .fold(text, |text, value| text.replace(value.as_str(), "***"));
-            truncate(masked, EXCERPT_BYTES)
+            crate::store::truncate_at_char_boundary(&mut masked, EXCERPT_BYTES);
+            masked
         };
         let caps = Capabilities::for_plugin(plugin).with_http_secrets(lent);
         match runtime.notify(plugin, caps, &request).await {
@@ -593,18 +594,6 @@ enum Verdict {
     GiveUp,
 }
 
-/// At most `limit` bytes of `text`, cut at a character boundary.
-fn truncate(mut text: String, limit: usize) -> String {
-    if text.len() > limit {
-        let mut cut = limit;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
-}
-
 /// The event as the notifier contract gives it: the fields a template
 /// wants most, flat, and the whole event as its webhooks send it.
 fn notifier_event(
@@ -614,13 +603,11 @@ fn notifier_event(
     public_url: Option<&str>,
 ) -> notify::BuildEvent {
     let data = event.data;
-    let status = serde_json::to_value(data.status)
-        .ok()
-        .and_then(|v| {
-            v.as_str()
-                .map(|s| s.trim_start_matches("BUILD_STATUS_").to_string())
-        })
-        .unwrap_or_default();
+    let status = data
+        .status
+        .as_str()
+        .trim_start_matches("BUILD_STATUS_")
+        .to_string();
     let git = data.source.git;
     notify::BuildEvent {
         delivery_id: delivery_id.to_string(),
@@ -638,11 +625,7 @@ fn notifier_event(
         status,
         image_refs: data.image_refs,
         digest: data.digest,
-        failure_reason: data.failure.as_ref().and_then(|f| {
-            serde_json::to_value(f.reason)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-        }),
+        failure_reason: data.failure.as_ref().map(|f| f.reason.to_string()),
         failure_message: data.failure.map(|f| {
             if f.hint.is_empty() {
                 f.message

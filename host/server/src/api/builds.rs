@@ -261,11 +261,7 @@ pub(super) async fn validate_create(
     kiln_api::validate::check_profile(&profile).map_err(bad)?;
     let secret_build_args = request.secret_build_args.unwrap_or_default();
     let secret_mounts = request.secrets.unwrap_or_default();
-    let stored = state.secrets.names(org).await.map_err(ApiError::internal)?;
-    let stored_build = stored
-        .get(&crate::store::secrets::SecretKind::Build)
-        .cloned()
-        .unwrap_or_default();
+    let stored_build = super::secrets::saved_build_secrets(state, org).await?;
     for (field, names) in [
         ("secretBuildArgs", &secret_build_args),
         ("secrets", &secret_mounts),

@@ -42,6 +42,16 @@ fn store_error(error: crate::credentials::CredentialError) -> ApiError {
     }
 }
 
+/// The names of the organization's build secrets: what a build's
+/// `secrets` or a notifier's `secrets` may name.
+pub(super) async fn saved_build_secrets(
+    state: &ApiState,
+    org: &str,
+) -> Result<Vec<String>, ApiError> {
+    let mut names = state.secrets.names(org).await.map_err(ApiError::internal)?;
+    Ok(names.remove(&SecretKind::Build).unwrap_or_default())
+}
+
 async fn masked(state: &ApiState, org: &str) -> Result<kiln_api::MaskedSecrets, ApiError> {
     let names = state.secrets.names(org).await.map_err(store_error)?;
     let named = |kind: SecretKind| names.get(&kind).into_iter().flatten().cloned();

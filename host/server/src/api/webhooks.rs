@@ -139,27 +139,21 @@ async fn check_notifier_secrets(
     org: &str,
     target: &kiln_api::NotifierTarget,
 ) -> Result<(), ApiError> {
-    for value in target.options.values() {
-        let mut rest = value.as_str();
-        while let Some(at) = rest.find("@@secret:") {
-            let after = &rest[at + "@@secret:".len()..];
-            let name = after.split("@@").next().unwrap_or(after);
-            if !target.secrets.iter().any(|s| s == name) {
-                return Err(ApiError::bad_request(format!(
-                    "`notifier.options` uses @@secret:{name}@@; list {name:?} in `notifier.secrets` (a build secret the organization saved)"
-                )));
-            }
-            rest = after;
+    let named = target
+        .options
+        .values()
+        .flat_map(|value| kiln_plugin_runtime::http::secret_names(value));
+    for name in named {
+        if !target.secrets.iter().any(|s| s == name) {
+            return Err(ApiError::bad_request(format!(
+                "`notifier.options` uses @@secret:{name}@@; list {name:?} in `notifier.secrets` (a build secret the organization saved)"
+            )));
         }
     }
     if target.secrets.is_empty() {
         return Ok(());
     }
-    let saved = state.secrets.names(org).await.map_err(ApiError::internal)?;
-    let builds = saved
-        .get(&crate::store::secrets::SecretKind::Build)
-        .cloned()
-        .unwrap_or_default();
+    let builds = super::secrets::saved_build_secrets(state, org).await?;
     if let Some(missing) = target.secrets.iter().find(|s| !builds.contains(s)) {
         return Err(ApiError::bad_request(format!(
             "`notifier.secrets`: {missing:?} is not a build secret of this organization; save it first (PUT /v1/secrets {{\"buildSecrets\": {{\"{missing}\": \"…\"}}}})"

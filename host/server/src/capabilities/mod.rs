@@ -91,19 +91,13 @@ impl LineSink for ChannelSink {
     }
 }
 
-/// Aborts the run (which stops and removes the container) when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A container this server started for a plugin.
 struct BuildContainer {
     lines: tokio::sync::mpsc::Receiver<String>,
-    run: AbortOnDrop<Result<crate::engine::ContainerExit, crate::engine::BuildFailure>>,
+    /// Aborted when dropped, which stops and removes the container.
+    run: crate::engine::AbortOnDrop<
+        Result<crate::engine::ContainerExit, crate::engine::BuildFailure>,
+    >,
     /// Held until the run ends: the registry config file lives in it.
     _config_dir: Option<tempfile::TempDir>,
     /// Read back when the run ends.
@@ -374,7 +368,7 @@ impl Engine for BuildEngine {
         });
         Ok(Box::new(BuildContainer {
             lines,
-            run: AbortOnDrop(run),
+            run: crate::engine::AbortOnDrop(run),
             _config_dir: config_dir,
             output_dir,
         }))

@@ -146,10 +146,11 @@ pub struct ContainerExit {
     pub peak_memory_bytes: u64,
 }
 
-/// A task stopped when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task stopped when this is dropped (a container run the caller
+/// stopped waiting for, a stats stream that outlives its container).
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

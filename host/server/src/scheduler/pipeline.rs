@@ -94,13 +94,8 @@ pub fn failure(
     exit_code: Option<i32>,
 ) -> Failure {
     let mut message = message.into();
-    if message.len() > MAX_FAILURE_MESSAGE_BYTES {
-        let mut cut = MAX_FAILURE_MESSAGE_BYTES;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let dropped = message.len() - cut;
-        message.truncate(cut);
+    let dropped = crate::store::truncate_at_char_boundary(&mut message, MAX_FAILURE_MESSAGE_BYTES);
+    if dropped > 0 {
         message.push_str(&format!(
             "… ({dropped} more bytes; the build log has the rest)"
         ));
@@ -760,21 +755,23 @@ impl Pipeline<'_> {
             mounts: secret_mounts,
             registry_auth,
         };
-        let auto = self.record.request.profile == crate::config::AUTO_PROFILE;
+        // Under `auto`, one retry (the next size up) after running out of memory.
+        let mut may_retry = self.record.request.profile == crate::config::AUTO_PROFILE;
         let mut profile = self.choose_profile();
         loop {
-            self.note_profile(|r| r.profile_used = Some(profile.name.clone()))?;
+            self.update_record(|r| r.profile_used = Some(profile.name.clone()))?;
             let started = chrono::Utc::now();
             let built = self.build_with(plugin, checkout, &secrets, &profile).await;
             let failure = match built {
-                Err(failure) if failure.reason == FailureReason::OutOfMemory && auto => failure,
+                Err(failure) if failure.reason == FailureReason::OutOfMemory && may_retry => {
+                    failure
+                }
                 done => return done,
             };
-            // Under `auto`, once: the next size up, saying so.
-            let larger = self.config.larger_profile(&profile.name).cloned();
-            let (Some(larger), true) = (larger, self.record_attempts_allow_retry()) else {
+            let Some(larger) = self.config.larger_profile(&profile.name).cloned() else {
                 return Err(failure);
             };
+            may_retry = false;
             self.log.system(&format!(
                 "profile auto: OUT_OF_MEMORY with {} ({} MiB); building once more with {} ({} MiB)",
                 profile.name,
@@ -788,38 +785,31 @@ impl Pipeline<'_> {
                 start_time: started,
                 finish_time: chrono::Utc::now(),
             };
-            self.note_profile(|r| r.attempts.push(attempt.clone()))?;
+            self.update_record(|r| r.attempts.push(attempt.clone()))?;
             profile = larger;
         }
     }
 
-    /// Whether this build may still be retried one size up: once.
-    fn record_attempts_allow_retry(&self) -> bool {
-        self.store
-            .build(&self.record.build_id)
-            .ok()
-            .flatten()
-            .is_none_or(|r| r.attempts.is_empty())
-    }
-
-    /// Change the build's record (its profile, its attempts) while it runs.
-    fn note_profile(&self, change: impl FnMut(&mut BuildRecord)) -> Result<(), Failure> {
+    /// Change the build's record while it runs (its profile, attempts and
+    /// measured peak memory).
+    fn update_record(&self, change: impl FnMut(&mut BuildRecord)) -> Result<(), Failure> {
         self.store
             .update_build(&self.record.build_id, change)
             .map(|_| ())
             .map_err(|e| {
                 failure(
                     FailureReason::Internal,
-                    format!("cannot record the build's profile: {e}"),
+                    format!("cannot update the build's record: {e}"),
                     None,
                 )
             })
     }
 
     /// The sized profile a build starts with: the one it names, or for
-    /// `auto` the one the last successful build of the same name ran with
-    /// (the engine paths report no peak memory to size by), else the size
-    /// every build had before `auto`.
+    /// `auto`, by the last successful build of the same name: the smallest
+    /// that fits its measured peak memory with a quarter more (container
+    /// runs are measured; BuildKit builds are not), else the size it ran
+    /// with, else the size every build had before `auto`.
     fn choose_profile(&self) -> crate::config::Profile {
         let config = self.config;
         let fallback = || {
@@ -843,16 +833,14 @@ impl Pipeline<'_> {
             .list_builds(&self.record.org, &filter, 1)
             .ok()
             .and_then(|found| found.into_iter().next());
-        // By its measured peak (with a quarter more for headroom) where the
-        // engine path measured one, else the size it ran with.
         let by_peak = last.as_ref().and_then(|last| {
-            let needed = last.peak_memory_bytes? + last.peak_memory_bytes? / 4;
+            let peak = last.peak_memory_bytes?;
             let fits = config
                 .profiles
                 .iter()
-                .filter(|p| p.memory_bytes >= needed)
+                .filter(|p| p.memory_bytes >= peak + peak / 4)
                 .min_by_key(|p| p.memory_bytes)?;
-            Some((last.number, last.peak_memory_bytes?, fits.clone()))
+            Some((last.number, peak, fits.clone()))
         });
         let remembered = last.as_ref().and_then(|last| {
             let used = last.profile_used.as_deref()?;
@@ -955,7 +943,7 @@ impl Pipeline<'_> {
             .plugin_call(&plugin.manifest.id, "build", started.elapsed());
         let peak = peak_memory.load(std::sync::atomic::Ordering::Relaxed);
         if peak > 0 {
-            self.note_profile(|r| r.peak_memory_bytes = Some(peak))?;
+            self.update_record(|r| r.peak_memory_bytes = Some(peak))?;
         }
         let output = output.map_err(from_runtime)?.map_err(|e| {
             // An engine failure the builder passed back as it got it: the

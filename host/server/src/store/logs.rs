@@ -19,6 +19,21 @@ use super::{LogLine, Store};
 /// Longest line kept; longer ones are cut (and say so).
 const MAX_LINE_BYTES: usize = 16 * 1024;
 
+/// Cut `text` to at most `limit` bytes, at a character boundary; how many
+/// bytes were dropped (0: it fitted).
+pub fn truncate_at_char_boundary(text: &mut String, limit: usize) -> usize {
+    if text.len() <= limit {
+        return 0;
+    }
+    let mut cut = limit;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = text.len() - cut;
+    text.truncate(cut);
+    dropped
+}
+
 /// Where followers learn that a build's log grew. One channel per build
 /// with a writer or a follower; its value is the last durable sequence.
 #[derive(Clone)]
@@ -201,12 +216,7 @@ impl BuildLog {
     /// Append a line. `stream` is `system`, `build` or `plugin`.
     pub fn write(&self, stream: &str, line: &str) {
         let mut text = self.redact(line.trim_end_matches(['\n', '\r']));
-        if text.len() > MAX_LINE_BYTES {
-            let mut cut = MAX_LINE_BYTES;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
+        if truncate_at_char_boundary(&mut text, MAX_LINE_BYTES) > 0 {
             text.push_str(" [line cut at 16 KiB]");
         }
         let mut next = self.inner.next_seq.lock().unwrap();

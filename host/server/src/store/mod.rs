@@ -39,7 +39,7 @@ mod records;
 pub mod secrets;
 mod webhooks;
 
-pub use logs::{BuildLog, LogHub};
+pub use logs::{truncate_at_char_boundary, BuildLog, LogHub};
 
 pub use records::*;
 
