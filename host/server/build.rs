@@ -41,4 +41,31 @@ fn main() {
     }
     registry.push(']');
     std::fs::write(out_dir.join("embedded_plugins.rs"), registry).unwrap();
+
+    compile_build_service(&workspace, &out_dir);
+}
+
+/// Generates the BuildService's messages, server and client from
+/// `proto/kiln/build/v1/build_service.proto` (protox compiles it, so no
+/// `protoc` is needed), and keeps the encoded descriptors for server
+/// reflection.
+fn compile_build_service(workspace: &std::path::Path, out_dir: &std::path::Path) {
+    let proto_root = workspace.join("proto");
+    let proto = proto_root.join("kiln/build/v1/build_service.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let descriptors = protox::compile([&proto], [&proto_root])
+        .unwrap_or_else(|e| panic!("{}: {e}", proto.display()));
+    std::fs::write(
+        out_dir.join("build_service_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )
+    .unwrap();
+    tonic_prost_build::configure()
+        .build_transport(false)
+        // Maps as kiln-api's (ordered) maps; bytes as `Bytes`, so an
+        // upload's chunks reach the disk writer without a copy.
+        .btree_map(".")
+        .bytes(".")
+        .compile_fds(descriptors)
+        .unwrap_or_else(|e| panic!("generating the BuildService from {}: {e}", proto.display()));
 }

@@ -11,6 +11,7 @@ mod container_runs;
 mod credential_stores;
 mod failures_are_classified;
 mod git_sources;
+mod grpc;
 mod hostile_plugins;
 mod kaniko_builder;
 mod organizations_take_turns;

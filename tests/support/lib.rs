@@ -974,3 +974,46 @@ pub fn stored_builds_and_answers(data_dir: &Path) -> (usize, u64) {
         store.prune_idempotent_answers(far_future, true).unwrap(),
     )
 }
+
+/// A gRPC client that is not Kiln's, pinned: Python grpcio, the stub
+/// generator (grpcio-tools), and the standard health and reflection
+/// clients.
+pub const GRPC_PYTHON_PACKAGES: &[&str] = &[
+    "grpcio==1.85.3",
+    "grpcio-tools==1.85.1",
+    "grpcio-health-checking==1.85.1",
+    "grpcio-reflection==1.85.1",
+];
+
+/// The python of a virtual environment under `target/python-<name>` with
+/// `packages` (pinned PyPI requirements) installed; made once, and again
+/// when the list changes. Clients that are not Kiln's (grpcio) test Kiln
+/// from here.
+pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let dir = workspace().join("target").join(format!("python-{name}"));
+    let stamp = dir.join("kiln-requirements.txt");
+    let wanted = packages.join("\n");
+    let python = dir.join("bin/python");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return python;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |command: &mut std::process::Command| {
+        let output = command
+            .output()
+            .expect("run python3 (Debian's python3-venv)");
+        assert!(
+            output.status.success(),
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&dir));
+    run(std::process::Command::new(dir.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages));
+    std::fs::write(&stamp, wanted).unwrap();
+    python
+}

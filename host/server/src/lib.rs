@@ -8,6 +8,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`api`] | the hyper server: routing, bearer auth, log streaming; answers only with `kiln-api` types, converted from records in `api::views` |
+//! | [`grpc`] | the BuildService over gRPC (tonic, generated from `proto/`), health and reflection, on the API's listener: each method calls the function its REST route calls |
 //! | [`store`] | sled: organizations and tokens, build records, the queue, log lines |
 //! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery; the one materialize step `wizard:detect` shares |
 //! | [`context`] | the host's half of materializing a context: modes, links, `.dockerignore`, the Dockerfile |
@@ -35,6 +36,7 @@ pub mod credentials;
 pub mod engine;
 pub mod gc;
 pub mod git;
+pub mod grpc;
 pub mod memory;
 pub mod metrics;
 pub mod net;

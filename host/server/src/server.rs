@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
+use http_body_util::Either;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -189,7 +190,8 @@ impl Server {
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(crate::api::projects::poll(state.clone(), stop.clone()));
-        tokio::spawn(accept_loop(listener, tls, state, stop.clone()));
+        let grpc = crate::grpc::GrpcServices::new(state.clone()).await;
+        tokio::spawn(accept_loop(listener, tls, state, grpc, stop.clone()));
         tracing::info!(%addr, scheme, "kiln is listening");
         Ok(Server {
             addr,
@@ -294,6 +296,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<ApiState>,
+    grpc: crate::grpc::GrpcServices,
     stop: CancellationToken,
 ) {
     loop {
@@ -309,12 +312,29 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Answers go out as they are written: an HTTP/2 answer is several
+        // small writes (headers, data, trailers), and Nagle's algorithm
+        // held the last one for the client's delayed ACK — 40 ms on every
+        // gRPC call.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+        }
         let state = state.clone();
+        let grpc = grpc.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            // gRPC (by its content type) and REST share the listener.
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(routes::handle(state, request).await) }
+                let grpc = grpc.clone();
+                async move {
+                    let response = if crate::grpc::is_grpc(&request) {
+                        grpc.call(request).await.map(Either::Right)
+                    } else {
+                        routes::handle(state, request).await.map(Either::Left)
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             // HTTP/1.1, or HTTP/2 (by ALPN under TLS, by prior knowledge without).
             let http = auto::Builder::new(TokioExecutor::new());

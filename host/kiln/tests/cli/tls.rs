@@ -76,7 +76,7 @@ async fn negotiated_protocol(addr: &str, ca: &Path) -> Option<Vec<u8>> {
 }
 
 #[tokio::test]
-async fn issue_12_tls_serves_https_with_h2_and_the_cli_trusts_only_what_it_is_told() {
+async fn issue_12_tls_serves_https_with_h2_grpc_included_and_the_cli_trusts_only_what_it_is_told() {
     let dir = tempfile::tempdir().unwrap();
     certificates(dir.path());
     let cert = dir.path().join("server.pem");
@@ -104,6 +104,25 @@ async fn issue_12_tls_serves_https_with_h2_and_the_cli_trusts_only_what_it_is_to
         negotiated_protocol(&addr, &ca).await.as_deref(),
         Some(&b"h2"[..])
     );
+
+    // The BuildService over the same TLS port (HTTP/2 by ALPN), from
+    // Python grpcio trusting the CA.
+    let python = python_venv("grpc", GRPC_PYTHON_PACKAGES);
+    let grpc = Command::new(python)
+        .arg(workspace().join("tests/grpc/over_tls.py"))
+        .args([&addr, ca.to_str().unwrap(), &token])
+        .arg(workspace())
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        grpc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grpc.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&grpc.stdout).unwrap();
+    assert_eq!(report["health"], "SERVING");
+    assert_eq!(report["builds"], 0);
 
     // With the CA the CLI works, by flag or environment.
     let listed = org_list(&url, &token, &["--ca-cert", ca.to_str().unwrap()], &[]);

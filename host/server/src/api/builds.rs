@@ -506,41 +506,81 @@ pub(super) fn decode_inline_zip(encoded: &str) -> Result<Vec<u8>, ApiError> {
     Ok(zip)
 }
 
-pub fn get(state: &ApiState, caller: &Caller, build_id: &str) -> Result<Response<Body>, ApiError> {
+/// GetBuild: `org`'s build (another organization's is not found).
+pub fn get(state: &ApiState, org: &str, build_id: &str) -> Result<kiln_api::Build, ApiError> {
     let record = state
         .store
-        .build_for_org(&caller.org, build_id)?
+        .build_for_org(org, build_id)?
         .ok_or_else(|| ApiError::not_found(&format!("build {build_id}")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &kiln_api::Build::from(&record),
+    Ok(kiln_api::Build::from(&record))
+}
+
+/// What ListBuilds was asked for, from a query string or a gRPC request.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    /// 0: the default page size.
+    pub page_size: u64,
+    /// The previous page's `nextPageToken`; empty: the first page.
+    pub page_token: String,
+    pub status: Option<BuildStatus>,
+    pub name: Option<String>,
+    pub branch: Option<String>,
+    pub project_id: Option<String>,
+}
+
+/// ListBuilds: a page of `org`'s builds, newest first.
+pub fn list_page(
+    state: &ApiState,
+    org: &str,
+    query: ListQuery,
+) -> Result<kiln_api::BuildList, ApiError> {
+    // 0 (or absent) means the default, as is usual for page sizes.
+    let page_size = match query.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n <= MAX_PAGE_SIZE as u64 => n as usize,
+        _ => return Err(page_size_error()),
+    };
+    let before = match query.page_token.as_str() {
+        "" => None,
+        token => Some(token.parse::<u64>().map_err(|_| {
+            ApiError::bad_request("`pageToken` is not one this server gave out; use the `nextPageToken` of the previous page")
+        })?),
+    };
+    let filter = ListFilter {
+        status: query.status,
+        name: query.name,
+        branch: query.branch.filter(|b| !b.is_empty()),
+        project_id: query.project_id.filter(|p| !p.is_empty()),
+        before_seq: before,
+    };
+    let builds = state.store.list_builds(org, &filter, page_size)?;
+    let next = if builds.len() == page_size {
+        builds.last().map(|r| r.seq.to_string())
+    } else {
+        None
+    };
+    Ok(kiln_api::BuildList {
+        builds: builds.iter().map(Into::into).collect(),
+        next_page_token: next.unwrap_or_default(),
+    })
+}
+
+fn page_size_error() -> ApiError {
+    ApiError::bad_request(format!(
+        "`pageSize` must be a number from 1 to {MAX_PAGE_SIZE} (0 or absent: {DEFAULT_PAGE_SIZE})"
     ))
 }
 
+/// ListBuilds over REST: the query string is the [`ListQuery`].
 pub fn list(
     state: &ApiState,
     caller: &Caller,
     request: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let params = query_params(request);
-    // 0 (or absent) means the default, as is usual for page sizes.
+    let mut params = query_params(request);
     let page_size = match params.get("pageSize") {
-        None => DEFAULT_PAGE_SIZE,
-        Some(v) => match v.parse::<usize>() {
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(n) if n <= MAX_PAGE_SIZE => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "`pageSize` must be a number from 1 to {MAX_PAGE_SIZE} (0 or absent: {DEFAULT_PAGE_SIZE})"
-                )))
-            }
-        },
-    };
-    let before = match params.get("pageToken").filter(|t| !t.is_empty()) {
-        None => None,
-        Some(token) => Some(token.parse::<u64>().map_err(|_| {
-            ApiError::bad_request("`pageToken` is not one this server gave out; use the `nextPageToken` of the previous page")
-        })?),
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| page_size_error())?,
     };
     let status: Option<BuildStatus> = match params.get("status") {
         None => None,
@@ -550,36 +590,29 @@ pub fn list(
             ))
         })?),
     };
-    let filter = ListFilter {
+    let query = ListQuery {
+        page_size,
+        page_token: params.remove("pageToken").unwrap_or_default(),
         status,
-        name: params.get("name").cloned(),
-        branch: params.get("branch").cloned().filter(|b| !b.is_empty()),
-        project_id: params.get("projectId").cloned().filter(|p| !p.is_empty()),
-        before_seq: before,
-    };
-    let builds = state.store.list_builds(&caller.org, &filter, page_size)?;
-    let next = if builds.len() == page_size {
-        builds.last().map(|r| r.seq.to_string())
-    } else {
-        None
+        name: params.remove("name"),
+        branch: params.remove("branch"),
+        project_id: params.remove("projectId"),
     };
     Ok(json_response(
         StatusCode::OK,
-        &kiln_api::BuildList {
-            builds: builds.iter().map(Into::into).collect(),
-            next_page_token: next.unwrap_or_default(),
-        },
+        &list_page(state, &caller.org, query)?,
     ))
 }
 
+/// CancelBuild: `org`'s pending or running build; a finished one is 409.
 pub async fn cancel(
     state: &ApiState,
-    caller: &Caller,
+    org: &str,
     build_id: &str,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<kiln_api::Build, ApiError> {
     let record = state
         .store
-        .build_for_org(&caller.org, build_id)?
+        .build_for_org(org, build_id)?
         .ok_or_else(|| ApiError::not_found(&format!("build {build_id}")))?;
     if record.status.is_finished() {
         return Err(ApiError::new(
@@ -591,10 +624,7 @@ pub async fn cancel(
         ));
     }
     let updated = stop(state, build_id, None).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &kiln_api::Build::from(&updated),
-    ))
+    Ok(kiln_api::Build::from(&updated))
 }
 
 /// Cancel a build: a pending one in place (a worker that pops it later

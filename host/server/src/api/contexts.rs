@@ -4,6 +4,7 @@
 //! Uploads are per organization; another organization's id does not exist.
 
 use chrono::Utc;
+use futures_util::{StreamExt, TryStreamExt};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -71,6 +72,7 @@ fn hash_and_write(
 /// UploadBuildContext's name among operations with idempotency keys.
 const OPERATION: &str = "uploadBuildContext";
 
+/// UploadBuildContext over REST: the request body is the archive.
 pub async fn upload(
     state: &ApiState,
     caller: &Caller,
@@ -80,6 +82,50 @@ pub async fn upload(
     // A retry of an answered upload is only hashed, not written, so it
     // gets its first answer even on a server now low on disk.
     let replaying = keyed.as_ref().is_some_and(|k| k.has_answer());
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunks = request
+        .into_body()
+        .into_data_stream()
+        .map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")));
+    let received = receive(state, replaying, declared, chunks).await?;
+    // The same bytes are the same context anyway; the key only has to
+    // refuse other bytes.
+    if let Some(keyed) = &keyed {
+        if let Some(first) = keyed.replay(&received.sha256)? {
+            return Ok(first);
+        }
+    }
+    let record = keep(state, &caller.org, received).await?;
+    let answer = kiln_api::UploadedContext::from(&record);
+    if let Some(keyed) = &keyed {
+        keyed.remember(state, &record.sha256, StatusCode::CREATED, &answer)?;
+    }
+    state.store.flush().await?;
+    Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+/// An upload received in full: hashed, checked, and (unless it was only
+/// hashed for a replay) written to a temporary file removed on drop.
+pub struct Received {
+    partial: PartialFile,
+    size: u64,
+    format: &'static str,
+    sha256: String,
+}
+
+/// Receive an upload's bytes as they arrive (`declared`: the size the
+/// client announced, if it did), from a REST body or a gRPC stream alike:
+/// size-limited, hashed and written on a blocking thread, never held whole.
+pub async fn receive(
+    state: &ApiState,
+    replaying: bool,
+    declared: Option<u64>,
+    chunks: impl futures_util::Stream<Item = Result<bytes::Bytes, ApiError>>,
+) -> Result<Received, ApiError> {
     if !replaying {
         super::check_free_disk(state)?;
     }
@@ -92,15 +138,8 @@ pub async fn upload(
             ),
         )
     };
-    if let Some(length) = request
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if length > limit {
-            return Err(too_large());
-        }
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
     }
     let dir = state.config.data_dir.join("contexts");
     let tmp_dir = dir.join("tmp");
@@ -111,7 +150,7 @@ pub async fn upload(
         .await
         .map_err(ApiError::internal)?;
     let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
-    let mut partial = PartialFile(Some(tmp.clone()));
+    let partial = PartialFile(Some(tmp.clone()));
     let file = match replaying {
         true => None,
         false => Some(std::fs::File::create(&tmp).map_err(ApiError::io)?),
@@ -119,17 +158,13 @@ pub async fn upload(
     // Receiving runs here; hashing and writing on a blocking thread of
     // their own, so the two overlap (in one task they took turns, and the
     // upload ran at half a plain copy's speed).
-    let (chunks, received) = tokio::sync::mpsc::channel::<bytes::Bytes>(UPLOAD_CHUNKS_IN_FLIGHT);
+    let (sender, received) = tokio::sync::mpsc::channel::<bytes::Bytes>(UPLOAD_CHUNKS_IN_FLIGHT);
     let sink = tokio::task::spawn_blocking(move || hash_and_write(received, file));
     let mut size: u64 = 0;
     let mut head: Vec<u8> = Vec::with_capacity(512);
-    let mut body = request.into_body();
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
+    let mut chunks = std::pin::pin!(chunks);
+    while let Some(data) = chunks.next().await {
+        let data = data?;
         size += data.len() as u64;
         if size > limit {
             return Err(too_large());
@@ -138,12 +173,12 @@ pub async fn upload(
             let take = (512 - head.len()).min(data.len());
             head.extend_from_slice(&data[..take]);
         }
-        if chunks.send(data).await.is_err() {
+        if sender.send(data).await.is_err() {
             // The writer stopped: its error is the answer.
             break;
         }
     }
-    drop(chunks);
+    drop(sender);
     let digest = sink
         .await
         .map_err(ApiError::internal)?
@@ -158,36 +193,39 @@ pub async fn upload(
             "the upload is not a tar, tar.gz or zip archive (by its first bytes); e.g. `tar -czf - -C DIR .`",
         )
     })?;
-    let sha256 = hex::encode(digest);
-    // The same bytes are the same context anyway; the key only has to
-    // refuse other bytes.
-    if let Some(keyed) = &keyed {
-        if let Some(first) = keyed.replay(&sha256)? {
-            return Ok(first);
+    Ok(Received {
+        partial,
+        size,
+        format,
+        sha256: hex::encode(digest),
+    })
+}
+
+/// Keep a received upload as `org`'s context (its bytes stored once per
+/// content); the caller flushes the store before answering.
+pub async fn keep(
+    state: &ApiState,
+    org: &str,
+    mut received: Received,
+) -> Result<ContextRecord, ApiError> {
+    let blob = blob_path(&state.config.data_dir, &received.sha256);
+    if tokio::fs::metadata(&blob).await.is_err() {
+        if let Some(tmp) = received.partial.0.take() {
+            tokio::fs::rename(&tmp, &blob)
+                .await
+                .map_err(ApiError::internal)?;
         }
     }
-    let blob = blob_path(&state.config.data_dir, &sha256);
-    if tokio::fs::metadata(&blob).await.is_err() {
-        tokio::fs::rename(&tmp, &blob)
-            .await
-            .map_err(ApiError::internal)?;
-        partial.0 = None;
-    }
     let record = ContextRecord {
-        context_id: format!("ctx-{}", &sha256[..32]),
-        sha256,
-        size_bytes: size,
-        format: format.to_string(),
+        context_id: format!("ctx-{}", &received.sha256[..32]),
+        sha256: received.sha256.clone(),
+        size_bytes: received.size,
+        format: received.format.to_string(),
         create_time: Utc::now(),
     };
-    state.store.put_context(&caller.org, &record)?;
-    let answer = kiln_api::UploadedContext::from(&record);
-    if let Some(keyed) = &keyed {
-        keyed.remember(state, &record.sha256, StatusCode::CREATED, &answer)?;
-    }
-    state.store.flush().await?;
-    tracing::info!(org = %caller.org, context_id = %record.context_id, size, format, "context uploaded");
-    Ok(json_response(StatusCode::CREATED, &answer))
+    state.store.put_context(org, &record)?;
+    tracing::info!(org, context_id = %record.context_id, size = received.size, format = received.format, "context uploaded");
+    Ok(record)
 }
 
 pub fn get(

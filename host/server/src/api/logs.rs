@@ -45,16 +45,14 @@ fn flag(params: &std::collections::HashMap<String, String>, name: &str) -> Resul
     }
 }
 
+/// StreamBuildLogs over REST: NDJSON, or Server-Sent Events for a client
+/// that accepts `text/event-stream`.
 pub fn stream(
     state: &ApiState,
     caller: &Caller,
     build_id: &str,
     request: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let record = state
-        .store
-        .build_for_org(&caller.org, build_id)?
-        .ok_or_else(|| ApiError::not_found(&format!("build {build_id}")))?;
     let params = query_params(request);
     let from_start = flag(&params, "fromStart")?;
     let follow = flag(&params, "follow")?;
@@ -74,36 +72,21 @@ pub fn stream(
             })
         })
         .transpose()?;
-    let after = match (resume, from_start) {
-        (Some(seq), _) => seq,
-        (None, true) => 0,
-        // "From now": after the last durable line of a running build; a
-        // finished build has nothing more to say.
-        (None, false) if record.status.is_finished() => state.store.last_log_seq(build_id)?,
-        (None, false) => *state.hub.subscribe(build_id).borrow(),
-    };
     let format = match request.headers().get(hyper::header::ACCEPT) {
         Some(accept) if accept.to_str().unwrap_or("").contains("text/event-stream") => Format::Sse,
         _ => Format::Ndjson,
     };
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(FOLLOWER_BUFFER);
-    let store = state.store.clone();
-    let hub = state.hub.clone();
-    let build_id = record.build_id.clone();
-    let holder = TokenHolder {
-        token: caller.token.clone(),
-        revocations: state.store.revocations(),
+    let start = LogStart {
+        from_start,
+        after_seq: resume,
+        follow,
     };
-    tokio::spawn(async move {
-        if let Err(e) = follow_log(store, hub, build_id, after, follow, format, holder, tx).await {
-            tracing::debug!("log stream ended early: {e}");
-        }
-    });
+    let frames = open(state, caller, build_id, start, Frames { format, follow })?;
     let content_type = match format {
         Format::Sse => "text/event-stream",
         Format::Ndjson => "application/x-ndjson",
     };
-    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(frames)).boxed();
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(hyper::header::CONTENT_TYPE, content_type)
@@ -112,12 +95,113 @@ pub fn stream(
         .unwrap())
 }
 
-fn frame(line: &LogLine, format: Format) -> Bytes {
-    let json = serde_json::to_string(&kiln_api::LogLine::from(line)).expect("log lines serialize");
-    Bytes::from(match format {
-        Format::Ndjson => format!("{json}\n"),
-        Format::Sse => format!("id: {}\nevent: log\ndata: {json}\n\n", line.seq),
-    })
+/// Where a log stream starts and whether it follows the build.
+#[derive(Debug, Clone, Copy)]
+pub struct LogStart {
+    /// From the first line (unless `after_seq` is given).
+    pub from_start: bool,
+    /// Right after this line: a dropped stream's resumption.
+    pub after_seq: Option<u64>,
+    /// Keep the stream open until the build finishes.
+    pub follow: bool,
+}
+
+/// How a transport writes a log stream: batches of lines, its end, and
+/// the revocation of the token it was opened with.
+pub trait LogEncoder: Send + Sync + 'static {
+    type Item: Send + 'static;
+    /// The items for a batch of lines, in order.
+    fn lines(&self, lines: &[LogLine]) -> Vec<Self::Item>;
+    /// What ends a stream whose build finished, if anything.
+    fn end(&self) -> Option<Self::Item>;
+    /// What ends a stream whose token was revoked, if anything.
+    fn revoked(&self) -> Option<Self::Item>;
+}
+
+/// Open `org`'s build's log as `encoder` writes it: the items arrive on the
+/// receiver as the stored log is read and new lines become durable; it
+/// closes when the stream ends (and the follower stops when it is dropped).
+pub fn open<E: LogEncoder>(
+    state: &ApiState,
+    caller: &Caller,
+    build_id: &str,
+    start: LogStart,
+    encoder: E,
+) -> Result<mpsc::Receiver<E::Item>, ApiError> {
+    let record = state
+        .store
+        .build_for_org(&caller.org, build_id)?
+        .ok_or_else(|| ApiError::not_found(&format!("build {build_id}")))?;
+    let after = match (start.after_seq, start.from_start) {
+        (Some(seq), _) => seq,
+        (None, true) => 0,
+        // "From now": after the last durable line of a running build; a
+        // finished build has nothing more to say.
+        (None, false) if record.status.is_finished() => state.store.last_log_seq(build_id)?,
+        (None, false) => *state.hub.subscribe(build_id).borrow(),
+    };
+    let (tx, rx) = mpsc::channel::<E::Item>(FOLLOWER_BUFFER);
+    let follower = Follower {
+        store: state.store.clone(),
+        hub: state.hub.clone(),
+        build_id: record.build_id.clone(),
+        follow: start.follow,
+        holder: TokenHolder {
+            token: caller.token.clone(),
+            revocations: state.store.revocations(),
+        },
+        encoder,
+        tx,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = follower.run(after).await {
+            tracing::debug!("log stream ended early: {e}");
+        }
+    });
+    Ok(rx)
+}
+
+/// REST's frames: NDJSON lines, or SSE events (`id` is the line's `seq`,
+/// so a reconnecting EventSource resumes by `Last-Event-ID`).
+struct Frames {
+    format: Format,
+    follow: bool,
+}
+
+impl LogEncoder for Frames {
+    type Item = Result<Frame<Bytes>, Infallible>;
+
+    fn lines(&self, lines: &[LogLine]) -> Vec<Self::Item> {
+        // One frame per batch: fewer wakeups for the client and us.
+        let mut chunk = Vec::new();
+        for line in lines {
+            let json =
+                serde_json::to_string(&kiln_api::LogLine::from(line)).expect("log lines serialize");
+            match self.format {
+                Format::Ndjson => chunk.extend_from_slice(format!("{json}\n").as_bytes()),
+                Format::Sse => chunk.extend_from_slice(
+                    format!("id: {}\nevent: log\ndata: {json}\n\n", line.seq).as_bytes(),
+                ),
+            }
+        }
+        vec![Ok(Frame::data(Bytes::from(chunk)))]
+    }
+
+    fn end(&self) -> Option<Self::Item> {
+        let end = Bytes::from_static(b"event: end\ndata: {}\n\n");
+        matches!((self.format, self.follow), (Format::Sse, true)).then(|| Ok(Frame::data(end)))
+    }
+
+    fn revoked(&self) -> Option<Self::Item> {
+        let Format::Sse = self.format else {
+            return None;
+        };
+        let error =
+            kiln_api::ErrorBody::new(401, "the token this stream was opened with was revoked");
+        let data = serde_json::to_string(&error).expect("errors serialize");
+        let event = Bytes::from(format!("event: error\ndata: {data}\n\n"));
+        Some(Ok(Frame::data(event)))
+    }
 }
 
 /// The token a stream was opened with: the stream ends when it is revoked.
@@ -134,38 +218,6 @@ enum FollowError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Send every stored line after `after` up to `up_to`; returns the last
-/// sequence sent.
-async fn drain(
-    store: &Store,
-    build_id: &str,
-    mut after: u64,
-    up_to: u64,
-    format: Format,
-    tx: &mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
-) -> Result<u64, FollowError> {
-    loop {
-        let lines = store.log_lines(build_id, after, up_to, BATCH)?;
-        let full = lines.len() == BATCH;
-        if let Some(last) = lines.last() {
-            after = last.seq;
-        }
-        // One frame per batch: fewer wakeups for the client and us.
-        if !lines.is_empty() {
-            let mut chunk = Vec::new();
-            for line in &lines {
-                chunk.extend_from_slice(&frame(line, format));
-            }
-            tx.send(Ok(Frame::data(Bytes::from(chunk))))
-                .await
-                .map_err(|_| FollowError::ClientGone)?;
-        }
-        if !full {
-            return Ok(after);
-        }
-    }
-}
-
 /// Whether the build has finished. A finished record implies its whole log
 /// is durable: the scheduler flushes the log before it finishes the record.
 fn finished(store: &Store, build_id: &str) -> Result<bool, FollowError> {
@@ -175,70 +227,96 @@ fn finished(store: &Store, build_id: &str) -> Result<bool, FollowError> {
         .unwrap_or(true))
 }
 
-// One call site; the arguments are the stream's whole state.
-#[allow(clippy::too_many_arguments)]
-async fn follow_log(
+/// One open log stream: the build's stored lines, then its new ones.
+struct Follower<E: LogEncoder> {
     store: Store,
     hub: LogHub,
     build_id: String,
-    mut after: u64,
     follow: bool,
-    format: Format,
-    mut holder: TokenHolder,
-    tx: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
-) -> Result<(), FollowError> {
-    let mut updates = hub.subscribe(&build_id);
-    // The record is read only when it may have changed (at the start, when
-    // the writer's channel closes, and on the periodic re-check), not on
-    // every new line: with hundreds of followers that read dominated.
-    let mut check_record = true;
-    let result = async {
+    holder: TokenHolder,
+    encoder: E,
+    tx: mpsc::Sender<E::Item>,
+}
+
+impl<E: LogEncoder> Follower<E> {
+    async fn send(&self, items: impl IntoIterator<Item = E::Item>) -> Result<(), FollowError> {
+        for item in items {
+            self.tx
+                .send(item)
+                .await
+                .map_err(|_| FollowError::ClientGone)?;
+        }
+        Ok(())
+    }
+
+    /// Send every stored line after `after` up to `up_to`; returns the
+    /// last sequence sent.
+    async fn drain(&self, mut after: u64, up_to: u64) -> Result<u64, FollowError> {
         loop {
-            if check_record {
-                if finished(&store, &build_id)? {
-                    drain(&store, &build_id, after, u64::MAX, format, &tx).await?;
-                    if let (Format::Sse, true) = (format, follow) {
-                        let end = Bytes::from_static(b"event: end\ndata: {}\n\n");
-                        let _ = tx.send(Ok(Frame::data(end))).await;
+            let lines = self.store.log_lines(&self.build_id, after, up_to, BATCH)?;
+            let full = lines.len() == BATCH;
+            if let Some(last) = lines.last() {
+                after = last.seq;
+            }
+            if !lines.is_empty() {
+                self.send(self.encoder.lines(&lines)).await?;
+            }
+            if !full {
+                return Ok(after);
+            }
+        }
+    }
+
+    async fn run(mut self, mut after: u64) -> Result<(), FollowError> {
+        let build_id = self.build_id.clone();
+        let hub = self.hub.clone();
+        let mut updates = hub.subscribe(&build_id);
+        // The record is read only when it may have changed (at the start,
+        // when the writer's channel closes, and on the periodic re-check),
+        // not on every new line: with hundreds of followers that read
+        // dominated.
+        let mut check_record = true;
+        let result = async {
+            loop {
+                if check_record {
+                    if finished(&self.store, &build_id)? {
+                        self.drain(after, u64::MAX).await?;
+                        let _ = self.send(self.encoder.end()).await;
+                        return Ok(());
                     }
+                    check_record = false;
+                }
+                // Only durable lines are served while the build runs.
+                let durable = *updates.borrow_and_update();
+                after = self.drain(after, durable).await?;
+                if !self.follow {
                     return Ok(());
                 }
-                check_record = false;
-            }
-            // Only durable lines are served while the build runs.
-            let durable = *updates.borrow_and_update();
-            after = drain(&store, &build_id, after, durable, format, &tx).await?;
-            if !follow {
-                return Ok(());
-            }
-            tokio::select! {
-                changed = updates.changed() => {
-                    if changed.is_err() {
-                        // The writer is gone: the build ended. A fresh channel
-                        // keeps this loop from spinning on a closed one.
-                        updates = hub.subscribe(&build_id);
-                        check_record = true;
-                    }
-                }
-                _ = tokio::time::sleep(RECHECK) => check_record = true,
-                _ = tx.closed() => return Err(FollowError::ClientGone),
-                revoked = holder.revocations.changed() => {
-                    // A revocation (or the store closing): is it ours?
-                    if revoked.is_err() || store.token(&holder.token)?.is_none() {
-                        if let Format::Sse = format {
-                            let error = kiln_api::ErrorBody::new(401, "the token this stream was opened with was revoked");
-                            let data = serde_json::to_string(&error).expect("errors serialize");
-                            let event = Bytes::from(format!("event: error\ndata: {data}\n\n"));
-                            let _ = tx.send(Ok(Frame::data(event))).await;
+                tokio::select! {
+                    changed = updates.changed() => {
+                        if changed.is_err() {
+                            // The writer is gone: the build ended. A fresh
+                            // channel keeps this loop from spinning on a
+                            // closed one.
+                            updates = hub.subscribe(&build_id);
+                            check_record = true;
                         }
-                        return Ok(());
+                    }
+                    _ = tokio::time::sleep(RECHECK) => check_record = true,
+                    _ = self.tx.closed() => return Err(FollowError::ClientGone),
+                    revoked = self.holder.revocations.changed() => {
+                        // A revocation (or the store closing): is it ours?
+                        if revoked.is_err() || self.store.token(&self.holder.token)?.is_none() {
+                            let _ = self.send(self.encoder.revoked()).await;
+                            return Ok(());
+                        }
                     }
                 }
             }
         }
+        .await;
+        drop(updates);
+        hub.release_if_idle(&build_id);
+        result
     }
-    .await;
-    drop(updates);
-    hub.release_if_idle(&build_id);
-    result
 }

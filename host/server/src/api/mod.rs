@@ -12,6 +12,11 @@
 //! * [`views`] — storage records into `kiln-api`'s wire types (the only
 //!   shapes the API answers with).
 //!
+//! The gRPC BuildService (`crate::grpc`) calls the same functions
+//! (`builds::accept`, `builds::get`, `builds::list_page`, `builds::cancel`,
+//! `contexts::receive`/`keep`, `logs::open`, `secrets::save_secrets`), so
+//! both transports follow one set of rules.
+//!
 //! Request and answer types, and the rules a well-formed request follows
 //! ([`validate`]), live in `kiln-api`, shared with the CLI.
 //!

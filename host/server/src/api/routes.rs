@@ -37,9 +37,8 @@ impl Caller {
 /// The token of an `Authorization: Bearer <token>` header, if the request
 /// has one. The scheme name is case-insensitive (RFC 9110 §11.1): `bearer x`
 /// is as good as `Bearer x`.
-fn bearer_token(request: &Request<Incoming>) -> Option<&str> {
-    request
-        .headers()
+fn bearer_token(headers: &hyper::HeaderMap) -> Option<&str> {
+    headers
         .get(hyper::header::AUTHORIZATION)?
         .to_str()
         .ok()?
@@ -49,14 +48,16 @@ fn bearer_token(request: &Request<Incoming>) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-fn authenticate(state: &ApiState, request: &Request<Incoming>) -> Result<Caller, ApiError> {
+/// The caller a request's `Authorization: Bearer <token>` names: REST
+/// headers and gRPC metadata alike (gRPC metadata is HTTP/2 headers).
+pub fn authenticate(state: &ApiState, headers: &hyper::HeaderMap) -> Result<Caller, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-    if !request.headers().contains_key(hyper::header::AUTHORIZATION) {
+    if !headers.contains_key(hyper::header::AUTHORIZATION) {
         return Err(unauthorized(
             "missing `Authorization: Bearer <token>` header",
         ));
     }
-    let token = bearer_token(request)
+    let token = bearer_token(headers)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     let record = state
         .store
@@ -301,12 +302,18 @@ async fn route(
             _ => super::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         });
     }
-    let caller = authenticate(&state, &request)?;
+    let caller = authenticate(&state, request.headers())?;
     match route {
         Route::CreateBuild => builds::create(&state, &caller, request).await,
         Route::ListBuilds => builds::list(&state, &caller, &request),
-        Route::GetBuild(id) => builds::get(&state, &caller, id),
-        Route::CancelBuild(id) => builds::cancel(&state, &caller, id).await,
+        Route::GetBuild(id) => Ok(super::json_response(
+            StatusCode::OK,
+            &builds::get(&state, &caller.org, id)?,
+        )),
+        Route::CancelBuild(id) => Ok(super::json_response(
+            StatusCode::OK,
+            &builds::cancel(&state, &caller.org, id).await?,
+        )),
         Route::BuildLogs(id) => logs::stream(&state, &caller, id, &request),
         Route::UploadContext => contexts::upload(&state, &caller, request).await,
         Route::GetContext(id) => contexts::get(&state, &caller, id),
@@ -332,7 +339,10 @@ async fn route(
         Route::ResetOrgRegistry(org) => orgs::reset_registry(&state, &caller, org).await,
         Route::RevokeToken(org, id) => orgs::revoke_token(&state, &caller, org, id),
         Route::SaveSecrets => secrets::save(&state, &caller, request).await,
-        Route::ListSecrets => secrets::list(&state, &caller).await,
+        Route::ListSecrets => Ok(super::json_response(
+            StatusCode::OK,
+            &secrets::masked(&state, &caller.org).await?,
+        )),
         Route::DeleteSecret(kind, name) => secrets::delete(&state, &caller, kind, name).await,
         Route::CollectGarbage => orgs::collect_garbage(&state, &caller, request).await,
         Route::Healthz | Route::Metrics | Route::OpenApi | Route::PushHook(_) => {
@@ -349,7 +359,7 @@ fn check_metrics_token(state: &ApiState, request: &Request<Incoming>) -> Result<
     let Some(expected) = &state.config.metrics_token else {
         return Ok(());
     };
-    let given = bearer_token(request).unwrap_or_default();
+    let given = bearer_token(request.headers()).unwrap_or_default();
     // Digests compared, not the tokens: the comparison's time says nothing
     // about how much of a guess was right.
     if Sha256::digest(given.as_bytes()) == Sha256::digest(expected.as_bytes()) {

@@ -52,7 +52,8 @@ pub(super) async fn saved_build_secrets(
     Ok(names.remove(&SecretKind::Build).unwrap_or_default())
 }
 
-async fn masked(state: &ApiState, org: &str) -> Result<kiln_api::MaskedSecrets, ApiError> {
+/// Every saved name of `org`'s, each value `***`.
+pub async fn masked(state: &ApiState, org: &str) -> Result<kiln_api::MaskedSecrets, ApiError> {
     let names = state.secrets.names(org).await.map_err(store_error)?;
     let named = |kind: SecretKind| names.get(&kind).into_iter().flatten().cloned();
     let credentials = |kind| {
@@ -81,6 +82,19 @@ pub async fn save(
         || ApiError::bad_request("the request body is over 1 MiB"),
     )
     .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &save_secrets(state, &caller.org, save).await?,
+    ))
+}
+
+/// SaveBuildSecrets: set or remove what `save` names (all checked before
+/// anything changes); answers every saved name, masked.
+pub async fn save_secrets(
+    state: &ApiState,
+    org: &str,
+    save: kiln_api::SaveSecretsRequest,
+) -> Result<kiln_api::MaskedSecrets, ApiError> {
     // Check everything before changing anything.
     for (group, entries) in [
         ("registryCredentials", &save.registry_credentials),
@@ -103,7 +117,6 @@ pub async fn save(
         }
     }
     let secrets = &state.secrets;
-    let org = &caller.org;
     for (kind, entries) in [
         (SecretKind::Registry, &save.registry_credentials),
         (SecretKind::Git, &save.git_credentials),
@@ -143,14 +156,7 @@ pub async fn save(
         }
     }
     state.store.flush().await?;
-    Ok(json_response(StatusCode::OK, &masked(state, org).await?))
-}
-
-pub async fn list(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
-    Ok(json_response(
-        StatusCode::OK,
-        &masked(state, &caller.org).await?,
-    ))
+    masked(state, org).await
 }
 
 pub async fn delete(
