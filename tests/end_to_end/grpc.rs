@@ -145,6 +145,16 @@ async fn a_python_grpc_client_uses_every_rpc_with_the_rest_apis_rules() {
         report["too_short_secret"],
         rest_short.error_message().as_str()
     );
+    let zip_too_big = report["zip_too_big"].as_str().unwrap();
+    assert!(
+        zip_too_big.contains("inline contexts are limited to 4 MiB"),
+        "{zip_too_big}"
+    );
+    let message_too_big = report["message_too_big"].as_str().unwrap();
+    assert!(
+        message_too_big.contains("the limit is: 8388608 bytes"),
+        "{message_too_big}"
+    );
     for field in ["two_contexts", "bad_tag", "empty_upload"] {
         assert!(
             !report[field].as_str().unwrap().is_empty(),

@@ -19,6 +19,7 @@ mod projects;
 mod registries;
 mod retention;
 mod secrets;
+mod signing;
 mod uploaded_contexts;
 mod webhooks;
 mod wizard;

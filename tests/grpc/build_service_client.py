@@ -153,6 +153,7 @@ assert hello_build.metrics.duration_ms > 0 and hello_build.metrics.layer_count >
 assert hello_build.request.build_args["GREETING"] == "hello over gRPC"
 assert hello_build.HasField("finish_time") and hello_build.finish_time.seconds > 0
 assert all(SECRET_VALUE not in l["line"] for l in lines)
+assert [a.kind for a in hello_build.attachments] == ["signature"], hello_build.attachments
 report["hello"] = {
     "build_id": created.build_id,
     "number": created.number,
@@ -282,6 +283,17 @@ report["bad_tag"] = expect_error(
     grpc.StatusCode.INVALID_ARGUMENT, stub.CreateBuild,
     pb.CreateBuildRequest(name="tags", zipped_code=hello.getvalue(), tags=["no spaces"]),
     metadata=auth)
+
+# Sizes: a 5 MiB zip is over the inline limit (the REST rule and message);
+# a 9 MiB message is over the server's message limit, said by gRPC itself
+# (tonic answers OUT_OF_RANGE, naming the size and the limit).
+report["zip_too_big"] = expect_error(
+    grpc.StatusCode.INVALID_ARGUMENT, stub.CreateBuild,
+    pb.CreateBuildRequest(name="big", zipped_code=b"PK\x03\x04" + os.urandom(5 << 20)),
+    metadata=auth)
+report["message_too_big"] = expect_error(
+    grpc.StatusCode.OUT_OF_RANGE, stub.CreateBuild,
+    pb.CreateBuildRequest(name="huge", zipped_code=os.urandom(9 << 20)), metadata=auth)
 
 # --- The standard services generic tools use.
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402

@@ -208,6 +208,10 @@ pub struct Build {
     /// ran; absent where the engine path measures none (BuildKit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// What was pushed beside the image: its signature (cosign's format,
+    /// under the `sha256-<digest>.sig` tag).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
     pub create_time: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<DateTime<Utc>>,
@@ -217,6 +221,19 @@ pub struct Build {
     /// is kept longer than logs are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_removed_time: Option<DateTime<Utc>>,
+}
+
+/// An artifact pushed beside a build's image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    /// `signature`.
+    pub kind: String,
+    /// Where it is: `<registry>/<repository>:sha256-<digest>.sig`.
+    pub reference: String,
+    /// Its manifest's digest.
+    pub digest: String,
 }
 
 /// An earlier attempt of a build, and how it failed.

@@ -39,9 +39,9 @@ pub use admin::{
     RegistryTarget, SaveSecretsRequest,
 };
 pub use builds::{
-    Build, BuildAccepted, BuildAttempt, BuildList, BuildSettings, BuildStatus, CreateBuildRequest,
-    Failure, FailureReason, GitSource, GitSourceRequest, LogLine, Metrics, Phases, RefKind, Source,
-    UploadedContext, WizardDetection,
+    Attachment, Build, BuildAccepted, BuildAttempt, BuildList, BuildSettings, BuildStatus,
+    CreateBuildRequest, Failure, FailureReason, GitSource, GitSourceRequest, LogLine, Metrics,
+    Phases, RefKind, Source, UploadedContext, WizardDetection,
 };
 pub use error::ErrorBody;
 pub use projects::{

@@ -62,12 +62,12 @@ follow the build with GetBuild or StreamBuildLogs.";
         list_plugins,
         save_build_secrets, list_build_secrets, delete_build_secret,
         create_org, list_orgs, create_token, revoke_token,
-        set_org_registry, get_org_registry, reset_org_registry, collect_garbage,
+        set_org_registry, get_org_registry, reset_org_registry, get_signing_key, collect_garbage,
         openapi, metrics, healthz,
     ),
     components(schemas(
         CreateBuildRequest, GitSourceRequest, BuildAccepted, Build, BuildStatus, BuildSettings,
-        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, BuildAttempt, Metrics, Phases, BuildList,
+        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, BuildAttempt, Attachment, Metrics, Phases, BuildList,
         LogLine, UploadedContext, DetectRequest, DetectAnswer, DetectedProject, PluginList,
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
         CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList, RegistryTarget,
@@ -703,6 +703,23 @@ fn set_org_registry() {}
 )]
 #[allow(dead_code)]
 fn get_org_registry() {}
+
+/// The public key an organization's images are signed with
+///
+/// Every pushed image is signed in cosign's key-based format (the
+/// signature under the image's `sha256-<digest>.sig` tag); `cosign verify
+/// --key` takes this PEM. The organization's own token or the admin token.
+#[utoipa::path(
+    get, path = "/v1/orgs/{org}/signing-key", operation_id = "getSigningKey", tag = "admin",
+    params(("org" = String, Path, description = "The organization")),
+    responses(
+        (status = 200, description = "The ECDSA P-256 public key, PEM (SubjectPublicKeyInfo)", body = String, content_type = "application/x-pem-file"),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 404, description = "No such organization (or another organization's)", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn get_signing_key() {}
 
 /// Send an organization's images to the server's registry again (admin token)
 #[utoipa::path(

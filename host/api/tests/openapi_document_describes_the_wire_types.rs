@@ -127,6 +127,11 @@ fn full_build() -> Build {
         }),
         profile_used: Some("large".into()),
         peak_memory_bytes: Some(170 << 20),
+        attachments: vec![kiln_api::Attachment {
+            kind: "signature".into(),
+            reference: "r.example/acme/team/api:sha256-0123.sig".into(),
+            digest: "sha256:4567".into(),
+        }],
         attempts: vec![BuildAttempt {
             profile: "medium".into(),
             failure: Failure {
@@ -168,6 +173,7 @@ fn bare_build() -> Build {
         profile_used: None,
         attempts: vec![],
         peak_memory_bytes: None,
+        attachments: Vec::new(),
     }
 }
 

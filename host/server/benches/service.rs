@@ -102,6 +102,7 @@ fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
             profile_used: None,
             attempts: Vec::new(),
             peak_memory_bytes: None,
+            attachments: Vec::new(),
         };
         store.create_build(record).unwrap();
         store.pop_queued_fair(None, |_| false).unwrap();

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     /// The shortest `pollIntervalSecs` a project may ask for (the poller
     /// looks at most this often).
     pub min_poll_interval_secs: u64,
+    /// Sign every pushed image with its organization's key (cosign's
+    /// format, `crate::signing`); `[signing] enabled = false` turns it off.
+    pub sign_images: bool,
     /// How completion webhooks are delivered (`[webhooks]`).
     pub webhooks: crate::webhooks::WebhookSettings,
     /// The Docker Engine: `unix:///path`, `tcp://host:port`, or empty for
@@ -240,6 +243,7 @@ impl ServerConfig {
             public_url: None,
             webhooks: Default::default(),
             min_poll_interval_secs: 60,
+            sign_images: true,
         }
     }
 }
@@ -275,6 +279,16 @@ pub struct FileConfig {
     /// `[profiles.<name>]`: the sizes of the build profiles.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileSize>,
+    /// `[signing]`: whether pushed images are signed.
+    #[serde(default)]
+    pub signing: Option<SigningConfig>,
+}
+
+/// `[signing]`: image signatures (on unless `enabled = false`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    pub enabled: bool,
 }
 
 /// `[profiles.<name>]`: one profile's size.
@@ -423,6 +437,9 @@ impl FileConfig {
             profile.nano_cpus = (size.cpus * 1e9) as u64;
         }
         config.plugin_grants = self.plugins;
+        if let Some(signing) = self.signing {
+            config.sign_images = signing.enabled;
+        }
         if let Some(image) = self.kaniko_image {
             config.kaniko_image = image;
         }

@@ -358,6 +358,7 @@ pub(super) async fn validate_create(
         profile_used: None,
         attempts: Vec::new(),
         peak_memory_bytes: None,
+        attachments: Vec::new(),
     };
     Ok((record, staged))
 }

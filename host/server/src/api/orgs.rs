@@ -146,6 +146,29 @@ pub fn get_registry(
     ))
 }
 
+/// `GET /v1/orgs/{org}/signing-key`: the public half of the key the
+/// organization's images are signed with, as PEM (`cosign verify --key`
+/// reads it). Its own token or the admin token; for any other, the
+/// organization does not exist.
+pub fn signing_key(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+) -> Result<Response<Body>, ApiError> {
+    if !caller.admin && caller.org != org {
+        return Err(ApiError::not_found(&format!("organization {org}")));
+    }
+    existing_org(state, org)?;
+    let key = crate::signing::org_key(state.secrets.local(), org).map_err(ApiError::internal)?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(hyper::header::CONTENT_TYPE, "application/x-pem-file")
+        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::from(crate::signing::public_key_pem(&key)),
+        )))
+        .unwrap())
+}
+
 /// `DELETE /v1/orgs/{org}/registry`: back to the server's registry.
 pub async fn reset_registry(
     state: &ApiState,

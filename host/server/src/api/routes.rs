@@ -118,6 +118,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/orgs/{org}/registry"),
     ("GET", "/v1/orgs/{org}/registry"),
     ("DELETE", "/v1/orgs/{org}/registry"),
+    ("GET", "/v1/orgs/{org}/signing-key"),
     ("PUT", "/v1/secrets"),
     ("GET", "/v1/secrets"),
     ("DELETE", "/v1/secrets/{kind}/{name}"),
@@ -175,6 +176,7 @@ pub enum Route<'a> {
     SetOrgRegistry(&'a str),
     GetOrgRegistry(&'a str),
     ResetOrgRegistry(&'a str),
+    SigningKey(&'a str),
     RevokeToken(&'a str, &'a str),
     SaveSecrets,
     ListSecrets,
@@ -268,6 +270,7 @@ fn route_for<'a>(method: &Method, path: &'a str) -> Result<Option<Route<'a>>, Ap
         ["v1", "orgs", org, "registry"] if is(Method::PUT) => Some(Route::SetOrgRegistry(org)),
         ["v1", "orgs", org, "registry"] if is(Method::DELETE) => Some(Route::ResetOrgRegistry(org)),
         ["v1", "orgs", org, "registry"] => is(Method::GET).then_some(Route::GetOrgRegistry(org)),
+        ["v1", "orgs", org, "signing-key"] => is(Method::GET).then_some(Route::SigningKey(org)),
         ["v1", "orgs", org, "tokens", id] => {
             is(Method::DELETE).then_some(Route::RevokeToken(org, id))
         }
@@ -337,6 +340,7 @@ async fn route(
         Route::SetOrgRegistry(org) => orgs::set_registry(&state, &caller, org, request).await,
         Route::GetOrgRegistry(org) => orgs::get_registry(&state, &caller, org),
         Route::ResetOrgRegistry(org) => orgs::reset_registry(&state, &caller, org).await,
+        Route::SigningKey(org) => orgs::signing_key(&state, &caller, org),
         Route::RevokeToken(org, id) => orgs::revoke_token(&state, &caller, org, id),
         Route::SaveSecrets => secrets::save(&state, &caller, request).await,
         Route::ListSecrets => Ok(super::json_response(

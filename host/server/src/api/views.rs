@@ -54,6 +54,7 @@ impl From<&BuildRecord> for wire::Build {
             failure: record.failure.as_ref().map(Into::into),
             profile_used: record.profile_used.clone(),
             peak_memory_bytes: record.peak_memory_bytes,
+            attachments: record.attachments.clone(),
             attempts: record
                 .attempts
                 .iter()
@@ -323,6 +324,11 @@ mod tests {
             profile_used: None,
             attempts: Vec::new(),
             peak_memory_bytes: None,
+            attachments: vec![wire::Attachment {
+                kind: "signature".into(),
+                reference: "127.0.0.1:5000/acme/app:sha256-0123.sig".into(),
+                digest: "sha256:4567".into(),
+            }],
         };
         let mut stored = serde_json::to_value(&record).unwrap();
         stored.as_object_mut().unwrap().remove("seq");

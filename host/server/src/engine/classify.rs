@@ -81,6 +81,9 @@ fn registry_unreachable(lower: &str) -> bool {
     ]
     .iter()
     .any(|symptom| lower.contains(symptom))
+        // Go's HTTP client when the registry closed the connection before
+        // answering (a registry going down): `Get "http://…/v2/": EOF`.
+        || lower.trim_end().ends_with(": eof")
 }
 
 /// Classify a failed push.
@@ -136,6 +139,13 @@ mod tests {
             "received unexpected HTTP status: 503 Service Unavailable",
         );
         assert_eq!(unavailable.reason, FailureReason::RegistryUnreachable);
+        // The registry closing the connection as it stopped (seen by the
+        // reliability suite's outage: it was PUSH_DENIED, not retried).
+        let closed = classify_push_error(
+            "127.0.0.1:37189/default/outage:latest",
+            "Docker stream error: Get \"http://127.0.0.1:37189/v2/\": EOF",
+        );
+        assert_eq!(closed.reason, FailureReason::RegistryUnreachable);
         let denied = classify_push_error(
             "r/a:b",
             "denied: requested access to the resource is denied",

@@ -1,6 +1,7 @@
 //! Reading a pushed image's manifest from its registry (the Docker
 //! Registry HTTP API v2), for builders that push by themselves (Kaniko):
-//! the digest, the stored size and the layer count.
+//! the digest, the stored size and the layer count; and pushing small OCI
+//! artifacts beside an image (its signature, `crate::signing`).
 //!
 //! Registries on loopback are spoken to over plain HTTP (as Docker Engine
 //! does); every other one over HTTPS. Basic auth and the bearer-token
@@ -147,6 +148,17 @@ async fn bearer_token(
     repository: &str,
     auth: Option<&RegistryAuth>,
 ) -> Option<String> {
+    scoped_token(client, challenge, repository, "pull", auth).await
+}
+
+/// The token handshake for `actions` (`pull`, `pull,push`) on `repository`.
+async fn scoped_token(
+    client: &reqwest::Client,
+    challenge: &str,
+    repository: &str,
+    actions: &str,
+    auth: Option<&RegistryAuth>,
+) -> Option<String> {
     let params = challenge.strip_prefix("Bearer ")?;
     let field = |name: &str| {
         params.split(',').find_map(|part| {
@@ -157,7 +169,7 @@ async fn bearer_token(
     let realm = field("realm")?;
     let query = {
         let mut query = form_urlencoded::Serializer::new(String::new());
-        query.append_pair("scope", &format!("repository:{repository}:pull"));
+        query.append_pair("scope", &format!("repository:{repository}:{actions}"));
         if let Some(service) = field("service") {
             query.append_pair("service", &service);
         }
@@ -173,6 +185,196 @@ async fn bearer_token(
         .as_str()
         .or_else(|| answer["access_token"].as_str())
         .map(str::to_string)
+}
+
+/// Why the registry did not take an artifact.
+#[derive(Debug, thiserror::Error)]
+#[error("{repository}: {message}")]
+pub struct PushError {
+    pub repository: String,
+    pub message: String,
+}
+
+/// A blob to push: its media type, bytes and annotations (in the manifest
+/// that lists it).
+pub struct Blob {
+    pub media_type: &'static str,
+    pub bytes: Vec<u8>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl Blob {
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(&self.bytes)))
+    }
+
+    fn descriptor(&self) -> serde_json::Value {
+        let mut descriptor = serde_json::json!({
+            "mediaType": self.media_type,
+            "size": self.bytes.len(),
+            "digest": self.digest(),
+        });
+        if !self.annotations.is_empty() {
+            descriptor["annotations"] = serde_json::json!(self.annotations);
+        }
+        descriptor
+    }
+}
+
+/// Push an OCI image manifest of `config` and `layers` to `repository`
+/// (`host/path`) under `tag`, blobs first (those the registry has are not
+/// sent again); answers the manifest's digest. Registries on loopback are
+/// plain HTTP, as for reading; a 401 gets the bearer handshake for
+/// `pull,push`.
+pub async fn push_manifest(
+    repository: &str,
+    tag: &str,
+    config: &Blob,
+    layers: &[Blob],
+    auth: Option<&RegistryAuth>,
+) -> Result<String, PushError> {
+    let failed = |message: String| PushError {
+        repository: repository.to_string(),
+        message,
+    };
+    let (host, path) = repository
+        .split_once('/')
+        .ok_or_else(|| failed("not a registry repository (host/path)".into()))?;
+    let mut session = Session {
+        client: reqwest::Client::new(),
+        base: format!(
+            "{}://{host}/v2/{path}",
+            if plain_http(host) { "http" } else { "https" }
+        ),
+        path: path.to_string(),
+        auth,
+        token: None,
+    };
+    for blob in std::iter::once(config).chain(layers) {
+        session.put_blob(blob).await.map_err(failed)?;
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config.descriptor(),
+        "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
+    });
+    let body = serde_json::to_vec(&manifest).expect("a manifest serializes");
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+    let url = format!("{}/manifests/{tag}", session.base);
+    let response = session
+        .send(|client| {
+            client
+                .put(&url)
+                .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+                .body(body.clone())
+        })
+        .await
+        .map_err(failed)?;
+    if !response.status().is_success() {
+        return Err(failed(format!(
+            "the registry answered {} for the manifest {tag}",
+            response.status()
+        )));
+    }
+    Ok(digest)
+}
+
+/// One repository's requests, with the credentials the organization saved.
+struct Session<'a> {
+    client: reqwest::Client,
+    /// `scheme://host/v2/path`.
+    base: String,
+    path: String,
+    auth: Option<&'a RegistryAuth>,
+    token: Option<String>,
+}
+
+impl Session<'_> {
+    /// Send a request (built again after a 401 with a bearer token).
+    async fn send(
+        &mut self,
+        request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let authorized =
+            |builder: reqwest::RequestBuilder, token: &Option<String>| match (token, self.auth) {
+                (Some(token), _) => builder.bearer_auth(token),
+                (None, Some(auth)) => builder.basic_auth(&auth.username, Some(&auth.password)),
+                (None, None) => builder,
+            };
+        let unreachable = |e: reqwest::Error| format!("cannot reach the registry: {e}");
+        let response = authorized(request(&self.client), &self.token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED || self.token.is_some() {
+            return Ok(response);
+        }
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let Some(token) =
+            scoped_token(&self.client, &challenge, &self.path, "pull,push", self.auth).await
+        else {
+            return Ok(response);
+        };
+        self.token = Some(token);
+        authorized(request(&self.client), &self.token)
+            .send()
+            .await
+            .map_err(unreachable)
+    }
+
+    async fn put_blob(&mut self, blob: &Blob) -> Result<(), String> {
+        let digest = blob.digest();
+        let head = format!("{}/blobs/{digest}", self.base);
+        if self
+            .send(|client| client.head(&head))
+            .await?
+            .status()
+            .is_success()
+        {
+            return Ok(());
+        }
+        let start = format!("{}/blobs/uploads/", self.base);
+        let started = self.send(|client| client.post(&start)).await?;
+        if started.status() != reqwest::StatusCode::ACCEPTED {
+            return Err(format!(
+                "the registry answered {} to starting an upload",
+                started.status()
+            ));
+        }
+        let location = started
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or("the registry started an upload without a Location")?;
+        // The Location may be relative to the registry.
+        let location = match reqwest::Url::parse(&self.base).and_then(|base| base.join(location)) {
+            Ok(url) => url,
+            Err(e) => return Err(format!("the upload Location {location:?}: {e}")),
+        };
+        let mut url = location;
+        url.query_pairs_mut().append_pair("digest", &digest);
+        let finished = self
+            .send(|client| {
+                client
+                    .put(url.clone())
+                    .header("Content-Type", "application/octet-stream")
+                    .body(blob.bytes.clone())
+            })
+            .await?;
+        if !finished.status().is_success() {
+            return Err(format!(
+                "the registry answered {} to the blob {digest}",
+                finished.status()
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -169,6 +169,15 @@ pub fn build(build: kiln_api::Build) -> proto::Build {
         peak_memory_bytes: build.peak_memory_bytes,
         project_id: build.project_id.unwrap_or_default(),
         org: build.org,
+        attachments: build
+            .attachments
+            .into_iter()
+            .map(|a| proto::Attachment {
+                kind: a.kind,
+                reference: a.reference,
+                digest: a.digest,
+            })
+            .collect(),
     }
 }
 

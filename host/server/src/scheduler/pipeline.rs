@@ -766,6 +766,10 @@ impl Pipeline<'_> {
                 Err(failure) if failure.reason == FailureReason::OutOfMemory && may_retry => {
                     failure
                 }
+                Ok(built) => {
+                    self.sign(&built, secrets.registry_auth.as_ref()).await?;
+                    return Ok(built);
+                }
                 done => return done,
             };
             let Some(larger) = self.config.larger_profile(&profile.name).cloned() else {
@@ -792,6 +796,53 @@ impl Pipeline<'_> {
 
     /// Change the build's record while it runs (its profile, attempts and
     /// measured peak memory).
+    /// Sign the pushed image with the organization's key and push the
+    /// signature beside it (`crate::signing`). A signature that cannot be
+    /// made or pushed leaves the image pushed and unsigned, said in the
+    /// log (as Tekton Chains marks a run it could not sign): the build did
+    /// what it was asked, and a verifier refuses the image anyway.
+    async fn sign(&self, built: &Built, auth: Option<&RegistryAuth>) -> Result<(), Failure> {
+        if !self.config.sign_images {
+            return Ok(());
+        }
+        let Some(repository) = built.image_refs.first().map(|r| image_repository(r)) else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let org = &self.record.org;
+        let signed = match crate::signing::org_key(self.secrets.local(), org) {
+            Ok(key) => {
+                crate::signing::attach_signature(&key, repository, &built.digest, auth).await
+            }
+            Err(e) => Err(e),
+        };
+        match signed {
+            Ok(attached) => {
+                self.log.system(&format!(
+                    "signed {repository}@{}: {} ({}) in {} ms",
+                    built.digest,
+                    attached.reference,
+                    attached.digest,
+                    started.elapsed().as_millis()
+                ));
+                self.update_record(|r| {
+                    r.attachments.push(kiln_api::Attachment {
+                        kind: "signature".into(),
+                        reference: attached.reference.clone(),
+                        digest: attached.digest.clone(),
+                    })
+                })
+            }
+            Err(e) => {
+                let build_id = &self.record.build_id;
+                tracing::warn!(build_id, "cannot sign the image: {e}");
+                self.log
+                    .system(&format!("the image is pushed unsigned: {e}"));
+                Ok(())
+            }
+        }
+    }
+
     fn update_record(&self, change: impl FnMut(&mut BuildRecord)) -> Result<(), Failure> {
         self.store
             .update_build(&self.record.build_id, change)
@@ -1012,5 +1063,13 @@ impl Pipeline<'_> {
             }
         }
         labels
+    }
+}
+
+/// `host/path` of `host/path:tag` (a port's colon is not a tag's).
+fn image_repository(image_ref: &str) -> &str {
+    match image_ref.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => image_ref,
     }
 }

@@ -981,6 +981,7 @@ mod tests {
                 profile_used: None,
                 attempts: Vec::new(),
                 peak_memory_bytes: None,
+                attachments: Vec::new(),
             })
             .unwrap();
     }

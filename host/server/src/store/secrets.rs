@@ -211,6 +211,34 @@ impl SecretStore {
             .map_err(|_| SecretError::Undecryptable)
     }
 
+    /// `org`'s sealed image-signing key (PKCS#8 DER), made by `make` the
+    /// first time it is asked for. It lives beside the secrets, sealed the
+    /// same way, but under a slot no secrets call lists, reads or deletes.
+    /// Two first callers at once get the same key: the first one stored.
+    pub fn signing_key(
+        &self,
+        org: &str,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, SecretError> {
+        let key = join_key(&[org.as_bytes(), b"signing-key", b"ecdsa-p256"]);
+        if let Some(stored) = self.tree.get(&key).map_err(StoreError::from)? {
+            return self.open(&key, &stored);
+        }
+        let made = make();
+        let sealed = self.seal(&key, &made)?;
+        match self
+            .tree
+            .compare_and_swap(&key, None::<&[u8]>, Some(sealed))
+            .map_err(StoreError::from)?
+        {
+            Ok(()) => Ok(made),
+            Err(lost) => {
+                let stored = lost.current.ok_or(SecretError::Undecryptable)?;
+                self.open(&key, &stored)
+            }
+        }
+    }
+
     /// Remove a value; whether it existed.
     pub fn delete(&self, org: &str, kind: SecretKind, name: &str) -> Result<bool, SecretError> {
         Ok(self

@@ -1,0 +1,102 @@
+//! Issue 19 (signatures): every pushed image is signed with its
+//! organization's key in cosign's key-based format, and the signature
+//! verifies with an implementation that is not Kiln's (Python
+//! `cryptography`, tests/signing/verify_cosign_signature.py).
+
+use std::time::Duration;
+
+use kiln_tests::*;
+
+const CRYPTOGRAPHY: &[&str] = &["cryptography==50.0.2"];
+
+/// Run the verifier for `repository@digest` with the PEM `key`.
+fn verify(repository: &str, digest: &str, key: &str) -> (bool, serde_json::Value) {
+    let python = python_venv("signing", CRYPTOGRAPHY);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&key_file, key).unwrap();
+    let output = std::process::Command::new(python)
+        .arg(workspace().join("tests/signing/verify_cosign_signature.py"))
+        .args([REGISTRY, repository, digest])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), report)
+}
+
+#[tokio::test]
+async fn issue_19_pushed_images_carry_a_cosign_signature_that_verifies_elsewhere() {
+    let t = TestServer::start().await;
+    let name = unique_name("signed");
+    let build_id = t.create_build(&hello_request(&name)).await;
+    let build = t.wait_succeeded(&build_id, Duration::from_secs(180)).await;
+    let digest = build["digest"].as_str().unwrap().to_string();
+    let repository = format!("default/{name}");
+    let attachment = &build["attachments"][0];
+    assert_eq!(attachment["kind"], "signature", "{build}");
+    assert_eq!(
+        attachment["reference"],
+        format!("{REGISTRY}/{repository}:{}.sig", digest.replace(':', "-")).as_str()
+    );
+    // The attachment's digest is what the registry holds under the tag.
+    let (status, pushed) =
+        registry_manifest(&repository, &format!("{}.sig", digest.replace(':', "-"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(pushed.as_deref(), attachment["digest"].as_str());
+    assert!(t.log_text(&build_id).await.contains("signed "));
+
+    let key = t.get("/v1/orgs/default/signing-key").await;
+    assert_eq!(key.status, 200);
+    assert_eq!(key.headers["content-type"], "application/x-pem-file");
+    let pem = String::from_utf8(key.body.to_vec()).unwrap();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    // The same key on every call (made once, kept sealed).
+    assert_eq!(t.get("/v1/orgs/default/signing-key").await.body, key.body);
+    assert_eq!(t.get("/v1/orgs/nobody/signing-key").await.status, 404);
+
+    let (verified, report) = verify(&repository, &digest, &pem);
+    assert!(verified, "{report}");
+    assert_eq!(report["tampered_verified"], false, "{report}");
+
+    // Another organization's key does not verify it, and that organization
+    // cannot read this one's key.
+    let other_token = t.server.create_org_with_token("signing-other").unwrap();
+    let other = t.as_token(&other_token);
+    assert_eq!(other.get("/v1/orgs/default/signing-key").await.status, 404);
+    let other_key = other.get("/v1/orgs/signing-other/signing-key").await;
+    assert_eq!(other_key.status, 200);
+    assert_ne!(other_key.body, key.body);
+    let (verified, report) = verify(
+        &repository,
+        &digest,
+        std::str::from_utf8(&other_key.body).unwrap(),
+    );
+    assert!(!verified, "{report}");
+    assert_eq!(
+        report["failed"][0], "signature does not verify with the key",
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn issue_19_signing_can_be_turned_off() {
+    let t = TestServer::start_with(|c| c.sign_images = false).await;
+    let name = unique_name("unsigned");
+    let build_id = t.create_build(&hello_request(&name)).await;
+    let build = t.wait_succeeded(&build_id, Duration::from_secs(180)).await;
+    assert!(build.get("attachments").is_none(), "{build}");
+    let digest = build["digest"].as_str().unwrap();
+    let (status, _) = registry_manifest(
+        &format!("default/{name}"),
+        &format!("{}.sig", digest.replace(':', "-")),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
