@@ -220,6 +220,24 @@ async fn registry_credentials_let_the_host_push_to_a_registry_that_needs_them() 
         .as_str()
         .unwrap()
         .starts_with(&registry.addr));
+    // The image's signature went to the same registry with the same
+    // credentials (issue 19).
+    let signature = &record["attachments"][0];
+    assert_eq!(signature["kind"], "signature", "{record}");
+    let tag = format!(
+        "{}.sig",
+        record["digest"].as_str().unwrap().replace(':', "-")
+    );
+    let name = record["name"].as_str().unwrap();
+    let (status, digest) = registry_manifest_at(
+        &registry.addr,
+        Some(("kiln", PASSWORD)),
+        &format!("default/{name}"),
+        &tag,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(digest.as_deref(), signature["digest"].as_str());
 }
 
 /// Issue 12: values of 1–3 characters were shown verbatim in build logs

@@ -1017,3 +1017,27 @@ pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
     std::fs::write(&stamp, wanted).unwrap();
     python
 }
+
+impl Api {
+    /// GET an NDJSON stream (a followed log) and hand `each` every value
+    /// the moment its line arrives; returns when the server ends the stream.
+    pub async fn follow_ndjson(&self, path: &str, mut each: impl FnMut(Value)) {
+        let request = Request::builder()
+            .uri(self.url(path))
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let mut body = self.client.request(request).await.unwrap().into_body();
+        let mut pending = String::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.unwrap().into_data() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                each(serde_json::from_str(line.trim()).unwrap());
+            }
+        }
+    }
+}

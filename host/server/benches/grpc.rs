@@ -93,28 +93,11 @@ fn latency(
 }
 
 async fn rest_follow(t: &TestServer, build_id: &str) -> Vec<f64> {
-    use http_body_util::BodyExt;
-    let request = hyper::Request::builder()
-        .uri(t.url(&format!(
-            "/v1/builds/{build_id}/logs?fromStart=true&follow=true"
-        )))
-        .header("authorization", format!("Bearer {}", t.token))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
     let attached = Utc::now();
-    let mut body = client.request(request).await.unwrap().into_body();
-    let mut pending = String::new();
     let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.unwrap().into_data() else {
-            continue;
-        };
-        pending.push_str(&String::from_utf8_lossy(&data));
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
-            let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    t.follow_ndjson(
+        &format!("/v1/builds/{build_id}/logs?fromStart=true&follow=true"),
+        |value| {
             let stored = chrono::DateTime::parse_from_rfc3339(value["time"].as_str().unwrap())
                 .unwrap()
                 .to_utc();
@@ -123,8 +106,9 @@ async fn rest_follow(t: &TestServer, build_id: &str) -> Vec<f64> {
                 stored,
                 value["line"].as_str().unwrap_or(""),
             ));
-        }
-    }
+        },
+    )
+    .await;
     out
 }
 

@@ -189,36 +189,16 @@ async fn fan_out(t: &Arc<TestServer>, followers: usize) -> Row {
 /// Follow a log; for each line written after the follower attached, the
 /// time from the line's stored timestamp to its arrival here.
 async fn follow_latencies(t: &TestServer, path: &str) -> Vec<f64> {
-    use http_body_util::BodyExt;
-    let request = hyper::Request::builder()
-        .uri(t.url(path))
-        .header("authorization", format!("Bearer {}", t.token))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
     let attached = Utc::now();
-    let mut body = client.request(request).await.unwrap().into_body();
-    let mut pending = String::new();
     let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.unwrap().into_data() else {
-            continue;
-        };
+    t.follow_ndjson(path, |value| {
         let now = Utc::now();
-        pending.push_str(&String::from_utf8_lossy(&data));
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
-            let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-            let time =
-                chrono::DateTime::parse_from_rfc3339(value["time"].as_str().unwrap()).unwrap();
-            if time > attached && value["line"].as_str().unwrap_or("").contains("fan-") {
-                out.push(
-                    (now - time.with_timezone(&Utc)).num_microseconds().unwrap() as f64 / 1000.0,
-                );
-            }
+        let time = chrono::DateTime::parse_from_rfc3339(value["time"].as_str().unwrap()).unwrap();
+        if time > attached && value["line"].as_str().unwrap_or("").contains("fan-") {
+            out.push((now - time.with_timezone(&Utc)).num_microseconds().unwrap() as f64 / 1000.0);
         }
-    }
+    })
+    .await;
     out
 }
 

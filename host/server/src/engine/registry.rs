@@ -68,41 +68,13 @@ pub async fn manifest(
     let failed = |message: String| BuildFailure::engine(format!("{reference}: {message}"));
     let (host, repository, tag) =
         split(reference).ok_or_else(|| failed("not a registry reference".into()))?;
-    let scheme = if plain_http(host) { "http" } else { "https" };
-    let client = reqwest::Client::new();
-    let mut token: Option<String> = None;
+    let mut session = Session::new(host, repository, auth, "pull");
+    let base = session.base.clone();
     let fetch = |wanted: &str| {
-        client
-            .get(format!(
-                "{scheme}://{host}/v2/{repository}/manifests/{wanted}"
-            ))
-            .header("Accept", ACCEPT)
+        let url = format!("{base}/manifests/{wanted}");
+        move |client: &reqwest::Client| client.get(&url).header("Accept", ACCEPT)
     };
-    let send = |request: reqwest::RequestBuilder, token: &Option<String>| {
-        let request = match (token, auth) {
-            (Some(token), _) => request.bearer_auth(token),
-            (None, Some(auth)) => request.basic_auth(&auth.username, Some(&auth.password)),
-            (None, None) => request,
-        };
-        request.send()
-    };
-    let mut response = send(fetch(tag), &token)
-        .await
-        .map_err(|e| failed(format!("cannot reach the registry: {e}")))?;
-    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        if let Some(found) = bearer_token(&client, &challenge, repository, auth).await {
-            token = Some(found);
-            response = send(fetch(tag), &token)
-                .await
-                .map_err(|e| failed(format!("cannot reach the registry: {e}")))?;
-        }
-    }
+    let response = session.send(fetch(tag)).await.map_err(failed)?;
     if !response.status().is_success() {
         return Err(failed(format!(
             "the registry answered {} for the manifest",
@@ -123,9 +95,7 @@ pub async fn manifest(
     let mut manifest: Manifest = serde_json::from_slice(&body)
         .map_err(|e| failed(format!("the manifest is not valid JSON: {e}")))?;
     if let Some(first) = manifest.manifests.first() {
-        let response = send(fetch(&first.digest), &token)
-            .await
-            .map_err(|e| failed(format!("cannot reach the registry: {e}")))?;
+        let response = session.send(fetch(&first.digest)).await.map_err(failed)?;
         let body = response
             .bytes()
             .await
@@ -141,17 +111,8 @@ pub async fn manifest(
     })
 }
 
-/// The token handshake: `Bearer realm="…",service="…"` → a pull token.
-async fn bearer_token(
-    client: &reqwest::Client,
-    challenge: &str,
-    repository: &str,
-    auth: Option<&RegistryAuth>,
-) -> Option<String> {
-    scoped_token(client, challenge, repository, "pull", auth).await
-}
-
-/// The token handshake for `actions` (`pull`, `pull,push`) on `repository`.
+/// The token handshake (`WWW-Authenticate: Bearer realm="…",service="…"`)
+/// for `actions` (`pull`, `pull,push`) on `repository`.
 async fn scoped_token(
     client: &reqwest::Client,
     challenge: &str,
@@ -240,16 +201,7 @@ pub async fn push_manifest(
     let (host, path) = repository
         .split_once('/')
         .ok_or_else(|| failed("not a registry repository (host/path)".into()))?;
-    let mut session = Session {
-        client: reqwest::Client::new(),
-        base: format!(
-            "{}://{host}/v2/{path}",
-            if plain_http(host) { "http" } else { "https" }
-        ),
-        path: path.to_string(),
-        auth,
-        token: None,
-    };
+    let mut session = Session::new(host, path, auth, "pull,push");
     for blob in std::iter::once(config).chain(layers) {
         session.put_blob(blob).await.map_err(failed)?;
     }
@@ -287,10 +239,24 @@ struct Session<'a> {
     base: String,
     path: String,
     auth: Option<&'a RegistryAuth>,
+    /// What a bearer token is asked for: `pull` or `pull,push`.
+    actions: &'static str,
     token: Option<String>,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    fn new(host: &str, path: &str, auth: Option<&'a RegistryAuth>, actions: &'static str) -> Self {
+        let scheme = if plain_http(host) { "http" } else { "https" };
+        Session {
+            client: reqwest::Client::new(),
+            base: format!("{scheme}://{host}/v2/{path}"),
+            path: path.to_string(),
+            auth,
+            actions,
+            token: None,
+        }
+    }
+
     /// Send a request (built again after a 401 with a bearer token).
     async fn send(
         &mut self,
@@ -316,8 +282,14 @@ impl Session<'_> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let Some(token) =
-            scoped_token(&self.client, &challenge, &self.path, "pull,push", self.auth).await
+        let Some(token) = scoped_token(
+            &self.client,
+            &challenge,
+            &self.path,
+            self.actions,
+            self.auth,
+        )
+        .await
         else {
             return Ok(response);
         };
