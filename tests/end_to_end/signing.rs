@@ -1,11 +1,13 @@
-//! Issue 19 (signatures): every pushed image is signed with its
-//! organization's key in cosign's key-based format, and the signature
-//! verifies with an implementation that is not Kiln's (Python
-//! `cryptography`, tests/signing/verify_cosign_signature.py).
+//! Issue 19 (signatures and provenance): every pushed image is signed with
+//! its organization's key in cosign's key-based format and carries a signed
+//! SLSA v1 provenance statement, and both verify with an implementation
+//! that is not Kiln's (Python `cryptography`,
+//! tests/signing/verify_cosign_signature.py).
 
 use std::time::Duration;
 
 use kiln_tests::*;
+use serde_json::json;
 
 const CRYPTOGRAPHY: &[&str] = &["cryptography==50.0.2"];
 
@@ -34,8 +36,16 @@ fn verify(repository: &str, digest: &str, key: &str) -> (bool, serde_json::Value
 #[tokio::test]
 async fn issue_19_pushed_images_carry_a_cosign_signature_that_verifies_elsewhere() {
     let t = TestServer::start().await;
+    let secret = "provenance-must-not-show-this";
+    let saved = t
+        .save_secrets(&json!({"buildSecrets": {"SIGNING_TEST": secret}}))
+        .await;
+    assert_eq!(saved.status, 200);
     let name = unique_name("signed");
-    let build_id = t.create_build(&hello_request(&name)).await;
+    let mut request = hello_request(&name);
+    request["secrets"] = json!(["SIGNING_TEST"]);
+    request["buildArgs"] = json!({"GREETING": "signed and attested"});
+    let build_id = t.create_build(&request).await;
     let build = t.wait_succeeded(&build_id, Duration::from_secs(180)).await;
     let digest = build["digest"].as_str().unwrap().to_string();
     let repository = format!("default/{name}");
@@ -64,6 +74,64 @@ async fn issue_19_pushed_images_carry_a_cosign_signature_that_verifies_elsewhere
     let (verified, report) = verify(&repository, &digest, &pem);
     assert!(verified, "{report}");
     assert_eq!(report["tampered_verified"], false, "{report}");
+
+    // The provenance: a signed SLSA v1 statement about this digest, naming
+    // the request (secrets by name only), the context's sha256 and the
+    // plugins that built it.
+    let provenance = &build["attachments"][1];
+    assert_eq!(provenance["kind"], "provenance", "{build}");
+    assert_eq!(
+        provenance["reference"],
+        format!("{REGISTRY}/{repository}:{}.att", digest.replace(':', "-")).as_str()
+    );
+    let attestation = &report["attestations"][0];
+    assert_eq!(attestation["verified"], true, "{report}");
+    assert_eq!(attestation["subject_matches"], true, "{report}");
+    assert_eq!(
+        attestation["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+    let statement = &attestation["statement"];
+    let definition = &statement["predicate"]["buildDefinition"];
+    let parameters = &definition["externalParameters"];
+    assert_eq!(parameters["name"], name.as_str());
+    assert_eq!(
+        parameters["request"]["buildArgs"]["GREETING"],
+        "signed and attested"
+    );
+    assert_eq!(parameters["request"]["secrets"], json!(["SIGNING_TEST"]));
+    assert!(
+        !attestation["envelope"].as_str().unwrap().contains(secret)
+            && !statement.to_string().contains(secret),
+        "a secret value in the provenance"
+    );
+    let zip = zip_dir(&workspace().join("examples/hello"));
+    let zip_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&zip));
+    let dependencies = definition["resolvedDependencies"].as_array().unwrap();
+    assert_eq!(
+        dependencies[0]["digest"]["sha256"],
+        zip_sha256.as_str(),
+        "{statement}"
+    );
+    let plugins = t.get("/v1/plugins").await.json();
+    for id in ["inline-zip", "buildkit"] {
+        let loaded = plugins["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {plugins}"));
+        assert!(
+            dependencies
+                .iter()
+                .any(|d| d["name"] == id && d["digest"]["sha256"] == loaded["sha256"]),
+            "{id} with its sha256 in {statement}"
+        );
+    }
+    assert_eq!(
+        statement["predicate"]["runDetails"]["metadata"]["invocationId"],
+        build_id.as_str()
+    );
 
     // Another organization's key does not verify it, and that organization
     // cannot read this one's key.

@@ -10,6 +10,10 @@ HTTP API, following cosign's documented key-based format.
    (ECDSA P-256, SHA-256), and the payload must name this repository and
    this manifest digest.
 
+Then the same for its attestations (`cosign verify-attestation --key`):
+the DSSE envelopes under `sha256-<hex>.att`, each signature over DSSE's
+pre-authentication encoding, each statement's subject this digest.
+
 Usage: verify_cosign_signature.py REGISTRY REPOSITORY DIGEST PUBLIC_KEY_PEM
 Prints a JSON report; exits 1 when the signature does not verify.
 """
@@ -71,6 +75,35 @@ for layer in manifest["layers"]:
             report["tampered_verified"] = True
         except InvalidSignature:
             report["tampered_verified"] = False
+
+# The attestations (`cosign attest`'s layout): DSSE envelopes under
+# `sha256-<hex>.att`, signed over DSSE's pre-authentication encoding.
+def pae(payload_type, payload):
+    return b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type.encode(), len(payload), payload)
+
+
+report["attestations"] = []
+att = json.loads(get(f"manifests/{digest.replace(':', '-')}.att",
+                     "application/vnd.oci.image.manifest.v1+json"))
+for layer in att["layers"]:
+    assert layer["mediaType"] == "application/vnd.dsse.envelope.v1+json", layer
+    envelope_bytes = get(f"blobs/{layer['digest']}")
+    envelope = json.loads(envelope_bytes)
+    payload = base64.b64decode(envelope["payload"])
+    entry = {"predicateType": layer["annotations"].get("predicateType"),
+             "envelope": envelope_bytes.decode()}
+    try:
+        public_key.verify(base64.b64decode(envelope["signatures"][0]["sig"]),
+                          pae(envelope["payloadType"], payload), ec.ECDSA(hashes.SHA256()))
+        entry["verified"] = True
+    except InvalidSignature:
+        entry["verified"] = False
+    statement = json.loads(payload)
+    entry["statement"] = statement
+    entry["subject_matches"] = statement["subject"][0]["digest"]["sha256"] == digest.split(":", 1)[1]
+    report["attestations"].append(entry)
+    if not (entry["verified"] and entry["subject_matches"]):
+        report["failed"].append("an attestation does not verify or names another image")
 
 print(json.dumps(report))
 sys.exit(0 if report["verified"] and not report["failed"] else 1)

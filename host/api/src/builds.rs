@@ -208,8 +208,9 @@ pub struct Build {
     /// ran; absent where the engine path measures none (BuildKit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
-    /// What was pushed beside the image: its signature (cosign's format,
-    /// under the `sha256-<digest>.sig` tag).
+    /// What was pushed beside the image: its signature and its signed SLSA
+    /// provenance (cosign's formats, under the `sha256-<digest>.sig` and
+    /// `.att` tags).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Attachment>,
     pub create_time: DateTime<Utc>,
@@ -228,9 +229,10 @@ pub struct Build {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
-    /// `signature`.
+    /// `signature` or `provenance`.
     pub kind: String,
-    /// Where it is: `<registry>/<repository>:sha256-<digest>.sig`.
+    /// Where it is: `<registry>/<repository>:sha256-<digest>.sig` (`.att`
+    /// for an attestation).
     pub reference: String,
     /// Its manifest's digest.
     pub digest: String,

@@ -19,6 +19,7 @@
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context, the last build's context kept so the next writes only what changed |
 //! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
 //! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors (with their kept contexts), stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |
+//! | [`provenance`] | the SLSA v1 provenance statement (in-toto) of a pushed image: its request, source, plugins and run |
 //! | [`signing`] | image signatures in cosign's key-based format: each organization's sealed ECDSA P-256 key, the simple signing payload, the `sha256-<digest>.sig` artifact pushed beside the image |
 //! | [`webhooks`] | completion webhooks: build events queued durably, delivered signed (Standard Webhooks) with retries, SSRF-checked |
 //! | [`memory`] | handing freed memory back to the OS once the server goes quiet after builds or connections end |
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod net;
 pub mod plugins;
 pub mod projects;
+pub mod provenance;
 pub mod scheduler;
 pub mod signing;
 pub mod store;

@@ -14,6 +14,11 @@
 //!   an OCI manifest whose one layer is the payload
 //!   (`application/vnd.dev.cosign.simplesigning.v1+json`) with the
 //!   signature in its `dev.cosignproject.cosign/signature` annotation.
+//!
+//! Attestations (the SLSA provenance, `crate::provenance`) are in-toto
+//! statements in DSSE envelopes signed with the same key (over DSSE's
+//! pre-authentication encoding), pushed under `sha256-<hex>.att` as
+//! `cosign attest` does, so `cosign verify-attestation --key` accepts them.
 
 use base64::Engine as _;
 use p256::ecdsa::signature::Signer as _;
@@ -127,8 +132,77 @@ pub async fn attach_signature(
         annotations: [(SIGNATURE_ANNOTATION.to_string(), signature)].into(),
         bytes: payload,
     };
-    // cosign's config for a signature image: the payload is its one
-    // (uncompressed) layer.
+    push_one_layer(repository, &signature_tag(digest), layer, auth).await
+}
+
+/// The media type of a DSSE envelope, as cosign attaches attestations.
+pub const DSSE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
+/// An in-toto statement's payload type inside an envelope.
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+
+/// DSSE's pre-authentication encoding: what is signed, so the payload
+/// type cannot be swapped under a signature.
+fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An in-toto `statement` in a DSSE envelope signed with `key`.
+pub fn envelope(key: &SigningKey, statement: &serde_json::Value) -> Vec<u8> {
+    let payload = serde_json::to_vec(statement).expect("a statement serializes");
+    let signature = sign(key, &pae(IN_TOTO_PAYLOAD_TYPE, &payload));
+    serde_json::to_vec(&serde_json::json!({
+        "payloadType": IN_TOTO_PAYLOAD_TYPE,
+        "payload": base64::engine::general_purpose::STANDARD.encode(&payload),
+        "signatures": [{"keyid": "", "sig": signature}],
+    }))
+    .expect("an envelope serializes")
+}
+
+/// The tag cosign keeps an image's attestations under.
+pub fn attestation_tag(digest: &str) -> String {
+    format!("{}.att", digest.replace(':', "-"))
+}
+
+/// Push a signed `envelope` (of a statement with `predicate_type`) beside
+/// `repository@digest`, as `cosign attest` does: one DSSE layer under the
+/// `sha256-<digest>.att` tag.
+pub async fn attach_attestation(
+    repository: &str,
+    digest: &str,
+    envelope: Vec<u8>,
+    predicate_type: &str,
+    auth: Option<&RegistryAuth>,
+) -> Result<Attached, SigningError> {
+    let layer = Blob {
+        media_type: DSSE_MEDIA_TYPE,
+        // cosign's attestation layers carry an empty signature annotation
+        // (the signature is inside the envelope) and the predicate type.
+        annotations: [
+            (SIGNATURE_ANNOTATION.to_string(), String::new()),
+            ("predicateType".to_string(), predicate_type.to_string()),
+        ]
+        .into(),
+        bytes: envelope,
+    };
+    push_one_layer(repository, &attestation_tag(digest), layer, auth).await
+}
+
+/// Push `layer` as the one layer of an OCI manifest tagged `tag`, with the
+/// config cosign writes for such images (the layer, uncompressed, is its
+/// one diff).
+async fn push_one_layer(
+    repository: &str,
+    tag: &str,
+    layer: Blob,
+    auth: Option<&RegistryAuth>,
+) -> Result<Attached, SigningError> {
     let config = Blob {
         media_type: "application/vnd.oci.image.config.v1+json",
         annotations: Default::default(),
@@ -142,8 +216,7 @@ pub async fn attach_signature(
         }))
         .expect("the config serializes"),
     };
-    let tag = signature_tag(digest);
-    let pushed = registry::push_manifest(repository, &tag, &config, &[layer], auth).await?;
+    let pushed = registry::push_manifest(repository, tag, &config, &[layer], auth).await?;
     Ok(Attached {
         reference: format!("{repository}:{tag}"),
         digest: pushed,
@@ -176,6 +249,33 @@ mod tests {
 
     fn payload_for_other_digest() -> Vec<u8> {
         payload("127.0.0.1:5000/acme/app", "sha256:abd")
+    }
+
+    #[test]
+    fn an_envelope_signs_the_pre_authentication_encoding() {
+        let key = new_key();
+        let statement = serde_json::json!({"_type": "https://in-toto.io/Statement/v1"});
+        let envelope: serde_json::Value =
+            serde_json::from_slice(&envelope(&key, &statement)).unwrap();
+        assert_eq!(envelope["payloadType"], IN_TOTO_PAYLOAD_TYPE);
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&payload).unwrap(),
+            statement
+        );
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(envelope["signatures"][0]["sig"].as_str().unwrap())
+            .unwrap();
+        let signature = Signature::from_der(&der).unwrap();
+        let public = *key.verifying_key();
+        public
+            .verify(&pae(IN_TOTO_PAYLOAD_TYPE, &payload), &signature)
+            .unwrap();
+        // Not over the bare payload: a verifier must use the PAE.
+        assert!(public.verify(&payload, &signature).is_err());
+        assert_eq!(pae("t", b"ab"), b"DSSEv1 1 t 2 ab".to_vec());
     }
 
     #[test]

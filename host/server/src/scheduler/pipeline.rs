@@ -767,7 +767,8 @@ impl Pipeline<'_> {
                     failure
                 }
                 Ok(built) => {
-                    self.sign(&built, secrets.registry_auth.as_ref()).await?;
+                    self.sign(&built, secrets.registry_auth.as_ref(), plugin)
+                        .await?;
                     return Ok(built);
                 }
                 done => return done,
@@ -796,51 +797,170 @@ impl Pipeline<'_> {
 
     /// Change the build's record while it runs (its profile, attempts and
     /// measured peak memory).
-    /// Sign the pushed image with the organization's key and push the
-    /// signature beside it (`crate::signing`). A signature that cannot be
-    /// made or pushed leaves the image pushed and unsigned, said in the
-    /// log (as Tekton Chains marks a run it could not sign): the build did
-    /// what it was asked, and a verifier refuses the image anyway.
-    async fn sign(&self, built: &Built, auth: Option<&RegistryAuth>) -> Result<(), Failure> {
+    /// Sign the pushed image with the organization's key and attach its
+    /// SLSA provenance, both beside it in the registry as cosign does
+    /// (`crate::signing`, `crate::provenance`). What cannot be made or
+    /// pushed leaves the image pushed without it, said in the log (as
+    /// Tekton Chains marks a run it could not sign): the build did what
+    /// it was asked, and a verifier refuses the image anyway.
+    async fn sign(
+        &self,
+        built: &Built,
+        auth: Option<&RegistryAuth>,
+        builder: &kiln_plugin_runtime::LoadedPlugin,
+    ) -> Result<(), Failure> {
         if !self.config.sign_images {
             return Ok(());
         }
         let Some(repository) = built.image_refs.first().map(|r| image_repository(r)) else {
             return Ok(());
         };
-        let started = std::time::Instant::now();
-        let org = &self.record.org;
-        let signed = match crate::signing::org_key(self.secrets.local(), org) {
-            Ok(key) => {
-                crate::signing::attach_signature(&key, repository, &built.digest, auth).await
-            }
-            Err(e) => Err(e),
+        let key = match crate::signing::org_key(self.secrets.local(), &self.record.org) {
+            Ok(key) => key,
+            Err(e) => return self.unsigned(&e),
         };
-        match signed {
-            Ok(attached) => {
-                self.log.system(&format!(
-                    "signed {repository}@{}: {} ({}) in {} ms",
-                    built.digest,
-                    attached.reference,
-                    attached.digest,
-                    started.elapsed().as_millis()
-                ));
-                self.update_record(|r| {
-                    r.attachments.push(kiln_api::Attachment {
-                        kind: "signature".into(),
-                        reference: attached.reference.clone(),
-                        digest: attached.digest.clone(),
-                    })
-                })
-            }
-            Err(e) => {
-                let build_id = &self.record.build_id;
-                tracing::warn!(build_id, "cannot sign the image: {e}");
-                self.log
-                    .system(&format!("the image is pushed unsigned: {e}"));
-                Ok(())
+        let started = std::time::Instant::now();
+        let signed = crate::signing::attach_signature(&key, repository, &built.digest, auth).await;
+        let signed_ms = started.elapsed().as_millis();
+        let started = std::time::Instant::now();
+        let statement = self.provenance(repository, &built.digest, builder);
+        let envelope = crate::signing::envelope(&key, &statement);
+        let attested = crate::signing::attach_attestation(
+            repository,
+            &built.digest,
+            envelope,
+            crate::provenance::PREDICATE_TYPE,
+            auth,
+        )
+        .await;
+        let attested_ms = started.elapsed().as_millis();
+        for (kind, done, ms) in [
+            ("signature", signed, signed_ms),
+            ("provenance", attested, attested_ms),
+        ] {
+            match done {
+                Ok(attached) => {
+                    self.log.system(&format!(
+                        "{kind} of {repository}@{}: {} ({}) in {ms} ms",
+                        built.digest, attached.reference, attached.digest
+                    ));
+                    self.update_record(|r| {
+                        r.attachments.push(kiln_api::Attachment {
+                            kind: kind.into(),
+                            reference: attached.reference.clone(),
+                            digest: attached.digest.clone(),
+                        })
+                    })?;
+                }
+                Err(e) => self.unsigned(&e)?,
             }
         }
+        Ok(())
+    }
+
+    fn unsigned(&self, error: &crate::signing::SigningError) -> Result<(), Failure> {
+        let build_id = &self.record.build_id;
+        tracing::warn!(build_id, "cannot sign or attest the image: {error}");
+        self.log
+            .system(&format!("the image is pushed without it: {error}"));
+        Ok(())
+    }
+
+    /// The provenance statement of this build: the record as it is now
+    /// (the commit resolved), the context's digest, the plugins that made it.
+    fn provenance(
+        &self,
+        repository: &str,
+        digest: &str,
+        builder: &kiln_plugin_runtime::LoadedPlugin,
+    ) -> serde_json::Value {
+        use crate::provenance::{BuildFacts, Dependency};
+        let build_id = &self.record.build_id;
+        let record = self
+            .store
+            .build(build_id)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.record.clone());
+        let mut dependencies = Vec::new();
+        let source = &record.source;
+        if let Some(git) = &source.git {
+            let reference = git.full_ref.as_deref().unwrap_or(&git.reference);
+            dependencies.push(Dependency {
+                uri: format!("git+{}@{reference}", git.url),
+                name: None,
+                digest: git
+                    .commit
+                    .iter()
+                    .map(|c| ("gitCommit", c.clone()))
+                    .collect(),
+            });
+        } else if let Some(context_id) = &source.context_id {
+            let sha256 = self
+                .store
+                .context(&record.org, context_id)
+                .ok()
+                .flatten()
+                .map(|c| c.sha256);
+            dependencies.push(Dependency {
+                uri: format!("kiln:context/{context_id}"),
+                name: None,
+                digest: sha256.into_iter().map(|d| ("sha256", d)).collect(),
+            });
+        } else if source.kind == "inline-zip" {
+            use sha2::Digest as _;
+            let sha256 = self
+                .store
+                .inline_zip(build_id)
+                .ok()
+                .flatten()
+                .map(|zip| hex::encode(sha2::Sha256::digest(&zip)));
+            dependencies.push(Dependency {
+                uri: format!("kiln:inline-zip/{build_id}"),
+                name: None,
+                digest: sha256.into_iter().map(|d| ("sha256", d)).collect(),
+            });
+        } else if let Some(url) = &source.url {
+            dependencies.push(Dependency {
+                uri: url.clone(),
+                name: None,
+                digest: Vec::new(),
+            });
+        }
+        let plugins = self
+            .runtime
+            .source(&source.kind)
+            .into_iter()
+            .chain([builder]);
+        for plugin in plugins {
+            dependencies.push(Dependency {
+                uri: format!(
+                    "kiln-plugin:{}@{}",
+                    plugin.manifest.id, plugin.manifest.version
+                ),
+                name: Some(plugin.manifest.id.clone()),
+                digest: vec![("sha256", plugin.sha256.clone())],
+            });
+        }
+        let builder_id = match &self.config.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!(
+                "kiln://{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "localhost".into())
+            ),
+        };
+        let wire = kiln_api::Build::from(&record);
+        crate::provenance::statement(&BuildFacts {
+            repository,
+            digest,
+            build: &wire,
+            dependencies,
+            builder_id,
+            started: record.start_time,
+            finished: chrono::Utc::now(),
+        })
     }
 
     fn update_record(&self, change: impl FnMut(&mut BuildRecord)) -> Result<(), Failure> {

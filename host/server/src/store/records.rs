@@ -256,7 +256,7 @@ pub struct BuildRecord {
     /// The most memory its container runs used, where measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
-    /// What was pushed beside the image (its signature).
+    /// What was pushed beside the image (its signature and provenance).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<kiln_api::Attachment>,
 }
