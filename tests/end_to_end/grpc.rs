@@ -185,3 +185,90 @@ async fn a_python_grpc_client_uses_every_rpc_with_the_rest_apis_rules() {
     let services = report["reflection"]["services"].to_string();
     assert!(services.contains("grpc.health.v1.Health"), "{services}");
 }
+
+/// A gRPC log stream ends UNAUTHENTICATED when the token it was opened
+/// with is revoked, as a REST stream ends with its `error` event.
+#[tokio::test]
+async fn issue_16_a_followed_grpc_log_ends_unauthenticated_when_its_token_is_revoked() {
+    use futures_util::StreamExt;
+    use kiln_server::grpc::proto;
+    let t = TestServer::start().await;
+    let issued = t
+        .request_as(
+            Some(&t.token),
+            Method::POST,
+            "/v1/orgs/default/tokens",
+            None,
+        )
+        .await;
+    assert_eq!(issued.status, 201);
+    let issued = issued.json();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let token_id = issued["tokenId"].as_str().unwrap();
+    let dockerfile = format!(
+        "FROM {REGISTRY}/base/busybox:1\nRUN for i in $(seq 1 120); do echo tick-$i; sleep 0.5; done\n"
+    );
+    let build_id = t
+        .create_build(&dockerfile_request(
+            &unique_name("grpc-revoke"),
+            &dockerfile,
+        ))
+        .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", t.server.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = proto::build_service_client::BuildServiceClient::new(channel);
+    let mut request = tonic::Request::new(proto::StreamBuildLogsRequest {
+        build_id: build_id.clone(),
+        from_start: true,
+        after_seq: None,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut lines = client
+        .stream_build_logs(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = tokio::time::timeout_at(deadline, lines.next())
+            .await
+            .expect("ticks arrive")
+            .expect("the stream is open")
+            .unwrap();
+        if line.line.contains("tick-2") {
+            break;
+        }
+    }
+    let revoked = t
+        .request_as(
+            Some(&t.token),
+            Method::DELETE,
+            &format!("/v1/orgs/default/tokens/{token_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204);
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), lines.next())
+            .await
+            .expect("the stream ends soon after the revocation")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without saying why"),
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated);
+    assert!(ended.message().contains("revoked"), "{}", ended.message());
+    // The build goes on; only the stream ended.
+    assert_eq!(t.build(&build_id).await["status"], "BUILD_STATUS_RUNNING");
+    let cancelled = t
+        .post_json(&format!("/v1/builds/{build_id}:cancel"), &json!({}))
+        .await;
+    assert_eq!(cancelled.status, 200);
+}
