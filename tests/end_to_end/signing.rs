@@ -168,3 +168,66 @@ async fn issue_19_signing_can_be_turned_off() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn issue_19_an_organization_can_turn_signing_off_for_itself() {
+    let t = TestServer::start().await;
+    let quiet_token = t.server.create_org_with_token("quiet").unwrap();
+    let quiet = t.as_token(&quiet_token);
+    assert_eq!(
+        t.get("/v1/orgs/quiet/signing").await.json(),
+        json!({"enabled": true})
+    );
+    let set = t
+        .request_as(
+            Some(&t.token),
+            hyper::Method::PUT,
+            "/v1/orgs/quiet/signing",
+            Some(br#"{"enabled": false}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
+    assert_eq!(
+        t.get("/v1/orgs/quiet/signing").await.json(),
+        json!({"enabled": false})
+    );
+    // Only the admin token changes it; a bad body says what it should be.
+    let refused = quiet
+        .request_as(
+            Some(&quiet_token),
+            hyper::Method::PUT,
+            "/v1/orgs/quiet/signing",
+            Some(br#"{"enabled": true}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let bad = t
+        .request_as(
+            Some(&t.token),
+            hyper::Method::PUT,
+            "/v1/orgs/quiet/signing",
+            Some(br#"{"enabled": "no"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.error_message().contains("enabled"),
+        "{}",
+        bad.error_message()
+    );
+
+    let name = unique_name("quiet");
+    let build_id = quiet.create_build(&hello_request(&name)).await;
+    let build = quiet
+        .wait_succeeded(&build_id, Duration::from_secs(180))
+        .await;
+    assert!(build.get("attachments").is_none(), "{build}");
+    // The default organization is still signed.
+    assert_eq!(
+        t.get("/v1/orgs/default/signing").await.json(),
+        json!({"enabled": true})
+    );
+    let signed = t.create_build(&hello_request(&unique_name("loud"))).await;
+    let signed = t.wait_succeeded(&signed, Duration::from_secs(180)).await;
+    assert_eq!(signed["attachments"][0]["kind"], "signature", "{signed}");
+}

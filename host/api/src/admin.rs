@@ -52,6 +52,15 @@ pub struct OrgList {
     pub orgs: Vec<Org>,
 }
 
+/// `PUT` and `GET /v1/orgs/{org}/signing`: whether the organization's
+/// images are signed and get their provenance attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SigningSetting {
+    pub enabled: bool,
+}
+
 /// `POST /v1/orgs`' body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

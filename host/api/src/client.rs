@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use crate::admin::{
     CreateOrgRequest, GcReport, GcRequest, MaskedSecrets, NewToken, Org, OrgList, PluginList,
-    RegistryTarget, SaveSecretsRequest,
+    RegistryTarget, SaveSecretsRequest, SigningSetting,
 };
 use crate::builds::{
     Build, BuildAccepted, BuildList, BuildStatus, CreateBuildRequest, LogLine, UploadedContext,
@@ -392,6 +392,25 @@ impl ApiClient {
     pub async fn reset_org_registry(&self, org: &str) -> Result<(), ClientError> {
         let path = format!("/v1/orgs/{}/registry", encode(org));
         self.call(Method::DELETE, &path, None).await.map(drop)
+    }
+
+    /// `PUT /v1/orgs/{org}/signing` (admin token): sign and attest its
+    /// images, or not.
+    pub async fn set_org_signing(
+        &self,
+        org: &str,
+        enabled: bool,
+    ) -> Result<SigningSetting, ClientError> {
+        let path = format!("/v1/orgs/{}/signing", encode(org));
+        self.call_typed(Method::PUT, &path, Some(&SigningSetting { enabled }))
+            .await
+    }
+
+    /// `GET /v1/orgs/{org}/signing` (admin token): whether its images are
+    /// signed and attested.
+    pub async fn org_signing(&self, org: &str) -> Result<SigningSetting, ClientError> {
+        let path = format!("/v1/orgs/{}/signing", encode(org));
+        self.call_typed(Method::GET, &path, None::<&()>).await
     }
 
     /// `POST /v1/orgs/{org}/tokens` (admin token): the token, shown once.

@@ -36,7 +36,7 @@ pub use admin::{
     CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject, GcItem,
     GcReport, GcRequest, GcTotal, MaskedCredential, MaskedSecrets, NewToken, Org, OrgList,
     Permissions, PluginKinds, PluginLimits, PluginList, PluginLoadError, PluginView,
-    RegistryTarget, SaveSecretsRequest,
+    RegistryTarget, SaveSecretsRequest, SigningSetting,
 };
 pub use builds::{
     Attachment, Build, BuildAccepted, BuildAttempt, BuildList, BuildSettings, BuildStatus,

@@ -62,7 +62,8 @@ follow the build with GetBuild or StreamBuildLogs.";
         list_plugins,
         save_build_secrets, list_build_secrets, delete_build_secret,
         create_org, list_orgs, create_token, revoke_token,
-        set_org_registry, get_org_registry, reset_org_registry, get_signing_key, collect_garbage,
+        set_org_registry, get_org_registry, reset_org_registry, get_signing_key,
+        set_org_signing, get_org_signing, collect_garbage,
         openapi, metrics, healthz,
     ),
     components(schemas(
@@ -70,7 +71,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, BuildAttempt, Attachment, Metrics, Phases, BuildList,
         LogLine, UploadedContext, DetectRequest, DetectAnswer, DetectedProject, PluginList,
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
-        CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList, RegistryTarget,
+        CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList, RegistryTarget, SigningSetting,
         NewToken, GcRequest, GcReport, GcTotal, GcItem, ErrorBody, ErrorDetail,
         CreateProjectRequest, UpdateProjectRequest, ProjectGitSource, Project,
         ProjectList, ProjectBuildRequest, Trigger, TriggerKind, PushAnswer,
@@ -703,6 +704,40 @@ fn set_org_registry() {}
 )]
 #[allow(dead_code)]
 fn get_org_registry() {}
+
+/// Turn signing and provenance on or off for an organization (admin token)
+///
+/// Its builds that finish from now on follow the setting; until it is
+/// set, the server's `[signing] enabled` (on by default) applies.
+#[utoipa::path(
+    put, path = "/v1/orgs/{org}/signing", operation_id = "setOrgSigning", tag = "admin",
+    params(("org" = String, Path, description = "The organization")),
+    request_body = SigningSetting,
+    responses(
+        (status = 200, description = "The setting, as it is now", body = SigningSetting),
+        (status = 400, description = "The body is not `{\"enabled\": true|false}`", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such organization", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `Content-Type: application/json`", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn set_org_signing() {}
+
+/// Whether an organization's images are signed and attested (admin token)
+#[utoipa::path(
+    get, path = "/v1/orgs/{org}/signing", operation_id = "getOrgSigning", tag = "admin",
+    params(("org" = String, Path, description = "The organization")),
+    responses(
+        (status = 200, description = "Its own setting, else the server's", body = SigningSetting),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such organization", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn get_org_signing() {}
 
 /// The public key an organization's images are signed with
 ///

@@ -94,6 +94,7 @@ impl Server {
             name: DEFAULT_ORG.into(),
             create_time: Utc::now(),
             registry: None,
+            sign_images: None,
         };
         if store.create_org(&org)? {
             let (token, _) = issue_token(&store, DEFAULT_ORG, true)?;
@@ -236,6 +237,7 @@ impl Server {
             name: name.into(),
             create_time: Utc::now(),
             registry: None,
+            sign_images: None,
         })?;
         Ok(issue_token(&self.store, name, false)?.0)
     }

@@ -1002,6 +1002,19 @@ pub async fn org(command: OrgCommand, server: &ServerArgs) -> Result<ExitCode, C
                 target.host, target.namespace
             );
         }
+        OrgCommand::Signing { org, on, off } => {
+            let setting = match (on, off) {
+                (true, _) => client.set_org_signing(&org, true).await?,
+                (_, true) => client.set_org_signing(&org, false).await?,
+                _ => client.org_signing(&org).await?,
+            };
+            let state = if setting.enabled {
+                "signed, with provenance"
+            } else {
+                "not signed"
+            };
+            println!("{org}: images are {state}");
+        }
     }
     Ok(0)
 }

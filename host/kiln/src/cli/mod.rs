@@ -481,6 +481,16 @@ pub enum OrgCommand {
         #[arg(long)]
         reset: bool,
     },
+    /// Show whether an organization's images are signed and get their
+    /// provenance attached, or turn that on (--on) or off (--off). The
+    /// public key: GET /v1/orgs/{org}/signing-key.
+    Signing {
+        org: String,
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -87,6 +87,13 @@ async fn the_admin_creates_an_org_and_a_token_that_then_works_alone() {
     assert!(show(&["org", "list"]).contains("team-a\tharbor.example.com/team-a/apps"));
     assert!(show(&["org", "registry", "team-a", "--reset"])
         .contains(&format!("images go to {REGISTRY}/team-a/<name>:<tag>")));
+    // Signing (issue 19): on by default, off and on again per organization.
+    assert!(
+        show(&["org", "signing", "team-a"]).contains("team-a: images are signed, with provenance")
+    );
+    assert!(show(&["org", "signing", "team-a", "--off"]).contains("team-a: images are not signed"));
+    assert!(show(&["org", "signing", "team-a"]).contains("not signed"));
+    assert!(show(&["org", "signing", "team-a", "--on"]).contains("signed, with provenance"));
 
     // It is no admin token.
     let refused = kiln(&url, &team_token, &["org", "create", "team-b"]);

@@ -53,6 +53,7 @@ pub async fn create(
         name: body.name,
         create_time: Utc::now(),
         registry: None,
+        sign_images: None,
     };
     if !state.store.create_org(&org)? {
         return Err(ApiError::new(
@@ -167,6 +168,45 @@ pub fn signing_key(
             bytes::Bytes::from(crate::signing::public_key_pem(&key)),
         )))
         .unwrap())
+}
+
+/// `PUT /v1/orgs/{org}/signing`: sign and attest the organization's images
+/// (or not), for its builds that finish from now on.
+pub async fn set_signing(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let mut record = existing_org(state, org)?;
+    let setting: kiln_api::SigningSetting = read_json(
+        request,
+        64 * 1024,
+        "SetOrgSigning ({\"enabled\": true|false})",
+        || ApiError::bad_request("the request body is over 64 KiB"),
+    )
+    .await?;
+    record.sign_images = Some(setting.enabled);
+    state.store.put_org(&record)?;
+    state.store.flush().await?;
+    Ok(json_response(StatusCode::OK, &setting))
+}
+
+/// `GET /v1/orgs/{org}/signing`: its own setting, else the server's.
+pub fn get_signing(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let record = existing_org(state, org)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &kiln_api::SigningSetting {
+            enabled: record.sign_images.unwrap_or(state.config.sign_images),
+        },
+    ))
 }
 
 /// `DELETE /v1/orgs/{org}/registry`: back to the server's registry.

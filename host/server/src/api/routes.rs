@@ -119,6 +119,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/orgs/{org}/registry"),
     ("DELETE", "/v1/orgs/{org}/registry"),
     ("GET", "/v1/orgs/{org}/signing-key"),
+    ("PUT", "/v1/orgs/{org}/signing"),
+    ("GET", "/v1/orgs/{org}/signing"),
     ("PUT", "/v1/secrets"),
     ("GET", "/v1/secrets"),
     ("DELETE", "/v1/secrets/{kind}/{name}"),
@@ -177,6 +179,8 @@ pub enum Route<'a> {
     GetOrgRegistry(&'a str),
     ResetOrgRegistry(&'a str),
     SigningKey(&'a str),
+    SetOrgSigning(&'a str),
+    GetOrgSigning(&'a str),
     RevokeToken(&'a str, &'a str),
     SaveSecrets,
     ListSecrets,
@@ -271,6 +275,8 @@ fn route_for<'a>(method: &Method, path: &'a str) -> Result<Option<Route<'a>>, Ap
         ["v1", "orgs", org, "registry"] if is(Method::DELETE) => Some(Route::ResetOrgRegistry(org)),
         ["v1", "orgs", org, "registry"] => is(Method::GET).then_some(Route::GetOrgRegistry(org)),
         ["v1", "orgs", org, "signing-key"] => is(Method::GET).then_some(Route::SigningKey(org)),
+        ["v1", "orgs", org, "signing"] if is(Method::PUT) => Some(Route::SetOrgSigning(org)),
+        ["v1", "orgs", org, "signing"] => is(Method::GET).then_some(Route::GetOrgSigning(org)),
         ["v1", "orgs", org, "tokens", id] => {
             is(Method::DELETE).then_some(Route::RevokeToken(org, id))
         }
@@ -341,6 +347,8 @@ async fn route(
         Route::GetOrgRegistry(org) => orgs::get_registry(&state, &caller, org),
         Route::ResetOrgRegistry(org) => orgs::reset_registry(&state, &caller, org).await,
         Route::SigningKey(org) => orgs::signing_key(&state, &caller, org),
+        Route::SetOrgSigning(org) => orgs::set_signing(&state, &caller, org, request).await,
+        Route::GetOrgSigning(org) => orgs::get_signing(&state, &caller, org),
         Route::RevokeToken(org, id) => orgs::revoke_token(&state, &caller, org, id),
         Route::SaveSecrets => secrets::save(&state, &caller, request).await,
         Route::ListSecrets => Ok(super::json_response(

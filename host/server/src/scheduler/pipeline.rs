@@ -809,7 +809,12 @@ impl Pipeline<'_> {
         auth: Option<&RegistryAuth>,
         builder: &kiln_plugin_runtime::LoadedPlugin,
     ) -> Result<(), Failure> {
-        if !self.config.sign_images {
+        // The organization's own setting, else the server's.
+        let wanted = match self.store.org(&self.record.org) {
+            Ok(Some(org)) => org.sign_images,
+            _ => None,
+        };
+        if !wanted.unwrap_or(self.config.sign_images) {
             return Ok(());
         }
         let Some(repository) = built.image_refs.first().map(|r| image_repository(r)) else {

@@ -14,6 +14,10 @@ pub struct Org {
     /// Its own registry, when the operator gave it one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<kiln_api::RegistryTarget>,
+    /// Whether its images are signed and attested; none: the server's
+    /// setting (`[signing] enabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_images: Option<bool>,
 }
 
 /// Where an organization's images go: its own registry, else the server's
