@@ -108,6 +108,29 @@ fn existing_org(state: &ApiState, org: &str) -> Result<Org, ApiError> {
         .ok_or_else(|| ApiError::not_found(&format!("organization {org}")))
 }
 
+/// `PUT` of one of an organization's settings (admin token): read the
+/// body (`what` names it in errors) as a `T`, let `apply` check it and put
+/// it into the record, store the record durably, answer the body.
+async fn put_org_setting<T: serde::Serialize + serde::de::DeserializeOwned>(
+    state: &ApiState,
+    caller: &Caller,
+    org: &str,
+    request: Request<Incoming>,
+    what: &str,
+    apply: impl FnOnce(&mut Org, &T) -> Result<(), ApiError>,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let mut record = existing_org(state, org)?;
+    let setting: T = read_json(request, 64 * 1024, what, || {
+        ApiError::bad_request("the request body is over 64 KiB")
+    })
+    .await?;
+    apply(&mut record, &setting)?;
+    state.store.put_org(&record)?;
+    state.store.flush().await?;
+    Ok(json_response(StatusCode::OK, &setting))
+}
+
 /// `PUT /v1/orgs/{org}/registry`: the organization's images (and cache) go
 /// to its own registry from its next build on.
 pub async fn set_registry(
@@ -116,20 +139,19 @@ pub async fn set_registry(
     org: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    caller.require_admin()?;
-    let mut record = existing_org(state, org)?;
-    let target: kiln_api::RegistryTarget = read_json(
+    put_org_setting(
+        state,
+        caller,
+        org,
         request,
-        64 * 1024,
         "SetOrgRegistry ({\"host\": \"registry.example.com\", \"namespace\": \"team-a\"})",
-        || ApiError::bad_request("the request body is over 64 KiB"),
+        |record, target: &kiln_api::RegistryTarget| {
+            kiln_api::validate::check_registry_target(target).map_err(ApiError::bad_request)?;
+            record.registry = Some(target.clone());
+            Ok(())
+        },
     )
-    .await?;
-    kiln_api::validate::check_registry_target(&target).map_err(ApiError::bad_request)?;
-    record.registry = Some(target.clone());
-    state.store.put_org(&record)?;
-    state.store.flush().await?;
-    Ok(json_response(StatusCode::OK, &target))
+    .await
 }
 
 /// `GET /v1/orgs/{org}/registry`: where its images go now (the server's
@@ -178,19 +200,18 @@ pub async fn set_signing(
     org: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    caller.require_admin()?;
-    let mut record = existing_org(state, org)?;
-    let setting: kiln_api::SigningSetting = read_json(
+    put_org_setting(
+        state,
+        caller,
+        org,
         request,
-        64 * 1024,
         "SetOrgSigning ({\"enabled\": true|false})",
-        || ApiError::bad_request("the request body is over 64 KiB"),
+        |record, setting: &kiln_api::SigningSetting| {
+            record.sign_images = Some(setting.enabled);
+            Ok(())
+        },
     )
-    .await?;
-    record.sign_images = Some(setting.enabled);
-    state.store.put_org(&record)?;
-    state.store.flush().await?;
-    Ok(json_response(StatusCode::OK, &setting))
+    .await
 }
 
 /// `GET /v1/orgs/{org}/signing`: its own setting, else the server's.
