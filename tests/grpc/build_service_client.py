@@ -19,33 +19,14 @@ import time
 import zipfile
 
 import grpc
-from grpc_tools import protoc
+
+import stubs
 
 address, token, other_token, repo, work = sys.argv[1:6]
 REGISTRY = "127.0.0.1:5000"
 
-# --- Stubs from the published .proto (and protobuf's well-known types,
-# shipped inside grpcio-tools).
-import importlib.resources
-
-well_known = str(importlib.resources.files("grpc_tools") / "_proto")
-generated = os.path.join(work, "generated")
-os.makedirs(generated, exist_ok=True)
-proto_root = os.path.join(repo, "proto")
-status = protoc.main(
-    [
-        "grpc_tools.protoc",
-        f"-I{proto_root}",
-        f"-I{well_known}",
-        f"--python_out={generated}",
-        f"--grpc_python_out={generated}",
-        os.path.join(proto_root, "kiln/build/v1/build_service.proto"),
-    ]
-)
-assert status == 0, f"grpc_tools.protoc failed: {status}"
-sys.path.insert(0, generated)
-from kiln.build.v1 import build_service_pb2 as pb  # noqa: E402
-from kiln.build.v1 import build_service_pb2_grpc as rpc  # noqa: E402
+# --- Stubs from the published .proto.
+pb, rpc = stubs.generate(repo, work)
 
 channel = grpc.insecure_channel(
     address,

@@ -5,29 +5,15 @@ builds. Prints a JSON report.
 Usage: over_tls.py ADDRESS CA_PEM TOKEN REPO_ROOT WORK_DIR
 """
 
-import importlib.resources
 import json
-import os
 import sys
 
 import grpc
-from grpc_tools import protoc
+
+import stubs
 
 address, ca, token, repo, work = sys.argv[1:6]
-proto_root = os.path.join(repo, "proto")
-generated = os.path.join(work, "generated")
-os.makedirs(generated, exist_ok=True)
-assert protoc.main([
-    "grpc_tools.protoc",
-    f"-I{proto_root}",
-    f"-I{importlib.resources.files('grpc_tools') / '_proto'}",
-    f"--python_out={generated}",
-    f"--grpc_python_out={generated}",
-    os.path.join(proto_root, "kiln/build/v1/build_service.proto"),
-]) == 0
-sys.path.insert(0, generated)
-from kiln.build.v1 import build_service_pb2 as pb  # noqa: E402
-from kiln.build.v1 import build_service_pb2_grpc as rpc  # noqa: E402
+pb, rpc = stubs.generate(repo, work)
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 with open(ca, "rb") as f:

@@ -1041,3 +1041,19 @@ impl Api {
         }
     }
 }
+
+/// The `p` quantile (0..=1) of ascending `sorted` values (NaN for none):
+/// what the benches print as p50 and p99.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+/// `values` in ascending order.
+pub fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values
+}

@@ -21,13 +21,8 @@ use kiln_tests::*;
 use serde_json::json;
 use tonic::transport::Channel;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-fn summary(mut values: Vec<f64>) -> String {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+fn summary(values: Vec<f64>) -> String {
+    let values = sorted(values);
     format!(
         "p50 {:.2} ms, p99 {:.2} ms ({} samples)",
         percentile(&values, 0.5),

@@ -21,19 +21,6 @@ use kiln_server::store::{BuildRecord, BuildSpec, BuildStatus, SourceSummary, Sto
 use kiln_tests::*;
 use serde_json::json;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-fn sorted(mut values: Vec<f64>) -> Vec<f64> {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values
-}
-
 struct Row(String, String);
 
 async fn get_build_rate(t: &TestServer, build_id: &str) -> Row {

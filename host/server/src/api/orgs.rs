@@ -225,7 +225,7 @@ pub fn get_signing(
     Ok(json_response(
         StatusCode::OK,
         &kiln_api::SigningSetting {
-            enabled: record.sign_images.unwrap_or(state.config.sign_images),
+            enabled: record.signs_images(&state.config),
         },
     ))
 }

@@ -53,11 +53,17 @@ pub fn plain_http(host: &str) -> bool {
 /// `host/repo/path:tag` → (host, repository, tag).
 fn split(reference: &str) -> Option<(&str, &str, &str)> {
     let (host, rest) = reference.split_once('/')?;
-    let (repository, tag) = match rest.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-        _ => (rest, "latest"),
-    };
+    let (repository, tag) = without_tag(rest);
     Some((host, repository, tag))
+}
+
+/// A reference without its tag, and the tag (`latest` when it names
+/// none): a port's colon (`host:5000/app`) is not a tag's.
+pub fn without_tag(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository, tag),
+        _ => (reference, "latest"),
+    }
 }
 
 /// Read `reference`'s manifest (the first platform's, for an index).

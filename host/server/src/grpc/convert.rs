@@ -10,7 +10,7 @@ use hyper::StatusCode;
 use tonic::{Code, Status};
 
 use super::proto;
-use crate::api::ApiError;
+use crate::api::{builds, ApiError};
 
 /// The gRPC code for an HTTP status, as the proto file documents it.
 pub fn code_for(status: StatusCode) -> Code {
@@ -66,7 +66,7 @@ pub fn status(status: kiln_api::BuildStatus) -> proto::BuildStatus {
 
 /// A ListBuilds filter: UNSPECIFIED is every status; a number the proto
 /// does not define is refused.
-pub fn status_filter(value: i32) -> Result<Option<kiln_api::BuildStatus>, ApiError> {
+fn status_filter(value: i32) -> Result<Option<kiln_api::BuildStatus>, ApiError> {
     use kiln_api::BuildStatus as S;
     match proto::BuildStatus::try_from(value) {
         Ok(proto::BuildStatus::Unspecified) => Ok(None),
@@ -121,6 +121,18 @@ pub fn create_request(request: proto::CreateBuildRequest) -> kiln_api::CreateBui
         secret_build_args: given_list(request.secret_build_args),
         secrets: given_list(request.secrets),
     }
+}
+
+/// ListBuilds' message as the query REST reads from its query string.
+pub fn list_query(request: proto::ListBuildsRequest) -> Result<builds::ListQuery, ApiError> {
+    Ok(builds::ListQuery {
+        page_size: request.page_size.into(),
+        page_token: request.page_token,
+        status: status_filter(request.status)?,
+        name: given(request.name),
+        branch: given(request.branch),
+        project_id: given(request.project_id),
+    })
 }
 
 pub fn accepted(accepted: kiln_api::BuildAccepted) -> proto::CreateBuildResponse {

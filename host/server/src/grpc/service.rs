@@ -134,16 +134,7 @@ impl proto::build_service_server::BuildService for BuildService {
         request: Request<proto::ListBuildsRequest>,
     ) -> Result<Response<proto::ListBuildsResponse>, Status> {
         let caller = self.caller(&request)?;
-        let request = request.into_inner();
-        let given = |text: String| (!text.is_empty()).then_some(text);
-        let query = builds::ListQuery {
-            page_size: request.page_size.into(),
-            page_token: request.page_token,
-            status: convert::status_filter(request.status)?,
-            name: given(request.name),
-            branch: given(request.branch),
-            project_id: given(request.project_id),
-        };
+        let query = convert::list_query(request.into_inner())?;
         let list = builds::list_page(&self.state, &caller.org, query)?;
         Ok(Response::new(convert::build_list(list)))
     }

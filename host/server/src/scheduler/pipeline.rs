@@ -809,15 +809,18 @@ impl Pipeline<'_> {
         auth: Option<&RegistryAuth>,
         builder: &kiln_plugin_runtime::LoadedPlugin,
     ) -> Result<(), Failure> {
-        // The organization's own setting, else the server's.
         let wanted = match self.store.org(&self.record.org) {
-            Ok(Some(org)) => org.sign_images,
-            _ => None,
+            Ok(Some(org)) => org.signs_images(self.config),
+            _ => self.config.sign_images,
         };
-        if !wanted.unwrap_or(self.config.sign_images) {
+        if !wanted {
             return Ok(());
         }
-        let Some(repository) = built.image_refs.first().map(|r| image_repository(r)) else {
+        let Some((repository, _)) = built
+            .image_refs
+            .first()
+            .map(|r| crate::engine::registry::without_tag(r))
+        else {
             return Ok(());
         };
         let key = match crate::signing::org_key(self.secrets.local(), &self.record.org) {
@@ -1192,14 +1195,6 @@ impl Pipeline<'_> {
             }
         }
         labels
-    }
-}
-
-/// `host/path` of `host/path:tag` (a port's colon is not a tag's).
-fn image_repository(image_ref: &str) -> &str {
-    match image_ref.rsplit_once(':') {
-        Some((repository, tag)) if !tag.contains('/') => repository,
-        _ => image_ref,
     }
 }
 

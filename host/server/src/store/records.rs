@@ -20,6 +20,14 @@ pub struct Org {
     pub sign_images: Option<bool>,
 }
 
+impl Org {
+    /// Whether its images are signed and attested: its own setting, else
+    /// the server's.
+    pub fn signs_images(&self, config: &crate::config::ServerConfig) -> bool {
+        self.sign_images.unwrap_or(config.sign_images)
+    }
+}
+
 /// Where an organization's images go: its own registry, else the server's
 /// under the organization's name.
 pub fn registry_target(
