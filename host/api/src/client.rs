@@ -413,6 +413,20 @@ impl ApiClient {
         self.call_typed(Method::GET, &path, None::<&()>).await
     }
 
+    /// `GET /v1/orgs/{org}/signing-key`: the public key its images are
+    /// signed with (PEM), what `kiln verify` and `cosign verify --key` check
+    /// with.
+    pub async fn org_signing_key(&self, org: &str) -> Result<String, ClientError> {
+        let path = format!("/v1/orgs/{}/signing-key", encode(org));
+        let empty = Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed();
+        let response = self.send(self.request(Method::GET, &path), empty).await?;
+        let pem = Self::answer(response).await?;
+        String::from_utf8(pem.to_vec())
+            .map_err(|_| ClientError::BadAnswer("the signing key is not PEM text".into()))
+    }
+
     /// `POST /v1/orgs/{org}/tokens` (admin token): the token, shown once.
     pub async fn create_token(&self, org: &str) -> Result<NewToken, ClientError> {
         self.call_typed(
@@ -636,6 +650,17 @@ impl ApiClient {
     async fn json_answer<T: DeserializeOwned>(
         response: hyper::Response<hyper::body::Incoming>,
     ) -> Result<T, ClientError> {
+        let body = Self::answer(response).await?;
+        // An empty answer (204) reads as JSON `null`: `()` or `Value::Null`.
+        let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+        serde_json::from_slice(body)
+            .map_err(|e| ClientError::BadAnswer(format!("{e}: {}", String::from_utf8_lossy(body))))
+    }
+
+    /// A successful answer's body, or the server's error message.
+    async fn answer(
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Bytes, ClientError> {
         let status = response.status();
         let body = response
             .into_body()
@@ -644,11 +669,7 @@ impl ApiClient {
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         if status.is_success() {
-            // An empty answer (204) reads as JSON `null`: `()` or `Value::Null`.
-            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
-            return serde_json::from_slice(body).map_err(|e| {
-                ClientError::BadAnswer(format!("{e}: {}", String::from_utf8_lossy(body)))
-            });
+            return Ok(body);
         }
         let message = serde_json::from_slice::<ErrorBody>(&body)
             .map(|b| b.error.message)

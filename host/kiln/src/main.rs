@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Login(args) => commands::login(args).await,
         Command::Init(args) => commands::init(args).await,
         Command::Plugin { command } => commands::plugin(command).await,
+        Command::Verify(args) => commands::verify(args).await,
         Command::Org { command, server } => commands::org(command, &server).await,
         Command::Token { command, server } => commands::token(command, &server).await,
         Command::Admin { command, server } => commands::admin(command, &server).await,

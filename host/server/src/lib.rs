@@ -20,7 +20,7 @@
 //! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
 //! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors (with their kept contexts), stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |
 //! | [`provenance`] | the SLSA v1 provenance statement (in-toto) of a pushed image: its request, source, plugins and run |
-//! | [`signing`] | image signatures in cosign's key-based format: each organization's sealed ECDSA P-256 key, the simple signing payload, the `sha256-<digest>.sig` artifact pushed beside the image |
+//! | [`signing`] | each organization's sealed ECDSA P-256 signing key; the images are signed and attested in cosign's formats by `kiln-trust` |
 //! | [`webhooks`] | completion webhooks: build events queued durably, delivered signed (Standard Webhooks) with retries, SSRF-checked |
 //! | [`memory`] | handing freed memory back to the OS once the server goes quiet after builds or connections end |
 //! | [`metrics`] | counters and histograms for `GET /metrics` (Prometheus text) |

@@ -3,9 +3,9 @@
 //! — the build type, the request's external parameters (after defaults;
 //! secrets by name only, never a value), the resolved dependencies (the
 //! git commit or the context's sha256, each plugin's id, version and
-//! component sha256), the builder and the run's times. `crate::signing`
-//! signs it as a DSSE envelope and attaches it the way `cosign attest`
-//! does.
+//! component sha256), the builder and the run's times. It is signed with
+//! the organization's key (`crate::signing`) as a DSSE envelope and
+//! attached the way `cosign attest` does (`kiln_trust::cosign`).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 /// The in-toto statement type.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// SLSA provenance v1.
-pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
+pub const PREDICATE_TYPE: &str = kiln_trust::verify::SLSA_PROVENANCE_V1;
 /// What a Kiln build is: a Dockerfile build of a context (the external
 /// parameters are `kiln-api`'s build settings and source).
 pub const BUILD_TYPE: &str = "https://kiln.dev/provenance/dockerfile-build/v1";

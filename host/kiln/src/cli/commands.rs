@@ -11,7 +11,7 @@ use hyper::Method;
 use super::{
     config, pack, AdminCommand, BuildArgs, BuildsCommand, ContextCommand, LoginArgs, OrgCommand,
     Output, PluginCommand, PluginsCommand, ProjectsCommand, SecretValue, SecretsCommand,
-    ServerArgs, TokenCommand, WebhooksCommand,
+    ServerArgs, TokenCommand, VerifyArgs, WebhooksCommand,
 };
 use kiln_api::builds::MAX_INLINE_ZIP_BYTES;
 use kiln_api::{
@@ -30,6 +30,8 @@ pub enum CommandError {
     Pack(#[from] pack::PackError),
     #[error("{0}")]
     Usage(String),
+    #[error("verification failed: {0}")]
+    Verify(#[from] kiln_trust::VerifyError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -1015,6 +1017,146 @@ pub async fn org(command: OrgCommand, server: &ServerArgs) -> Result<ExitCode, C
             };
             println!("{org}: images are {state}");
         }
+    }
+    Ok(0)
+}
+
+/// `kiln verify IMAGE`: the signature, the provenance (about this digest;
+/// with a server, the build it names is the server's and pushed this
+/// digest) and the SBOM's summary. Exits non-zero, saying why, when any
+/// check fails.
+pub async fn verify(args: VerifyArgs) -> Result<ExitCode, CommandError> {
+    use kiln_trust::verify::Verified;
+    let password = std::env::var("KILN_REGISTRY_PASSWORD").unwrap_or_default();
+    let credentials = args
+        .registry_username
+        .as_deref()
+        .map(|username| kiln_trust::Credentials {
+            username,
+            password: &password,
+        });
+    let attachments = kiln_trust::verify::fetch(&args.image, credentials).await?;
+    let (key, key_source, build) = match &args.key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| usage!("cannot read the key {}: {e}", path.display()))?;
+            let key = kiln_trust::cosign::public_key_from_pem(&pem)
+                .map_err(|e| usage!("the key {}: {e}", path.display()))?;
+            (key, format!("the key in {}", path.display()), None)
+        }
+        None => {
+            let client = connect(&args.server)?;
+            if attachments.signatures.is_empty() {
+                return Err(kiln_trust::VerifyError::NotSigned {
+                    image: attachments.image,
+                    tag: attachments.signature_tag,
+                }
+                .into());
+            }
+            let build_id = attachments.claimed_build_id().ok_or_else(|| {
+                usage!(
+                    "{} names no Kiln build in a provenance, so no server key applies: pass --key FILE with the key it should be signed with",
+                    attachments.image
+                )
+            })?;
+            let build = match client.get_build(&build_id).await {
+                Err(ClientError::Refused { status, .. }) if status == hyper::StatusCode::NOT_FOUND => {
+                    return Err(usage!(
+                        "verification failed: {}'s provenance names build {build_id}, which {} does not have for your organization: the image was built elsewhere (pass --key FILE with its builder's key)",
+                        attachments.image,
+                        client.server()
+                    ))
+                }
+                answer => answer?,
+            };
+            let pem = client.org_signing_key(&build.org).await?;
+            let key = kiln_trust::cosign::public_key_from_pem(&pem)
+                .map_err(|e| usage!("the server's key for {}: {e}", build.org))?;
+            let source = format!("organization {}'s key on {}", build.org, client.server());
+            (key, source, Some(build))
+        }
+    };
+    let verified: Verified = attachments.verify(&key)?;
+    if let Some(build) = &build {
+        if verified.provenance.invocation_id != build.build_id
+            || build.digest.as_deref() != Some(verified.digest.as_str())
+        {
+            return Err(usage!(
+                "verification failed: {} is not what build {} pushed ({})",
+                verified.image,
+                build.build_id,
+                build.digest.as_deref().unwrap_or("nothing")
+            ));
+        }
+    }
+    let sbom = verified.sbom();
+    if args.output == Output::Json {
+        let provenance = &verified.provenance;
+        let report = serde_json::json!({
+            "verified": true,
+            "image": verified.image,
+            "digest": verified.digest,
+            "key": key_source,
+            "signedIdentity": verified.signed_identity,
+            "provenance": {
+                "builderId": provenance.builder_id,
+                "buildType": provenance.build_type,
+                "invocationId": provenance.invocation_id,
+                "startedOn": provenance.started_on,
+                "finishedOn": provenance.finished_on,
+                "dependencies": provenance.dependencies.iter()
+                    .map(|(uri, digests)| serde_json::json!({"uri": uri, "digest": digests}))
+                    .collect::<Vec<_>>(),
+            },
+            "build": build.as_ref().map(|b| serde_json::json!({
+                "buildId": b.build_id, "org": b.org, "number": b.number, "name": b.name,
+            })),
+            "sbom": sbom.as_ref().map(|s| serde_json::json!({
+                "format": s.format, "packages": s.packages,
+                "byEcosystem": s.by_ecosystem.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            })),
+        });
+        println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        return Ok(0);
+    }
+    let provenance = &verified.provenance;
+    println!("Verified {}", verified.image);
+    println!(
+        "  signature   cosign, ECDSA P-256, signs {}",
+        verified.signed_identity
+    );
+    println!("  key         {key_source}");
+    println!(
+        "  provenance  SLSA v1 from {}, build {}{}",
+        provenance.builder_id,
+        provenance.invocation_id,
+        provenance
+            .finished_on
+            .as_deref()
+            .map(|t| format!(", finished {t}"))
+            .unwrap_or_default()
+    );
+    if let Some(build) = &build {
+        println!(
+            "  built by    this server: #{} of {} (organization {}), which pushed this digest",
+            build.number, build.name, build.org
+        );
+    }
+    for (uri, digests) in &provenance.dependencies {
+        println!("  input       {uri} {}", digests.join(" "));
+    }
+    match sbom {
+        Some(sbom) => println!(
+            "  sbom        {}, {} packages ({})",
+            sbom.format,
+            sbom.packages,
+            sbom.by_ecosystem
+                .iter()
+                .map(|(ecosystem, count)| format!("{ecosystem} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => println!("  sbom        none attached"),
     }
     Ok(0)
 }

@@ -89,6 +89,8 @@ pub enum Command {
     },
     /// Write a Dockerfile and .dockerignore for a directory, as the Dockerfile wizard would (runs locally).
     Init(InitArgs),
+    /// Check an image's signature and provenance (and summarize its SBOM), as pushed by a Kiln server.
+    Verify(VerifyArgs),
     /// Save a server and token to ~/.config/kiln/config.toml (mode 0600).
     Login(LoginArgs),
     /// Write and check plugins.
@@ -364,6 +366,24 @@ pub enum PluginsCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+}
+
+/// `kiln verify` flags.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The image: host[:port]/repository[:tag], or …@sha256:<digest>.
+    pub image: String,
+    /// Check with this public key (PEM: `GET /v1/orgs/{org}/signing-key`, or a cosign.pub) and ask no server [default: the server's key for the organization that built the image, and the server confirms the build].
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The registry's username, if reading the image needs one (its password from KILN_REGISTRY_PASSWORD).
+    #[arg(long, env = "KILN_REGISTRY_USERNAME", value_name = "USER")]
+    pub registry_username: Option<String>,
+    /// How to print what was verified.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// `kiln login` flags.

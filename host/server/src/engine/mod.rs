@@ -94,6 +94,14 @@ impl std::fmt::Debug for RegistryAuth {
 }
 
 impl RegistryAuth {
+    /// The username and password, for `kiln-trust`'s registry client.
+    pub fn credentials(&self) -> kiln_trust::Credentials<'_> {
+        kiln_trust::Credentials {
+            username: &self.username,
+            password: &self.password,
+        }
+    }
+
     fn docker(&self) -> DockerCredentials {
         DockerCredentials {
             username: Some(self.username.clone()),

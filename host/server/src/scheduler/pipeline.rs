@@ -828,22 +828,23 @@ impl Pipeline<'_> {
             Err(e) => return self.unsigned(&e),
         };
         let statement = self.provenance(repository, &built.digest, builder);
-        let envelope = crate::signing::envelope(&key, &statement);
+        let envelope = kiln_trust::cosign::envelope(&key, &statement);
+        let credentials = auth.map(RegistryAuth::credentials);
         // The two pushes are independent: side by side, a build waits for
         // the slower one instead of both.
         let ((signed, signed_ms), (attested, attested_ms)) = tokio::join!(
-            timed(crate::signing::attach_signature(
+            timed(kiln_trust::cosign::attach_signature(
                 &key,
                 repository,
                 &built.digest,
-                auth
+                credentials,
             )),
-            timed(crate::signing::attach_attestation(
+            timed(kiln_trust::cosign::attach_attestation(
                 repository,
                 &built.digest,
                 envelope,
                 crate::provenance::PREDICATE_TYPE,
-                auth,
+                credentials,
             )),
         );
         for (kind, done, ms) in [
@@ -864,7 +865,7 @@ impl Pipeline<'_> {
                         })
                     })?;
                 }
-                Err(e) => self.unsigned(&e)?,
+                Err(e) => self.unsigned(&e.into())?,
             }
         }
         Ok(())

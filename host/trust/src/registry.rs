@@ -1,0 +1,671 @@
+//! A small client for the OCI Distribution API (Docker Registry HTTP API
+//! v2): reading manifests and blobs, and pushing the small artifacts Kiln
+//! attaches beside an image.
+//!
+//! Registries on loopback are spoken to over plain HTTP (as Docker Engine
+//! does); every other one over HTTPS with the system's roots. Basic auth and
+//! the bearer-token handshake (`WWW-Authenticate: Bearer realm=…`) are both
+//! supported. Everything read by digest is checked against that digest.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Credentials for a registry (what the organization saved). Borrowed: only
+/// the host holds them, and nothing here keeps them.
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+}
+
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, password ***)", self.username)
+    }
+}
+
+/// Why the registry did not answer as it should.
+#[derive(Debug, thiserror::Error)]
+#[error("{reference}: {message}")]
+pub struct RegistryError {
+    /// The image, repository or artifact asked about.
+    pub reference: String,
+    pub message: String,
+}
+
+/// What the registry holds for a reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushedImage {
+    pub digest: String,
+    pub size_bytes: u64,
+    pub layer_count: u32,
+}
+
+/// Manifests and indexes, OCI's and Docker's.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// An entry of a manifest: a config, a layer, or (in an index) a manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An image manifest or an index, as far as Kiln reads them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    #[serde(default)]
+    pub config: Option<Descriptor>,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    /// An index: the per-platform manifests.
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+}
+
+/// Whether a registry host is spoken to over plain HTTP.
+pub fn plain_http(host: &str) -> bool {
+    let name = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(name, _)| name);
+    kiln_api::validate::is_loopback_host(name)
+}
+
+/// A reference without its tag, and the tag (`latest` when it names
+/// none): a port's colon (`host:5000/app`) is not a tag's.
+pub fn without_tag(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository, tag),
+        _ => (reference, "latest"),
+    }
+}
+
+/// An image reference split: `host/path[:tag][@sha256:…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub host: String,
+    pub path: String,
+    /// The tag or digest asked for (`latest` when neither is given).
+    pub wanted: String,
+}
+
+impl Reference {
+    /// Parse `reference`; it must name its registry host
+    /// (`registry.example/team/app:v1`, `127.0.0.1:5000/acme/app@sha256:…`).
+    pub fn parse(reference: &str) -> Result<Self, RegistryError> {
+        let bad = |message: &str| RegistryError {
+            reference: reference.to_string(),
+            message: message.to_string(),
+        };
+        let (name, wanted) = match reference.split_once('@') {
+            Some((name, digest)) => {
+                let hex = digest
+                    .strip_prefix("sha256:")
+                    .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .ok_or_else(|| bad("a digest is sha256: and 64 hex digits"))?;
+                (name, format!("sha256:{}", hex.to_ascii_lowercase()))
+            }
+            None => {
+                let (name, tag) = without_tag(reference);
+                (name, tag.to_string())
+            }
+        };
+        let (host, path) = name
+            .split_once('/')
+            .filter(|(host, path)| {
+                (host.contains('.') || host.contains(':') || *host == "localhost")
+                    && !path.is_empty()
+            })
+            .ok_or_else(|| {
+                bad("name the registry too: host[:port]/repository[:tag] or …@sha256:<digest>")
+            })?;
+        Ok(Reference {
+            host: host.to_string(),
+            path: path.to_string(),
+            wanted,
+        })
+    }
+
+    /// `host/path`, as signatures name the image.
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.host, self.path)
+    }
+}
+
+/// Read `reference`'s manifest (the first platform's, for an index): its
+/// digest, size and layer count.
+pub async fn manifest(
+    reference: &str,
+    credentials: Option<Credentials<'_>>,
+) -> Result<PushedImage, RegistryError> {
+    let parsed = Reference::parse(reference)?;
+    let mut session = Session::new(&parsed.host, &parsed.path, credentials, "pull");
+    let top = session.manifest(&parsed.wanted).await?;
+    let mut manifest = top.manifest;
+    if let Some(first) = manifest.manifests.first() {
+        manifest = session.manifest(&first.digest.clone()).await?.manifest;
+    }
+    Ok(PushedImage {
+        digest: top.digest,
+        size_bytes: manifest.config.map_or(0, |c| c.size)
+            + manifest.layers.iter().map(|l| l.size).sum::<u64>(),
+        layer_count: manifest.layers.len() as u32,
+    })
+}
+
+/// A manifest as read: its digest and what it says.
+pub struct FetchedManifest {
+    pub digest: String,
+    pub manifest: Manifest,
+}
+
+/// A blob to push: its media type, bytes and annotations (in the manifest
+/// that lists it).
+pub struct Blob {
+    pub media_type: &'static str,
+    pub bytes: Vec<u8>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Blob {
+    pub fn digest(&self) -> String {
+        sha256_digest(&self.bytes)
+    }
+
+    fn descriptor(&self) -> serde_json::Value {
+        let mut descriptor = serde_json::json!({
+            "mediaType": self.media_type,
+            "size": self.bytes.len(),
+            "digest": self.digest(),
+        });
+        if !self.annotations.is_empty() {
+            descriptor["annotations"] = serde_json::json!(self.annotations);
+        }
+        descriptor
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Push an OCI image manifest of `config` and `layers` to `repository`
+/// (`host/path`) under `tag`, blobs first (those the registry has are not
+/// sent again); answers the manifest's digest. A 401 gets the bearer
+/// handshake for `pull,push`.
+pub async fn push_manifest(
+    repository: &str,
+    tag: &str,
+    config: &Blob,
+    layers: &[Blob],
+    credentials: Option<Credentials<'_>>,
+) -> Result<String, RegistryError> {
+    let failed = |message: String| RegistryError {
+        reference: repository.to_string(),
+        message,
+    };
+    let (host, path) = repository
+        .split_once('/')
+        .ok_or_else(|| failed("not a registry repository (host/path)".into()))?;
+    let mut session = Session::new(host, path, credentials, "pull,push");
+    for blob in std::iter::once(config).chain(layers) {
+        session.put_blob(blob).await?;
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config.descriptor(),
+        "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
+    });
+    let body = serde_json::to_vec(&manifest).expect("a manifest serializes");
+    let digest = sha256_digest(&body);
+    let url = format!("{}/manifests/{tag}", session.base);
+    let answer = session
+        .send(
+            Method::PUT,
+            &url,
+            Some("application/vnd.oci.image.manifest.v1+json"),
+            Bytes::from(body),
+            MANIFEST_LIMIT,
+        )
+        .await?;
+    if !answer.status.is_success() {
+        return Err(failed(format!(
+            "the registry answered {} for the manifest {tag}",
+            answer.status
+        )));
+    }
+    Ok(digest)
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// One HTTP client for every registry: connections are pooled, and TLS is
+/// ring with the system's roots.
+fn http_client() -> &'static HttpClient {
+    static CLIENT: OnceLock<HttpClient> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider)
+            .expect("ring and the system's roots make a TLS config")
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector)
+    })
+}
+
+/// A registry's answer, its body read (up to the limit asked for).
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Manifests are small (the OCI spec has registries refuse those over
+/// 4 MiB); anything longer is not read.
+const MANIFEST_LIMIT: usize = 4 << 20;
+
+/// One repository's requests, with the credentials given.
+pub struct Session<'a> {
+    /// `scheme://host/v2/path`.
+    base: String,
+    /// `scheme://host`, for relative upload locations.
+    origin: String,
+    /// `host/path`, for errors.
+    repository: String,
+    path: String,
+    credentials: Option<Credentials<'a>>,
+    /// What a bearer token is asked for: `pull` or `pull,push`.
+    actions: &'static str,
+    token: Option<String>,
+}
+
+impl<'a> Session<'a> {
+    /// Requests to `host`'s repository `path` for `actions` (`pull`,
+    /// `pull,push`).
+    pub fn new(
+        host: &str,
+        path: &str,
+        credentials: Option<Credentials<'a>>,
+        actions: &'static str,
+    ) -> Self {
+        let scheme = if plain_http(host) { "http" } else { "https" };
+        Session {
+            base: format!("{scheme}://{host}/v2/{path}"),
+            origin: format!("{scheme}://{host}"),
+            repository: format!("{host}/{path}"),
+            path: path.to_string(),
+            credentials,
+            actions,
+            token: None,
+        }
+    }
+
+    fn error(&self, at: &str, message: String) -> RegistryError {
+        RegistryError {
+            reference: format!("{}{at}", self.repository),
+            message,
+        }
+    }
+
+    /// The manifest under `wanted` (a tag or a digest). Read by digest, the
+    /// body must hash to it; read by tag, its digest is the body's hash
+    /// (not merely what the registry says it is).
+    pub async fn manifest(&mut self, wanted: &str) -> Result<FetchedManifest, RegistryError> {
+        self.manifest_if_present(wanted).await?.ok_or_else(|| {
+            self.error(
+                &at(wanted),
+                "the registry has no such image (check the name and tag)".into(),
+            )
+        })
+    }
+
+    /// As [`Session::manifest`], but `None` when the registry has none
+    /// under `wanted` (404).
+    pub async fn manifest_if_present(
+        &mut self,
+        wanted: &str,
+    ) -> Result<Option<FetchedManifest>, RegistryError> {
+        let url = format!("{}/manifests/{wanted}", self.base);
+        let answer = self
+            .send(Method::GET, &url, None, Bytes::new(), MANIFEST_LIMIT)
+            .await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            return Err(self.error(
+                &at(wanted),
+                format!("the registry answered {} for the manifest", answer.status),
+            ));
+        }
+        let digest = sha256_digest(&answer.body);
+        if wanted.starts_with("sha256:") && digest != wanted {
+            return Err(self.error(
+                &at(wanted),
+                format!("the registry sent a manifest whose digest is {digest}"),
+            ));
+        }
+        let manifest = serde_json::from_slice(&answer.body)
+            .map_err(|e| self.error(&at(wanted), format!("the manifest is not valid JSON: {e}")))?;
+        Ok(Some(FetchedManifest { digest, manifest }))
+    }
+
+    /// The blob `digest`, checked against it; at most `limit` bytes.
+    pub async fn blob(&mut self, digest: &str, limit: usize) -> Result<Vec<u8>, RegistryError> {
+        let url = format!("{}/blobs/{digest}", self.base);
+        let answer = self
+            .send(Method::GET, &url, None, Bytes::new(), limit)
+            .await?;
+        let failed = |message: String| self.error(&format!("@{digest}"), message);
+        if !answer.status.is_success() {
+            return Err(failed(format!(
+                "the registry answered {} for the blob",
+                answer.status
+            )));
+        }
+        let found = sha256_digest(&answer.body);
+        if found != digest {
+            return Err(failed(format!(
+                "the registry sent a blob whose digest is {found}"
+            )));
+        }
+        Ok(answer.body.to_vec())
+    }
+
+    /// Send a request (again with a bearer token after a 401 that offers
+    /// one) and read at most `limit` bytes of the answer.
+    async fn send(
+        &mut self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Answer, RegistryError> {
+        let first = self
+            .send_once(method.clone(), url, content_type, body.clone(), limit)
+            .await?;
+        if first.status != StatusCode::UNAUTHORIZED || self.token.is_some() {
+            return Ok(first);
+        }
+        let challenge = first
+            .headers
+            .get(hyper::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let Some(token) =
+            scoped_token(&challenge, &self.path, self.actions, self.credentials).await
+        else {
+            return Ok(first);
+        };
+        self.token = Some(token);
+        self.send_once(method, url, content_type, body, limit).await
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Answer, RegistryError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(ACCEPT, MANIFEST_ACCEPT);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        let authorization = match (&self.token, self.credentials) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, Some(credentials)) => Some(credentials.basic()),
+            (None, None) => None,
+        };
+        if let Some(authorization) = authorization {
+            let mut value = HeaderValue::from_str(&authorization)
+                .map_err(|_| self.error("", "the credentials are not valid in a header".into()))?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| self.error("", format!("not a valid request URL {url}: {e}")))?;
+        exchange(request, limit)
+            .await
+            .map_err(|message| self.error("", message))
+    }
+
+    async fn put_blob(&mut self, blob: &Blob) -> Result<(), RegistryError> {
+        let digest = blob.digest();
+        let head = format!("{}/blobs/{digest}", self.base);
+        if self
+            .send(Method::HEAD, &head, None, Bytes::new(), 0)
+            .await?
+            .status
+            .is_success()
+        {
+            return Ok(());
+        }
+        let start = format!("{}/blobs/uploads/", self.base);
+        let started = self
+            .send(Method::POST, &start, None, Bytes::new(), MANIFEST_LIMIT)
+            .await?;
+        if started.status != StatusCode::ACCEPTED {
+            return Err(self.error(
+                "",
+                format!(
+                    "the registry answered {} to starting an upload",
+                    started.status
+                ),
+            ));
+        }
+        let location = started
+            .headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                self.error(
+                    "",
+                    "the registry started an upload without a Location".into(),
+                )
+            })?;
+        // The Location may be relative to the registry.
+        let location = if location.starts_with('/') {
+            format!("{}{location}", self.origin)
+        } else {
+            location.to_string()
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{location}{separator}{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("digest", &digest)
+                .finish()
+        );
+        let finished = self
+            .send(
+                Method::PUT,
+                &url,
+                Some("application/octet-stream"),
+                Bytes::from(blob.bytes.clone()),
+                MANIFEST_LIMIT,
+            )
+            .await?;
+        if !finished.status.is_success() {
+            return Err(self.error(
+                "",
+                format!(
+                    "the registry answered {} to the blob {digest}",
+                    finished.status
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Credentials<'_> {
+    fn basic(&self) -> String {
+        let pair = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+}
+
+/// One request and its answer, the body read up to `limit` bytes.
+async fn exchange(request: Request<Full<Bytes>>, limit: usize) -> Result<Answer, String> {
+    let response = http_client().request(request).await.map_err(|error| {
+        let mut reason = format!("cannot reach the registry: {error}");
+        let mut cause = std::error::Error::source(&error);
+        while let Some(next) = cause {
+            reason = format!("{reason}: {next}");
+            cause = next.source();
+        }
+        reason
+    })?;
+    let (parts, mut body) = response.into_parts();
+    let mut read = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("cannot read the registry's answer: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            if read.len() + data.len() > limit {
+                return Err(format!(
+                    "the registry's answer is larger than {limit} bytes, more than this can be"
+                ));
+            }
+            read.extend_from_slice(data);
+        }
+    }
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: Bytes::from(read),
+    })
+}
+
+/// How an error names what was asked for: `:tag` or `@digest`.
+fn at(wanted: &str) -> String {
+    if wanted.starts_with("sha256:") {
+        format!("@{wanted}")
+    } else {
+        format!(":{wanted}")
+    }
+}
+
+/// The token handshake (`WWW-Authenticate: Bearer realm="…",service="…"`)
+/// for `actions` (`pull`, `pull,push`) on `repository`.
+async fn scoped_token(
+    challenge: &str,
+    repository: &str,
+    actions: &str,
+    credentials: Option<Credentials<'_>>,
+) -> Option<String> {
+    let params = challenge.strip_prefix("Bearer ")?;
+    let field = |name: &str| {
+        params.split(',').find_map(|part| {
+            let (key, value) = part.trim().split_once('=')?;
+            (key == name).then(|| value.trim_matches('"').to_string())
+        })
+    };
+    let realm = field("realm")?;
+    let query = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("scope", &format!("repository:{repository}:{actions}"));
+        if let Some(service) = field("service") {
+            query.append_pair("service", &service);
+        }
+        query.finish()
+    };
+    let separator = if realm.contains('?') { '&' } else { '?' };
+    let uri: Uri = format!("{realm}{separator}{query}").parse().ok()?;
+    let mut request = Request::get(uri);
+    if let Some(credentials) = credentials {
+        request = request.header(AUTHORIZATION, credentials.basic());
+    }
+    let answer = exchange(request.body(Full::new(Bytes::new())).ok()?, MANIFEST_LIMIT)
+        .await
+        .ok()?;
+    let answer: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
+    answer["token"]
+        .as_str()
+        .or_else(|| answer["access_token"].as_str())
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse_and_loopback_is_plain_http() {
+        let parsed = Reference::parse("127.0.0.1:5000/acme/app:v1").unwrap();
+        assert_eq!(
+            (
+                parsed.host.as_str(),
+                parsed.path.as_str(),
+                parsed.wanted.as_str()
+            ),
+            ("127.0.0.1:5000", "acme/app", "v1")
+        );
+        assert_eq!(parsed.repository(), "127.0.0.1:5000/acme/app");
+        let parsed = Reference::parse("registry.example.com/acme/app").unwrap();
+        assert_eq!(parsed.wanted, "latest");
+        let digest = format!("sha256:{}", "AB".repeat(32));
+        let parsed = Reference::parse(&format!("localhost/app@{digest}")).unwrap();
+        assert_eq!(parsed.wanted, digest.to_ascii_lowercase());
+        for bad in [
+            "app:v1",
+            "acme/app",
+            "r.example/app@sha256:12",
+            "r.example/",
+        ] {
+            let error = Reference::parse(bad).unwrap_err();
+            assert_eq!(error.reference, bad);
+        }
+        assert!(plain_http("127.0.0.1:5000"));
+        assert!(plain_http("localhost:5000"));
+        assert!(!plain_http("registry.example.com"));
+        assert!(!plain_http("10.0.0.5:5000"));
+    }
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let shown = format!(
+            "{:?}",
+            Credentials {
+                username: "robot",
+                password: "hunter22"
+            }
+        );
+        assert!(
+            shown.contains("robot") && !shown.contains("hunter22"),
+            "{shown}"
+        );
+    }
+}
