@@ -113,6 +113,22 @@ async fn issue_19_pushed_images_carry_a_cosign_signature_that_verifies_elsewhere
         zip_sha256.as_str(),
         "{statement}"
     );
+    // The base image (`ARG BASE=…` / `FROM ${BASE}`) with the digest its
+    // registry holds.
+    let (_, base_digest) = registry_manifest("base/busybox", "1").await;
+    let base = dependencies
+        .iter()
+        .find(|d| d["name"] == "base image")
+        .unwrap_or_else(|| panic!("a base image in {statement}"));
+    assert_eq!(
+        base["uri"],
+        format!("pkg:docker/{REGISTRY}/base/busybox@1").as_str()
+    );
+    assert_eq!(
+        base["digest"]["sha256"],
+        base_digest.unwrap().trim_start_matches("sha256:"),
+        "{statement}"
+    );
     let plugins = t.get("/v1/plugins").await.json();
     for id in ["inline-zip", "buildkit"] {
         let loaded = plugins["plugins"]

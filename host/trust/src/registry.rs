@@ -98,6 +98,19 @@ pub fn without_tag(reference: &str) -> (&str, &str) {
     }
 }
 
+/// A reference as a registry client resolves it: Docker Hub's short forms
+/// made whole (`python:3` → `docker.io/library/python:3`, `team/app` →
+/// `docker.io/team/app`); a reference naming its host is unchanged.
+pub fn normalize(reference: &str) -> String {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            reference.to_string()
+        }
+        Some(_) => format!("docker.io/{reference}"),
+        None => format!("docker.io/library/{reference}"),
+    }
+}
+
 /// An image reference split: `host/path[:tag][@sha256:…]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -311,9 +324,15 @@ impl<'a> Session<'a> {
         actions: &'static str,
     ) -> Self {
         let scheme = if plain_http(host) { "http" } else { "https" };
+        // Docker Hub's images are named docker.io/…; its API is elsewhere.
+        let api_host = if host == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
         Session {
-            base: format!("{scheme}://{host}/v2/{path}"),
-            origin: format!("{scheme}://{host}"),
+            base: format!("{scheme}://{api_host}/v2/{path}"),
+            origin: format!("{scheme}://{api_host}"),
             repository: format!("{host}/{path}"),
             path: path.to_string(),
             credentials,
@@ -648,6 +667,13 @@ mod tests {
             let error = Reference::parse(bad).unwrap_err();
             assert_eq!(error.reference, bad);
         }
+        assert_eq!(normalize("python:3"), "docker.io/library/python:3");
+        assert_eq!(normalize("team/app"), "docker.io/team/app");
+        assert_eq!(normalize("localhost/app"), "localhost/app");
+        assert_eq!(
+            normalize("127.0.0.1:5000/base/busybox:1"),
+            "127.0.0.1:5000/base/busybox:1"
+        );
         assert!(plain_http("127.0.0.1:5000"));
         assert!(plain_http("localhost:5000"));
         assert!(!plain_http("registry.example.com"));

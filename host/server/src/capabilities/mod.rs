@@ -61,6 +61,9 @@ pub struct BuildEngine {
     pub phases: Arc<PhaseClock>,
     /// The most memory any of its container runs used (0: none measured).
     pub peak_memory: Arc<std::sync::atomic::AtomicU64>,
+    /// The Dockerfile a builder generated and passed inline (the wizard's),
+    /// for the provenance's base images.
+    pub inline_dockerfile: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl BuildEngine {
@@ -401,6 +404,9 @@ impl Engine for BuildEngine {
                 .map_err(|e| {
                     HostError::InvalidRequest(format!("the generated .dockerignore: {e}"))
                 })?;
+        }
+        if let Some(text) = &request.dockerfile_inline {
+            *self.inline_dockerfile.lock().unwrap() = Some(text.clone());
         }
         let mut build_args = to_map(request.build_args);
         build_args.extend(self.secret_build_args.clone());

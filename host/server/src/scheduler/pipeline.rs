@@ -67,6 +67,9 @@ pub struct Built {
     pub layer_count: u32,
     pub cached_steps: u32,
     pub total_steps: u32,
+    /// The Dockerfile the builder generated, when it did (else the
+    /// context's was built).
+    pub generated_dockerfile: Option<String>,
 }
 
 pub struct Pipeline<'a> {
@@ -795,8 +798,6 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Change the build's record while it runs (its profile, attempts and
-    /// measured peak memory).
     /// Sign the pushed image with the organization's key and attach its
     /// SLSA provenance, both beside it in the registry as cosign does
     /// (`crate::signing`, `crate::provenance`). What cannot be made or
@@ -827,7 +828,8 @@ impl Pipeline<'_> {
             Ok(key) => key,
             Err(e) => return self.unsigned(&e),
         };
-        let statement = self.provenance(repository, &built.digest, builder);
+        let bases = self.base_images(built, auth).await;
+        let statement = self.provenance(repository, &built.digest, builder, bases);
         let envelope = kiln_trust::cosign::envelope(&key, &statement);
         let credentials = auth.map(RegistryAuth::credentials);
         // The two pushes are independent: side by side, a build waits for
@@ -879,6 +881,62 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// The base images the built Dockerfile names, each with the digest
+    /// its registry resolves it to now (side by side; the engine resolved
+    /// the same tags moments ago), the way BuildKit's own provenance lists
+    /// them (`pkg:docker/…`). One that cannot be resolved is listed without
+    /// a digest, and the log says why.
+    async fn base_images(
+        &self,
+        built: &Built,
+        auth: Option<&RegistryAuth>,
+    ) -> Vec<crate::provenance::Dependency> {
+        let text = match &built.generated_dockerfile {
+            Some(text) => Some(text.clone()),
+            None => {
+                let path = self.paths.context.join(&self.record.request.dockerfile);
+                tokio::fs::read_to_string(path).await.ok()
+            }
+        };
+        let images = text.map_or_else(Vec::new, |text| {
+            crate::provenance::base_images(&text, &self.record.request.build_args)
+        });
+        let platform = self.record.request.platform.as_deref();
+        let resolved = images.iter().map(|image| async move {
+            let full = kiln_trust::registry::normalize(image);
+            let host = full.split('/').next().unwrap_or_default();
+            let credentials = auth
+                .filter(|a| a.server == host)
+                .map(RegistryAuth::credentials);
+            let answer = if image.contains('$') {
+                Err("a build argument in it has no value".to_string())
+            } else {
+                kiln_trust::registry::manifest(&full, credentials)
+                    .await
+                    .map(|found| found.digest)
+                    .map_err(|e| e.to_string())
+            };
+            (
+                crate::provenance::base_image_dependency(&full, platform),
+                answer,
+            )
+        });
+        let mut dependencies = Vec::new();
+        for (mut dependency, answer) in futures_util::future::join_all(resolved).await {
+            match answer {
+                Ok(digest) => dependency
+                    .digest
+                    .push(("sha256", digest.trim_start_matches("sha256:").to_string())),
+                Err(e) => self.log.system(&format!(
+                    "provenance: the base image {} is listed without a digest: {e}",
+                    dependency.uri
+                )),
+            }
+            dependencies.push(dependency);
+        }
+        dependencies
+    }
+
     /// The provenance statement of this build: the record as it is now
     /// (the commit resolved), the context's digest, the plugins that made it.
     fn provenance(
@@ -886,6 +944,7 @@ impl Pipeline<'_> {
         repository: &str,
         digest: &str,
         builder: &kiln_plugin_runtime::LoadedPlugin,
+        base_images: Vec<crate::provenance::Dependency>,
     ) -> serde_json::Value {
         use crate::provenance::{BuildFacts, Dependency};
         let build_id = &self.record.build_id;
@@ -940,6 +999,7 @@ impl Pipeline<'_> {
                 digest: Vec::new(),
             });
         }
+        dependencies.extend(base_images);
         let plugins = self
             .runtime
             .source(&source.kind)
@@ -976,6 +1036,8 @@ impl Pipeline<'_> {
         })
     }
 
+    /// Change the build's record while it runs (its profile, attempts and
+    /// measured peak memory).
     fn update_record(&self, change: impl FnMut(&mut BuildRecord)) -> Result<(), Failure> {
         self.store
             .update_build(&self.record.build_id, change)
@@ -1094,6 +1156,7 @@ impl Pipeline<'_> {
         let secret_ids = secrets.mounts.keys().cloned().collect();
         let classified = Arc::new(std::sync::Mutex::new(None));
         let peak_memory = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let inline_dockerfile = Arc::new(std::sync::Mutex::new(None));
         let engine = BuildEngine {
             engine: self.engine.clone(),
             context_dir: self.paths.context.clone(),
@@ -1107,6 +1170,7 @@ impl Pipeline<'_> {
             classified: classified.clone(),
             phases: self.phases.clone(),
             peak_memory: peak_memory.clone(),
+            inline_dockerfile: inline_dockerfile.clone(),
         };
         let caps = Capabilities::for_plugin(plugin)
             .with_log(Arc::new(self.log.clone()))
@@ -1142,6 +1206,7 @@ impl Pipeline<'_> {
                 (e, _) => from_plugin(&plugin.manifest.id, e),
             }
         })?;
+        let generated_dockerfile = inline_dockerfile.lock().unwrap().take();
         Ok(Built {
             digest: output.digest,
             image_refs: output.image_refs,
@@ -1149,6 +1214,7 @@ impl Pipeline<'_> {
             layer_count: output.layer_count,
             cached_steps: output.cached_steps,
             total_steps: output.total_steps,
+            generated_dockerfile,
         })
     }
 
