@@ -17,6 +17,7 @@ const FIRST_PARTY: &[(&str, &str)] = &[
     ("wizard", "kiln-plugin-wizard"),
     ("wizard-detect", "kiln-plugin-wizard-detect"),
     ("http-post", "kiln-plugin-http-post"),
+    ("sbom", "kiln-plugin-sbom"),
 ];
 
 fn main() {

@@ -11,6 +11,7 @@
 //! | credential store | `credential-store` | [`credentials::CredentialStore`] | [`export_credential_store!`] |
 //! | detector (what a directory holds, the Dockerfile it would get) | `detector` | [`detector::Detector`] | [`export_detector!`] |
 //! | notifier (contract 0.2.0: tell someone a build finished) | `notifier` | [`notifier::Notifier`] | [`export_notifier!`] |
+//! | attestor (contract 0.3.0: say what is in a pushed image, e.g. an SBOM) | `attestor` | [`attestor::Attestor`] | [`export_attestor!`] |
 //!
 //! Enable one world's feature per plugin crate: each world's bindings carry
 //! that world's component type, and a component must export everything its
@@ -52,7 +53,8 @@
 //!
 //! | `kiln:plugin` | `kiln-sdk` | hosts that load it | status |
 //! |---|---|---|---|
-//! | 0.2.0 | 0.1.x (feature `notifier`) | kiln 0.1.x since the notifier world | current: 0.1.0's worlds unchanged plus `notifier` (`wit/0.2.0`) |
+//! | 0.3.0 | 0.1.x (feature `attestor`) | kiln 0.1.x since the attestor world | current: 0.2.0's worlds unchanged plus `attestor` (`wit/0.3.0`) |
+//! | 0.2.0 | 0.1.x (feature `notifier`) | kiln 0.1.x since the notifier world | 0.1.0's worlds unchanged plus `notifier` (`wit/0.2.0`) |
 //! | 0.1.0 | 0.1.x | kiln 0.1.x | frozen (`wit/0.1.0`; a compatibility fixture built from it runs in every host) |
 //!
 //! Policy: adding a function, a record field or a world is a new minor
@@ -76,11 +78,12 @@
     feature = "context-source",
     feature = "credential-store",
     feature = "detector",
-    feature = "notifier"
+    feature = "notifier",
+    feature = "attestor"
 )))]
 compile_error!(
     "kiln-sdk: enable the feature of the world your plugin implements: \
-     `builder`, `context-source`, `credential-store`, `detector` or `notifier`"
+     `builder`, `context-source`, `credential-store`, `detector`, `notifier` or `attestor`"
 );
 
 /// Generated bindings, one module per world. Not a stable API: use the
@@ -157,8 +160,31 @@ pub mod bindings {
         });
     }
 
+    /// Bindings for the `attestor` world (contract 0.3.0).
+    #[cfg(feature = "attestor")]
+    #[allow(missing_docs)]
+    pub mod attestor {
+        wit_bindgen::generate!({
+            path: "wit/0.3.0",
+            world: "kiln:plugin/attestor@0.3.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_attestor_raw",
+            default_bindings_module: "kiln_sdk::bindings::attestor",
+            generate_all,
+        });
+    }
+
     // Every world imports the same `log` interface; the helpers use whichever
     // world is compiled in.
+    #[cfg(all(
+        not(feature = "builder"),
+        not(feature = "context-source"),
+        not(feature = "credential-store"),
+        not(feature = "detector"),
+        not(feature = "notifier"),
+        feature = "attestor"
+    ))]
+    pub(crate) use attestor::kiln::plugin0_1_0::log as log_import;
     #[cfg(feature = "builder")]
     pub(crate) use builder::kiln::plugin::log as log_import;
     #[cfg(all(not(feature = "builder"), feature = "context-source"))]
@@ -596,6 +622,65 @@ macro_rules! export_notifier {
             #[cfg(target_family = "wasm")]
             $crate::bindings::notifier::__export_notifier_raw!(
                 __KilnExport with_types_in $crate::bindings::notifier
+            );
+        };
+    };
+}
+
+/// The attestor world (contract 0.3.0): say what is in a pushed image.
+/// The host calls [`Attestor::attest`](attestor::Attestor::attest) once per
+/// pushed image with its filesystem read-only under
+/// [`AttestRequest::rootfs`](attestor::AttestRequest) (`/rootfs`), and signs
+/// and attaches the answer (an in-toto predicate: an SPDX or CycloneDX SBOM)
+/// beside the image.
+#[cfg(feature = "attestor")]
+pub mod attestor {
+    pub use crate::bindings::attestor::exports::kiln::plugin0_3_0::attest::{
+        AttestRequest, Attestation, Image,
+    };
+    pub use crate::bindings::attestor::kiln::plugin0_1_0::types::{KeyValue, PluginError};
+
+    /// Implement this and call [`export_attestor!`](crate::export_attestor).
+    pub trait Attestor {
+        /// Read the image's filesystem and say what it holds.
+        fn attest(request: AttestRequest) -> Result<Attestation, PluginError>;
+    }
+}
+
+/// Export an [`attestor::Attestor`] implementation as this component's attestor.
+#[cfg(feature = "attestor")]
+#[macro_export]
+macro_rules! export_attestor {
+    ($plugin:ident) => {
+        // In a host build nothing calls the plugin (there is no export);
+        // this keeps its type in use so the crate's `cargo test` and
+        // `clippy` stay quiet about it.
+        #[cfg(not(target_family = "wasm"))]
+        #[doc(hidden)]
+        pub fn __kiln_export_anchor() {
+            let _ = <$plugin as $crate::attestor::Attestor>::attest;
+        }
+        const _: () = {
+            #[allow(dead_code)]
+            struct __KilnExport;
+            impl $crate::bindings::attestor::exports::kiln::plugin0_3_0::attest::Guest
+                for __KilnExport
+            {
+                fn attest(
+                    request: $crate::attestor::AttestRequest,
+                ) -> ::core::result::Result<
+                    $crate::attestor::Attestation,
+                    $crate::attestor::PluginError,
+                > {
+                    <$plugin as $crate::attestor::Attestor>::attest(request)
+                }
+            }
+            // Only a component exports: a host build of the plugin crate
+            // (its `cargo test`) links as a native library, where the
+            // contract's export names are not valid symbols.
+            #[cfg(target_family = "wasm")]
+            $crate::bindings::attestor::__export_attestor_raw!(
+                __KilnExport with_types_in $crate::bindings::attestor
             );
         };
     };

@@ -18,6 +18,7 @@ mod organizations_take_turns;
 mod projects;
 mod registries;
 mod retention;
+mod sbom;
 mod secrets;
 mod signing;
 mod uploaded_contexts;

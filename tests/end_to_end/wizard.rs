@@ -18,7 +18,8 @@ fn fixture(name: &str) -> std::path::PathBuf {
     workspace().join("examples/wizard").join(name)
 }
 
-async fn server() -> TestServer {
+/// A server whose wizard uses the base images scripts/setup.sh made.
+pub(crate) async fn server() -> TestServer {
     TestServer::start_with(|config| {
         for (stack, image) in [
             ("static", format!("{REGISTRY}/base/static:1")),

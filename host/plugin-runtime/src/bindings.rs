@@ -4,7 +4,7 @@
 //! reuses the first one's instead of generating its own. The `notifier`
 //! world is contract 0.2.0's; it imports the same `log@0.1.0` and uses the
 //! same `types@0.1.0`, so it reuses them too and its host side is nothing
-//! but its export.
+//! but its export; so is contract 0.3.0's `attestor`.
 
 /// The `builder` world: imports `log` and `engine`, exports `build`.
 pub mod builder {
@@ -75,6 +75,21 @@ pub mod notifier {
     });
 }
 
+/// The `attestor` world (contract 0.3.0): imports `log@0.1.0`, exports `attest@0.3.0`.
+pub mod attestor {
+    wasmtime::component::bindgen!({
+        path: "wit/0.3.0",
+        world: "kiln:plugin/attestor@0.3.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "kiln:plugin/types@0.1.0": crate::bindings::builder::kiln::plugin::types,
+            "kiln:plugin/log@0.1.0": crate::bindings::builder::kiln::plugin::log,
+        },
+    });
+}
+
+pub use attestor::exports::kiln::plugin0_3_0::attest;
 pub use builder::kiln::plugin::{engine, log, types};
 pub use notifier::exports::kiln::plugin0_2_0::notify;
 

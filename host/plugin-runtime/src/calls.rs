@@ -57,6 +57,9 @@ impl PluginRuntime {
                     Pre::Notifier(pre) => {
                         pre.instantiate_async(&mut *store).await?;
                     }
+                    Pre::Attestor(pre) => {
+                        pre.instantiate_async(&mut *store).await?;
+                    }
                 }
                 Ok(())
             },
@@ -163,6 +166,7 @@ impl PluginRuntime {
         };
         let preopens = Preopens {
             credentials: credentials_dir.map(Path::to_path_buf),
+            rootfs: None,
             ..Preopens::none()
         };
         self.call(plugin, caps, &preopens, async |store| {
@@ -209,6 +213,36 @@ impl PluginRuntime {
             instance
                 .kiln_plugin0_2_0_notify()
                 .call_notify(store, request)
+                .await
+        })
+        .await
+    }
+}
+
+impl PluginRuntime {
+    /// Call an attestor's `attest` on an image whose filesystem is the
+    /// directory `rootfs`, preopened read-only at `/rootfs` (nothing else:
+    /// no context, no network unless granted, no credential).
+    pub async fn attest(
+        &self,
+        plugin: &LoadedPlugin,
+        caps: Capabilities,
+        rootfs: &Path,
+        request: &bindings::attest::AttestRequest,
+    ) -> Result<Result<bindings::attest::Attestation, bindings::types::PluginError>, PluginError>
+    {
+        let Pre::Attestor(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, World::Attestor));
+        };
+        let preopens = Preopens {
+            rootfs: Some(rootfs.to_path_buf()),
+            ..Preopens::none()
+        };
+        self.call(plugin, caps, &preopens, async |store| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .kiln_plugin0_3_0_attest()
+                .call_attest(store, request)
                 .await
         })
         .await

@@ -14,11 +14,12 @@
 //!   (embedded plugins and plugin directories), the compile cache, the
 //!   import check against the grant, one `InstancePre` per plugin.
 //! * [`world`] — which world a component implements, matched on the
-//!   contract's exact version ([`CONTRACT_VERSIONS`]: 0.1 and 0.2).
+//!   contract's exact version ([`CONTRACT_VERSIONS`]: 0.1, 0.2 and 0.3).
 //! * [`sandbox`] — one call's store: memory cap, time budget, preopens
 //!   ([`Preopens`]), captured stdio, traps explained as [`PluginError`]s.
 //! * [`calls`] — the single call path and one typed entry point per export
-//!   (`materialize`, `build`, `detect`, credentials, `notify`; `instantiate` alone).
+//!   (`materialize`, `build`, `detect`, credentials, `notify`, `attest`;
+//!   `instantiate` alone).
 //! * [`capabilities`] — what a call is lent ([`Capabilities`]), the
 //!   traits the embedder implements ([`LogSink`], [`Engine`], [`Git`]) and
 //!   the host functions that check permissions before calling them.

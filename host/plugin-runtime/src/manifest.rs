@@ -58,6 +58,10 @@ pub struct Kinds {
     /// organization subscribes it to build events.
     #[serde(default)]
     pub notifier: bool,
+    /// Whether it is an attestor (contract 0.3.0, exports `attest`): it
+    /// says what is in every pushed image (an SBOM).
+    #[serde(default)]
+    pub attestor: bool,
     /// For builders: whether the build reads a Dockerfile from the context
     /// (the host then checks it exists first). A builder that makes its own
     /// (a recipe, the wizard) says `false`.
@@ -243,7 +247,7 @@ struct CargoPackage {
 }
 
 /// The `kiln:plugin` versions this host loads.
-pub const SUPPORTED_API: &[&str] = &["0.1.0", "0.2.0"];
+pub const SUPPORTED_API: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
 
 impl Manifest {
     /// Read `dir/plugin.toml`, taking a missing `id` and `version` from a
@@ -319,6 +323,7 @@ impl Manifest {
             && !kinds.credential_store
             && !kinds.detector
             && !kinds.notifier
+            && !kinds.attestor
         {
             return Err(ManifestError::NoKind { id: manifest.id });
         }

@@ -74,6 +74,7 @@ pub(crate) enum Pre {
     Source(bindings::source::ContextSourcePre<PluginState>),
     Store(bindings::store::CredentialStorePre<PluginState>),
     Notifier(bindings::notifier::NotifierPre<PluginState>),
+    Attestor(bindings::attestor::AttestorPre<PluginState>),
 }
 
 /// A plugin ready to be called.
@@ -371,6 +372,7 @@ impl PluginRuntime {
             World::ContextSource => !manifest.kinds.context_source.is_empty(),
             World::CredentialStore => manifest.kinds.credential_store,
             World::Notifier => manifest.kinds.notifier,
+            World::Attestor => manifest.kinds.attestor,
         };
         if !kinds_ok {
             return Err(invalid(format!(
@@ -466,6 +468,10 @@ impl PluginRuntime {
                 bindings::notifier::NotifierPre::new(instance_pre)
                     .map_err(|e| invalid(format!("does not match the notifier world: {e}")))?,
             ),
+            World::Attestor => Pre::Attestor(
+                bindings::attestor::AttestorPre::new(instance_pre)
+                    .map_err(|e| invalid(format!("does not match the attestor world: {e}")))?,
+            ),
         };
         let granted = Arc::new(granted);
         for name in &manifest.kinds.builder {
@@ -525,6 +531,12 @@ impl PluginRuntime {
     /// The wasmtime engine every plugin runs on (for tools and benchmarks).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The attestors loaded, by id: each says something about every
+    /// pushed image.
+    pub fn attestors(&self) -> impl Iterator<Item = &LoadedPlugin> {
+        self.plugins.values().filter(|p| p.world == World::Attestor)
     }
 
     /// The first detector loaded, if any.

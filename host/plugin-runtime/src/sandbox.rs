@@ -103,6 +103,9 @@ pub struct Preopens {
     /// Mounted read-only at `/credentials` (credential stores that read
     /// mounted files).
     pub credentials: Option<PathBuf>,
+    /// Mounted read-only at `/rootfs`: an image's filesystem, for
+    /// attestors.
+    pub rootfs: Option<PathBuf>,
 }
 
 impl Preopens {
@@ -113,6 +116,7 @@ impl Preopens {
             context_writable: false,
             input: None,
             credentials: None,
+            rootfs: None,
         }
     }
 }
@@ -175,6 +179,10 @@ impl PluginRuntime {
         if let Some(credentials) = &preopens.credentials {
             wasi.preopened_dir(credentials, "/credentials", FsPerms::ReadOnly)
                 .map_err(|e| setup(format!("cannot open the credentials directory: {e}")))?;
+        }
+        if let Some(rootfs) = &preopens.rootfs {
+            wasi.preopened_dir(rootfs, "/rootfs", FsPerms::ReadOnly)
+                .map_err(|e| setup(format!("cannot open the image's filesystem: {e}")))?;
         }
         let limits = &plugin.limits;
         let memory_mib = limits.memory_mib;

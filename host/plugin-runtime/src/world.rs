@@ -14,6 +14,8 @@ pub enum World {
     Detector,
     /// Exports `notify` (contract 0.2.0): tells someone a build finished.
     Notifier,
+    /// Exports `attest` (contract 0.3.0): says what is in a pushed image.
+    Attestor,
 }
 
 impl World {
@@ -25,29 +27,32 @@ impl World {
             World::CredentialStore => "credential-store",
             World::Detector => "detector",
             World::Notifier => "notifier",
+            World::Attestor => "attestor",
         }
     }
 }
 
 /// The contract versions this host implements, oldest first. Each world's
 /// export belongs to the version that introduced it: 0.2.0 added only
-/// `notify`, and its other worlds are 0.1.0's very interfaces, so a
-/// component exporting `build@0.1.0` is a builder of either version.
-pub const CONTRACT_VERSIONS: [(u64, u64); 2] = [(0, 1), (0, 2)];
+/// `notify` and 0.3.0 only `attest`; their other worlds are the earlier
+/// versions' very interfaces, so a component exporting `build@0.1.0` is a
+/// builder of every version.
+pub const CONTRACT_VERSIONS: [(u64, u64); 3] = [(0, 1), (0, 2), (0, 3)];
 
 /// The interface a world is recognized by, the contract version that
 /// interface carries, and the world.
-const WORLD_EXPORTS: [(&str, (u64, u64), World); 5] = [
+const WORLD_EXPORTS: [(&str, (u64, u64), World); 6] = [
     ("build", (0, 1), World::Builder),
     ("source", (0, 1), World::ContextSource),
     ("credentials", (0, 1), World::CredentialStore),
     ("detect", (0, 1), World::Detector),
     ("notify", (0, 2), World::Notifier),
+    ("attest", (0, 3), World::Attestor),
 ];
 
 /// Which `kiln:plugin` world the component exports, matched on the
 /// exact version its interface carries: `0.1.x` for 0.1.0's worlds,
-/// `0.2.x` for `notify`; `0.10.0` is not `0.1` (a prefix test would say
+/// `0.2.x` for `notify`, `0.3.x` for `attest`; `0.10.0` is not `0.1` (a prefix test would say
 /// it is).
 pub(crate) fn detect_world(engine: &Engine, component: &Component) -> Result<World, String> {
     let ty = component.component_type();
@@ -83,19 +88,19 @@ pub(crate) fn detect_world(engine: &Engine, component: &Component) -> Result<Wor
             implemented()
         )),
         None => Err(format!(
-            "the component exports no world of {} (build, source, credentials, detect or notify); is it a Kiln plugin built with kiln-sdk?",
+            "the component exports no world of {} (build, source, credentials, detect, notify or attest); is it a Kiln plugin built with kiln-sdk?",
             implemented()
         )),
     }
 }
 
-/// `kiln:plugin@0.1.x and kiln:plugin@0.2.x`, for messages.
+/// `kiln:plugin@0.1.x, kiln:plugin@0.2.x and kiln:plugin@0.3.x`, for messages.
 fn implemented() -> String {
     CONTRACT_VERSIONS
         .iter()
         .map(|(major, minor)| format!("kiln:plugin@{major}.{minor}.x"))
         .collect::<Vec<_>>()
-        .join(" and ")
+        .join(", ")
 }
 
 /// Whether a `major.minor.patch[-pre]` version is `contract`'s.
@@ -166,6 +171,25 @@ mod tests {
             text.matches("\ninterface ").count(),
             1,
             "only `notify` is new"
+        );
+    }
+
+    /// 0.3.0 adds the attestor world and changes nothing released.
+    #[test]
+    fn the_0_3_0_contract_only_adds_the_attestor() {
+        let text = include_str!("../wit/0.3.0/plugin.wit");
+        assert!(text.contains("package kiln:plugin@0.3.0;"));
+        for world in ["context-source", "builder", "credential-store", "detector"] {
+            assert!(
+                text.contains(&format!("include kiln:plugin/{world}@0.1.0;")),
+                "{world}"
+            );
+        }
+        assert!(text.contains("include kiln:plugin/notifier@0.2.0;"));
+        assert_eq!(
+            text.matches("\ninterface ").count(),
+            1,
+            "only `attest` is new"
         );
     }
 }

@@ -190,6 +190,7 @@ async fn extraction_rows(
             context_writable: true,
             input: Some(input.path().to_path_buf()),
             credentials: None,
+            rootfs: None,
         };
         let caps = Capabilities::for_plugin(plugin);
         let started = Instant::now();

@@ -19,6 +19,7 @@
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context, the last build's context kept so the next writes only what changed |
 //! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
 //! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors (with their kept contexts), stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |
+//! | [`attest`] | attestor plugins' statements (the SBOM): the pushed image's filesystem rebuilt from its registry layers (whiteouts applied, escapes refused), read-only to each attestor |
 //! | [`provenance`] | the SLSA v1 provenance statement (in-toto) of a pushed image: its request, source, plugins and run |
 //! | [`signing`] | each organization's sealed ECDSA P-256 signing key; the images are signed and attested in cosign's formats by `kiln-trust` |
 //! | [`webhooks`] | completion webhooks: build events queued durably, delivered signed (Standard Webhooks) with retries, SSRF-checked |
@@ -31,6 +32,7 @@
 //! a host path outside the directories preopened for its call.
 
 pub mod api;
+pub mod attest;
 pub mod capabilities;
 pub mod config;
 pub mod context;

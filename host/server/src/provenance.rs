@@ -40,53 +40,65 @@ pub struct BuildFacts<'a> {
     pub finished: DateTime<Utc>,
 }
 
-/// The statement, as JSON.
-pub fn statement(facts: &BuildFacts) -> Value {
-    let hex = facts.digest.strip_prefix("sha256:").unwrap_or(facts.digest);
-    let build = facts.build;
-    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+/// An in-toto statement of `predicate` (of `predicate_type`) about the
+/// image `repository@digest`.
+pub fn about_image(
+    repository: &str,
+    digest: &str,
+    predicate_type: &str,
+    predicate: Value,
+) -> Value {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     json!({
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": facts.repository, "digest": {"sha256": hex}}],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": {
-            "buildDefinition": {
-                "buildType": BUILD_TYPE,
-                "externalParameters": {
-                    "name": build.name,
-                    "source": build.source,
-                    "request": build.request,
-                },
-                "internalParameters": {
-                    "org": build.org,
-                    "profileUsed": build.profile_used,
-                },
-                "resolvedDependencies": facts.dependencies.iter().map(|d| {
-                    let mut dependency = json!({
-                        "uri": d.uri,
-                        "digest": d.digest.iter()
-                            .map(|(kind, value)| (kind.to_string(), json!(value)))
-                            .collect::<serde_json::Map<_, _>>(),
-                    });
-                    if let Some(name) = &d.name {
-                        dependency["name"] = json!(name);
-                    }
-                    dependency
-                }).collect::<Vec<_>>(),
+        "subject": [{"name": repository, "digest": {"sha256": hex}}],
+        "predicateType": predicate_type,
+        "predicate": predicate,
+    })
+}
+
+/// The statement, as JSON.
+pub fn statement(facts: &BuildFacts) -> Value {
+    let build = facts.build;
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let predicate = json!({
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "externalParameters": {
+                "name": build.name,
+                "source": build.source,
+                "request": build.request,
             },
-            "runDetails": {
-                "builder": {
-                    "id": facts.builder_id,
-                    "version": {"kiln": env!("CARGO_PKG_VERSION")},
-                },
-                "metadata": {
-                    "invocationId": build.build_id,
-                    "startedOn": facts.started.map(time),
-                    "finishedOn": time(facts.finished),
-                },
+            "internalParameters": {
+                "org": build.org,
+                "profileUsed": build.profile_used,
+            },
+            "resolvedDependencies": facts.dependencies.iter().map(|d| {
+                let mut dependency = json!({
+                    "uri": d.uri,
+                    "digest": d.digest.iter()
+                        .map(|(kind, value)| (kind.to_string(), json!(value)))
+                        .collect::<serde_json::Map<_, _>>(),
+                });
+                if let Some(name) = &d.name {
+                    dependency["name"] = json!(name);
+                }
+                dependency
+            }).collect::<Vec<_>>(),
+        },
+        "runDetails": {
+            "builder": {
+                "id": facts.builder_id,
+                "version": {"kiln": env!("CARGO_PKG_VERSION")},
+            },
+            "metadata": {
+                "invocationId": build.build_id,
+                "startedOn": facts.started.map(time),
+                "finishedOn": time(facts.finished),
             },
         },
-    })
+    });
+    about_image(facts.repository, facts.digest, PREDICATE_TYPE, predicate)
 }
 
 /// The base images a Dockerfile builds `FROM`, in order, each once: global

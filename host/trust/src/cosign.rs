@@ -187,40 +187,65 @@ pub async fn attach_signature(
     push_one_layer(repository, &signature_tag(digest), layer, credentials).await
 }
 
-/// Push a signed `envelope` (of a statement with `predicate_type`) beside
-/// `repository@digest`, as `cosign attest` does: one DSSE layer under the
-/// `sha256-<digest>.att` tag.
-pub async fn attach_attestation(
-    repository: &str,
-    digest: &str,
-    envelope: Vec<u8>,
-    predicate_type: &str,
-    credentials: Option<Credentials<'_>>,
-) -> Result<Attached, RegistryError> {
-    let layer = Blob {
-        media_type: DSSE_MEDIA_TYPE,
-        // cosign's attestation layers carry an empty signature annotation
-        // (the signature is inside the envelope) and the predicate type.
-        annotations: [
-            (SIGNATURE_ANNOTATION.to_string(), String::new()),
-            (
-                PREDICATE_TYPE_ANNOTATION.to_string(),
-                predicate_type.to_string(),
-            ),
-        ]
-        .into(),
-        bytes: envelope,
-    };
-    push_one_layer(repository, &attestation_tag(digest), layer, credentials).await
+/// An attestation ready to attach: a signed DSSE envelope and the
+/// predicate type of the statement inside.
+pub struct SignedAttestation {
+    pub envelope: Vec<u8>,
+    pub predicate_type: String,
 }
 
-/// Push `layer` as the one layer of an OCI manifest tagged `tag`, with the
-/// config cosign writes for such images (the layer, uncompressed, is its
-/// one diff).
+impl SignedAttestation {
+    /// The layer it is attached as: its digest names it in the record.
+    pub fn layer(&self) -> Blob {
+        Blob {
+            media_type: DSSE_MEDIA_TYPE,
+            // cosign's attestation layers carry an empty signature
+            // annotation (the signature is inside the envelope) and the
+            // predicate type.
+            annotations: [
+                (SIGNATURE_ANNOTATION.to_string(), String::new()),
+                (
+                    PREDICATE_TYPE_ANNOTATION.to_string(),
+                    self.predicate_type.clone(),
+                ),
+            ]
+            .into(),
+            bytes: self.envelope.clone(),
+        }
+    }
+}
+
+/// Push `attestations` beside `repository@digest`, as `cosign attest`
+/// does: one DSSE layer each, under the `sha256-<digest>.att` tag.
+pub async fn attach_attestations<'a>(
+    repository: &str,
+    digest: &str,
+    attestations: impl IntoIterator<Item = &'a SignedAttestation>,
+    credentials: Option<Credentials<'_>>,
+) -> Result<Attached, RegistryError> {
+    let layers = attestations
+        .into_iter()
+        .map(SignedAttestation::layer)
+        .collect();
+    push_layers(repository, &attestation_tag(digest), layers, credentials).await
+}
+
+/// Push `layer` as the one layer of an OCI manifest tagged `tag`.
 pub async fn push_one_layer(
     repository: &str,
     tag: &str,
     layer: Blob,
+    credentials: Option<Credentials<'_>>,
+) -> Result<Attached, RegistryError> {
+    push_layers(repository, tag, vec![layer], credentials).await
+}
+
+/// Push `layers` as an OCI manifest tagged `tag`, with the config cosign
+/// writes for such images (each layer, uncompressed, is one diff).
+pub async fn push_layers(
+    repository: &str,
+    tag: &str,
+    layers: Vec<Blob>,
     credentials: Option<Credentials<'_>>,
 ) -> Result<Attached, RegistryError> {
     let config = Blob {
@@ -231,12 +256,12 @@ pub async fn push_one_layer(
             "created": "0001-01-01T00:00:00Z",
             "history": [{"created": "0001-01-01T00:00:00Z"}],
             "os": "",
-            "rootfs": {"type": "layers", "diff_ids": [layer.digest()]},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(Blob::digest).collect::<Vec<_>>()},
             "config": {},
         }))
         .expect("the config serializes"),
     };
-    let pushed = registry::push_manifest(repository, tag, &config, &[layer], credentials).await?;
+    let pushed = registry::push_manifest(repository, tag, &config, &layers, credentials).await?;
     Ok(Attached {
         reference: format!("{repository}:{tag}"),
         digest: pushed,

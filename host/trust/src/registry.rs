@@ -66,6 +66,31 @@ pub struct Descriptor {
     pub digest: String,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// An index entry's platform.
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+/// Where an index entry runs (`platform` in an OCI index).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Platform {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl Descriptor {
+    /// `os/arch[/variant]` of an index entry.
+    pub fn platform_name(&self) -> Option<String> {
+        let platform = self.platform.as_ref()?;
+        Some(match &platform.variant {
+            Some(variant) => format!("{}/{}/{variant}", platform.os, platform.architecture),
+            None => format!("{}/{}", platform.os, platform.architecture),
+        })
+    }
 }
 
 /// An image manifest or an index, as far as Kiln reads them.
@@ -413,6 +438,117 @@ impl<'a> Session<'a> {
         Ok(answer.body.to_vec())
     }
 
+    /// The image manifest `wanted` names: itself, or for an index the one
+    /// for `platform` (`os/arch[/variant]`; the first when none is asked).
+    pub async fn image_manifest(
+        &mut self,
+        wanted: &str,
+        platform: Option<&str>,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let top = self.manifest(wanted).await?;
+        if top.manifest.manifests.is_empty() {
+            return Ok(top);
+        }
+        let chosen = match platform {
+            None => top.manifest.manifests.first(),
+            Some(platform) => top
+                .manifest
+                .manifests
+                .iter()
+                .find(|m| m.platform_name().as_deref() == Some(platform)),
+        }
+        .ok_or_else(|| {
+            self.error(
+                &at(wanted),
+                format!(
+                    "the index has no manifest for {}",
+                    platform.unwrap_or("any platform")
+                ),
+            )
+        })?;
+        let digest = chosen.digest.clone();
+        self.manifest(&digest).await
+    }
+
+    /// Stream the blob `digest` into the file `path` (at most `limit`
+    /// bytes), checked against its digest; answers its size.
+    pub async fn blob_to_file(
+        &mut self,
+        digest: &str,
+        path: &std::path::Path,
+        limit: u64,
+    ) -> Result<u64, RegistryError> {
+        use std::io::Write as _;
+        let reference = format!("{}@{digest}", self.repository);
+        let failed = |message: String| RegistryError {
+            reference: reference.clone(),
+            message,
+        };
+        let url = format!("{}/blobs/{digest}", self.base);
+        let request = |session: &Self| {
+            let mut request = Request::get(&url);
+            if let Some(authorization) = session.authorization() {
+                request = request.header(AUTHORIZATION, authorization);
+            }
+            request
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| failed(format!("not a valid request: {e}")))
+        };
+        // A small request first settles the credentials (a 401 gets the
+        // bearer handshake); the blob itself is then streamed.
+        if self.token.is_none() {
+            let head = format!("{}/blobs/{digest}", self.base);
+            self.send(Method::HEAD, &head, None, Bytes::new(), 0)
+                .await?;
+        }
+        let response = http_client()
+            .request(request(self)?)
+            .await
+            .map_err(|e| failed(format!("cannot reach the registry: {e}")))?;
+        if !response.status().is_success() {
+            return Err(failed(format!(
+                "the registry answered {} for the blob",
+                response.status()
+            )));
+        }
+        let mut body = response.into_body();
+        let mut file = std::fs::File::create(path)
+            .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| failed(format!("cannot read the blob: {e}")))?;
+            if let Some(data) = frame.data_ref() {
+                size += data.len() as u64;
+                if size > limit {
+                    return Err(failed(format!("the blob is larger than {limit} bytes")));
+                }
+                hasher.update(data);
+                file.write_all(data)
+                    .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+            }
+        }
+        let found = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if found != digest {
+            return Err(failed(format!(
+                "the registry sent a blob whose digest is {found}"
+            )));
+        }
+        Ok(size)
+    }
+
+    /// The `Authorization` header this session sends.
+    fn authorization(&self) -> Option<HeaderValue> {
+        let value = match (&self.token, self.credentials) {
+            (Some(token), _) => format!("Bearer {token}"),
+            (None, Some(credentials)) => credentials.basic(),
+            (None, None) => return None,
+        };
+        let mut value = HeaderValue::from_str(&value).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+
     /// Send a request (again with a bearer token after a 401 that offers
     /// one) and read at most `limit` bytes of the answer.
     async fn send(
@@ -459,16 +595,8 @@ impl<'a> Session<'a> {
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
-        let authorization = match (&self.token, self.credentials) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, Some(credentials)) => Some(credentials.basic()),
-            (None, None) => None,
-        };
-        if let Some(authorization) = authorization {
-            let mut value = HeaderValue::from_str(&authorization)
-                .map_err(|_| self.error("", "the credentials are not valid in a header".into()))?;
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
+        if let Some(authorization) = self.authorization() {
+            request = request.header(AUTHORIZATION, authorization);
         }
         let request = request
             .body(Full::new(body))

@@ -142,6 +142,9 @@ impl Verified {
                     packages
                         .unwrap_or_default()
                         .iter()
+                        // The image itself is the package the document
+                        // describes, not one it contains.
+                        .filter(|package| package["primaryPackagePurpose"] != "CONTAINER")
                         .map(|package| {
                             package["externalRefs"]
                                 .as_array()
@@ -542,6 +545,7 @@ mod tests {
                 "predicate": {"spdxVersion": "SPDX-2.3", "packages": [
                     purl("pkg:deb/debian/bash@5.2"), purl("pkg:deb/debian/zlib1g@1.3"),
                     purl("pkg:npm/left-pad@1.3.0"), json!({"name": "no purl"}),
+                    json!({"name": "the image", "primaryPackagePurpose": "CONTAINER"}),
                 ]},
             })],
         };

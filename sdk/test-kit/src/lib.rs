@@ -391,6 +391,7 @@ impl PluginHarness {
             context_writable: true,
             input: Some(staging.path().to_path_buf()),
             credentials: None,
+            rootfs: None,
         };
         let log = Arc::new(RecordingLog::default());
         let git = Arc::new(RecordingGit {

@@ -1146,16 +1146,22 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode, CommandError> {
         println!("  input       {uri} {}", digests.join(" "));
     }
     match sbom {
-        Some(sbom) => println!(
-            "  sbom        {}, {} packages ({})",
-            sbom.format,
-            sbom.packages,
-            sbom.by_ecosystem
+        Some(sbom) => {
+            let ecosystems: Vec<String> = sbom
+                .by_ecosystem
                 .iter()
                 .map(|(ecosystem, count)| format!("{ecosystem} {count}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+                .collect();
+            let detail = if ecosystems.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", ecosystems.join(", "))
+            };
+            println!(
+                "  sbom        {}, {} packages{detail}",
+                sbom.format, sbom.packages
+            )
+        }
         None => println!("  sbom        none attached"),
     }
     Ok(0)

@@ -74,6 +74,7 @@ pub async fn detect(
         context_writable: true,
         input: Some(input),
         credentials: None,
+        rootfs: None,
     };
     // The same step a build takes, so detection sees the context the build
     // would: modes applied, links created (or refused) by the host.

@@ -437,6 +437,7 @@ impl Pipeline<'_> {
             context_writable: true,
             input: Some(self.paths.input.clone()),
             credentials: None,
+            rootfs: None,
         };
         let started = std::time::Instant::now();
         let info = materialize(self.runtime, plugin, caps, &preopens, &spec).await;
@@ -799,8 +800,9 @@ impl Pipeline<'_> {
     }
 
     /// Sign the pushed image with the organization's key and attach its
-    /// SLSA provenance, both beside it in the registry as cosign does
-    /// (`crate::signing`, `crate::provenance`). What cannot be made or
+    /// SLSA provenance and the attestors' statements (the SBOM), beside it
+    /// in the registry as cosign does (`crate::signing`,
+    /// `crate::provenance`, `crate::attest`). What cannot be made or
     /// pushed leaves the image pushed without it, said in the log (as
     /// Tekton Chains marks a run it could not sign): the build did what
     /// it was asked, and a verifier refuses the image anyway.
@@ -830,10 +832,13 @@ impl Pipeline<'_> {
         };
         let bases = self.base_images(built, auth).await;
         let statement = self.provenance(repository, &built.digest, builder, bases);
-        let envelope = kiln_trust::cosign::envelope(&key, &statement);
+        let provenance = kiln_trust::cosign::SignedAttestation {
+            envelope: kiln_trust::cosign::envelope(&key, &statement),
+            predicate_type: crate::provenance::PREDICATE_TYPE.into(),
+        };
         let credentials = auth.map(RegistryAuth::credentials);
-        // The two pushes are independent: side by side, a build waits for
-        // the slower one instead of both.
+        // The signature does not wait for the attestors (which read the
+        // whole image): side by side, a build waits for the slower.
         let ((signed, signed_ms), (attested, attested_ms)) = tokio::join!(
             timed(kiln_trust::cosign::attach_signature(
                 &key,
@@ -841,36 +846,197 @@ impl Pipeline<'_> {
                 &built.digest,
                 credentials,
             )),
-            timed(kiln_trust::cosign::attach_attestation(
-                repository,
-                &built.digest,
-                envelope,
-                crate::provenance::PREDICATE_TYPE,
-                credentials,
-            )),
+            timed(async {
+                let mut attestations = vec![(String::from("provenance"), provenance)];
+                attestations.extend(self.attest(&key, repository, built, auth).await);
+                let pushed = kiln_trust::cosign::attach_attestations(
+                    repository,
+                    &built.digest,
+                    attestations.iter().map(|(_, attestation)| attestation),
+                    credentials,
+                )
+                .await;
+                pushed.map(|attached| (attached, attestations))
+            }),
         );
-        for (kind, done, ms) in [
-            ("signature", signed, signed_ms),
-            ("provenance", attested, attested_ms),
-        ] {
-            match done {
-                Ok(attached) => {
-                    self.log.system(&format!(
-                        "{kind} of {repository}@{}: {} ({}) in {ms} ms",
-                        built.digest, attached.reference, attached.digest
-                    ));
-                    self.update_record(|r| {
-                        r.attachments.push(kiln_api::Attachment {
-                            kind: kind.into(),
-                            reference: attached.reference.clone(),
-                            digest: attached.digest.clone(),
-                        })
-                    })?;
+        let mut attachments = Vec::new();
+        match signed {
+            Ok(attached) => attachments.push(("signature".to_string(), attached, signed_ms)),
+            Err(e) => self.unsigned(&e.into())?,
+        }
+        match attested {
+            Ok((attached, attestations)) => {
+                for (kind, attestation) in attestations {
+                    // The first (the provenance) names the attestations'
+                    // manifest; each other one, its own layer in it.
+                    let digest = if kind == "provenance" {
+                        attached.digest.clone()
+                    } else {
+                        attestation.layer().digest()
+                    };
+                    let entry = kiln_trust::cosign::Attached {
+                        reference: attached.reference.clone(),
+                        digest,
+                    };
+                    attachments.push((kind, entry, attested_ms));
                 }
-                Err(e) => self.unsigned(&e.into())?,
             }
+            Err(e) => self.unsigned(&e.into())?,
+        }
+        for (kind, attached, ms) in attachments {
+            self.log.system(&format!(
+                "{kind} of {repository}@{}: {} ({}) in {ms} ms",
+                built.digest, attached.reference, attached.digest
+            ));
+            self.update_record(|r| {
+                r.attachments.push(kiln_api::Attachment {
+                    kind: kind.clone(),
+                    reference: attached.reference.clone(),
+                    digest: attached.digest.clone(),
+                })
+            })?;
         }
         Ok(())
+    }
+
+    /// Each attestor's statement about the pushed image, signed with
+    /// `key`: the image's filesystem is rebuilt once from the registry and
+    /// given to every attestor read-only. What fails is said in the log and
+    /// left out; the image keeps its signature and provenance.
+    async fn attest(
+        &self,
+        key: &p256::ecdsa::SigningKey,
+        repository: &str,
+        built: &Built,
+        auth: Option<&RegistryAuth>,
+    ) -> Vec<(String, kiln_trust::cosign::SignedAttestation)> {
+        let attestors: Vec<_> = self.runtime.attestors().collect();
+        if attestors.is_empty() {
+            return Vec::new();
+        }
+        let image = format!("{repository}@{}", built.digest);
+        let rootfs = self.paths.workspace.join("rootfs");
+        let scratch = self.paths.workspace.join("layers");
+        let started = std::time::Instant::now();
+        let rebuilt = async {
+            for dir in [&rootfs, &scratch] {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                    crate::attest::RootfsError::Layer {
+                        image: image.clone(),
+                        layer: String::new(),
+                        message: format!("cannot make {}: {e}", dir.display()),
+                    }
+                })?;
+            }
+            crate::attest::rootfs_from_registry(
+                &image,
+                self.record.request.platform.as_deref(),
+                auth.map(RegistryAuth::credentials),
+                &rootfs,
+                &scratch,
+            )
+            .await
+        }
+        .await;
+        let mut signed = Vec::new();
+        match rebuilt {
+            Err(e) => self.log.system(&format!(
+                "attestations: cannot rebuild the image's filesystem, so no attestor ran: {e}"
+            )),
+            Ok(found) => {
+                self.log.system(&format!(
+                    "attestations: the image's filesystem rebuilt from the registry ({} layers, {} MiB) in {} ms",
+                    found.layers,
+                    found.bytes >> 20,
+                    started.elapsed().as_millis()
+                ));
+                for plugin in attestors {
+                    if let Some(attestation) = self
+                        .attest_with(plugin, key, repository, built, &rootfs)
+                        .await
+                    {
+                        signed.push(attestation);
+                    }
+                }
+            }
+        }
+        for dir in [&rootfs, &scratch] {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        signed
+    }
+
+    /// One attestor's statement, signed; `None` (said in the log) when it
+    /// failed or answered something that is not a JSON predicate.
+    async fn attest_with(
+        &self,
+        plugin: &kiln_plugin_runtime::LoadedPlugin,
+        key: &p256::ecdsa::SigningKey,
+        repository: &str,
+        built: &Built,
+        rootfs: &Path,
+    ) -> Option<(String, kiln_trust::cosign::SignedAttestation)> {
+        use crate::plugins::bindings::attest;
+        let id = &plugin.manifest.id;
+        let request = attest::AttestRequest {
+            build_id: self.record.build_id.clone(),
+            image: attest::Image {
+                image_refs: built.image_refs.clone(),
+                digest: built.digest.clone(),
+                platform: self.record.request.platform.clone(),
+            },
+            rootfs: "/rootfs".into(),
+            options: Vec::new(),
+        };
+        let caps = Capabilities::for_plugin(plugin).with_log(Arc::new(self.log.clone()));
+        let started = std::time::Instant::now();
+        let answer = self.runtime.attest(plugin, caps, rootfs, &request).await;
+        self.metrics.plugin_call(id, "attest", started.elapsed());
+        let attestation = match answer {
+            Ok(Ok(attestation)) => attestation,
+            Ok(Err(e)) => {
+                self.log
+                    .system(&format!("attestor {id} made no attestation: {e:?}"));
+                return None;
+            }
+            Err(e) => {
+                self.log
+                    .system(&format!("attestor {id} made no attestation: {e}"));
+                return None;
+            }
+        };
+        let Ok(predicate) = serde_json::from_str::<serde_json::Value>(&attestation.predicate)
+        else {
+            self.log.system(&format!(
+                "attestor {id} answered a predicate that is not JSON; it is left out"
+            ));
+            return None;
+        };
+        self.log.system(&format!(
+            "attestor {id}: {} ({} ms)",
+            attestation.summary,
+            started.elapsed().as_millis()
+        ));
+        let statement = crate::provenance::about_image(
+            repository,
+            &built.digest,
+            &attestation.predicate_type,
+            predicate,
+        );
+        let kind = if attestation.predicate_type == kiln_trust::verify::SPDX_PREDICATE
+            || attestation.predicate_type == kiln_trust::verify::CYCLONEDX_PREDICATE
+        {
+            "sbom".to_string()
+        } else {
+            id.clone()
+        };
+        Some((
+            kind,
+            kiln_trust::cosign::SignedAttestation {
+                envelope: kiln_trust::cosign::envelope(key, &statement),
+                predicate_type: attestation.predicate_type,
+            },
+        ))
     }
 
     fn unsigned(&self, error: &crate::signing::SigningError) -> Result<(), Failure> {
@@ -1184,6 +1350,7 @@ impl Pipeline<'_> {
             context_writable: false,
             input: None,
             credentials: None,
+            rootfs: None,
         };
         let started = std::time::Instant::now();
         let output = self.runtime.build(plugin, caps, &preopens, &request).await;

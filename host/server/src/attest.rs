@@ -1,0 +1,339 @@
+//! Attestations about a pushed image made by attestor plugins (the SBOM).
+//!
+//! The image's filesystem is rebuilt from what the registry holds — its
+//! layers in order, OCI whiteouts applied — into a directory that each
+//! attestor reads read-only (`/rootfs`): the attestation is about the image
+//! as pushed, whichever builder pushed it, and no engine is involved. The
+//! layers are streamed to disk and checked against their digests; the
+//! extraction refuses paths that escape the directory (through `..` or a
+//! link) and skips device nodes, as the context's does.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use kiln_trust::registry::{Credentials, Reference, Session};
+
+/// Why an image's filesystem could not be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Registry(#[from] kiln_trust::RegistryError),
+    #[error("{image}: layer {layer}: {message}")]
+    Layer {
+        image: String,
+        layer: String,
+        message: String,
+    },
+    #[error(
+        "{image}: the image is larger than {limit} bytes unpacked, more than an attestor is given"
+    )]
+    TooLarge { image: String, limit: u64 },
+}
+
+/// What was rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rootfs {
+    pub layers: usize,
+    /// Bytes written (regular files).
+    pub bytes: u64,
+}
+
+/// Largest image (its compressed layers, and its files unpacked) rebuilt
+/// for attestors.
+pub const MAX_IMAGE_BYTES: u64 = 16 << 30;
+
+/// Rebuild `image` (`host/path@sha256:…`) for `platform` into `dest` (an
+/// empty directory), its layers downloaded beside it in `scratch`.
+pub async fn rootfs_from_registry(
+    image: &str,
+    platform: Option<&str>,
+    credentials: Option<Credentials<'_>>,
+    dest: &Path,
+    scratch: &Path,
+) -> Result<Rootfs, RootfsError> {
+    let parsed = Reference::parse(image)?;
+    let mut session = Session::new(&parsed.host, &parsed.path, credentials, "pull");
+    let manifest = session.image_manifest(&parsed.wanted, platform).await?;
+    let mut written = 0u64;
+    for (index, layer) in manifest.manifest.layers.iter().enumerate() {
+        let failed = |message: String| RootfsError::Layer {
+            image: image.to_string(),
+            layer: layer.digest.clone(),
+            message,
+        };
+        let file = scratch.join(format!("layer-{index}"));
+        session
+            .blob_to_file(&layer.digest, &file, MAX_IMAGE_BYTES)
+            .await?;
+        let media_type = layer.media_type.clone();
+        let (dest, budget) = (dest.to_path_buf(), MAX_IMAGE_BYTES - written);
+        let applied = tokio::task::spawn_blocking(move || {
+            let applied = apply_layer(&file, &media_type, &dest, budget);
+            let _ = std::fs::remove_file(&file);
+            applied
+        })
+        .await
+        .map_err(|e| failed(format!("the extraction stopped: {e}")))?;
+        match applied {
+            Ok(bytes) => written += bytes,
+            Err(LayerError::TooLarge) => {
+                return Err(RootfsError::TooLarge {
+                    image: image.to_string(),
+                    limit: MAX_IMAGE_BYTES,
+                })
+            }
+            Err(LayerError::Other(message)) => return Err(failed(message)),
+        }
+    }
+    Ok(Rootfs {
+        layers: manifest.manifest.layers.len(),
+        bytes: written,
+    })
+}
+
+enum LayerError {
+    TooLarge,
+    Other(String),
+}
+
+impl From<std::io::Error> for LayerError {
+    fn from(e: std::io::Error) -> Self {
+        LayerError::Other(e.to_string())
+    }
+}
+
+/// Apply one layer (a tar, gzip-compressed or not) onto `dest`: whiteouts
+/// remove what lower layers put there; everything else is unpacked.
+/// Answers the bytes of regular files written.
+fn apply_layer(file: &Path, media_type: &str, dest: &Path, budget: u64) -> Result<u64, LayerError> {
+    let mut reader = std::io::BufReader::new(std::fs::File::open(file)?);
+    let mut magic = [0u8; 4];
+    let peeked = {
+        use std::io::BufRead;
+        let buffered = reader.fill_buf()?;
+        let n = buffered.len().min(4);
+        magic[..n].copy_from_slice(&buffered[..n]);
+        n
+    };
+    let stream: Box<dyn Read> = if peeked >= 2 && magic[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(reader))
+    } else if peeked == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] || media_type.contains("zstd") {
+        return Err(LayerError::Other(
+            "zstd-compressed layers are not supported yet (push with gzip)".into(),
+        ));
+    } else {
+        Box::new(reader)
+    };
+    let mut archive = tar::Archive::new(stream);
+    archive.set_preserve_permissions(false);
+    archive.set_preserve_mtime(false);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    let mut written = 0u64;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Some(relative) = clean(&path) else {
+            continue;
+        };
+        let name = relative
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            // The whiteout's own path: every directory above it checked.
+            let Some(marker) = inside(dest, &relative) else {
+                continue;
+            };
+            let parent = marker.parent().unwrap_or(dest);
+            if hidden == ".wh..opq" {
+                // An opaque directory: nothing below it from lower layers.
+                if let Ok(children) = std::fs::read_dir(parent) {
+                    for child in children.flatten() {
+                        remove(&child.path());
+                    }
+                }
+            } else {
+                remove(&parent.join(hidden));
+            }
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir() || kind.is_symlink() || kind.is_hard_link()) {
+            // Devices, fifos: not files an attestor reads.
+            continue;
+        }
+        if let Some(target) = inside(dest, &relative) {
+            // A later layer replaces what is there, whatever its kind.
+            if let Ok(existing) = std::fs::symlink_metadata(&target) {
+                if !(existing.is_dir() && kind.is_dir()) {
+                    remove(&target);
+                }
+            }
+        }
+        if kind.is_file() {
+            written += entry.header().size()?;
+            if written > budget {
+                return Err(LayerError::TooLarge);
+            }
+        }
+        // unpack_in refuses a path whose parent leads out of `dest`.
+        entry.unpack_in(dest)?;
+    }
+    Ok(written)
+}
+
+/// `path` as plain components (no `..`, no root); `None` for the archive's
+/// own root entry or an escape.
+fn clean(path: &Path) -> Option<PathBuf> {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!clean.as_os_str().is_empty()).then_some(clean)
+}
+
+/// `dest/relative`, when no directory above it is a link (which could
+/// lead out of `dest`); the last component may be one (it is replaced or
+/// removed, never followed).
+fn inside(dest: &Path, relative: &Path) -> Option<PathBuf> {
+    let mut current = dest.to_path_buf();
+    let mut components = relative.components().peekable();
+    while let Some(component) = components.next() {
+        current.push(component);
+        let is_link = std::fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link && components.peek().is_some() {
+            return None;
+        }
+    }
+    Some(current)
+}
+
+fn remove(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(entries: &[(&str, Option<&[u8]>)], gzip: bool) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, contents) in entries {
+            let mut header = tar::Header::new_gnu();
+            match contents {
+                Some(bytes) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(bytes.len() as u64);
+                    header.set_mode(0o644);
+                    header.set_cksum();
+                    builder.append_data(&mut header, path, *bytes).unwrap();
+                }
+                None => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    header.set_mode(0o755);
+                    header.set_cksum();
+                    builder.append_data(&mut header, path, &[][..]).unwrap();
+                }
+            }
+        }
+        let tar = builder.into_inner().unwrap();
+        if !gzip {
+            return tar;
+        }
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, &tar).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn apply(dest: &Path, bytes: Vec<u8>) -> u64 {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        match apply_layer(
+            file.path(),
+            "application/vnd.oci.image.layer.v1.tar",
+            dest,
+            1 << 20,
+        ) {
+            Ok(written) => written,
+            Err(LayerError::TooLarge) => panic!("too large"),
+            Err(LayerError::Other(e)) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn layers_stack_with_whiteouts_and_opaque_directories() {
+        let dest = tempfile::tempdir().unwrap();
+        let d = dest.path();
+        let written = apply(
+            d,
+            layer(
+                &[
+                    ("etc/", None),
+                    ("etc/os-release", Some(b"ID=debian\n")),
+                    ("etc/gone", Some(b"x")),
+                    ("var/lib/dpkg/status", Some(b"Package: a\n")),
+                    ("opaque/old", Some(b"old")),
+                ],
+                true,
+            ),
+        );
+        assert_eq!(written, 10 + 1 + 11 + 3);
+        apply(
+            d,
+            layer(
+                &[
+                    ("etc/.wh.gone", Some(b"")),
+                    ("opaque/.wh..wh..opq", Some(b"")),
+                    ("opaque/new", Some(b"new")),
+                    ("var/lib/dpkg/status", Some(b"Package: b\n")),
+                ],
+                false,
+            ),
+        );
+        assert!(!d.join("etc/gone").exists());
+        assert!(d.join("etc/os-release").exists());
+        assert!(!d.join("opaque/old").exists());
+        assert_eq!(std::fs::read(d.join("opaque/new")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(d.join("var/lib/dpkg/status")).unwrap(),
+            b"Package: b\n"
+        );
+    }
+
+    #[test]
+    fn a_layer_cannot_reach_outside_through_a_link_or_dots() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "mine").unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dest.path().join("out")).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            layer(
+                &[("out/.wh.keep", Some(b"")), ("out/planted", Some(b"x"))],
+                false,
+            ),
+        )
+        .unwrap();
+        // The whiteout is ignored and the write refused.
+        assert!(apply_layer(file.path(), "", dest.path(), 1 << 20).is_err());
+        assert!(outside.path().join("keep").exists());
+        assert!(!outside.path().join("planted").exists());
+        assert_eq!(clean(Path::new("../etc/passwd")), None);
+        assert_eq!(clean(Path::new("./a/b")), Some(PathBuf::from("a/b")));
+    }
+}
