@@ -43,37 +43,45 @@ pub struct Rootfs {
 pub const MAX_IMAGE_BYTES: u64 = 16 << 30;
 
 /// Rebuild `image` (`host/path@sha256:…`) for `platform` into `dest` (an
-/// empty directory), its layers downloaded beside it in `scratch`.
+/// empty directory). A layer that fails its digest check leaves `dest`
+/// half made: the caller removes it.
 pub async fn rootfs_from_registry(
     image: &str,
     platform: Option<&str>,
     credentials: Option<Credentials<'_>>,
     dest: &Path,
-    scratch: &Path,
 ) -> Result<Rootfs, RootfsError> {
     let parsed = Reference::parse(image)?;
     let mut session = Session::new(&parsed.host, &parsed.path, credentials, "pull");
     let manifest = session.image_manifest(&parsed.wanted, platform).await?;
     let mut written = 0u64;
-    for (index, layer) in manifest.manifest.layers.iter().enumerate() {
+    for layer in &manifest.manifest.layers {
         let failed = |message: String| RootfsError::Layer {
             image: image.to_string(),
             layer: layer.digest.clone(),
             message,
         };
-        let file = scratch.join(format!("layer-{index}"));
-        session
-            .blob_to_file(&layer.digest, &file, MAX_IMAGE_BYTES)
-            .await?;
+        // The layer streams from the registry straight into the extraction
+        // (on a blocking thread): nothing of it is kept on disk or held
+        // whole in memory.
+        let (chunks, reader) = ChannelReader::pair();
         let media_type = layer.media_type.clone();
         let (dest, budget) = (dest.to_path_buf(), MAX_IMAGE_BYTES - written);
-        let applied = tokio::task::spawn_blocking(move || {
-            let applied = apply_layer(&file, &media_type, &dest, budget);
-            let _ = std::fs::remove_file(&file);
-            applied
-        })
-        .await
-        .map_err(|e| failed(format!("the extraction stopped: {e}")))?;
+        let extraction =
+            tokio::task::spawn_blocking(move || apply_layer(reader, &media_type, &dest, budget));
+        let streamed = session
+            .blob_stream(&layer.digest, MAX_IMAGE_BYTES, |chunk| {
+                // A tar ends before its padding, so the extraction may be
+                // done (or failed, said below) before the blob is: the rest
+                // is still read, for the digest check.
+                let _ = chunks.send(chunk.to_vec());
+                Ok(())
+            })
+            .await;
+        drop(chunks);
+        let applied = extraction
+            .await
+            .map_err(|e| failed(format!("the extraction stopped: {e}")))?;
         match applied {
             Ok(bytes) => written += bytes,
             Err(LayerError::TooLarge) => {
@@ -84,11 +92,47 @@ pub async fn rootfs_from_registry(
             }
             Err(LayerError::Other(message)) => return Err(failed(message)),
         }
+        streamed?;
     }
     Ok(Rootfs {
         layers: manifest.manifest.layers.len(),
         bytes: written,
     })
+}
+
+/// A blocking `Read` over chunks sent from an async task: the layer's
+/// bytes as they arrive. The sender dropped is the end of the stream.
+struct ChannelReader {
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl ChannelReader {
+    /// A sender and its reader; a few chunks in flight at most, so a slow
+    /// extraction slows the download instead of buffering it.
+    fn pair() -> (std::sync::mpsc::SyncSender<Vec<u8>>, Self) {
+        let (sender, chunks) = std::sync::mpsc::sync_channel(16);
+        let reader = ChannelReader {
+            chunks,
+            current: std::io::Cursor::new(Vec::new()),
+        };
+        (sender, reader)
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.chunks.recv() {
+                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
+                Err(_) => return Ok(0),
+            }
+        }
+    }
 }
 
 enum LayerError {
@@ -105,8 +149,13 @@ impl From<std::io::Error> for LayerError {
 /// Apply one layer (a tar, gzip-compressed or not) onto `dest`: whiteouts
 /// remove what lower layers put there; everything else is unpacked.
 /// Answers the bytes of regular files written.
-fn apply_layer(file: &Path, media_type: &str, dest: &Path, budget: u64) -> Result<u64, LayerError> {
-    let mut reader = std::io::BufReader::new(std::fs::File::open(file)?);
+fn apply_layer(
+    layer: impl Read,
+    media_type: &str,
+    dest: &Path,
+    budget: u64,
+) -> Result<u64, LayerError> {
+    let mut reader = std::io::BufReader::new(layer);
     let mut magic = [0u8; 4];
     let peeked = {
         use std::io::BufRead;
@@ -260,10 +309,8 @@ mod tests {
     }
 
     fn apply(dest: &Path, bytes: Vec<u8>) -> u64 {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), bytes).unwrap();
         match apply_layer(
-            file.path(),
+            &bytes[..],
             "application/vnd.oci.image.layer.v1.tar",
             dest,
             1 << 20,
@@ -315,22 +362,42 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_layer_reads_as_its_chunks_arrive() {
+        let bytes = layer(&[("a/b", Some(b"hello"))], true);
+        let (sender, reader) = ChannelReader::pair();
+        let feeder = std::thread::spawn(move || {
+            for chunk in bytes.chunks(7) {
+                sender.send(chunk.to_vec()).unwrap();
+            }
+        });
+        let dest = tempfile::tempdir().unwrap();
+        let written = match apply_layer(reader, "", dest.path(), 1 << 20) {
+            Ok(written) => written,
+            Err(_) => panic!("the layer applies"),
+        };
+        feeder.join().unwrap();
+        assert_eq!(written, 5);
+        assert_eq!(std::fs::read(dest.path().join("a/b")).unwrap(), b"hello");
+        // Over its budget, a layer stops.
+        let big = layer(&[("big", Some(&[0u8; 4096][..]))], false);
+        assert!(matches!(
+            apply_layer(&big[..], "", dest.path(), 1024),
+            Err(LayerError::TooLarge)
+        ));
+    }
+
+    #[test]
     fn a_layer_cannot_reach_outside_through_a_link_or_dots() {
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("keep"), "mine").unwrap();
         let dest = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dest.path().join("out")).unwrap();
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(
-            file.path(),
-            layer(
-                &[("out/.wh.keep", Some(b"")), ("out/planted", Some(b"x"))],
-                false,
-            ),
-        )
-        .unwrap();
+        let hostile = layer(
+            &[("out/.wh.keep", Some(b"")), ("out/planted", Some(b"x"))],
+            false,
+        );
         // The whiteout is ignored and the write refused.
-        assert!(apply_layer(file.path(), "", dest.path(), 1 << 20).is_err());
+        assert!(apply_layer(&hostile[..], "", dest.path(), 1 << 20).is_err());
         assert!(outside.path().join("keep").exists());
         assert!(!outside.path().join("planted").exists());
         assert_eq!(clean(Path::new("../etc/passwd")), None);

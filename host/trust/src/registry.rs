@@ -470,39 +470,37 @@ impl<'a> Session<'a> {
         self.manifest(&digest).await
     }
 
-    /// Stream the blob `digest` into the file `path` (at most `limit`
-    /// bytes), checked against its digest; answers its size.
-    pub async fn blob_to_file(
+    /// Stream the blob `digest` to `each` chunk by chunk (at most `limit`
+    /// bytes), nothing of it held in memory, and check it against its
+    /// digest at the end (what `each` did with a blob that fails the check
+    /// is the caller's to undo); answers its size. `each` failing stops
+    /// the download.
+    pub async fn blob_stream(
         &mut self,
         digest: &str,
-        path: &std::path::Path,
         limit: u64,
+        mut each: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<u64, RegistryError> {
-        use std::io::Write as _;
         let reference = format!("{}@{digest}", self.repository);
         let failed = |message: String| RegistryError {
             reference: reference.clone(),
             message,
         };
         let url = format!("{}/blobs/{digest}", self.base);
-        let request = |session: &Self| {
-            let mut request = Request::get(&url);
-            if let Some(authorization) = session.authorization() {
-                request = request.header(AUTHORIZATION, authorization);
-            }
-            request
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| failed(format!("not a valid request: {e}")))
-        };
         // A small request first settles the credentials (a 401 gets the
         // bearer handshake); the blob itself is then streamed.
         if self.token.is_none() {
-            let head = format!("{}/blobs/{digest}", self.base);
-            self.send(Method::HEAD, &head, None, Bytes::new(), 0)
-                .await?;
+            self.send(Method::HEAD, &url, None, Bytes::new(), 0).await?;
         }
+        let mut request = Request::get(&url);
+        if let Some(authorization) = self.authorization() {
+            request = request.header(AUTHORIZATION, authorization);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| failed(format!("not a valid request: {e}")))?;
         let response = http_client()
-            .request(request(self)?)
+            .request(request)
             .await
             .map_err(|e| failed(format!("cannot reach the registry: {e}")))?;
         if !response.status().is_success() {
@@ -512,8 +510,6 @@ impl<'a> Session<'a> {
             )));
         }
         let mut body = response.into_body();
-        let mut file = std::fs::File::create(path)
-            .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(frame) = body.frame().await {
@@ -524,8 +520,7 @@ impl<'a> Session<'a> {
                     return Err(failed(format!("the blob is larger than {limit} bytes")));
                 }
                 hasher.update(data);
-                file.write_all(data)
-                    .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+                each(data).map_err(&failed)?;
             }
         }
         let found = format!("sha256:{}", hex::encode(hasher.finalize()));

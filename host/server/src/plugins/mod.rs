@@ -39,8 +39,11 @@ mod tests {
             let manifest = Manifest::parse(plugin.manifest)
                 .unwrap_or_else(|e| panic!("plugins/{}: {e}", plugin.dir));
             // Each states the contract version that brought its world:
-            // 0.2.0 for a notifier, 0.1.0 for the rest (unchanged in 0.2.0).
-            let expected = if manifest.kinds.notifier {
+            // 0.3.0 for an attestor, 0.2.0 for a notifier, 0.1.0 for the
+            // rest (unchanged since).
+            let expected = if manifest.kinds.attestor {
+                "0.3.0"
+            } else if manifest.kinds.notifier {
                 "0.2.0"
             } else {
                 "0.1.0"

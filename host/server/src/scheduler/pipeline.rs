@@ -830,8 +830,14 @@ impl Pipeline<'_> {
             Ok(key) => key,
             Err(e) => return self.unsigned(&e),
         };
-        let bases = self.base_images(built, auth).await;
-        let statement = self.provenance(repository, &built.digest, builder, bases);
+        let (statement, provenance_ms) = timed(async {
+            let bases = self.base_images(built, auth).await;
+            self.provenance(repository, &built.digest, builder, bases)
+        })
+        .await;
+        self.log.system(&format!(
+            "provenance: the statement made in {provenance_ms} ms (base images resolved)"
+        ));
         let provenance = kiln_trust::cosign::SignedAttestation {
             envelope: kiln_trust::cosign::envelope(&key, &statement),
             predicate_type: crate::provenance::PREDICATE_TYPE.into(),
@@ -916,24 +922,20 @@ impl Pipeline<'_> {
         }
         let image = format!("{repository}@{}", built.digest);
         let rootfs = self.paths.workspace.join("rootfs");
-        let scratch = self.paths.workspace.join("layers");
         let started = std::time::Instant::now();
         let rebuilt = async {
-            for dir in [&rootfs, &scratch] {
-                tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                    crate::attest::RootfsError::Layer {
-                        image: image.clone(),
-                        layer: String::new(),
-                        message: format!("cannot make {}: {e}", dir.display()),
-                    }
-                })?;
-            }
+            tokio::fs::create_dir_all(&rootfs).await.map_err(|e| {
+                crate::attest::RootfsError::Layer {
+                    image: image.clone(),
+                    layer: String::new(),
+                    message: format!("cannot make {}: {e}", rootfs.display()),
+                }
+            })?;
             crate::attest::rootfs_from_registry(
                 &image,
                 self.record.request.platform.as_deref(),
                 auth.map(RegistryAuth::credentials),
                 &rootfs,
-                &scratch,
             )
             .await
         }
@@ -960,9 +962,7 @@ impl Pipeline<'_> {
                 }
             }
         }
-        for dir in [&rootfs, &scratch] {
-            let _ = tokio::fs::remove_dir_all(dir).await;
-        }
+        let _ = tokio::fs::remove_dir_all(&rootfs).await;
         signed
     }
 
