@@ -927,3 +927,97 @@ async fn issue_14_webhook_urls_are_absolute_when_the_server_knows_its_address() 
     let listed = t.get("/v1/projects").await.json();
     assert_eq!(listed["projects"][0]["webhookUrl"], project["webhookUrl"]);
 }
+
+/// Issue 19: a project signs and attests its images, or not, whatever its
+/// organization says; unset, the organization decides.
+#[tokio::test]
+async fn issue_19_a_project_switches_signing_for_its_own_builds() {
+    let t = TestServer::start().await;
+    let root = RepoRoot::new();
+    let _up = Upstream::new(&root, "signed-svc");
+    let daemon = GitDaemon::start(&root).await;
+    let set_org = |enabled: bool| {
+        let t = &t;
+        async move {
+            let body = serde_json::to_vec(&json!({ "enabled": enabled })).unwrap();
+            let answer = t
+                .request_as(
+                    Some(&t.token),
+                    Method::PUT,
+                    "/v1/orgs/default/signing",
+                    Some(body),
+                )
+                .await;
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+    };
+    let build_kinds = |id: String| {
+        let t = &t;
+        async move {
+            let answer = t
+                .post_json(
+                    &format!("/v1/projects/{id}:build"),
+                    &json!({"reference": "main"}),
+                )
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::ACCEPTED,
+                "{}",
+                answer.error_message()
+            );
+            let build_id = answer.json()["buildId"].as_str().unwrap().to_string();
+            let build = t.wait_succeeded(&build_id, Duration::from_secs(180)).await;
+            build["attachments"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|a| a["kind"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_else(Vec::<String>::new)
+        }
+    };
+    let name = unique_name("signed-svc");
+    let body =
+        json!({"name": name, "gitSource": {"url": daemon.url("signed-svc")}, "signing": true});
+    t.assert_refused(
+        "/v1/projects",
+        &json!({"name": name, "gitSource": {"url": daemon.url("signed-svc")}, "signing": "yes"}),
+        "`signing`: invalid type: string \"yes\", expected a boolean",
+    )
+    .await;
+    let created = create_project(&t, &body).await;
+    assert_eq!(created["signing"], true);
+    let id = created["projectId"].as_str().unwrap().to_string();
+    t.assert_documented(
+        "Project",
+        &t.get(&format!("/v1/projects/{id}")).await.json(),
+    )
+    .await;
+
+    // The organization off, the project on: signed.
+    set_org(false).await;
+    assert_eq!(
+        build_kinds(id.clone()).await,
+        ["signature", "provenance", "sbom"]
+    );
+    // The organization on, the project off: not.
+    set_org(true).await;
+    let patched = t
+        .request_as(
+            Some(&t.token),
+            Method::PATCH,
+            &format!("/v1/projects/{id}"),
+            Some(serde_json::to_vec(&json!({"signing": false})).unwrap()),
+        )
+        .await;
+    assert_eq!(
+        patched.status,
+        StatusCode::OK,
+        "{}",
+        patched.error_message()
+    );
+    assert_eq!(patched.json()["signing"], false);
+    assert!(build_kinds(id).await.is_empty());
+}

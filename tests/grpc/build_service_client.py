@@ -134,7 +134,7 @@ assert hello_build.metrics.duration_ms > 0 and hello_build.metrics.layer_count >
 assert hello_build.request.build_args["GREETING"] == "hello over gRPC"
 assert hello_build.HasField("finish_time") and hello_build.finish_time.seconds > 0
 assert all(SECRET_VALUE not in l["line"] for l in lines)
-assert [a.kind for a in hello_build.attachments] == ["signature", "provenance"], hello_build.attachments
+assert [a.kind for a in hello_build.attachments] == ["signature", "provenance", "sbom"], hello_build.attachments
 report["hello"] = {
     "build_id": created.build_id,
     "number": created.number,

@@ -81,6 +81,11 @@ pub struct CreateProjectRequest {
     /// Push `latest` from every branch, not only the default one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_on_every_branch: Option<bool>,
+    /// Sign and attest this project's images (signature, provenance,
+    /// SBOM): `true` or `false` whatever the organization's setting; unset,
+    /// the organization's (`PUT /v1/orgs/{org}/signing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<bool>,
 }
 
 /// The UpdateProject body (`PATCH`): the fields given replace the project's;
@@ -119,6 +124,11 @@ pub struct UpdateProjectRequest {
     pub default_branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_on_every_branch: Option<bool>,
+    /// Sign and attest this project's images (signature, provenance,
+    /// SBOM): `true` or `false` whatever the organization's setting; unset,
+    /// the organization's (`PUT /v1/orgs/{org}/signing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<bool>,
 }
 
 /// A project, as the API serves it (its webhook secret never: that is
@@ -147,6 +157,10 @@ pub struct Project {
     pub poll_interval_secs: u64,
     pub default_branch: String,
     pub latest_on_every_branch: bool,
+    /// Whether its images are signed and attested whatever the
+    /// organization's setting (`true`/`false`); absent: the organization's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<bool>,
     /// Where the repository's host sends push events: absolute when the
     /// server knows its public URL (`--public-url`), else a path.
     pub webhook_url: String,

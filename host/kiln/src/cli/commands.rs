@@ -690,6 +690,7 @@ pub async fn projects(
             paths,
             auto_cancel_superseded,
             poll_interval_secs,
+            signing,
             output,
         } => {
             let project = client
@@ -708,6 +709,7 @@ pub async fn projects(
                     paths: some(paths),
                     auto_cancel_superseded: Some(auto_cancel_superseded),
                     poll_interval_secs,
+                    signing,
                     ..Default::default()
                 })
                 .await?;

@@ -287,6 +287,9 @@ pub enum ProjectsCommand {
         /// Check the repository this often (seconds) and build new commits.
         #[arg(long)]
         poll_interval_secs: Option<u64>,
+        /// Sign and attest its images (`on`) or not (`off`) whatever the organization's setting [default: the organization's].
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        signing: Option<bool>,
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -800,5 +803,14 @@ mod tests {
             ),
             (2, 50)
         );
+    }
+}
+
+/// `on` / `off` as a switch.
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?}: say `on` or `off`")),
     }
 }

@@ -181,10 +181,28 @@ pub async fn read_json_bytes(
         .to_bytes())
 }
 
-/// `body` as a `T`; `what` names it in the error.
+/// `body` as a `T`; `what` names it in the error, and the field that was
+/// wrong is named too (`tags[2]`: …), not only its line and column.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not a valid {what}: {e}")))
+    let refused = |at: String, e: serde_json::Error| {
+        ApiError::bad_request(format!("the request body is not a valid {what}: {at}{e}"))
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        // At the top level (an unknown field, a missing one) serde's own
+        // message names the field already.
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("`{path}`: ")
+        };
+        refused(at, e.into_inner())
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| refused(String::new(), e))?;
+    Ok(value)
 }
 
 /// A JSON body must say so: `Content-Type: application/json` (parameters

@@ -173,6 +173,7 @@ pub async fn create(
         poll_interval_secs: body.poll_interval_secs.unwrap_or(0),
         default_branch: body.default_branch.unwrap_or_else(|| "main".into()),
         latest_on_every_branch: body.latest_on_every_branch.unwrap_or(false),
+        signing: body.signing,
         sealed_webhook_secret: seal_secret(state, &project_id, &secret)?,
         create_time: now,
         update_time: now,
@@ -262,6 +263,9 @@ pub async fn update(
         default_branch,
         latest_on_every_branch
     );
+    if let Some(signing) = change.signing {
+        record.signing = Some(signing);
+    }
     if let Some(pattern) = change.tags_pattern {
         // An empty pattern turns tag builds off again.
         record.tags_pattern = Some(pattern).filter(|p| !p.is_empty());

@@ -31,6 +31,7 @@ pub fn project(record: &ProjectRecord, webhook_url: String) -> wire::Project {
         poll_interval_secs: record.poll_interval_secs,
         default_branch: record.default_branch.clone(),
         latest_on_every_branch: record.latest_on_every_branch,
+        signing: record.signing,
         webhook_url,
         webhook_secret: None,
         create_time: record.create_time,

@@ -326,6 +326,7 @@ mod tests {
             poll_interval_secs: 0,
             default_branch: "main".into(),
             latest_on_every_branch: false,
+            signing: None,
             sealed_webhook_secret: String::new(),
             create_time: chrono::Utc::now(),
             update_time: chrono::Utc::now(),

@@ -812,9 +812,19 @@ impl Pipeline<'_> {
         auth: Option<&RegistryAuth>,
         builder: &kiln_plugin_runtime::LoadedPlugin,
     ) -> Result<(), Failure> {
-        let wanted = match self.store.org(&self.record.org) {
-            Ok(Some(org)) => org.signs_images(self.config),
-            _ => self.config.sign_images,
+        // The project's switch, else the organization's, else the server's.
+        let project = self.record.project_id.as_deref().and_then(|id| {
+            self.store
+                .project(id)
+                .ok()
+                .flatten()
+                .filter(|p| p.org == self.record.org)
+                .and_then(|p| p.signing)
+        });
+        let wanted = match (project, self.store.org(&self.record.org)) {
+            (Some(set), _) => set,
+            (None, Ok(Some(org))) => org.signs_images(self.config),
+            (None, _) => self.config.sign_images,
         };
         if !wanted {
             return Ok(());

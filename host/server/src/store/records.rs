@@ -307,6 +307,10 @@ pub struct ProjectRecord {
     pub poll_interval_secs: u64,
     pub default_branch: String,
     pub latest_on_every_branch: bool,
+    /// Sign and attest its images whatever the organization's setting
+    /// (absent in records from before the switch: the organization's).
+    #[serde(default)]
+    pub signing: Option<bool>,
     /// The webhook secret, sealed (nonce + ciphertext, hex).
     pub sealed_webhook_secret: String,
     pub create_time: DateTime<Utc>,
