@@ -259,6 +259,23 @@ async fn create_project(t: &Api, body: &Value) -> Value {
     answer.json()
 }
 
+/// `POST /v1/projects/{id}:build` of `reference`: the accepted build's id.
+async fn build_project(t: &Api, project_id: &str, reference: &str) -> String {
+    let answer = t
+        .post_json(
+            &format!("/v1/projects/{project_id}:build"),
+            &json!({ "reference": reference }),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        answer.error_message()
+    );
+    answer.json()["buildId"].as_str().unwrap().to_string()
+}
+
 async fn project_builds(t: &Api, project_id: &str) -> Vec<Value> {
     let answer = t.get(&format!("/v1/builds?projectId={project_id}")).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -720,19 +737,7 @@ async fn issue_14_projects_are_managed_by_their_organization_and_build_on_reques
 
     // `:build` of a branch: its commit comes from the remote's refs.
     let (_, head) = up.push("main", &[("message.txt", "on request\n")], "on request");
-    let answer = t
-        .post_json(
-            &format!("/v1/projects/{id}:build"),
-            &json!({"reference": "main"}),
-        )
-        .await;
-    assert_eq!(
-        answer.status,
-        StatusCode::ACCEPTED,
-        "{}",
-        answer.error_message()
-    );
-    let build_id = answer.json()["buildId"].as_str().unwrap().to_string();
+    let build_id = build_project(&t, &id, "main").await;
     let record = t.wait_succeeded(&build_id, LIMIT).await;
     assert_eq!(record["trigger"]["kind"], "api");
     assert_eq!(record["source"]["git"]["commit"], head.as_str());
@@ -954,19 +959,7 @@ async fn issue_19_a_project_switches_signing_for_its_own_builds() {
     let build_kinds = |id: String| {
         let t = &t;
         async move {
-            let answer = t
-                .post_json(
-                    &format!("/v1/projects/{id}:build"),
-                    &json!({"reference": "main"}),
-                )
-                .await;
-            assert_eq!(
-                answer.status,
-                StatusCode::ACCEPTED,
-                "{}",
-                answer.error_message()
-            );
-            let build_id = answer.json()["buildId"].as_str().unwrap().to_string();
+            let build_id = build_project(t, &id, "main").await;
             let build = t.wait_succeeded(&build_id, Duration::from_secs(180)).await;
             build["attachments"]
                 .as_array()

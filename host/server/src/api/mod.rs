@@ -199,9 +199,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Re
         };
         refused(at, e.into_inner())
     })?;
-    deserializer
-        .end()
-        .map_err(|e| refused(String::new(), e))?;
+    deserializer.end().map_err(|e| refused(String::new(), e))?;
     Ok(value)
 }
 
