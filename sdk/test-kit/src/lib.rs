@@ -27,12 +27,14 @@
 //! * this file — [`PluginHarness`]: load a plugin (a directory, a crate to
 //!   build, or bytes), then one method per export: [`materialize`],
 //!   [`build`], [`detect`], the credential store's [`get`], [`put`],
-//!   [`delete`] and [`list_keys`], a notifier's [`notify`]. Each returns the plugin's own answer
+//!   [`delete`] and [`list_keys`], a notifier's [`notify`], an attestor's
+//!   [`attest`]. Each returns the plugin's own answer
 //!   (`result`) with what was recorded during the call; a trap or a limit
 //!   hit is a [`HarnessError`].
 //! * [`fakes`] — [`FakeEngine`] and [`FakeGit`], the configurable answers,
 //!   and the recordings ([`EngineCall`], [`LogLine`]).
 //!
+//! [`attest`]: PluginHarness::attest
 //! [`materialize`]: PluginHarness::materialize
 //! [`build`]: PluginHarness::build
 //! [`detect`]: PluginHarness::detect
@@ -64,6 +66,7 @@ use kiln_plugin_runtime::{
 };
 
 pub use fakes::{EngineCall, FakeEngine, FakeGit, LogLine, FAKE_COMMIT, FAKE_DIGEST};
+pub use kiln_plugin_runtime::bindings::attest::Attestation;
 pub use kiln_plugin_runtime::bindings::notify::{BuildEvent, Delivered, NotifyError};
 pub use kiln_plugin_runtime::bindings::types::{FailureReason, PluginError};
 pub use kiln_plugin_runtime::{LogLevel, PluginError as RuntimeError};
@@ -129,6 +132,28 @@ pub struct Answered<T> {
 pub struct Notified {
     pub result: Result<Delivered, NotifyError>,
     pub log: Vec<LogLine>,
+}
+
+/// An attestor's `attest` request, with defaults a test overrides as
+/// needed: `registry.test/acme/app:latest` at [`FAKE_DIGEST`].
+#[derive(Debug, Clone)]
+pub struct AttestCall {
+    pub image_refs: Vec<String>,
+    pub digest: String,
+    pub platform: Option<String>,
+    /// The operator's options for the attestor.
+    pub options: Vec<(String, String)>,
+}
+
+impl Default for AttestCall {
+    fn default() -> Self {
+        AttestCall {
+            image_refs: vec!["registry.test/acme/app:latest".into()],
+            digest: FAKE_DIGEST.into(),
+            platform: None,
+            options: Vec::new(),
+        }
+    }
 }
 
 /// A notifier's `notify` request, with defaults a test overrides as needed:
@@ -506,6 +531,34 @@ impl PluginHarness {
         let caps = Capabilities::for_plugin(plugin).with_log(log.clone());
         let result = self.runtime.notify(plugin, caps, &request).await?;
         Ok(Notified {
+            result,
+            log: log.take(),
+        })
+    }
+
+    /// Call an attestor's `attest` on an image whose filesystem is the
+    /// directory `rootfs` (mounted read-only at `/rootfs`, as the host
+    /// mounts the pushed image's).
+    pub async fn attest(
+        &self,
+        rootfs: &Path,
+        call: AttestCall,
+    ) -> Result<Answered<Attestation>, HarnessError> {
+        let plugin = self.expect_world(kiln_plugin_runtime::World::Attestor)?;
+        let request = kiln_plugin_runtime::bindings::attest::AttestRequest {
+            build_id: "00000000-0000-4000-8000-000000000003".into(),
+            image: kiln_plugin_runtime::bindings::attest::Image {
+                image_refs: call.image_refs,
+                digest: call.digest,
+                platform: call.platform,
+            },
+            rootfs: "/rootfs".into(),
+            options: key_values(&call.options),
+        };
+        let log = Arc::new(RecordingLog::default());
+        let caps = Capabilities::for_plugin(plugin).with_log(log.clone());
+        let result = self.runtime.attest(plugin, caps, rootfs, &request).await?;
+        Ok(Answered {
             result,
             log: log.take(),
         })

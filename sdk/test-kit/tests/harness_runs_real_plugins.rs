@@ -423,3 +423,39 @@ async fn a_notifier_posts_to_a_granted_host_and_says_when_to_retry() {
     let wrong = builder.notify(NotifyCall::default()).await.err().unwrap();
     assert!(wrong.to_string().contains("notifier"), "{wrong}");
 }
+
+#[tokio::test]
+async fn an_attestor_reads_the_image_filesystem_it_is_given_and_nothing_else() {
+    let harness = first_party("sbom", PluginGrant::default());
+    let rootfs = tempfile::tempdir().unwrap();
+    let root = rootfs.path();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("var/lib/dpkg/status"),
+        "Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2+b7\n",
+    )
+    .unwrap();
+    // A link out of the image: the sandbox resolves it inside /rootfs.
+    std::os::unix::fs::symlink("/etc", root.join("host-etc")).unwrap();
+
+    let attested = harness.attest(root, AttestCall::default()).await.unwrap();
+
+    let attestation = attested.result.unwrap();
+    assert_eq!(attestation.predicate_type, "https://spdx.dev/Document");
+    assert_eq!(attestation.summary, "1 packages: deb 1");
+    let document: serde_json::Value = serde_json::from_str(&attestation.predicate).unwrap();
+    assert_eq!(
+        document["packages"][0]["name"],
+        "registry.test/acme/app:latest"
+    );
+    assert_eq!(
+        document["packages"][1]["externalRefs"][0]["referenceLocator"],
+        "pkg:deb/debian/bash@5.2.15-2+b7?arch=amd64&distro=debian-12"
+    );
+}

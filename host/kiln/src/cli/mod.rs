@@ -479,6 +479,8 @@ pub enum PluginKind {
     Detector,
     /// Contract 0.2.0: tells someone a build finished.
     Notifier,
+    /// Contract 0.3.0: says what is in a pushed image (an SBOM).
+    Attestor,
 }
 
 #[derive(Debug, Subcommand)]

@@ -51,10 +51,12 @@ pub fn new_plugin(
         PluginKind::CredentialStore => "credential-store",
         PluginKind::Detector => "detector",
         PluginKind::Notifier => "notifier",
+        PluginKind::Attestor => "attestor",
     };
     // The contract version that brought the world.
     let api = match kind {
         PluginKind::Notifier => "0.2.0",
+        PluginKind::Attestor => "0.3.0",
         _ => "0.1.0",
     };
     // By version, so a scaffold written by an installed `kiln` builds
@@ -142,6 +144,12 @@ strip = true
             "# To send over HTTP, ask for the hosts (or \"*\": whichever the operator grants).\n# http = [\"*\"]",
             NOTIFIER_TEMPLATE,
             NOTIFIER_TEST,
+        ),
+        PluginKind::Attestor => (
+            "attestor = true".to_string(),
+            "# Nothing: it reads the image's filesystem, mounted read-only at /rootfs.",
+            ATTESTOR_TEMPLATE,
+            ATTESTOR_TEST,
         ),
     };
     let manifest = format!(
@@ -395,6 +403,59 @@ async fn a_finished_build_is_delivered() {
     let delivered = notified.result.unwrap();
     assert_eq!(delivered.summary, "app #3 SUCCEEDED (build.succeeded)");
     assert!(notified.log.iter().any(|l| l.text.contains("app #3 SUCCEEDED")));
+}
+"#;
+
+const ATTESTOR_TEMPLATE: &str = r#"//! The `{name}` attestor: says what is in every pushed image. The host
+//! mounts the image's filesystem read-only at `/rootfs`, then signs the
+//! answer and attaches it beside the image as an in-toto attestation.
+
+use std::path::Path;
+
+use kiln_sdk::attestor::{AttestRequest, Attestation, Attestor, PluginError};
+
+struct Plugin;
+
+impl Attestor for Plugin {
+    fn attest(request: AttestRequest) -> Result<Attestation, PluginError> {
+        // TODO: say something useful. This one reports the image's
+        // `/etc/os-release` ID, as a predicate of its own type.
+        let os_release = std::fs::read_to_string(Path::new(&request.rootfs).join("etc/os-release"))
+            .unwrap_or_default();
+        let id = os_release
+            .lines()
+            .find_map(|line| line.strip_prefix("ID="))
+            .unwrap_or("unknown")
+            .trim_matches('"')
+            .to_string();
+        Ok(Attestation {
+            predicate_type: "https://example.com/{name}/v1".into(),
+            predicate: format!("{{\"os\": \"{id}\", \"digest\": \"{}\"}}", request.image.digest),
+            summary: format!("os {id}"),
+        })
+    }
+}
+
+kiln_sdk::export_attestor!(Plugin);
+"#;
+
+const ATTESTOR_TEST: &str = r#"//! `cargo test`: the plugin runs in the real Kiln runtime on a temporary
+//! image filesystem.
+
+use kiln_plugin_test::{AttestCall, PluginHarness};
+
+#[tokio::test]
+async fn an_image_is_attested() {
+    let harness = PluginHarness::build_and_load(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(rootfs.path().join("etc")).unwrap();
+    std::fs::write(rootfs.path().join("etc/os-release"), "ID=debian\n").unwrap();
+
+    let attested = harness.attest(rootfs.path(), AttestCall::default()).await.unwrap();
+
+    let attestation = attested.result.unwrap();
+    assert_eq!(attestation.summary, "os debian");
+    assert!(attestation.predicate.contains("\"os\": \"debian\""));
 }
 "#;
 

@@ -150,6 +150,7 @@ async fn scaffolded_sources_stores_detectors_and_notifiers_build_pass_their_test
         ("credential-store", "my-store", "CredentialStore"),
         ("detector", "my-detector", "Detector"),
         ("notifier", "my-notifier", "Notifier"),
+        ("attestor", "my-attestor", "Attestor"),
     ] {
         let out = kiln(&[
             "plugin",
