@@ -380,7 +380,7 @@ impl<'a> Session<'a> {
         self.manifest_if_present(wanted).await?.ok_or_else(|| {
             self.error(
                 &at(wanted),
-                "the registry has no such image (check the name and tag)".into(),
+                "the registry has no such image (404: check the name and tag)".into(),
             )
         })
     }
