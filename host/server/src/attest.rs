@@ -71,11 +71,14 @@ pub async fn rootfs_from_registry(
             tokio::task::spawn_blocking(move || apply_layer(reader, &media_type, &dest, budget));
         let streamed = session
             .blob_stream(&layer.digest, MAX_IMAGE_BYTES, |chunk| {
-                // A tar ends before its padding, so the extraction may be
-                // done (or failed, said below) before the blob is: the rest
-                // is still read, for the digest check.
-                let _ = chunks.send(chunk.to_vec());
-                Ok(())
+                let chunks = chunks.clone();
+                async move {
+                    // A tar ends before its padding, so the extraction may
+                    // be done (or failed, said below) before the blob is:
+                    // the rest is still read, for the digest check.
+                    let _ = chunks.send(chunk).await;
+                    Ok(())
+                }
             })
             .await;
         drop(chunks);
@@ -100,21 +103,23 @@ pub async fn rootfs_from_registry(
     })
 }
 
-/// A blocking `Read` over chunks sent from an async task: the layer's
-/// bytes as they arrive. The sender dropped is the end of the stream.
+/// A blocking `Read` (for the extraction's thread) over chunks an async
+/// task sends: the layer's bytes as they arrive. The senders dropped is
+/// the end of the stream.
 struct ChannelReader {
-    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
-    current: std::io::Cursor<Vec<u8>>,
+    chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
 }
 
 impl ChannelReader {
     /// A sender and its reader; a few chunks in flight at most, so a slow
-    /// extraction slows the download instead of buffering it.
-    fn pair() -> (std::sync::mpsc::SyncSender<Vec<u8>>, Self) {
-        let (sender, chunks) = std::sync::mpsc::sync_channel(16);
+    /// extraction slows the download (the sender awaits) instead of
+    /// buffering it or blocking the runtime.
+    fn pair() -> (tokio::sync::mpsc::Sender<bytes::Bytes>, Self) {
+        let (sender, chunks) = tokio::sync::mpsc::channel(16);
         let reader = ChannelReader {
             chunks,
-            current: std::io::Cursor::new(Vec::new()),
+            current: bytes::Bytes::new(),
         };
         (sender, reader)
     }
@@ -123,13 +128,14 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
-            let n = self.current.read(buf)?;
-            if n > 0 || buf.is_empty() {
+            if !self.current.is_empty() || buf.is_empty() {
+                let n = buf.len().min(self.current.len());
+                buf[..n].copy_from_slice(&self.current.split_to(n));
                 return Ok(n);
             }
-            match self.chunks.recv() {
-                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
-                Err(_) => return Ok(0),
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
             }
         }
     }
@@ -367,7 +373,9 @@ mod tests {
         let (sender, reader) = ChannelReader::pair();
         let feeder = std::thread::spawn(move || {
             for chunk in bytes.chunks(7) {
-                sender.send(chunk.to_vec()).unwrap();
+                sender
+                    .blocking_send(bytes::Bytes::copy_from_slice(chunk))
+                    .unwrap();
             }
         });
         let dest = tempfile::tempdir().unwrap();

@@ -473,14 +473,18 @@ impl<'a> Session<'a> {
     /// Stream the blob `digest` to `each` chunk by chunk (at most `limit`
     /// bytes), nothing of it held in memory, and check it against its
     /// digest at the end (what `each` did with a blob that fails the check
-    /// is the caller's to undo); answers its size. `each` failing stops
-    /// the download.
-    pub async fn blob_stream(
+    /// is the caller's to undo); answers its size. `each` is awaited, so a
+    /// slow consumer slows the download instead of blocking the runtime;
+    /// its failing stops the download.
+    pub async fn blob_stream<F>(
         &mut self,
         digest: &str,
         limit: u64,
-        mut each: impl FnMut(&[u8]) -> Result<(), String>,
-    ) -> Result<u64, RegistryError> {
+        mut each: impl FnMut(Bytes) -> F,
+    ) -> Result<u64, RegistryError>
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
         let reference = format!("{}@{digest}", self.repository);
         let failed = |message: String| RegistryError {
             reference: reference.clone(),
@@ -514,13 +518,13 @@ impl<'a> Session<'a> {
         let mut size = 0u64;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| failed(format!("cannot read the blob: {e}")))?;
-            if let Some(data) = frame.data_ref() {
+            if let Ok(data) = frame.into_data() {
                 size += data.len() as u64;
                 if size > limit {
                     return Err(failed(format!("the blob is larger than {limit} bytes")));
                 }
-                hasher.update(data);
-                each(data).map_err(&failed)?;
+                hasher.update(&data);
+                each(data).await.map_err(&failed)?;
             }
         }
         let found = format!("sha256:{}", hex::encode(hasher.finalize()));
