@@ -3,15 +3,16 @@
 //! The image's filesystem is rebuilt from what the registry holds — its
 //! layers in order, OCI whiteouts applied — into a directory that each
 //! attestor reads read-only (`/rootfs`): the attestation is about the image
-//! as pushed, whichever builder pushed it, and no engine is involved. The
-//! layers are streamed to disk and checked against their digests; the
-//! extraction refuses paths that escape the directory (through `..` or a
-//! link) and skips device nodes, as the context's does.
+//! as pushed, whichever builder pushed it, and no engine is involved. Each
+//! layer streams from the registry straight into the extraction and is
+//! checked against its digest before any attestor runs; the extraction
+//! refuses paths that escape the directory (through `..` or a link) and
+//! skips device nodes, as the context's does.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use kiln_trust::registry::{Credentials, Reference, Session};
+use kiln_trust::registry::{Credentials, Reference};
 
 /// Why an image's filesystem could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +53,7 @@ pub async fn rootfs_from_registry(
     dest: &Path,
 ) -> Result<Rootfs, RootfsError> {
     let parsed = Reference::parse(image)?;
-    let mut session = Session::new(&parsed.host, &parsed.path, credentials, "pull");
+    let mut session = parsed.pull_session(credentials);
     let manifest = session.image_manifest(&parsed.wanted, platform).await?;
     let mut written = 0u64;
     for layer in &manifest.manifest.layers {

@@ -196,7 +196,7 @@ pub struct SignedAttestation {
 
 impl SignedAttestation {
     /// The layer it is attached as: its digest names it in the record.
-    pub fn layer(&self) -> Blob {
+    fn layer(&self) -> Blob {
         Blob {
             media_type: DSSE_MEDIA_TYPE,
             // cosign's attestation layers carry an empty signature

@@ -186,6 +186,25 @@ impl Reference {
     pub fn repository(&self) -> String {
         format!("{}/{}", self.host, self.path)
     }
+
+    /// A session reading this repository.
+    pub fn pull_session<'a>(&self, credentials: Option<Credentials<'a>>) -> Session<'a> {
+        Session::new(&self.host, &self.path, credentials, "pull")
+    }
+}
+
+/// The digest `reference` names (its index's, for a multi-platform image):
+/// one manifest read.
+pub async fn digest(
+    reference: &str,
+    credentials: Option<Credentials<'_>>,
+) -> Result<String, RegistryError> {
+    let parsed = Reference::parse(reference)?;
+    let found = parsed
+        .pull_session(credentials)
+        .manifest(&parsed.wanted)
+        .await?;
+    Ok(found.digest)
 }
 
 /// Read `reference`'s manifest (the first platform's, for an index): its
@@ -195,7 +214,7 @@ pub async fn manifest(
     credentials: Option<Credentials<'_>>,
 ) -> Result<PushedImage, RegistryError> {
     let parsed = Reference::parse(reference)?;
-    let mut session = Session::new(&parsed.host, &parsed.path, credentials, "pull");
+    let mut session = parsed.pull_session(credentials);
     let top = session.manifest(&parsed.wanted).await?;
     let mut manifest = top.manifest;
     if let Some(first) = manifest.manifests.first() {
@@ -278,7 +297,7 @@ pub async fn push_manifest(
     let digest = sha256_digest(&body);
     let url = format!("{}/manifests/{tag}", session.base);
     let answer = session
-        .send(
+        .send_read(
             Method::PUT,
             &url,
             Some("application/vnd.oci.image.manifest.v1+json"),
@@ -393,7 +412,7 @@ impl<'a> Session<'a> {
     ) -> Result<Option<FetchedManifest>, RegistryError> {
         let url = format!("{}/manifests/{wanted}", self.base);
         let answer = self
-            .send(Method::GET, &url, None, Bytes::new(), MANIFEST_LIMIT)
+            .send_read(Method::GET, &url, None, Bytes::new(), MANIFEST_LIMIT)
             .await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -417,25 +436,14 @@ impl<'a> Session<'a> {
     }
 
     /// The blob `digest`, checked against it; at most `limit` bytes.
-    pub async fn blob(&mut self, digest: &str, limit: usize) -> Result<Vec<u8>, RegistryError> {
-        let url = format!("{}/blobs/{digest}", self.base);
-        let answer = self
-            .send(Method::GET, &url, None, Bytes::new(), limit)
-            .await?;
-        let failed = |message: String| self.error(&format!("@{digest}"), message);
-        if !answer.status.is_success() {
-            return Err(failed(format!(
-                "the registry answered {} for the blob",
-                answer.status
-            )));
-        }
-        let found = sha256_digest(&answer.body);
-        if found != digest {
-            return Err(failed(format!(
-                "the registry sent a blob whose digest is {found}"
-            )));
-        }
-        Ok(answer.body.to_vec())
+    pub async fn blob(&mut self, digest: &str, limit: u64) -> Result<Vec<u8>, RegistryError> {
+        let mut bytes = Vec::new();
+        self.blob_stream(digest, limit, |chunk| {
+            bytes.extend_from_slice(&chunk);
+            std::future::ready(Ok(()))
+        })
+        .await?;
+        Ok(bytes)
     }
 
     /// The image manifest `wanted` names: itself, or for an index the one
@@ -491,22 +499,7 @@ impl<'a> Session<'a> {
             message,
         };
         let url = format!("{}/blobs/{digest}", self.base);
-        // A small request first settles the credentials (a 401 gets the
-        // bearer handshake); the blob itself is then streamed.
-        if self.token.is_none() {
-            self.send(Method::HEAD, &url, None, Bytes::new(), 0).await?;
-        }
-        let mut request = Request::get(&url);
-        if let Some(authorization) = self.authorization() {
-            request = request.header(AUTHORIZATION, authorization);
-        }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| failed(format!("not a valid request: {e}")))?;
-        let response = http_client()
-            .request(request)
-            .await
-            .map_err(|e| failed(format!("cannot reach the registry: {e}")))?;
+        let response = self.send(Method::GET, &url, None, Bytes::new()).await?;
         if !response.status().is_success() {
             return Err(failed(format!(
                 "the registry answered {} for the blob",
@@ -548,9 +541,8 @@ impl<'a> Session<'a> {
         Some(value)
     }
 
-    /// Send a request (again with a bearer token after a 401 that offers
-    /// one) and read at most `limit` bytes of the answer.
-    async fn send(
+    /// [`Session::send`], and at most `limit` bytes of the answer read.
+    async fn send_read(
         &mut self,
         method: Method,
         url: &str,
@@ -558,14 +550,29 @@ impl<'a> Session<'a> {
         body: Bytes,
         limit: usize,
     ) -> Result<Answer, RegistryError> {
+        let response = self.send(method, url, content_type, body).await?;
+        read_answer(response, limit)
+            .await
+            .map_err(|message| self.error("", message))
+    }
+
+    /// Send a request (again with a bearer token after a 401 that offers
+    /// one); the answer's body is the caller's to read (or stream).
+    async fn send(
+        &mut self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, RegistryError> {
         let first = self
-            .send_once(method.clone(), url, content_type, body.clone(), limit)
+            .send_once(method.clone(), url, content_type, body.clone())
             .await?;
-        if first.status != StatusCode::UNAUTHORIZED || self.token.is_some() {
+        if first.status() != StatusCode::UNAUTHORIZED || self.token.is_some() {
             return Ok(first);
         }
         let challenge = first
-            .headers
+            .headers()
             .get(hyper::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
@@ -576,7 +583,7 @@ impl<'a> Session<'a> {
             return Ok(first);
         };
         self.token = Some(token);
-        self.send_once(method, url, content_type, body, limit).await
+        self.send_once(method, url, content_type, body).await
     }
 
     async fn send_once(
@@ -585,8 +592,7 @@ impl<'a> Session<'a> {
         url: &str,
         content_type: Option<&str>,
         body: Bytes,
-        limit: usize,
-    ) -> Result<Answer, RegistryError> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, RegistryError> {
         let mut request = Request::builder()
             .method(method)
             .uri(url)
@@ -600,7 +606,7 @@ impl<'a> Session<'a> {
         let request = request
             .body(Full::new(body))
             .map_err(|e| self.error("", format!("not a valid request URL {url}: {e}")))?;
-        exchange(request, limit)
+        request_once(request)
             .await
             .map_err(|message| self.error("", message))
     }
@@ -609,7 +615,7 @@ impl<'a> Session<'a> {
         let digest = blob.digest();
         let head = format!("{}/blobs/{digest}", self.base);
         if self
-            .send(Method::HEAD, &head, None, Bytes::new(), 0)
+            .send_read(Method::HEAD, &head, None, Bytes::new(), 0)
             .await?
             .status
             .is_success()
@@ -618,7 +624,7 @@ impl<'a> Session<'a> {
         }
         let start = format!("{}/blobs/uploads/", self.base);
         let started = self
-            .send(Method::POST, &start, None, Bytes::new(), MANIFEST_LIMIT)
+            .send_read(Method::POST, &start, None, Bytes::new(), MANIFEST_LIMIT)
             .await?;
         if started.status != StatusCode::ACCEPTED {
             return Err(self.error(
@@ -653,7 +659,7 @@ impl<'a> Session<'a> {
                 .finish()
         );
         let finished = self
-            .send(
+            .send_read(
                 Method::PUT,
                 &url,
                 Some("application/octet-stream"),
@@ -684,9 +690,11 @@ impl Credentials<'_> {
     }
 }
 
-/// One request and its answer, the body read up to `limit` bytes.
-async fn exchange(request: Request<Full<Bytes>>, limit: usize) -> Result<Answer, String> {
-    let response = http_client().request(request).await.map_err(|error| {
+/// One request; its answer unread.
+async fn request_once(
+    request: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    http_client().request(request).await.map_err(|error| {
         let mut reason = format!("cannot reach the registry: {error}");
         let mut cause = std::error::Error::source(&error);
         while let Some(next) = cause {
@@ -694,7 +702,14 @@ async fn exchange(request: Request<Full<Bytes>>, limit: usize) -> Result<Answer,
             cause = next.source();
         }
         reason
-    })?;
+    })
+}
+
+/// An answer with its body read, up to `limit` bytes.
+async fn read_answer(
+    response: hyper::Response<hyper::body::Incoming>,
+    limit: usize,
+) -> Result<Answer, String> {
     let (parts, mut body) = response.into_parts();
     let mut read = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -754,9 +769,10 @@ async fn scoped_token(
     if let Some(credentials) = credentials {
         request = request.header(AUTHORIZATION, credentials.basic());
     }
-    let answer = exchange(request.body(Full::new(Bytes::new())).ok()?, MANIFEST_LIMIT)
+    let response = request_once(request.body(Full::new(Bytes::new())).ok()?)
         .await
         .ok()?;
+    let answer = read_answer(response, MANIFEST_LIMIT).await.ok()?;
     let answer: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
     answer["token"]
         .as_str()

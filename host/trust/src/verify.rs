@@ -7,7 +7,7 @@ use p256::ecdsa::VerifyingKey;
 use serde_json::Value;
 
 use crate::cosign::{self, EnvelopeError};
-use crate::registry::{Credentials, Reference, RegistryError, Session};
+use crate::registry::{Credentials, Reference, RegistryError};
 
 /// SLSA provenance v1.
 pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
@@ -18,7 +18,7 @@ pub const CYCLONEDX_PREDICATE: &str = "https://cyclonedx.org/bom";
 
 /// Signature payloads and envelopes are small; anything larger is not one
 /// of Kiln's (nor cosign's) and is not read.
-const ATTACHMENT_LIMIT: usize = 16 << 20;
+const ATTACHMENT_LIMIT: u64 = 16 << 20;
 
 /// Why an image did not verify. Each names the image and says what to
 /// look at.
@@ -212,7 +212,7 @@ pub async fn fetch(
 ) -> Result<Attachments, VerifyError> {
     let parsed = Reference::parse(reference)?;
     let repository = parsed.repository();
-    let mut session = Session::new(&parsed.host, &parsed.path, credentials, "pull");
+    let mut session = parsed.pull_session(credentials);
     let digest = session.manifest(&parsed.wanted).await?.digest;
     let signature_tag = cosign::signature_tag(&digest);
     let attestation_tag = cosign::attestation_tag(&digest);
@@ -269,6 +269,18 @@ impl Attachments {
             (statement["predicateType"] == SLSA_PROVENANCE_V1)
                 .then(|| Provenance::from_statement(&statement).invocation_id)
         })
+    }
+
+    /// Whether anything is under the signature tag at all: what to say
+    /// before looking for a key.
+    pub fn ensure_signed(&self) -> Result<(), VerifyError> {
+        if self.signatures.is_empty() {
+            return Err(VerifyError::NotSigned {
+                image: self.image.clone(),
+                tag: self.signature_tag.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Check everything with `key`: at least one signature is `key`'s and
@@ -337,12 +349,7 @@ impl Attachments {
     /// At least one signature must be `key`'s and sign this digest;
     /// answers the identity it names.
     fn check_signatures(&self, key: &VerifyingKey) -> Result<String, VerifyError> {
-        if self.signatures.is_empty() {
-            return Err(VerifyError::NotSigned {
-                image: self.image.clone(),
-                tag: self.signature_tag.clone(),
-            });
-        }
+        self.ensure_signed()?;
         let mut signs_other = None;
         for (payload, signature) in &self.signatures {
             let Some(signature) = signature else {

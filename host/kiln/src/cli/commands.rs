@@ -1048,13 +1048,7 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode, CommandError> {
         }
         None => {
             let client = connect(&args.server)?;
-            if attachments.signatures.is_empty() {
-                return Err(kiln_trust::VerifyError::NotSigned {
-                    image: attachments.image,
-                    tag: attachments.signature_tag,
-                }
-                .into());
-            }
+            attachments.ensure_signed()?;
             let build_id = attachments.claimed_build_id().ok_or_else(|| {
                 usage!(
                     "{} names no Kiln build in a provenance, so no server key applies: pass --key FILE with the key it should be signed with",

@@ -888,7 +888,7 @@ impl Pipeline<'_> {
                     let digest = if kind == "provenance" {
                         attached.digest.clone()
                     } else {
-                        attestation.layer().digest()
+                        kiln_trust::registry::sha256_digest(&attestation.envelope)
                     };
                     let entry = kiln_trust::cosign::Attached {
                         reference: attached.reference.clone(),
@@ -1087,9 +1087,8 @@ impl Pipeline<'_> {
             let answer = if image.contains('$') {
                 Err("a build argument in it has no value".to_string())
             } else {
-                kiln_trust::registry::manifest(&full, credentials)
+                kiln_trust::registry::digest(&full, credentials)
                     .await
-                    .map(|found| found.digest)
                     .map_err(|e| e.to_string())
             };
             (
