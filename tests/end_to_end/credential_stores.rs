@@ -118,3 +118,71 @@ async fn routing_an_org_to_a_plugin_that_is_not_a_store_stops_the_start() {
         .to_string();
     assert!(error.contains("not a credential store"), "{error}");
 }
+
+#[tokio::test]
+async fn issue_19_an_org_brings_its_own_signing_key_through_its_credential_store() {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    // The operator's key, made outside Kiln (as `openssl genpkey` would).
+    let own = kiln_trust::SigningKey::from_bytes(&[0x5au8; 32].into()).unwrap();
+    let private_pem = own.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let public_pem = kiln_trust::cosign::public_key_pem(&own);
+    let mounted = tempfile::tempdir().unwrap();
+    let write_key = |key: &str| {
+        std::fs::write(
+            mounted.path().join("default.json"),
+            serde_json::to_vec(&json!({ "signingKey": key })).unwrap(),
+        )
+        .unwrap()
+    };
+    write_key(&private_pem);
+    let dir = mounted.path().to_path_buf();
+    let t = TestServer::start_with(move |config| {
+        config
+            .credential_orgs
+            .insert("default".into(), "file-credentials".into());
+        config.credentials_dir = Some(dir);
+    })
+    .await;
+
+    // The published key is the organization's own, and its images are
+    // signed with it: an implementation that is not Kiln's verifies them
+    // with the key the operator holds.
+    let published = t.get("/v1/orgs/default/signing-key").await;
+    assert_eq!(published.status, 200, "{}", published.error_message());
+    assert_eq!(std::str::from_utf8(&published.body).unwrap(), public_pem);
+    let name = unique_name("own-key");
+    let id = t.create_build(&hello_request(&name)).await;
+    let build = t.wait_succeeded(&id, LIMIT).await;
+    assert_eq!(build["attachments"][0]["kind"], "signature", "{build}");
+    let digest = build["digest"].as_str().unwrap();
+    let (verified, report) =
+        crate::signing::verify(&format!("default/{name}"), digest, &public_pem);
+    assert!(verified, "{report}");
+    // Not a key that Kiln made: another organization's does not verify it.
+    let other = t.server.create_org_with_token("own-key-other").unwrap();
+    let other_key = t
+        .as_token(&other)
+        .get("/v1/orgs/own-key-other/signing-key")
+        .await;
+    assert_ne!(other_key.body, published.body);
+
+    // A store whose key is not one says so (and not what it holds);
+    // the next build is pushed unsigned, the log saying why.
+    write_key("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n");
+    let refused = t.get("/v1/orgs/default/signing-key").await;
+    assert_eq!(refused.status, 409);
+    let message = refused.error_message();
+    assert!(
+        message.contains("`signing/key` in its credential store `file-credentials`")
+            && message.contains("not an ECDSA P-256 private key")
+            && !message.contains("bm90IGEga2V5"),
+        "{message}"
+    );
+    let id = t
+        .create_build(&hello_request(&unique_name("own-key")))
+        .await;
+    let build = t.wait_succeeded(&id, LIMIT).await;
+    assert!(build.get("attachments").is_none(), "{build}");
+    let log = t.log_text(&id).await;
+    assert!(log.contains("pushed without it"), "{log}");
+}

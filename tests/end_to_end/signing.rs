@@ -12,7 +12,7 @@ use serde_json::json;
 const CRYPTOGRAPHY: &[&str] = &["cryptography==50.0.2"];
 
 /// Run the verifier for `repository@digest` with the PEM `key`.
-fn verify(repository: &str, digest: &str, key: &str) -> (bool, serde_json::Value) {
+pub(crate) fn verify(repository: &str, digest: &str, key: &str) -> (bool, serde_json::Value) {
     let python = python_venv("signing", CRYPTOGRAPHY);
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key.pem");
@@ -62,6 +62,11 @@ async fn issue_19_pushed_images_carry_a_cosign_signature_that_verifies_elsewhere
     assert_eq!(pushed.as_deref(), attachment["digest"].as_str());
     assert!(t.log_text(&build_id).await.contains("signed "));
 
+    // Both are OCI 1.1 referrers of the image too: the registry here
+    // (Distribution 2.8) has no referrers API, so they are listed under
+    // the referrers tag, and each names the image as its subject.
+    let signature_digest = attachment["digest"].as_str().unwrap();
+    let attestations_digest = build["attachments"][1]["digest"].as_str().unwrap();
     let key = t.get("/v1/orgs/default/signing-key").await;
     assert_eq!(key.status, 200);
     assert_eq!(key.headers["content-type"], "application/x-pem-file");
@@ -74,6 +79,23 @@ async fn issue_19_pushed_images_carry_a_cosign_signature_that_verifies_elsewhere
     let (verified, report) = verify(&repository, &digest, &pem);
     assert!(verified, "{report}");
     assert_eq!(report["tampered_verified"], false, "{report}");
+    assert_eq!(report["referrers_from"], "tag", "{report}");
+    let referrers = report["referrers"].as_array().unwrap();
+    for (digest, artifact_type) in [
+        (
+            signature_digest,
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+        ),
+        (attestations_digest, "application/vnd.dsse.envelope.v1+json"),
+    ] {
+        let found = referrers
+            .iter()
+            .find(|r| r["digest"] == digest)
+            .unwrap_or_else(|| panic!("{digest} among the referrers: {report}"));
+        assert_eq!(found["artifactType"], artifact_type, "{report}");
+        assert_eq!(found["subject_matches"], true, "{report}");
+    }
+    assert_eq!(referrers.len(), 2, "{report}");
 
     // The provenance: a signed SLSA v1 statement about this digest, naming
     // the request (secrets by name only), the context's sha256 and the

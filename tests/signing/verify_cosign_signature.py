@@ -22,6 +22,7 @@ import base64
 import hashlib
 import json
 import sys
+import urllib.error
 import urllib.request
 
 from cryptography.exceptions import InvalidSignature
@@ -104,6 +105,33 @@ for layer in att["layers"]:
     report["attestations"].append(entry)
     if not (entry["verified"] and entry["subject_matches"]):
         report["failed"].append("an attestation does not verify or names another image")
+
+# OCI 1.1 referrers: the registry's referrers API, or on registries
+# without one (a 404) the index under the referrers tag `sha256-<hex>`.
+# Each referrer's own manifest must name this image as its subject.
+index_media = "application/vnd.oci.image.index.v1+json"
+try:
+    referrers = json.loads(get(f"referrers/{digest}", index_media))
+    report["referrers_from"] = "api"
+except urllib.error.HTTPError as error:
+    if error.code != 404:
+        raise
+    try:
+        referrers = json.loads(get(f"manifests/{digest.replace(':', '-')}", index_media))
+        report["referrers_from"] = "tag"
+    except urllib.error.HTTPError as missing:
+        if missing.code != 404:
+            raise
+        referrers = {"manifests": []}
+        report["referrers_from"] = "none"
+report["referrers"] = []
+for entry in referrers["manifests"]:
+    body = get(f"manifests/{entry['digest']}", entry["mediaType"])
+    assert "sha256:" + hashlib.sha256(body).hexdigest() == entry["digest"], "referrer digest"
+    subject = json.loads(body).get("subject", {})
+    report["referrers"].append({"digest": entry["digest"],
+                                "artifactType": entry.get("artifactType"),
+                                "subject_matches": subject.get("digest") == digest})
 
 print(json.dumps(report))
 sys.exit(0 if report["verified"] and not report["failed"] else 1)

@@ -743,7 +743,9 @@ fn get_org_signing() {}
 ///
 /// Every pushed image is signed in cosign's key-based format (the
 /// signature under the image's `sha256-<digest>.sig` tag); `cosign verify
-/// --key` takes this PEM. The organization's own token or the admin token.
+/// --key` takes this PEM. The key is the one Kiln made for the organization,
+/// or its own when the credential store keeping its secrets holds one
+/// (`signing/key`). The organization's own token or the admin token.
 #[utoipa::path(
     get, path = "/v1/orgs/{org}/signing-key", operation_id = "getSigningKey", tag = "admin",
     params(("org" = String, Path, description = "The organization")),
@@ -751,6 +753,7 @@ fn get_org_signing() {}
         (status = 200, description = "The ECDSA P-256 public key, PEM (SubjectPublicKeyInfo)", body = String, content_type = "application/x-pem-file"),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 404, description = "No such organization (or another organization's)", body = ErrorBody),
+        (status = 409, description = "The organization's own key, in its credential store, cannot be read or is not an ECDSA P-256 private key", body = ErrorBody),
     )
 )]
 #[allow(dead_code)]

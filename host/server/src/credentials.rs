@@ -7,7 +7,8 @@
 //! engine and git calls; a plugin store sees its own files and the keys it
 //! is asked for, never a build. Keys given to plugin stores are
 //! `<kind>/<name>`: `registry/127.0.0.1:5000`, `git/github.com`,
-//! `build/NPM_TOKEN`.
+//! `build/NPM_TOKEN`, and `signing/key` for an organization that brings
+//! its own signing key.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +16,11 @@ use std::sync::Arc;
 
 use crate::plugins::{Capabilities, CredentialAnswer, CredentialCall, PluginRuntime};
 use crate::store::secrets::{Credential, SecretError, SecretKind, SecretStore};
+
+/// Where a credential-store plugin keeps the organization's own signing
+/// key (ECDSA P-256, PEM): images are signed with it instead of a key Kiln
+/// makes.
+pub const SIGNING_KEY: &str = "signing/key";
 
 /// Why a secret could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +142,29 @@ impl CredentialStores {
         let key = key(kind, name);
         match self
             .call(plugin, org, CredentialCall::Get { org, key: &key })
+            .await?
+        {
+            CredentialAnswer::Value(value) => Ok(value),
+            _ => Ok(None),
+        }
+    }
+
+    /// The organization's own signing key, when the credential-store
+    /// plugin keeping its secrets holds one (under [`SIGNING_KEY`]); `None`
+    /// for the local store, which keeps the key Kiln makes.
+    pub async fn own_signing_key(&self, org: &str) -> Result<Option<Vec<u8>>, CredentialError> {
+        let Some(plugin) = self.plugin_for(org) else {
+            return Ok(None);
+        };
+        match self
+            .call(
+                plugin,
+                org,
+                CredentialCall::Get {
+                    org,
+                    key: SIGNING_KEY,
+                },
+            )
             .await?
         {
             CredentialAnswer::Value(value) => Ok(value),

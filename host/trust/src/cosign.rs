@@ -184,7 +184,14 @@ pub async fn attach_signature(
         annotations: [(SIGNATURE_ANNOTATION.to_string(), signature)].into(),
         bytes: payload,
     };
-    push_one_layer(repository, &signature_tag(digest), layer, credentials).await
+    push_one_layer(
+        repository,
+        &signature_tag(digest),
+        layer,
+        Some(digest),
+        credentials,
+    )
+    .await
 }
 
 /// An attestation ready to attach: a signed DSSE envelope and the
@@ -227,7 +234,14 @@ pub async fn attach_attestations<'a>(
         .into_iter()
         .map(SignedAttestation::layer)
         .collect();
-    push_layers(repository, &attestation_tag(digest), layers, credentials).await
+    push_layers(
+        repository,
+        &attestation_tag(digest),
+        layers,
+        Some(digest),
+        credentials,
+    )
+    .await
 }
 
 /// Push `layer` as the one layer of an OCI manifest tagged `tag`.
@@ -235,19 +249,41 @@ pub async fn push_one_layer(
     repository: &str,
     tag: &str,
     layer: Blob,
+    about: Option<&str>,
     credentials: Option<Credentials<'_>>,
 ) -> Result<Attached, RegistryError> {
-    push_layers(repository, tag, vec![layer], credentials).await
+    push_layers(repository, tag, vec![layer], about, credentials).await
 }
 
 /// Push `layers` as an OCI manifest tagged `tag`, with the config cosign
 /// writes for such images (each layer, uncompressed, is one diff).
+///
+/// `about` is the digest of the image in `repository` they are attached
+/// to: the manifest also names it as its `subject` (typed by its first
+/// layer), so OCI 1.1 clients find it among the image's referrers as well
+/// as cosign finds it by tag.
 pub async fn push_layers(
     repository: &str,
     tag: &str,
     layers: Vec<Blob>,
+    about: Option<&str>,
     credentials: Option<Credentials<'_>>,
 ) -> Result<Attached, RegistryError> {
+    let subject = match about {
+        Some(digest) => {
+            let (host, path) = repository.split_once('/').ok_or_else(|| RegistryError {
+                reference: repository.to_string(),
+                message: "not a registry repository (host/path)".into(),
+            })?;
+            let mut session = registry::Session::new(host, path, credentials, "pull");
+            Some(session.manifest_descriptor(digest).await?)
+        }
+        None => None,
+    };
+    let artifact_type = subject
+        .as_ref()
+        .and_then(|_| layers.first())
+        .map(|layer| layer.media_type.to_string());
     let config = Blob {
         media_type: "application/vnd.oci.image.config.v1+json",
         annotations: Default::default(),
@@ -261,10 +297,17 @@ pub async fn push_layers(
         }))
         .expect("the config serializes"),
     };
-    let pushed = registry::push_manifest(repository, tag, &config, &layers, credentials).await?;
+    let manifest = registry::NewManifest {
+        config,
+        layers,
+        artifact_type,
+        subject,
+        annotations: Default::default(),
+    };
+    let pushed = registry::push_manifest(repository, tag, &manifest, credentials).await?;
     Ok(Attached {
         reference: format!("{repository}:{tag}"),
-        digest: pushed,
+        digest: pushed.digest,
     })
 }
 

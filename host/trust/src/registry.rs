@@ -265,17 +265,54 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Push an OCI image manifest of `config` and `layers` to `repository`
-/// (`host/path`) under `tag`, blobs first (those the registry has are not
-/// sent again); answers the manifest's digest. A 401 gets the bearer
-/// handshake for `pull,push`.
+/// An OCI image manifest to push: its config and layers, and for an
+/// artifact attached to an image its type and `subject` (OCI 1.1).
+pub struct NewManifest {
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+    /// `artifactType`: what the manifest is (a signature, attestations, a
+    /// Wasm component).
+    pub artifact_type: Option<String>,
+    /// The manifest this one is about: it becomes one of its referrers.
+    pub subject: Option<ManifestDescriptor>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A manifest as a descriptor names it (a referrer's `subject`, an index's
+/// entry).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestDescriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The OCI image manifest's media type.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The OCI image index's media type (also the referrers list's).
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The tag OCI 1.1's referrers tag schema keeps `digest`'s referrers under
+/// on registries without the referrers API: `sha256-<hex>`.
+pub fn referrers_tag(digest: &str) -> String {
+    digest.replacen(':', "-", 1)
+}
+
+/// Push `manifest` to `repository` (`host/path`) under `tag`, blobs first
+/// (those the registry has are not sent again); answers its descriptor. A
+/// 401 gets the bearer handshake for `pull,push`.
+///
+/// A manifest with a `subject` is listed among the subject's referrers:
+/// by the registry when it has the referrers API (it says so with an
+/// `OCI-Subject` header), else in the index under the referrers tag
+/// ([`referrers_tag`]), as OCI 1.1 asks clients to do.
 pub async fn push_manifest(
     repository: &str,
     tag: &str,
-    config: &Blob,
-    layers: &[Blob],
+    manifest: &NewManifest,
     credentials: Option<Credentials<'_>>,
-) -> Result<String, RegistryError> {
+) -> Result<ManifestDescriptor, RegistryError> {
     let failed = |message: String| RegistryError {
         reference: repository.to_string(),
         message,
@@ -284,34 +321,93 @@ pub async fn push_manifest(
         .split_once('/')
         .ok_or_else(|| failed("not a registry repository (host/path)".into()))?;
     let mut session = Session::new(host, path, credentials, "pull,push");
-    for blob in std::iter::once(config).chain(layers) {
+    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
         session.put_blob(blob).await?;
     }
-    let manifest = serde_json::json!({
+    let mut document = serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor(),
-        "layers": layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
+        "mediaType": OCI_MANIFEST,
+        "config": manifest.config.descriptor(),
+        "layers": manifest.layers.iter().map(Blob::descriptor).collect::<Vec<_>>(),
     });
-    let body = serde_json::to_vec(&manifest).expect("a manifest serializes");
-    let digest = sha256_digest(&body);
-    let url = format!("{}/manifests/{tag}", session.base);
-    let answer = session
-        .send_read(
-            Method::PUT,
-            &url,
-            Some("application/vnd.oci.image.manifest.v1+json"),
-            Bytes::from(body),
-            MANIFEST_LIMIT,
-        )
-        .await?;
-    if !answer.status.is_success() {
-        return Err(failed(format!(
-            "the registry answered {} for the manifest {tag}",
-            answer.status
-        )));
+    if let Some(artifact_type) = &manifest.artifact_type {
+        document["artifactType"] = artifact_type.as_str().into();
     }
-    Ok(digest)
+    if let Some(subject) = &manifest.subject {
+        document["subject"] = serde_json::json!(subject);
+    }
+    if !manifest.annotations.is_empty() {
+        document["annotations"] = serde_json::json!(manifest.annotations);
+    }
+    let body = serde_json::to_vec(&document).expect("a manifest serializes");
+    let pushed = ManifestDescriptor {
+        media_type: OCI_MANIFEST.into(),
+        digest: sha256_digest(&body),
+        size: body.len() as u64,
+    };
+    let answer = session.put_manifest(tag, OCI_MANIFEST, body).await?;
+    if let Some(subject) = &manifest.subject {
+        if !answer.headers.contains_key("oci-subject") {
+            let entry = referrer_entry(&pushed, &document);
+            session.add_to_referrers_index(subject, entry).await?;
+        }
+    }
+    Ok(pushed)
+}
+
+/// A referrers index's entry for the manifest `document` pushed as
+/// `pushed`: its descriptor, artifact type and annotations.
+fn referrer_entry(pushed: &ManifestDescriptor, document: &serde_json::Value) -> serde_json::Value {
+    let mut entry = serde_json::json!(pushed);
+    // An image manifest without an artifactType is typed by its config.
+    let artifact_type = document
+        .get("artifactType")
+        .or_else(|| document["config"].get("mediaType"))
+        .cloned()
+        .unwrap_or_default();
+    entry["artifactType"] = artifact_type;
+    if let Some(annotations) = document.get("annotations") {
+        entry["annotations"] = annotations.clone();
+    }
+    entry
+}
+
+/// The manifests that name `reference` (`host/path@sha256:…`) as their
+/// subject: the registry's referrers API when it has one, else the
+/// referrers tag schema's index. Each is a descriptor with its
+/// `artifactType`.
+pub async fn referrers(
+    reference: &str,
+    credentials: Option<Credentials<'_>>,
+) -> Result<Vec<serde_json::Value>, RegistryError> {
+    let parsed = Reference::parse(reference)?;
+    let digest = &parsed.wanted;
+    if !digest.starts_with("sha256:") {
+        return Err(RegistryError {
+            reference: reference.to_string(),
+            message: "referrers are looked up by digest (name@sha256:…)".into(),
+        });
+    }
+    let mut session = parsed.pull_session(credentials);
+    let url = format!("{}/referrers/{digest}", session.base);
+    let answer = session
+        .send_read(Method::GET, &url, None, Bytes::new(), MANIFEST_LIMIT)
+        .await?;
+    let index = if answer.status.is_success() {
+        Some(answer.body)
+    } else {
+        session
+            .raw_manifest_if_present(&referrers_tag(digest))
+            .await?
+    };
+    let Some(index) = index else {
+        return Ok(Vec::new());
+    };
+    let index: serde_json::Value = serde_json::from_slice(&index).map_err(|e| RegistryError {
+        reference: reference.to_string(),
+        message: format!("its referrers index is not valid JSON: {e}"),
+    })?;
+    Ok(index["manifests"].as_array().cloned().unwrap_or_default())
 }
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -410,6 +506,23 @@ impl<'a> Session<'a> {
         &mut self,
         wanted: &str,
     ) -> Result<Option<FetchedManifest>, RegistryError> {
+        let Some(body) = self.raw_manifest_if_present(wanted).await? else {
+            return Ok(None);
+        };
+        let manifest = serde_json::from_slice(&body)
+            .map_err(|e| self.error(&at(wanted), format!("the manifest is not valid JSON: {e}")))?;
+        Ok(Some(FetchedManifest {
+            digest: sha256_digest(&body),
+            manifest,
+        }))
+    }
+
+    /// The manifest under `wanted` as the registry sent it (checked
+    /// against the digest when read by one); `None` on a 404.
+    pub async fn raw_manifest_if_present(
+        &mut self,
+        wanted: &str,
+    ) -> Result<Option<Bytes>, RegistryError> {
         let url = format!("{}/manifests/{wanted}", self.base);
         let answer = self
             .send_read(Method::GET, &url, None, Bytes::new(), MANIFEST_LIMIT)
@@ -430,9 +543,117 @@ impl<'a> Session<'a> {
                 format!("the registry sent a manifest whose digest is {digest}"),
             ));
         }
-        let manifest = serde_json::from_slice(&answer.body)
-            .map_err(|e| self.error(&at(wanted), format!("the manifest is not valid JSON: {e}")))?;
-        Ok(Some(FetchedManifest { digest, manifest }))
+        Ok(Some(answer.body))
+    }
+
+    /// The descriptor of the manifest under `wanted` (a `HEAD`: its media
+    /// type, digest and size), for a referrer's `subject`.
+    pub async fn manifest_descriptor(
+        &mut self,
+        wanted: &str,
+    ) -> Result<ManifestDescriptor, RegistryError> {
+        let url = format!("{}/manifests/{wanted}", self.base);
+        let answer = self
+            .send_read(Method::HEAD, &url, None, Bytes::new(), 0)
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.error(
+                &at(wanted),
+                format!("the registry answered {} for the manifest", answer.status),
+            ));
+        }
+        let header = |name: &str| {
+            answer
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let digest = match header("docker-content-digest") {
+            Some(digest) => digest,
+            None if wanted.starts_with("sha256:") => wanted.to_string(),
+            None => {
+                return Err(self.error(
+                    &at(wanted),
+                    "the registry did not say the manifest's digest".into(),
+                ))
+            }
+        };
+        if wanted.starts_with("sha256:") && digest != wanted {
+            return Err(self.error(
+                &at(wanted),
+                format!("the registry answered for another manifest ({digest})"),
+            ));
+        }
+        Ok(ManifestDescriptor {
+            media_type: header("content-type").unwrap_or_else(|| OCI_MANIFEST.into()),
+            digest,
+            size: header("content-length")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        })
+    }
+
+    /// `PUT` a manifest under `tag`; its answer (headers and all).
+    async fn put_manifest(
+        &mut self,
+        tag: &str,
+        media_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, RegistryError> {
+        let url = format!("{}/manifests/{tag}", self.base);
+        let answer = self
+            .send_read(
+                Method::PUT,
+                &url,
+                Some(media_type),
+                Bytes::from(body),
+                MANIFEST_LIMIT,
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.error(
+                &at(tag),
+                format!(
+                    "the registry answered {} for the manifest: {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body).trim()
+                ),
+            ));
+        }
+        Ok(answer)
+    }
+
+    /// Add `entry` to the referrers tag schema's index of `subject` (made
+    /// when there is none; an entry of the same digest is replaced).
+    async fn add_to_referrers_index(
+        &mut self,
+        subject: &ManifestDescriptor,
+        entry: serde_json::Value,
+    ) -> Result<(), RegistryError> {
+        let tag = referrers_tag(&subject.digest);
+        let mut index = match self.raw_manifest_if_present(&tag).await? {
+            Some(body) => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .filter(|index| index["manifests"].is_array())
+                .ok_or_else(|| {
+                    self.error(
+                        &at(&tag),
+                        "the referrers tag holds something other than an index; remove it".into(),
+                    )
+                })?,
+            None => serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [],
+            }),
+        };
+        let manifests = index["manifests"].as_array_mut().expect("checked above");
+        manifests.retain(|m| m["digest"] != entry["digest"]);
+        manifests.push(entry);
+        let body = serde_json::to_vec(&index).expect("an index serializes");
+        self.put_manifest(&tag, OCI_INDEX, body).await?;
+        Ok(())
     }
 
     /// The blob `digest`, checked against it; at most `limit` bytes.

@@ -7,9 +7,13 @@
 //! {
 //!   "registryCredentials": { "registry.example.com": { "username": "ci", "password": "..." } },
 //!   "gitCredentials": { "*": { "username": "ci", "token": "..." } },
-//!   "buildSecrets": { "NPM_TOKEN": "..." }
+//!   "buildSecrets": { "NPM_TOKEN": "..." },
+//!   "signingKey": "-----BEGIN PRIVATE KEY-----\n..."
 //! }
 //! ```
+//!
+//! `signingKey` (optional) is the organization's own ECDSA P-256 key, PEM:
+//! Kiln signs its images with it instead of the key it would make.
 //!
 //! The file is read on every call, so a rotated secret takes effect at the
 //! next build. The store is read-only: changes go through the file.
@@ -37,6 +41,8 @@ struct OrgFile {
     git_credentials: BTreeMap<String, Credential>,
     #[serde(default)]
     build_secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    signing_key: Option<String>,
 }
 
 /// `/credentials/<org>.json`; a missing file is an organization with no
@@ -86,6 +92,7 @@ impl CredentialStore for FileCredentials {
             "registry" => credential(&file.registry_credentials),
             "git" => credential(&file.git_credentials),
             "build" => file.build_secrets.get(name).map(|v| v.as_bytes().to_vec()),
+            "signing" if name == "key" => file.signing_key.map(String::into_bytes),
             _ => None,
         };
         Ok(value.map(Secret::new))

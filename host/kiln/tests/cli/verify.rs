@@ -140,9 +140,15 @@ async fn issue_19_kiln_verify_accepts_a_signed_build_and_refuses_tampering() {
         bytes: cosign::payload(&format!("{REGISTRY}/default/elsewhere"), &digest),
         annotations: [(cosign::SIGNATURE_ANNOTATION.to_string(), signature.clone())].into(),
     };
-    cosign::push_one_layer(&repository, &cosign::signature_tag(&digest), altered, None)
-        .await
-        .unwrap();
+    cosign::push_one_layer(
+        &repository,
+        &cosign::signature_tag(&digest),
+        altered,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     refused(
         kiln(&url, &server.token, &["--key", key_arg, &image]),
         "no signature under",
@@ -153,9 +159,15 @@ async fn issue_19_kiln_verify_accepts_a_signed_build_and_refuses_tampering() {
         bytes: cosign::payload(&repository, &digest),
         annotations: [(cosign::SIGNATURE_ANNOTATION.to_string(), signature)].into(),
     };
-    cosign::push_one_layer(&repository, &cosign::signature_tag(&digest), original, None)
-        .await
-        .unwrap();
+    cosign::push_one_layer(
+        &repository,
+        &cosign::signature_tag(&digest),
+        original,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     let again = kiln(&url, &server.token, &["--key", key_arg, &image]);
     assert!(again.status.success(), "{}", text(&again));
 
@@ -167,7 +179,7 @@ async fn issue_19_kiln_verify_accepts_a_signed_build_and_refuses_tampering() {
         bytes: b"not what was built".to_vec(),
         annotations: Default::default(),
     };
-    cosign::push_one_layer(&repository, tag, impostor, None)
+    cosign::push_one_layer(&repository, tag, impostor, None, None)
         .await
         .unwrap();
     refused(kiln(&url, &server.token, &[&image]), "is not signed");

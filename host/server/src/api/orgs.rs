@@ -8,6 +8,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::routes::Caller;
 use super::{json_response, no_content, read_json, ApiError, ApiState, Body};
+use crate::signing::SigningError;
 use crate::store::{Org, TokenRecord};
 
 /// A new random token.
@@ -173,7 +174,7 @@ pub fn get_registry(
 /// organization's images are signed with, as PEM (`cosign verify --key`
 /// reads it). Its own token or the admin token; for any other, the
 /// organization does not exist.
-pub fn signing_key(
+pub async fn signing_key(
     state: &ApiState,
     caller: &Caller,
     org: &str,
@@ -182,7 +183,16 @@ pub fn signing_key(
         return Err(ApiError::not_found(&format!("organization {org}")));
     }
     existing_org(state, org)?;
-    let key = crate::signing::org_key(state.secrets.local(), org).map_err(ApiError::internal)?;
+    // The organization's own key is its operator's to fix (409, saying
+    // what is wrong with it); the key Kiln keeps failing is the server's.
+    let key = crate::signing::org_key(&state.secrets, org)
+        .await
+        .map_err(|e| match e {
+            SigningError::BadKey { .. } | SigningError::Store { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            _ => ApiError::internal(e),
+        })?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(hyper::header::CONTENT_TYPE, "application/x-pem-file")

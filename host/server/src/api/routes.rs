@@ -346,7 +346,7 @@ async fn route(
         Route::SetOrgRegistry(org) => orgs::set_registry(&state, &caller, org, request).await,
         Route::GetOrgRegistry(org) => orgs::get_registry(&state, &caller, org),
         Route::ResetOrgRegistry(org) => orgs::reset_registry(&state, &caller, org).await,
-        Route::SigningKey(org) => orgs::signing_key(&state, &caller, org),
+        Route::SigningKey(org) => orgs::signing_key(&state, &caller, org).await,
         Route::SetOrgSigning(org) => orgs::set_signing(&state, &caller, org, request).await,
         Route::GetOrgSigning(org) => orgs::get_signing(&state, &caller, org),
         Route::RevokeToken(org, id) => orgs::revoke_token(&state, &caller, org, id),
