@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: set-up (engine, registry, base
-# images, wasm target), then every crate's tests, unit and end-to-end, and
+# images, wasm target, wkg), then every crate's tests, unit and end-to-end, and
 # the example plugins' own tests (they build outside the workspace, as
 # third-party plugins do).
 set -euo pipefail
@@ -8,5 +8,19 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 # The wizard's tests build on Debian base images (made once, ~1 minute).
 KILN_WIZARD_BASES=1 bash scripts/setup.sh
+# `wkg` (the Wasm ecosystem's OCI tool, from crates.io): the plugin-artifact
+# tests check Kiln's pushes and pulls against it. Built once (~5 minutes)
+# into target/tools unless this version is already on PATH.
+wkg_version=0.16.1
+if [ "$(wkg --version 2>/dev/null)" != "wkg $wkg_version" ]; then
+  if [ "$("$repo/target/tools/bin/wkg" --version 2>/dev/null)" != "wkg $wkg_version" ]; then
+    echo "[test] installing wkg $wkg_version (cargo install, once)"
+    wkg_build="$(mktemp -d)"
+    CARGO_TARGET_DIR="$wkg_build" cargo install wkg --version "$wkg_version" --locked \
+      --root "$repo/target/tools" --quiet
+    rm -rf "$wkg_build"
+  fi
+  export KILN_WKG="$repo/target/tools/bin/wkg"
+fi
 cargo test --workspace "$@"
 cargo test --manifest-path examples/recipe-builder/Cargo.toml "$@"

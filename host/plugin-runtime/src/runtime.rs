@@ -278,8 +278,18 @@ impl PluginRuntime {
         plugin_dir: &Path,
         grants: &BTreeMap<String, PluginGrant>,
     ) -> Result<String, LoadError> {
-        let manifest_path = plugin_dir.join("plugin.toml");
-        let origin = manifest_path.display().to_string();
+        let origin = plugin_dir.join("plugin.toml").display().to_string();
+        self.load_one_from(plugin_dir, grants, origin)
+    }
+
+    /// [`PluginRuntime::load_one`], saying the plugin came from `origin`
+    /// (a registry reference, for a plugin pulled into `plugin_dir`).
+    pub fn load_one_from(
+        &mut self,
+        plugin_dir: &Path,
+        grants: &BTreeMap<String, PluginGrant>,
+        origin: String,
+    ) -> Result<String, LoadError> {
         let mut plugin_id = None;
         let result = (|| {
             let manifest = Manifest::read_dir(plugin_dir).map_err(|e| e.to_string())?;
@@ -310,6 +320,17 @@ impl PluginRuntime {
             plugin_id,
             message,
         })
+    }
+
+    /// Which world the component `bytes` implements (compiled as a load
+    /// would, and cached the same way): for a component that came
+    /// without a manifest.
+    pub fn component_world(&self, bytes: &[u8]) -> Result<World, String> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let (component, _) = self
+            .compile(bytes, &sha256)
+            .map_err(|e| format!("not a valid wasm component: {e}"))?;
+        detect_world(&self.engine, &component)
     }
 
     /// The plugin with this id.

@@ -30,6 +30,16 @@ impl World {
             World::Attestor => "attestor",
         }
     }
+
+    /// The contract version that introduced the world (what a manifest's
+    /// `api` says for a plugin of it).
+    pub fn contract_version(self) -> String {
+        let (_, (major, minor), _) = WORLD_EXPORTS
+            .iter()
+            .find(|(_, _, world)| *world == self)
+            .expect("every world has its export");
+        format!("{major}.{minor}.0")
+    }
 }
 
 /// The contract versions this host implements, oldest first. Each world's

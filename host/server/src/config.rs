@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub plugin_dirs: Vec<PathBuf>,
     /// What the operator grants each plugin (`[plugins.<id>]` in the config file).
     pub plugin_grants: BTreeMap<String, PluginGrant>,
+    /// Plugins pulled from a registry at start-up (`[plugins.<id>] source
+    /// = …`), each checked against its pin and trusted keys.
+    pub plugin_sources: BTreeMap<String, PluginSource>,
     /// The most memory any plugin call may have, whatever its manifest says.
     pub max_plugin_memory_mib: u64,
     /// The most time any plugin call's own code may run.
@@ -221,6 +224,7 @@ impl ServerConfig {
             max_build_timeout: Duration::from_secs(6 * 60 * 60),
             plugin_dirs: Vec::new(),
             plugin_grants: BTreeMap::new(),
+            plugin_sources: BTreeMap::new(),
             max_plugin_memory_mib: 1024,
             max_plugin_time_secs: 3600,
             default_profile: AUTO_PROFILE.into(),
@@ -252,9 +256,10 @@ impl ServerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Grants per plugin id.
+    /// Grants per plugin id, and where a plugin pulled from a registry
+    /// comes from.
     #[serde(default)]
-    pub plugins: BTreeMap<String, PluginGrant>,
+    pub plugins: BTreeMap<String, PluginEntry>,
     /// Host-wide plugin limits.
     #[serde(default)]
     pub plugin_limits: Option<PluginLimits>,
@@ -282,6 +287,95 @@ pub struct FileConfig {
     /// `[signing]`: whether pushed images are signed.
     #[serde(default)]
     pub signing: Option<SigningConfig>,
+}
+
+/// `[plugins.<id>]`: what the operator grants the plugin and, for one
+/// published as an OCI artifact (`kiln plugin push`, `wkg oci push`), where
+/// `kiln serve` pulls it from.
+///
+/// ```toml
+/// [plugins.recipe-builder]
+/// source = "registry.example.com/kiln-plugins/recipe-builder:0.1.0"
+/// sha256 = "5f1c…"                      # the component's; a moved tag is refused
+/// trusted_keys = ["keys/publisher.pub"] # PEM; relative to this file
+/// grant = "asked"
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PluginEntry {
+    pub grant: PluginGrant,
+    pub source: Option<PluginSource>,
+}
+
+/// Where a plugin is pulled from, and what it must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSource {
+    /// `host/path:tag` (or `@sha256:…`) of a Wasm component artifact.
+    pub reference: String,
+    /// The component's sha256, hex.
+    pub sha256: Option<String>,
+    /// Public keys (PEM files), one of which must have signed the artifact.
+    pub trusted_keys: Vec<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for PluginEntry {
+    /// The grant's keys as [`PluginGrant`] reads them (unknown ones
+    /// refused), beside `source`, `sha256` and `trusted_keys`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let mut text = |key: &str| -> Result<Option<String>, D::Error> {
+            match table.remove(key) {
+                None => Ok(None),
+                Some(toml::Value::String(value)) => Ok(Some(value)),
+                Some(other) => Err(D::Error::custom(format!(
+                    "`{key}` must be a string, not {}",
+                    other.type_str()
+                ))),
+            }
+        };
+        let reference = text("source")?;
+        let sha256 = text("sha256")?
+            .map(|pin| {
+                let hex = pin.strip_prefix("sha256:").unwrap_or(&pin).to_ascii_lowercase();
+                if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(hex)
+                } else {
+                    Err(D::Error::custom(format!(
+                        "`sha256 = {pin:?}` is not a sha256 (64 hex digits, as `kiln plugin push` prints)"
+                    )))
+                }
+            })
+            .transpose()?;
+        let trusted_keys = match table.remove("trusted_keys") {
+            None => Vec::new(),
+            Some(value) => Vec::<PathBuf>::deserialize(value).map_err(|_| {
+                D::Error::custom("`trusted_keys` must be a list of PEM public key files")
+            })?,
+        };
+        let grant =
+            PluginGrant::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        let source = match reference {
+            Some(reference) => {
+                if sha256.is_none() && trusted_keys.is_empty() {
+                    return Err(D::Error::custom(format!(
+                        "`source = {reference:?}` needs a `sha256` pin or `trusted_keys` (a tag can be moved to anything)"
+                    )));
+                }
+                Some(PluginSource {
+                    reference,
+                    sha256,
+                    trusted_keys,
+                })
+            }
+            None if sha256.is_some() || !trusted_keys.is_empty() => {
+                return Err(D::Error::custom(
+                    "`sha256` and `trusted_keys` check a plugin pulled from a registry: give its `source` too",
+                ))
+            }
+            None => None,
+        };
+        Ok(PluginEntry { grant, source })
+    }
 }
 
 /// `[signing]`: image signatures (on unless `enabled = false`).
@@ -400,16 +494,27 @@ pub enum ConfigFileError {
 }
 
 impl FileConfig {
-    /// Read and check a config file.
+    /// Read and check a config file. Key files it names relative paths
+    /// of are relative to its own directory.
     pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        let mut file: FileConfig =
+            toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for source in file.plugins.values_mut().filter_map(|e| e.source.as_mut()) {
+            for key in &mut source.trusted_keys {
+                if key.is_relative() {
+                    *key = base.join(&*key);
+                }
+            }
+        }
+        Ok(file)
     }
 
     /// One `[plugins.<id>]` table's body, parsed (tests, tools).
@@ -436,7 +541,12 @@ impl FileConfig {
             profile.memory_bytes = size.memory_mib << 20;
             profile.nano_cpus = (size.cpus * 1e9) as u64;
         }
-        config.plugin_grants = self.plugins;
+        for (id, entry) in self.plugins {
+            if let Some(source) = entry.source {
+                config.plugin_sources.insert(id.clone(), source);
+            }
+            config.plugin_grants.insert(id, entry.grant);
+        }
         if let Some(signing) = self.signing {
             config.sign_images = signing.enabled;
         }
@@ -493,12 +603,51 @@ mod tests {
             http: ["example.com".to_string(), "evil.com".to_string()].into(),
             ..Default::default()
         };
-        assert_eq!(file.plugins["recipe-builder"].rights(&asked), asked);
-        let fetcher = file.plugins["fetcher"].rights(&asked);
+        assert_eq!(file.plugins["recipe-builder"].grant.rights(&asked), asked);
+        let fetcher = file.plugins["fetcher"].grant.rights(&asked);
         assert_eq!(asked.intersect(&fetcher).http.len(), 1);
         assert!(asked.intersect(&fetcher).engine.is_empty());
         assert!(toml::from_str::<FileConfig>("[plugins.x]\ngrant = \"everything\"\n").is_err());
         assert!(toml::from_str::<FileConfig>("[plugins.x]\nnetwork = true\n").is_err());
+    }
+
+    #[test]
+    fn a_plugin_from_a_registry_needs_a_pin_or_trusted_keys() {
+        let pin = "ab".repeat(32);
+        let file: FileConfig = toml::from_str(&format!(
+            "[plugins.remote]\nsource = \"r.example/p/remote:1\"\nsha256 = \"sha256:{}\"\ntrusted_keys = [\"k.pub\"]\ngrant = \"asked\"\n",
+            pin.to_uppercase()
+        ))
+        .unwrap();
+        let mut config = ServerConfig::new("/tmp/kiln");
+        file.apply(&mut config).unwrap();
+        let source = &config.plugin_sources["remote"];
+        assert_eq!(source.reference, "r.example/p/remote:1");
+        assert_eq!(source.sha256.as_deref(), Some(pin.as_str()));
+        assert_eq!(source.trusted_keys, vec![PathBuf::from("k.pub")]);
+        assert_eq!(config.plugin_grants["remote"].grant, Some(GrantAll::Asked));
+        for (text, says) in [
+            (
+                "source = \"r.example/p/x:1\"\n",
+                "needs a `sha256` pin or `trusted_keys`",
+            ),
+            ("sha256 = \"abc\"\nsource = \"r/x:1\"\n", "not a sha256"),
+            ("trusted_keys = [\"k.pub\"]\n", "give its `source` too"),
+            ("source = 3\n", "`source` must be a string"),
+            (
+                "source = \"r/x:1\"\ntrusted_keys = \"k.pub\"\n",
+                "must be a list",
+            ),
+            (
+                "source = \"r/x:1\"\ntrusted_keys = [\"k\"]\nnetwork = true\n",
+                "unknown field `network`",
+            ),
+        ] {
+            let error = toml::from_str::<FileConfig>(&format!("[plugins.x]\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum StartError {
     Secrets(#[from] crate::store::secrets::SecretError),
     #[error(transparent)]
     Plugins(#[from] crate::plugins::PluginError),
+    #[error(transparent)]
+    PluginSource(#[from] crate::plugins::remote::SourceError),
     #[error("the credential stores are misconfigured: {0}")]
     Credentials(String),
     #[error(transparent)]
@@ -103,13 +105,21 @@ impl Server {
             tracing::info!(path = %admin_token_path.display(), "created organization `default`; its token is in the file");
         }
 
-        let runtime = Arc::new(PluginRuntime::load(LoadOptions {
+        let mut runtime = PluginRuntime::load(LoadOptions {
             cache_dir: Some(config.data_dir.join("plugin-cache")),
             max_memory_mib: config.max_plugin_memory_mib,
             max_time_secs: config.max_plugin_time_secs,
             executor_image: Some(config.kaniko_image.clone()),
             ..crate::plugins::first_party(&config.plugin_dirs, &config.plugin_grants)
-        })?);
+        })?;
+        crate::plugins::remote::load_sources(
+            &mut runtime,
+            &config.plugin_sources,
+            &config.plugin_grants,
+            &config.data_dir.join("plugin-artifacts"),
+        )
+        .await?;
+        let runtime = Arc::new(runtime);
         for plugin in runtime.plugins() {
             tracing::info!(
                 id = %plugin.manifest.id,

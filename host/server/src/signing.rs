@@ -47,7 +47,7 @@ pub async fn org_key(stores: &CredentialStores, org: &str) -> Result<SigningKey,
             source,
         })?;
     match own {
-        Some(pem) => parse_private_key(&pem).map_err(|message| SigningError::BadKey {
+        Some(pem) => private_key(&pem).map_err(|message| SigningError::BadKey {
             org: org.to_string(),
             message: format!(
                 "`{}` in its credential store `{}`: {message}",
@@ -59,18 +59,9 @@ pub async fn org_key(stores: &CredentialStores, org: &str) -> Result<SigningKey,
     }
 }
 
-/// A P-256 private key as PEM: PKCS#8 (`BEGIN PRIVATE KEY`, what
-/// `openssl genpkey` writes) or SEC1 (`BEGIN EC PRIVATE KEY`).
-fn parse_private_key(pem: &[u8]) -> Result<SigningKey, String> {
+fn private_key(pem: &[u8]) -> Result<SigningKey, String> {
     let text = std::str::from_utf8(pem).map_err(|_| "it is not PEM text".to_string())?;
-    if let Ok(key) = SigningKey::from_pkcs8_pem(text) {
-        return Ok(key);
-    }
-    p256::SecretKey::from_sec1_pem(text)
-        .map(SigningKey::from)
-        .map_err(|_| {
-            "it is not an ECDSA P-256 private key in PEM (PKCS#8 `BEGIN PRIVATE KEY` or SEC1 `BEGIN EC PRIVATE KEY`); make one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`".to_string()
-        })
+    kiln_trust::cosign::private_key_from_pem(text)
 }
 
 /// The key Kiln made for `org`, sealed in the local store.

@@ -144,6 +144,17 @@ impl PluginFiles {
                 component_path.display()
             ))
         })?;
+        // The published manifest stands alone: the crate beside it is not.
+        let plugin_toml = if text(&manifest, "id").is_some_and(|s| !s.is_empty())
+            && text(&manifest, "version").is_some_and(|s| !s.is_empty())
+        {
+            plugin_toml
+        } else {
+            let mut manifest = manifest.clone();
+            manifest.insert("id".into(), id.clone().into());
+            manifest.insert("version".into(), version.clone().into());
+            toml::to_string(&manifest).map_err(|e| failed(e.to_string()))?
+        };
         Ok(PluginFiles {
             id,
             version,
@@ -344,6 +355,24 @@ pub async fn fetch_verified(
 }
 
 impl PluginArtifact {
+    /// The plugin's id: its `plugin.toml`'s, else the repository's last
+    /// path segment.
+    pub fn id(&self) -> String {
+        self.plugin_toml
+            .as_deref()
+            .and_then(|text| text.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("id").and_then(|v| v.as_str()).map(str::to_string))
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| {
+                let repository = self.pinned_reference.split('@').next().unwrap_or_default();
+                repository
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("plugin")
+                    .to_string()
+            })
+    }
+
     /// Write it as a plugin directory the runtime loads: the component as
     /// `<id>.wasm` and its `plugin.toml` (`plugin_toml`, or the artifact's
     /// own) pointing at it, with the component's sha256 so the runtime

@@ -18,7 +18,7 @@
 use base64::Engine as _;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, LineEnding};
 
 use crate::registry::{self, Blob, Credentials, RegistryError};
 
@@ -41,6 +41,19 @@ pub fn public_key_pem(key: &SigningKey) -> String {
     key.verifying_key()
         .to_public_key_pem(LineEnding::LF)
         .expect("a P-256 public key encodes")
+}
+
+/// A P-256 private key from PEM: PKCS#8 (`BEGIN PRIVATE KEY`, what
+/// `openssl genpkey` writes) or SEC1 (`BEGIN EC PRIVATE KEY`).
+pub fn private_key_from_pem(pem: &str) -> Result<SigningKey, String> {
+    if let Ok(key) = SigningKey::from_pkcs8_pem(pem) {
+        return Ok(key);
+    }
+    p256::SecretKey::from_sec1_pem(pem)
+        .map(SigningKey::from)
+        .map_err(|_| {
+            "it is not an ECDSA P-256 private key in PEM (PKCS#8 `BEGIN PRIVATE KEY` or SEC1 `BEGIN EC PRIVATE KEY`); make one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`".to_string()
+        })
 }
 
 /// A public key from PEM (SubjectPublicKeyInfo, as cosign writes

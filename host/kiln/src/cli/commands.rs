@@ -928,7 +928,142 @@ pub async fn plugin(command: PluginCommand) -> Result<ExitCode, CommandError> {
             Ok(0)
         }
         PluginCommand::Check { path, config } => check_plugin(&path, config.as_deref()).await,
+        PluginCommand::Push {
+            path,
+            reference,
+            key,
+            unsigned: _,
+            registry_username,
+        } => {
+            push_plugin(
+                &path,
+                &reference,
+                key.as_deref(),
+                registry_username.as_deref(),
+            )
+            .await
+        }
+        PluginCommand::Pull {
+            reference,
+            dir,
+            sha256,
+            keys,
+            registry_username,
+        } => {
+            pull_plugin(
+                &reference,
+                dir.as_deref(),
+                sha256.as_deref(),
+                &keys,
+                registry_username.as_deref(),
+            )
+            .await
+        }
     }
+}
+
+/// The registry password `--registry-username` goes with.
+fn registry_password() -> String {
+    std::env::var("KILN_REGISTRY_PASSWORD").unwrap_or_default()
+}
+
+/// `kiln plugin push`: publish, sign, and print what an operator configures.
+async fn push_plugin(
+    path: &std::path::Path,
+    reference: &str,
+    key: Option<&std::path::Path>,
+    username: Option<&str>,
+) -> Result<ExitCode, CommandError> {
+    let key = key
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| usage!("cannot read the key {}: {e}", path.display()))?;
+            kiln_trust::cosign::private_key_from_pem(&pem)
+                .map_err(|e| usage!("the key {}: {e}", path.display()))
+        })
+        .transpose()?;
+    let plugin = kiln_trust::artifact::PluginFiles::read(path).map_err(|e| usage!("{e}"))?;
+    let password = registry_password();
+    let credentials = username.map(|username| kiln_trust::Credentials {
+        username,
+        password: &password,
+    });
+    let published =
+        kiln_trust::artifact::push_plugin(reference, &plugin, key.as_ref(), credentials)
+            .await
+            .map_err(|e| usage!("{e}"))?;
+    println!("pushed {} ({})", published.reference, published.digest);
+    println!("component sha256: {}", published.component_sha256);
+    match &published.signature {
+        Some(signature) => println!("signature: {} ({})", signature.reference, signature.digest),
+        None => println!("signature: none (--unsigned)"),
+    }
+    println!("\nserve it (kiln serve --config): ");
+    println!("[plugins.{}]", plugin.id);
+    println!("source = \"{}\"", published.reference);
+    println!("sha256 = \"{}\"", published.component_sha256);
+    if published.signature.is_some() {
+        println!("trusted_keys = [\"publisher.pub\"]   # the public half of your key");
+    }
+    println!("grant = \"asked\"");
+    Ok(0)
+}
+
+/// `kiln plugin pull`: fetch, check, and write a plugin directory.
+async fn pull_plugin(
+    reference: &str,
+    dir: Option<&std::path::Path>,
+    sha256: Option<&str>,
+    key_files: &[std::path::PathBuf],
+    username: Option<&str>,
+) -> Result<ExitCode, CommandError> {
+    let keys = key_files
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| usage!("cannot read the key {}: {e}", path.display()))?;
+            kiln_trust::cosign::public_key_from_pem(&pem)
+                .map_err(|e| usage!("the key {}: {e}", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let password = registry_password();
+    let credentials = username.map(|username| kiln_trust::Credentials {
+        username,
+        password: &password,
+    });
+    let pulled = kiln_trust::artifact::fetch_verified(reference, sha256, &keys, credentials)
+        .await
+        .map_err(|e| usage!("{e}"))?;
+    let id = pulled.id();
+    let dir = dir.map_or_else(
+        || std::path::PathBuf::from(&id),
+        std::path::Path::to_path_buf,
+    );
+    match &pulled.plugin_toml {
+        Some(manifest) => pulled
+            .write_dir(&dir, &id, manifest)
+            .map_err(|e| usage!("{e}"))?,
+        None => {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join(format!("{id}.wasm")), &pulled.component)?;
+        }
+    }
+    println!("pulled {} into {}", pulled.pinned_reference, dir.display());
+    println!("component sha256: {}", pulled.component_sha256);
+    match pulled.signed_by {
+        Some(index) => println!("signed by: {}", key_files[index].display()),
+        None if sha256.is_some() => println!("trusted by: its sha256 pin (no key given)"),
+        None => eprintln!(
+            "warning: nothing was checked (no --sha256 and no --key): anyone who can push to the tag chose these bytes"
+        ),
+    }
+    if pulled.plugin_toml.is_none() {
+        eprintln!(
+            "{}.wasm has no plugin.toml (another tool pushed it): write one beside it, or serve it by reference ([plugins.{id}] source = \"{reference}\")",
+            id
+        );
+    }
+    Ok(0)
 }
 
 // ---- kiln login, org, token ----
@@ -1259,8 +1394,12 @@ async fn check_plugin(
     config: Option<&std::path::Path>,
 ) -> Result<ExitCode, CommandError> {
     let grants = match &config {
-        Some(path) => kiln_server::config::FileConfig::load(path)?.plugins,
-        None => Default::default(),
+        Some(path) => kiln_server::config::FileConfig::load(path)?
+            .plugins
+            .into_iter()
+            .map(|(id, entry)| (id, entry.grant))
+            .collect(),
+        None => std::collections::BTreeMap::new(),
     };
     // Validate with everything it asks for granted, then say what
     // this config would grant and whether a server would refuse it.

@@ -459,6 +459,41 @@ pub enum PluginCommand {
         #[arg(long)]
         sdk_path: Option<std::path::PathBuf>,
     },
+    /// Publish a built plugin (plugin.toml and its component) to a registry
+    /// as a Wasm OCI artifact (`wkg oci pull` reads it), signed with your key.
+    Push {
+        /// The plugin's directory (holding plugin.toml).
+        path: std::path::PathBuf,
+        /// Where: host[:port]/repository:tag.
+        reference: String,
+        /// The publisher's private key, ECDSA P-256 PEM (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out publisher.pem`); operators trust its public half (`openssl pkey -in publisher.pem -pubout -out publisher.pub`).
+        #[arg(long, value_name = "FILE", required_unless_present = "unsigned")]
+        key: Option<std::path::PathBuf>,
+        /// Publish without a signature: operators can then trust it only by its sha256.
+        #[arg(long, conflicts_with = "key")]
+        unsigned: bool,
+        /// The registry's username, if pushing needs one (its password from KILN_REGISTRY_PASSWORD).
+        #[arg(long, env = "KILN_REGISTRY_USERNAME", value_name = "USER")]
+        registry_username: Option<String>,
+    },
+    /// Fetch a plugin from a registry into a directory, checked against a
+    /// sha256 pin and/or trusted publisher keys.
+    Pull {
+        /// host[:port]/repository:tag, or …@sha256:<digest>.
+        reference: String,
+        /// Where to write it [default: ./<plugin id>].
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The component's sha256 it must have (as `kiln plugin push` printed).
+        #[arg(long)]
+        sha256: Option<String>,
+        /// A trusted publisher's public key (PEM); repeatable: one of them must have signed it.
+        #[arg(long = "key", value_name = "FILE")]
+        keys: Vec<std::path::PathBuf>,
+        /// The registry's username, if pulling needs one (its password from KILN_REGISTRY_PASSWORD).
+        #[arg(long, env = "KILN_REGISTRY_USERNAME", value_name = "USER")]
+        registry_username: Option<String>,
+    },
     /// Validate a built plugin against its manifest and show what it would be granted.
     Check {
         /// The plugin's directory (holding plugin.toml).

@@ -5,3 +5,4 @@
 
 mod example_plugins;
 mod plugin_authoring;
+mod plugins_as_oci_artifacts;

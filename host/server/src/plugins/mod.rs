@@ -1,7 +1,10 @@
 //! The plugin runtime as the server uses it: [`kiln_plugin_runtime`] (re-exported
-//! here whole) plus the first-party plugins compiled into this binary.
+//! here whole) plus the first-party plugins compiled into this binary, and
+//! plugins pulled from a registry ([`remote`]).
 
 pub use kiln_plugin_runtime::*;
+
+pub mod remote;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -836,7 +836,7 @@ impl Pipeline<'_> {
         else {
             return Ok(());
         };
-        let key = match crate::signing::org_key(&self.secrets, &self.record.org).await {
+        let key = match crate::signing::org_key(self.secrets, &self.record.org).await {
             Ok(key) => key,
             Err(e) => return self.unsigned(&e),
         };
