@@ -23,18 +23,24 @@ fn write_org_file(dir: &std::path::Path, token: &str) {
     .unwrap();
 }
 
-#[tokio::test]
-async fn an_org_on_file_credentials_reads_its_mounted_file_and_cannot_write_it() {
-    let mounted = tempfile::tempdir().unwrap();
-    write_org_file(mounted.path(), "first-value-7d1e");
-    let dir = mounted.path().to_path_buf();
-    let t = TestServer::start_with(move |config| {
+/// A server whose organization `default` keeps its secrets in
+/// `file-credentials`, reading `dir` (mounted at /credentials).
+async fn serve_default_from_file_credentials(dir: &std::path::Path) -> TestServer {
+    let dir = dir.to_path_buf();
+    TestServer::start_with(move |config| {
         config
             .credential_orgs
             .insert("default".into(), "file-credentials".into());
         config.credentials_dir = Some(dir);
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn an_org_on_file_credentials_reads_its_mounted_file_and_cannot_write_it() {
+    let mounted = tempfile::tempdir().unwrap();
+    write_org_file(mounted.path(), "first-value-7d1e");
+    let t = serve_default_from_file_credentials(mounted.path()).await;
 
     let listed = t.get("/v1/secrets").await;
     assert_eq!(listed.status, 200);
@@ -135,14 +141,7 @@ async fn issue_19_an_org_brings_its_own_signing_key_through_its_credential_store
         .unwrap()
     };
     write_key(&private_pem);
-    let dir = mounted.path().to_path_buf();
-    let t = TestServer::start_with(move |config| {
-        config
-            .credential_orgs
-            .insert("default".into(), "file-credentials".into());
-        config.credentials_dir = Some(dir);
-    })
-    .await;
+    let t = serve_default_from_file_credentials(mounted.path()).await;
 
     // The published key is the organization's own, and its images are
     // signed with it: an implementation that is not Kiln's verifies them

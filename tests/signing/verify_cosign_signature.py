@@ -109,21 +109,25 @@ for layer in att["layers"]:
 # OCI 1.1 referrers: the registry's referrers API, or on registries
 # without one (a 404) the index under the referrers tag `sha256-<hex>`.
 # Each referrer's own manifest must name this image as its subject.
-index_media = "application/vnd.oci.image.index.v1+json"
-try:
-    referrers = json.loads(get(f"referrers/{digest}", index_media))
-    report["referrers_from"] = "api"
-except urllib.error.HTTPError as error:
-    if error.code != 404:
-        raise
+def get_if_present(path, accept):
     try:
-        referrers = json.loads(get(f"manifests/{digest.replace(':', '-')}", index_media))
-        report["referrers_from"] = "tag"
-    except urllib.error.HTTPError as missing:
-        if missing.code != 404:
+        return get(path, accept)
+    except urllib.error.HTTPError as error:
+        if error.code != 404:
             raise
-        referrers = {"manifests": []}
-        report["referrers_from"] = "none"
+        return None
+
+
+index_media = "application/vnd.oci.image.index.v1+json"
+referrers = {"manifests": []}
+report["referrers_from"] = "none"
+for source, path in [("api", f"referrers/{digest}"),
+                     ("tag", f"manifests/{digest.replace(':', '-')}")]:
+    body = get_if_present(path, index_media)
+    if body is not None:
+        referrers = json.loads(body)
+        report["referrers_from"] = source
+        break
 report["referrers"] = []
 for entry in referrers["manifests"]:
     body = get(f"manifests/{entry['digest']}", entry["mediaType"])

@@ -967,6 +967,14 @@ fn registry_password() -> String {
     std::env::var("KILN_REGISTRY_PASSWORD").unwrap_or_default()
 }
 
+/// `--registry-username` and its password, when a username was given.
+fn registry_credentials<'a>(
+    username: Option<&'a str>,
+    password: &'a str,
+) -> Option<kiln_trust::Credentials<'a>> {
+    username.map(|username| kiln_trust::Credentials { username, password })
+}
+
 /// `kiln plugin push`: publish, sign, and print what an operator configures.
 async fn push_plugin(
     path: &std::path::Path,
@@ -984,10 +992,7 @@ async fn push_plugin(
         .transpose()?;
     let plugin = kiln_trust::artifact::PluginFiles::read(path).map_err(|e| usage!("{e}"))?;
     let password = registry_password();
-    let credentials = username.map(|username| kiln_trust::Credentials {
-        username,
-        password: &password,
-    });
+    let credentials = registry_credentials(username, &password);
     let published =
         kiln_trust::artifact::push_plugin(reference, &plugin, key.as_ref(), credentials)
             .await
@@ -1027,10 +1032,7 @@ async fn pull_plugin(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let password = registry_password();
-    let credentials = username.map(|username| kiln_trust::Credentials {
-        username,
-        password: &password,
-    });
+    let credentials = registry_credentials(username, &password);
     let pulled = kiln_trust::artifact::fetch_verified(reference, sha256, &keys, credentials)
         .await
         .map_err(|e| usage!("{e}"))?;
@@ -1164,14 +1166,8 @@ pub async fn org(command: OrgCommand, server: &ServerArgs) -> Result<ExitCode, C
 /// check fails.
 pub async fn verify(args: VerifyArgs) -> Result<ExitCode, CommandError> {
     use kiln_trust::verify::Verified;
-    let password = std::env::var("KILN_REGISTRY_PASSWORD").unwrap_or_default();
-    let credentials = args
-        .registry_username
-        .as_deref()
-        .map(|username| kiln_trust::Credentials {
-            username,
-            password: &password,
-        });
+    let password = registry_password();
+    let credentials = registry_credentials(args.registry_username.as_deref(), &password);
     let attachments = kiln_trust::verify::fetch(&args.image, credentials).await?;
     let (key, key_source, build) = match &args.key {
         Some(path) => {
@@ -1294,6 +1290,26 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode, CommandError> {
             )
         }
         None => println!("  sbom        none attached"),
+    }
+    // Where OCI 1.1 clients find the same attachments (informational: the
+    // checks above do not depend on it).
+    match kiln_trust::registry::referrers(&verified.image, credentials).await {
+        Ok(referrers) => {
+            let types: Vec<&str> = referrers
+                .iter()
+                .filter_map(|r| r["artifactType"].as_str())
+                .collect();
+            println!(
+                "  referrers   {} ({})",
+                referrers.len(),
+                if types.is_empty() {
+                    "none".to_string()
+                } else {
+                    types.join(", ")
+                }
+            );
+        }
+        Err(e) => println!("  referrers   cannot be listed: {e}"),
     }
     Ok(0)
 }

@@ -77,6 +77,12 @@ async fn issue_19_kiln_verify_accepts_a_signed_build_and_refuses_tampering() {
         stdout.contains("sbom        SPDX-2.3, 0 packages\n"),
         "{stdout}"
     );
+    // The signature and the attestations, as OCI 1.1 referrers.
+    assert!(
+        stdout.contains("referrers   2 (application/vnd.dev.cosign.simplesigning.v1+json, application/vnd.dsse.envelope.v1+json)\n")
+            || stdout.contains("referrers   2 (application/vnd.dsse.envelope.v1+json, application/vnd.dev.cosign.simplesigning.v1+json)\n"),
+        "{stdout}"
+    );
     let json = kiln(&url, &server.token, &["--output", "json", &image]);
     assert!(json.status.success(), "{}", text(&json));
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
