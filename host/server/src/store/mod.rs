@@ -198,14 +198,41 @@ pub(crate) fn join_key(parts: &[&[u8]]) -> Vec<u8> {
 /// and logs are read in order and rarely twice, so a small cache serves.
 const CACHE_BYTES: u64 = 64 << 20;
 
-impl Store {
-    /// Open (or create) the store under `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
+/// How long opening waits for the lock of a store this process has just
+/// closed: sled's flusher thread holds it until its next tick.
+const LOCK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Open sled under `dir`. A lock still held is waited for a little: a
+/// handle dropped a moment ago releases it only when its background
+/// flusher next wakes (every 200 ms); another process holding it is
+/// still refused, once the wait is over.
+fn open_db(dir: &Path) -> std::result::Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(200))
             .cache_capacity(CACHE_BYTES)
-            .open()?;
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                if started.elapsed() >= LOCK_RELEASE_WAIT {
+                    return Err(sled::Error::Io(e));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Store {
+    /// Open (or create) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = open_db(dir)?;
         // A data directory from another format is refused up front, not
         // misread record by record.
         let meta = db.open_tree("meta")?;
