@@ -296,7 +296,7 @@ pub struct FileConfig {
 /// ```toml
 /// [plugins.recipe-builder]
 /// source = "registry.example.com/kiln-plugins/recipe-builder:0.1.0"
-/// sha256 = "5f1c…"                      # the component's; a moved tag is refused
+/// sha256 = "5f1c…"                      # the artifact's digest; a moved tag is refused
 /// trusted_keys = ["keys/publisher.pub"] # PEM; relative to this file
 /// grant = "asked"
 /// ```
@@ -311,7 +311,8 @@ pub struct PluginEntry {
 pub struct PluginSource {
     /// `host/path:tag` (or `@sha256:…`) of a Wasm component artifact.
     pub reference: String,
-    /// The component's sha256, hex.
+    /// The artifact's (manifest's) sha256, hex: it covers the component
+    /// and the `plugin.toml` beside it.
     pub sha256: Option<String>,
     /// Public keys (PEM files), one of which must have signed the artifact.
     pub trusted_keys: Vec<PathBuf>,

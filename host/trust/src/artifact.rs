@@ -11,8 +11,11 @@
 //! host that loads it writes one from the operator's configuration.
 //!
 //! What a pull checks before anything is written: the layout, the
-//! component's sha256 against the operator's pin, and a signature by one
-//! of the operator's trusted keys ([`fetch_verified`]).
+//! artifact's digest against the operator's pin, and a signature by one of
+//! the operator's trusted keys ([`fetch_verified`]). The pin is the
+//! manifest's digest (what `kiln plugin push` and `wkg oci push` print),
+//! not the component's alone: the manifest carries the `plugin.toml`, whose
+//! permissions a `grant = "asked"` accepts, so it must be pinned too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,7 +48,7 @@ pub enum ArtifactError {
     Registry(#[from] RegistryError),
     #[error("{reference} is not a Wasm component artifact: {reason}")]
     NotWasm { reference: String, reason: String },
-    #[error("{reference}: the component's sha256 is {found}, but the pin says {pinned}; if the new one is trusted, pin it (sha256 = \"{found}\")")]
+    #[error("{reference}: the artifact's digest is sha256:{found}, but the pin says sha256:{pinned} (the tag was moved); if the new one is trusted, pin it (sha256 = \"{found}\")")]
     PinMismatch {
         reference: String,
         pinned: String,
@@ -68,8 +71,10 @@ pub struct PluginArtifact {
     pub pinned_reference: String,
     /// The component, exactly as pushed.
     pub component: Vec<u8>,
-    /// Its sha256, hex (what a pin names).
+    /// Its sha256, hex.
     pub component_sha256: String,
+    /// The manifest's sha256, hex (what a pin names).
+    pub digest_hex: String,
     /// Its `plugin.toml`, when Kiln (or anyone adding the annotation)
     /// pushed it; `None` for a bare component.
     pub plugin_toml: Option<String>,
@@ -86,7 +91,9 @@ pub struct Published {
     pub reference: String,
     /// The manifest's digest.
     pub digest: String,
-    /// The component's sha256, hex: what operators pin.
+    /// The manifest's sha256, hex: what operators pin.
+    pub digest_hex: String,
+    /// The component's sha256, hex.
     pub component_sha256: String,
     /// The signature, when a key was given.
     pub signature: Option<Attached>,
@@ -231,6 +238,7 @@ pub async fn push_plugin(
     };
     Ok(Published {
         reference: format!("{repository}:{}", parsed.wanted),
+        digest_hex: pushed.digest.trim_start_matches("sha256:").to_string(),
         digest: pushed.digest,
         component_sha256: component_sha256.trim_start_matches("sha256:").to_string(),
         signature,
@@ -238,7 +246,7 @@ pub async fn push_plugin(
 }
 
 /// Read the plugin at `reference` and check it: the Wasm layout, the
-/// component against `pin` (its sha256, hex, with or without `sha256:`),
+/// manifest against `pin` (its sha256, hex, with or without `sha256:`),
 /// and, when `trusted` is not empty, a signature of the manifest by one of
 /// those keys. Nothing is returned that failed a check.
 pub async fn fetch_verified(
@@ -258,6 +266,18 @@ pub async fn fetch_verified(
             message: "the registry has no such artifact (404: check the name and tag)".into(),
         })?;
     let digest = registry::sha256_digest(&raw);
+    let digest_hex = digest.trim_start_matches("sha256:").to_string();
+    // The pin first: a moved tag is refused before anything else is read.
+    if let Some(pin) = pin {
+        let pinned = pin.trim_start_matches("sha256:").to_ascii_lowercase();
+        if pinned != digest_hex {
+            return Err(ArtifactError::PinMismatch {
+                reference: reference.to_string(),
+                pinned,
+                found: digest_hex,
+            });
+        }
+    }
     let not_wasm = |reason: String| ArtifactError::NotWasm {
         reference: reference.to_string(),
         reason,
@@ -283,20 +303,8 @@ pub async fn fetch_verified(
             layer["mediaType"]
         )));
     }
+    // The download is checked against the layer's digest as it streams.
     let layer_digest = layer["digest"].as_str().unwrap_or_default().to_string();
-    let found = layer_digest.trim_start_matches("sha256:").to_string();
-    // The pin is checked on the manifest's word before the download, and
-    // the download is checked against that digest as it streams.
-    if let Some(pin) = pin {
-        let pinned = pin.trim_start_matches("sha256:").to_ascii_lowercase();
-        if pinned != found {
-            return Err(ArtifactError::PinMismatch {
-                reference: reference.to_string(),
-                pinned,
-                found,
-            });
-        }
-    }
     let signed_by = if trusted.is_empty() {
         None
     } else {
@@ -347,7 +355,8 @@ pub async fn fetch_verified(
     Ok(PluginArtifact {
         pinned_reference: format!("{repository}@{digest}"),
         component,
-        component_sha256: found,
+        component_sha256: layer_digest.trim_start_matches("sha256:").to_string(),
+        digest_hex,
         plugin_toml: annotation(PLUGIN_MANIFEST_ANNOTATION),
         version: annotation(VERSION_ANNOTATION),
         signed_by,

@@ -1006,7 +1006,7 @@ async fn push_plugin(
     println!("\nserve it (kiln serve --config): ");
     println!("[plugins.{}]", plugin.id);
     println!("source = \"{}\"", published.reference);
-    println!("sha256 = \"{}\"", published.component_sha256);
+    println!("sha256 = \"{}\"", published.digest_hex);
     if published.signature.is_some() {
         println!("trusted_keys = [\"publisher.pub\"]   # the public half of your key");
     }

@@ -484,7 +484,7 @@ pub enum PluginCommand {
         /// Where to write it [default: ./<plugin id>].
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
-        /// The component's sha256 it must have (as `kiln plugin push` printed).
+        /// The artifact's digest it must have (the manifest's sha256, as `kiln plugin push` or `wkg oci push` printed).
         #[arg(long)]
         sha256: Option<String>,
         /// A trusted publisher's public key (PEM); repeatable: one of them must have signed it.

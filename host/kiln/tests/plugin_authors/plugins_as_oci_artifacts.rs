@@ -97,7 +97,8 @@ async fn issue_19_a_signed_plugin_artifact_is_served_by_reference_and_checked() 
     let repository = format!("{REGISTRY}/plugins/{}", unique_name("recipe-builder"));
     let reference = format!("{repository}:0.1.0");
 
-    // Publish: the component's sha256 is what operators pin.
+    // Publish. The pin is the artifact's digest: it covers the component
+    // and the plugin.toml (whose permissions `grant = "asked"` accepts).
     let pushed = succeeded(
         &kiln(&[
             "plugin",
@@ -109,8 +110,14 @@ async fn issue_19_a_signed_plugin_artifact_is_served_by_reference_and_checked() 
         ]),
         "kiln plugin push",
     );
+    let digest = pushed
+        .split_once(&format!("pushed {reference} (sha256:"))
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(hex, _)| hex.to_string())
+        .unwrap_or_else(|| panic!("no digest in {pushed}"));
     assert!(
-        pushed.contains(&format!("component sha256: {sha256}"))
+        pushed.contains(&format!("sha256 = \"{digest}\""))
+            && pushed.contains(&format!("component sha256: {sha256}"))
             && pushed.contains("[plugins.recipe-builder]")
             && pushed.contains(".sig"),
         "{pushed}"
@@ -135,7 +142,7 @@ async fn issue_19_a_signed_plugin_artifact_is_served_by_reference_and_checked() 
         "wkg pulled other bytes"
     );
     let bare = format!("{repository}-bare:1.0.0");
-    succeeded(
+    let wkg_pushed = succeeded(
         &wkg(&[
             "push",
             "--insecure",
@@ -145,11 +152,17 @@ async fn issue_19_a_signed_plugin_artifact_is_served_by_reference_and_checked() 
         ]),
         "wkg oci push",
     );
+    let bare_digest = wkg_pushed
+        .lines()
+        .find_map(|l| l.strip_prefix("digest: sha256:"))
+        .unwrap_or_else(|| panic!("no digest in {wkg_pushed}"))
+        .trim()
+        .to_string();
 
     let config = work.path().join("kiln.toml");
     let grants = format!(
-        "[plugins.recipe-builder]\nsource = \"{reference}\"\nsha256 = \"{sha256}\"\ntrusted_keys = [\"publisher.pub\"]\ngrant = \"asked\"\n\n\
-         [plugins.wkg-recipe]\nsource = \"{bare}\"\nsha256 = \"sha256:{sha256}\"\nengine = [\"buildkit-build\"]\n"
+        "[plugins.recipe-builder]\nsource = \"{reference}\"\nsha256 = \"{digest}\"\ntrusted_keys = [\"publisher.pub\"]\ngrant = \"asked\"\n\n\
+         [plugins.wkg-recipe]\nsource = \"{bare}\"\nsha256 = \"sha256:{bare_digest}\"\nengine = [\"buildkit-build\"]\n"
     );
     std::fs::write(&config, &grants).unwrap();
     let server = KilnProcess::spawn(
@@ -216,7 +229,7 @@ async fn issue_19_a_signed_plugin_artifact_is_served_by_reference_and_checked() 
     assert!(
         refused.contains("plugin recipe-builder")
             && refused.contains(&format!(
-                "the component's sha256 is {sha256}, but the pin says {wrong_pin}"
+                "the artifact's digest is sha256:{digest}, but the pin says sha256:{wrong_pin}"
             )),
         "{refused}"
     );
@@ -258,7 +271,7 @@ async fn issue_19_a_signed_plugin_artifact_is_served_by_reference_and_checked() 
             "--key",
             publisher_pub.to_str().unwrap(),
             "--sha256",
-            &sha256,
+            &digest,
         ]),
         "kiln plugin pull",
     );

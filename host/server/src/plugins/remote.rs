@@ -4,7 +4,7 @@
 //!
 //! Each is fetched and checked by `kiln_trust::artifact` (the Wasm layout,
 //! the pin, a trusted publisher's signature), written under the data
-//! directory (`plugin-artifacts/<id>/<sha256>/`) and loaded from there like
+//! directory (`plugin-artifacts/<id>/<manifest sha256>/`) and loaded from there like
 //! any plugin directory. A pinned plugin already there is loaded without
 //! the registry (the runtime checks the component against the pin again);
 //! one with trusted keys is checked against the registry at every start,
@@ -113,7 +113,7 @@ async fn materialize(
         }
         None => manifest_for_bare_component(runtime, id, &pulled, grant)?,
     };
-    let dir = artifacts_dir.join(id).join(&pulled.component_sha256);
+    let dir = artifacts_dir.join(id).join(&pulled.digest_hex);
     pulled
         .write_dir(&dir, id, &manifest)
         .map_err(|e| e.to_string())?;
