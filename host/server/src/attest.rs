@@ -12,7 +12,7 @@
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use kiln_trust::registry::{Credentials, Reference};
+use kiln_trust::registry::{Credentials, Descriptor, Reference, RegistryError, Session};
 
 /// Why an image's filesystem could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,8 @@ pub struct Rootfs {
     pub layers: usize,
     /// Bytes written (regular files).
     pub bytes: u64,
+    /// Layers whose download failed once and was tried again.
+    pub retried: u32,
 }
 
 /// Largest image (its compressed layers, and its files unpacked) rebuilt
@@ -56,52 +58,86 @@ pub async fn rootfs_from_registry(
     let mut session = parsed.pull_session(credentials);
     let manifest = session.image_manifest(&parsed.wanted, platform).await?;
     let mut written = 0u64;
+    let mut retried = 0;
     for layer in &manifest.manifest.layers {
         let failed = |message: String| RootfsError::Layer {
             image: image.to_string(),
             layer: layer.digest.clone(),
             message,
         };
-        // The layer streams from the registry straight into the extraction
-        // (on a blocking thread): nothing of it is kept on disk or held
-        // whole in memory.
-        let (chunks, reader) = ChannelReader::pair();
-        let media_type = layer.media_type.clone();
-        let (dest, budget) = (dest.to_path_buf(), MAX_IMAGE_BYTES - written);
-        let extraction =
-            tokio::task::spawn_blocking(move || apply_layer(reader, &media_type, &dest, budget));
-        let streamed = session
-            .blob_stream(&layer.digest, MAX_IMAGE_BYTES, |chunk| {
-                let chunks = chunks.clone();
-                async move {
-                    // A tar ends before its padding, so the extraction may
-                    // be done (or failed, said below) before the blob is:
-                    // the rest is still read, for the digest check.
-                    let _ = chunks.send(chunk).await;
-                    Ok(())
-                }
-            })
-            .await;
-        drop(chunks);
-        let applied = extraction
-            .await
-            .map_err(|e| failed(format!("the extraction stopped: {e}")))?;
-        match applied {
+        let budget = MAX_IMAGE_BYTES - written;
+        let mut attempt = apply_streamed(&mut session, layer, dest, budget).await;
+        // A download cut short (a registry restarting, a dropped
+        // connection) is tried once more: applying a layer again over its
+        // own partial result gives the same files.
+        if let Err(LayerAttemptError::Download(e)) = &attempt {
+            tracing::warn!(image, layer = %layer.digest, "layer download failed, trying once more: {e}");
+            retried += 1;
+            attempt = apply_streamed(&mut session, layer, dest, budget).await;
+        }
+        match attempt {
             Ok(bytes) => written += bytes,
-            Err(LayerError::TooLarge) => {
+            Err(LayerAttemptError::Download(e)) => return Err(e.into()),
+            Err(LayerAttemptError::Layer(LayerError::TooLarge)) => {
                 return Err(RootfsError::TooLarge {
                     image: image.to_string(),
                     limit: MAX_IMAGE_BYTES,
                 })
             }
-            Err(LayerError::Other(message)) => return Err(failed(message)),
+            Err(LayerAttemptError::Layer(LayerError::Other(message))) => {
+                return Err(failed(message))
+            }
         }
-        streamed?;
     }
     Ok(Rootfs {
         layers: manifest.manifest.layers.len(),
         bytes: written,
+        retried,
     })
+}
+
+/// Why one attempt at a layer failed: its download (worth another try) or
+/// its contents.
+enum LayerAttemptError {
+    Download(RegistryError),
+    Layer(LayerError),
+}
+
+/// Stream `layer` from the registry straight into its extraction onto
+/// `dest` (on a blocking thread): nothing of it is kept on disk or held
+/// whole in memory. Answers the bytes of regular files written.
+async fn apply_streamed(
+    session: &mut Session<'_>,
+    layer: &Descriptor,
+    dest: &Path,
+    budget: u64,
+) -> Result<u64, LayerAttemptError> {
+    let (chunks, reader) = ChannelReader::pair();
+    let media_type = layer.media_type.clone();
+    let target = dest.to_path_buf();
+    let extraction =
+        tokio::task::spawn_blocking(move || apply_layer(reader, &media_type, &target, budget));
+    let streamed = session
+        .blob_stream(&layer.digest, MAX_IMAGE_BYTES, |chunk| {
+            let chunks = chunks.clone();
+            async move {
+                // A tar ends before its padding, so the extraction may be
+                // done (or failed, said below) before the blob is: the
+                // rest is still read, for the digest check.
+                let _ = chunks.send(chunk).await;
+                Ok(())
+            }
+        })
+        .await;
+    drop(chunks);
+    let applied = extraction.await.map_err(|e| {
+        LayerAttemptError::Layer(LayerError::Other(format!("the extraction stopped: {e}")))
+    })?;
+    // A download that failed ended the extraction's stream early, so the
+    // extraction's own error ("failed to unpack …") is only its echo: the
+    // download's is the cause.
+    streamed.map_err(LayerAttemptError::Download)?;
+    applied.map_err(LayerAttemptError::Layer)
 }
 
 /// A blocking `Read` (for the extraction's thread) over chunks an async
@@ -148,8 +184,16 @@ enum LayerError {
 }
 
 impl From<std::io::Error> for LayerError {
+    /// The whole chain: the tar reader's errors say which file ("failed to
+    /// unpack `…`") and keep why (the OS's error) as their source.
     fn from(e: std::io::Error) -> Self {
-        LayerError::Other(e.to_string())
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        LayerError::Other(message)
     }
 }
 
@@ -326,6 +370,113 @@ mod tests {
             Err(LayerError::TooLarge) => panic!("too large"),
             Err(LayerError::Other(e)) => panic!("{e}"),
         }
+    }
+
+    /// A FAKE registry, for a fault the real one cannot be made to
+    /// produce on cue: a blob's body cut off half-way (a dropped
+    /// connection). It serves one image manifest and its one layer; the
+    /// layer's first `cut` answers stop after half the body.
+    async fn registry_that_cuts_blobs(layer: Vec<u8>, cut: usize) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let layer_digest = kiln_trust::registry::sha256_digest(&layer);
+        let config = b"{}".to_vec();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "size": config.len(), "digest": kiln_trust::registry::sha256_digest(&config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "size": layer.len(), "digest": layer_digest}],
+        }))
+        .unwrap();
+        let manifest_digest = kiln_trust::registry::sha256_digest(&manifest);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(cut));
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let (manifest, layer, cuts) = (manifest.clone(), layer.clone(), cuts.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    let line = String::from_utf8_lossy(&request)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let (body, content_type) = if line.contains("/manifests/") {
+                        (manifest, "application/vnd.oci.image.manifest.v1+json")
+                    } else {
+                        (layer, "application/octet-stream")
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let whole = !line.contains("/blobs/")
+                        || cuts
+                            .fetch_update(
+                                std::sync::atomic::Ordering::SeqCst,
+                                std::sync::atomic::Ordering::SeqCst,
+                                |n| n.checked_sub(1),
+                            )
+                            .is_err();
+                    let sent = if whole {
+                        &body[..]
+                    } else {
+                        &body[..body.len() / 2]
+                    };
+                    let _ = socket.write_all(sent).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (
+            format!("127.0.0.1:{}/app@{manifest_digest}", addr.port()),
+            layer_digest,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_layer_download_cut_short_is_tried_once_more_and_then_named_as_the_cause() {
+        let payload = vec![7u8; 256 << 10];
+        let bytes = layer(&[("app/", None), ("app/data", Some(&payload))], false);
+
+        // Cut once: the second attempt rebuilds the whole file.
+        let (image, _) = registry_that_cuts_blobs(bytes.clone(), 1).await;
+        let dest = tempfile::tempdir().unwrap();
+        let rootfs = rootfs_from_registry(&image, None, None, dest.path())
+            .await
+            .unwrap();
+        assert_eq!(rootfs.retried, 1);
+        assert_eq!(
+            std::fs::read(dest.path().join("app/data")).unwrap(),
+            payload
+        );
+
+        // Cut every time: the error is the download's, not the extraction's
+        // echo of it ("failed to unpack …").
+        let (image, layer_digest) = registry_that_cuts_blobs(bytes, usize::MAX).await;
+        let dest = tempfile::tempdir().unwrap();
+        let error = rootfs_from_registry(&image, None, None, dest.path())
+            .await
+            .expect_err("a download that never completes")
+            .to_string();
+        assert!(
+            error.contains(&layer_digest)
+                && error.contains("cannot read the blob")
+                && !error.contains("failed to unpack"),
+            "{error}"
+        );
     }
 
     #[test]

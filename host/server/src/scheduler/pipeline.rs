@@ -956,8 +956,12 @@ impl Pipeline<'_> {
                 "attestations: cannot rebuild the image's filesystem, so no attestor ran: {e}"
             )),
             Ok(found) => {
+                let retried = match found.retried {
+                    0 => String::new(),
+                    n => format!("; {n} layer download(s) failed once and were tried again"),
+                };
                 self.log.system(&format!(
-                    "attestations: the image's filesystem rebuilt from the registry ({} layers, {} MiB) in {} ms",
+                    "attestations: the image's filesystem rebuilt from the registry ({} layers, {} MiB) in {} ms{retried}",
                     found.layers,
                     found.bytes >> 20,
                     started.elapsed().as_millis()
