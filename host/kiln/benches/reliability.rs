@@ -28,7 +28,8 @@
 //!   (warm and no-cache) and a build of 20,000 one-byte files (no-cache;
 //!   2,000 in `--short`; both sides' files on a tmpfs) through the API
 //!   against `docker build` + `docker push` of the same directory on the
-//!   same engine, with where Kiln's time goes. Printed,
+//!   same engine, with where Kiln's time goes; Kiln signs nothing there,
+//!   as `docker` does not (signing's cost is the `trust` bench's). Printed,
 //!   not asserted: speed is a benchmark's business, not a pass/fail test's.
 //!
 //! Needs what `scripts/setup.sh` starts (engine, registry on
@@ -801,6 +802,17 @@ fn ratio(a: Duration, b: Duration) -> String {
     format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64().max(1e-9))
 }
 
+/// A server that signs and attests nothing: the side-by-side rows compare
+/// Kiln with `docker build` + `docker push`, which do neither. What
+/// signing, provenance and the SBOM add to a build is measured on its own
+/// (`cargo bench -p kiln-server --bench trust`).
+fn unsigned_server(kiln: &Path, data: &Path) -> KilnProcess {
+    std::fs::create_dir_all(data).unwrap();
+    let config = data.join("unsigned.toml");
+    std::fs::write(&config, "[signing]\nenabled = false\n").unwrap();
+    KilnProcess::spawn(kiln, data, &["--config", config.to_str().unwrap()])
+}
+
 async fn speed(kiln: &Path, scale: Scale) -> Report {
     let mut report = Report::default();
     {
@@ -813,10 +825,10 @@ async fn speed(kiln: &Path, scale: Scale) -> Report {
         upload_beside_a_copy(&server, disk.path(), scale, &mut report).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = KilnProcess::spawn(kiln, dir.path(), &[]);
+    let server = unsigned_server(kiln, dir.path());
     let hello = workspace().join("examples/hello");
     let side = SideBySide {
-        label: "hello".into(),
+        label: "hello (signing off)".into(),
         name: "speed-hello",
         dir: &hello,
         cases: &[(false, "≤ 1.00×"), (true, "≤ 1.05×")],
@@ -833,10 +845,10 @@ async fn speed(kiln: &Path, scale: Scale) -> Report {
     // that is what would be measured. The engine's own storage stays where
     // it is, for both.
     let disk = SmallDisk::mount(1536);
-    let server = KilnProcess::spawn(kiln, &disk.path().join("data"), &[]);
+    let server = unsigned_server(kiln, &disk.path().join("data"));
     let tiny = tiny_files_context(disk.path(), scale.tiny_files);
     let side = SideBySide {
-        label: format!("{} one-byte files (tmpfs)", scale.tiny_files),
+        label: format!("{} one-byte files (tmpfs, signing off)", scale.tiny_files),
         name: "speed-tiny-files",
         dir: tiny.path(),
         cases: &[(true, "≤ 1.20×")],
