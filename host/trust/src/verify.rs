@@ -346,14 +346,14 @@ impl Attachments {
         })
     }
 
-    /// At least one signature must be `key`'s and sign this digest;
-    /// answers the identity it names.
     /// Check only the signature: one of them is `key`'s and signs this
     /// digest (what a plugin artifact's publisher is trusted by).
     pub fn verify_signature(&self, key: &VerifyingKey) -> Result<(), VerifyError> {
         self.check_signatures(key).map(drop)
     }
 
+    /// At least one signature must be `key`'s and sign this digest;
+    /// answers the identity it names.
     fn check_signatures(&self, key: &VerifyingKey) -> Result<String, VerifyError> {
         self.ensure_signed()?;
         let mut signs_other = None;
