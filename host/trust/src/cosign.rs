@@ -282,20 +282,8 @@ pub async fn push_layers(
     about: Option<&str>,
     credentials: Option<Credentials<'_>>,
 ) -> Result<Attached, RegistryError> {
-    let subject = match about {
-        Some(digest) => {
-            let (host, path) = repository.split_once('/').ok_or_else(|| RegistryError {
-                reference: repository.to_string(),
-                message: "not a registry repository (host/path)".into(),
-            })?;
-            let mut session = registry::Session::new(host, path, credentials, "pull");
-            Some(session.manifest_descriptor(digest).await?)
-        }
-        None => None,
-    };
-    let artifact_type = subject
-        .as_ref()
-        .and_then(|_| layers.first())
+    let artifact_type = about
+        .and(layers.first())
         .map(|layer| layer.media_type.to_string());
     let config = Blob {
         media_type: "application/vnd.oci.image.config.v1+json",
@@ -314,7 +302,7 @@ pub async fn push_layers(
         config,
         layers,
         artifact_type,
-        subject,
+        subject: about.map(str::to_string),
         annotations: Default::default(),
     };
     let pushed = registry::push_manifest(repository, tag, &manifest, credentials).await?;

@@ -273,8 +273,9 @@ pub struct NewManifest {
     /// `artifactType`: what the manifest is (a signature, attestations, a
     /// Wasm component).
     pub artifact_type: Option<String>,
-    /// The manifest this one is about: it becomes one of its referrers.
-    pub subject: Option<ManifestDescriptor>,
+    /// The digest of the manifest (in the same repository) this one is
+    /// about: it becomes one of its referrers.
+    pub subject: Option<String>,
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -321,6 +322,12 @@ pub async fn push_manifest(
         .split_once('/')
         .ok_or_else(|| failed("not a registry repository (host/path)".into()))?;
     let mut session = Session::new(host, path, credentials, "pull,push");
+    // The subject's descriptor is read in the push's own session (one
+    // token on registries that hand them out).
+    let subject = match &manifest.subject {
+        Some(digest) => Some(session.manifest_descriptor(digest).await?),
+        None => None,
+    };
     for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
         session.put_blob(blob).await?;
     }
@@ -333,7 +340,7 @@ pub async fn push_manifest(
     if let Some(artifact_type) = &manifest.artifact_type {
         document["artifactType"] = artifact_type.as_str().into();
     }
-    if let Some(subject) = &manifest.subject {
+    if let Some(subject) = &subject {
         document["subject"] = serde_json::json!(subject);
     }
     if !manifest.annotations.is_empty() {
@@ -346,7 +353,7 @@ pub async fn push_manifest(
         size: body.len() as u64,
     };
     let answer = session.put_manifest(tag, OCI_MANIFEST, body).await?;
-    if let Some(subject) = &manifest.subject {
+    if let Some(subject) = &subject {
         if !answer.headers.contains_key("oci-subject") {
             let entry = referrer_entry(&pushed, &document);
             session.add_to_referrers_index(subject, entry).await?;
