@@ -364,22 +364,26 @@ pub async fn fetch_verified(
 }
 
 impl PluginArtifact {
-    /// The plugin's id: its `plugin.toml`'s, else the repository's last
-    /// path segment.
-    pub fn id(&self) -> String {
+    /// The id its `plugin.toml` gives, if it has one that does.
+    pub fn manifest_id(&self) -> Option<String> {
         self.plugin_toml
             .as_deref()
             .and_then(|text| text.parse::<toml::Table>().ok())
             .and_then(|t| t.get("id").and_then(|v| v.as_str()).map(str::to_string))
             .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| {
-                let repository = self.pinned_reference.split('@').next().unwrap_or_default();
-                repository
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("plugin")
-                    .to_string()
-            })
+    }
+
+    /// The plugin's id: its `plugin.toml`'s, else the repository's last
+    /// path segment.
+    pub fn id(&self) -> String {
+        self.manifest_id().unwrap_or_else(|| {
+            let repository = self.pinned_reference.split('@').next().unwrap_or_default();
+            repository
+                .rsplit('/')
+                .next()
+                .unwrap_or("plugin")
+                .to_string()
+        })
     }
 
     /// Write it as a plugin directory the runtime loads: the component as

@@ -56,6 +56,25 @@ pub fn private_key_from_pem(pem: &str) -> Result<SigningKey, String> {
         })
 }
 
+/// A private key from a PEM file ([`private_key_from_pem`]); the error
+/// names the file.
+pub fn private_key_from_file(path: &std::path::Path) -> Result<SigningKey, String> {
+    private_key_from_pem(&read_key_file(path)?)
+        .map_err(|e| format!("the key {}: {e}", path.display()))
+}
+
+/// A public key from a PEM file ([`public_key_from_pem`]); the error names
+/// the file.
+pub fn public_key_from_file(path: &std::path::Path) -> Result<VerifyingKey, String> {
+    public_key_from_pem(&read_key_file(path)?)
+        .map_err(|e| format!("the key {}: {e}", path.display()))
+}
+
+fn read_key_file(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the key {}: {e}", path.display()))
+}
+
 /// A public key from PEM (SubjectPublicKeyInfo, as cosign writes
 /// `cosign.pub`).
 pub fn public_key_from_pem(pem: &str) -> Result<VerifyingKey, String> {

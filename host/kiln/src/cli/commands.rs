@@ -983,12 +983,7 @@ async fn push_plugin(
     username: Option<&str>,
 ) -> Result<ExitCode, CommandError> {
     let key = key
-        .map(|path| {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| usage!("cannot read the key {}: {e}", path.display()))?;
-            kiln_trust::cosign::private_key_from_pem(&pem)
-                .map_err(|e| usage!("the key {}: {e}", path.display()))
-        })
+        .map(|path| kiln_trust::cosign::private_key_from_file(path).map_err(CommandError::Usage))
         .transpose()?;
     let plugin = kiln_trust::artifact::PluginFiles::read(path).map_err(|e| usage!("{e}"))?;
     let password = registry_password();
@@ -1024,12 +1019,7 @@ async fn pull_plugin(
 ) -> Result<ExitCode, CommandError> {
     let keys = key_files
         .iter()
-        .map(|path| {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| usage!("cannot read the key {}: {e}", path.display()))?;
-            kiln_trust::cosign::public_key_from_pem(&pem)
-                .map_err(|e| usage!("the key {}: {e}", path.display()))
-        })
+        .map(|path| kiln_trust::cosign::public_key_from_file(path).map_err(CommandError::Usage))
         .collect::<Result<Vec<_>, _>>()?;
     let password = registry_password();
     let credentials = registry_credentials(username, &password);
@@ -1171,10 +1161,8 @@ pub async fn verify(args: VerifyArgs) -> Result<ExitCode, CommandError> {
     let attachments = kiln_trust::verify::fetch(&args.image, credentials).await?;
     let (key, key_source, build) = match &args.key {
         Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| usage!("cannot read the key {}: {e}", path.display()))?;
-            let key = kiln_trust::cosign::public_key_from_pem(&pem)
-                .map_err(|e| usage!("the key {}: {e}", path.display()))?;
+            let key =
+                kiln_trust::cosign::public_key_from_file(path).map_err(CommandError::Usage)?;
             (key, format!("the key in {}", path.display()), None)
         }
         None => {

@@ -64,23 +64,9 @@ async fn materialize(
     let keys = source
         .trusted_keys
         .iter()
-        .map(|path| {
-            let pem = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "{}: cannot read the trusted key {}: {e}",
-                    source.reference,
-                    path.display()
-                )
-            })?;
-            kiln_trust::cosign::public_key_from_pem(&pem).map_err(|e| {
-                format!(
-                    "{}: the trusted key {} is not an ECDSA P-256 public key (PEM): {e}",
-                    source.reference,
-                    path.display()
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|path| kiln_trust::cosign::public_key_from_file(path))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: trusted_keys: {e}", source.reference))?;
     if let Some(pin) = &source.sha256 {
         let dir = artifacts_dir.join(id).join(pin);
         if keys.is_empty() && dir.join("plugin.toml").is_file() {
@@ -99,11 +85,7 @@ async fn materialize(
         })?;
     let manifest = match &pulled.plugin_toml {
         Some(text) => {
-            let named = text
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|t| t.get("id").and_then(|v| v.as_str()).map(str::to_string));
-            if let Some(named) = named.filter(|named| named != id) {
+            if let Some(named) = pulled.manifest_id().filter(|named| named != id) {
                 return Err(format!(
                     "{} is the plugin `{named}`; configure it as [plugins.{named}]",
                     source.reference
