@@ -60,3 +60,11 @@ echo "image: $image"
 echo "== docker run --rm $image"
 if [ -x /usr/bin/docker ]; then docker_cli=/usr/bin/docker; else docker_cli=docker; fi
 "$docker_cli" run --rm "$image"
+
+echo "== dashboard: $server/ui/ (sign in with the token in $data_dir/admin-token)"
+# In a terminal the server keeps serving the dashboard until Ctrl-C; a
+# script (CI) ends here.
+if [ -t 0 ] && [ -z "${KILN_DEMO_EXIT:-}" ]; then
+  echo "kiln serve keeps running for the dashboard; Ctrl-C stops it"
+  wait $kiln_pid
+fi

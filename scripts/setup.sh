@@ -8,7 +8,9 @@
 #   - makes the local base image 127.0.0.1:5000/base/busybox:1 (also tagged
 #     local/busybox:1) from busybox-static, and with KILN_WIZARD_BASES=1
 #     (scripts/test.sh) base/python:1 + base/static:1 for the wizard's tests
-#     from a debootstrap'd Debian; no registry pull.
+#     from a debootstrap'd Debian; no registry pull;
+#   - with KILN_BROWSER=1 (scripts/test.sh) installs chromium, chromium-driver
+#     and npm for the dashboard's browser tests.
 # Safe to run again: each step checks first.
 set -euo pipefail
 
@@ -34,6 +36,14 @@ command -v jq >/dev/null || need_packages+=(jq)
 command -v htpasswd >/dev/null || need_packages+=(apache2-utils)
 # git daemon and git http-backend serve the test repositories (Kiln itself fetches with gix).
 [ -x /usr/lib/git-core/git-http-backend ] || need_packages+=(git)
+# The dashboard's browser tests (scripts/test.sh sets KILN_BROWSER=1):
+# Debian's chromium driven through chromium-driver (WebDriver), and npm
+# for axe-core.
+if [ -n "${KILN_BROWSER:-}" ]; then
+  [ -x /usr/bin/chromium ] || need_packages+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need_packages+=(chromium-driver)
+  command -v npm >/dev/null || need_packages+=(npm)
+fi
 if [ ${#need_packages[@]} -gt 0 ]; then
   log "installing ${need_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -6,8 +6,18 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-# The wizard's tests build on Debian base images (made once, ~1 minute).
-KILN_WIZARD_BASES=1 bash scripts/setup.sh
+# The wizard's tests build on Debian base images (made once, ~1 minute);
+# the dashboard's browser tests need chromium, chromium-driver and npm.
+KILN_WIZARD_BASES=1 KILN_BROWSER=1 bash scripts/setup.sh
+# axe-core (npm) checks each dashboard page's accessibility in the browser
+# tests; installed once into target/npm.
+axe_version=4.14.1
+if [ "$(cat "$repo/target/npm/node_modules/axe-core/package.json" 2>/dev/null | jq -r .version 2>/dev/null)" != "$axe_version" ]; then
+  echo "[test] installing axe-core $axe_version (npm, once)"
+  mkdir -p "$repo/target/npm"
+  npm install --prefix "$repo/target/npm" --no-audit --no-fund --silent "axe-core@$axe_version"
+fi
+export KILN_AXE_JS="$repo/target/npm/node_modules/axe-core/axe.min.js"
 # `wkg` (the Wasm ecosystem's OCI tool, from crates.io): the plugin-artifact
 # tests check Kiln's pushes and pulls against it. Built once (~5 minutes)
 # into target/tools unless this version is already on PATH.

@@ -9,6 +9,7 @@ mod build_lifecycle;
 mod builds_end_to_end;
 mod container_runs;
 mod credential_stores;
+mod dashboard;
 mod failures_are_classified;
 mod git_sources;
 mod grpc;

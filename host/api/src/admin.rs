@@ -360,7 +360,7 @@ impl GcReport {
 #[serde(rename_all = "camelCase")]
 pub struct GcTotal {
     /// `record`, `log`, `context`, `idempotencyAnswer`, `pushDelivery`,
-    /// `webhookDelivery`, `leftover`, `gitMirror`, `pluginCache` or
+    /// `webhookDelivery`, `dashboardSession`, `leftover`, `gitMirror`, `pluginCache` or
     /// `engineBuildCache`.
     pub kind: String,
     pub count: u64,

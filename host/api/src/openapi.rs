@@ -53,7 +53,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         (name = "operations", description = "Health, metrics and this document; no token"),
     ),
     paths(
-        create_build, list_builds, get_build, cancel_build, stream_build_logs,
+        create_build, list_builds, get_build, cancel_build, stream_build_logs, stream_events,
         upload_build_context, get_context,
         create_project, list_projects, get_project, update_project, delete_project,
         build_project, rotate_webhook_secret, push_hook,
@@ -288,6 +288,33 @@ fn cancel_build() {}
 )]
 #[allow(dead_code)]
 fn stream_build_logs() {}
+
+/// Follow the organization's build events (StreamEvents)
+///
+/// Server-Sent Events: `build.queued`, `build.started`, `build.succeeded`,
+/// `build.failed` and `build.cancelled`, each a `BuildEvent` (the body
+/// completion webhooks deliver) with the event's id as the SSE `id`. The
+/// stream stays open; reconnect with `Last-Event-ID` (an `EventSource`
+/// does) or `?after=` to get every event after that id first. Without
+/// either, only new events. A client away for longer than the server
+/// keeps events (the last 10,000 per organization) is sent `event: reset`
+/// first.
+#[utoipa::path(
+    get, path = "/v1/events", operation_id = "streamEvents", tag = "builds",
+    params(
+        ("after" = Option<u64>, Query, description = "Resume after this event id (also: the `Last-Event-ID` header)"),
+    ),
+    responses(
+        (status = 200,
+         description = "Build events as Server-Sent Events (event name = the event's `type`, data = a `BuildEvent`); \
+                        `error` when the stream's token is revoked, which ends it",
+         content((String = "text/event-stream"))),
+        (status = 400, description = "`after` is not an event id", body = ErrorBody),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn stream_events() {}
 
 /// Upload a build context (UploadBuildContext)
 ///

@@ -47,6 +47,10 @@ async fn serve(args: cli::ServeArgs) -> anyhow::Result<commands::ExitCode> {
         server.addr(),
         server.admin_token_path().display()
     );
+    println!(
+        "dashboard: {scheme}://{}/ui/ (sign in with that token)",
+        server.addr()
+    );
     server.run_until_signal().await;
     Ok(0)
 }

@@ -10,6 +10,7 @@
 //! | `idempotencyAnswer` | an answer kept for an `Idempotency-Key` | older than the 24 hours keys are honoured |
 //! | `pushDelivery` | a project's push delivery, kept so a redelivery builds nothing | older than 7 days |
 //! | `webhookDelivery` | a completion webhook's delivery that succeeded or was given up | older than 7 days |
+//! | `dashboardSession` | a dashboard sign-in session | expired (12 hours after sign-in) |
 //! | `leftover` | `staging/<id>`, `workspaces/<id>` and partial uploads no live build owns | untouched for an hour |
 //! | `gitMirror` | a git mirror | no fetch for `git_mirror_idle_days` |
 //! | `pluginCache` | compiled plugin artifacts | no loaded plugin uses them |
@@ -36,13 +37,14 @@ use crate::plugins::PluginRuntime;
 use crate::store::{Store, StoreError, DELIVERY_KEEP, IDEMPOTENT_ANSWER_KEEP};
 
 /// Every kind a report totals, in the order they are collected.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     "record",
     "log",
     "context",
     "idempotencyAnswer",
     "pushDelivery",
     "webhookDelivery",
+    "dashboardSession",
     "leftover",
     "gitMirror",
     "pluginCache",
@@ -166,6 +168,10 @@ impl Collector {
         match self.store.prune_outbound(now - DELIVERY_KEEP, dry_run) {
             Ok(count) => sweep.count("webhookDelivery", count),
             Err(e) => sweep.error(format!("webhook deliveries: {e}")),
+        }
+        match self.store.prune_sessions(dry_run) {
+            Ok(count) => sweep.count("dashboardSession", count as u64),
+            Err(e) => sweep.error(format!("dashboard sessions: {e}")),
         }
         self.git_mirrors(&mut sweep, now);
         for path in self.runtime.stale_cache_files() {

@@ -8,6 +8,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`api`] | the hyper server: routing, bearer auth, log streaming; answers only with `kiln-api` types, converted from records in `api::views` |
+//! | [`dashboard`] | the web dashboard's page, script and styles, embedded, under `/ui/`; it signs in through `api::session` and calls the REST API |
 //! | [`grpc`] | the BuildService over gRPC (tonic, generated from `proto/`), health and reflection, on the API's listener: each method calls the function its REST route calls |
 //! | [`store`] | sled: organizations and tokens, build records, the queue, log lines |
 //! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery; the one materialize step `wizard:detect` shares |
@@ -37,6 +38,7 @@ pub mod capabilities;
 pub mod config;
 pub mod context;
 pub mod credentials;
+pub mod dashboard;
 pub mod engine;
 pub mod gc;
 pub mod git;

@@ -189,8 +189,19 @@ impl Webhooks {
     /// that subscribed to it; returns how many deliveries. The caller
     /// flushes the store (with the record's own change), then the
     /// deliveries go out.
+    ///
+    /// Every event is also kept in the organization's event log, which
+    /// `GET /v1/events` (and the dashboard's live list) follows.
     pub fn emit(&self, record: &BuildRecord, event_type: &str) -> Result<usize, StoreError> {
         let store = &self.inner.store;
+        let now = Utc::now();
+        let body = serde_json::to_string(&BuildEvent {
+            event_type: event_type.to_string(),
+            timestamp: now,
+            data: summary(record),
+        })
+        .expect("events serialize");
+        store.append_event(&record.org, &body)?;
         let subscribed: Vec<WebhookRecord> = store
             .webhooks(&record.org)?
             .into_iter()
@@ -204,13 +215,6 @@ impl Webhooks {
         if subscribed.is_empty() {
             return Ok(0);
         }
-        let now = Utc::now();
-        let body = serde_json::to_string(&BuildEvent {
-            event_type: event_type.to_string(),
-            timestamp: now,
-            data: summary(record),
-        })
-        .expect("events serialize");
         for webhook in &subscribed {
             store.put_outbound(&OutboundDelivery {
                 delivery_id: store.next_delivery_id()?,

@@ -147,7 +147,7 @@ pub fn open<E: LogEncoder>(
         build_id: record.build_id.clone(),
         follow: start.follow,
         holder: TokenHolder {
-            token: caller.token.clone(),
+            credential: caller.credential.clone(),
             revocations: state.store.revocations(),
         },
         encoder,
@@ -204,9 +204,10 @@ impl LogEncoder for Frames {
     }
 }
 
-/// The token a stream was opened with: the stream ends when it is revoked.
+/// The credential a stream was opened with: the stream ends when it is
+/// revoked (a token, or a dashboard session signed out).
 struct TokenHolder {
-    token: String,
+    credential: super::routes::Credential,
     revocations: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -306,7 +307,7 @@ impl<E: LogEncoder> Follower<E> {
                     _ = self.tx.closed() => return Err(FollowError::ClientGone),
                     revoked = self.holder.revocations.changed() => {
                         // A revocation (or the store closing): is it ours?
-                        if revoked.is_err() || self.store.token(&self.holder.token)?.is_none() {
+                        if revoked.is_err() || !self.holder.credential.is_valid(&self.store)? {
                             let _ = self.send(self.encoder.revoked()).await;
                             return Ok(());
                         }

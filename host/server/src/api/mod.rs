@@ -4,6 +4,9 @@
 //! * [`builds`] — CreateBuild, GetBuild, ListBuilds, CancelBuild.
 //! * [`contexts`] — UploadBuildContext (streamed to disk, content-addressed).
 //! * [`logs`] — StreamBuildLogs (NDJSON or Server-Sent Events).
+//! * [`events`] — an organization's build events as Server-Sent Events.
+//! * [`session`] — the dashboard's sign-in: a session cookie in place of
+//!   the bearer token, with a CSRF token for what changes state.
 //! * [`projects`] — projects (saved build recipes) and their push webhooks.
 //! * [`webhooks`] — completion webhooks and their deliveries.
 //! * [`orgs`] — organizations and their tokens (the operator's admin token only).
@@ -26,12 +29,14 @@
 
 pub mod builds;
 pub mod contexts;
+pub mod events;
 pub mod idempotency;
 pub mod logs;
 pub mod orgs;
 pub mod projects;
 pub mod routes;
 pub mod secrets;
+pub mod session;
 pub mod views;
 pub mod webhooks;
 pub mod wizard;

@@ -7,17 +7,37 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::{
-    builds, contexts, logs, orgs, projects, secrets, webhooks, wizard, ApiError, ApiState, Body,
+    builds, contexts, events, logs, orgs, projects, secrets, webhooks, wizard, ApiError, ApiState,
+    Body,
 };
 
-/// Who is calling: the organization the bearer token belongs to.
+/// Who is calling: the organization the bearer token (or the dashboard
+/// session) belongs to.
 pub struct Caller {
     pub org: String,
     /// The operator's token: may manage organizations.
     pub admin: bool,
-    /// The bearer token itself, for what outlives the request (a log
-    /// stream ends when its token is revoked).
-    pub token: String,
+    /// What the caller proved itself with, for what outlives the request
+    /// (a log or event stream ends when it is revoked).
+    pub credential: Credential,
+}
+
+/// A bearer token, or a dashboard session (whose token stays server-side).
+#[derive(Clone)]
+pub enum Credential {
+    Token(String),
+    Session(String),
+}
+
+impl Credential {
+    /// Whether it still opens the API: the token is not revoked, the
+    /// session not signed out, expired, or left by a revoked token.
+    pub fn is_valid(&self, store: &crate::store::Store) -> Result<bool, crate::store::StoreError> {
+        Ok(match self {
+            Credential::Token(token) => store.token(token)?.is_some(),
+            Credential::Session(id) => store.session(id)?.is_some(),
+        })
+    }
 }
 
 impl Caller {
@@ -66,8 +86,36 @@ pub fn authenticate(state: &ApiState, headers: &hyper::HeaderMap) -> Result<Call
     Ok(Caller {
         org: record.org,
         admin: record.admin,
-        token: token.to_string(),
+        credential: Credential::Token(token.to_string()),
     })
+}
+
+/// A REST request's caller: its bearer token, or else the dashboard's
+/// session cookie. A session's state-changing request must also carry the
+/// session's CSRF token (`X-Kiln-CSRF`), which only a page of this origin
+/// can read; a bearer token is never sent by a browser on its own, so it
+/// needs none.
+fn authenticate_rest(
+    state: &ApiState,
+    method: &Method,
+    headers: &hyper::HeaderMap,
+) -> Result<Caller, ApiError> {
+    if headers.contains_key(hyper::header::AUTHORIZATION) {
+        return authenticate(state, headers);
+    }
+    match super::session::from_cookie(state, headers)? {
+        Some((session_id, session)) => {
+            if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+                super::session::check_csrf(&session, headers)?;
+            }
+            Ok(Caller {
+                org: session.org,
+                admin: session.admin,
+                credential: Credential::Session(session_id),
+            })
+        }
+        None => authenticate(state, headers),
+    }
 }
 
 /// Answer one request.
@@ -75,10 +123,14 @@ pub async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Respons
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let started = std::time::Instant::now();
-    let response = match route(state, request).await {
+    let mut response = match route(state, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
+    let headers = response.headers_mut();
+    for (name, value) in crate::dashboard::SECURITY_HEADERS {
+        headers.insert(*name, hyper::header::HeaderValue::from_static(value));
+    }
     tracing::debug!(%method, path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
 }
@@ -91,6 +143,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/builds/{buildId}"),
     ("POST", "/v1/builds/{buildId}:cancel"),
     ("GET", "/v1/builds/{buildId}/logs"),
+    ("GET", "/v1/events"),
     ("POST", "/v1/contexts"),
     ("GET", "/v1/contexts/{contextId}"),
     ("GET", "/v1/plugins"),
@@ -154,6 +207,7 @@ pub enum Route<'a> {
     GetBuild(&'a str),
     CancelBuild(&'a str),
     BuildLogs(&'a str),
+    Events,
     UploadContext,
     GetContext(&'a str),
     ListPlugins,
@@ -239,6 +293,7 @@ fn route_for<'a>(method: &Method, path: &'a str) -> Result<Option<Route<'a>>, Ap
         }
         ["v1", "builds", id] if !id.is_empty() => is(Method::GET).then_some(Route::GetBuild(id)),
         ["v1", "builds", id, "logs"] => is(Method::GET).then_some(Route::BuildLogs(id)),
+        ["v1", "events"] => is(Method::GET).then_some(Route::Events),
         ["v1", "contexts"] => is(Method::POST).then_some(Route::UploadContext),
         ["v1", "contexts", id] => is(Method::GET).then_some(Route::GetContext(id)),
         ["v1", "plugins"] => is(Method::GET).then_some(Route::ListPlugins),
@@ -296,6 +351,9 @@ async fn route(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
+    if crate::dashboard::serves(&path) {
+        return crate::dashboard::handle(&state, request).await;
+    }
     let route = resolve(request.method(), &path)?;
     if route.is_public() {
         return Ok(match route {
@@ -311,7 +369,7 @@ async fn route(
             _ => super::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         });
     }
-    let caller = authenticate(&state, request.headers())?;
+    let caller = authenticate_rest(&state, request.method(), request.headers())?;
     match route {
         Route::CreateBuild => builds::create(&state, &caller, request).await,
         Route::ListBuilds => builds::list(&state, &caller, &request),
@@ -324,6 +382,7 @@ async fn route(
             &builds::cancel(&state, &caller.org, id).await?,
         )),
         Route::BuildLogs(id) => logs::stream(&state, &caller, id, &request),
+        Route::Events => events::stream(&state, &caller, &request),
         Route::UploadContext => contexts::upload(&state, &caller, request).await,
         Route::GetContext(id) => contexts::get(&state, &caller, id),
         Route::ListPlugins => builds::plugins(&state),

@@ -28,18 +28,24 @@
 //! | `webhooks_by_org` | org, 0, webhook id | nothing |
 //! | `outbound` | webhook id, 0, delivery id | JSON [`OutboundDelivery`] (delivery ids sort by creation) |
 //! | `outbound_due` | next attempt (ms, big-endian), 0, webhook id, 0, delivery id | nothing: the deliveries to attempt, soonest first |
+//! | `events` | org, 0, event id (big-endian) | JSON `kiln_api::BuildEvent`: the last [`EVENTS_KEPT_PER_ORG`] of each organization, for `GET /v1/events` |
+//! | `sessions` | sha256 of a dashboard session id | JSON [`SessionRecord`] |
 //!
 //! The secondary indexes of builds are moved after the record changes; a crash in
 //! between leaves a stale entry, which [`Store::list_builds`] skips because
 //! it re-checks every record it returns.
 
+mod events;
 mod logs;
 mod projects;
 mod records;
 pub mod secrets;
+mod sessions;
 mod webhooks;
 
+pub use events::{StoredEvent, EVENTS_KEPT_PER_ORG};
 pub use logs::{truncate_at_char_boundary, BuildLog, LogHub};
+pub use sessions::SessionRecord;
 
 pub use records::*;
 
@@ -125,6 +131,10 @@ struct Inner {
     webhooks_by_org: sled::Tree,
     outbound: sled::Tree,
     outbound_due: sled::Tree,
+    events: sled::Tree,
+    /// The newest event's id: followers of `GET /v1/events` wait on it.
+    event_ids: tokio::sync::watch::Sender<u64>,
+    sessions: sled::Tree,
     flushes: Flushes,
     /// Bumped on every revocation, so whatever holds a token for a while
     /// (an open log stream) re-checks it at once.
@@ -284,6 +294,9 @@ impl Store {
             webhooks_by_org: db.open_tree("webhooks_by_org")?,
             outbound: db.open_tree("outbound")?,
             outbound_due: db.open_tree("outbound_due")?,
+            events: db.open_tree("events")?,
+            event_ids: tokio::sync::watch::Sender::new(0),
+            sessions: db.open_tree("sessions")?,
             flushes: Flushes::default(),
             db,
         };
