@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 pub use kiln_server;
 
+pub mod browser;
 pub mod git;
 pub mod webhooks;
 
@@ -1056,4 +1057,64 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub fn sorted(mut values: Vec<f64>) -> Vec<f64> {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     values
+}
+
+/// Fills a fresh data directory with `count` finished builds (one in ten
+/// failed) of 50 names, `app-0`…`app-49`, of the organization `default`,
+/// straight into the store (the benchmarks' 100,000-record servers).
+pub fn fill_finished_builds(dir: &std::path::Path, count: usize) -> Duration {
+    let started = Instant::now();
+    let store = kiln_server::store::Store::open(&dir.join("db")).unwrap();
+    for i in 0..count {
+        let record = kiln_server::store::BuildRecord {
+            build_id: format!("bench-{i:06}"),
+            org: "default".into(),
+            number: 0,
+            name: format!("app-{}", i % 50),
+            status: kiln_server::store::BuildStatus::Pending,
+            source: kiln_server::store::SourceSummary {
+                kind: "inline-zip".into(),
+                size_bytes: Some(1000),
+                format: Some("zip".into()),
+                context_id: None,
+                url: None,
+                git: None,
+            },
+            request: kiln_server::store::BuildSpec {
+                dockerfile: "Dockerfile".into(),
+                tags: vec!["latest".into()],
+                builder: "buildkit".into(),
+                ..Default::default()
+            },
+            image_refs: vec![format!("127.0.0.1:5000/default/app-{}:latest", i % 50)],
+            digest: Some(format!("sha256:{:064x}", i)),
+            metrics: None,
+            failure: None,
+            wizard: None,
+            create_time: chrono::Utc::now(),
+            start_time: None,
+            finish_time: None,
+            seq: 0,
+            log_removed_time: None,
+            project_id: None,
+            trigger: None,
+            registry: None,
+            profile_used: None,
+            attempts: Vec::new(),
+            peak_memory_bytes: None,
+            attachments: Vec::new(),
+        };
+        store.create_build(record).unwrap();
+        store.pop_queued_fair(None, |_| false).unwrap();
+        let status = if i % 10 == 0 {
+            kiln_server::store::BuildStatus::Failed
+        } else {
+            kiln_server::store::BuildStatus::Succeeded
+        };
+        store
+            .update_build(&format!("bench-{i:06}"), |r| r.status = status)
+            .unwrap();
+    }
+    store.flush_blocking().unwrap();
+    started.elapsed()
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kiln_server::store::{BuildRecord, BuildSpec, BuildStatus, SourceSummary, Store};
 use kiln_tests::*;
 use serde_json::json;
 
@@ -46,64 +45,6 @@ async fn get_build_rate(t: &TestServer, build_id: &str) -> Row {
         "GetBuild, 16 concurrent clients".into(),
         format!("{rate:.0} requests/s ({} requests)", clients * per_client),
     )
-}
-
-/// Fill a fresh data directory with `count` finished builds of 50 names.
-fn fill_store(dir: &std::path::Path, count: usize) -> Duration {
-    let started = Instant::now();
-    let store = Store::open(&dir.join("db")).unwrap();
-    for i in 0..count {
-        let record = BuildRecord {
-            build_id: format!("bench-{i:06}"),
-            org: "default".into(),
-            number: 0,
-            name: format!("app-{}", i % 50),
-            status: BuildStatus::Pending,
-            source: SourceSummary {
-                kind: "inline-zip".into(),
-                size_bytes: Some(1000),
-                format: Some("zip".into()),
-                context_id: None,
-                url: None,
-                git: None,
-            },
-            request: BuildSpec {
-                dockerfile: "Dockerfile".into(),
-                tags: vec!["latest".into()],
-                builder: "buildkit".into(),
-                ..Default::default()
-            },
-            image_refs: vec![format!("127.0.0.1:5000/default/app-{}:latest", i % 50)],
-            digest: Some(format!("sha256:{:064x}", i)),
-            metrics: None,
-            failure: None,
-            wizard: None,
-            create_time: Utc::now(),
-            start_time: None,
-            finish_time: None,
-            seq: 0,
-            log_removed_time: None,
-            project_id: None,
-            trigger: None,
-            registry: None,
-            profile_used: None,
-            attempts: Vec::new(),
-            peak_memory_bytes: None,
-            attachments: Vec::new(),
-        };
-        store.create_build(record).unwrap();
-        store.pop_queued_fair(None, |_| false).unwrap();
-        let status = if i % 10 == 0 {
-            BuildStatus::Failed
-        } else {
-            BuildStatus::Succeeded
-        };
-        store
-            .update_build(&format!("bench-{i:06}"), |r| r.status = status)
-            .unwrap();
-    }
-    store.flush_blocking().unwrap();
-    started.elapsed()
 }
 
 async fn list_latencies(t: &TestServer, query: &str) -> (f64, f64) {
@@ -195,7 +136,7 @@ async fn main() {
 
     let records = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    let fill = fill_store(dir.path(), records);
+    let fill = fill_finished_builds(dir.path(), records);
     let started = Instant::now();
     let big = TestServer::start_with(|c| {
         c.data_dir = dir.path().to_path_buf();

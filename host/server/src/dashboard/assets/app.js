@@ -324,26 +324,36 @@ function buildsView(params) {
 // ---- one build ----
 
 const STEP = /^#(\d+) (.*)$/;
+/// Lines a step shows when opened; earlier ones wait behind a button.
+const STEP_LINES_SHOWN = 2000;
 
 // A build's log, folded by BuildKit step (`#N …`); other lines (Kiln's
 // own, a container's) go in the step they follow, or the first group.
+// Lines are kept as data and put on the page only for open steps (the
+// last STEP_LINES_SHOWN of a step at first), so a 100,000-line log shows
+// its steps at once and costs DOM only for what is read. While the build
+// runs, the step being written is open and closes when it is done.
 class LogView {
   constructor() {
-    this.root = h('div', { class: 'log', role: 'log', 'aria-label': 'Build log' });
+    this.root = h('div', { class: 'log', role: 'log', 'aria-label': 'Build log', 'data-lines': '0' });
     this.steps = new Map();
-    this.current = this.group('setup', 'Kiln');
     this.lines = [];
     this.pending = [];
     this.scheduled = false;
+    this.live = false;
+    this.current = this.group('setup', 'Kiln');
+    this.current.details.open = true;
   }
 
   group(key, title) {
     const name = h('span', { class: 'name' }, title);
     const state = h('span', { class: 'state' });
+    const count = h('span', { class: 'took count' });
     const took = h('span', { class: 'took' });
-    const lines = h('div', { class: 'lines' });
-    const details = h('details', { 'data-step': key }, h('summary', {}, name, state, took), lines);
-    const step = { details, name, state, took, lines, key };
+    const box = h('div', { class: 'lines' });
+    const details = h('details', { 'data-step': key }, h('summary', {}, name, state, count, took), box);
+    const step = { details, name, state, count, took, box, key, lines: [], from: 0, to: 0, status: null };
+    details.addEventListener('toggle', () => { if (details.open) this.render(step); });
     this.steps.set(key, step);
     this.root.append(details);
     return step;
@@ -357,12 +367,12 @@ class LogView {
     }
   }
 
-  // Lines are put on the page in batches, once per frame.
+  // Lines are sorted into steps in batches, once per frame.
   flush() {
     this.scheduled = false;
     const batch = this.pending;
     this.pending = [];
-    const fragments = new Map();
+    const touched = new Set();
     for (const line of batch) {
       this.lines.push(line);
       let step = this.current;
@@ -371,7 +381,10 @@ class LogView {
       if (m) {
         const key = m[1];
         step = this.steps.get(key);
-        if (!step) { step = this.group(key, `#${key} ${m[2]}`); }
+        if (!step) {
+          step = this.group(key, `#${key} ${m[2]}`);
+          if (this.live) { step.details.open = true; step.autoOpened = true; }
+        }
         this.current = step;
         const rest = m[2];
         if (rest === 'CACHED') this.mark(step, 'CACHED');
@@ -379,14 +392,54 @@ class LogView {
         else if (rest.startsWith('ERROR')) { this.mark(step, 'ERROR'); step.details.open = true; }
         text = rest;
       }
-      let fragment = fragments.get(step);
-      if (!fragment) { fragment = document.createDocumentFragment(); fragments.set(step, fragment); }
-      const isError = line.stream === 'stderr' && /error/i.test(text);
-      fragment.append(h('div', { class: isError ? 'l err' : 'l', 'data-seq': line.seq },
-        h('span', { class: 'ts' }, line.time ? line.time.slice(11, 23) : ''), text));
+      step.lines.push({ seq: line.seq, time: line.time, text, error: line.stream === 'stderr' && /error/i.test(text) });
+      touched.add(step);
     }
-    for (const [step, fragment] of fragments) step.lines.append(fragment);
+    for (const step of touched) {
+      step.count.textContent = `${step.lines.length} ${step.lines.length === 1 ? 'line' : 'lines'}`;
+      if (step.autoOpened && (step.status === 'DONE' || step.status === 'CACHED')) {
+        step.details.open = false;
+        step.autoOpened = false;
+      }
+      if (step.details.open) this.render(step);
+    }
+    this.root.dataset.lines = String(this.lines.length);
     if (this.onflush) this.onflush();
+  }
+
+  lineElement(l) {
+    return h('div', { class: l.error ? 'l err' : 'l', 'data-seq': l.seq },
+      h('span', { class: 'ts' }, l.time ? l.time.slice(11, 23) : ''), l.text);
+  }
+
+  // Put an open step's unshown lines on the page: new ones at the end; on
+  // first opening only the last STEP_LINES_SHOWN, the rest behind a button.
+  render(step, all) {
+    if (step.to === 0 && !all) step.from = step.to = Math.max(0, step.lines.length - STEP_LINES_SHOWN);
+    const fragment = document.createDocumentFragment();
+    for (let i = step.to; i < step.lines.length; i++) fragment.append(this.lineElement(step.lines[i]));
+    step.box.append(fragment);
+    step.to = step.lines.length;
+    if (all && step.from > 0) {
+      const earlier = document.createDocumentFragment();
+      for (let i = 0; i < step.from; i++) earlier.append(this.lineElement(step.lines[i]));
+      step.from = 0;
+      step.box.prepend(earlier);
+    }
+    if (step.from > 0 && !step.more) {
+      step.more = h('button', { type: 'button', class: 'link', onclick: () => this.render(step, true) }, `Show ${step.from} earlier lines`);
+      step.box.prepend(step.more);
+    } else if (step.from === 0 && step.more) {
+      step.more.remove();
+      step.more = null;
+    }
+  }
+
+  expandAll() {
+    for (const step of this.steps.values()) {
+      step.details.open = true;
+      this.render(step, true);
+    }
   }
 
   mark(step, state) {
@@ -404,18 +457,24 @@ class LogView {
     return this.lines.map((l) => `${l.time} ${l.line}`).join('\n') + '\n';
   }
 
+  // Every matching line: its step opened (all of it), the line marked.
   find(term) {
-    let hits = 0;
-    let first = null;
     for (const el of this.root.querySelectorAll('.l.hit')) el.classList.remove('hit');
     if (!term) return 0;
     const needle = term.toLowerCase();
-    for (const el of this.root.querySelectorAll('.l')) {
-      if (el.textContent.toLowerCase().includes(needle)) {
-        el.classList.add('hit');
-        el.closest('details').open = true;
-        hits++;
-        if (!first) first = el;
+    let hits = 0;
+    let first = null;
+    for (const step of this.steps.values()) {
+      const seqs = new Set(step.lines.filter((l) => l.text.toLowerCase().includes(needle)).map((l) => String(l.seq)));
+      if (!seqs.size) continue;
+      hits += seqs.size;
+      step.details.open = true;
+      this.render(step, true);
+      for (const el of step.box.querySelectorAll('.l')) {
+        if (seqs.has(el.dataset.seq)) {
+          el.classList.add('hit');
+          if (!first) first = el;
+        }
       }
     }
     if (first) first.scrollIntoView({ block: 'center' });
@@ -470,18 +529,20 @@ function buildView(id) {
       setTimeout(() => URL.revokeObjectURL(url), 1000);
     },
   }, 'Download log');
+  const expand = h('button', { type: 'button', class: 'expand-all', onclick: () => log.expandAll() }, 'Expand all');
   const logState = h('span', { class: 'hint', 'aria-live': 'polite' });
   const bar = h('form', {
     class: 'logbar', role: 'search', 'aria-label': 'Find in log',
     onsubmit: (e) => { e.preventDefault(); const n = log.find(findInput.value); findCount.textContent = findInput.value ? `${n} matching lines` : ''; },
   }, findInput, h('button', { type: 'submit' }, 'Find'), findCount,
-  h('span', {}, showTimes, ' ', h('label', { for: 'show-ts' }, 'Timestamps')), download, logState);
+  h('span', {}, showTimes, ' ', h('label', { for: 'show-ts' }, 'Timestamps')), expand, download, logState);
   setView(`Build ${id}`, 'builds', header, banner, details, h('h2', {}, 'Log'), bar, log.root);
 
   let stream = null;
   let finished = false;
   const render = (b) => {
     finished = ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(statusName(b.status));
+    log.live = !finished;
     document.title = `#${b.number} ${b.name} · Kiln`;
     const cancel = h('button', {
       type: 'button', class: 'danger', disabled: finished,
@@ -556,6 +617,7 @@ function buildView(id) {
       stream.close();
       try { render(await api('GET', `/v1/builds/${encodeURIComponent(id)}`)); } catch (_) { /* keep what is shown */ }
       logState.textContent = `${log.lines.length + log.pending.length} lines`;
+      log.root.dataset.ended = 'true';
       const failing = log.failingStep();
       if (failing) { failing.details.open = true; }
     });
