@@ -650,8 +650,19 @@ async fn dashboard_in_a_browser_cancels_shows_failures_pages_isolates_orgs_and_s
     let t = TestServer::start().await;
     let token = t.server.create_org_with_token(&unique_name("ui2")).unwrap();
     let api = t.as_token(&token);
-    let browser = Browser::start(&t.url("")).await;
+    // This one in dark mode: its pages are checked (contrast included) in
+    // the dark palette.
+    let browser = Browser::start_with(&t.url(""), true).await;
     browser.sign_in(&token).await;
+    let dark = browser
+        .client
+        .execute(
+            "return matchMedia('(prefers-color-scheme: dark)').matches",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(dark, true, "the browser does not prefer dark");
 
     // Cancel a running build from its page.
     let slow = api
@@ -702,7 +713,8 @@ async fn dashboard_in_a_browser_cancels_shows_failures_pages_isolates_orgs_and_s
         )
         .await;
     assert!(opened.as_str().unwrap().contains("exit 3"), "{opened}");
-    browser.screenshot("build-failed").await;
+    browser.check_accessibility("failed build (dark)").await;
+    browser.screenshot("build-failed-dark").await;
 
     // Paging: 3 to a page, newest first, every build once.
     let mut ids = vec![slow.clone(), failing.clone()];
@@ -778,6 +790,8 @@ async fn dashboard_in_a_browser_cancels_shows_failures_pages_isolates_orgs_and_s
         )
         .await;
     assert!(!browser.text("main").await.contains(&theirs));
+    browser.check_accessibility("builds (dark)").await;
+    browser.screenshot("builds-dark").await;
 
     // Sign out: back to the sign-in form, and the session is gone.
     browser.click("#sign-out").await;

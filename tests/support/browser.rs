@@ -25,6 +25,11 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start(base: &str) -> Browser {
+        Self::start_with(base, false).await
+    }
+
+    /// With `dark`, the page sees `prefers-color-scheme: dark`.
+    pub async fn start_with(base: &str, dark: bool) -> Browser {
         let chromedriver =
             std::env::var("KILN_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         let port = free_port();
@@ -36,13 +41,25 @@ impl Browser {
             .unwrap_or_else(|e| {
                 panic!("cannot run {chromedriver} ({e}): scripts/test.sh installs Debian's chromium and chromium-driver")
             });
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ];
+        if dark {
+            args.extend([
+                "--force-dark-mode",
+                "--blink-settings=preferredColorScheme=0",
+            ]);
+        }
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
                 "binary": std::env::var("KILN_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1280,900"],
+                "args": args,
             }),
         );
         // The process's rustls provider (fantoccini's client builds on it);
