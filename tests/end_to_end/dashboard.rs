@@ -793,6 +793,61 @@ async fn dashboard_in_a_browser_cancels_shows_failures_pages_isolates_orgs_and_s
     browser.check_accessibility("builds (dark)").await;
     browser.screenshot("builds-dark").await;
 
+    // New build from a monorepo: the wizard's detection lists its
+    // sub-projects, and picking one sets the context directory.
+    let scratch = tempfile::tempdir().unwrap();
+    let mono = scratch.path().join("mono.zip");
+    std::fs::write(
+        &mono,
+        zip_dir(&workspace().join("examples/wizard/monorepo-pnpm")),
+    )
+    .unwrap();
+    browser.go("#/new").await;
+    browser
+        .wait_for(
+            "the new-build form",
+            "return !!document.querySelector('#kind-upload')",
+            Duration::from_secs(10),
+        )
+        .await;
+    browser.click("#kind-upload").await;
+    browser
+        .client
+        .find(Locator::Css("input[name=archive]"))
+        .await
+        .unwrap()
+        .send_keys(mono.to_str().unwrap())
+        .await
+        .unwrap();
+    browser.click("button.detect").await;
+    let listed = browser
+        .wait_for(
+            "the detected sub-projects",
+            "const b = Array.from(document.querySelectorAll('button.use-project')).map(b => b.textContent); return b.length ? b : null",
+            Duration::from_secs(60),
+        )
+        .await;
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&"Use packages/web"), "{listed:?}");
+    let chosen = browser
+        .client
+        .execute(
+            "Array.from(document.querySelectorAll('button.use-project')).find(b => b.textContent === 'Use packages/web').click(); return document.querySelector('input[name=contextDir]').value",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(chosen, "packages/web");
+    browser
+        .check_accessibility("new build with detection (dark)")
+        .await;
+    browser.screenshot("new-build-detected-dark").await;
+
     // Sign out: back to the sign-in form, and the session is gone.
     browser.click("#sign-out").await;
     browser

@@ -212,6 +212,46 @@ async fn detect_answers_without_building_and_lists_monorepo_projects() {
         .unwrap();
     repo.commit("monorepo");
     let daemon = GitDaemon::start(&root).await;
+    // Detection from git sees the repository as a build checks it out:
+    // the same projects as the zip of the same tree.
+    let from_git = t
+        .post_json(
+            "/v1/wizard:detect",
+            &json!({"gitSource": {"url": daemon.url("mono")}}),
+        )
+        .await;
+    assert_eq!(
+        from_git.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&from_git.body)
+    );
+    assert_eq!(
+        from_git.json()["projects"],
+        serde_json::Value::Array(projects.clone())
+    );
+    for (body, needle) in [
+        (
+            json!({"gitSource": {"url": daemon.url("missing")}}),
+            "cannot be checked out",
+        ),
+        (
+            json!({"gitSource": {"url": daemon.url("mono"), "reference": "no-such-branch"}}),
+            "no-such-branch",
+        ),
+        (
+            json!({"gitSource": {"url": daemon.url("mono")}, "contextId": "x"}),
+            "exactly one context",
+        ),
+    ] {
+        let refused = t.post_json("/v1/wizard:detect", &body).await;
+        assert_eq!(refused.status, 400, "{body}");
+        assert!(
+            refused.error_message().contains(needle),
+            "{}",
+            refused.error_message()
+        );
+    }
     let id = t
         .create_build(&json!({
             "name": unique_name("wizard-mono"),

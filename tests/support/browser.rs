@@ -122,24 +122,39 @@ impl Browser {
         }
     }
 
+    /// The rendered text of the first element `css` selects, read in one
+    /// step in the page (a view re-rendering between a find and a read
+    /// would leave a stale element).
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"))
-            .text()
-            .await
-            .unwrap()
-    }
-
-    pub async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"))
-            .click()
+        let text = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+                vec![json!(css)],
+            )
             .await
             .unwrap();
+        text.as_str()
+            .unwrap_or_else(|| panic!("no {css} on the page"))
+            .to_string()
+    }
+
+    /// Clicks the first element `css` selects; found again when a view
+    /// re-rendered it between the find and the click.
+    pub async fn click(&self, css: &str) {
+        let mut tries = 0;
+        loop {
+            let element = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            match element.click().await {
+                Ok(()) => return,
+                Err(e) if tries < 3 && e.to_string().contains("stale element") => tries += 1,
+                Err(e) => panic!("cannot click {css}: {e}"),
+            }
+        }
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {

@@ -285,6 +285,10 @@ pub struct DetectRequest {
     pub zipped_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_id: Option<String>,
+    /// A git repository, checked out as a build would (the organization's
+    /// git credentials, the same limits); `contextDir` narrows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_source: Option<crate::GitSourceRequest>,
     /// A directory of the context (default: its root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,

@@ -1058,7 +1058,11 @@ mod fields {
             (
                 "DetectRequest",
                 "oneOf",
-                exactly_one_of(&[("zippedCode", "string"), ("contextId", "string")]),
+                exactly_one_of(&[
+                    ("zippedCode", "string"),
+                    ("contextId", "string"),
+                    ("gitSource", "object"),
+                ]),
             ),
         ]
     }

@@ -364,7 +364,7 @@ pub(super) async fn validate_create(
 }
 
 /// Check `gitSource` and turn it into what the record keeps.
-fn validate_git_source(
+pub fn validate_git_source(
     state: &ApiState,
     git: GitSourceRequest,
 ) -> Result<crate::store::GitSource, ApiError> {

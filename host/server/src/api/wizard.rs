@@ -6,13 +6,19 @@
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use super::builds::{decode_inline_zip, Staged};
+use std::sync::{Arc, Mutex};
+
+use super::builds::{decode_inline_zip, validate_git_source, Staged};
 use super::routes::Caller;
 use super::{json_response, read_json, ApiError, ApiState, Body};
+use crate::capabilities::git::BuildGit;
+use crate::git::GitFetcher;
 use crate::plugins::bindings::detector::exports::kiln::plugin::detect::DetectRequest;
 use crate::plugins::bindings::source::exports::kiln::plugin::source::SourceSpec;
 use crate::plugins::{Capabilities, Preopens};
-use crate::scheduler::{materialize, staged_archive, wizard_base_images, MaterializeError};
+use crate::scheduler::{
+    git_source_options, materialize, staged_archive, wizard_base_images, MaterializeError,
+};
 
 pub async fn detect(
     state: &ApiState,
@@ -23,20 +29,21 @@ pub async fn detect(
     let body: kiln_api::DetectRequest = read_json(
         request,
         8 << 20,
-        "WizardDetect ({zippedCode | contextId, path, monorepo})",
+        "WizardDetect ({zippedCode | contextId | gitSource, path, monorepo})",
         || bad("the request body is over 8 MiB; upload the context (POST /v1/contexts) and send its contextId".into()),
     )
     .await?;
-    let staged = match (&body.zipped_code, &body.context_id) {
-        (Some(zip), None) => Staged::Inline(decode_inline_zip(zip)?),
-        (None, Some(id)) => Staged::Upload(state.store.context(&caller.org, id)?.ok_or_else(|| {
+    let staged = match (&body.zipped_code, &body.context_id, body.git_source) {
+        (Some(zip), None, None) => Staged::Inline(decode_inline_zip(zip)?),
+        (None, Some(id), None) => Staged::Upload(state.store.context(&caller.org, id)?.ok_or_else(|| {
             bad(format!(
                 "`contextId` {id:?} does not exist for this organization; upload the context with POST /v1/contexts"
             ))
         })?),
+        (None, None, Some(git)) => Staged::Git(validate_git_source(state, git)?),
         _ => {
             return Err(bad(
-                "give exactly one context: `zippedCode` (a base64 zip) or `contextId`".into(),
+                "give exactly one context: `zippedCode` (a base64 zip), `contextId` or `gitSource`".into(),
             ))
         }
     };
@@ -60,7 +67,32 @@ pub async fn detect(
     staged
         .stage(&state.config.data_dir, &input)
         .map_err(ApiError::internal)?;
-    let (input_path, options) = staged_archive(summary.format.as_deref());
+    let mut caps = Capabilities::for_plugin(source);
+    let git_outcome = Arc::new(Mutex::new(None));
+    let (input_path, options) = match &staged {
+        Staged::Git(git) => {
+            // Checked out by the host as a build's would be: the
+            // organization's mirrors and credentials, the same limits.
+            let known = state
+                .secrets
+                .git_credentials(&caller.org)
+                .await
+                .map_err(ApiError::internal)?;
+            caps = caps.with_git(Arc::new(BuildGit {
+                fetcher: GitFetcher::new(&state.config.data_dir, state.config.network.clone()),
+                org: caller.org.clone(),
+                context_dir: context.clone(),
+                credentials: crate::git::credential_lookup(known, |_| {}),
+                limits: crate::git::Limits {
+                    max_bytes: state.config.max_context_bytes,
+                    max_entries: state.config.max_context_entries,
+                },
+                outcome: git_outcome.clone(),
+            }));
+            (None, git_source_options(git))
+        }
+        _ => staged_archive(summary.format.as_deref()),
+    };
     let spec = SourceSpec {
         kind: summary.kind.clone(),
         input_path,
@@ -68,7 +100,6 @@ pub async fn detect(
         max_unpacked_bytes: state.config.max_context_bytes,
         max_entries: state.config.max_context_entries,
     };
-    let caps = Capabilities::for_plugin(source);
     let preopens = Preopens {
         context: Some(context.clone()),
         context_writable: true,
@@ -78,16 +109,22 @@ pub async fn detect(
     };
     // The same step a build takes, so detection sees the context the build
     // would: modes applied, links created (or refused) by the host.
-    materialize(&state.runtime, source, caps, &preopens, &spec)
-        .await
-        .map_err(|error| match error {
-            MaterializeError::Runtime(e) => ApiError::internal(e),
-            MaterializeError::Plugin(e) => bad(format!(
-                "the context cannot be unpacked: {}",
-                e.into_message()
-            )),
-            MaterializeError::Context(e) => bad(format!("the context cannot be unpacked: {e}")),
-        })?;
+    let materialized = materialize(&state.runtime, source, caps, &preopens, &spec).await;
+    // A checkout the host refused or could not make says why in its own
+    // words (no such repository, reference or directory; credentials).
+    if let Some(Err(error)) = git_outcome.lock().unwrap().take() {
+        return Err(bad(format!(
+            "the repository cannot be checked out: {error}"
+        )));
+    }
+    materialized.map_err(|error| match error {
+        MaterializeError::Runtime(e) => ApiError::internal(e),
+        MaterializeError::Plugin(e) => bad(format!(
+            "the context cannot be unpacked: {}",
+            e.into_message()
+        )),
+        MaterializeError::Context(e) => bad(format!("the context cannot be unpacked: {e}")),
+    })?;
     let request = DetectRequest {
         path,
         monorepo: body.monorepo.unwrap_or(true),

@@ -21,7 +21,8 @@ mod pipeline;
 
 pub use failure::hint_for;
 pub use pipeline::{
-    failure, materialize, staged_archive, staged_file_name, wizard_base_images, MaterializeError,
+    failure, git_source_options, materialize, staged_archive, staged_file_name, wizard_base_images,
+    MaterializeError,
 };
 
 use std::collections::HashMap;

@@ -118,6 +118,20 @@ pub fn staged_file_name(format: &str) -> String {
 
 /// Where an archive source plugin finds its staged input (`zip` when no
 /// format is known), and the `format` option telling it what it is.
+/// The `git` context source's options for a repository to check out.
+pub fn git_source_options(git: &crate::store::GitSource) -> Vec<wit::KeyValue> {
+    let kv = |key: &str, value: &str| wit::KeyValue {
+        key: key.into(),
+        value: value.into(),
+    };
+    vec![
+        kv("url", &git.url),
+        kv("reference", &git.reference),
+        kv("context-dir", &git.context_dir),
+        kv("submodules", if git.submodules { "true" } else { "false" }),
+    ]
+}
+
 pub fn staged_archive(format: Option<&str>) -> (Option<String>, Vec<wit::KeyValue>) {
     let format = format.unwrap_or("zip");
     (
@@ -392,21 +406,15 @@ impl Pipeline<'_> {
         })?;
         self.stage_inline_zip()?;
         let source = &self.record.source;
-        let kv = |key: &str, value: &str| wit::KeyValue {
-            key: key.into(),
-            value: value.into(),
-        };
         let (input_path, options) = match (&source.git, &source.url, &source.format) {
-            (Some(git), _, _) => (
+            (Some(git), _, _) => (None, git_source_options(git)),
+            (None, Some(url), _) => (
                 None,
-                vec![
-                    kv("url", &git.url),
-                    kv("reference", &git.reference),
-                    kv("context-dir", &git.context_dir),
-                    kv("submodules", if git.submodules { "true" } else { "false" }),
-                ],
+                vec![wit::KeyValue {
+                    key: "url".into(),
+                    value: url.clone(),
+                }],
             ),
-            (None, Some(url), _) => (None, vec![kv("url", url)]),
             (None, None, format) => staged_archive(format.as_deref()),
         };
         let budget = ContextBudget::now(self.config);

@@ -724,26 +724,32 @@ function newBuildView(params) {
   };
 
   const detect = h('button', {
-    type: 'button',
+    type: 'button', class: 'detect',
     onclick: async () => {
       detectOut.replaceChildren(h('p', {}, 'Detecting…'));
       try {
-        if (!kindUpload.checked) throw new Error('The wizard looks at an uploaded context: choose “Upload”.');
-        const contextId = await upload();
+        let source;
+        if (kindGit.checked) {
+          if (!gitUrl.value.trim()) throw new Error('Give the repository URL.');
+          source = { gitSource: { url: gitUrl.value.trim() } };
+          if (gitRef.value.trim()) source.gitSource.reference = gitRef.value.trim();
+        } else {
+          source = { contextId: await upload() };
+        }
         out.replaceChildren();
-        const answer = await api('POST', '/v1/wizard:detect', { contextId, monorepo: true });
+        const answer = await api('POST', '/v1/wizard:detect', { ...source, monorepo: true });
         if (!answer.detected) { detectOut.replaceChildren(h('p', {}, 'The wizard recognizes no stack here: add a Dockerfile.')); return; }
         detectOut.replaceChildren(h('h2', {}, 'What the wizard sees'), ...answer.projects.map((p) => h('section', {},
           h('h3', {}, `${p.path || '(root)'}: ${p.stack}${p.tool ? ` with ${p.tool}` : ''}`),
           h('ul', {}, (p.reasons || []).map((r) => h('li', {}, r))),
           p.hasDockerfile ? h('p', {}, 'It has its own Dockerfile, which is used.') :
             h('details', {}, h('summary', {}, 'The Dockerfile it would write'), h('pre', { class: 'log lines' }, p.dockerfile)),
-          answer.projects.length > 1 ? h('button', { type: 'button', onclick: () => { gitDir.value = p.contextDir; ctxDir.value = p.contextDir; toast(`Building ${p.contextDir || 'the root'}`); } }, `Build ${p.contextDir || 'the root'}`) : null)));
+          answer.projects.length > 1 ? h('button', { type: 'button', class: 'use-project', onclick: () => { gitDir.value = p.contextDir; ctxDir.value = p.contextDir; toast(`Context directory: ${p.contextDir || 'the root'}`); } }, `Use ${p.contextDir || 'the root'}`) : null)));
       } catch (error) { showError(detectOut, error); }
     },
   }, 'Detect with the wizard');
   const ctxDir = h('input', { name: 'contextDir', placeholder: '(the archive root)' });
-  uploadBox.append(...field('Context directory', ctxDir), h('p', {}, detect));
+  uploadBox.append(...field('Context directory', ctxDir));
 
   const form = h('form', {
     onsubmit: async (e) => {
@@ -784,7 +790,9 @@ function newBuildView(params) {
   h('fieldset', {}, h('legend', {}, 'Source'),
     h('div', {}, kindGit, ' ', h('label', { for: 'kind-git', class: 'inline' }, 'Git repository')),
     h('div', {}, kindUpload, ' ', h('label', { for: 'kind-upload', class: 'inline' }, 'Upload a folder or an archive'))),
-  gitBox, uploadBox, detectOut,
+  gitBox, uploadBox,
+  h('p', {}, detect, ' ', h('span', { class: 'hint' }, 'What the Dockerfile wizard sees here, without building: the stack, why, and the Dockerfile it would write.')),
+  detectOut,
   h('fieldset', {}, h('legend', {}, 'Build'),
     field('Dockerfile', dockerfile, 'Relative to the context; none and no Dockerfile there: the wizard writes one.'),
     field('Tags', tags, 'Comma-separated.'),
