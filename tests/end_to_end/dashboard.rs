@@ -22,14 +22,8 @@ const BUSYBOX: &str = "127.0.0.1:5000/base/busybox:1";
 /// Signs in with `token`; returns the session cookie (`name=value`) and the
 /// CSRF token.
 async fn sign_in(api: &Api, token: &str) -> (String, String) {
-    let answer = api
-        .request_with(
-            Method::POST,
-            "/ui/session",
-            &[("content-type", "application/json".into())],
-            serde_json::to_vec(&json!({ "token": token })).unwrap(),
-        )
-        .await;
+    let body = json!({ "token": token });
+    let answer = as_session(api, Method::POST, "/ui/session", "", None, Some(&body)).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
     let set_cookie = answer.headers["set-cookie"].to_str().unwrap().to_string();
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
@@ -49,6 +43,29 @@ async fn sign_in(api: &Api, token: &str) -> (String, String) {
     (cookie, answer.json()["csrf"].as_str().unwrap().to_string())
 }
 
+/// A request as a signed-in browser makes it: the session cookie, the
+/// CSRF header when given, a JSON body when given.
+async fn as_session(
+    api: &Api,
+    method: Method,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+    body: Option<&Value>,
+) -> Answer {
+    let mut headers = vec![("cookie", cookie.to_string())];
+    if let Some(csrf) = csrf {
+        headers.push(("x-kiln-csrf", csrf.to_string()));
+    }
+    if body.is_some() {
+        headers.push(("content-type", "application/json".to_string()));
+    }
+    let body = body
+        .map(|b| serde_json::to_vec(b).unwrap())
+        .unwrap_or_default();
+    api.request_with(method, path, &headers, body).await
+}
+
 #[tokio::test]
 async fn dashboard_sessions_use_a_cookie_need_csrf_and_end_with_their_token() {
     let t = TestServer::start().await;
@@ -59,14 +76,7 @@ async fn dashboard_sessions_use_a_cookie_need_csrf_and_end_with_their_token() {
     let (cookie, csrf) = sign_in(&t, &org_token).await;
 
     // The cookie opens the API as the token's organization.
-    let list = t
-        .request_with(
-            Method::GET,
-            "/v1/builds",
-            &[("cookie", cookie.clone())],
-            vec![],
-        )
-        .await;
+    let list = as_session(&t, Method::GET, "/v1/builds", &cookie, None, None).await;
     assert_eq!(list.status, StatusCode::OK);
     // Every answer carries a strict Content-Security-Policy.
     let csp = list.headers["content-security-policy"].to_str().unwrap();
@@ -75,58 +85,44 @@ async fn dashboard_sessions_use_a_cookie_need_csrf_and_end_with_their_token() {
         "{csp}"
     );
 
-    // A state-changing request with the cookie alone is refused (CSRF)...
-    let body = serde_json::to_vec(&json!({"buildSecrets": {"API_KEY": "1234abcd"}})).unwrap();
-    let json_cookie = |extra: Option<&str>| {
-        let mut headers = vec![
-            ("cookie", cookie.clone()),
-            ("content-type", "application/json".to_string()),
-        ];
-        if let Some(csrf) = extra {
-            headers.push(("x-kiln-csrf", csrf.to_string()));
-        }
-        headers
-    };
-    let refused = t
-        .request_with(Method::PUT, "/v1/secrets", &json_cookie(None), body.clone())
-        .await;
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    assert!(refused.error_message().contains("X-Kiln-CSRF"));
-    let wrong = t
-        .request_with(
+    // A state-changing request with the cookie alone, or a wrong CSRF
+    // token, is refused; with the session's CSRF token it is accepted.
+    let secrets = json!({"buildSecrets": {"API_KEY": "1234abcd"}});
+    for (given, expected) in [
+        (None, StatusCode::FORBIDDEN),
+        (Some("0000"), StatusCode::FORBIDDEN),
+        (Some(csrf.as_str()), StatusCode::OK),
+    ] {
+        let answer = as_session(
+            &t,
             Method::PUT,
             "/v1/secrets",
-            &json_cookie(Some("0000")),
-            body.clone(),
+            &cookie,
+            given,
+            Some(&secrets),
         )
         .await;
-    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
-    // ...and accepted with the session's CSRF token.
-    let saved = t
-        .request_with(Method::PUT, "/v1/secrets", &json_cookie(Some(&csrf)), body)
-        .await;
-    assert_eq!(saved.status, StatusCode::OK, "{:?}", saved.body);
+        assert_eq!(answer.status, expected, "CSRF {given:?}: {:?}", answer.body);
+        if expected == StatusCode::FORBIDDEN {
+            assert!(answer.error_message().contains("X-Kiln-CSRF"));
+        }
+    }
 
     // A wrong token does not sign in, and says why.
-    let bad = t
-        .request_with(
-            Method::POST,
-            "/ui/session",
-            &[("content-type", "application/json".into())],
-            br#"{"token":"kiln_nope"}"#.to_vec(),
-        )
-        .await;
+    let bad = as_session(
+        &t,
+        Method::POST,
+        "/ui/session",
+        "",
+        None,
+        Some(&json!({"token": "kiln_nope"})),
+    )
+    .await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
     assert!(bad.error_message().contains("not valid"));
 
-    // Revoking the token ends its sessions.
-    let org = t
-        .request_with(
-            Method::GET,
-            "/ui/session",
-            &[("cookie", cookie.clone())],
-            vec![],
-        )
+    // Revoking the token ends its sessions (and only them).
+    let org = as_session(&t, Method::GET, "/ui/session", &cookie, None, None)
         .await
         .json()["org"]
         .as_str()
@@ -136,8 +132,7 @@ async fn dashboard_sessions_use_a_cookie_need_csrf_and_end_with_their_token() {
         .post_json(&format!("/v1/orgs/{org}/tokens"), &json!({}))
         .await
         .json();
-    let second_token = tokens["token"].as_str().unwrap().to_string();
-    let (second_cookie, second_csrf) = sign_in(&t, &second_token).await;
+    let (second_cookie, _) = sign_in(&t, tokens["token"].as_str().unwrap()).await;
     let revoked = t
         .request_as(
             Some(&t.token),
@@ -150,45 +145,35 @@ async fn dashboard_sessions_use_a_cookie_need_csrf_and_end_with_their_token() {
         )
         .await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);
-    let ended = t
-        .request_with(
-            Method::GET,
-            "/v1/builds",
-            &[("cookie", second_cookie.clone())],
-            vec![],
-        )
-        .await;
+    let ended = as_session(&t, Method::GET, "/v1/builds", &second_cookie, None, None).await;
     assert_eq!(ended.status, StatusCode::UNAUTHORIZED);
     assert!(ended.error_message().contains("sign in again"));
+    let still = as_session(&t, Method::GET, "/v1/builds", &cookie, None, None).await;
+    assert_eq!(
+        still.status,
+        StatusCode::OK,
+        "another token's session ended too"
+    );
 
-    // Signing out ends the session (and needs its CSRF token).
-    let no_csrf = t
-        .request_with(
-            Method::DELETE,
-            "/ui/session",
-            &[("cookie", cookie.clone())],
-            vec![],
-        )
-        .await;
+    // Signing out needs the CSRF token, then ends the session.
+    let no_csrf = as_session(&t, Method::DELETE, "/ui/session", &cookie, None, None).await;
     assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
-    let out = t
-        .request_with(
-            Method::DELETE,
-            "/ui/session",
-            &[("cookie", cookie.clone()), ("x-kiln-csrf", csrf.clone())],
-            vec![],
-        )
-        .await;
+    let out = as_session(
+        &t,
+        Method::DELETE,
+        "/ui/session",
+        &cookie,
+        Some(&csrf),
+        None,
+    )
+    .await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     assert!(out.headers["set-cookie"]
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
-    let after = t
-        .request_with(Method::GET, "/v1/builds", &[("cookie", cookie)], vec![])
-        .await;
+    let after = as_session(&t, Method::GET, "/v1/builds", &cookie, None, None).await;
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
-    let _ = second_csrf;
 }
 
 /// Reads a Server-Sent Events body until `enough` says so (or `limit`):
@@ -373,11 +358,7 @@ async fn dashboard_in_a_browser_builds_streams_rebuilds_and_passes_axe() {
     // Signed out, the page asks for a token.
     browser.go("").await;
     browser
-        .wait_for(
-            "the sign-in form",
-            "return !!document.querySelector('input[name=token]')",
-            Duration::from_secs(10),
-        )
+        .wait_shown("the sign-in form", "input[name=token]")
         .await;
     browser.check_accessibility("sign-in").await;
     browser.screenshot("sign-in").await;
@@ -404,11 +385,7 @@ async fn dashboard_in_a_browser_builds_streams_rebuilds_and_passes_axe() {
     let zip = hello_zip_file(scratch.path());
     browser.go("#/new").await;
     browser
-        .wait_for(
-            "the new-build form",
-            "return !!document.querySelector('input[name=name]')",
-            Duration::from_secs(10),
-        )
+        .wait_shown("the new-build form", "input[name=name]")
         .await;
     browser.check_accessibility("new-build").await;
     browser.screenshot("new-build").await;
@@ -588,11 +565,7 @@ async fn dashboard_in_a_browser_builds_streams_rebuilds_and_passes_axe() {
 
     browser.go("#/secrets").await;
     browser
-        .wait_for(
-            "the secret form",
-            "return !!document.querySelector('input[name=secretName]')",
-            Duration::from_secs(10),
-        )
+        .wait_shown("the secret form", "input[name=secretName]")
         .await;
     browser
         .type_into("input[name=secretName]", "NPM_TOKEN")
@@ -804,11 +777,7 @@ async fn dashboard_in_a_browser_cancels_shows_failures_pages_isolates_orgs_and_s
     .unwrap();
     browser.go("#/new").await;
     browser
-        .wait_for(
-            "the new-build form",
-            "return !!document.querySelector('#kind-upload')",
-            Duration::from_secs(10),
-        )
+        .wait_shown("the new-build form", "#kind-upload")
         .await;
     browser.click("#kind-upload").await;
     browser
@@ -851,11 +820,7 @@ async fn dashboard_in_a_browser_cancels_shows_failures_pages_isolates_orgs_and_s
     // Sign out: back to the sign-in form, and the session is gone.
     browser.click("#sign-out").await;
     browser
-        .wait_for(
-            "the sign-in form",
-            "return !!document.querySelector('input[name=token]')",
-            Duration::from_secs(10),
-        )
+        .wait_shown("the sign-in form", "input[name=token]")
         .await;
     let status = browser
         .client

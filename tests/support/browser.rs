@@ -125,6 +125,17 @@ impl Browser {
     /// The rendered text of the first element `css` selects, read in one
     /// step in the page (a view re-rendering between a find and a read
     /// would leave a stale element).
+    /// Waits (up to 10 s) until `css` selects something; `what` names it
+    /// in the failure.
+    pub async fn wait_shown(&self, what: &str, css: &str) {
+        self.wait_for(
+            what,
+            &format!("return !!document.querySelector({css:?})"),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
     pub async fn text(&self, css: &str) -> String {
         let text = self
             .client
@@ -165,12 +176,8 @@ impl Browser {
 
     pub async fn sign_in(&self, token: &str) {
         self.go("#/signin").await;
-        self.wait_for(
-            "the sign-in form",
-            "return !!document.querySelector('input[name=token]')",
-            Duration::from_secs(10),
-        )
-        .await;
+        self.wait_shown("the sign-in form", "input[name=token]")
+            .await;
         self.type_into("input[name=token]", token).await;
         self.click("form.signin button[type=submit]").await;
         self.wait_for(

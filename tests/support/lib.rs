@@ -1118,3 +1118,18 @@ pub fn fill_finished_builds(dir: &std::path::Path, count: usize) -> Duration {
     store.flush_blocking().unwrap();
     started.elapsed()
 }
+
+/// ListBuilds' latency for pages of 50 (`query` added to the query
+/// string), over 200 requests: (p50, p99) in milliseconds.
+pub async fn list_page_latencies(api: &Api, query: &str) -> (f64, f64) {
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let answer = api.get(&format!("/v1/builds?pageSize=50{query}")).await;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["builds"].as_array().unwrap().len(), 50);
+    }
+    let times = sorted(times);
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}

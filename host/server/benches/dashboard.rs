@@ -15,8 +15,6 @@
 //! `cargo bench -p kiln-server --bench dashboard` (after `scripts/test.sh`
 //! or `KILN_BROWSER=1 scripts/setup.sh`, and axe-core is not needed here).
 
-use std::time::Instant;
-
 use kiln_server::store::{LogLine, Store};
 use kiln_tests::browser::Browser;
 use kiln_tests::*;
@@ -59,22 +57,10 @@ fn fill_log(dir: &std::path::Path) {
 }
 
 async fn server_times(t: &TestServer, query: &str, rows: &mut Vec<(String, String)>, what: &str) {
-    let mut times = Vec::new();
-    for _ in 0..200 {
-        let started = Instant::now();
-        let answer = t.get(&format!("/v1/builds?pageSize=50{query}")).await;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(answer.status, 200);
-        assert_eq!(answer.json()["builds"].as_array().unwrap().len(), 50);
-    }
-    let times = sorted(times);
+    let (p50, p99) = list_page_latencies(t, query).await;
     rows.push((
         what.to_string(),
-        format!(
-            "p50 {:.2} ms, p99 {:.2} ms (200 requests)",
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
-        ),
+        format!("p50 {p50:.2} ms, p99 {p99:.2} ms (200 requests)"),
     ));
 }
 

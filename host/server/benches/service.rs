@@ -47,19 +47,6 @@ async fn get_build_rate(t: &TestServer, build_id: &str) -> Row {
     )
 }
 
-async fn list_latencies(t: &TestServer, query: &str) -> (f64, f64) {
-    let mut times = Vec::new();
-    for _ in 0..200 {
-        let started = Instant::now();
-        let answer = t.get(&format!("/v1/builds?pageSize=50{query}")).await;
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(answer.status, 200);
-        assert_eq!(answer.json()["builds"].as_array().unwrap().len(), 50);
-    }
-    let times = sorted(times);
-    (percentile(&times, 0.5), percentile(&times, 0.99))
-}
-
 async fn accept_to_running(t: &TestServer) -> Row {
     let mut latencies = Vec::new();
     for _ in 0..10 {
@@ -156,7 +143,7 @@ async fn main() {
         ("… filtered by status=FAILED", "&status=BUILD_STATUS_FAILED"),
         ("… filtered by name", "&name=app-7"),
     ] {
-        let (p50, p99) = list_latencies(&big, query).await;
+        let (p50, p99) = list_page_latencies(&big, query).await;
         rows.push(Row(
             what.into(),
             format!("p50 {p50:.2} ms, p99 {p99:.2} ms (pageSize 50)"),

@@ -41,24 +41,12 @@ pub fn stream(
     request: &Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let params = query_params(request);
-    let after = params
-        .get("after")
-        .cloned()
-        .or_else(|| {
-            request
-                .headers()
-                .get("last-event-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
-        .map(|v| {
-            v.trim().parse::<u64>().map_err(|_| {
-                ApiError::bad_request(
-                    "`after` / Last-Event-ID must be an event id (the `id` of an event this stream sent)",
-                )
-            })
-        })
-        .transpose()?;
+    let after = super::logs::resume_point(
+        &params,
+        request,
+        "after",
+        "an event id (the `id` of an event this stream sent)",
+    )?;
     let mut ids = state.store.event_ids();
     // "From now": after the newest event there is.
     let start = match after {

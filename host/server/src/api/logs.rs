@@ -56,22 +56,7 @@ pub fn stream(
     let params = query_params(request);
     let from_start = flag(&params, "fromStart")?;
     let follow = flag(&params, "follow")?;
-    let resume = params
-        .get("afterSeq")
-        .cloned()
-        .or_else(|| {
-            request
-                .headers()
-                .get("last-event-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
-        .map(|v| {
-            v.trim().parse::<u64>().map_err(|_| {
-                ApiError::bad_request("`afterSeq` / Last-Event-ID must be a line number")
-            })
-        })
-        .transpose()?;
+    let resume = resume_point(&params, request, "afterSeq", "a line number")?;
     let format = match request.headers().get(hyper::header::ACCEPT) {
         Some(accept) if accept.to_str().unwrap_or("").contains("text/event-stream") => Format::Sse,
         _ => Format::Ndjson,
@@ -93,6 +78,31 @@ pub fn stream(
         .header(hyper::header::CACHE_CONTROL, "no-cache")
         .body(body)
         .unwrap())
+}
+
+/// Where a resumed stream picks up: the `param` query parameter, else an
+/// SSE client's `Last-Event-ID` header; `what` says what it must be.
+pub fn resume_point(
+    params: &std::collections::HashMap<String, String>,
+    request: &Request<Incoming>,
+    param: &str,
+    what: &str,
+) -> Result<Option<u64>, ApiError> {
+    params
+        .get(param)
+        .map(String::as_str)
+        .or_else(|| {
+            request
+                .headers()
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok())
+        })
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("`{param}` / Last-Event-ID must be {what}"))
+            })
+        })
+        .transpose()
 }
 
 /// Where a log stream starts and whether it follows the build.
