@@ -812,6 +812,13 @@ async fn dashboard_in_a_browser_cancels_shows_failures_pages_isolates_orgs_and_s
         .await
         .unwrap();
     assert_eq!(chosen, "packages/web");
+    // (Fields render nothing stray beside them.)
+    let upload = browser.text("main form fieldset:nth-of-type(3)").await;
+    assert!(upload.contains("Context directory"), "{upload}");
+    assert!(
+        !upload.contains("null") && !upload.contains("undefined"),
+        "{upload}"
+    );
     browser
         .check_accessibility("new build with detection (dark)")
         .await;

@@ -133,7 +133,9 @@ function copyButton(text, what) {
 function field(label, input, hint) {
   const id = input.id || `f-${Math.random().toString(36).slice(2)}`;
   input.id = id;
-  return [h('label', { for: id }, label), input, hint ? h('p', { class: 'hint' }, hint) : null];
+  const parts = [h('label', { for: id }, label), input];
+  if (hint) parts.push(h('p', { class: 'hint' }, hint));
+  return parts;
 }
 
 function showError(where, error) {
