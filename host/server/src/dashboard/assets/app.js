@@ -824,7 +824,8 @@ function newBuildView(params) {
 function barChart(title, values, format, failed) {
   const width = 720; const height = 160; const pad = 24;
   const max = Math.max(1, ...values);
-  const step = (width - pad) / Math.max(values.length, 1);
+  // Bars as wide as 30 builds' would be at most, so a few do not fill the chart.
+  const step = Math.min((width - pad) / 30, (width - pad) / Math.max(values.length, 1));
   const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
   svg.setAttribute('class', 'chart');
