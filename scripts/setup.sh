@@ -10,7 +10,10 @@
 #     (scripts/test.sh) base/python:1 + base/static:1 for the wizard's tests
 #     from a debootstrap'd Debian; no registry pull;
 #   - with KILN_BROWSER=1 (scripts/test.sh) installs chromium, chromium-driver
-#     and npm for the dashboard's browser tests.
+#     and npm for the dashboard's browser tests;
+#   - with KILN_ENGINES=1 (scripts/test.sh) starts a second Docker Engine on
+#     tcp://127.0.0.1:2376 with mutual TLS for the engine-pool tests
+#     (scripts/engine.sh; certificates under .kiln/engines/certs).
 # Safe to run again: each step checks first.
 set -euo pipefail
 
@@ -203,6 +206,10 @@ NGINX
   docker_cli push "$static_base" >/dev/null
   docker_cli push "$python_base" >/dev/null
   rm -rf "$wizard_rootfs"
+fi
+if [ "${KILN_ENGINES:-0}" = 1 ]; then
+  bash "$repo/scripts/engine.sh" start second 2376 >/dev/null
+  log "second engine: tcp://127.0.0.1:2376 (mutual TLS, certificates in $state/engines/certs)"
 fi
 if [ "${KILN_WIZARD_BASES:-0}" = 1 ]; then
   log "ready: Docker Engine, registry $registry_addr, base images $base, $python_base, $static_base"

@@ -7,8 +7,9 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 # The wizard's tests build on Debian base images (made once, ~1 minute);
-# the dashboard's browser tests need chromium, chromium-driver and npm.
-KILN_WIZARD_BASES=1 KILN_BROWSER=1 bash scripts/setup.sh
+# the dashboard's browser tests need chromium, chromium-driver and npm; the
+# engine-pool tests a second Docker Engine (mutual TLS, on 127.0.0.1:2376).
+KILN_WIZARD_BASES=1 KILN_BROWSER=1 KILN_ENGINES=1 bash scripts/setup.sh
 # axe-core (npm) checks each dashboard page's accessibility in the browser
 # tests; installed once into target/npm.
 axe_version=4.14.1

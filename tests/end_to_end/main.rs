@@ -10,6 +10,7 @@ mod builds_end_to_end;
 mod container_runs;
 mod credential_stores;
 mod dashboard;
+mod engine_pool;
 mod failures_are_classified;
 mod git_sources;
 mod grpc;

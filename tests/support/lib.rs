@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 pub use kiln_server;
 
 pub mod browser;
+pub mod engines;
 pub mod git;
 pub mod webhooks;
 
@@ -1101,6 +1102,7 @@ pub fn fill_finished_builds(dir: &std::path::Path, count: usize) -> Duration {
             registry: None,
             profile_used: None,
             attempts: Vec::new(),
+            engine: None,
             peak_memory_bytes: None,
             attachments: Vec::new(),
         };

@@ -383,3 +383,63 @@ pub struct GcItem {
     /// The rule, e.g. `finished more than 90 days ago (retention.log_days)`.
     pub reason: String,
 }
+
+/// One engine of the server's pool (`GET /v1/engines`, the operator's
+/// admin token only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Engine {
+    pub name: String,
+    /// `unix:///…` or `tcp://…`.
+    pub host: String,
+    /// Whether the server speaks mutual TLS to it.
+    pub tls: bool,
+    /// `HEALTHY`, `UNHEALTHY`, or `UNKNOWN` before its first check.
+    pub health: EngineHealth,
+    /// Why the last check failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checked: Option<DateTime<Utc>>,
+    /// Drained: it finishes what it runs and takes no new builds.
+    pub draining: bool,
+    /// What it builds (its own platform when the operator listed none).
+    pub platforms: Vec<String>,
+    /// The profiles it serves (empty: all of them).
+    pub profiles: Vec<String>,
+    /// The builders it runs (empty: all of them).
+    pub builders: Vec<String>,
+    pub max_concurrent_builds: u32,
+    /// The builds it runs now.
+    pub running_builds: Vec<String>,
+    /// Builds it was given since the server started.
+    pub builds_started: u64,
+    /// Its daemon's version, CPUs, memory and BuildKit cache size, as
+    /// the last check saw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<u64>,
+}
+
+/// An engine's health, as its last check found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EngineHealth {
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+/// `GET /v1/engines`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EngineList {
+    pub engines: Vec<Engine>,
+}

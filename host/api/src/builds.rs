@@ -203,6 +203,9 @@ pub struct Build {
     /// is built once more one size up, and its first attempt kept here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<BuildAttempt>,
+    /// The engine of the server's pool the build ran on (`GET /v1/engines`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// The most memory the build's container runs used (Kaniko's, and
     /// other builders that run one), as the engine measured it while they
     /// ran; absent where the engine path measures none (BuildKit).
@@ -245,6 +248,9 @@ pub struct Attachment {
 pub struct BuildAttempt {
     /// The sized profile it ran with.
     pub profile: String,
+    /// The engine it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     pub failure: Failure,
     pub start_time: DateTime<Utc>,
     pub finish_time: DateTime<Utc>,
@@ -409,6 +415,10 @@ pub enum FailureReason {
     Timeout,
     Interrupted,
     EngineError,
+    /// The engine the build ran on stopped answering mid-build (the
+    /// message names it); a build that had pushed nothing yet is retried
+    /// once on another engine first.
+    EngineLost,
     /// The server's data disk had no room for the build's context (a
     /// limit of the server, not a fault of the build).
     DiskFull,

@@ -366,6 +366,23 @@ impl ApiClient {
         self.call_typed(Method::POST, "/v1/gc", Some(&body)).await
     }
 
+    /// `GET /v1/engines` (admin token).
+    pub async fn list_engines(&self) -> Result<crate::EngineList, ClientError> {
+        self.call_typed(Method::GET, "/v1/engines", None::<&()>)
+            .await
+    }
+
+    /// `POST /v1/engines/{name}:drain` or `:resume` (admin token).
+    pub async fn drain_engine(
+        &self,
+        name: &str,
+        draining: bool,
+    ) -> Result<crate::Engine, ClientError> {
+        let verb = if draining { "drain" } else { "resume" };
+        let path = format!("/v1/engines/{}:{verb}", encode(name));
+        self.call_typed(Method::POST, &path, None::<&()>).await
+    }
+
     /// `GET /v1/orgs` (admin token).
     pub async fn list_orgs(&self) -> Result<OrgList, ClientError> {
         self.call_typed(Method::GET, "/v1/orgs", None::<&()>).await

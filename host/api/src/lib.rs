@@ -33,10 +33,10 @@ pub mod client;
 pub mod openapi;
 
 pub use admin::{
-    CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject, GcItem,
-    GcReport, GcRequest, GcTotal, MaskedCredential, MaskedSecrets, NewToken, Org, OrgList,
-    Permissions, PluginKinds, PluginLimits, PluginList, PluginLoadError, PluginView,
-    RegistryTarget, SaveSecretsRequest, SigningSetting,
+    CreateOrgRequest, CredentialInput, DetectAnswer, DetectRequest, DetectedProject, Engine,
+    EngineHealth, EngineList, GcItem, GcReport, GcRequest, GcTotal, MaskedCredential,
+    MaskedSecrets, NewToken, Org, OrgList, Permissions, PluginKinds, PluginLimits, PluginList,
+    PluginLoadError, PluginView, RegistryTarget, SaveSecretsRequest, SigningSetting,
 };
 pub use builds::{
     Attachment, Build, BuildAccepted, BuildAttempt, BuildList, BuildSettings, BuildStatus,

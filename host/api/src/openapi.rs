@@ -64,6 +64,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         create_org, list_orgs, create_token, revoke_token,
         set_org_registry, get_org_registry, reset_org_registry, get_signing_key,
         set_org_signing, get_org_signing, collect_garbage,
+        list_engines, drain_engine, resume_engine,
         openapi, metrics, healthz,
     ),
     components(schemas(
@@ -73,6 +74,7 @@ follow the build with GetBuild or StreamBuildLogs.";
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
         CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList, RegistryTarget, SigningSetting,
         NewToken, GcRequest, GcReport, GcTotal, GcItem, ErrorBody, ErrorDetail,
+        Engine, EngineHealth, EngineList,
         CreateProjectRequest, UpdateProjectRequest, ProjectGitSource, Project,
         ProjectList, ProjectBuildRequest, Trigger, TriggerKind, PushAnswer,
         CreateWebhookRequest, NotifierTarget, Webhook, WebhookList, BuildEvent, BuildSummary,
@@ -680,6 +682,46 @@ fn list_orgs() {}
 )]
 #[allow(dead_code)]
 fn collect_garbage() {}
+
+/// The engines builds run on: health, load, platforms (admin token)
+#[utoipa::path(
+    get, path = "/v1/engines", operation_id = "listEngines", tag = "admin",
+    responses(
+        (status = 200, description = "Every engine of the pool, in configuration order", body = EngineList),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn list_engines() {}
+
+/// Drain an engine: it finishes its builds and takes no new ones (admin token)
+#[utoipa::path(
+    post, path = "/v1/engines/{engine}:drain", operation_id = "drainEngine", tag = "admin",
+    params(("engine" = String, Path, description = "The engine's name")),
+    responses(
+        (status = 200, description = "The engine, draining", body = Engine),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such engine", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn drain_engine() {}
+
+/// Resume a drained engine: it takes builds again (admin token)
+#[utoipa::path(
+    post, path = "/v1/engines/{engine}:resume", operation_id = "resumeEngine", tag = "admin",
+    params(("engine" = String, Path, description = "The engine's name")),
+    responses(
+        (status = 200, description = "The engine, taking builds", body = Engine),
+        (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such engine", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn resume_engine() {}
 
 /// Create a token for an organization (admin token); it is shown once
 #[utoipa::path(

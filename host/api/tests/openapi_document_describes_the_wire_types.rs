@@ -132,8 +132,10 @@ fn full_build() -> Build {
             reference: "r.example/acme/team/api:sha256-0123.sig".into(),
             digest: "sha256:4567".into(),
         }],
+        engine: Some("builder-2".into()),
         attempts: vec![BuildAttempt {
             profile: "medium".into(),
+            engine: Some("builder-1".into()),
             failure: Failure {
                 reason: FailureReason::OutOfMemory,
                 message: "killed for memory".into(),
@@ -172,6 +174,7 @@ fn bare_build() -> Build {
         trigger: None,
         profile_used: None,
         attempts: vec![],
+        engine: None,
         peak_memory_bytes: None,
         attachments: Vec::new(),
     }
@@ -310,6 +313,42 @@ fn every_answer_the_server_sends_is_described_field_by_field() {
         },
     );
     assert_describes("ErrorBody", &ErrorBody::new(404, "no such build b-9"));
+    let engine = Engine {
+        name: "builder-2".into(),
+        host: "tcp://10.0.0.12:2376".into(),
+        tls: true,
+        health: EngineHealth::Unhealthy,
+        health_error: Some("does not answer".into()),
+        last_checked: Some(at(7)),
+        draining: true,
+        platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+        profiles: vec!["large".into()],
+        builders: vec!["buildkit".into()],
+        max_concurrent_builds: 4,
+        running_builds: vec!["b-1".into()],
+        builds_started: 12,
+        version: Some("20.10.24".into()),
+        cpus: Some(8),
+        memory_bytes: Some(16 << 30),
+        cache_bytes: Some(1 << 30),
+    };
+    assert_describes("Engine", &engine);
+    let bare_engine = Engine {
+        health: EngineHealth::Unknown,
+        health_error: None,
+        last_checked: None,
+        version: None,
+        cpus: None,
+        memory_bytes: None,
+        cache_bytes: None,
+        ..engine.clone()
+    };
+    assert_describes(
+        "EngineList",
+        &EngineList {
+            engines: vec![engine, bare_engine],
+        },
+    );
 }
 
 /// Every value of the enums the server sends is in the document's `enum`.

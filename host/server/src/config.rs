@@ -33,8 +33,14 @@ pub struct ServerConfig {
     /// The Docker Engine: `unix:///path`, `tcp://host:port`, or empty for
     /// the local default socket.
     pub docker_host: String,
-    /// Builds that run at once.
+    /// Builds that run at once (on the one local engine, when `engines`
+    /// is empty).
     pub max_concurrent_builds: usize,
+    /// The pool of engines builds are spread over (`[[engines]]`); empty:
+    /// the one engine at `docker_host`, `max_concurrent_builds` at once.
+    pub engines: Vec<EngineConfig>,
+    /// How often each engine is pinged and inspected.
+    pub engine_health_interval: Duration,
     /// A build's time limit when its request gives none.
     pub default_build_timeout: Duration,
     /// The longest time limit a request may ask for.
@@ -220,6 +226,8 @@ impl ServerConfig {
             registry: "127.0.0.1:5000".into(),
             docker_host: String::new(),
             max_concurrent_builds: 2,
+            engines: Vec::new(),
+            engine_health_interval: Duration::from_secs(5),
             default_build_timeout: Duration::from_secs(60 * 60),
             max_build_timeout: Duration::from_secs(6 * 60 * 60),
             plugin_dirs: Vec::new(),
@@ -287,6 +295,137 @@ pub struct FileConfig {
     /// `[signing]`: whether pushed images are signed.
     #[serde(default)]
     pub signing: Option<SigningConfig>,
+    /// `[[engines]]`: the engines builds run on.
+    #[serde(default)]
+    pub engines: Vec<EngineConfig>,
+}
+
+/// `[[engines]]`: one engine of the pool builds are spread over.
+///
+/// ```toml
+/// [[engines]]
+/// name = "local"
+/// host = "unix:///var/run/docker.sock"
+/// max_concurrent_builds = 2
+///
+/// [[engines]]
+/// name = "builder-2"
+/// host = "tcp://10.0.0.12:2376"
+/// tls = { ca = "certs/ca.pem", cert = "certs/cert.pem", key = "certs/key.pem" }
+/// platforms = ["linux/amd64", "linux/arm64"]  # arm64 through QEMU binfmt
+/// profiles = ["large", "extra-large"]         # omitted: every profile
+/// builders = ["buildkit"]                     # omitted: every builder
+/// max_concurrent_builds = 4
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Lower-case letters, digits and `-`; unique in the pool.
+    pub name: String,
+    /// `unix:///path` or `tcp://host:port`.
+    pub host: String,
+    /// Mutual TLS for a `tcp://` engine: the CA its certificate is checked
+    /// against, and this server's client certificate and key (PEM files;
+    /// relative to the config file).
+    #[serde(default)]
+    pub tls: Option<EngineTls>,
+    /// What it builds (`linux/amd64`, `linux/arm64`…), natively or through
+    /// QEMU binfmt; omitted: its own platform only, as its daemon reports it.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// The build profiles it serves; omitted: all of them.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// The builders it runs (`buildkit`, `kaniko`…); omitted: all of them.
+    #[serde(default)]
+    pub builders: Vec<String>,
+    /// Builds it runs at once.
+    #[serde(default = "default_engine_slots")]
+    pub max_concurrent_builds: usize,
+}
+
+fn default_engine_slots() -> usize {
+    2
+}
+
+/// PEM files for mutual TLS with an engine.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl EngineConfig {
+    /// The engine of a server without `[[engines]]`: the one at
+    /// `docker_host` (the local socket when empty), running
+    /// `max_concurrent_builds` builds.
+    pub fn single(docker_host: &str, max_concurrent_builds: usize) -> Self {
+        EngineConfig {
+            name: "default".into(),
+            host: docker_host.to_string(),
+            tls: None,
+            platforms: Vec::new(),
+            profiles: Vec::new(),
+            builders: Vec::new(),
+            max_concurrent_builds: max_concurrent_builds.max(1),
+        }
+    }
+
+    /// The same entry under another name.
+    pub fn named(self, name: &str) -> Self {
+        EngineConfig {
+            name: name.to_string(),
+            ..self
+        }
+    }
+
+    /// Why this entry cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        let valid_name = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_name {
+            return Err(format!(
+                "[[engines]] name {name:?}: use 1-63 lower-case letters, digits and '-'"
+            ));
+        }
+        let tcp = self.host.starts_with("tcp://");
+        if !(tcp || self.host.starts_with("unix://")) {
+            return Err(format!(
+                "[[engines]] {name}: host {:?} is neither unix:///path nor tcp://host:port",
+                self.host
+            ));
+        }
+        if self.tls.is_some() && !tcp {
+            return Err(format!(
+                "[[engines]] {name}: tls is for tcp:// engines; a unix socket is local"
+            ));
+        }
+        if self.max_concurrent_builds == 0 {
+            return Err(format!(
+                "[[engines]] {name}: max_concurrent_builds must be at least 1 (drain an engine to stop its builds)"
+            ));
+        }
+        for platform in &self.platforms {
+            kiln_api::validate::check_platform(platform)
+                .map_err(|e| format!("[[engines]] {name}: platforms: {e}"))?;
+        }
+        for profile in &self.profiles {
+            let canonical = kiln_api::validate::canonical_profile(profile);
+            if !kiln_api::validate::SIZED_PROFILES.contains(&canonical) {
+                return Err(format!(
+                    "[[engines]] {name}: profiles: {profile:?} is not a profile; the profiles are {}",
+                    kiln_api::validate::SIZED_PROFILES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[plugins.<id>]`: what the operator grants the plugin and, for one
@@ -508,6 +647,13 @@ impl FileConfig {
                 source,
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        for tls in file.engines.iter_mut().filter_map(|e| e.tls.as_mut()) {
+            for file in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
         for source in file.plugins.values_mut().filter_map(|e| e.source.as_mut()) {
             for key in &mut source.trusted_keys {
                 if key.is_relative() {
@@ -548,6 +694,17 @@ impl FileConfig {
             }
             config.plugin_grants.insert(id, entry.grant);
         }
+        let mut names = std::collections::BTreeSet::new();
+        for engine in &self.engines {
+            engine.check()?;
+            if !names.insert(engine.name.as_str()) {
+                return Err(format!(
+                    "[[engines]] {}: two engines have this name",
+                    engine.name
+                ));
+            }
+        }
+        config.engines = self.engines;
         if let Some(signing) = self.signing {
             config.sign_images = signing.enabled;
         }
@@ -649,6 +806,71 @@ mod tests {
                 .to_string();
             assert!(error.contains(says), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn engines_are_read_checked_and_their_tls_files_found_beside_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiln.toml");
+        std::fs::write(
+            &path,
+            r#"
+[[engines]]
+name = "local"
+host = "unix:///var/run/docker.sock"
+
+[[engines]]
+name = "builder-2"
+host = "tcp://10.0.0.12:2376"
+tls = { ca = "certs/ca.pem", cert = "certs/cert.pem", key = "/etc/kiln/key.pem" }
+platforms = ["linux/amd64", "linux/arm64"]
+profiles = ["large", "xlarge"]
+builders = ["buildkit"]
+max_concurrent_builds = 4
+"#,
+        )
+        .unwrap();
+        let file = FileConfig::load(&path).unwrap();
+        let mut config = ServerConfig::new("/tmp/kiln");
+        file.apply(&mut config).unwrap();
+        assert_eq!(config.engines.len(), 2);
+        assert_eq!(config.engines[0].max_concurrent_builds, 2, "the default");
+        let tls = config.engines[1].tls.as_ref().unwrap();
+        assert_eq!(tls.ca, dir.path().join("certs/ca.pem"));
+        assert_eq!(tls.key, PathBuf::from("/etc/kiln/key.pem"));
+        assert_eq!(config.engines[1].max_concurrent_builds, 4);
+
+        let refused = |text: &str| {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            file.apply(&mut ServerConfig::new("/tmp/kiln")).unwrap_err()
+        };
+        let two = "[[engines]]\nname = \"a\"\nhost = \"unix:///x.sock\"\n";
+        assert!(refused(&format!("{two}{two}")).contains("two engines have this name"));
+        assert!(
+            refused("[[engines]]\nname = \"A b\"\nhost = \"unix:///x\"\n").contains("lower-case")
+        );
+        assert!(refused("[[engines]]\nname = \"a\"\nhost = \"ssh://x\"\n").contains("neither"));
+        assert!(refused(
+            "[[engines]]\nname = \"a\"\nhost = \"unix:///x\"\ntls = { ca = \"c\", cert = \"c\", key = \"k\" }\n"
+        )
+        .contains("tls is for tcp://"));
+        assert!(refused(
+            "[[engines]]\nname = \"a\"\nhost = \"tcp://x:1\"\nplatforms = [\"amd64\"]\n"
+        )
+        .contains("os/arch"));
+        assert!(refused(
+            "[[engines]]\nname = \"a\"\nhost = \"tcp://x:1\"\nprofiles = [\"huge\"]\n"
+        )
+        .contains("not a profile"));
+        assert!(refused(
+            "[[engines]]\nname = \"a\"\nhost = \"tcp://x:1\"\nmax_concurrent_builds = 0\n"
+        )
+        .contains("at least 1"));
+        let unknown = toml::from_str::<FileConfig>(
+            "[[engines]]\nname = \"a\"\nhost = \"tcp://x:1\"\nweight = 2\n",
+        )
+        .unwrap_err();
+        assert!(unknown.to_string().contains("weight"), "{unknown}");
     }
 
     #[test]

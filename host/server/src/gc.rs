@@ -63,8 +63,8 @@ pub struct Collector {
     policy: RetentionPolicy,
     runtime: Arc<PluginRuntime>,
     git: GitFetcher,
-    /// The engine whose build cache is kept under budget (none: not kept).
-    engine: Option<DockerEngine>,
+    /// The engines whose build caches are kept under budget, by name.
+    engines: Vec<(String, DockerEngine)>,
     metrics: Arc<Metrics>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
@@ -75,6 +75,7 @@ impl Collector {
         config: &ServerConfig,
         runtime: Arc<PluginRuntime>,
         metrics: Arc<Metrics>,
+        engines: Vec<(String, DockerEngine)>,
     ) -> Self {
         Collector {
             store,
@@ -82,7 +83,7 @@ impl Collector {
             policy: config.retention.clone(),
             runtime,
             git: GitFetcher::new(&config.data_dir, config.network.clone()),
-            engine: DockerEngine::connect(&config.docker_host).ok(),
+            engines,
             metrics,
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
@@ -189,29 +190,37 @@ impl Collector {
     /// is over it). Runs beside builds: BuildKit keeps what they use.
     async fn engine_build_cache(&self, sweep: &mut Sweep) {
         let budget_mib = self.policy.engine_build_cache_mib;
-        let Some(engine) = self.engine.as_ref().filter(|_| budget_mib > 0) else {
+        if budget_mib == 0 {
             return;
-        };
+        }
         let budget = budget_mib.saturating_mul(1 << 20);
-        let freed = if sweep.dry_run {
-            engine
-                .build_cache_usage()
-                .await
-                .map(|usage| usage.bytes.saturating_sub(budget))
-        } else {
-            engine.prune_build_cache(budget).await
-        };
-        match freed {
-            Ok(0) => {}
-            Ok(bytes) => sweep.removed(
-                "engineBuildCache",
-                "build cache".into(),
-                bytes,
-                format!(
-                    "the engine's build cache is over {budget_mib} MiB (retention.engine_build_cache_mib); the least recently used goes first"
+        for (name, engine) in &self.engines {
+            let freed = if sweep.dry_run {
+                engine
+                    .build_cache_usage()
+                    .await
+                    .map(|usage| usage.bytes.saturating_sub(budget))
+            } else {
+                engine.prune_build_cache(budget).await
+            };
+            // One engine's cache is "build cache", as before there were
+            // pools; in a pool each says whose it is.
+            let item = match self.engines.len() {
+                1 => "build cache".to_string(),
+                _ => format!("build cache of engine {name}"),
+            };
+            match freed {
+                Ok(0) => {}
+                Ok(bytes) => sweep.removed(
+                    "engineBuildCache",
+                    item,
+                    bytes,
+                    format!(
+                        "the engine's build cache is over {budget_mib} MiB (retention.engine_build_cache_mib); the least recently used goes first"
+                    ),
                 ),
-            ),
-            Err(e) => sweep.error(e.to_string()),
+                Err(e) => sweep.error(e.to_string()),
+            }
         }
     }
 

@@ -11,12 +11,12 @@
 //! | [`dashboard`] | the web dashboard's page, script and styles, embedded, under `/ui/`; it signs in through `api::session` and calls the REST API |
 //! | [`grpc`] | the BuildService over gRPC (tonic, generated from `proto/`), health and reflection, on the API's listener: each method calls the function its REST route calls |
 //! | [`store`] | sled: organizations and tokens, build records, the queue, log lines |
-//! | [`scheduler`] | the queue's workers: a build's pipeline (context source, then builder), timeouts, restart recovery; the one materialize step `wizard:detect` shares |
+//! | [`scheduler`] | the queue's workers (one per engine slot): a build's seat on an engine, its pipeline (context source, then builder), timeouts, an engine lost mid-build, restart recovery; the one materialize step `wizard:detect` shares |
 //! | [`context`] | the host's half of materializing a context: modes, links, `.dockerignore`, the Dockerfile |
 //! | [`projects`] | projects: push deliveries (senders, signatures, payloads), branch/tag/path globs, tag templates |
 //! | [`plugins`] | `kiln-plugin-runtime` (re-exported: manifests, grants, loading, the sandbox, one call path, the permission checks) plus the first-party plugins embedded by `build.rs` |
 //! | [`capabilities`] | the runtime's capability traits implemented over the real parts: the build log as `LogSink`, Docker Engine and the registry as `Engine`, gix checkouts as `Git` (the runtime checked the permission before they run) |
-//! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection |
+//! | [`engine`] | bollard: BuildKit builds through the Docker daemon, progress rendering, push, image inspection; `engine::pool`: the engines builds are spread over (`[[engines]]`), their health, affinity and draining |
 //! | [`git`] | gix: a mirror per repository, shallow fetches, credentials from the store, tree export into the context, the last build's context kept so the next writes only what changed |
 //! | [`net`] | which addresses the host may reach on a tenant's behalf (no loopback, link-local or private networks unless the operator allows them) |
 //! | [`gc`] | garbage collection by the `[retention]` rules: old records and logs, unreferenced uploads, idle git mirrors (with their kept contexts), stale plugin artifacts, leftovers; in the background and on `POST /v1/gc` |

@@ -135,6 +135,8 @@ impl Default for Metrics {
 pub struct Snapshot {
     pub queue_depth: u64,
     pub running: u64,
+    /// The pool's engines, as `GET /v1/engines` shows them.
+    pub engines: Vec<kiln_api::Engine>,
 }
 
 impl Metrics {
@@ -240,6 +242,7 @@ impl Metrics {
             "# HELP kiln_builds_running Builds running now.\n# TYPE kiln_builds_running gauge\n",
         );
         let _ = writeln!(out, "kiln_builds_running {}", snapshot.running);
+        render_engines(&mut out, &snapshot.engines);
         out.push_str("# HELP kiln_build_duration_seconds Wall time of finished builds.\n# TYPE kiln_build_duration_seconds histogram\n");
         self.build_duration
             .render(&mut out, "kiln_build_duration_seconds", "");
@@ -302,6 +305,52 @@ impl Metrics {
     }
 }
 
+/// Per engine: up or not, drained or not, builds running and slots,
+/// builds given since start, BuildKit cache size.
+fn render_engines(out: &mut String, engines: &[kiln_api::Engine]) {
+    type Read = fn(&kiln_api::Engine) -> Option<u64>;
+    let gauges: [(&str, &str, &str, Read); 5] = [
+        (
+            "kiln_engine_up",
+            "gauge",
+            "1 when the engine's last check found it answering.",
+            |e| Some((e.health == kiln_api::EngineHealth::Healthy) as u64),
+        ),
+        (
+            "kiln_engine_draining",
+            "gauge",
+            "1 when an operator drained the engine.",
+            |e| Some(e.draining as u64),
+        ),
+        (
+            "kiln_engine_running_builds",
+            "gauge",
+            "Builds running on the engine now.",
+            |e| Some(e.running_builds.len() as u64),
+        ),
+        (
+            "kiln_engine_builds_started_total",
+            "counter",
+            "Builds the engine was given since the host started.",
+            |e| Some(e.builds_started),
+        ),
+        (
+            "kiln_engine_cache_bytes",
+            "gauge",
+            "The engine's BuildKit cache, as its last reading found it.",
+            |e| e.cache_bytes,
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for engine in engines {
+            if let Some(value) = value(engine) {
+                let _ = writeln!(out, "{name}{{engine=\"{}\"}} {value}", engine.name);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +364,7 @@ mod tests {
         let text = metrics.render(&Snapshot {
             queue_depth: 4,
             running: 2,
+            engines: Vec::new(),
         });
         assert!(text.contains("kiln_builds_finished_total{status=\"BUILD_STATUS_SUCCEEDED\"} 1"));
         assert!(text.contains("kiln_build_duration_seconds_bucket{le=\"5\"} 1"));

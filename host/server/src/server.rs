@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::orgs::issue_token;
 use crate::api::{routes, ApiState};
 use crate::config::ServerConfig;
-use crate::engine::DockerEngine;
+use crate::engine::pool::EnginePool;
 use crate::plugins::{LoadOptions, PluginRuntime};
 use crate::scheduler::Scheduler;
 use crate::store::{LogHub, Org, Store};
@@ -130,9 +130,30 @@ impl Server {
                 "plugin loaded"
             );
         }
-        let engine = DockerEngine::connect(&config.docker_host)?;
-        if let Err(e) = engine.ping().await {
-            tracing::warn!("{e}; builds will fail until it answers");
+        let engine_configs = match config.engines.is_empty() {
+            true => vec![crate::config::EngineConfig::single(
+                &config.docker_host,
+                config.max_concurrent_builds,
+            )],
+            false => config.engines.clone(),
+        };
+        let engines = Arc::new(EnginePool::new(&engine_configs)?);
+        engines.check_all(false).await;
+        for engine in engines.views() {
+            if let Some(error) = &engine.health_error {
+                tracing::warn!(
+                    engine = engine.name,
+                    "{error}; it gets no builds until it answers"
+                );
+            }
+            for builder in &engine.builders {
+                if runtime.builder(builder).is_none() {
+                    tracing::warn!(
+                        engine = engine.name,
+                        "[[engines]] builders names {builder:?}, which no plugin provides"
+                    );
+                }
+            }
         }
         let secret_key = crate::store::secrets::SecretKey::load_or_create(&config.secret_key_file)?;
         let secrets = crate::credentials::CredentialStores::new(
@@ -158,7 +179,7 @@ impl Server {
             store: store.clone(),
             hub: hub.clone(),
             runtime: runtime.clone(),
-            engine,
+            engines: engines.clone(),
             config: config.clone(),
             metrics: metrics.clone(),
             secrets: secrets.clone(),
@@ -178,11 +199,13 @@ impl Server {
         })?;
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let stop = CancellationToken::new();
+        engines.start_health_checks(config.engine_health_interval, stop.clone());
         let gc = Arc::new(crate::gc::Collector::new(
             store.clone(),
             &config,
             runtime.clone(),
             metrics.clone(),
+            engines.named_engines(),
         ));
         gc.start_background(stop.clone());
         tokio::spawn(webhooks.clone().run(stop.clone()));
@@ -198,6 +221,7 @@ impl Server {
             secrets,
             gc,
             webhooks,
+            engines,
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(crate::api::projects::poll(state.clone(), stop.clone()));

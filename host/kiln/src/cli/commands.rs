@@ -1312,8 +1312,57 @@ pub async fn admin(command: AdminCommand, server: &ServerArgs) -> Result<ExitCod
                 return Ok(1);
             }
         }
+        AdminCommand::Engines => {
+            let list = client.list_engines().await?;
+            print!("{}", engines_table(&list.engines));
+        }
+        AdminCommand::Drain { engine } => {
+            let engine = client.drain_engine(&engine, true).await?;
+            print!("{}", engines_table(&[engine]));
+        }
+        AdminCommand::Resume { engine } => {
+            let engine = client.drain_engine(&engine, false).await?;
+            print!("{}", engines_table(&[engine]));
+        }
     }
     Ok(0)
+}
+
+/// The pool as a table: one engine a line.
+fn engines_table(engines: &[kiln_api::Engine]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<10} {:>7} {:<26} host",
+        "engine", "health", "builds", "platforms"
+    );
+    for engine in engines {
+        let health = match (engine.health, engine.draining) {
+            (_, true) => "draining".to_string(),
+            (kiln_api::EngineHealth::Healthy, _) => "healthy".into(),
+            (kiln_api::EngineHealth::Unhealthy, _) => "unhealthy".into(),
+            (kiln_api::EngineHealth::Unknown, _) => "unknown".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<10} {:>7} {:<26} {}{}",
+            engine.name,
+            health,
+            format!(
+                "{}/{}",
+                engine.running_builds.len(),
+                engine.max_concurrent_builds
+            ),
+            engine.platforms.join(","),
+            engine.host,
+            if engine.tls { " (mutual TLS)" } else { "" }
+        );
+        if let Some(error) = &engine.health_error {
+            let _ = writeln!(out, "  {error}");
+        }
+    }
+    out
 }
 
 /// A garbage collection's report as a table (and, with `list`, each item).

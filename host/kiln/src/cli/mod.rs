@@ -566,6 +566,12 @@ pub enum AdminCommand {
         #[arg(long)]
         list: bool,
     },
+    /// The engines builds run on: health, load, platforms.
+    Engines,
+    /// Drain an engine: it finishes its builds and takes no new ones.
+    Drain { engine: String },
+    /// Resume a drained engine.
+    Resume { engine: String },
 }
 
 #[derive(Debug, Subcommand)]

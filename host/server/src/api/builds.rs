@@ -306,6 +306,12 @@ pub(super) async fn validate_create(
             "the `{builder}` builder cannot use build secrets (`secrets`, `secretBuildArgs`); build with `buildkit` for them"
         )));
     }
+    // A build no engine of the pool could ever take is refused now, not
+    // left waiting.
+    state
+        .engines
+        .check_buildable(request.platform.as_deref(), Some(&profile), &builder)
+        .map_err(bad)?;
 
     // The organization's own registry when it has one, fixed for this
     // build now (a later change of target moves only later builds).
@@ -357,6 +363,7 @@ pub(super) async fn validate_create(
         registry,
         profile_used: None,
         attempts: Vec::new(),
+        engine: None,
         peak_memory_bytes: None,
         attachments: Vec::new(),
     };

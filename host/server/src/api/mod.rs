@@ -70,6 +70,8 @@ pub struct ApiState {
     pub secrets: crate::credentials::CredentialStores,
     pub gc: Arc<crate::gc::Collector>,
     pub webhooks: crate::webhooks::Webhooks,
+    /// The engines builds run on (`GET /v1/engines`).
+    pub engines: Arc<crate::engine::pool::EnginePool>,
 }
 
 /// An error answer.

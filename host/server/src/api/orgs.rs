@@ -271,6 +271,37 @@ pub fn revoke_token(
 }
 
 /// `POST /v1/gc`: collect now, or (dry) say what would go.
+/// `GET /v1/engines`: every engine of the pool, as its last check found it.
+pub fn list_engines(state: &ApiState, caller: &Caller) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    Ok(json_response(
+        StatusCode::OK,
+        &kiln_api::EngineList {
+            engines: state.engines.views(),
+        },
+    ))
+}
+
+/// `POST /v1/engines/{name}:drain` and `:resume`.
+pub fn drain_engine(
+    state: &ApiState,
+    caller: &Caller,
+    name: &str,
+    draining: bool,
+) -> Result<Response<Body>, ApiError> {
+    caller.require_admin()?;
+    let engine = state
+        .engines
+        .set_draining(name, draining)
+        .ok_or_else(|| ApiError::not_found(&format!("engine {name:?}")))?;
+    tracing::info!(
+        engine = name,
+        draining,
+        "an operator drained or resumed an engine"
+    );
+    Ok(json_response(StatusCode::OK, &engine))
+}
+
 pub async fn collect_garbage(
     state: &ApiState,
     caller: &Caller,

@@ -178,6 +178,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/secrets"),
     ("DELETE", "/v1/secrets/{kind}/{name}"),
     ("POST", "/v1/gc"),
+    ("GET", "/v1/engines"),
+    ("POST", "/v1/engines/{engine}:drain"),
+    ("POST", "/v1/engines/{engine}:resume"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/metrics"),
     ("GET", "/healthz"),
@@ -240,6 +243,9 @@ pub enum Route<'a> {
     ListSecrets,
     DeleteSecret(&'a str, &'a str),
     CollectGarbage,
+    ListEngines,
+    DrainEngine(&'a str),
+    ResumeEngine(&'a str),
 }
 
 impl Route<'_> {
@@ -341,6 +347,13 @@ fn route_for<'a>(method: &Method, path: &'a str) -> Result<Option<Route<'a>>, Ap
             is(Method::DELETE).then_some(Route::DeleteSecret(kind, name))
         }
         ["v1", "gc"] => is(Method::POST).then_some(Route::CollectGarbage),
+        ["v1", "engines"] => is(Method::GET).then_some(Route::ListEngines),
+        ["v1", "engines", action] if action.ends_with(":drain") => {
+            is(Method::POST).then(|| Route::DrainEngine(action.trim_end_matches(":drain")))
+        }
+        ["v1", "engines", action] if action.ends_with(":resume") => {
+            is(Method::POST).then(|| Route::ResumeEngine(action.trim_end_matches(":resume")))
+        }
         _ => return Err(ApiError::not_found(&format!("route {path}"))),
     };
     Ok(route)
@@ -416,6 +429,9 @@ async fn route(
         )),
         Route::DeleteSecret(kind, name) => secrets::delete(&state, &caller, kind, name).await,
         Route::CollectGarbage => orgs::collect_garbage(&state, &caller, request).await,
+        Route::ListEngines => orgs::list_engines(&state, &caller),
+        Route::DrainEngine(name) => orgs::drain_engine(&state, &caller, name, true),
+        Route::ResumeEngine(name) => orgs::drain_engine(&state, &caller, name, false),
         Route::Healthz | Route::Metrics | Route::OpenApi | Route::PushHook(_) => {
             unreachable!("public routes answered above")
         }
@@ -447,6 +463,7 @@ fn metrics(state: &ApiState) -> Response<Body> {
     let text = state.metrics.render(&crate::metrics::Snapshot {
         queue_depth: state.store.queue_len() as u64,
         running: state.scheduler.running_count() as u64,
+        engines: state.engines.views(),
     });
     Response::builder()
         .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")

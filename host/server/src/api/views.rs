@@ -61,11 +61,13 @@ impl From<&BuildRecord> for wire::Build {
                 .iter()
                 .map(|a| wire::BuildAttempt {
                     profile: a.profile.clone(),
+                    engine: a.engine.clone(),
                     failure: (&a.failure).into(),
                     start_time: a.start_time,
                     finish_time: a.finish_time,
                 })
                 .collect(),
+            engine: record.engine.clone(),
             wizard: record.wizard.as_ref().map(Into::into),
             project_id: record.project_id.clone(),
             trigger: record.trigger.clone(),
@@ -324,6 +326,7 @@ mod tests {
             registry: None,
             profile_used: None,
             attempts: Vec::new(),
+            engine: Some("builder-2".into()),
             peak_memory_bytes: None,
             attachments: vec![wire::Attachment {
                 kind: "signature".into(),

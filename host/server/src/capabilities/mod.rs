@@ -223,6 +223,11 @@ impl PhaseClock {
             .get_or_insert_with(std::time::Instant::now);
     }
 
+    /// Whether a push began (nothing left the engine before).
+    pub fn push_began(&self) -> bool {
+        self.marks.lock().unwrap().push_started.is_some()
+    }
+
     /// The phases of a build that ran from `started` to `ended` after
     /// waiting `queued_ms`; a phase never reached is 0.
     pub fn phases(

@@ -102,11 +102,71 @@ impl DockerEngine {
             let stream = tokio::net::TcpStream::connect(address)
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            send(TokioIo::new(stream), request).await
+            match &self.tls {
+                Some(tls) => {
+                    let (connector, name) =
+                        tls_connector(tls, address).map_err(|e| fail(e.to_string()))?;
+                    let stream = connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(|e| fail(format!("TLS: {e}")))?;
+                    send(TokioIo::new(stream), request).await
+                }
+                None => send(TokioIo::new(stream), request).await,
+            }
         }
         .map_err(fail)?;
         Ok(response)
     }
+}
+
+/// A TLS client for an engine's `tcp://` address: the operator's CA is
+/// the only root, this server's certificate its client identity (as
+/// bollard's own connection over `connect_with_ssl`).
+fn tls_connector(
+    tls: &crate::config::EngineTls,
+    address: &str,
+) -> Result<
+    (
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    ),
+    String,
+> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&read("CA", &tls.ca)?) {
+        let cert = cert.map_err(|e| format!("the CA {} is not PEM: {e}", tls.ca.display()))?;
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let chain = CertificateDer::pem_slice_iter(&read("certificate", &tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate {} is not PEM: {e}", tls.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&read("key", &tls.key)?)
+        .map_err(|e| format!("the key {} is not PEM: {e}", tls.key.display()))?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|e| e.to_string())?;
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host} is not a server name: {e}"))?;
+    Ok((
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        name,
+    ))
 }
 
 async fn send<T>(io: T, request: hyper::Request<Empty<Bytes>>) -> Result<serde_json::Value, String>

@@ -4,6 +4,7 @@
 
 mod build_cache;
 mod classify;
+pub mod pool;
 mod progress;
 pub mod registry;
 mod secrets;
@@ -27,6 +28,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::EngineTls;
 use crate::store::FailureReason;
 
 /// Where engine output goes, one rendered line at a time.
@@ -164,6 +166,20 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// What an engine's daemon says about itself (`docker info`).
+#[derive(Debug, Clone, Default)]
+pub struct EngineFacts {
+    /// `os/arch` (`linux/amd64`).
+    pub platform: Option<String>,
+    pub version: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_bytes: Option<u64>,
+}
+
+/// bollard's per-request time limit, as its own default (a build's
+/// stream is one request: the build's own timeout is what ends it).
+const ENGINE_REQUEST_TIMEOUT_SECS: u64 = 120;
+
 /// What a successful build produced.
 #[derive(Debug, Clone)]
 pub struct BuiltImage {
@@ -180,25 +196,89 @@ pub struct BuiltImage {
 pub struct DockerEngine {
     docker: Docker,
     host: String,
+    /// Mutual TLS files for a `tcp://` engine.
+    tls: Option<Arc<EngineTls>>,
 }
 
 impl DockerEngine {
     /// Connect to `host` (`unix://...`, `tcp://...`), or the local default
     /// socket when empty. Does not talk to the daemon yet.
     pub fn connect(host: &str) -> Result<Self, EngineError> {
-        let (docker, host) = if host.is_empty() {
-            (
+        Self::connect_with(host, None)
+    }
+
+    /// Connect to `host`, over mutual TLS when `tls` is given (a `tcp://`
+    /// host). Does not talk to the daemon yet.
+    pub fn connect_with(host: &str, tls: Option<Arc<EngineTls>>) -> Result<Self, EngineError> {
+        let (docker, host) = match (host.is_empty(), &tls) {
+            (true, _) => (
                 Docker::connect_with_local_defaults(),
                 "unix:///var/run/docker.sock".to_string(),
-            )
-        } else {
-            (Docker::connect_with_host(host), host.to_string())
+            ),
+            (false, Some(tls)) => (
+                {
+                    // bollard builds its TLS client with the process's
+                    // default provider, which a binary linking both of
+                    // rustls' providers (as the tests do) has not chosen:
+                    // ring, as the rest of Kiln. A no-op once one is set.
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    Docker::connect_with_ssl(
+                        host,
+                        &tls.key,
+                        &tls.cert,
+                        &tls.ca,
+                        ENGINE_REQUEST_TIMEOUT_SECS,
+                        bollard::API_DEFAULT_VERSION,
+                    )
+                },
+                host.to_string(),
+            ),
+            (false, None) => (Docker::connect_with_host(host), host.to_string()),
         };
         let docker = docker.map_err(|source| EngineError::Connect {
             host: host.clone(),
             source,
         })?;
-        Ok(DockerEngine { docker, host })
+        Ok(DockerEngine { docker, host, tls })
+    }
+
+    /// Where the engine is (`unix:///…`, `tcp://…`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether it is reached through a unix socket (build secrets are
+    /// served only there, see `secrets`).
+    pub fn is_local_socket(&self) -> bool {
+        self.host.starts_with("unix://")
+    }
+
+    /// What the daemon says about itself.
+    pub async fn facts(&self) -> Result<EngineFacts, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|source| EngineError::Unreachable {
+                host: self.host.clone(),
+                source,
+            })?;
+        let arch = match info.architecture.as_deref() {
+            Some("x86_64") => "amd64".to_string(),
+            Some("aarch64") => "arm64".to_string(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let platform = match (info.os_type.as_deref(), arch.is_empty()) {
+            (Some(os), false) => Some(format!("{os}/{arch}")),
+            _ => None,
+        };
+        Ok(EngineFacts {
+            platform,
+            version: info.server_version,
+            cpus: info.ncpu.map(|n| n.max(0) as u32),
+            memory_bytes: info.mem_total.map(|n| n.max(0) as u64),
+        })
     }
 
     /// Check that the daemon answers.
@@ -295,6 +375,7 @@ impl DockerEngine {
         let _stop_on_drop = cancel.clone().drop_guard();
         let (done_tx, done_rx) = oneshot::channel();
         let host = self.host.clone();
+        let tls = self.tls.clone();
         std::thread::Builder::new()
             .name("kiln-engine".into())
             .spawn(move || {
@@ -311,7 +392,7 @@ impl DockerEngine {
                     }
                 };
                 let result = runtime.block_on(async {
-                    let engine = DockerEngine::connect(&host)
+                    let engine = DockerEngine::connect_with(&host, tls)
                         .map_err(|e| BuildFailure::engine(e.to_string()))?;
                     tokio::select! {
                         result = work(engine.clone()) => result,

@@ -70,6 +70,9 @@ pub fn hint_for(reason: FailureReason, exit_code: Option<i32>) -> String {
         FailureReason::EngineError => {
             "The container engine failed: check that the Docker Engine runs (`docker info`) and read the host's log.".into()
         }
+        FailureReason::EngineLost => {
+            "The engine the build ran on stopped answering (the message names it and what happened): build again; the pool sends it to a healthy engine. `GET /v1/engines` shows each engine's health.".into()
+        }
         FailureReason::DiskFull => {
             "The server's disk is nearly full, not a fault of the build: ask its operator to free space (`kiln admin gc`) or add disk, then build again. A .dockerignore that leaves out what the build does not need makes the context smaller.".into()
         }

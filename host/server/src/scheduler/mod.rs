@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::credentials::CredentialStores;
-use crate::engine::DockerEngine;
+use crate::engine::pool::{EnginePool, EngineSeat, Needs, NoEngine};
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::store::{BuildLog, BuildStatus, Failure, FailureReason, LogHub, Store, StoreError};
@@ -51,7 +51,7 @@ struct Inner {
     store: Store,
     hub: LogHub,
     runtime: Arc<PluginRuntime>,
-    engine: DockerEngine,
+    engines: Arc<EnginePool>,
     config: ServerConfig,
     metrics: Arc<Metrics>,
     secrets: CredentialStores,
@@ -86,7 +86,8 @@ pub struct Parts {
     pub store: Store,
     pub hub: LogHub,
     pub runtime: Arc<PluginRuntime>,
-    pub engine: DockerEngine,
+    /// The engines builds run on.
+    pub engines: Arc<EnginePool>,
     pub config: ServerConfig,
     pub metrics: Arc<Metrics>,
     pub secrets: CredentialStores,
@@ -101,7 +102,7 @@ impl Scheduler {
             store,
             hub,
             runtime,
-            engine,
+            engines,
             config,
             metrics,
             secrets,
@@ -112,7 +113,7 @@ impl Scheduler {
                 store,
                 hub,
                 runtime,
-                engine,
+                engines,
                 config,
                 metrics,
                 secrets,
@@ -125,7 +126,9 @@ impl Scheduler {
             }),
         };
         scheduler.recover()?;
-        for worker in 0..scheduler.inner.config.max_concurrent_builds.max(1) {
+        // One worker per engine slot: a worker holds its build while it
+        // waits for a slot on an engine that can build it.
+        for worker in 0..scheduler.inner.engines.total_slots().max(1) {
             let this = scheduler.clone();
             tokio::spawn(async move { this.worker(worker).await });
         }
@@ -261,14 +264,19 @@ impl Scheduler {
 
     async fn worker(self, worker: usize) {
         loop {
-            let notified = self.inner.wake.notified();
-            tokio::pin!(notified);
+            // Registered before the queue is read, so a build queued in
+            // between still wakes this worker.
+            let mut notified = Box::pin(self.inner.wake.notified());
             notified.as_mut().enable();
             if self.inner.shutdown.is_cancelled() {
                 return;
             }
             match self.next_build() {
                 Ok(Some((org, build_id))) => {
+                    // A busy worker must not stay registered: a wake-up
+                    // meant for an idle one (a build created now) would
+                    // land here and that build would wait for this one.
+                    drop(notified);
                     // More may be waiting: let another idle worker look too.
                     self.inner.wake.notify_one();
                     if let Err(e) = self.run(&build_id).await {
@@ -323,8 +331,67 @@ impl Scheduler {
         self.inner.wake.notify_one();
     }
 
+    /// A seat on an engine that can build `build_id`, waiting while every
+    /// one is busy or drained; `Ok(None)` when the build is no longer
+    /// pending or the server stops meanwhile.
+    async fn seat_for(&self, build_id: &str) -> Result<Result<EngineSeat, NoEngine>, StoreError> {
+        let inner = &self.inner;
+        let record = match inner.store.build(build_id) {
+            Ok(Some(record)) => record,
+            Ok(None) | Err(StoreError::NoSuchBuild(_)) => {
+                return Err(StoreError::NoSuchBuild(build_id.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        let needs = Needs {
+            build_id: build_id.to_string(),
+            platform: record.request.platform.clone(),
+            profile: Some(record.request.profile.clone()).filter(|p| !p.is_empty()),
+            builder: record.request.builder.clone(),
+            secrets: !record.request.secrets.is_empty(),
+            affinity_key: affinity_key(&record),
+        };
+        let acquired = tokio::select! {
+            acquired = inner.engines.acquire(&needs, None) => acquired,
+            _ = inner.shutdown.cancelled() => {
+                return Err(StoreError::NoSuchBuild(build_id.to_string()))
+            }
+        };
+        Ok(acquired.map(|lease| EngineSeat::new(inner.engines.clone(), needs, lease)))
+    }
+
+    /// Run a build's pipeline under its time limit, until it ends or is
+    /// cancelled.
+    async fn run_pipeline(
+        &self,
+        job: pipeline::Pipeline<'_>,
+        timeout: Duration,
+        token: &CancellationToken,
+    ) -> Outcome {
+        tokio::select! {
+            result = tokio::time::timeout(timeout, job.run()) => match result {
+                Ok(Ok(built)) => Outcome::Succeeded(built),
+                Ok(Err(failure)) => Outcome::Failed(failure),
+                Err(_) => Outcome::Failed(pipeline::failure(
+                    FailureReason::Timeout,
+                    format!("the build exceeded its time limit of {} s", timeout.as_secs()),
+                    None,
+                )),
+            },
+            _ = token.cancelled() => Outcome::Cancelled,
+        }
+    }
+
     async fn run(&self, build_id: &str) -> Result<(), StoreError> {
         let inner = &self.inner;
+        let seat = match self.seat_for(build_id).await {
+            Ok(seat) => seat,
+            // Gone meanwhile, or the server stops: the queue's recovery
+            // finds a pending build again at the next start.
+            Err(StoreError::NoSuchBuild(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let engine_name = seat.as_ref().ok().map(EngineSeat::name);
         // Register the cancel token before the record says RUNNING, so a
         // cancel that sees RUNNING always finds the token.
         let token = inner.shutdown.child_token();
@@ -337,6 +404,7 @@ impl Scheduler {
             if r.status == BuildStatus::Pending {
                 r.status = BuildStatus::Running;
                 r.start_time = Some(Utc::now());
+                r.engine = engine_name.clone();
             }
         });
         let record = match started {
@@ -355,8 +423,15 @@ impl Scheduler {
         inner.webhooks.emit_durably(&record, "build.started").await;
         let log = BuildLog::open(&inner.store, &inner.hub, build_id)?;
         log.system(&format!(
-            "build {} #{} of {} started (builder {})",
-            record.build_id, record.number, record.name, record.request.builder
+            "build {} #{} of {} started (builder {}{})",
+            record.build_id,
+            record.number,
+            record.name,
+            record.request.builder,
+            match &engine_name {
+                Some(engine) => format!(", engine {engine}"),
+                None => String::new(),
+            }
         ));
         let started = Instant::now();
         let timeout = match record.request.timeout_secs {
@@ -365,30 +440,35 @@ impl Scheduler {
         };
         let paths = pipeline::Paths::new(&inner.config.data_dir, build_id);
         let phases = Arc::new(crate::capabilities::PhaseClock::default());
-        let job = pipeline::Pipeline {
-            runtime: &inner.runtime,
-            engine: &inner.engine,
-            config: &inner.config,
-            log: &log,
-            record: &record,
-            paths: &paths,
-            metrics: &inner.metrics,
-            secrets: &inner.secrets,
-            store: &inner.store,
-            phases: &phases,
+        let outcome = match &seat {
+            Ok(seat) => {
+                let job = pipeline::Pipeline {
+                    runtime: &inner.runtime,
+                    engine: seat,
+                    config: &inner.config,
+                    log: &log,
+                    record: &record,
+                    paths: &paths,
+                    metrics: &inner.metrics,
+                    secrets: &inner.secrets,
+                    store: &inner.store,
+                    phases: &phases,
+                };
+                self.run_pipeline(job, timeout, &token).await
+            }
+            // Every engine that could build it is unhealthy: it fails now,
+            // saying which and why, rather than waiting on engines that
+            // may not come back.
+            Err(none) => Outcome::Failed(pipeline::failure(
+                FailureReason::EngineError,
+                none.to_string(),
+                None,
+            )),
         };
-        let outcome = tokio::select! {
-            result = tokio::time::timeout(timeout, job.run()) => match result {
-                Ok(Ok(built)) => Outcome::Succeeded(built),
-                Ok(Err(failure)) => Outcome::Failed(failure),
-                Err(_) => Outcome::Failed(pipeline::failure(
-                    FailureReason::Timeout,
-                    format!("the build exceeded its time limit of {} s", timeout.as_secs()),
-                    None,
-                )),
-            },
-            _ = token.cancelled() => Outcome::Cancelled,
-        };
+        if let (Outcome::Succeeded(_), Ok(seat)) = (&outcome, &seat) {
+            inner.engines.remember(seat.affinity_key(), &seat.name());
+        }
+        drop(seat);
         let ended = Instant::now();
         let duration_ms = ended.duration_since(started).as_millis() as u64;
         let queued_ms = record.start_time.map_or(0, |start| {
@@ -496,6 +576,16 @@ impl Scheduler {
         inner.hub.finish(build_id);
         crate::memory::note_activity();
         Ok(())
+    }
+}
+
+/// Builds with the same key share a warm cache on the engine that built
+/// the last of them: a git build's repository and directory (whatever the
+/// image is called), else the organization's image name.
+fn affinity_key(record: &crate::store::BuildRecord) -> String {
+    match &record.source.git {
+        Some(git) => format!("{}\n{}\n{}", record.org, git.url, git.context_dir),
+        None => format!("{}\n{}", record.org, record.name),
     }
 }
 

@@ -9,7 +9,8 @@ use crate::capabilities::git::BuildGit;
 use crate::capabilities::BuildEngine;
 use crate::config::ServerConfig;
 use crate::context::{self, ContextError};
-use crate::engine::{DockerEngine, RegistryAuth};
+use crate::engine::pool::EngineSeat;
+use crate::engine::RegistryAuth;
 use crate::git::{Checkout, CredentialLookup, GitError, GitFetcher, RefKind};
 use crate::plugins::bindings::builder::exports::kiln::plugin::build as wit_build;
 use crate::plugins::bindings::source::exports::kiln::plugin::source as wit_source;
@@ -74,7 +75,8 @@ pub struct Built {
 
 pub struct Pipeline<'a> {
     pub runtime: &'a PluginRuntime,
-    pub engine: &'a DockerEngine,
+    /// The engine it runs on (it may move once, when that engine is lost).
+    pub engine: &'a EngineSeat,
     pub config: &'a ServerConfig,
     pub log: &'a BuildLog,
     pub record: &'a BuildRecord,
@@ -769,14 +771,47 @@ impl Pipeline<'_> {
         };
         // Under `auto`, one retry (the next size up) after running out of memory.
         let mut may_retry = self.record.request.profile == crate::config::AUTO_PROFILE;
+        // One retry on another engine when the engine is lost before
+        // anything was pushed.
+        let mut may_move = true;
         let mut profile = self.choose_profile();
         loop {
             self.update_record(|r| r.profile_used = Some(profile.name.clone()))?;
             let started = chrono::Utc::now();
+            let engine = self.engine.name();
             let built = self.build_with(plugin, checkout, &secrets, &profile).await;
+            let built = match built {
+                Err(failure) => Err(self.engine_lost(failure).await),
+                ok => ok,
+            };
             let failure = match built {
                 Err(failure) if failure.reason == FailureReason::OutOfMemory && may_retry => {
                     failure
+                }
+                Err(failure)
+                    if failure.reason == FailureReason::EngineLost
+                        && may_move
+                        && !self.phases.push_began() =>
+                {
+                    may_move = false;
+                    let Ok(moved_to) = self.engine.move_elsewhere().await else {
+                        return Err(failure);
+                    };
+                    self.log.system(&format!(
+                        "engine {engine} was lost before anything was pushed; building once more on engine {moved_to}"
+                    ));
+                    let attempt = crate::store::Attempt {
+                        profile: profile.name.clone(),
+                        engine: Some(engine),
+                        failure,
+                        start_time: started,
+                        finish_time: chrono::Utc::now(),
+                    };
+                    self.update_record(|r| {
+                        r.attempts.push(attempt.clone());
+                        r.engine = Some(moved_to.clone());
+                    })?;
+                    continue;
                 }
                 Ok(built) => {
                     self.sign(&built, secrets.registry_auth.as_ref(), plugin)
@@ -798,6 +833,7 @@ impl Pipeline<'_> {
             ));
             let attempt = crate::store::Attempt {
                 profile: profile.name.clone(),
+                engine: Some(engine),
                 failure,
                 start_time: started,
                 finish_time: chrono::Utc::now(),
@@ -1307,6 +1343,27 @@ impl Pipeline<'_> {
         }
     }
 
+    /// A failed build's failure, or `ENGINE_LOST` when its engine no
+    /// longer answers (whatever the builder made of the broken
+    /// connection, the engine going away is why).
+    async fn engine_lost(&self, failure: Failure) -> Failure {
+        let Some(why) = self.engine.lost().await else {
+            return failure;
+        };
+        let engine = self.engine.name();
+        self.log.system(&format!(
+            "engine {engine} stopped answering during the build: {why}"
+        ));
+        crate::scheduler::failure(
+            FailureReason::EngineLost,
+            format!(
+                "engine {engine} was lost during the build: {why} (the build saw: {})",
+                failure.message.lines().next().unwrap_or("")
+            ),
+            None,
+        )
+    }
+
     /// One run of the builder with `profile`'s limits.
     async fn build_with(
         &self,
@@ -1345,7 +1402,7 @@ impl Pipeline<'_> {
         let peak_memory = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let inline_dockerfile = Arc::new(std::sync::Mutex::new(None));
         let engine = BuildEngine {
-            engine: self.engine.clone(),
+            engine: self.engine.engine(),
             context_dir: self.paths.context.clone(),
             secret_build_args: secrets.build_args.clone(),
             secret_mounts: secrets.mounts.clone(),

@@ -1020,6 +1020,7 @@ mod tests {
                 registry: None,
                 profile_used: None,
                 attempts: Vec::new(),
+                engine: None,
                 peak_memory_bytes: None,
                 attachments: Vec::new(),
             })

@@ -265,6 +265,9 @@ pub struct BuildRecord {
     /// Earlier attempts that failed (an `auto` build out of memory).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// The engine of the pool it ran on (for a retried build, the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// The most memory its container runs used, where measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
@@ -278,6 +281,8 @@ pub struct BuildRecord {
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     pub profile: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     pub failure: Failure,
     pub start_time: DateTime<Utc>,
     pub finish_time: DateTime<Utc>,
