@@ -1103,6 +1103,7 @@ pub fn fill_finished_builds(dir: &std::path::Path, count: usize) -> Duration {
             profile_used: None,
             attempts: Vec::new(),
             engine: None,
+            cache_from: Vec::new(),
             peak_memory_bytes: None,
             attachments: Vec::new(),
         };

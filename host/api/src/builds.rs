@@ -206,6 +206,12 @@ pub struct Build {
     /// The engine of the server's pool the build ran on (`GET /v1/engines`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// Earlier images of this name (`repository@digest`) whose inline
+    /// cache the build could import, so it is warm on any engine: the last
+    /// build of the same branch, then of the default branch. Whether it
+    /// was used shows in `metrics.cachedSteps`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<String>,
     /// The most memory the build's container runs used (Kaniko's, and
     /// other builders that run one), as the engine measured it while they
     /// ran; absent where the engine path measures none (BuildKit).

@@ -133,6 +133,7 @@ fn full_build() -> Build {
             digest: "sha256:4567".into(),
         }],
         engine: Some("builder-2".into()),
+        cache_from: vec!["r.example/acme/team/api@sha256:89ab".into()],
         attempts: vec![BuildAttempt {
             profile: "medium".into(),
             engine: Some("builder-1".into()),
@@ -175,6 +176,7 @@ fn bare_build() -> Build {
         profile_used: None,
         attempts: vec![],
         engine: None,
+        cache_from: Vec::new(),
         peak_memory_bytes: None,
         attachments: Vec::new(),
     }

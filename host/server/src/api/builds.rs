@@ -364,6 +364,7 @@ pub(super) async fn validate_create(
         profile_used: None,
         attempts: Vec::new(),
         engine: None,
+        cache_from: Vec::new(),
         peak_memory_bytes: None,
         attachments: Vec::new(),
     };

@@ -68,6 +68,7 @@ impl From<&BuildRecord> for wire::Build {
                 })
                 .collect(),
             engine: record.engine.clone(),
+            cache_from: record.cache_from.clone(),
             wizard: record.wizard.as_ref().map(Into::into),
             project_id: record.project_id.clone(),
             trigger: record.trigger.clone(),
@@ -327,6 +328,7 @@ mod tests {
             profile_used: None,
             attempts: Vec::new(),
             engine: Some("builder-2".into()),
+            cache_from: Vec::new(),
             peak_memory_bytes: None,
             attachments: vec![wire::Attachment {
                 kind: "signature".into(),

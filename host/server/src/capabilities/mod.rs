@@ -64,6 +64,9 @@ pub struct BuildEngine {
     /// The Dockerfile a builder generated and passed inline (the wizard's),
     /// for the provenance's base images.
     pub inline_dockerfile: Arc<std::sync::Mutex<Option<String>>>,
+    /// Earlier images of this build's name whose inline cache BuildKit may
+    /// import (the host chose them; see the pipeline's `registry_cache`).
+    pub cache_from: Vec<String>,
 }
 
 impl BuildEngine {
@@ -426,6 +429,13 @@ impl Engine for BuildEngine {
             labels,
             target: request.target,
             platform: request.platform,
+            // A build asked not to use the cache imports none either; every
+            // build exports its own for the next.
+            cache_from: match request.no_cache {
+                true => Vec::new(),
+                false => self.cache_from.clone(),
+            },
+            inline_cache: true,
             no_cache: request.no_cache,
             secrets,
         };

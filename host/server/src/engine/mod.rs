@@ -131,6 +131,12 @@ pub struct BuildkitParams {
     pub registry_auth: Option<RegistryAuth>,
     /// Build secrets (id, value) for `RUN --mount=type=secret,id=ID`.
     pub secrets: Vec<(String, String)>,
+    /// Images whose inline cache the build may import (`cache-from`), so a
+    /// rebuild is warm on an engine that never built it.
+    pub cache_from: Vec<String>,
+    /// Export the build's cache inline, into the pushed image's config, for
+    /// the next build to import wherever it runs.
+    pub inline_cache: bool,
 }
 
 /// A container run, already permitted and resolved by the host.
@@ -676,13 +682,20 @@ impl DockerEngine {
         dockerfile: &str,
         sink: &dyn LineSink,
     ) -> Result<progress::Renderer, BuildFailure> {
+        let mut build_args = params.build_args.clone();
+        if params.inline_cache {
+            // Docker Engine's builder turns this build arg into BuildKit's
+            // inline cache export (the metadata rides in the image config).
+            build_args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
+        }
         let options = BuildImageOptions {
             dockerfile: dockerfile.to_string(),
             t: Some(first.to_string()),
             nocache: params.no_cache,
             rm: true,
             forcerm: true,
-            buildargs: Some(params.build_args.clone()),
+            cachefrom: (!params.cache_from.is_empty()).then(|| params.cache_from.clone()),
+            buildargs: Some(build_args),
             labels: Some(params.labels.clone()),
             target: params.target.clone().unwrap_or_default(),
             platform: params.platform.clone().unwrap_or_default(),

@@ -48,6 +48,9 @@ impl DockerEngine {
                 "build secrets need the Docker Engine on a local unix socket (DOCKER_HOST=unix://...)",
             )
         })?;
+        if !params.cache_from.is_empty() {
+            sink.line("cache: a build that mounts secrets imports no registry cache on this engine (Docker Engine 20.10's BuildKit session ignores cache-from); the engine's own cache still applies");
+        }
         let context = collect_context(context_dir, params.dockerfile_inline.clone()).await?;
         let secret_dir = tempfile::tempdir()
             .map_err(|e| BuildFailure::engine(format!("cannot stage the build secrets: {e}")))?;

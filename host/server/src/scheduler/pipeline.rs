@@ -775,11 +775,14 @@ impl Pipeline<'_> {
         // anything was pushed.
         let mut may_move = true;
         let mut profile = self.choose_profile();
+        let cache_from = self.registry_cache()?;
         loop {
             self.update_record(|r| r.profile_used = Some(profile.name.clone()))?;
             let started = chrono::Utc::now();
             let engine = self.engine.name();
-            let built = self.build_with(plugin, checkout, &secrets, &profile).await;
+            let built = self
+                .build_with(plugin, checkout, &secrets, &profile, &cache_from)
+                .await;
             let built = match built {
                 Err(failure) => Err(self.engine_lost(failure).await),
                 ok => ok,
@@ -1292,16 +1295,7 @@ impl Pipeline<'_> {
         if asked != crate::config::AUTO_PROFILE {
             return config.profile(asked).cloned().unwrap_or_else(fallback);
         }
-        let filter = crate::store::ListFilter {
-            name: Some(self.record.name.clone()),
-            status: Some(kiln_api::BuildStatus::Succeeded),
-            ..Default::default()
-        };
-        let last = self
-            .store
-            .list_builds(&self.record.org, &filter, 1)
-            .ok()
-            .and_then(|found| found.into_iter().next());
+        let last = self.last_success(None);
         let by_peak = last.as_ref().and_then(|last| {
             let peak = last.peak_memory_bytes?;
             let fits = config
@@ -1343,6 +1337,80 @@ impl Pipeline<'_> {
         }
     }
 
+    /// The organization's last successful build of this name (of `branch`,
+    /// when given).
+    fn last_success(&self, branch: Option<String>) -> Option<BuildRecord> {
+        let filter = crate::store::ListFilter {
+            name: Some(self.record.name.clone()),
+            status: Some(kiln_api::BuildStatus::Succeeded),
+            branch,
+            ..Default::default()
+        };
+        self.store
+            .list_builds(&self.record.org, &filter, 1)
+            .ok()
+            .and_then(|found| found.into_iter().next())
+    }
+
+    /// Earlier images of this build's name whose inline cache it may
+    /// import, so it is warm on an engine that never built it: the last
+    /// successful build of the same branch, then of the default branch (the
+    /// project's, else `main`); for other sources, the last successful
+    /// build of the name. Each as `repository@digest`: a tag moved since
+    /// cannot bring another image's cache in. Said in the log, kept in the
+    /// record.
+    fn registry_cache(&self) -> Result<Vec<String>, Failure> {
+        if self.record.request.no_cache {
+            return Ok(Vec::new());
+        }
+        let branches: Vec<Option<String>> = match &self.record.source.git {
+            Some(git) => {
+                let default = self
+                    .record
+                    .project_id
+                    .as_deref()
+                    .and_then(|id| self.store.project(id).ok().flatten())
+                    .map(|p| p.default_branch)
+                    .unwrap_or_else(|| "main".into());
+                let mut branches = Vec::new();
+                if let Some(branch) = &git.branch {
+                    branches.push(Some(branch.clone()));
+                }
+                if git.branch.as_deref() != Some(default.as_str()) {
+                    branches.push(Some(default));
+                }
+                branches
+            }
+            None => vec![None],
+        };
+        let mut sources = Vec::new();
+        for branch in branches {
+            let Some(last) = self.last_success(branch.clone()) else {
+                continue;
+            };
+            let (Some(digest), Some(first)) = (&last.digest, last.image_refs.first()) else {
+                continue;
+            };
+            let source = format!("{}@{digest}", crate::engine::split_reference(first).0);
+            if sources.contains(&source) {
+                continue;
+            }
+            self.log.system(&format!(
+                "cache: importing {source}, the image of #{} of {}{}",
+                last.number,
+                self.record.name,
+                branch
+                    .map(|b| format!(" on branch {b}"))
+                    .unwrap_or_default()
+            ));
+            sources.push(source);
+        }
+        if !sources.is_empty() {
+            self.update_record(|r| r.cache_from = sources.clone())?;
+        }
+        Ok(sources)
+    }
+
     /// A failed build's failure, or `ENGINE_LOST` when its engine no
     /// longer answers (whatever the builder made of the broken
     /// connection, the engine going away is why).
@@ -1371,6 +1439,7 @@ impl Pipeline<'_> {
         checkout: Option<&Checkout>,
         secrets: &ResolvedSecrets,
         profile: &crate::config::Profile,
+        cache_from: &[String],
     ) -> Result<Built, Failure> {
         let spec = &self.record.request;
         let labels = self.standard_labels(checkout);
@@ -1415,6 +1484,7 @@ impl Pipeline<'_> {
             phases: self.phases.clone(),
             peak_memory: peak_memory.clone(),
             inline_dockerfile: inline_dockerfile.clone(),
+            cache_from: cache_from.to_vec(),
         };
         let caps = Capabilities::for_plugin(plugin)
             .with_log(Arc::new(self.log.clone()))

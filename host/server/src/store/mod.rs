@@ -1021,6 +1021,7 @@ mod tests {
                 profile_used: None,
                 attempts: Vec::new(),
                 engine: None,
+                cache_from: Vec::new(),
                 peak_memory_bytes: None,
                 attachments: Vec::new(),
             })

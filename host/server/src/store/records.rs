@@ -268,6 +268,9 @@ pub struct BuildRecord {
     /// The engine of the pool it ran on (for a retried build, the last).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// Earlier images whose inline cache it could import.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<String>,
     /// The most memory its container runs used, where measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
