@@ -256,7 +256,7 @@ impl DockerEngine {
     /// Whether it is reached through a unix socket (build secrets are
     /// served only there, see `secrets`).
     pub fn is_local_socket(&self) -> bool {
-        self.host.starts_with("unix://")
+        self.unix_socket().is_some()
     }
 
     /// What the daemon says about itself.

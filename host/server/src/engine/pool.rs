@@ -146,11 +146,6 @@ impl EngineSeat {
         &self.needs.affinity_key
     }
 
-    /// The pool the seat is in.
-    pub fn pool(&self) -> &Arc<EnginePool> {
-        &self.pool
-    }
-
     /// The engine did not answer after the build failed on it: is it
     /// gone? `Some(why)` when it is.
     pub async fn lost(&self) -> Option<String> {

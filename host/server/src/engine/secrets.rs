@@ -118,7 +118,7 @@ impl DockerEngine {
     }
 
     /// The daemon's unix socket path, when it is reached through one.
-    fn unix_socket(&self) -> Option<PathBuf> {
+    pub(super) fn unix_socket(&self) -> Option<PathBuf> {
         let host = self.host.as_str();
         if host.is_empty() {
             return Some(PathBuf::from("/var/run/docker.sock"));

@@ -332,8 +332,9 @@ impl Scheduler {
     }
 
     /// A seat on an engine that can build `build_id`, waiting while every
-    /// one is busy or drained; `Ok(None)` when the build is no longer
-    /// pending or the server stops meanwhile.
+    /// one is busy or drained; `Err(NoEngine)` inside when every one that
+    /// could is unhealthy. `NoSuchBuild` when the record is gone or the
+    /// server stops meanwhile.
     async fn seat_for(&self, build_id: &str) -> Result<Result<EngineSeat, NoEngine>, StoreError> {
         let inner = &self.inner;
         let record = match inner.store.build(build_id) {

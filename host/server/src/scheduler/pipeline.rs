@@ -113,6 +113,22 @@ pub fn failure(
     }
 }
 
+/// A failed try of a build, ending now, kept in its record's `attempts`.
+fn attempt(
+    profile: &crate::config::Profile,
+    engine: String,
+    failure: Failure,
+    started: chrono::DateTime<chrono::Utc>,
+) -> crate::store::Attempt {
+    crate::store::Attempt {
+        profile: profile.name.clone(),
+        engine: Some(engine),
+        failure,
+        start_time: started,
+        finish_time: chrono::Utc::now(),
+    }
+}
+
 /// The staged input's file name for an archive format.
 pub fn staged_file_name(format: &str) -> String {
     format!("context.{format}")
@@ -803,13 +819,7 @@ impl Pipeline<'_> {
                     self.log.system(&format!(
                         "engine {engine} was lost before anything was pushed; building once more on engine {moved_to}"
                     ));
-                    let attempt = crate::store::Attempt {
-                        profile: profile.name.clone(),
-                        engine: Some(engine),
-                        failure,
-                        start_time: started,
-                        finish_time: chrono::Utc::now(),
-                    };
+                    let attempt = attempt(&profile, engine, failure, started);
                     self.update_record(|r| {
                         r.attempts.push(attempt.clone());
                         r.engine = Some(moved_to.clone());
@@ -834,13 +844,7 @@ impl Pipeline<'_> {
                 larger.name,
                 larger.memory_bytes >> 20
             ));
-            let attempt = crate::store::Attempt {
-                profile: profile.name.clone(),
-                engine: Some(engine),
-                failure,
-                start_time: started,
-                finish_time: chrono::Utc::now(),
-            };
+            let attempt = attempt(&profile, engine, failure, started);
             self.update_record(|r| r.attempts.push(attempt.clone()))?;
             profile = larger;
         }
