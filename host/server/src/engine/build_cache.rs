@@ -23,6 +23,12 @@ pub struct BuildCacheUsage {
 impl DockerEngine {
     /// How much the engine's build cache holds.
     pub async fn build_cache_usage(&self) -> Result<BuildCacheUsage, EngineError> {
+        // The daemon runs one `system/df` at a time and refuses a second
+        // ("a disk usage operation is already running"): this process's
+        // own readers (the pool's health checks, garbage collection) take
+        // turns per engine.
+        let turn = disk_usage_turn(&self.host);
+        let _held = turn.lock().await;
         let answer = self.call_raw(hyper::Method::GET, "/system/df").await?;
         let records = answer["BuildCache"].as_array().cloned().unwrap_or_default();
         Ok(BuildCacheUsage {
@@ -118,6 +124,19 @@ impl DockerEngine {
         .map_err(fail)?;
         Ok(response)
     }
+}
+
+/// One lock per engine address for `system/df` in this process.
+fn disk_usage_turn(host: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static TURNS: std::sync::LazyLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    TURNS
+        .lock()
+        .unwrap()
+        .entry(host.to_string())
+        .or_default()
+        .clone()
 }
 
 /// A TLS client for an engine's `tcp://` address: the operator's CA is
