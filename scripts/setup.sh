@@ -13,7 +13,11 @@
 #     and npm for the dashboard's browser tests;
 #   - with KILN_ENGINES=1 (scripts/test.sh) starts a second Docker Engine on
 #     tcp://127.0.0.1:2376 with mutual TLS for the engine-pool tests
-#     (scripts/engine.sh; certificates under .kiln/engines/certs).
+#     (scripts/engine.sh; certificates under .kiln/engines/certs), and
+#     makes multi-platform builds possible: QEMU user emulation for arm64
+#     (qemu-user-static + binfmt-support, registered with binfmt_misc) and
+#     the two-platform base index 127.0.0.1:5000/base/busybox:multi
+#     (linux/amd64 + linux/arm64, from busybox-static of each).
 # Safe to run again: each step checks first.
 set -euo pipefail
 
@@ -46,6 +50,12 @@ if [ -n "${KILN_BROWSER:-}" ]; then
   [ -x /usr/bin/chromium ] || need_packages+=(chromium)
   [ -x /usr/bin/chromedriver ] || need_packages+=(chromium-driver)
   command -v npm >/dev/null || need_packages+=(npm)
+fi
+# Multi-platform builds (scripts/test.sh sets KILN_ENGINES=1): arm64
+# binaries run under QEMU through binfmt_misc.
+if [ -n "${KILN_ENGINES:-}" ]; then
+  [ -x /usr/bin/qemu-aarch64-static ] || need_packages+=(qemu-user-static)
+  command -v update-binfmts >/dev/null || need_packages+=(binfmt-support)
 fi
 if [ ${#need_packages[@]} -gt 0 ]; then
   log "installing ${need_packages[*]}"
@@ -208,6 +218,51 @@ NGINX
   rm -rf "$wizard_rootfs"
 fi
 if [ "${KILN_ENGINES:-0}" = 1 ]; then
+  # The package registers its interpreters only where binfmt_misc is
+  # mounted (a machine without systemd may not have it): mount, enable.
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    update-binfmts --enable qemu-aarch64 >/dev/null
+  fi
+  multi="$registry_addr/base/busybox:multi"
+  if ! curl -fs -o /dev/null "http://$registry_addr/v2/base/busybox/manifests/multi" \
+      -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json'; then
+    log "making the two-platform base index $multi (busybox-static for amd64 and arm64)"
+    arm="$(mktemp -d)"
+    # arm64's busybox-static is downloaded, not installed: the foreign
+    # architecture is added for the download and removed after.
+    added_arm64=""
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+      dpkg --add-architecture arm64
+      added_arm64=1
+    fi
+    apt-get update -qq
+    (cd "$arm" && apt-get download -qq busybox-static:arm64 2>/dev/null)
+    if [ -n "$added_arm64" ]; then dpkg --remove-architecture arm64; fi
+    dpkg-deb -x "$arm"/busybox-static_*_arm64.deb "$arm/deb"
+    mkdir -p "$arm/rootfs/bin" "$arm/rootfs/tmp" "$arm/rootfs/etc" "$arm/rootfs/root" "$arm/context"
+    chmod 1777 "$arm/rootfs/tmp"
+    cp "$arm/deb/bin/busybox" "$arm/rootfs/bin/busybox"
+    # The same busybox version on both architectures: the host's list of
+    # applets is arm64's too.
+    for applet in $(/bin/busybox --list); do
+      [ "$applet" = busybox ] || ln -sf busybox "$arm/rootfs/bin/$applet"
+    done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$arm/rootfs/etc/passwd"
+    echo 'root:x:0:' >"$arm/rootfs/etc/group"
+    tar -C "$arm/rootfs" -cf "$arm/context/rootfs.tar" .
+    # `docker import --platform` keeps amd64 in the image's config on
+    # 20.10; a BuildKit build FROM scratch for linux/arm64 says arm64.
+    printf 'FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nCMD ["/bin/sh"]\n' >"$arm/context/Dockerfile"
+    DOCKER_BUILDKIT=1 docker_cli build -q --platform linux/arm64 -t "$registry_addr/base/busybox:1-arm64" "$arm/context" >/dev/null
+    docker_cli push "$registry_addr/base/busybox:1-arm64" >/dev/null
+    DOCKER_CLI_EXPERIMENTAL=enabled docker_cli manifest create --insecure --amend "$multi" \
+      "$base" "$registry_addr/base/busybox:1-arm64" >/dev/null
+    DOCKER_CLI_EXPERIMENTAL=enabled docker_cli manifest push --insecure --purge "$multi" >/dev/null
+    rm -rf "$arm"
+  fi
   bash "$repo/scripts/engine.sh" start second 2376 >/dev/null
   log "second engine: tcp://127.0.0.1:2376 (mutual TLS, certificates in $state/engines/certs)"
 fi

@@ -457,6 +457,14 @@ async fn dashboard_in_a_browser_builds_streams_rebuilds_and_passes_axe() {
     let image = record["imageRefs"][0].as_str().unwrap();
     let shown = browser.text("main").await;
     assert!(shown.contains(image), "{image} not in:\n{shown}");
+    // Where it ran (issue 15: the record's engine).
+    let engine = record["engine"]
+        .as_str()
+        .expect("the record names its engine");
+    assert!(
+        shown.contains(&format!("Engine\n{engine}")) || shown.contains(&format!("Engine {engine}")),
+        "engine {engine} not shown:\n{shown}"
+    );
     // Find in the log.
     browser
         .type_into(

@@ -3,7 +3,8 @@
 //! rebuild goes back to the engine whose cache is warm; a drained engine
 //! takes nothing new; a client certificate the engine does not trust is
 //! refused; an engine killed mid-build is `ENGINE_LOST`, and a build that
-//! had pushed nothing is retried once on another engine.
+//! had pushed nothing is retried once on another engine; a multi-platform
+//! build (amd64 + arm64 under QEMU) is one image index.
 
 use std::collections::BTreeSet;
 use std::ops::AsyncFnMut;
@@ -303,6 +304,46 @@ async fn issue_15_a_platform_no_engine_builds_is_refused_at_create_time() {
     let message = answer.error_message();
     assert!(message.contains("platform linux/s390x"), "{message}");
     assert!(message.contains("second (linux/amd64)"), "{message}");
+
+    // The same for one platform of several; and several must be
+    // different, not beside `platform`, and keep their tags valid.
+    let refused = |platforms: Value, extra: Option<(&str, Value)>| {
+        let mut asked = request(&unique_name("platforms"), 1, false);
+        asked["platforms"] = platforms;
+        if let Some((field, value)) = extra {
+            asked[field] = value;
+        }
+        asked
+    };
+    for (asked, says) in [
+        (
+            refused(serde_json::json!(["linux/amd64", "linux/s390x"]), None),
+            "platform linux/s390x",
+        ),
+        (
+            refused(serde_json::json!(["linux/amd64", "linux/amd64"]), None),
+            "names linux/amd64 twice",
+        ),
+        (
+            refused(
+                serde_json::json!(["linux/amd64"]),
+                Some(("platform", "linux/amd64".into())),
+            ),
+            "not both",
+        ),
+        (
+            refused(
+                serde_json::json!(["linux/amd64", "linux/arm64"]),
+                Some(("tags", serde_json::json!(["x".repeat(120)]))),
+            ),
+            "too long for a multi-platform build",
+        ),
+    ] {
+        let answer = t.post_json("/v1/builds", &asked).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{asked:#}");
+        let message = answer.error_message();
+        assert!(message.contains(says), "{message}");
+    }
 }
 
 /// A rebuild on an engine that never built the image is warm: it imports
@@ -348,4 +389,155 @@ async fn issue_15_a_rebuild_on_another_engine_reuses_the_registry_cache() {
         "every RUN step came from the registry cache: {:#}\n{log}",
         record["metrics"]
     );
+}
+
+/// Both engines build for amd64 and arm64 (arm64 under QEMU, which
+/// set-up registers with binfmt_misc; their `platforms` say so).
+fn multi_platform_engine(
+    engine: kiln_server::config::EngineConfig,
+) -> kiln_server::config::EngineConfig {
+    kiln_server::config::EngineConfig {
+        platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+        ..engine
+    }
+}
+
+/// `docker run --rm --platform PLATFORM IMAGE` on the machine's engine
+/// (pulling through the index): what the container printed.
+fn run_for_platform(platform: &str, image: &str) -> String {
+    let output = std::process::Command::new("/usr/bin/docker")
+        .args([
+            "run",
+            "--rm",
+            "--pull",
+            "always",
+            "--platform",
+            platform,
+            image,
+        ])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        output.status.success(),
+        "docker run --platform {platform} {image}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// One build for linux/amd64 and linux/arm64: each platform is built on
+/// an engine of its own at once, each image pushed under its platform's
+/// tag, then one OCI image index of both under every tag; the record
+/// keeps the index's digest and each image's. Run through the index,
+/// the arm64 image says `aarch64` and the amd64 one `x86_64`.
+#[tokio::test]
+async fn issue_15_a_multi_platform_build_pushes_an_index_whose_arm64_image_runs_as_aarch64() {
+    let t = TestServer::start_with(|config| {
+        config.engines = vec![
+            multi_platform_engine(local_engine("local", 1)),
+            multi_platform_engine(tls_engine("second", 2376, 1)),
+        ];
+    })
+    .await;
+    let name = unique_name("multi-platform");
+    let mut request = dockerfile_request(
+        &name,
+        &format!(
+            "FROM {REGISTRY}/base/busybox:multi\nRUN uname -m > /arch\nCMD [\"cat\", \"/arch\"]\n"
+        ),
+    );
+    request["platforms"] = serde_json::json!(["linux/amd64", "linux/arm64"]);
+    request["tags"] = serde_json::json!(["latest", "v1"]);
+    let id = t.create_build(&request).await;
+    let record = t.wait_succeeded(&id, LIMIT).await;
+    t.assert_documented("Build", &record).await;
+    assert_eq!(
+        record["request"]["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    let images = record["platforms"].as_array().expect("platforms listed");
+    assert_eq!(images.len(), 2, "{record:#}");
+    assert_eq!(images[0]["platform"], "linux/amd64");
+    assert_eq!(images[1]["platform"], "linux/arm64");
+    let engines_used: BTreeSet<&str> = images
+        .iter()
+        .map(|i| i["engine"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        engines_used,
+        BTreeSet::from(["local", "second"]),
+        "both engines were free: one platform each, side by side: {record:#}"
+    );
+    for image in images {
+        assert!(image["sizeBytes"].as_u64().unwrap() > 0, "{image:#}");
+        assert!(image["layerCount"].as_u64().unwrap() >= 2, "{image:#}");
+    }
+
+    // The index, under both tags, lists the two images with their
+    // platforms; each image is also under its platform's tag.
+    let digest = record["digest"].as_str().unwrap();
+    let repository = format!("{REGISTRY}/default/{name}");
+    let reference =
+        kiln_trust::registry::Reference::parse(&format!("{repository}:latest")).unwrap();
+    let mut session = reference.pull_session(None);
+    for tag in ["latest", "v1"] {
+        let raw = session
+            .raw_manifest_if_present(tag)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no manifest under {tag}"));
+        assert_eq!(kiln_trust::registry::sha256_digest(&raw), digest, "{tag}");
+        let index: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            index["mediaType"],
+            "application/vnd.oci.image.index.v1+json"
+        );
+        let listed: Vec<(String, String)> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    format!(
+                        "{}/{}",
+                        m["platform"]["os"].as_str().unwrap(),
+                        m["platform"]["architecture"].as_str().unwrap()
+                    ),
+                    m["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, String)> = images
+            .iter()
+            .map(|i| {
+                (
+                    i["platform"].as_str().unwrap().to_string(),
+                    i["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(listed, expected);
+    }
+    for (platform_tag, image) in [
+        ("v1-linux-amd64", &images[0]),
+        ("v1-linux-arm64", &images[1]),
+    ] {
+        let (status, found) = registry_manifest(&format!("default/{name}"), platform_tag).await;
+        assert_eq!(status, StatusCode::OK, "{platform_tag}");
+        assert_eq!(found.as_deref(), image["digest"].as_str(), "{platform_tag}");
+    }
+    let log = t.log_text(&id).await;
+    assert!(log.contains("[linux/arm64] "), "{log}");
+    assert!(
+        log.contains(&format!("index: {repository}@{digest}")),
+        "{log}"
+    );
+
+    // Pulled and run through the index, as a user on each machine would.
+    let image = format!("{repository}:v1");
+    assert_eq!(run_for_platform("linux/arm64", &image), "aarch64");
+    assert_eq!(run_for_platform("linux/amd64", &image), "x86_64");
+    let _ = std::process::Command::new("/usr/bin/docker")
+        .args(["rmi", "-f", &image])
+        .output();
 }

@@ -1089,6 +1089,7 @@ pub fn fill_finished_builds(dir: &std::path::Path, count: usize) -> Duration {
             },
             image_refs: vec![format!("127.0.0.1:5000/default/app-{}:latest", i % 50)],
             digest: Some(format!("sha256:{:064x}", i)),
+            platform_images: Vec::new(),
             metrics: None,
             failure: None,
             wizard: None,

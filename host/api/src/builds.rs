@@ -73,6 +73,12 @@ pub struct CreateBuildRequest {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// Several platforms (`["linux/amd64", "linux/arm64"]`): one build per
+    /// platform on engines that build it, then one image index pushed
+    /// under every tag (each platform's image also under
+    /// `<tag>-<os>-<arch>[-<variant>]`). Not with `platform`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(default = false))]
     pub no_cache: Option<bool>,
@@ -180,8 +186,14 @@ pub struct Build {
     /// What the build was asked to do, after defaults.
     pub request: BuildSettings,
     pub image_refs: Vec<String>,
+    /// The pushed image's digest; for a multi-platform build, its image
+    /// index's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// A multi-platform build's images, one per platform, as the index
+    /// lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformImage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +245,23 @@ pub struct Build {
     pub log_removed_time: Option<DateTime<Utc>>,
 }
 
+/// One platform's image of a multi-platform build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformImage {
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Its manifest's digest (an entry of the build's index).
+    pub digest: String,
+    /// Its config and layers, compressed, in bytes.
+    pub size_bytes: u64,
+    pub layer_count: u32,
+    /// The engine of the pool that built it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+}
+
 /// An artifact pushed beside a build's image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -275,6 +304,9 @@ pub struct BuildSettings {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// A multi-platform build's platforms, in the order asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
     pub no_cache: bool,
     pub timeout_secs: u64,
     pub builder: String,

@@ -41,7 +41,7 @@ pub use admin::{
 pub use builds::{
     Attachment, Build, BuildAccepted, BuildAttempt, BuildList, BuildSettings, BuildStatus,
     CreateBuildRequest, Failure, FailureReason, GitSource, GitSourceRequest, LogLine, Metrics,
-    Phases, RefKind, Source, UploadedContext, WizardDetection,
+    Phases, PlatformImage, RefKind, Source, UploadedContext, WizardDetection,
 };
 pub use error::ErrorBody;
 pub use projects::{

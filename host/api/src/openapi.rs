@@ -69,7 +69,7 @@ follow the build with GetBuild or StreamBuildLogs.";
     ),
     components(schemas(
         CreateBuildRequest, GitSourceRequest, BuildAccepted, Build, BuildStatus, BuildSettings,
-        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, BuildAttempt, Attachment, Metrics, Phases, BuildList,
+        Source, GitSource, RefKind, WizardDetection, Failure, FailureReason, BuildAttempt, Attachment, PlatformImage, Metrics, Phases, BuildList,
         LogLine, UploadedContext, DetectRequest, DetectAnswer, DetectedProject, PluginList,
         PluginView, PluginKinds, Permissions, PluginLimits, PluginLoadError, SaveSecretsRequest,
         CredentialInput, MaskedSecrets, MaskedCredential, CreateOrgRequest, Org, OrgList, RegistryTarget, SigningSetting,
@@ -1000,6 +1000,12 @@ mod fields {
             ("CreateBuildRequest", "platform", or_null(json!({
                 "type": "string", "pattern": PLATFORM_PATTERN,
                 "description": "os/arch[/variant] to build for.", "examples": ["linux/amd64"],
+            }))),
+            ("CreateBuildRequest", "platforms", or_null(json!({
+                "type": "array", "minItems": 1, "maxItems": MAX_PLATFORMS, "uniqueItems": true,
+                "items": { "type": "string", "pattern": PLATFORM_PATTERN },
+                "description": "Platforms (os/arch[/variant]) for one multi-platform image: one build per platform, then an image index pushed under every tag (each platform's image also under `<tag>-<os>-<arch>[-<variant>]`). Not with `platform`.",
+                "examples": [["linux/amd64", "linux/arm64"]],
             }))),
             ("CreateBuildRequest", "target", or_null(json!({
                 "type": "string", "pattern": TARGET_PATTERN,

@@ -17,6 +17,8 @@ pub const MAX_BUILD_ARG_VALUE_BYTES: usize = 16 << 10;
 /// Most bytes of all build args' names and values together (Docker
 /// Engine takes them in the request's URL).
 pub const MAX_BUILD_ARGS_TOTAL_BYTES: usize = 64 << 10;
+/// Most `platforms` one multi-platform build takes.
+pub const MAX_PLATFORMS: usize = 8;
 /// Most names in `secrets` and in `secretBuildArgs`, each.
 pub const MAX_SECRETS: usize = 32;
 /// Fewest characters a secret value (or a credential's password) has:
@@ -191,6 +193,42 @@ pub fn check_platform(platform: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `platforms`: 1 to [`MAX_PLATFORMS`] different valid platforms, and
+/// every tag still a valid tag with each platform's suffix (the tag its
+/// platform's image is pushed under, [`platform_tag`]).
+pub fn check_platforms(platforms: &[String], tags: &[String]) -> Result<(), String> {
+    if platforms.is_empty() {
+        return Err("`platforms` is empty: name at least one, or leave it out".into());
+    }
+    if platforms.len() > MAX_PLATFORMS {
+        return Err(format!(
+            "`platforms` names {} platforms; one build takes at most {MAX_PLATFORMS}",
+            platforms.len()
+        ));
+    }
+    for (at, platform) in platforms.iter().enumerate() {
+        check_platform(platform).map_err(|e| e.replacen("`platform`", "`platforms`:", 1))?;
+        if platforms[..at].contains(platform) {
+            return Err(format!("`platforms` names {platform} twice"));
+        }
+        for tag in tags {
+            let suffixed = platform_tag(tag, platform);
+            if check_tag(&suffixed).is_err() {
+                return Err(format!(
+                    "tag {tag:?} is too long for a multi-platform build: its {platform} image is pushed as {suffixed:?}, over 128 characters; shorten the tag"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tag a multi-platform build pushes `platform`'s image under, beside
+/// the index under `tag`: `<tag>-<os>-<arch>[-<variant>]`.
+pub fn platform_tag(tag: &str, platform: &str) -> String {
+    format!("{tag}-{}", platform.replace('/', "-"))
+}
+
 /// A build stage name.
 pub fn check_target(target: &str) -> Result<(), String> {
     let ok = !target.is_empty()
@@ -328,6 +366,28 @@ mod tests {
         for bad in ["", ".x", "-x", "a:b", "a/b", &"x".repeat(129)] {
             assert!(check_tag(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn platforms_are_different_valid_and_keep_their_tags_valid() {
+        let tags = |t: &[&str]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let platforms = tags;
+        let two = platforms(&["linux/amd64", "linux/arm64/v8"]);
+        assert!(check_platforms(&two, &tags(&["latest", "v1"])).is_ok());
+        assert_eq!(platform_tag("v1", "linux/arm64/v8"), "v1-linux-arm64-v8");
+        let error = check_platforms(&[], &tags(&["latest"])).unwrap_err();
+        assert!(error.contains("empty"), "{error}");
+        let error = check_platforms(&platforms(&["linux/amd64"; 9]), &[]).unwrap_err();
+        assert!(error.contains("at most 8"), "{error}");
+        let error = check_platforms(&platforms(&["linux/amd64", "linux/amd64"]), &[]).unwrap_err();
+        assert!(error.contains("twice"), "{error}");
+        let error = check_platforms(&platforms(&["linux"]), &[]).unwrap_err();
+        assert!(error.contains("`platforms`: \"linux\""), "{error}");
+        // 115 + "-linux-amd64" is 127 characters; with "-v8" it is 130.
+        let long = "x".repeat(115);
+        assert!(check_platforms(&platforms(&["linux/amd64"]), &tags(&[&long])).is_ok());
+        let error = check_platforms(&two, &tags(&[&long])).unwrap_err();
+        assert!(error.contains("linux/arm64/v8"), "{error}");
     }
 
     #[test]

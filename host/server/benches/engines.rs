@@ -6,7 +6,9 @@
 //!   a one-second step and a few megabytes hashed) with one engine and
 //!   with two, two slots each;
 //! * cache: a 10-step image built cold, rebuilt on the engine that built
-//!   it, and rebuilt on an engine that never saw it (the registry cache).
+//!   it, and rebuilt on an engine that never saw it (the registry cache);
+//! * platforms: one image for linux/amd64, for linux/arm64 (QEMU), and
+//!   for both at once (one build, an index), uncached.
 //!
 //! Both engines share this machine's two cores and disk: the second engine
 //! adds slots, not hardware, so the figure is a floor for a second machine.
@@ -129,4 +131,52 @@ async fn main() {
     ] {
         println!("| {label} | {secs:.2} | {cached} | {engine} |");
     }
+
+    // Both engines build both platforms (arm64 through QEMU binfmt, which
+    // set-up registers).
+    let both = |engine: kiln_server::config::EngineConfig| kiln_server::config::EngineConfig {
+        platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+        ..engine
+    };
+    let t = TestServer::start_with(|config| {
+        config.engines = vec![
+            both(local_engine("local", 1)),
+            both(tls_engine("second", 2376, 1)),
+        ];
+    })
+    .await;
+    let name = unique_name("platforms");
+    let platform_build = |platforms: Value| {
+        let mut request = dockerfile_request(
+            &name,
+            &format!(
+                "FROM {REGISTRY}/base/busybox:multi\nRUN uname -m > /arch\nRUN i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $i > /count\nRUN head -c 2000000 /dev/urandom | md5sum > /sum\n"
+            ),
+        );
+        request["platforms"] = platforms;
+        request["noCache"] = true.into();
+        request
+    };
+    let amd64 = timed(&t, &platform_build(serde_json::json!(["linux/amd64"]))).await;
+    let arm64 = timed(&t, &platform_build(serde_json::json!(["linux/arm64"]))).await;
+    let multi = timed(
+        &t,
+        &platform_build(serde_json::json!(["linux/amd64", "linux/arm64"])),
+    )
+    .await;
+    println!("\n| one image, 3 RUN steps | seconds | engine |");
+    println!("|---|---|---|");
+    println!("| linux/amd64 alone | {:.2} | {} |", amd64.0, amd64.2);
+    println!(
+        "| linux/arm64 alone (QEMU) | {:.2} | {} |",
+        arm64.0, arm64.2
+    );
+    println!(
+        "| the two single-platform builds, one after the other | {:.2} | |",
+        amd64.0 + arm64.0
+    );
+    println!(
+        "| linux/amd64 + linux/arm64, one build (index) | {:.2} | {} (first platform) |",
+        multi.0, multi.2
+    );
 }

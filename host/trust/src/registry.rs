@@ -362,6 +362,63 @@ pub async fn push_manifest(
     Ok(pushed)
 }
 
+/// One platform's image in an index to push: a manifest already in the
+/// repository, and where it runs (`os/arch[/variant]`).
+pub struct IndexEntry {
+    pub digest: String,
+    pub platform: String,
+}
+
+/// Push an OCI image index listing `entries` (manifests `repository`
+/// holds) under every tag of `tags`; answers its descriptor. Each entry's
+/// media type and size are the registry's own (a `HEAD` each), so the
+/// index names exactly what was pushed, Docker's manifests or OCI's.
+pub async fn push_index(
+    repository: &str,
+    tags: &[String],
+    entries: &[IndexEntry],
+    credentials: Option<Credentials<'_>>,
+) -> Result<ManifestDescriptor, RegistryError> {
+    let failed = |message: String| RegistryError {
+        reference: repository.to_string(),
+        message,
+    };
+    let (host, path) = repository
+        .split_once('/')
+        .ok_or_else(|| failed("not a registry repository (host/path)".into()))?;
+    let mut session = Session::new(host, path, credentials, "pull,push");
+    let mut manifests = Vec::new();
+    for entry in entries {
+        let found = session.manifest_descriptor(&entry.digest).await?;
+        let mut parts = entry.platform.splitn(3, '/');
+        let mut platform = serde_json::json!({
+            "os": parts.next().unwrap_or_default(),
+            "architecture": parts.next().unwrap_or_default(),
+        });
+        if let Some(variant) = parts.next() {
+            platform["variant"] = variant.into();
+        }
+        let mut descriptor = serde_json::json!(found);
+        descriptor["platform"] = platform;
+        manifests.push(descriptor);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+    });
+    let body = serde_json::to_vec(&index).expect("an index serializes");
+    let pushed = ManifestDescriptor {
+        media_type: OCI_INDEX.into(),
+        digest: sha256_digest(&body),
+        size: body.len() as u64,
+    };
+    for tag in tags {
+        session.put_manifest(tag, OCI_INDEX, body.clone()).await?;
+    }
+    Ok(pushed)
+}
+
 /// A referrers index's entry for the manifest `document` pushed as
 /// `pushed`: its descriptor, artifact type and annotations.
 fn referrer_entry(pushed: &ManifestDescriptor, document: &serde_json::Value) -> serde_json::Value {

@@ -260,7 +260,6 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode, CommandError> {
         no_cache: Some(args.no_cache),
         build_args: (!build_args.is_empty()).then_some(build_args),
         target: args.target.clone(),
-        platform: args.platform.clone(),
         builder: args.builder.clone(),
         profile: args.profile.clone(),
         timeout_secs: args.timeout,
@@ -268,6 +267,14 @@ pub async fn build(args: BuildArgs) -> Result<ExitCode, CommandError> {
         secret_build_args: listed(&args.secret_build_args),
         ..Default::default()
     };
+    // `--platform a,b`: one image for several platforms.
+    if let Some(platforms) = &args.platform {
+        let platforms: Vec<String> = platforms.split(',').map(|p| p.trim().to_string()).collect();
+        match <[String; 1]>::try_from(platforms) {
+            Ok([one]) => request.platform = Some(one),
+            Err(several) => request.platforms = Some(several),
+        }
+    }
     match &args.git {
         Some(spec) => request.git_source = Some(git_source(spec)),
         None => {
@@ -373,6 +380,20 @@ fn print_result(style: &Style, build: &Build) {
                 println!("image:  {image}");
             }
             println!("digest: {}", build.digest.as_deref().unwrap_or_default());
+            for image in &build.platforms {
+                println!(
+                    "  {}: {} ({} bytes, {} layers{})",
+                    image.platform,
+                    image.digest,
+                    image.size_bytes,
+                    image.layer_count,
+                    image
+                        .engine
+                        .as_deref()
+                        .map(|e| format!(", engine {e}"))
+                        .unwrap_or_default()
+                );
+            }
             let m = build.metrics.clone().unwrap_or_default();
             println!(
                 "took {:.1}s, image {} bytes in {} layers, {} of {} steps cached",

@@ -175,7 +175,8 @@ pub struct BuildArgs {
     /// The stage to build.
     #[arg(long)]
     pub target: Option<String>,
-    /// `os/arch[/variant]`.
+    /// `os/arch[/variant]`; several, comma-separated (`linux/amd64,linux/arm64`),
+    /// build one multi-platform image (an index under every tag).
     #[arg(long)]
     pub platform: Option<String>,
     /// Do not use the build cache.

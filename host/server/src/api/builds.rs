@@ -241,9 +241,27 @@ pub(super) async fn validate_create(
     validate::check_tags(&tags).map_err(bad)?;
     let build_args = request.build_args.unwrap_or_default();
     validate::check_build_args(build_args.iter()).map_err(bad)?;
-    if let Some(platform) = &request.platform {
-        validate::check_platform(platform).map_err(bad)?;
-    }
+    // One platform is a plain build; several make one image index.
+    let (platform, platforms) = match (request.platform, request.platforms) {
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "give `platform` (one) or `platforms` (several), not both".into(),
+            ))
+        }
+        (None, Some(platforms)) => {
+            validate::check_platforms(&platforms, &tags).map_err(bad)?;
+            match <[String; 1]>::try_from(platforms) {
+                Ok([one]) => (Some(one), Vec::new()),
+                Err(several) => (None, several),
+            }
+        }
+        (platform, None) => {
+            if let Some(platform) = &platform {
+                validate::check_platform(platform).map_err(bad)?;
+            }
+            (platform, Vec::new())
+        }
+    };
     if let Some(target) = &request.target {
         validate::check_target(target).map_err(bad)?;
     }
@@ -308,10 +326,18 @@ pub(super) async fn validate_create(
     }
     // A build no engine of the pool could ever take is refused now, not
     // left waiting.
-    state
-        .engines
-        .check_buildable(request.platform.as_deref(), Some(&profile), &builder)
-        .map_err(bad)?;
+    if platforms.is_empty() {
+        state
+            .engines
+            .check_buildable(platform.as_deref(), Some(&profile), &builder)
+            .map_err(bad)?;
+    }
+    for platform in &platforms {
+        state
+            .engines
+            .check_buildable(Some(platform), Some(&profile), &builder)
+            .map_err(bad)?;
+    }
 
     // The organization's own registry when it has one, fixed for this
     // build now (a later change of target moves only later builds).
@@ -339,7 +365,8 @@ pub(super) async fn validate_create(
             tags,
             build_args,
             target: request.target,
-            platform: request.platform,
+            platform,
+            platforms,
             no_cache: request.no_cache.unwrap_or(false),
             timeout_secs,
             builder,
@@ -350,6 +377,7 @@ pub(super) async fn validate_create(
         },
         image_refs,
         digest: None,
+        platform_images: Vec::new(),
         metrics: None,
         failure: None,
         wizard: None,

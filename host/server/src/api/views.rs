@@ -51,6 +51,7 @@ impl From<&BuildRecord> for wire::Build {
             request: (&record.request).into(),
             image_refs: record.image_refs.clone(),
             digest: record.digest.clone(),
+            platforms: record.platform_images.clone(),
             metrics: record.metrics.as_ref().map(Into::into),
             failure: record.failure.as_ref().map(Into::into),
             profile_used: record.profile_used.clone(),
@@ -88,6 +89,7 @@ impl From<&BuildSpec> for wire::BuildSettings {
             build_args: spec.build_args.clone(),
             target: spec.target.clone(),
             platform: spec.platform.clone(),
+            platforms: spec.platforms.clone(),
             no_cache: spec.no_cache,
             timeout_secs: spec.timeout_secs,
             builder: spec.builder.clone(),
@@ -294,6 +296,7 @@ mod tests {
             },
             image_refs: vec!["r/acme/hello:v1".into()],
             digest: Some("sha256:00".into()),
+            platform_images: Vec::new(),
             metrics: Some(Metrics {
                 duration_ms: 5,
                 cached_steps: 1,

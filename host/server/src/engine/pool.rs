@@ -142,15 +142,52 @@ impl EngineSeat {
         self.lease.lock().unwrap().name().to_string()
     }
 
-    pub fn affinity_key(&self) -> &str {
-        &self.needs.affinity_key
-    }
-
     /// The engine did not answer after the build failed on it: is it
     /// gone? `Some(why)` when it is.
     pub async fn lost(&self) -> Option<String> {
         let name = self.name();
         self.pool.confirm_lost(&name).await
+    }
+
+    /// Whether this seat's engine is configured to build for `platform`.
+    pub fn builds(&self, platform: &str) -> bool {
+        let needs = self.needs_for(platform);
+        self.lease.lock().unwrap().engine.can_build(&needs)
+    }
+
+    /// A second seat for the same build, for `platform` (one image of a
+    /// multi-platform build), on an engine with a slot free now; `None`
+    /// when every engine that could take it is busy. It never waits, so
+    /// builds holding one seat cannot wait on each other.
+    pub fn try_beside(&self, platform: &str) -> Option<EngineSeat> {
+        let needs = self.needs_for(platform);
+        let lease = self.pool.try_acquire(&needs, None).ok().flatten()?;
+        Some(EngineSeat::new(self.pool.clone(), needs, lease))
+    }
+
+    /// A second seat for `platform`, waiting for a slot (for a platform
+    /// this seat's engine does not build).
+    pub async fn beside(&self, platform: &str) -> Result<EngineSeat, NoEngine> {
+        let needs = self.needs_for(platform);
+        let lease = self.pool.acquire(&needs, None).await?;
+        Ok(EngineSeat::new(self.pool.clone(), needs, lease))
+    }
+
+    /// This build's needs for one platform: its warm engine is per
+    /// platform too.
+    fn needs_for(&self, platform: &str) -> Needs {
+        let mut needs = self.needs.clone();
+        if needs.platform.as_deref() != Some(platform) {
+            needs.affinity_key = format!("{}\n{platform}", needs.affinity_key);
+            needs.platform = Some(platform.to_string());
+        }
+        needs
+    }
+
+    /// The image was built here: the next build of it goes here when it
+    /// can (its cache is warm).
+    pub fn remember(&self) {
+        self.pool.remember(&self.needs.affinity_key, &self.name());
     }
 
     /// Move to another engine that can build it (waiting for a slot);

@@ -115,6 +115,7 @@ pub fn create_request(request: proto::CreateBuildRequest) -> kiln_api::CreateBui
         build_args: (!request.build_args.is_empty()).then_some(request.build_args),
         target: given(request.target),
         platform: given(request.platform),
+        platforms: given_list(request.platforms),
         no_cache: request.no_cache.then_some(true),
         timeout_secs: (request.timeout_secs != 0).then_some(request.timeout_secs),
         profile: given(request.profile),
@@ -190,6 +191,18 @@ pub fn build(build: kiln_api::Build) -> proto::Build {
                 digest: a.digest,
             })
             .collect(),
+        platforms: build
+            .platforms
+            .into_iter()
+            .map(|p| proto::PlatformImage {
+                platform: p.platform,
+                digest: p.digest,
+                size_bytes: p.size_bytes,
+                layer_count: p.layer_count,
+                engine: p.engine.unwrap_or_default(),
+            })
+            .collect(),
+        engine: build.engine.unwrap_or_default(),
     }
 }
 
@@ -223,6 +236,7 @@ fn settings(settings: kiln_api::builds::BuildSettings) -> proto::BuildSettings {
         build_args: settings.build_args,
         target: settings.target.unwrap_or_default(),
         platform: settings.platform.unwrap_or_default(),
+        platforms: settings.platforms,
         no_cache: settings.no_cache,
         timeout_secs: settings.timeout_secs,
         builder: settings.builder,

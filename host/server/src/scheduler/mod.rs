@@ -346,7 +346,13 @@ impl Scheduler {
         };
         let needs = Needs {
             build_id: build_id.to_string(),
-            platform: record.request.platform.clone(),
+            // A multi-platform build's first platform; the others find
+            // their seats as it runs (`EngineSeat::try_beside`).
+            platform: record
+                .request
+                .platform
+                .clone()
+                .or_else(|| record.request.platforms.first().cloned()),
             profile: Some(record.request.profile.clone()).filter(|p| !p.is_empty()),
             builder: record.request.builder.clone(),
             secrets: !record.request.secrets.is_empty(),
@@ -467,7 +473,7 @@ impl Scheduler {
             )),
         };
         if let (Outcome::Succeeded(_), Ok(seat)) = (&outcome, &seat) {
-            inner.engines.remember(seat.affinity_key(), &seat.name());
+            seat.remember();
         }
         drop(seat);
         let ended = Instant::now();

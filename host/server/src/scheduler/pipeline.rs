@@ -60,6 +60,23 @@ struct ResolvedSecrets {
     registry_auth: Option<RegistryAuth>,
 }
 
+/// What every image of a build is built with.
+struct BuildJob<'a> {
+    plugin: &'a crate::plugins::LoadedPlugin,
+    checkout: Option<&'a Checkout>,
+    secrets: &'a ResolvedSecrets,
+    cache_from: &'a [String],
+}
+
+/// One run of the builder: on which engine, for which platform, pushed
+/// as what, logged where.
+struct Run<'a> {
+    engine: crate::engine::DockerEngine,
+    log: &'a BuildLog,
+    platform: Option<&'a str>,
+    image_refs: &'a [String],
+}
+
 /// What a successful build produced.
 pub struct Built {
     pub digest: String,
@@ -785,22 +802,58 @@ impl Pipeline<'_> {
             mounts: secret_mounts,
             registry_auth,
         };
-        // Under `auto`, one retry (the next size up) after running out of memory.
-        let mut may_retry = self.record.request.profile == crate::config::AUTO_PROFILE;
-        // One retry on another engine when the engine is lost before
-        // anything was pushed.
-        let mut may_move = true;
-        let mut profile = self.choose_profile();
+        let profile = self.choose_profile();
         let cache_from = self.registry_cache()?;
+        let job = BuildJob {
+            plugin,
+            checkout,
+            secrets: &secrets,
+            cache_from: &cache_from,
+        };
+        let built = match self.record.request.platforms.as_slice() {
+            [] => {
+                let platform = self.record.request.platform.as_deref();
+                let refs = &self.record.image_refs;
+                self.build_on(self.engine, self.log, platform, refs, &job, profile)
+                    .await?
+            }
+            platforms => self.build_platforms(platforms, &job, profile).await?,
+        };
+        self.sign(&built, secrets.registry_auth.as_ref(), plugin)
+            .await?;
+        Ok(built)
+    }
+
+    /// One image on `seat`'s engine, for `platform`, pushed as
+    /// `image_refs`: under `auto`, once more one size up after running out
+    /// of memory; once more on another engine when the engine is lost
+    /// before anything was pushed.
+    async fn build_on(
+        &self,
+        seat: &EngineSeat,
+        log: &BuildLog,
+        platform: Option<&str>,
+        image_refs: &[String],
+        job: &BuildJob<'_>,
+        mut profile: crate::config::Profile,
+    ) -> Result<Built, Failure> {
+        let mut may_retry = self.record.request.profile == crate::config::AUTO_PROFILE;
+        let mut may_move = true;
+        // The build's own seat names the record's engine; a platform's
+        // second seat, only its entry of `platforms`.
+        let main_seat = std::ptr::eq(seat, self.engine);
         loop {
             self.update_record(|r| r.profile_used = Some(profile.name.clone()))?;
             let started = chrono::Utc::now();
-            let engine = self.engine.name();
-            let built = self
-                .build_with(plugin, checkout, &secrets, &profile, &cache_from)
-                .await;
-            let built = match built {
-                Err(failure) => Err(self.engine_lost(failure).await),
+            let engine = seat.name();
+            let run = Run {
+                engine: seat.engine(),
+                log,
+                platform,
+                image_refs,
+            };
+            let built = match self.build_with(&run, job, &profile).await {
+                Err(failure) => Err(self.engine_lost(seat, log, failure).await),
                 ok => ok,
             };
             let failure = match built {
@@ -813,23 +866,20 @@ impl Pipeline<'_> {
                         && !self.phases.push_began() =>
                 {
                     may_move = false;
-                    let Ok(moved_to) = self.engine.move_elsewhere().await else {
+                    let Ok(moved_to) = seat.move_elsewhere().await else {
                         return Err(failure);
                     };
-                    self.log.system(&format!(
+                    log.system(&format!(
                         "engine {engine} was lost before anything was pushed; building once more on engine {moved_to}"
                     ));
                     let attempt = attempt(&profile, engine, failure, started);
                     self.update_record(|r| {
                         r.attempts.push(attempt.clone());
-                        r.engine = Some(moved_to.clone());
+                        if main_seat {
+                            r.engine = Some(moved_to.clone());
+                        }
                     })?;
                     continue;
-                }
-                Ok(built) => {
-                    self.sign(&built, secrets.registry_auth.as_ref(), plugin)
-                        .await?;
-                    return Ok(built);
                 }
                 done => return done,
             };
@@ -837,7 +887,7 @@ impl Pipeline<'_> {
                 return Err(failure);
             };
             may_retry = false;
-            self.log.system(&format!(
+            log.system(&format!(
                 "profile auto: OUT_OF_MEMORY with {} ({} MiB); building once more with {} ({} MiB)",
                 profile.name,
                 profile.memory_bytes >> 20,
@@ -848,6 +898,191 @@ impl Pipeline<'_> {
             self.update_record(|r| r.attempts.push(attempt.clone()))?;
             profile = larger;
         }
+    }
+
+    /// A multi-platform build: one image per platform, each pushed under
+    /// its platform's tags (`<tag>-<os>-<arch>`), then one OCI image index
+    /// of them under every tag of the build. The first platform builds on
+    /// the build's own engine; each other one on a second engine with a
+    /// slot free now, side by side, else after the first on the same
+    /// engine (or, when that engine does not build it, on the next engine
+    /// that does). Its log lines start with the platform.
+    async fn build_platforms(
+        &self,
+        platforms: &[String],
+        job: &BuildJob<'_>,
+        profile: crate::config::Profile,
+    ) -> Result<Built, Failure> {
+        // Where each platform builds: a seat of its own now, or in turn
+        // on the build's seat.
+        let mut beside = Vec::new();
+        let mut after_first = Vec::new();
+        for platform in &platforms[1..] {
+            match self.engine.try_beside(platform) {
+                Some(seat) => beside.push((platform.as_str(), Some(seat))),
+                None if self.engine.builds(platform) => after_first.push(platform.as_str()),
+                None => beside.push((platform.as_str(), None)),
+            }
+        }
+        let plan: Vec<String> =
+            std::iter::once(format!("{} on {}", platforms[0], self.engine.name()))
+                .chain(beside.iter().map(|(platform, seat)| match seat {
+                    Some(seat) => format!("{platform} on {}", seat.name()),
+                    None => format!("{platform} on the next engine that builds it"),
+                }))
+                .chain(after_first.iter().map(|platform| {
+                    format!(
+                        "{platform} on {} after {}",
+                        self.engine.name(),
+                        platforms[0]
+                    )
+                }))
+                .collect();
+        self.log.system(&format!(
+            "platforms: {} images, then one index: {}",
+            platforms.len(),
+            plan.join("; ")
+        ));
+        let profile = &profile;
+        let on_own_seat = async {
+            let mut done = vec![
+                self.build_platform(self.engine, &platforms[0], job, profile)
+                    .await?,
+            ];
+            for platform in &after_first {
+                done.push(
+                    self.build_platform(self.engine, platform, job, profile)
+                        .await?,
+                );
+            }
+            Ok::<_, Failure>(done)
+        };
+        let on_other_seats = futures_util::future::try_join_all(beside.into_iter().map(
+            |(platform, seat)| async move {
+                let seat = match seat {
+                    Some(seat) => seat,
+                    None => self.engine.beside(platform).await.map_err(|none| {
+                        failure(FailureReason::EngineError, none.to_string(), None)
+                    })?,
+                };
+                let built = self.build_platform(&seat, platform, job, profile).await;
+                if built.is_ok() {
+                    seat.remember();
+                }
+                built
+            },
+        ));
+        let (mut images, others) =
+            futures_util::future::try_join(on_own_seat, on_other_seats).await?;
+        images.extend(others);
+        // In the order asked: the index lists them so.
+        images.sort_by_key(|(platform, _, _)| platforms.iter().position(|p| p == platform));
+        self.push_index(images, job.secrets.registry_auth.as_ref())
+            .await
+    }
+
+    /// One platform's image on `seat`, pushed under its platform's tags,
+    /// its log lines labelled with the platform: (platform, engine, image).
+    async fn build_platform(
+        &self,
+        seat: &EngineSeat,
+        platform: &str,
+        job: &BuildJob<'_>,
+        profile: &crate::config::Profile,
+    ) -> Result<(String, String, Built), Failure> {
+        let log = self.log.labelled(platform);
+        let refs: Vec<String> = self
+            .record
+            .image_refs
+            .iter()
+            .map(|reference| {
+                let (repository, tag) = crate::engine::registry::without_tag(reference);
+                let tag = kiln_api::validate::platform_tag(tag, platform);
+                format!("{repository}:{tag}")
+            })
+            .collect();
+        let built = self
+            .build_on(seat, &log, Some(platform), &refs, job, profile.clone())
+            .await?;
+        Ok((platform.to_string(), seat.name(), built))
+    }
+
+    /// Push the index of a multi-platform build's `images` under every
+    /// tag; the build's result is the index (sizes, layers and steps
+    /// summed over the platforms), and the record lists each image.
+    async fn push_index(
+        &self,
+        images: Vec<(String, String, Built)>,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Built, Failure> {
+        let Some((repository, _)) = self
+            .record
+            .image_refs
+            .first()
+            .map(|r| crate::engine::registry::without_tag(r))
+        else {
+            return Err(failure(
+                FailureReason::Internal,
+                "a multi-platform build has no image reference to push its index to",
+                None,
+            ));
+        };
+        let entries: Vec<_> = images
+            .iter()
+            .map(|(platform, _, built)| kiln_trust::registry::IndexEntry {
+                digest: built.digest.clone(),
+                platform: platform.clone(),
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let index = kiln_trust::registry::push_index(
+            repository,
+            &self.record.request.tags,
+            &entries,
+            auth.map(RegistryAuth::credentials),
+        )
+        .await
+        .map_err(|e| {
+            failure(
+                FailureReason::RegistryUnreachable,
+                format!("the image index of {repository} could not be pushed: {e}"),
+                None,
+            )
+        })?;
+        self.log.system(&format!(
+            "index: {repository}@{} ({}) pushed as {} in {} ms",
+            index.digest,
+            images
+                .iter()
+                .map(|(platform, _, built)| format!("{platform} {}", built.digest))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.record.request.tags.join(", "),
+            started.elapsed().as_millis()
+        ));
+        let listed: Vec<kiln_api::PlatformImage> = images
+            .iter()
+            .map(|(platform, engine, built)| kiln_api::PlatformImage {
+                platform: platform.clone(),
+                digest: built.digest.clone(),
+                size_bytes: built.size_bytes,
+                layer_count: built.layer_count,
+                engine: Some(engine.clone()),
+            })
+            .collect();
+        self.update_record(|r| r.platform_images = listed.clone())?;
+        let sum = |each: fn(&Built) -> u64| images.iter().map(|(_, _, b)| each(b)).sum::<u64>();
+        Ok(Built {
+            digest: index.digest,
+            image_refs: self.record.image_refs.clone(),
+            size_bytes: sum(|b| b.size_bytes),
+            layer_count: sum(|b| b.layer_count.into()) as u32,
+            cached_steps: sum(|b| b.cached_steps.into()) as u32,
+            total_steps: sum(|b| b.total_steps.into()) as u32,
+            generated_dockerfile: images
+                .into_iter()
+                .find_map(|(_, _, built)| built.generated_dockerfile),
+        })
     }
 
     /// Sign the pushed image with the organization's key and attach its
@@ -1418,12 +1653,12 @@ impl Pipeline<'_> {
     /// A failed build's failure, or `ENGINE_LOST` when its engine no
     /// longer answers (whatever the builder made of the broken
     /// connection, the engine going away is why).
-    async fn engine_lost(&self, failure: Failure) -> Failure {
-        let Some(why) = self.engine.lost().await else {
+    async fn engine_lost(&self, seat: &EngineSeat, log: &BuildLog, failure: Failure) -> Failure {
+        let Some(why) = seat.lost().await else {
             return failure;
         };
-        let engine = self.engine.name();
-        self.log.system(&format!(
+        let engine = seat.name();
+        log.system(&format!(
             "engine {engine} stopped answering during the build: {why}"
         ));
         crate::scheduler::failure(
@@ -1439,18 +1674,22 @@ impl Pipeline<'_> {
     /// One run of the builder with `profile`'s limits.
     async fn build_with(
         &self,
-        plugin: &crate::plugins::LoadedPlugin,
-        checkout: Option<&Checkout>,
-        secrets: &ResolvedSecrets,
+        run: &Run<'_>,
+        job: &BuildJob<'_>,
         profile: &crate::config::Profile,
-        cache_from: &[String],
     ) -> Result<Built, Failure> {
+        let BuildJob {
+            plugin,
+            checkout,
+            secrets,
+            cache_from,
+        } = *job;
         let spec = &self.record.request;
         let labels = self.standard_labels(checkout);
         let request = wit_build::BuildRequest {
             build_id: self.record.build_id.clone(),
             dockerfile: spec.dockerfile.clone(),
-            image_refs: self.record.image_refs.clone(),
+            image_refs: run.image_refs.to_vec(),
             build_args: spec
                 .build_args
                 .iter()
@@ -1460,7 +1699,7 @@ impl Pipeline<'_> {
                 })
                 .collect(),
             target: spec.target.clone(),
-            platform: spec.platform.clone(),
+            platform: run.platform.map(str::to_string),
             no_cache: spec.no_cache,
             secrets: spec.secrets.clone(),
             limits: wit::ResourceLimits {
@@ -1475,7 +1714,7 @@ impl Pipeline<'_> {
         let peak_memory = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let inline_dockerfile = Arc::new(std::sync::Mutex::new(None));
         let engine = BuildEngine {
-            engine: self.engine.engine(),
+            engine: run.engine.clone(),
             context_dir: self.paths.context.clone(),
             secret_build_args: secrets.build_args.clone(),
             secret_mounts: secrets.mounts.clone(),
@@ -1483,7 +1722,7 @@ impl Pipeline<'_> {
             memory_bytes: profile.memory_bytes,
             nano_cpus: profile.nano_cpus,
             labels,
-            log: self.log.clone(),
+            log: run.log.clone(),
             classified: classified.clone(),
             phases: self.phases.clone(),
             peak_memory: peak_memory.clone(),
@@ -1491,10 +1730,10 @@ impl Pipeline<'_> {
             cache_from: cache_from.to_vec(),
         };
         let caps = Capabilities::for_plugin(plugin)
-            .with_log(Arc::new(self.log.clone()))
+            .with_log(Arc::new(run.log.clone()))
             .with_engine(EngineLoan {
                 engine: Arc::new(engine),
-                allowed_refs: self.record.image_refs.clone(),
+                allowed_refs: run.image_refs.to_vec(),
                 secret_ids,
             });
         let preopens = Preopens {

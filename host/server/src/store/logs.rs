@@ -151,6 +151,9 @@ impl LogHub {
 #[derive(Clone)]
 pub struct BuildLog {
     inner: Arc<BuildLogInner>,
+    /// Put before each line: which platform of a multi-platform build
+    /// wrote it (their builds run side by side).
+    prefix: Option<Arc<str>>,
 }
 
 struct BuildLogInner {
@@ -180,7 +183,16 @@ impl BuildLog {
                 notify: hub.channel(build_id, last, true),
                 lost: Mutex::new(None),
             }),
+            prefix: None,
         })
+    }
+
+    /// The same log, each line written through it starting `[label] `.
+    pub fn labelled(&self, label: &str) -> BuildLog {
+        BuildLog {
+            inner: self.inner.clone(),
+            prefix: Some(format!("[{label}] ").into()),
+        }
     }
 
     /// Mask these values in every line written from now on. Every
@@ -215,7 +227,11 @@ impl BuildLog {
 
     /// Append a line. `stream` is `system`, `build` or `plugin`.
     pub fn write(&self, stream: &str, line: &str) {
-        let mut text = self.redact(line.trim_end_matches(['\n', '\r']));
+        let line = line.trim_end_matches(['\n', '\r']);
+        let mut text = match &self.prefix {
+            Some(prefix) => self.redact(&format!("{prefix}{line}")),
+            None => self.redact(line),
+        };
         if truncate_at_char_boundary(&mut text, MAX_LINE_BYTES) > 0 {
             text.push_str(" [line cut at 16 KiB]");
         }

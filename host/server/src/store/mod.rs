@@ -1007,6 +1007,7 @@ mod tests {
                 request: BuildSpec::default(),
                 image_refs: Vec::new(),
                 digest: None,
+                platform_images: Vec::new(),
                 metrics: None,
                 failure: None,
                 wizard: None,

@@ -77,6 +77,9 @@ pub struct BuildSpec {
     pub target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// A multi-platform build's platforms (two or more; one is `platform`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
     pub no_cache: bool,
     pub timeout_secs: u64,
     pub builder: String,
@@ -227,8 +230,12 @@ pub struct BuildRecord {
     pub source: SourceSummary,
     pub request: BuildSpec,
     pub image_refs: Vec<String>,
+    /// The image's digest; a multi-platform build's index's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// A multi-platform build's images, one per platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform_images: Vec<kiln_api::PlatformImage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
     #[serde(skip_serializing_if = "Option::is_none")]

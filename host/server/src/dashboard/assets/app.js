@@ -505,6 +505,7 @@ function rebuildRequest(b) {
   }
   if (r.contextDir && !source.git) body.contextDir = r.contextDir;
   for (const key of ['dockerfile', 'builder', 'target', 'platform', 'profile']) if (r[key]) body[key] = r[key];
+  if (r.platforms && r.platforms.length) body.platforms = r.platforms;
   if (r.tags && r.tags.length) body.tags = r.tags;
   if (r.buildArgs && Object.keys(r.buildArgs).length) body.buildArgs = r.buildArgs;
   if (r.secrets && r.secrets.length) body.secrets = r.secrets;
@@ -579,6 +580,10 @@ function buildView(id) {
         ['Status', statusName(b.status).toLowerCase()],
         ['Images', refs],
         ['Digest', b.digest ? h('code', {}, b.digest) : ''],
+        ['Platforms', (b.platforms || []).map((p) => h('div', {}, `${p.platform}: `, h('code', { title: p.digest }, short(p.digest, 19)),
+          ` ${bytes(p.sizeBytes)}, ${p.layerCount} layers${p.engine ? `, engine ${p.engine}` : ''}`))],
+        ['Engine', b.engine],
+        ['Cache from', (b.cacheFrom || []).map((c) => h('div', {}, h('code', {}, c)))],
         ['Queued', b.createTime ? new Date(b.createTime).toLocaleString() : ''],
         ['Duration', duration(buildDuration(b))],
         ['Cache', m.totalSteps ? `${m.cachedSteps} of ${m.totalSteps} steps cached` : ''],
@@ -596,6 +601,7 @@ function buildView(id) {
         ['Context', b.source && b.source.contextId ? h('code', {}, b.source.contextId) : ''],
         ['Dockerfile', r.dockerfile],
         ['Builder', r.builder],
+        ['Platform', r.platform || (r.platforms || []).join(', ')],
         ['Profile', b.profileUsed || r.profile],
         ['Tags', (r.tags || []).join(', ')],
         ['Build args', Object.entries(r.buildArgs || {}).map(([k, v]) => `${k}=${v}`).join(', ')],
