@@ -258,6 +258,9 @@ if [ "${KILN_ENGINES:-0}" = 1 ]; then
     printf 'FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nCMD ["/bin/sh"]\n' >"$arm/context/Dockerfile"
     DOCKER_BUILDKIT=1 docker_cli build -q --platform linux/arm64 -t "$registry_addr/base/busybox:1-arm64" "$arm/context" >/dev/null
     docker_cli push "$registry_addr/base/busybox:1-arm64" >/dev/null
+    # The registry has it; kept in the engine, its layers would be build
+    # cache shared with an image, which no prune frees.
+    docker_cli rmi "$registry_addr/base/busybox:1-arm64" >/dev/null
     DOCKER_CLI_EXPERIMENTAL=enabled docker_cli manifest create --insecure --amend "$multi" \
       "$base" "$registry_addr/base/busybox:1-arm64" >/dev/null
     DOCKER_CLI_EXPERIMENTAL=enabled docker_cli manifest push --insecure --purge "$multi" >/dev/null

@@ -9,9 +9,50 @@ use kiln_server::engine::DockerEngine;
 use kiln_tests::*;
 use serde_json::json;
 
+/// An image built with BuildKit and kept in the engine: its cache records
+/// are shared with it, and no prune frees them. Removed when dropped.
+struct KeptImage(String);
+
+impl KeptImage {
+    fn build() -> Self {
+        let tag = format!("kiln-test/shared-cache:{}", unique_name("kept"));
+        let mut build = std::process::Command::new("/usr/bin/docker")
+            .args(["build", "-q", "-t", &tag, "-"])
+            .env("DOCKER_BUILDKIT", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the docker CLI runs");
+        let dockerfile = format!(
+            "FROM {REGISTRY}/base/busybox:1\nRUN head -c 6000000 /dev/urandom > /kept && echo {tag}\n"
+        );
+        use std::io::Write as _;
+        build
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+        assert!(build.wait().unwrap().success(), "docker build {tag}");
+        KeptImage(tag)
+    }
+}
+
+impl Drop for KeptImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("/usr/bin/docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
 #[tokio::test]
 async fn issue_12_gc_keeps_the_engines_build_cache_under_its_budget() {
     let engine = DockerEngine::connect("").unwrap();
+    // Regression (CI): 6 MB of cache shared with a kept image. BuildKit's
+    // prune neither counts nor frees it; a budget that counted it was
+    // "over" with nothing a prune could free.
+    let _kept = KeptImage::build();
     // At least 8 MB of cache, whatever the engine held before.
     let filler = TestServer::start().await;
     let mut request = dockerfile_request(
@@ -26,6 +67,7 @@ async fn issue_12_gc_keeps_the_engines_build_cache_under_its_budget() {
     filler.wait_succeeded(&id, Duration::from_secs(120)).await;
     let before = engine.build_cache_usage().await.unwrap();
     assert!(before.bytes >= 8_000_000, "{before:?}");
+    assert!(before.shared_bytes >= 6_000_000, "{before:?}");
 
     // A budget 4 MiB under what the cache holds: only the least recently
     // used few MiB go (a whole engine's cache takes minutes to prune, and

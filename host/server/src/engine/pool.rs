@@ -117,11 +117,18 @@ impl Drop for EngineLease {
 
 /// The engine a running build has: its lease, which may move once to
 /// another engine when the first is lost (see the scheduler's
-/// `ENGINE_LOST`).
+/// `ENGINE_LOST`), or be given back early ([`EngineSeat::release`]).
 pub struct EngineSeat {
     pool: Arc<EnginePool>,
     needs: Needs,
-    lease: Mutex<EngineLease>,
+    seated: Mutex<Seated>,
+}
+
+/// A seat's lease and its engine's name, which stays after the lease is
+/// released.
+struct Seated {
+    lease: Option<EngineLease>,
+    engine: Arc<PooledEngine>,
 }
 
 impl EngineSeat {
@@ -129,17 +136,28 @@ impl EngineSeat {
         EngineSeat {
             pool,
             needs,
-            lease: Mutex::new(lease),
+            seated: Mutex::new(Seated {
+                engine: lease.engine.clone(),
+                lease: Some(lease),
+            }),
         }
     }
 
-    /// The engine the build runs on now.
+    /// The engine the build runs on now (or ran on, once released).
     pub fn engine(&self) -> DockerEngine {
-        self.lease.lock().unwrap().engine().clone()
+        self.seated.lock().unwrap().engine.engine.clone()
     }
 
     pub fn name(&self) -> String {
-        self.lease.lock().unwrap().name().to_string()
+        self.seated.lock().unwrap().engine.config.name.clone()
+    }
+
+    /// Give the slot back before the build ends: a multi-platform build
+    /// whose own platforms are built, waiting for another engine, must not
+    /// hold a slot another build may be waiting for in turn.
+    pub fn release(&self) {
+        let lease = self.seated.lock().unwrap().lease.take();
+        drop(lease);
     }
 
     /// The engine did not answer after the build failed on it: is it
@@ -152,7 +170,7 @@ impl EngineSeat {
     /// Whether this seat's engine is configured to build for `platform`.
     pub fn builds(&self, platform: &str) -> bool {
         let needs = self.needs_for(platform);
-        self.lease.lock().unwrap().engine.can_build(&needs)
+        self.seated.lock().unwrap().engine.can_build(&needs)
     }
 
     /// A second seat for the same build, for `platform` (one image of a
@@ -197,7 +215,10 @@ impl EngineSeat {
         let lease = self.pool.acquire(&self.needs, Some(&lost)).await?;
         let name = lease.name().to_string();
         // The lost engine's slot is freed as its lease drops here.
-        *self.lease.lock().unwrap() = lease;
+        *self.seated.lock().unwrap() = Seated {
+            engine: lease.engine.clone(),
+            lease: Some(lease),
+        };
         Ok(name)
     }
 }
@@ -690,6 +711,47 @@ mod tests {
         assert!(!waiting.is_finished(), "no free slot: the build waits");
         pool.set_draining("a", false).unwrap();
         assert_eq!(waiting.await.unwrap().unwrap(), "a");
+        assert_eq!(pool.views()[1].running_builds, vec!["1".to_string()]);
+    }
+
+    /// Two multi-platform builds, each holding the only engine of one
+    /// platform and waiting for the other's: the first to release its seat
+    /// (its own platform built) lets the other go on.
+    #[tokio::test]
+    async fn a_released_seat_ends_two_multi_platform_builds_waiting_on_each_other() {
+        let pool = Arc::new(
+            EnginePool::new(&[
+                engine("x86", &["linux/amd64"], 1),
+                engine("arm", &["linux/arm64"], 1),
+            ])
+            .unwrap(),
+        );
+        let seat = |build: &str, platform: &str| {
+            let pool = pool.clone();
+            let needs = Needs {
+                platform: Some(platform.into()),
+                ..needs(build, build)
+            };
+            async move {
+                let lease = pool.acquire(&needs, None).await.unwrap();
+                EngineSeat::new(pool, needs, lease)
+            }
+        };
+        let one = Arc::new(seat("1", "linux/amd64").await);
+        let two = seat("2", "linux/arm64").await;
+        assert!(!one.builds("linux/arm64"), "x86 builds no arm64");
+        assert!(one.try_beside("linux/arm64").is_none(), "arm is busy");
+        let waiting = {
+            let one = one.clone();
+            tokio::spawn(async move { one.beside("linux/arm64").await })
+        };
+        assert!(two.try_beside("linux/amd64").is_none(), "x86 is busy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "each waits for the other's engine");
+        two.release();
+        let arm = waiting.await.unwrap().unwrap();
+        assert_eq!(arm.name(), "arm");
+        assert_eq!(two.name(), "arm", "a released seat still names its engine");
         assert_eq!(pool.views()[1].running_builds, vec!["1".to_string()]);
     }
 

@@ -944,6 +944,7 @@ impl Pipeline<'_> {
             plan.join("; ")
         ));
         let profile = &profile;
+        let waits = beside.iter().any(|(_, seat)| seat.is_none());
         let on_own_seat = async {
             let mut done = vec![
                 self.build_platform(self.engine, &platforms[0], job, profile)
@@ -954,6 +955,12 @@ impl Pipeline<'_> {
                     self.build_platform(self.engine, platform, job, profile)
                         .await?,
                 );
+            }
+            // Its own platforms are built: while it waits for an engine
+            // that builds another one, its slot goes back, so two builds
+            // each waiting for the engine the other holds go on.
+            if waits {
+                self.engine.release();
             }
             Ok::<_, Failure>(done)
         };
