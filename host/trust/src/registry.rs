@@ -314,14 +314,7 @@ pub async fn push_manifest(
     manifest: &NewManifest,
     credentials: Option<Credentials<'_>>,
 ) -> Result<ManifestDescriptor, RegistryError> {
-    let failed = |message: String| RegistryError {
-        reference: repository.to_string(),
-        message,
-    };
-    let (host, path) = repository
-        .split_once('/')
-        .ok_or_else(|| failed("not a registry repository (host/path)".into()))?;
-    let mut session = Session::new(host, path, credentials, "pull,push");
+    let mut session = push_session(repository, credentials)?;
     // The subject's descriptor is read in the push's own session (one
     // token on registries that hand them out).
     let subject = match &manifest.subject {
@@ -379,14 +372,7 @@ pub async fn push_index(
     entries: &[IndexEntry],
     credentials: Option<Credentials<'_>>,
 ) -> Result<ManifestDescriptor, RegistryError> {
-    let failed = |message: String| RegistryError {
-        reference: repository.to_string(),
-        message,
-    };
-    let (host, path) = repository
-        .split_once('/')
-        .ok_or_else(|| failed("not a registry repository (host/path)".into()))?;
-    let mut session = Session::new(host, path, credentials, "pull,push");
+    let mut session = push_session(repository, credentials)?;
     let mut manifests = Vec::new();
     for entry in entries {
         let found = session.manifest_descriptor(&entry.digest).await?;
@@ -417,6 +403,18 @@ pub async fn push_index(
         session.put_manifest(tag, OCI_INDEX, body.clone()).await?;
     }
     Ok(pushed)
+}
+
+/// A session that pushes to `repository` (`host/path`).
+fn push_session<'a>(
+    repository: &str,
+    credentials: Option<Credentials<'a>>,
+) -> Result<Session<'a>, RegistryError> {
+    let (host, path) = repository.split_once('/').ok_or_else(|| RegistryError {
+        reference: repository.to_string(),
+        message: "not a registry repository (host/path)".into(),
+    })?;
+    Ok(Session::new(host, path, credentials, "pull,push"))
 }
 
 /// A referrers index's entry for the manifest `document` pushed as
