@@ -391,17 +391,6 @@ async fn issue_15_a_rebuild_on_another_engine_reuses_the_registry_cache() {
     );
 }
 
-/// Both engines build for amd64 and arm64 (arm64 under QEMU, which
-/// set-up registers with binfmt_misc; their `platforms` say so).
-fn multi_platform_engine(
-    engine: kiln_server::config::EngineConfig,
-) -> kiln_server::config::EngineConfig {
-    kiln_server::config::EngineConfig {
-        platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
-        ..engine
-    }
-}
-
 /// `docker run --rm --platform PLATFORM IMAGE` on the machine's engine
 /// (pulling through the index): what the container printed.
 fn run_for_platform(platform: &str, image: &str) -> String {
@@ -434,8 +423,8 @@ fn run_for_platform(platform: &str, image: &str) -> String {
 async fn issue_15_a_multi_platform_build_pushes_an_index_whose_arm64_image_runs_as_aarch64() {
     let t = TestServer::start_with(|config| {
         config.engines = vec![
-            multi_platform_engine(local_engine("local", 1)),
-            multi_platform_engine(tls_engine("second", 2376, 1)),
+            amd64_and_arm64(local_engine("local", 1)),
+            amd64_and_arm64(tls_engine("second", 2376, 1)),
         ];
     })
     .await;

@@ -50,6 +50,15 @@ pub fn tls_engine(name: &str, port: u16, slots: usize) -> EngineConfig {
     .named(name)
 }
 
+/// `engine`, configured to build for linux/amd64 and linux/arm64 (arm64
+/// under QEMU, which set-up registers with binfmt_misc).
+pub fn amd64_and_arm64(engine: EngineConfig) -> EngineConfig {
+    EngineConfig {
+        platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+        ..engine
+    }
+}
+
 /// A `dockerd` of the test's own, stopped when dropped.
 pub struct SpareEngine {
     pub name: String,

@@ -132,16 +132,11 @@ async fn main() {
         println!("| {label} | {secs:.2} | {cached} | {engine} |");
     }
 
-    // Both engines build both platforms (arm64 through QEMU binfmt, which
-    // set-up registers).
-    let both = |engine: kiln_server::config::EngineConfig| kiln_server::config::EngineConfig {
-        platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
-        ..engine
-    };
+    // Both engines build both platforms.
     let t = TestServer::start_with(|config| {
         config.engines = vec![
-            both(local_engine("local", 1)),
-            both(tls_engine("second", 2376, 1)),
+            amd64_and_arm64(local_engine("local", 1)),
+            amd64_and_arm64(tls_engine("second", 2376, 1)),
         ];
     })
     .await;

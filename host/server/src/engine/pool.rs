@@ -124,8 +124,8 @@ pub struct EngineSeat {
     seated: Mutex<Seated>,
 }
 
-/// A seat's lease and its engine's name, which stays after the lease is
-/// released.
+/// A seat's lease and its engine, which the seat still names after the
+/// lease is released.
 struct Seated {
     lease: Option<EngineLease>,
     engine: Arc<PooledEngine>,
