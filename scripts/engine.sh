@@ -76,6 +76,7 @@ start() {
   mkdir -p "$dir/data"
   # What a killed daemon of this name left behind.
   stop "$name" >/dev/null 2>&1 || true
+  make_port_free "$name" "$port"
   if ! ip link show "$bridge" >/dev/null 2>&1; then
     ip link add "$bridge" type bridge
     ip addr add "$subnet" dev "$bridge"
@@ -99,22 +100,48 @@ start() {
   echo "$(cat "$dir/dockerd.pid")"
 }
 
-stop() {
-  local name="$1" dir="$state/$1"
-  local pid
-  pid="$(cat "$dir/dockerd.pid" 2>/dev/null || true)"
+# The port still answers no client of ours: an engine of this name that
+# another checkout started (its own certificates, its own .kiln) is stopped,
+# as this checkout's tests would only see it refuse them and call it
+# unhealthy; anything else on the port is reported, not touched.
+make_port_free() {
+  local name="$1" port="$2" pid
+  pid="$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)"
+  [ -n "$pid" ] || return 0
+  local command
+  command="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+  case "$command" in
+    *dockerd*"--exec-root /var/run/kiln-engine-$name "*)
+      local pidfile="${command#*--pidfile }"
+      log "port $port: engine $name of another checkout (pid $pid, ${pidfile%% *}) refuses this checkout's certificates; stopping it"
+      stop_daemon "$name" "$pid"
+      ;;
+    *)
+      log "port $port is taken by pid $pid ($command); stop it or choose another PORT"
+      exit 1
+      ;;
+  esac
+}
+
+stop_daemon() {
+  local name="$1" pid="$2"
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill "$pid"
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$dir/dockerd.pid"
   # The daemon's own containerd outlives a daemon killed with -9.
   local containerd="/var/run/kiln-engine-$name/containerd/containerd.pid"
   if [ -f "$containerd" ]; then
     kill "$(cat "$containerd")" 2>/dev/null || true
     rm -f "$containerd"
   fi
+}
+
+stop() {
+  local name="$1" dir="$state/$1"
+  stop_daemon "$name" "$(cat "$dir/dockerd.pid" 2>/dev/null || true)"
+  rm -f "$dir/dockerd.pid"
 }
 
 case "${1:-}" in

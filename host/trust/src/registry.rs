@@ -1068,6 +1068,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tag_is_split_off_after_the_last_slash_only() {
+        assert_eq!(
+            without_tag("127.0.0.1:5000/default/hello:v1"),
+            ("127.0.0.1:5000/default/hello", "v1")
+        );
+        // The registry's port is not a tag.
+        assert_eq!(
+            without_tag("127.0.0.1:5000/default/hello"),
+            ("127.0.0.1:5000/default/hello", "latest")
+        );
+    }
+
+    #[test]
     fn references_parse_and_loopback_is_plain_http() {
         let parsed = Reference::parse("127.0.0.1:5000/acme/app:v1").unwrap();
         assert_eq!(

@@ -636,7 +636,7 @@ impl DockerEngine {
         for reference in &params.tags {
             let lock = reference_lock(reference);
             let _held = lock.lock().await;
-            let (repo, tag) = split_reference(reference);
+            let (repo, tag) = registry::without_tag(reference);
             self.docker
                 .tag_image(
                     build_tag,
@@ -809,7 +809,7 @@ impl DockerEngine {
         auth: Option<&RegistryAuth>,
         sink: &dyn LineSink,
     ) -> Result<String, BuildFailure> {
-        let (repo, tag) = split_reference(reference);
+        let (repo, tag) = registry::without_tag(reference);
         sink.line(&format!("pushing {reference}"));
         let mut stream = self.docker.push_image(
             repo,
@@ -884,7 +884,7 @@ const PUSH_FIRST_RETRY: Duration = Duration::from_secs(1);
 fn build_tag(tags: &[String]) -> String {
     let repo = tags
         .first()
-        .map(|first| split_reference(first).0)
+        .map(|first| registry::without_tag(first).0)
         .unwrap_or("kiln-build");
     format!("{repo}:kiln-build-{}", uuid::Uuid::new_v4().simple())
 }
@@ -905,18 +905,6 @@ fn reference_lock(reference: &str) -> Arc<tokio::sync::Mutex<()>> {
     lock
 }
 
-/// `host:port/org/name:tag` → (`host:port/org/name`, `tag`).
-pub fn split_reference(reference: &str) -> (&str, &str) {
-    let last_slash = reference.rfind('/').map(|i| i + 1).unwrap_or(0);
-    match reference[last_slash..].rfind(':') {
-        Some(colon) => (
-            &reference[..last_slash + colon],
-            &reference[last_slash + colon + 1..],
-        ),
-        None => (reference, "latest"),
-    }
-}
-
 /// The digest in a push status line: `TAG: digest: sha256:... size: N`.
 fn parse_push_digest(status: &str) -> Option<String> {
     let rest = &status[status.find("digest: ")? + "digest: ".len()..];
@@ -927,18 +915,6 @@ fn parse_push_digest(status: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_references_with_registry_ports() {
-        assert_eq!(
-            split_reference("127.0.0.1:5000/default/hello:v1"),
-            ("127.0.0.1:5000/default/hello", "v1")
-        );
-        assert_eq!(
-            split_reference("127.0.0.1:5000/default/hello"),
-            ("127.0.0.1:5000/default/hello", "latest")
-        );
-    }
 
     #[test]
     fn finds_the_digest_in_a_push_status() {

@@ -1637,7 +1637,7 @@ impl Pipeline<'_> {
             let (Some(digest), Some(first)) = (&last.digest, last.image_refs.first()) else {
                 continue;
             };
-            let source = format!("{}@{digest}", crate::engine::split_reference(first).0);
+            let source = format!("{}@{digest}", crate::engine::registry::without_tag(first).0);
             if sources.contains(&source) {
                 continue;
             }
