@@ -106,7 +106,8 @@ start() {
 # unhealthy; anything else on the port is reported, not touched.
 make_port_free() {
   local name="$1" port="$2" pid
-  pid="$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)"
+  # Nothing listening is the usual case (grep finding nothing is not an error).
+  pid="$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)"
   [ -n "$pid" ] || return 0
   local command
   command="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
