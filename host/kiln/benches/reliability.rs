@@ -28,11 +28,12 @@
 //!   SHA-256 alone (the content id) as the floor. Printed, not asserted.
 //! - `speed`: side by side in one run, Kiln against doing it by hand: the
 //!   hello build (warm and no-cache) and a build of 20,000 one-byte files
-//!   (no-cache; 2,000 in `--short`; both sides' files on a tmpfs) through the API
-//!   against `docker build` + `docker push` of the same directory on the
-//!   same engine, with where Kiln's time goes; Kiln signs nothing there,
-//!   as `docker` does not (signing's cost is the `trust` bench's). Printed,
-//!   not asserted: speed is a benchmark's business, not a pass/fail test's.
+//!   (no-cache; 2,000 in `--short`; both sides' files on a tmpfs) through
+//!   the API against `docker build` + `docker push` of the same directory
+//!   on the same engine, with where Kiln's time goes; Kiln signs nothing
+//!   there, as `docker` does not (signing's cost is the `trust` bench's).
+//!   Printed, not asserted: speed is a benchmark's business, not a pass/fail
+//!   test's.
 //!
 //! Needs what `scripts/setup.sh` starts (engine, registry on
 //! 127.0.0.1:5000, base images).
