@@ -139,3 +139,55 @@ async fn issue_12_an_organization_at_its_running_limit_leaves_free_slots_to_othe
         "A ran two builds at once: {first:#} {second:#}"
     );
 }
+
+/// Issue 12: a build waits to start while a create is being answered (a
+/// burst of creates answered first; starting builds took the same cores
+/// and every answer waited), but no longer than a quarter of a second: a
+/// create that never ends does not hold builds back.
+#[tokio::test]
+async fn issue_12_workers_give_way_to_creates_being_answered_but_not_for_long() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestServer::start().await;
+    // A create whose body arrives slowly: in flight until it is sent whole.
+    let body = serde_json::to_vec(&slow_request(&unique_name("slow-body"), 0)).unwrap();
+    let mut slow = tokio::net::TcpStream::connect(t.server.addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/builds HTTP/1.1\r\nhost: kiln\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        t.token,
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..10]).await.unwrap();
+    // The server is reading that body (a request it has not started has
+    // nothing to give way to).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let meanwhile = t
+        .create_build(&slow_request(&unique_name("meanwhile"), 0))
+        .await;
+    let record = t.wait_succeeded(&meanwhile, LIMIT).await;
+    let waited = started_at(&record) - time(&record, "createTime");
+    assert!(
+        waited >= chrono::Duration::milliseconds(250),
+        "the build started {waited} after it was created, while a create was still being answered"
+    );
+
+    // The slow create is answered once its body is whole, and its build
+    // runs.
+    slow.write_all(&body[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n{") {
+        let n = slow.read(&mut buffer).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+}

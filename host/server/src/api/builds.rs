@@ -36,6 +36,9 @@ pub async fn create(
     caller: &Caller,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    // Workers give way from before the body is read (`accept` holds its
+    // own for gRPC's and projects' creates).
+    let _answering = state.scheduler.answering_create();
     let keyed = idempotency::begin(state, &request, &caller.org, OPERATION).await?;
     let body = read_json_bytes(request, MAX_BODY_BYTES, || {
         ApiError::new(
@@ -89,6 +92,7 @@ pub async fn accept(
     origin: Option<BuildOrigin>,
     before_flush: impl FnOnce(&kiln_api::BuildAccepted) -> Result<(), ApiError>,
 ) -> Result<kiln_api::BuildAccepted, ApiError> {
+    let _answering = state.scheduler.answering_create();
     super::check_free_disk(state)?;
     check_queue_quota(state, org)?;
     let (mut record, staged) = validate_create(state, org, request).await?;
@@ -279,7 +283,14 @@ pub(super) async fn validate_create(
     kiln_api::validate::check_profile(&profile).map_err(bad)?;
     let secret_build_args = request.secret_build_args.unwrap_or_default();
     let secret_mounts = request.secrets.unwrap_or_default();
-    let stored_build = super::secrets::saved_build_secrets(state, org).await?;
+    // Most builds name no secret: the organization's stored names (a scan
+    // of the store, or a credential plugin's call) are read only when one
+    // is named.
+    let stored_build = if secret_build_args.is_empty() && secret_mounts.is_empty() {
+        Vec::new()
+    } else {
+        super::secrets::saved_build_secrets(state, org).await?
+    };
     for (field, names) in [
         ("secretBuildArgs", &secret_build_args),
         ("secrets", &secret_mounts),

@@ -66,12 +66,34 @@ struct Inner {
     /// the organization whose build started last.
     turns: Mutex<Turns>,
     shutdown: CancellationToken,
+    /// CreateBuild calls being answered now; workers give way to them
+    /// (`give_way_to_creates`).
+    creates_in_flight: std::sync::atomic::AtomicUsize,
+    /// Told when the last create in flight has been answered.
+    creates_answered: Notify,
 }
 
 #[derive(Default)]
 struct Turns {
     running: HashMap<String, usize>,
     last_org: Option<String>,
+}
+
+/// The longest a worker waits for creates to be answered before it starts
+/// its build anyway: under a steady stream of creates there is always one
+/// in flight, and builds must still start.
+const GIVE_WAY_AT_MOST: Duration = Duration::from_millis(250);
+
+/// Held while a create is answered ([`Scheduler::answering_create`]).
+pub struct AnsweringCreate(Arc<Inner>);
+
+impl Drop for AnsweringCreate {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.0.creates_in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.creates_answered.notify_waiters();
+        }
+    }
 }
 
 /// How a build's pipeline ended, before it is written to the record.
@@ -123,6 +145,8 @@ impl Scheduler {
                 cancel_reasons: Mutex::new(HashMap::new()),
                 turns: Mutex::default(),
                 shutdown: CancellationToken::new(),
+                creates_in_flight: Default::default(),
+                creates_answered: Notify::new(),
             }),
         };
         scheduler.recover()?;
@@ -228,6 +252,36 @@ impl Scheduler {
         }
     }
 
+    /// A create is being answered until the guard drops: workers about
+    /// to start a build wait for it (see `give_way_to_creates`).
+    pub fn answering_create(&self) -> AnsweringCreate {
+        use std::sync::atomic::Ordering;
+        self.inner.creates_in_flight.fetch_add(1, Ordering::SeqCst);
+        AnsweringCreate(self.inner.clone())
+    }
+
+    /// Wait, before starting a build, until no create is being answered,
+    /// for at most [`GIVE_WAY_AT_MOST`]. A burst of 200 creates is answered
+    /// in tens of milliseconds when it has the CPU to itself; a build
+    /// starting meanwhile (its context, the engine's build, the registry)
+    /// takes the same cores and every answer in the burst waits for it.
+    /// A build starting that much later costs nothing anyone sees.
+    async fn give_way_to_creates(&self) {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + GIVE_WAY_AT_MOST;
+        loop {
+            let answered = self.inner.creates_answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if self.inner.creates_in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, answered).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Tell a worker there is work.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
@@ -279,6 +333,7 @@ impl Scheduler {
                     drop(notified);
                     // More may be waiting: let another idle worker look too.
                     self.inner.wake.notify_one();
+                    self.give_way_to_creates().await;
                     if let Err(e) = self.run(&build_id).await {
                         tracing::error!(worker, build_id, "build bookkeeping failed: {e}");
                     }

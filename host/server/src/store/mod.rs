@@ -206,7 +206,14 @@ pub(crate) fn join_key(parts: &[&[u8]]) -> Vec<u8> {
 /// sled's page cache. Its default (1 GiB) let a long-running server's
 /// memory grow with every build it stored, never to come back; records
 /// and logs are read in order and rarely twice, so a small cache serves.
-const CACHE_BYTES: u64 = 64 << 20;
+/// Small it must be: what it holds costs about three times its accounted
+/// size (heaptrack: the live heap grew ~6 MB per 200-build burst, all of
+/// it log lines and nodes kept by the cache), and at 64 MiB it was still
+/// filling after four bursts. At 4 MiB the server's resident size levels
+/// off within a few bursts (reliability suite, `--only load --bursts 5`:
+/// 88 → 96 → 102 → 103 → 103 MiB); log lines just written, the ones
+/// followers read, are still in it.
+const CACHE_BYTES: u64 = 4 << 20;
 
 /// How long opening waits for the lock of a store this process has just
 /// closed: sled's flusher thread holds it until its next tick.
