@@ -174,8 +174,7 @@ async fn issue_12_workers_give_way_to_creates_being_answered_but_not_for_long() 
         "the build started {waited} after it was created, while a create was still being answered"
     );
 
-    // The slow create is answered once its body is whole, and its build
-    // runs.
+    // The slow create is answered once its body is whole.
     slow.write_all(&body[10..]).await.unwrap();
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];

@@ -27,6 +27,7 @@ pub use pipeline::{
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,7 +69,7 @@ struct Inner {
     shutdown: CancellationToken,
     /// CreateBuild calls being answered now; workers give way to them
     /// (`give_way_to_creates`).
-    creates_in_flight: std::sync::atomic::AtomicUsize,
+    creates_in_flight: AtomicUsize,
     /// Told when the last create in flight has been answered.
     creates_answered: Notify,
 }
@@ -89,7 +90,6 @@ pub struct AnsweringCreate(Arc<Inner>);
 
 impl Drop for AnsweringCreate {
     fn drop(&mut self) {
-        use std::sync::atomic::Ordering;
         if self.0.creates_in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.creates_answered.notify_waiters();
         }
@@ -255,7 +255,6 @@ impl Scheduler {
     /// A create is being answered until the guard drops: workers about
     /// to start a build wait for it (see `give_way_to_creates`).
     pub fn answering_create(&self) -> AnsweringCreate {
-        use std::sync::atomic::Ordering;
         self.inner.creates_in_flight.fetch_add(1, Ordering::SeqCst);
         AnsweringCreate(self.inner.clone())
     }
@@ -267,7 +266,6 @@ impl Scheduler {
     /// takes the same cores and every answer in the burst waits for it.
     /// A build starting that much later costs nothing anyone sees.
     async fn give_way_to_creates(&self) {
-        use std::sync::atomic::Ordering;
         let deadline = tokio::time::Instant::now() + GIVE_WAY_AT_MOST;
         loop {
             let answered = self.inner.creates_answered.notified();
