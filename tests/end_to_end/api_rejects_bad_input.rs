@@ -1,5 +1,7 @@
 //! Bad requests get a clear error and create nothing.
 
+use std::time::Duration;
+
 use hyper::{Method, StatusCode};
 use kiln_tests::*;
 use serde_json::json;
@@ -373,4 +375,107 @@ async fn issue_12_below_the_free_disk_floor_builds_and_uploads_are_refused_with_
         .upload(zip_entries(&[("Dockerfile", b"FROM scratch\n", 0o644)]))
         .await;
     assert_eq!(upload.status, StatusCode::CREATED);
+}
+
+/// A raw HTTP/1.1 connection that has sent `head` and `body`, nothing more.
+async fn half_sent(t: &TestServer, head: &str, body: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(t.server.addr())
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream
+}
+
+/// Everything the server writes on `stream` until it closes it (within
+/// ten seconds, or the test fails).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a connection that stalled past its read timeout")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Issue 12 (found after it, in review): a client that stops sending —
+/// headers half-sent, a connection opened and left idle, a body that
+/// pauses — is cut off after the read timeout (the connection closed; a
+/// stalled body answered 408 saying why), instead of holding a descriptor
+/// (and, for a create, the workers' give-way) forever. Nothing of what it
+/// sent is kept. A body that keeps arriving, however slowly in all, is not
+/// cut off: the timeout is per pause.
+#[tokio::test]
+async fn issue_12_slow_clients_are_cut_off_after_the_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let t =
+        TestServer::start_with(|config| config.request_read_timeout = Duration::from_secs(1)).await;
+
+    // Headers that never end, and a connection that never speaks.
+    let mut trickle = half_sent(&t, "POST /v1/builds HTTP/1.1\r\nhost: kiln\r\n", b"").await;
+    let mut silent = half_sent(&t, "", b"").await;
+    assert_eq!(read_until_closed(&mut trickle).await, "");
+    assert_eq!(read_until_closed(&mut silent).await, "");
+
+    // A create whose body stops half-way.
+    let body = serde_json::to_vec(&hello_request("stalled-create")).unwrap();
+    let head = |path: &str, content_type: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: kiln\r\nauthorization: Bearer {}\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\n\r\n",
+            t.token
+        )
+    };
+    let mut stalled = half_sent(
+        &t,
+        &head("/v1/builds", "application/json", body.len()),
+        &body[..body.len() / 2],
+    )
+    .await;
+    let answer = read_until_closed(&mut stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("stopped arriving") && answer.contains("--request-read-timeout-secs"),
+        "{answer}"
+    );
+    assert_no_builds(&t).await;
+
+    // An upload that stops half-way leaves no partial file behind.
+    let archive = zip_entries(&[("blob", &vec![7u8; 256 << 10], 0o644)]);
+    let mut stalled = half_sent(
+        &t,
+        &head("/v1/contexts", "application/octet-stream", archive.len()),
+        &archive[..archive.len() / 2],
+    )
+    .await;
+    let answer = read_until_closed(&mut stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    for kept in ["contexts/tmp", "contexts/blobs"] {
+        let left: Vec<_> = std::fs::read_dir(t.data_dir.path().join(kept))
+            .map(|dir| dir.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "a stalled upload left {left:?}");
+    }
+
+    // Slow in all (3 s, three times the timeout) but never pausing for a
+    // whole second: accepted.
+    let body = serde_json::to_vec(&hello_request("slow-but-steady")).unwrap();
+    let mut steady = half_sent(&t, &head("/v1/builds", "application/json", body.len()), b"").await;
+    let pieces = body.chunks(body.len().div_ceil(6)).collect::<Vec<_>>();
+    for piece in pieces {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        steady.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n{") {
+        use tokio::io::AsyncReadExt;
+        let n = steady.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert_eq!(t.get("/healthz").await.status, StatusCode::OK);
 }

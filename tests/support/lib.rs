@@ -240,7 +240,11 @@ impl Api {
         Api {
             base: base.to_string(),
             token: token.to_string(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            // Below the server's keep-alive (its read timeout, 30 s).
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(20))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build_http(),
         }
     }
 

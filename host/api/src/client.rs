@@ -25,7 +25,7 @@ use hyper::body::Frame;
 use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -39,6 +39,9 @@ use crate::builds::{
 };
 use crate::error::ErrorBody;
 
+/// How long a pooled connection may sit idle: under a Kiln server's
+/// keep-alive (`--request-read-timeout-secs`, 30 s by default).
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -166,7 +169,13 @@ impl ApiClient {
         Ok(ApiClient {
             server,
             token: token.trim().to_string(),
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            // Idle connections are dropped before a Kiln server (30 s by
+            // default, `--request-read-timeout-secs`) closes them, so a request
+            // is not sent down a connection the server is closing.
+            http: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .pool_timer(TokioTimer::new())
+                .build(connector),
         })
     }
 

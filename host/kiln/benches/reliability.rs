@@ -24,8 +24,10 @@
 //!   `ENGINE_ERROR`, quickly, and the server keeps answering.
 //! - `disk`: the data directory on a small tmpfs fills up mid-build.
 //! - `upload`: UploadBuildContext of incompressible bytes against a plain
-//!   loopback copy of the same bytes into a file, both on a tmpfs, with
-//!   SHA-256 alone (the content id) as the floor. Printed, not asserted.
+//!   loopback copy of the same bytes into a file, both on a tmpfs; beside
+//!   them the same copy hashing on a second thread (the best a receiver
+//!   that makes the content id does here) and SHA-256 alone (the floor).
+//!   Printed, not asserted.
 //! - `speed`: side by side in one run, Kiln against doing it by hand: the
 //!   hello build (warm and no-cache) and a build of 20,000 one-byte files
 //!   (no-cache; 2,000 in `--short`; both sides' files on a tmpfs) through
@@ -37,6 +39,16 @@
 //!
 //! Needs what `scripts/setup.sh` starts (engine, registry on
 //! 127.0.0.1:5000, base images).
+//!
+//! To profile the bursts of creates alone, give `load` a `perf` control
+//! FIFO: it writes `enable` before each burst's creates and `disable` once
+//! they are answered.
+//!
+//! ```text
+//! mkfifo /tmp/ctl /tmp/ack
+//! perf record -a -g -D -1 --control fifo:/tmp/ctl,/tmp/ack -o burst.data &
+//! KILN_BENCH_PERF_CONTROL=/tmp/ctl target/release/deps/reliability-* --only load
+//! ```
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -311,6 +323,7 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         // A client of this burst's own: its pooled keep-alive connections
         // close with it, so the server's descriptors can be counted after.
         let client = Arc::new(Api::new(server.server_url(), &server.token));
+        perf_control("enable");
         let started = Instant::now();
         let creates = bodies.into_iter().map(|body| {
             let server = client.clone();
@@ -343,6 +356,7 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
             }
         }
         let accepted_in = started.elapsed();
+        perf_control("disable");
         latencies.sort();
 
         // Followers: round-robin over the builds, half NDJSON, half SSE,
@@ -375,8 +389,11 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         // Every follower against the stored log of its build.
         let mut stored: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+        let (mut created, mut started) = (Vec::new(), Vec::new());
         for id in &ids {
             let record = server.wait_finished(id, LIMIT).await;
+            created.extend(utc(&record["createTime"]));
+            started.extend(utc(&record["startTime"]));
             *statuses
                 .entry(record["status"].as_str().unwrap_or("?").to_string())
                 .or_default() += 1;
@@ -430,6 +447,22 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
                 ms(*latencies.last().unwrap_or(&Duration::ZERO))
             ),
         );
+        // Workers give way while creates are answered: the first build
+        // should start once the last create is stored, not among them.
+        if let (Some(first), Some(last), Some(start)) = (
+            created.iter().min(),
+            created.iter().max(),
+            started.iter().min(),
+        ) {
+            report.row(
+                format!("burst {burst}: creates stored within / first build started at"),
+                format!(
+                    "{} / {}",
+                    ms(since(*first, *last)),
+                    ms(since(*first, *start))
+                ),
+            );
+        }
         report.row(
             format!("burst {burst}: builds succeeded"),
             format!(
@@ -857,6 +890,16 @@ async fn speed(kiln: &Path, scale: Scale) -> Report {
     report
 }
 
+/// Tell a `perf record --control fifo:...` (KILN_BENCH_PERF_CONTROL) to
+/// `command` (`enable`, `disable`), when one is listening.
+fn perf_control(command: &str) {
+    if let Some(fifo) = std::env::var_os("KILN_BENCH_PERF_CONTROL") {
+        if let Err(e) = std::fs::write(&fifo, format!("{command}\n")) {
+            eprintln!("cannot write {command} to {fifo:?}: {e}");
+        }
+    }
+}
+
 /// UploadBuildContext beside a plain loopback copy of the same bytes.
 async fn upload(kiln: &Path, scale: Scale) -> Report {
     let mut report = Report::default();
@@ -892,6 +935,7 @@ async fn upload_beside_a_copy(server: &KilnProcess, dir: &Path, scale: Scale, re
     drop(payload);
     let megabytes = archive.len() as f64 / 1e6;
     let (mut kiln_times, mut copy_times, mut hash_times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut hashing_copy_times = Vec::new();
     for run in 0..scale.speed_runs {
         // A different last byte makes each upload new content (a repeat
         // is deduplicated by its hash and would not be written).
@@ -910,34 +954,21 @@ async fn upload_beside_a_copy(server: &KilnProcess, dir: &Path, scale: Scale, re
         // straight to the file; nothing here is slowed by how this bench
         // was compiled (dev profile in CI).
         let copy = dir.join(format!("copy-{run}"));
-        let sink = copy.clone();
-        let payload = archive.clone();
-        let took = tokio::task::spawn_blocking(move || {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let address = listener.local_addr().unwrap();
-            let receiver = std::thread::spawn(move || {
-                let (mut socket, _) = listener.accept().unwrap();
-                let mut file = std::fs::File::create(&sink).unwrap();
-                let mut buffer = vec![0u8; 1 << 20];
-                loop {
-                    let n = std::io::Read::read(&mut socket, &mut buffer).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    std::io::Write::write_all(&mut file, &buffer[..n]).unwrap();
-                }
-            });
-            let started = Instant::now();
-            let mut socket = std::net::TcpStream::connect(address).unwrap();
-            std::io::Write::write_all(&mut socket, &payload).unwrap();
-            socket.shutdown(std::net::Shutdown::Write).unwrap();
-            receiver.join().unwrap();
-            started.elapsed()
-        })
-        .await
-        .unwrap();
+        let (payload, sink) = (archive.clone(), copy.clone());
+        let took = tokio::task::spawn_blocking(move || loopback_copy(&payload, &sink, false))
+            .await
+            .unwrap();
         copy_times.push(took);
-        let _ = std::fs::remove_file(copy);
+        let _ = std::fs::remove_file(&copy);
+        // The same copy that also hashes what it receives, on a thread of
+        // its own: what the simplest receiver that makes a content id
+        // reaches on this machine, with nothing of HTTP.
+        let (payload, sink) = (archive.clone(), copy.clone());
+        let took = tokio::task::spawn_blocking(move || loopback_copy(&payload, &sink, true))
+            .await
+            .unwrap();
+        hashing_copy_times.push(took);
+        let _ = std::fs::remove_file(&copy);
 
         // What no upload can beat on this machine: the content id, SHA-256
         // of the same bytes already in memory, on one core.
@@ -978,6 +1009,14 @@ async fn upload_beside_a_copy(server: &KilnProcess, dir: &Path, scale: Scale, re
         ),
     );
     report.row(
+        "upload's ceiling: the plain copy also hashing, on a second thread, best run",
+        format!(
+            "{} = {} the copy's best",
+            rate(best(&hashing_copy_times)),
+            ratio(copy_best, best(&hashing_copy_times))
+        ),
+    );
+    report.row(
         "upload's floor: SHA-256 alone (the content id), same bytes in memory, one core, best run",
         format!(
             "{} = {} the copy's best",
@@ -992,6 +1031,63 @@ async fn upload_beside_a_copy(server: &KilnProcess, dir: &Path, scale: Scale, re
         "upload's best run against its floor (Kiln / SHA-256 alone)",
         ratio(hash_best, kiln_best),
     );
+    report.row(
+        "upload's best run against its ceiling (Kiln / the copy also hashing)",
+        ratio(best(&hashing_copy_times), kiln_best),
+    );
+}
+
+/// Send `payload` over a loopback socket to a receiver that writes it to
+/// `sink` with blocking reads and writes of up to 1 MiB; with `hashing`,
+/// each buffer then goes to a thread that SHA-256es it (buffers come back
+/// for reuse, so neither side allocates). How long until the receiver is
+/// done.
+fn loopback_copy(payload: &[u8], sink: &Path, hashing: bool) -> Duration {
+    use std::io::{Read, Write};
+    use std::sync::mpsc::sync_channel;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let sink = sink.to_path_buf();
+    let receiver = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut file = std::fs::File::create(&sink).unwrap();
+        let (to_hasher, chunks) = sync_channel::<(Vec<u8>, usize)>(4);
+        let (give_back, returned) = sync_channel::<Vec<u8>>(4);
+        let hasher = hashing.then(|| {
+            std::thread::spawn(move || {
+                use sha2::Digest;
+                let mut hash = sha2::Sha256::new();
+                for (buffer, n) in chunks {
+                    hash.update(&buffer[..n]);
+                    let _ = give_back.send(buffer);
+                }
+                std::hint::black_box(hash.finalize());
+            })
+        });
+        let mut spare = (0..4).map(|_| vec![0u8; 1 << 20]).collect::<Vec<_>>();
+        loop {
+            let mut buffer = spare.pop().unwrap_or_else(|| returned.recv().unwrap());
+            let n = socket.read(&mut buffer).unwrap();
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buffer[..n]).unwrap();
+            match hashing {
+                true => to_hasher.send((buffer, n)).unwrap(),
+                false => spare.push(buffer),
+            }
+        }
+        drop(to_hasher);
+        if let Some(hasher) = hasher {
+            hasher.join().unwrap();
+        }
+    });
+    let started = Instant::now();
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    socket.write_all(payload).unwrap();
+    socket.shutdown(std::net::Shutdown::Write).unwrap();
+    receiver.join().unwrap();
+    started.elapsed()
 }
 
 /// Where one Kiln build's time went, from its stored log's timestamps.

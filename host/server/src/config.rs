@@ -94,6 +94,12 @@ pub struct ServerConfig {
     /// Below this many free bytes on the data directory's filesystem, new
     /// builds and uploads are refused (507) rather than failing half-way.
     pub min_free_disk_bytes: u64,
+    /// The longest a client may take to send a request's headers, or
+    /// pause within its body, before its connection is closed (headers)
+    /// or it is answered 408 (body); also how long an idle keep-alive
+    /// connection stays open. A client that stalls holds a descriptor,
+    /// and a stalled create holds builds back (`answering_create`).
+    pub request_read_timeout: Duration,
     /// What garbage collection removes, and how often it runs (`[retention]`).
     pub retention: RetentionPolicy,
     /// Serve HTTPS with this certificate chain and key (HTTP/2 by ALPN);
@@ -153,6 +159,10 @@ pub const DEFAULT_MAX_QUEUED_BUILDS_PER_ORG: usize = 1000;
 
 /// The free space (MiB) below which new builds and uploads are refused.
 pub const DEFAULT_MIN_FREE_DISK_MIB: u64 = 256;
+
+/// Seconds a client may take over a request's headers, or pause within its
+/// body (hyper's own default for headers, and near nginx's).
+pub const DEFAULT_REQUEST_READ_TIMEOUT_SECS: u64 = 30;
 
 /// Whether a host name (without port) is this machine (Kiln speaks plain
 /// HTTP to registries, and sends git credentials in clear text, only to such hosts).
@@ -247,6 +257,7 @@ impl ServerConfig {
             network: crate::net::NetworkPolicy::default(),
             metrics_token: None,
             min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_MIB << 20,
+            request_read_timeout: Duration::from_secs(DEFAULT_REQUEST_READ_TIMEOUT_SECS),
             max_running_builds_per_org: 0,
             max_queued_builds_per_org: DEFAULT_MAX_QUEUED_BUILDS_PER_ORG,
             wizard_base_images: BTreeMap::new(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use http_body_util::Either;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -335,6 +335,7 @@ async fn accept_loop(
     grpc: crate::grpc::GrpcServices,
     stop: CancellationToken,
 ) {
+    let read_timeout = state.config.request_read_timeout;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -359,36 +360,63 @@ async fn accept_loop(
         let grpc = grpc.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            // Told when the connection's first request begins (below).
+            let first_request = Arc::new(tokio::sync::Notify::new());
             // gRPC (by its content type) and REST share the listener.
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                let grpc = grpc.clone();
-                async move {
-                    let response = if crate::grpc::is_grpc(&request) {
-                        grpc.call(request).await.map(Either::Right)
-                    } else {
-                        routes::handle(state, request).await.map(Either::Left)
-                    };
-                    Ok::<_, std::convert::Infallible>(response)
+            let service = {
+                let first_request = first_request.clone();
+                service_fn(move |request| {
+                    first_request.notify_one();
+                    let state = state.clone();
+                    let grpc = grpc.clone();
+                    async move {
+                        let response = if crate::grpc::is_grpc(&request) {
+                            grpc.call(request).await.map(Either::Right)
+                        } else {
+                            routes::handle(state, request).await.map(Either::Left)
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                })
+            };
+            let stream = match tls {
+                None => tokio_util::either::Either::Left(stream),
+                Some(tls) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_LIMIT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => tokio_util::either::Either::Right(stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
                 }
-            });
+            };
             // HTTP/1.1, or HTTP/2 (by ALPN under TLS, by prior knowledge without).
-            let http = auto::Builder::new(TokioExecutor::new());
-            let served = match tls {
-                None => http.serve_connection(TokioIo::new(stream), service).await,
-                Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_LIMIT, tls.accept(stream))
-                    .await
-                {
-                    Ok(Ok(stream)) => http.serve_connection(TokioIo::new(stream), service).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
+            let mut http = auto::Builder::new(TokioExecutor::new());
+            // A client that sends its headers a byte at a time is closed
+            // after the read timeout, as is a keep-alive connection idle
+            // that long, instead of holding a descriptor forever (hyper
+            // enforces neither without a timer). Bodies have their own
+            // timeout, between chunks, where they are read.
+            http.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(read_timeout);
+            let serving = http.serve_connection(TokioIo::new(stream), service);
+            let mut serving = std::pin::pin!(serving);
+            // hyper's header timeout starts once HTTP/1 is chosen, and
+            // choosing waits for the client's first bytes with no limit: a
+            // connection that sends nothing (or a few bytes) would stay.
+            let served = tokio::select! {
+                served = serving.as_mut() => served,
+                _ = first_request.notified() => serving.await,
+                _ = tokio::time::sleep(read_timeout) => {
+                    tracing::debug!(%peer, "closing a connection that sent no request within the read timeout");
+                    return;
+                }
             };
             if let Err(e) = served {
                 tracing::debug!("connection ended: {e}");

@@ -646,6 +646,9 @@ pub struct ServeArgs {
     /// Refuse new builds and uploads (507) while the data directory's filesystem has less free space than this, in MiB (0: never).
     #[arg(long, env = "KILN_MIN_FREE_DISK_MIB", default_value_t = 256)]
     pub min_free_disk_mib: u64,
+    /// Seconds a client may take to send a request's headers, or pause within its body, before the connection is closed (headers) or the request is answered 408 (body); idle keep-alive connections close after it too.
+    #[arg(long, env = "KILN_REQUEST_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_read_timeout_secs: u64,
     /// Write the host's own log as JSON lines.
     #[arg(long, env = "KILN_LOG_JSON")]
     pub log_json: bool,
@@ -693,6 +696,8 @@ impl ServeArgs {
         config.max_context_bytes = self.max_context_bytes;
         config.max_context_entries = self.max_context_entries;
         config.min_free_disk_bytes = self.min_free_disk_mib.saturating_mul(1 << 20);
+        config.request_read_timeout =
+            std::time::Duration::from_secs(self.request_read_timeout_secs);
         config.max_running_builds_per_org = self.max_running_builds_per_org;
         config.max_queued_builds_per_org = self.max_queued_builds_per_org;
         config.public_url = self
@@ -815,6 +820,29 @@ mod tests {
             .to_config()
             .unwrap();
         assert_eq!(off.min_free_disk_bytes, 0);
+    }
+
+    /// Issue 12 (slow clients): the request read timeout is the server's
+    /// default unless given, and cannot be 0 (that would close every
+    /// connection before its first request).
+    #[test]
+    fn issue_12_the_request_read_timeout_is_configurable() {
+        let default = serve_args(&[]).to_config().unwrap();
+        assert_eq!(
+            default.request_read_timeout,
+            kiln_server::config::ServerConfig::new("/d").request_read_timeout
+        );
+        let set = serve_args(&["--request-read-timeout-secs", "5"])
+            .to_config()
+            .unwrap();
+        assert_eq!(set.request_read_timeout, std::time::Duration::from_secs(5));
+        let zero = Cli::try_parse_from(["kiln", "serve", "--request-read-timeout-secs", "0"])
+            .expect_err("0 must be refused");
+        assert_eq!(
+            zero.kind(),
+            clap::error::ErrorKind::ValueValidation,
+            "{zero}"
+        );
     }
 
     /// Issue 12: per-organization limits default to the server's.

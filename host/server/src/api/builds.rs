@@ -40,7 +40,7 @@ pub async fn create(
     // own for gRPC's and projects' creates).
     let _answering = state.scheduler.answering_create();
     let keyed = idempotency::begin(state, &request, &caller.org, OPERATION).await?;
-    let body = read_json_bytes(request, MAX_BODY_BYTES, || {
+    let body = read_json_bytes(state, request, MAX_BODY_BYTES, || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(

@@ -4,7 +4,7 @@
 //! Uploads are per organization; another organization's id does not exist.
 
 use chrono::Utc;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -198,7 +198,7 @@ pub async fn receive(
     let mut size: u64 = 0;
     let mut head: Vec<u8> = Vec::with_capacity(512);
     let mut chunks = std::pin::pin!(chunks);
-    while let Some(data) = chunks.next().await {
+    while let Some(data) = super::next_chunk(state, &mut chunks).await? {
         let data = data?;
         size += data.len() as u64;
         if size > limit {

@@ -165,27 +165,79 @@ impl From<crate::store::StoreError> for ApiError {
 /// names the body in the error (e.g. `CreateBuild`), `too_large` is the
 /// answer for a bigger body.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
     request: hyper::Request<hyper::body::Incoming>,
     limit: usize,
     what: &str,
     too_large: impl FnOnce() -> ApiError,
 ) -> Result<T, ApiError> {
-    let body = read_json_bytes(request, limit, too_large).await?;
+    let body = read_json_bytes(state, request, limit, too_large).await?;
     parse_json(&body, what)
 }
 
 /// A request's JSON body of at most `limit` bytes, unparsed.
 pub async fn read_json_bytes(
+    state: &ApiState,
     request: hyper::Request<hyper::body::Incoming>,
     limit: usize,
     too_large: impl FnOnce() -> ApiError,
 ) -> Result<Bytes, ApiError> {
     require_json(&request)?;
-    Ok(http_body_util::Limited::new(request.into_body(), limit)
-        .collect()
+    read_body(state, request.into_body(), limit, too_large).await
+}
+
+/// A request body of at most `limit` bytes, read whole: 413 (`too_large`)
+/// as soon as it is known to be bigger (by its Content-Length, or by what
+/// has arrived), 408 when it stops arriving, 400 when it breaks off.
+pub async fn read_body(
+    state: &ApiState,
+    body: hyper::body::Incoming,
+    limit: usize,
+    too_large: impl FnOnce() -> ApiError,
+) -> Result<Bytes, ApiError> {
+    use hyper::body::Body as _;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let mut chunks = body.into_data_stream();
+    let mut whole = bytes::BytesMut::new();
+    while let Some(chunk) = next_chunk(state, &mut chunks).await? {
+        let chunk = chunk.map_err(body_broke_off)?;
+        if whole.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(whole.freeze())
+}
+
+/// The next chunk of a request body (REST or a gRPC stream), or 408 when
+/// none came within the server's read timeout. Without it a client that
+/// stops sending mid-body holds its connection forever, and a stalled
+/// create also holds builds back while it is answered
+/// (`Scheduler::answering_create`).
+pub async fn next_chunk<S: futures_util::Stream + Unpin>(
+    state: &ApiState,
+    chunks: &mut S,
+) -> Result<Option<S::Item>, ApiError> {
+    use futures_util::StreamExt as _;
+    let timeout = state.config.request_read_timeout;
+    tokio::time::timeout(timeout, chunks.next())
         .await
-        .map_err(|_| too_large())?
-        .to_bytes())
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body stopped arriving: nothing came for {} s, this server's limit (--request-read-timeout-secs); send the body without pausing",
+                    timeout.as_secs()
+                ),
+            )
+        })
+}
+
+/// 400 for a body the connection could not deliver (a bad chunk, a reset).
+fn body_broke_off(e: hyper::Error) -> ApiError {
+    ApiError::bad_request(format!("the request body broke off: {e}"))
 }
 
 /// `body` as a `T`; `what` names it in the error, and the field that was

@@ -43,6 +43,7 @@ pub async fn create(
 ) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
     let body: kiln_api::CreateOrgRequest = read_json(
+        state,
         request,
         64 * 1024,
         "CreateOrg ({\"name\": \"...\"})",
@@ -122,8 +123,11 @@ async fn put_org_setting<T: serde::Serialize + serde::de::DeserializeOwned>(
 ) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
     let mut record = existing_org(state, org)?;
-    let setting: T = read_json(request, 64 * 1024, what, || {
-        ApiError::bad_request("the request body is over 64 KiB")
+    let setting: T = read_json(state, request, 64 * 1024, what, || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is over 64 KiB",
+        )
     })
     .await?;
     apply(&mut record, &setting)?;
@@ -309,6 +313,7 @@ pub async fn collect_garbage(
 ) -> Result<Response<Body>, ApiError> {
     caller.require_admin()?;
     let body: kiln_api::GcRequest = read_json(
+        state,
         request,
         64 * 1024,
         "CollectGarbage ({\"dryRun\": true|false})",

@@ -140,7 +140,7 @@ pub async fn create(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let body: CreateProjectRequest =
-        read_json(request, MAX_BODY_BYTES, "CreateProject", too_large).await?;
+        read_json(state, request, MAX_BODY_BYTES, "CreateProject", too_large).await?;
     let now = Utc::now();
     let project_id = uuid::Uuid::new_v4().to_string();
     let secret = push::new_secret();
@@ -236,7 +236,7 @@ pub async fn update(
 ) -> Result<Response<Body>, ApiError> {
     let mut record = find(state, caller, project_id)?;
     let change: UpdateProjectRequest =
-        read_json(request, MAX_BODY_BYTES, "UpdateProject", too_large).await?;
+        read_json(state, request, MAX_BODY_BYTES, "UpdateProject", too_large).await?;
     if let Some(git) = change.git_source {
         let url = crate::git::RepoUrl::parse(&git.url)
             .map_err(|e| ApiError::bad_request(format!("`gitSource.url`: {e}")))?
@@ -422,7 +422,7 @@ pub async fn build(
 ) -> Result<Response<Body>, ApiError> {
     let project = find(state, caller, project_id)?;
     let asked: ProjectBuildRequest =
-        read_json(request, MAX_BODY_BYTES, "ProjectBuild", too_large).await?;
+        read_json(state, request, MAX_BODY_BYTES, "ProjectBuild", too_large).await?;
     let reference = asked
         .reference
         .filter(|r| !r.is_empty())
@@ -566,22 +566,18 @@ pub async fn push(
     project_id: &str,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    use http_body_util::BodyExt;
     let project = state
         .store
         .project(project_id)?
         .ok_or_else(|| ApiError::not_found(&format!("webhook of project {project_id}")))?;
     let (parts, body) = request.into_parts();
-    let body = http_body_util::Limited::new(body, MAX_PUSH_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a push delivery is at most {} MiB", MAX_PUSH_BYTES >> 20),
-            )
-        })?
-        .to_bytes();
+    let body = super::read_body(state, body, MAX_PUSH_BYTES, || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a push delivery is at most {} MiB", MAX_PUSH_BYTES >> 20),
+        )
+    })
+    .await?;
     let secret = open_secret(state, &project)?;
     let delivery = push::authenticate(&parts.headers, &body, &secret, Utc::now().timestamp())
         .map_err(|refused| {

@@ -76,6 +76,7 @@ pub async fn save(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let save: kiln_api::SaveSecretsRequest = read_json(
+        state,
         request,
         1 << 20,
         "SaveBuildSecrets ({registryCredentials, gitCredentials, buildSecrets})",

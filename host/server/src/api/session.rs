@@ -134,7 +134,7 @@ pub async fn sign_in(
     state: &ApiState,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body: SignIn = read_json(request, 4096, "sign-in", || {
+    let body: SignIn = read_json(state, request, 4096, "sign-in", || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "a sign-in is `{\"token\": \"kiln_…\"}`",

@@ -168,13 +168,14 @@ pub async fn create(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let bad = ApiError::bad_request;
-    let body: CreateWebhookRequest = read_json(request, MAX_BODY_BYTES, "CreateWebhook", || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a webhook body is at most {} KiB", MAX_BODY_BYTES >> 10),
-        )
-    })
-    .await?;
+    let body: CreateWebhookRequest =
+        read_json(state, request, MAX_BODY_BYTES, "CreateWebhook", || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a webhook body is at most {} KiB", MAX_BODY_BYTES >> 10),
+            )
+        })
+        .await?;
     match (&body.url, &body.notifier) {
         (Some(url), None) => check_url(url).map_err(bad)?,
         (None, Some(notifier)) => {

@@ -27,6 +27,7 @@ pub async fn detect(
 ) -> Result<Response<Body>, ApiError> {
     let bad = ApiError::bad_request;
     let body: kiln_api::DetectRequest = read_json(
+        state,
         request,
         8 << 20,
         "WizardDetect ({zippedCode | contextId | gitSource, path, monorepo})",
