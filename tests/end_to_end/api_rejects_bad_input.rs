@@ -400,6 +400,25 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// The head of a POST to `path` with the test token, announcing `length`
+/// bytes of `content_type`.
+fn request_head(t: &TestServer, path: &str, content_type: &str, length: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: kiln\r\nauthorization: Bearer {}\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\n\r\n",
+        t.token
+    )
+}
+
+/// POST `body` to `path` but send only its first half: the server's answer,
+/// which must be 408, once it closes the connection.
+async fn stalled_halfway(t: &TestServer, path: &str, content_type: &str, body: Vec<u8>) -> String {
+    let head = request_head(t, path, content_type, body.len());
+    let mut stalled = half_sent(t, &head, &body[..body.len() / 2]).await;
+    let answer = read_until_closed(&mut stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+    answer
+}
+
 /// Issue 12 (found after it, in review): a client that stops sending —
 /// headers half-sent, a connection opened and left idle, a body that
 /// pauses — is cut off after the read timeout (the connection closed; a
@@ -421,20 +440,7 @@ async fn issue_12_slow_clients_are_cut_off_after_the_read_timeout() {
 
     // A create whose body stops half-way.
     let body = serde_json::to_vec(&hello_request("stalled-create")).unwrap();
-    let head = |path: &str, content_type: &str, length: usize| {
-        format!(
-            "POST {path} HTTP/1.1\r\nhost: kiln\r\nauthorization: Bearer {}\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\n\r\n",
-            t.token
-        )
-    };
-    let mut stalled = half_sent(
-        &t,
-        &head("/v1/builds", "application/json", body.len()),
-        &body[..body.len() / 2],
-    )
-    .await;
-    let answer = read_until_closed(&mut stalled).await;
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let answer = stalled_halfway(&t, "/v1/builds", "application/json", body).await;
     assert!(
         answer.contains("stopped arriving") && answer.contains("--request-read-timeout-secs"),
         "{answer}"
@@ -443,14 +449,7 @@ async fn issue_12_slow_clients_are_cut_off_after_the_read_timeout() {
 
     // An upload that stops half-way leaves no partial file behind.
     let archive = zip_entries(&[("blob", &vec![7u8; 256 << 10], 0o644)]);
-    let mut stalled = half_sent(
-        &t,
-        &head("/v1/contexts", "application/octet-stream", archive.len()),
-        &archive[..archive.len() / 2],
-    )
-    .await;
-    let answer = read_until_closed(&mut stalled).await;
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    stalled_halfway(&t, "/v1/contexts", "application/octet-stream", archive).await;
     for kept in ["contexts/tmp", "contexts/blobs"] {
         let left: Vec<_> = std::fs::read_dir(t.data_dir.path().join(kept))
             .map(|dir| dir.flatten().map(|e| e.path()).collect())
@@ -461,21 +460,18 @@ async fn issue_12_slow_clients_are_cut_off_after_the_read_timeout() {
     // Slow in all (3 s, three times the timeout) but never pausing for a
     // whole second: accepted.
     let body = serde_json::to_vec(&hello_request("slow-but-steady")).unwrap();
-    let mut steady = half_sent(&t, &head("/v1/builds", "application/json", body.len()), b"").await;
+    let mut steady = half_sent(
+        &t,
+        &request_head(&t, "/v1/builds", "application/json", body.len()),
+        b"",
+    )
+    .await;
     let pieces = body.chunks(body.len().div_ceil(6)).collect::<Vec<_>>();
     for piece in pieces {
         tokio::time::sleep(Duration::from_millis(500)).await;
         steady.write_all(piece).await.unwrap();
     }
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n{") {
-        use tokio::io::AsyncReadExt;
-        let n = steady.read(&mut buffer).await.unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buffer[..n]);
-    }
-    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let answer = read_json_answer_start(&mut steady).await;
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
     assert_eq!(t.get("/healthz").await.status, StatusCode::OK);
 }

@@ -146,7 +146,7 @@ async fn issue_12_an_organization_at_its_running_limit_leaves_free_slots_to_othe
 /// create that never ends does not hold builds back.
 #[tokio::test]
 async fn issue_12_workers_give_way_to_creates_being_answered_but_not_for_long() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let t = TestServer::start().await;
     // A create whose body arrives slowly: in flight until it is sent whole.
     let body = serde_json::to_vec(&slow_request(&unique_name("slow-body"), 0)).unwrap();
@@ -176,17 +176,6 @@ async fn issue_12_workers_give_way_to_creates_being_answered_but_not_for_long() 
 
     // The slow create is answered once its body is whole.
     slow.write_all(&body[10..]).await.unwrap();
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n{") {
-        let n = slow.read(&mut buffer).await.unwrap();
-        assert!(
-            n > 0,
-            "connection closed: {}",
-            String::from_utf8_lossy(&answer)
-        );
-        answer.extend_from_slice(&buffer[..n]);
-    }
-    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let answer = read_json_answer_start(&mut slow).await;
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
 }

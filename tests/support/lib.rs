@@ -504,6 +504,25 @@ pub fn hello_request(name: &str) -> Value {
     json!({ "name": name, "zippedCode": base64(&zip) })
 }
 
+/// What a server wrote on a raw connection, read until its answer's head
+/// and the first byte of a JSON body have arrived (the connection stays
+/// open, as keep-alive leaves it). Fails if the server closes it first.
+pub async fn read_json_answer_start(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n{") {
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A CreateBuild body for a context holding just this Dockerfile.
 pub fn dockerfile_request(name: &str, dockerfile: &str) -> Value {
     let zip = zip_entries(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);

@@ -42,6 +42,7 @@ use crate::error::ErrorBody;
 /// How long a pooled connection may sit idle: under a Kiln server's
 /// keep-alive (`--request-read-timeout-secs`, 30 s by default).
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

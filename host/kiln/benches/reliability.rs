@@ -349,7 +349,8 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
     server.wait_finished(&warm, LIMIT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_baseline = rss_kib(pid);
-    let fds_baseline = fds(pid, api_port(&server));
+    let port = api_port(&server);
+    let fds_baseline = fds(pid, port);
     report.row("server RSS after warm-up", mib(rss_baseline));
     report.row("server descriptors after warm-up", fds_baseline);
 
@@ -486,7 +487,7 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         drop(client);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss_after = rss_kib(pid);
-        let fds_after = fds(pid, api_port(&server));
+        let fds_after = fds(pid, port);
         rss_after_bursts.push(rss_after);
 
         let succeeded = statuses.get("BUILD_STATUS_SUCCEEDED").copied().unwrap_or(0);
@@ -1013,23 +1014,19 @@ async fn upload_beside_a_copy(server: &KilnProcess, dir: &Path, scale: Scale, re
 
         // The baseline: blocking reads into one 1 MiB buffer, each written
         // straight to the file; nothing here is slowed by how this bench
-        // was compiled (dev profile in CI).
-        let copy = dir.join(format!("copy-{run}"));
-        let (payload, sink) = (archive.clone(), copy.clone());
-        let took = tokio::task::spawn_blocking(move || loopback_copy(&payload, &sink, false))
-            .await
-            .unwrap();
-        copy_times.push(took);
-        let _ = std::fs::remove_file(&copy);
-        // The same copy that also hashes what it receives, on a thread of
-        // its own: what the simplest receiver that makes a content id
-        // reaches on this machine, with nothing of HTTP.
-        let (payload, sink) = (archive.clone(), copy.clone());
-        let took = tokio::task::spawn_blocking(move || loopback_copy(&payload, &sink, true))
-            .await
-            .unwrap();
-        hashing_copy_times.push(took);
-        let _ = std::fs::remove_file(&copy);
+        // was compiled (dev profile in CI). Then the same copy that also
+        // hashes what it receives, on a thread of its own: what the
+        // simplest receiver that makes a content id reaches on this
+        // machine, with nothing of HTTP.
+        for (hashing, times) in [(false, &mut copy_times), (true, &mut hashing_copy_times)] {
+            let copy = dir.join(format!("copy-{run}"));
+            let (payload, sink) = (archive.clone(), copy.clone());
+            let took = tokio::task::spawn_blocking(move || loopback_copy(&payload, &sink, hashing))
+                .await
+                .unwrap();
+            times.push(took);
+            let _ = std::fs::remove_file(&copy);
+        }
 
         // What no upload can beat on this machine: the content id, SHA-256
         // of the same bytes already in memory, on one core.

@@ -199,8 +199,10 @@ pub async fn read_body(
     if body.size_hint().lower() > limit as u64 {
         return Err(too_large());
     }
+    // Sized once by its Content-Length (within the limit, checked above):
+    // a multi-megabyte inline context is not copied again as it grows.
+    let mut whole = bytes::BytesMut::with_capacity(body.size_hint().lower() as usize);
     let mut chunks = body.into_data_stream();
-    let mut whole = bytes::BytesMut::new();
     while let Some(chunk) = next_chunk(state, &mut chunks).await? {
         let chunk = chunk.map_err(body_broke_off)?;
         if whole.len() + chunk.len() > limit {
