@@ -143,6 +143,11 @@ stop() {
   local name="$1" dir="$state/$1"
   stop_daemon "$name" "$(cat "$dir/dockerd.pid" 2>/dev/null || true)"
   rm -f "$dir/dockerd.pid"
+  # A daemon killed with -9 leaves its mounts behind (its data root mounted
+  # on itself, container layers), and `rm -rf` of the checkout then fails
+  # on them: unmount what is left under its directory, deepest first.
+  findmnt -rn -o TARGET 2>/dev/null | awk -v dir="$dir/" 'index($0, dir) == 1' | sort -r |
+    while read -r mounted; do umount -l "$mounted" 2>/dev/null || true; done
 }
 
 case "${1:-}" in
