@@ -157,6 +157,16 @@ impl KilnProcess {
     /// Start `kiln serve` from `binary` on a free port with `data_dir`,
     /// pushing to the test registry unless `extra_args` has `--registry`.
     pub fn spawn(binary: &Path, data_dir: &Path, extra_args: &[&str]) -> Self {
+        Self::spawn_with_env(binary, data_dir, extra_args, &[])
+    }
+
+    /// [`KilnProcess::spawn`] with these variables in its environment too.
+    pub fn spawn_with_env(
+        binary: &Path,
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         std::fs::create_dir_all(data_dir).unwrap();
@@ -177,6 +187,7 @@ impl KilnProcess {
             .args(registry)
             .args(extra_args)
             .env("KILN_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -62,8 +62,19 @@ async fn serve(_args: cli::ServeArgs) -> anyhow::Result<commands::ExitCode> {
     )
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime's threads exist: each takes a malloc arena of its
+    // own at its first allocation, and the limit applies to arenas made
+    // after it.
+    #[cfg(feature = "server")]
+    kiln_server::memory::limit_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let outcome = match cli.command {
         // A server that cannot start says why with anyhow's whole chain.

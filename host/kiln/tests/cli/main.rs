@@ -4,6 +4,7 @@
 
 mod cli_builds;
 mod cli_manages_orgs_and_tokens;
+mod malloc_arenas;
 mod restart_recovers_builds;
 mod tls;
 mod verify;
