@@ -355,6 +355,9 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
     report.row("server descriptors after warm-up", fds_baseline);
 
     let mut rss_after_bursts = Vec::new();
+    // What the server has stored (sled's files): its in-memory page table
+    // grows with it (heaptrack), so RSS growth is read beside it.
+    let mut store_after_bursts = Vec::new();
     for burst in 1..=scale.bursts {
         let peak = Arc::new(AtomicU64::new(0));
         let sampling = {
@@ -486,9 +489,11 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         sampling.abort();
         drop(client);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let rss_after = rss_kib(pid);
+        let rss_after = settled_rss(pid).await;
         let fds_after = fds(pid, port);
         rss_after_bursts.push(rss_after);
+        let store_bytes = bytes_under(&dir.path().join("db"));
+        store_after_bursts.push(store_bytes);
 
         let succeeded = statuses.get("BUILD_STATUS_SUCCEEDED").copied().unwrap_or(0);
         report.row(
@@ -536,8 +541,13 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
             ),
         );
         report.row(
-            format!("burst {burst}: server RSS peak / after"),
-            format!("{} / {}", mib(peak.load(Ordering::Relaxed)), mib(rss_after)),
+            format!("burst {burst}: server RSS peak / after (store on disk)"),
+            format!(
+                "{} / {} ({:.1} MiB)",
+                mib(peak.load(Ordering::Relaxed)),
+                mib(rss_after),
+                store_bytes as f64 / (1 << 20) as f64
+            ),
         );
         report.row(format!("burst {burst}: descriptors after"), fds_after);
 
@@ -571,6 +581,19 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
             "RSS after the first / last burst",
             format!("{} / {}", mib(*first), mib(*last)),
         );
+        let later_bursts = rss_after_bursts.len().saturating_sub(1).max(1) as f64;
+        let store_growth = match (store_after_bursts.first(), store_after_bursts.last()) {
+            (Some(first), Some(last)) => last.saturating_sub(*first),
+            _ => 0,
+        };
+        report.row(
+            "growth per burst after the first: RSS / store on disk",
+            format!(
+                "{:+.1} MiB / {:+.1} MiB",
+                (*last as f64 - *first as f64) / 1024.0 / later_bursts,
+                store_growth as f64 / (1 << 20) as f64 / later_bursts
+            ),
+        );
         report.require(*last <= first + 16 * 1024, || {
             format!(
                 "RSS grew from {} after the first burst to {} after the last",
@@ -580,6 +603,36 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         });
     }
     report
+}
+
+/// The bytes of every file under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => bytes_under(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// `pid`'s resident size (KiB) once it has stopped falling: the server
+/// trims its heap once it has been quiet for a second, and a sample taken
+/// before that counts memory on its way back (waits at most 10 s more).
+async fn settled_rss(pid: u32) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = rss_kib(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_kib(pid);
+        if last.saturating_sub(now) < 256 || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// `SUCCEEDED`, or `FAILED REASON`: how a build ended.
