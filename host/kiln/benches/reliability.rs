@@ -492,7 +492,7 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         let rss_after = settled_rss(pid).await;
         let fds_after = fds(pid, port);
         rss_after_bursts.push(rss_after);
-        let store_bytes = bytes_under(&dir.path().join("db"));
+        let store_bytes = kiln_tests::kiln_server::gc::dir_size(&dir.path().join("db"));
         store_after_bursts.push(store_bytes);
 
         let succeeded = statuses.get("BUILD_STATUS_SUCCEEDED").copied().unwrap_or(0);
@@ -543,10 +543,10 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         report.row(
             format!("burst {burst}: server RSS peak / after (store on disk)"),
             format!(
-                "{} / {} ({:.1} MiB)",
+                "{} / {} ({})",
                 mib(peak.load(Ordering::Relaxed)),
                 mib(rss_after),
-                store_bytes as f64 / (1 << 20) as f64
+                mib(store_bytes / 1024)
             ),
         );
         report.row(format!("burst {burst}: descriptors after"), fds_after);
@@ -603,20 +603,6 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         });
     }
     report
-}
-
-/// The bytes of every file under `dir`.
-fn bytes_under(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => bytes_under(&entry.path()),
-            _ => entry.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }
 
 /// `pid`'s resident size (KiB) once it has stopped falling: the server

@@ -542,7 +542,7 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Bytes of the files under `path` (links not followed).
-pub(crate) fn dir_size(path: &Path) -> u64 {
+pub fn dir_size(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;
     };
