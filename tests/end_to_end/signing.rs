@@ -273,3 +273,62 @@ async fn issue_19_an_organization_can_turn_signing_off_for_itself() {
     let signed = t.wait_succeeded(&signed, Duration::from_secs(180)).await;
     assert_eq!(signed["attachments"][0]["kind"], "signature", "{signed}");
 }
+
+/// Issue 19's flake: a build pushes its signature and its attestations at
+/// once, and on a registry without the referrers API each adds itself to
+/// the subject's referrers index by reading, extending and writing it
+/// back. Two such updates at once lost one entry (the signature, once in
+/// CI). Eight referrers pushed at once must all be listed.
+#[tokio::test]
+async fn issue_19_referrers_pushed_at_once_are_all_listed() {
+    use kiln_trust::registry::{push_manifest, referrers, Blob, NewManifest};
+    let repository = format!("{REGISTRY}/issue19/race-{}", uuid::Uuid::new_v4().simple());
+    let blob = |bytes: String| Blob {
+        media_type: "application/vnd.oci.image.config.v1+json",
+        bytes: bytes.into_bytes(),
+        annotations: Default::default(),
+    };
+    let subject = NewManifest {
+        config: blob(
+            r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .into(),
+        ),
+        layers: Vec::new(),
+        artifact_type: None,
+        subject: None,
+        annotations: Default::default(),
+    };
+    let subject = push_manifest(&repository, "v1", &subject, None)
+        .await
+        .unwrap();
+    let pushes = (0..8).map(|i| {
+        let repository = repository.clone();
+        let subject = subject.digest.clone();
+        async move {
+            let referrer = NewManifest {
+                config: blob(format!("{{\"referrer\":{i}}}")),
+                layers: Vec::new(),
+                artifact_type: Some(format!("application/vnd.kiln.test.{i}")),
+                subject: Some(subject),
+                annotations: Default::default(),
+            };
+            push_manifest(&repository, &format!("referrer-{i}"), &referrer, None)
+                .await
+                .unwrap()
+        }
+    });
+    let pushed = futures_util::future::join_all(pushes).await;
+    let listed = referrers(&format!("{repository}@{}", subject.digest), None)
+        .await
+        .unwrap();
+    for referrer in &pushed {
+        assert!(
+            listed
+                .iter()
+                .any(|entry| entry["digest"] == referrer.digest),
+            "{} missing from the referrers index: {listed:#?}",
+            referrer.digest
+        );
+    }
+    assert_eq!(listed.len(), 8, "{listed:#?}");
+}

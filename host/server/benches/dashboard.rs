@@ -32,6 +32,7 @@ fn fill_log(dir: &std::path::Path) {
     let steps = 100;
     let per_step = LOG_LINES / steps;
     let mut seq = 0;
+    let mut lines = Vec::with_capacity(LOG_LINES as usize);
     for step in 1..=steps {
         for i in 0..per_step {
             seq += 1;
@@ -44,15 +45,15 @@ fn fill_log(dir: &std::path::Path) {
                     i * 7919
                 ),
             };
-            let record = LogLine {
+            lines.push(LogLine {
                 seq,
                 time,
                 stream: "build".into(),
                 line,
-            };
-            store.append_log(LOG_BUILD, seq, &record).unwrap();
+            });
         }
     }
+    store.append_log_lines(LOG_BUILD, &lines).unwrap();
     store.flush_blocking().unwrap();
 }
 

@@ -163,7 +163,7 @@ impl Server {
             config.credentials_dir.clone(),
         );
         secrets.check().map_err(StartError::Credentials)?;
-        let hub = LogHub::new(store.clone());
+        let hub = LogHub::new();
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let webhooks = crate::webhooks::Webhooks::new(
             store.clone(),

@@ -300,6 +300,29 @@ pub fn referrers_tag(digest: &str) -> String {
     digest.replacen(':', "-", 1)
 }
 
+/// The lock of one referrers index (`host/path@digest`) in this process.
+///
+/// An update reads the index, adds an entry and writes it back: two at
+/// once each wrote the index without the other's entry. A build pushes its
+/// signature and its attestations side by side, and a signed image was
+/// left with its signature missing from the index (issue 19). Servers
+/// sharing a registry without the referrers API can still race; the
+/// registries that have it keep the list themselves.
+fn referrers_index_lock(index: String) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+    type Locks = Mutex<std::collections::HashMap<String, Weak<tokio::sync::Mutex<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    let mut locks = LOCKS.get_or_init(Locks::default).lock().unwrap();
+    // Indexes nobody updates any more are forgotten.
+    locks.retain(|_, lock| lock.strong_count() > 0);
+    if let Some(lock) = locks.get(&index).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(index, Arc::downgrade(&lock));
+    lock
+}
+
 /// Push `manifest` to `repository` (`host/path`) under `tag`, blobs first
 /// (those the registry has are not sent again); answers its descriptor. A
 /// 401 gets the bearer handshake for `pull,push`.
@@ -693,6 +716,8 @@ impl<'a> Session<'a> {
         subject: &ManifestDescriptor,
         entry: serde_json::Value,
     ) -> Result<(), RegistryError> {
+        let index_lock = referrers_index_lock(format!("{}@{}", self.repository, subject.digest));
+        let _updating = index_lock.lock().await;
         let tag = referrers_tag(&subject.digest);
         let mut index = match self.raw_manifest_if_present(&tag).await? {
             Some(body) => serde_json::from_slice::<serde_json::Value>(&body)

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::builds::query_params;
 use super::routes::Caller;
 use super::{ApiError, ApiState, Body};
-use crate::store::{LogHub, LogLine, Store};
+use crate::store::{LogCursor, LogHub, LogLine, Store};
 
 /// Lines read from the store per batch.
 const BATCH: usize = 500;
@@ -260,25 +260,22 @@ impl<E: LogEncoder> Follower<E> {
         Ok(())
     }
 
-    /// Send every stored line after `after` up to `up_to`; returns the
-    /// last sequence sent.
-    async fn drain(&self, mut after: u64, up_to: u64) -> Result<u64, FollowError> {
+    /// Send every stored line after the cursor up to `up_to`, moving it on.
+    async fn drain(&self, cursor: &mut LogCursor, up_to: u64) -> Result<(), FollowError> {
         loop {
-            let lines = self.store.log_lines(&self.build_id, after, up_to, BATCH)?;
+            let lines = self.store.read_log(&self.build_id, cursor, up_to, BATCH)?;
             let full = lines.len() == BATCH;
-            if let Some(last) = lines.last() {
-                after = last.seq;
-            }
             if !lines.is_empty() {
                 self.send(self.encoder.lines(&lines)).await?;
             }
             if !full {
-                return Ok(after);
+                return Ok(());
             }
         }
     }
 
-    async fn run(mut self, mut after: u64) -> Result<(), FollowError> {
+    async fn run(mut self, after: u64) -> Result<(), FollowError> {
+        let mut cursor = LogCursor::after(after);
         let build_id = self.build_id.clone();
         let hub = self.hub.clone();
         let mut updates = hub.subscribe(&build_id);
@@ -291,7 +288,7 @@ impl<E: LogEncoder> Follower<E> {
             loop {
                 if check_record {
                     if finished(&self.store, &build_id)? {
-                        self.drain(after, u64::MAX).await?;
+                        self.drain(&mut cursor, u64::MAX).await?;
                         let _ = self.send(self.encoder.end()).await;
                         return Ok(());
                     }
@@ -299,7 +296,7 @@ impl<E: LogEncoder> Follower<E> {
                 }
                 // Only durable lines are served while the build runs.
                 let durable = *updates.borrow_and_update();
-                after = self.drain(after, durable).await?;
+                self.drain(&mut cursor, durable).await?;
                 if !self.follow {
                     return Ok(());
                 }

@@ -224,7 +224,7 @@ impl Scheduler {
         for build_id in interrupted {
             let log = BuildLog::open(store, &self.inner.hub, &build_id)?;
             log.system("the host restarted while this build ran; the build was stopped");
-            store.flush_blocking()?;
+            log.sync_blocking()?;
             let failure = pipeline::failure(
                 FailureReason::Interrupted,
                 "interrupted by host restart",
@@ -629,7 +629,7 @@ impl Scheduler {
         }
         // The log is durable before the record says the build is over:
         // readers take a finished record to mean the whole log is there.
-        inner.store.flush().await?;
+        log.sync().await?;
         // The counters move before the record says the build is over: a
         // client that sees it finished and then scrapes /metrics finds it
         // counted and no longer running. (A cancel arriving in between finds

@@ -15,7 +15,6 @@
 //! | `queue` | sequence (big-endian) | build id, for PENDING builds in FIFO order |
 //! | `queue_by_org` | org, 0, sequence | build id: the same queue by organization, which the workers take from (turns between organizations) |
 //! | `counters` | org, 0, name | next build number for that name (big-endian) |
-//! | `logs` | build id, 0, line sequence (big-endian) | JSON [`LogLine`] |
 //! | `contexts` | org, 0, context id | JSON [`ContextRecord`] (the bytes are in `contexts/blobs/<sha256>`) |
 //! | `secrets` | org, 0, kind, 0, name | nonce + ChaCha20-Poly1305 sealed value ([`secrets`]) |
 //! | `idempotency` | org, 0, operation, 0, key | JSON [`IdempotentAnswer`] |
@@ -31,6 +30,9 @@
 //! | `events` | org, 0, event id (big-endian) | JSON `kiln_api::BuildEvent`: the last [`EVENTS_KEPT_PER_ORG`] of each organization, for `GET /v1/events` |
 //! | `sessions` | sha256 of a dashboard session id | JSON [`SessionRecord`] |
 //!
+//! Build logs are files beside the trees, `logs/<build id>.ndjson` (see
+//! [`logs`]); format 1 kept them in a `logs` tree, moved out on opening.
+//!
 //! The secondary indexes of builds are moved after the record changes; a crash in
 //! between leaves a stale entry, which [`Store::list_builds`] skips because
 //! it re-checks every record it returns.
@@ -44,7 +46,7 @@ mod sessions;
 mod webhooks;
 
 pub use events::{StoredEvent, EVENTS_KEPT_PER_ORG};
-pub use logs::{truncate_at_char_boundary, BuildLog, LogHub};
+pub use logs::{truncate_at_char_boundary, BuildLog, LogCursor, LogHub};
 pub use sessions::SessionRecord;
 
 pub use records::*;
@@ -81,13 +83,21 @@ pub enum StoreError {
     },
     #[error("build {0} does not exist")]
     NoSuchBuild(String),
+    #[error("build {build_id}'s log: {source}")]
+    Log {
+        build_id: String,
+        source: std::io::Error,
+    },
+    #[error("the store's log directory: {0}")]
+    LogDirectory(std::io::Error),
     #[error("the data directory holds records in format {found}, this Kiln reads format {FORMAT}; use a new --data-dir (or the Kiln that wrote it)")]
     Format { found: String },
 }
 
 /// The on-disk format of the records; bumped when an old data directory
-/// could not be read correctly.
-pub const FORMAT: &str = "1";
+/// could not be read correctly. 2: build logs are files (format 1's are
+/// moved out of sled when it is opened).
+pub const FORMAT: &str = "2";
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -115,7 +125,7 @@ struct Inner {
     /// queue, which made a burst of creates quadratic.
     queued_per_org: std::sync::Mutex<HashMap<String, usize>>,
     counters: sled::Tree,
-    logs: sled::Tree,
+    logs: logs::LogFiles,
     contexts: sled::Tree,
     /// build id → the zip of an inline context (`zippedCode`), from the
     /// build's acceptance until it ends.
@@ -253,6 +263,12 @@ impl Store {
         // A data directory from another format is refused up front, not
         // misread record by record.
         let meta = db.open_tree("meta")?;
+        let log_files = logs::LogFiles::open(dir.join("logs")).map_err(StoreError::LogDirectory)?;
+        if meta.get("format")?.as_deref() == Some(b"1".as_slice()) {
+            move_logs_to_files(&db, &log_files)?;
+            meta.insert("format", FORMAT)?;
+            db.flush()?;
+        }
         match meta.get("format")? {
             Some(found) if found.as_ref() != FORMAT.as_bytes() => {
                 return Err(StoreError::Format {
@@ -288,7 +304,7 @@ impl Store {
             queue_by_org,
             queued_per_org: std::sync::Mutex::new(queued_per_org),
             counters: db.open_tree("counters")?,
-            logs: db.open_tree("logs")?,
+            logs: log_files,
             contexts: db.open_tree("contexts")?,
             inline_zips: db.open_tree("inline_zips")?,
             idempotency: db.open_tree("idempotency")?,
@@ -720,18 +736,10 @@ impl Store {
 
     /// Lines and bytes a build's log holds in the store.
     pub fn log_size(&self, build_id: &str) -> Result<(u64, u64)> {
-        let mut lines = 0;
-        let mut bytes = 0;
-        for entry in self
-            .inner
+        self.inner
             .logs
-            .scan_prefix(join_key(&[build_id.as_bytes(), b""]))
-        {
-            let (key, value) = entry?;
-            lines += 1;
-            bytes += (key.len() + value.len()) as u64;
-        }
-        Ok((lines, bytes))
+            .size(build_id)
+            .map_err(|source| log_error(build_id, source))
     }
 
     /// Remove a finished build's log, leaving one system line that says
@@ -739,7 +747,6 @@ impl Store {
     /// stopped sees no line twice), and note the time on the record.
     pub fn remove_log(&self, build_id: &str, why: &str) -> Result<()> {
         let next = self.last_log_seq(build_id)? + 1;
-        self.delete_log_lines(build_id)?;
         let now = chrono::Utc::now();
         let note = LogLine {
             seq: next,
@@ -747,23 +754,22 @@ impl Store {
             stream: "system".into(),
             line: why.into(),
         };
-        self.append_log(build_id, next, &note)?;
+        // A new file renamed over the old: a reader part-way through the
+        // old one notices the change of inode (see `LogCursor`).
+        self.inner
+            .logs
+            .write_whole(build_id, &[note])
+            .and_then(|()| self.inner.logs.sync_dir())
+            .map_err(|source| log_error(build_id, source))?;
         self.update_build(build_id, |record| record.log_removed_time = Some(now))?;
         Ok(())
     }
 
     fn delete_log_lines(&self, build_id: &str) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for key in self
-            .inner
+        self.inner
             .logs
-            .scan_prefix(join_key(&[build_id.as_bytes(), b""]))
-            .keys()
-        {
-            batch.remove(key?);
-        }
-        self.inner.logs.apply_batch(batch)?;
-        Ok(())
+            .remove(build_id)
+            .map_err(|source| log_error(build_id, source))
     }
 
     /// Every uploaded context: (organization, record).
@@ -896,14 +902,23 @@ impl Store {
 
     // ---- logs ----
 
-    /// Append a line to a build's log, returning its sequence number
-    /// (1-based, gap-free per build).
-    pub fn append_log(&self, build_id: &str, seq: u64, line: &LogLine) -> Result<()> {
-        self.inner.logs.insert(
-            join_key(&[build_id.as_bytes(), &seq.to_be_bytes()]),
-            encode(line),
-        )?;
-        Ok(())
+    /// Append lines, numbered on from the log's last (1-based, gap-free
+    /// per build), to a build's log outside the build's own writer
+    /// ([`BuildLog`]); durable when this returns.
+    pub fn append_log_lines(&self, build_id: &str, lines: &[LogLine]) -> Result<()> {
+        self.inner
+            .logs
+            .append(build_id, lines)
+            .map_err(|source| log_error(build_id, source))
+    }
+
+    /// Open a build's log to append to: the file and its last line's
+    /// sequence.
+    fn open_log_for_append(&self, build_id: &str) -> Result<(logs::LogFile, u64)> {
+        self.inner
+            .logs
+            .open_for_append(build_id)
+            .map_err(|source| log_error(build_id, source))
     }
 
     /// Log lines of a build numbered above `after_seq` and at most
@@ -915,31 +930,28 @@ impl Store {
         up_to: u64,
         limit: usize,
     ) -> Result<Vec<LogLine>> {
-        if after_seq >= up_to {
-            return Ok(Vec::new());
-        }
-        let start = join_key(&[build_id.as_bytes(), &(after_seq + 1).to_be_bytes()]);
-        let end = join_key(&[build_id.as_bytes(), &up_to.to_be_bytes()]);
-        let mut out = Vec::new();
-        for entry in self.inner.logs.range(start..=end).take(limit) {
-            let (key, value) = entry?;
-            out.push(decode(&key, &value)?);
-        }
-        Ok(out)
+        self.read_log(build_id, &mut LogCursor::after(after_seq), up_to, limit)
+    }
+
+    /// [`Store::log_lines`] from where `cursor` got to, moving it on: a
+    /// reader that keeps its cursor reads a long log once, not from the
+    /// start for every batch.
+    pub fn read_log(
+        &self,
+        build_id: &str,
+        cursor: &mut LogCursor,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>> {
+        self.inner.logs.read(build_id, cursor, up_to, limit)
     }
 
     /// The sequence number of a build's last log line (0 when it has none).
     pub fn last_log_seq(&self, build_id: &str) -> Result<u64> {
-        let start = join_key(&[build_id.as_bytes(), &0u64.to_be_bytes()]);
-        let end = join_key(&[build_id.as_bytes(), &u64::MAX.to_be_bytes()]);
-        Ok(self
-            .inner
+        self.inner
             .logs
-            .range(start..end)
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| read_u64(&k[k.len() - 8..]))
-            .unwrap_or(0))
+            .last_seq(build_id)
+            .map_err(|source| log_error(build_id, source))
     }
 }
 
@@ -968,6 +980,47 @@ fn status_byte(status: BuildStatus) -> u8 {
 
 fn status_key(org: &str, status: BuildStatus, seq: u64) -> Vec<u8> {
     join_key(&[org.as_bytes(), &[status_byte(status)], &seq.to_be_bytes()])
+}
+
+fn log_error(build_id: &str, source: std::io::Error) -> StoreError {
+    StoreError::Log {
+        build_id: build_id.to_string(),
+        source,
+    }
+}
+
+/// Format 1 kept each log line as a key of the `logs` tree (build id, 0,
+/// sequence): write each build's lines to its file, then empty the tree.
+/// Done again from the start if interrupted: the tree goes only once
+/// every file is written and synced.
+fn move_logs_to_files(db: &sled::Db, files: &logs::LogFiles) -> Result<()> {
+    let tree = db.open_tree("logs")?;
+    let mut build: Option<String> = None;
+    let mut lines: Vec<LogLine> = Vec::new();
+    let write = |build_id: &str, lines: &mut Vec<LogLine>| -> Result<()> {
+        let written = files
+            .write_whole(build_id, lines)
+            .map_err(|source| log_error(build_id, source));
+        lines.clear();
+        written
+    };
+    for entry in tree.iter() {
+        let (key, value) = entry?;
+        let build_id = String::from_utf8_lossy(&key[..key.len().saturating_sub(9)]).into_owned();
+        if build.as_deref() != Some(build_id.as_str()) {
+            if let Some(done) = build.replace(build_id) {
+                write(&done, &mut lines)?;
+            }
+        }
+        lines.push(decode(&key, &value)?);
+    }
+    if let Some(done) = build {
+        write(&done, &mut lines)?;
+    }
+    files.sync_dir().map_err(StoreError::LogDirectory)?;
+    tree.clear()?;
+    db.drop_tree("logs")?;
+    Ok(())
 }
 
 fn read_u64(bytes: &[u8]) -> u64 {
