@@ -594,6 +594,15 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
                 store_growth as f64 / (1 << 20) as f64 / later_bursts
             ),
         );
+        // The first two bursts still fill caches and pools (measured: a
+        // step of ~10 MiB from the first to the second, then a few MiB
+        // over six more); the trend from the second on is the growth.
+        if let Some(slope) = least_squares_slope(&rss_after_bursts[1..]) {
+            report.row(
+                "RSS trend per burst from the second on (least squares)",
+                format!("{:+.2} MiB", slope / 1024.0),
+            );
+        }
         report.require(*last <= first + 16 * 1024, || {
             format!(
                 "RSS grew from {} after the first burst to {} after the last",
@@ -603,6 +612,23 @@ async fn load(kiln: &Path, scale: Scale) -> Report {
         });
     }
     report
+}
+
+/// The slope of `values` against their index (None for fewer than 3).
+fn least_squares_slope(values: &[u64]) -> Option<f64> {
+    if values.len() < 3 {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut covariance, mut variance) = (0.0, 0.0);
+    for (x, &y) in values.iter().enumerate() {
+        let dx = x as f64 - mean_x;
+        covariance += dx * (y as f64 - mean_y);
+        variance += dx * dx;
+    }
+    Some(covariance / variance)
 }
 
 /// `pid`'s resident size (KiB) once it has stopped falling: the server
