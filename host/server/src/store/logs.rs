@@ -94,7 +94,7 @@ impl LogHub {
                     return;
                 };
                 let batch: Vec<_> = std::mem::take(&mut *commits.pending.lock().unwrap())
-                    .into_values()
+                    .into_iter()
                     .collect();
                 if batch.is_empty() {
                     // Wait for the next line without keeping the hub alive.
@@ -106,19 +106,19 @@ impl LogHub {
                 // fsyncs that wait together as one.
                 let syncs: Vec<_> = batch
                     .iter()
-                    .map(|unsynced| {
+                    .map(|(_, unsynced)| {
                         let file = unsynced.file.clone();
                         tokio::task::spawn_blocking(move || file.sync())
                     })
                     .collect();
-                for sync in syncs {
+                for ((build_id, _), sync) in batch.iter().zip(syncs) {
                     match sync.await {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!("cannot sync a build log: {e}"),
-                        Err(e) => tracing::error!("cannot sync a build log: {e}"),
+                        Ok(Err(e)) => tracing::error!(build_id, "cannot sync the build's log: {e}"),
+                        Err(e) => tracing::error!(build_id, "cannot sync the build's log: {e}"),
                     }
                 }
-                for Unsynced { sender, seq, .. } in batch {
+                for (_, Unsynced { sender, seq, .. }) in batch {
                     sender.send_replace(seq);
                 }
             }
