@@ -532,6 +532,11 @@ impl Scheduler {
                 };
             }
         };
+        // RUNNING is durable before the build shows anything (its log is
+        // files, whose commits do not flush the records): a host killed
+        // from here on closes it INTERRUPTED at restart instead of running
+        // it again from the start.
+        inner.store.flush().await?;
         inner.webhooks.emit_durably(&record, "build.started").await;
         let log = BuildLog::open(&inner.store, &inner.hub, build_id)?;
         log.system(&format!(
