@@ -535,9 +535,12 @@ impl Scheduler {
         // RUNNING is durable before the build shows anything (its log is
         // files, whose commits do not flush the records): a host killed
         // from here on closes it INTERRUPTED at restart instead of running
-        // it again from the start.
+        // it again from the start. The build.started deliveries, queued
+        // first, are made durable by the same flush.
+        if let Err(e) = inner.webhooks.emit(&record, "build.started") {
+            tracing::error!(build_id, "cannot queue build.started deliveries: {e}");
+        }
         inner.store.flush().await?;
-        inner.webhooks.emit_durably(&record, "build.started").await;
         let log = BuildLog::open(&inner.store, &inner.hub, build_id)?;
         log.system(&format!(
             "build {} #{} of {} started (builder {}{})",

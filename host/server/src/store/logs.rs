@@ -440,6 +440,16 @@ fn checked_file_name(build_id: &str) -> std::io::Result<String> {
     Ok(format!("{build_id}.ndjson"))
 }
 
+/// Write `lines` to `file` as the log stores them, buffered (not synced).
+fn write_lines(file: &File, lines: &[LogLine]) -> std::io::Result<()> {
+    let mut writer = std::io::BufWriter::new(file);
+    for line in lines {
+        serde_json::to_writer(&mut writer, line).map_err(std::io::Error::other)?;
+        writer.write_all(b"\n")?;
+    }
+    writer.flush()
+}
+
 /// The sequence number a stored line starts with (`{"seq":N,`): enough
 /// to skip a line without parsing it.
 fn leading_seq(line: &[u8]) -> Option<u64> {
@@ -482,13 +492,7 @@ impl LogFiles {
     /// where a removed log was); durable when this returns.
     pub(super) fn append(&self, build_id: &str, lines: &[LogLine]) -> std::io::Result<()> {
         let (log, _) = self.open_for_append(build_id)?;
-        let mut writer = std::io::BufWriter::new(&log.file);
-        for line in lines {
-            serde_json::to_writer(&mut writer, line).map_err(std::io::Error::other)?;
-            writer.write_all(b"\n")?;
-        }
-        writer.flush()?;
-        drop(writer);
+        write_lines(&log.file, lines)?;
         log.sync()
     }
 
@@ -640,13 +644,7 @@ impl LogFiles {
         let aside = path.with_extension("ndjson.partial");
         {
             let file = File::create(&aside)?;
-            let mut writer = std::io::BufWriter::new(&file);
-            for line in lines {
-                serde_json::to_writer(&mut writer, line).map_err(std::io::Error::other)?;
-                writer.write_all(b"\n")?;
-            }
-            writer.flush()?;
-            drop(writer);
+            write_lines(&file, lines)?;
             file.sync_data()?;
         }
         std::fs::rename(aside, path)
