@@ -498,7 +498,7 @@ pub async fn referrers(
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One HTTP client for every registry: connections are pooled, and TLS is
-/// ring with the system's roots.
+/// ring with the system's roots. Only tasks on [`io_runtime`] use it.
 fn http_client() -> &'static HttpClient {
     static CLIENT: OnceLock<HttpClient> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -998,11 +998,48 @@ impl Credentials<'_> {
     }
 }
 
-/// One request; its answer unread.
+/// The runtime every registry connection lives on, for as long as the
+/// process does.
+///
+/// Why not the caller's: a pooled connection is a task on the runtime that
+/// opened it, and the pool is shared. Where one process runs several
+/// runtimes (each test's in-process server has its own; so may an embedder),
+/// a request handed a connection another runtime opened failed with
+/// "dispatch task is gone: runtime dropped the dispatch task" when that
+/// runtime ended mid-request: an image went unsigned in CI that way, and a
+/// referrers push failed. Connections opened, driven and pooled here outlive
+/// every caller's runtime; callers only exchange messages with them, which
+/// works from any runtime.
+fn io_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kiln-registry-io")
+            .enable_all()
+            .build()
+            .expect("a one-thread runtime for registry connections starts")
+    })
+}
+
+/// One request, sent from [`io_runtime`]; its answer unread (the body
+/// streams to the caller from the connection's task there).
 async fn request_once(
     request: Request<Full<Bytes>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    http_client().request(request).await.map_err(|error| {
+    /// A caller that gives up (a cancelled build) takes its request with it.
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let sent = io_runtime().spawn(http_client().request(request));
+    let _abort = AbortOnDrop(sent.abort_handle());
+    let answer = sent
+        .await
+        .map_err(|e| format!("the registry request's task ended: {e}"))?;
+    answer.map_err(|error| {
         let mut reason = format!("cannot reach the registry: {error}");
         let mut cause = std::error::Error::source(&error);
         while let Some(next) = cause {
