@@ -695,3 +695,34 @@ async fn issue_12_a_request_retried_with_its_idempotency_key_gets_the_first_answ
 
     t.wait_succeeded(&build_id, LIMIT).await;
 }
+
+/// Issue 12: build ids are UUIDv7, so they sort in the order the builds
+/// were made (the store's trees keyed by build id grow at their end rather
+/// than everywhere at once).
+#[tokio::test]
+async fn issue_12_build_ids_are_time_ordered() {
+    let t = TestServer::start().await;
+    let name = unique_name("ordered");
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(t.create_build(&hello_request(&name)).await);
+    }
+    for id in &ids {
+        let parsed = uuid::Uuid::parse_str(id).unwrap();
+        assert_eq!(parsed.get_version_num(), 7, "{id}");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "ids in creation order");
+    for id in &ids {
+        let cancel = t
+            .post_json(&format!("/v1/builds/{id}:cancel"), &json!({}))
+            .await;
+        assert!(
+            [200, 202, 409].contains(&cancel.status.as_u16()),
+            "{}",
+            String::from_utf8_lossy(&cancel.body)
+        );
+        t.wait_finished(id, LIMIT).await;
+    }
+}

@@ -365,7 +365,11 @@ pub(super) async fn validate_create(
             .collect()
     };
     let record = BuildRecord {
-        build_id: uuid::Uuid::new_v4().to_string(),
+        // Time-ordered (UUIDv7): every tree keyed by build id then grows at
+        // its end, as the builds do. Random ids (v4) scattered each new
+        // build across the whole tree, so the store's writes and reads got
+        // slower with every build it held.
+        build_id: uuid::Uuid::now_v7().to_string(),
         org: org.to_string(),
         number: 0,
         name: request.name,

@@ -9,9 +9,10 @@ use super::{join_key, read_u64, Result, Store};
 /// (the stream says so with a `reset` event).
 pub const EVENTS_KEPT_PER_ORG: usize = 10_000;
 
-/// How often (in events, server-wide) an organization's oldest events are
-/// trimmed to [`EVENTS_KEPT_PER_ORG`]: trimming walks that many keys.
-const TRIM_EVERY: u64 = 256;
+/// How far past [`EVENTS_KEPT_PER_ORG`] an organization's events go before
+/// its oldest are trimmed: a trim removes this many at once rather than one
+/// on every event.
+const TRIM_BATCH: usize = 256;
 
 /// One stored event: its id (increasing, server-wide) and its JSON.
 #[derive(Debug, Clone)]
@@ -25,36 +26,40 @@ impl Store {
     /// wake the followers; returns its id.
     pub fn append_event(&self, org: &str, json: &str) -> Result<u64> {
         let id = self.inner.db.generate_id()? + 1;
-        self.inner
+        let added = self
+            .inner
             .events
-            .insert(join_key(&[org.as_bytes(), &id.to_be_bytes()]), json)?;
-        if id % TRIM_EVERY == 0 {
+            .insert(join_key(&[org.as_bytes(), &id.to_be_bytes()]), json)?
+            .is_none();
+        let count = if added {
+            self.inner.events_per_org.add(org, 1)
+        } else {
+            self.inner.events_per_org.get(org)
+        };
+        if count >= EVENTS_KEPT_PER_ORG + TRIM_BATCH {
             self.trim_events(org)?;
         }
         self.inner.event_ids.send_replace(id);
         Ok(id)
     }
 
+    /// Remove `org`'s oldest events down to [`EVENTS_KEPT_PER_ORG`]: a walk
+    /// forward over just the keys removed. If another trim is under way,
+    /// this one is left to the next event (the count stays over the mark).
     fn trim_events(&self, org: &str) -> Result<()> {
-        let prefix = join_key(&[org.as_bytes(), b""]);
-        let Some(oldest_kept) = self
-            .inner
-            .events
-            .scan_prefix(&prefix)
-            .keys()
-            .rev()
-            .nth(EVENTS_KEPT_PER_ORG - 1)
-            .transpose()?
-        else {
+        let Ok(_trimming) = self.inner.events_trim.try_lock() else {
             return Ok(());
         };
-        for key in self
+        let excess = self
             .inner
-            .events
-            .range(prefix.as_slice()..oldest_kept.as_ref())
-            .keys()
-        {
-            self.inner.events.remove(key?)?;
+            .events_per_org
+            .get(org)
+            .saturating_sub(EVENTS_KEPT_PER_ORG);
+        let prefix = join_key(&[org.as_bytes(), b""]);
+        for key in self.inner.events.scan_prefix(&prefix).keys().take(excess) {
+            if self.inner.events.remove(key?)?.is_some() {
+                self.inner.events_per_org.add(org, -1);
+            }
         }
         Ok(())
     }
@@ -87,13 +92,7 @@ impl Store {
         if after + 1 >= oldest {
             return Ok(false);
         }
-        Ok(self
-            .inner
-            .events
-            .scan_prefix(&prefix)
-            .keys()
-            .nth(EVENTS_KEPT_PER_ORG - 1)
-            .is_some())
+        Ok(self.inner.events_per_org.get(org) >= EVENTS_KEPT_PER_ORG)
     }
 
     /// The newest event id, server-wide; changes on every event.
@@ -133,10 +132,11 @@ mod tests {
         assert_eq!(after, ours[ours.len() - 4..]);
         assert_eq!(store.events_after("b", 0, 100).unwrap().len(), 11);
         // Trimmed to about the newest EVENTS_KEPT_PER_ORG (trimming runs
-        // every TRIM_EVERY events), and a resume from before them says so.
+        // TRIM_BATCH events past that), and a resume from before them says
+        // so.
         let kept = store.events_after("a", 0, usize::MAX).unwrap();
         assert!(
-            (EVENTS_KEPT_PER_ORG..EVENTS_KEPT_PER_ORG + TRIM_EVERY as usize).contains(&kept.len()),
+            (EVENTS_KEPT_PER_ORG..EVENTS_KEPT_PER_ORG + TRIM_BATCH).contains(&kept.len()),
             "{} kept",
             kept.len()
         );
@@ -147,5 +147,40 @@ mod tests {
             !store.events_lost_after("b", 0).unwrap(),
             "b's were never trimmed"
         );
+    }
+
+    /// Issue 12: the counts trimming goes by are taken again when the store
+    /// opens, so a restart neither forgets events it should trim nor trims
+    /// what it should keep.
+    #[test]
+    fn issue_12_event_counts_survive_a_restart_and_trimming_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let before_restart = EVENTS_KEPT_PER_ORG + TRIM_BATCH - 10;
+        {
+            let store = Store::open(&path).unwrap();
+            for i in 0..before_restart {
+                store.append_event("a", &format!("{{\"n\":{i}}}")).unwrap();
+            }
+            store.append_event("b", "{}").unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.inner.events_per_org.get("a"), before_restart);
+        assert_eq!(store.inner.events_per_org.get("b"), 1);
+        for i in 0..20 {
+            store
+                .append_event("a", &format!("{{\"after\":{i}}}"))
+                .unwrap();
+        }
+        let kept = store.events_after("a", 0, usize::MAX).unwrap();
+        assert_eq!(
+            kept.len(),
+            EVENTS_KEPT_PER_ORG + 10,
+            "trimmed once, past the mark"
+        );
+        assert_eq!(store.inner.events_per_org.get("a"), kept.len());
+        assert!(kept.last().unwrap().json.contains("\"after\":19"));
+        assert_eq!(store.events_after("b", 0, 10).unwrap().len(), 1);
     }
 }

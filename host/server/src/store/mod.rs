@@ -8,7 +8,7 @@
 //! | `orgs` | org name | JSON [`Org`] |
 //! | `tokens` | sha256 of a token | JSON [`TokenRecord`] |
 //! | `token_ids` | token id | sha256 of the token (to revoke by id) |
-//! | `builds` | build id | JSON [`BuildRecord`] |
+//! | `builds` | build id (UUIDv7: time-ordered, so new builds go at the end) | JSON [`BuildRecord`] |
 //! | `builds_by_org` | org, 0, sequence (big-endian) | build id |
 //! | `builds_by_status` | org, 0, status byte, 0, sequence | build id |
 //! | `builds_by_name` | org, 0, name, 0, sequence | build id |
@@ -120,10 +120,10 @@ struct Inner {
     /// org, sequence → build id: the queue by organization, for taking
     /// turns between organizations.
     queue_by_org: sled::Tree,
-    /// How many builds each organization has in `queue_by_org`, kept in
-    /// memory: the quota check on every create read it by scanning the
-    /// queue, which made a burst of creates quadratic.
-    queued_per_org: std::sync::Mutex<HashMap<String, usize>>,
+    /// How many builds each organization has in `queue_by_org`: the quota
+    /// check on every create read it by scanning the queue, which made a
+    /// burst of creates quadratic.
+    queued_per_org: OrgCounts,
     counters: sled::Tree,
     logs: logs::LogFiles,
     contexts: sled::Tree,
@@ -142,6 +142,12 @@ struct Inner {
     outbound: sled::Tree,
     outbound_due: sled::Tree,
     events: sled::Tree,
+    /// How many events each organization has in `events`: trimming to
+    /// [`EVENTS_KEPT_PER_ORG`] had walked 10,000 keys back from the newest
+    /// every 256 events, which made appending slower with every event kept.
+    events_per_org: OrgCounts,
+    /// One trim at a time (a second would walk the keys the first removes).
+    events_trim: std::sync::Mutex<()>,
     /// The newest event's id: followers of `GET /v1/events` wait on it.
     event_ids: tokio::sync::watch::Sender<u64>,
     sessions: sled::Tree,
@@ -151,10 +157,47 @@ struct Inner {
     revocations: tokio::sync::watch::Sender<u64>,
 }
 
-/// The organization a `queue_by_org` key belongs to (`org\0sequence`).
-fn queued_org(key: &[u8]) -> String {
+/// The organization a key of a by-organization tree belongs to
+/// (`org\0…`, as [`join_key`] makes them).
+fn key_org(key: &[u8]) -> String {
     let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
     String::from_utf8_lossy(&key[..end]).into_owned()
+}
+
+/// How many keys each organization has in a by-organization tree, kept in
+/// memory so that a check or a trim needs no walk of the tree: counted once
+/// when the store opens, then moved by whoever inserts or removes a key.
+struct OrgCounts(std::sync::Mutex<HashMap<String, usize>>);
+
+impl OrgCounts {
+    /// The counts of `tree`'s keys (`org\0…`).
+    fn of(tree: &sled::Tree) -> Result<Self> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for key in tree.iter().keys() {
+            *counts.entry(key_org(&key?)).or_default() += 1;
+        }
+        Ok(OrgCounts(std::sync::Mutex::new(counts)))
+    }
+
+    fn get(&self, org: &str) -> usize {
+        self.0.lock().unwrap().get(org).copied().unwrap_or(0)
+    }
+
+    /// Move `org`'s count by `change`; answers the new count.
+    fn add(&self, org: &str, change: isize) -> usize {
+        let mut counts = self.0.lock().unwrap();
+        let count = counts.entry(org.to_string()).or_default();
+        *count = count.saturating_add_signed(change);
+        let now = *count;
+        if now == 0 {
+            counts.remove(org);
+        }
+        now
+    }
+
+    fn total(&self) -> usize {
+        self.0.lock().unwrap().values().sum()
+    }
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
@@ -286,11 +329,9 @@ impl Store {
             }
         }
         let queue_by_org = db.open_tree("queue_by_org")?;
-        let mut queued_per_org: HashMap<String, usize> = HashMap::new();
-        for entry in queue_by_org.iter() {
-            let (key, _) = entry?;
-            *queued_per_org.entry(queued_org(&key)).or_default() += 1;
-        }
+        let queued_per_org = OrgCounts::of(&queue_by_org)?;
+        let events = db.open_tree("events")?;
+        let events_per_org = OrgCounts::of(&events)?;
         let inner = Inner {
             revocations: tokio::sync::watch::Sender::new(0),
             orgs: db.open_tree("orgs")?,
@@ -302,7 +343,7 @@ impl Store {
             builds_by_name: db.open_tree("builds_by_name")?,
             queue: db.open_tree("queue")?,
             queue_by_org,
-            queued_per_org: std::sync::Mutex::new(queued_per_org),
+            queued_per_org,
             counters: db.open_tree("counters")?,
             logs: log_files,
             contexts: db.open_tree("contexts")?,
@@ -317,7 +358,9 @@ impl Store {
             webhooks_by_org: db.open_tree("webhooks_by_org")?,
             outbound: db.open_tree("outbound")?,
             outbound_due: db.open_tree("outbound_due")?,
-            events: db.open_tree("events")?,
+            events,
+            events_per_org,
+            events_trim: std::sync::Mutex::new(()),
             event_ids: tokio::sync::watch::Sender::new(0),
             sessions: db.open_tree("sessions")?,
             flushes: Flushes::default(),
@@ -574,7 +617,7 @@ impl Store {
                 if self.inner.queue_by_org.remove(&key)?.is_none() {
                     continue; // another caller took it first
                 }
-                self.count_queued(org, -1);
+                self.inner.queued_per_org.add(org, -1);
                 let seq = &key[key.len() - 8..];
                 self.inner.queue.remove(seq)?;
                 return Ok(Some((
@@ -592,7 +635,7 @@ impl Store {
         let mut from = Vec::new();
         while let Some(entry) = self.inner.queue_by_org.range(from.clone()..).next() {
             let (key, _) = entry?;
-            let org = queued_org(&key);
+            let org = key_org(&key);
             // Past every `org\0…` key: `\1` sorts after the separator.
             from = [org.as_bytes(), &[1]].concat();
             orgs.push(org);
@@ -602,18 +645,7 @@ impl Store {
 
     /// How many of `org`'s builds wait in the queue.
     pub fn queued_for_org(&self, org: &str) -> usize {
-        let counts = self.inner.queued_per_org.lock().unwrap();
-        counts.get(org).copied().unwrap_or(0)
-    }
-
-    /// Move `org`'s count of queued builds by `change`.
-    fn count_queued(&self, org: &str, change: isize) {
-        let mut counts = self.inner.queued_per_org.lock().unwrap();
-        let count = counts.entry(org.to_string()).or_default();
-        *count = count.saturating_add_signed(change);
-        if *count == 0 {
-            counts.remove(org);
-        }
+        self.inner.queued_per_org.get(org)
     }
 
     /// Put a build on the queue (creation, and restart recovery).
@@ -623,7 +655,7 @@ impl Store {
             record.build_id.as_bytes(),
         )?;
         if was_queued.is_none() {
-            self.count_queued(&record.org, 1);
+            self.inner.queued_per_org.add(&record.org, 1);
         }
         self.inner
             .queue
@@ -634,7 +666,7 @@ impl Store {
     /// How many builds wait in the queue (`/metrics`; sled's `len` would
     /// walk the whole tree).
     pub fn queue_len(&self) -> usize {
-        self.inner.queued_per_org.lock().unwrap().values().sum()
+        self.inner.queued_per_org.total()
     }
 
     /// Whether the build is waiting in the queue.
