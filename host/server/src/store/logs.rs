@@ -305,11 +305,13 @@ impl BuildLog {
         *next += 1;
     }
 
-    /// Whether lines could not be stored: (how many, the first error, and
-    /// whether it was the disk being full).
-    pub fn lost_lines(&self) -> Option<(u64, String, bool)> {
+    /// Whether lines could not be stored, or not made durable: what went
+    /// wrong, and whether it was the disk being full. (A failed fsync
+    /// counts from the group commit's on: the lines were announced, but a
+    /// build whose log may have lost them cannot succeed.)
+    pub fn lost_lines(&self) -> Option<(String, bool)> {
         let lost = self.inner.lost.lock().unwrap();
-        lost.as_ref().map(|(error, count)| {
+        if let Some((error, count)) = lost.as_ref() {
             let disk_full = match error {
                 super::StoreError::Sled(sled::Error::Io(io))
                 | super::StoreError::Log { source: io, .. } => {
@@ -317,8 +319,19 @@ impl BuildLog {
                 }
                 _ => false,
             };
-            (*count, error.to_string(), disk_full)
-        })
+            return Some((
+                format!("{count} lines of this build's log could not be stored: {error}"),
+                disk_full,
+            ));
+        }
+        let (kind, message) = self.inner.file.sync_failure()?;
+        Some((
+            format!(
+                "this build's log could not be made durable (build {}): {message}",
+                self.inner.build_id
+            ),
+            kind == std::io::ErrorKind::StorageFull,
+        ))
     }
 
     /// A line from the host itself.
@@ -394,6 +407,10 @@ pub(super) struct LogFile {
     file: File,
     /// Where its complete lines end.
     len: Mutex<u64>,
+    /// The first fsync that failed. It stays failed: Linux reports a lost
+    /// write-back once, so a later fsync that succeeds does not bring back
+    /// the lines written before it.
+    sync_failed: Mutex<Option<(std::io::ErrorKind, String)>>,
 }
 
 impl LogFile {
@@ -417,8 +434,30 @@ impl LogFile {
         }
     }
 
+    /// Make what was appended durable; fails from the first failure on.
     pub(super) fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+        let mut failed = self.sync_failed.lock().unwrap();
+        if let Some((kind, message)) = &*failed {
+            return Err(std::io::Error::new(*kind, message.clone()));
+        }
+        self.file.sync_data().inspect_err(|e| {
+            *failed = Some((e.kind(), e.to_string()));
+        })
+    }
+
+    /// Why an fsync of this log failed, if one did.
+    fn sync_failure(&self) -> Option<(std::io::ErrorKind, String)> {
+        self.sync_failed.lock().unwrap().clone()
+    }
+
+    /// A log over `file` as it is (tests open files no store would).
+    #[cfg(test)]
+    fn over(file: File) -> Self {
+        LogFile {
+            file,
+            len: Mutex::new(0),
+            sync_failed: Mutex::new(None),
+        }
     }
 }
 
@@ -484,6 +523,7 @@ impl LogFiles {
         let log = LogFile {
             file,
             len: Mutex::new(complete_len),
+            sync_failed: Mutex::new(None),
         };
         Ok((log, last_seq))
     }
@@ -672,6 +712,33 @@ mod tests {
 
     fn texts(lines: &[LogLine]) -> Vec<(u64, String)> {
         lines.iter().map(|l| (l.seq, l.line.clone())).collect()
+    }
+
+    /// A failed fsync stays failed, even once fsync works again. The fault
+    /// is real (the kernel refuses to fsync a pipe, EINVAL); the pipe
+    /// stands in for a log file because no real filesystem here can be made
+    /// to fail write-back on demand. Then a real file takes the pipe's
+    /// descriptor, so the kernel would let the next fsync succeed.
+    #[test]
+    fn issue_12_a_failed_fsync_stays_failed() {
+        use std::os::fd::AsRawFd;
+        let (_read, write) = std::io::pipe().unwrap();
+        let log = LogFile::over(File::from(std::os::fd::OwnedFd::from(write)));
+        assert!(log.sync_failure().is_none());
+        let first = log.sync().unwrap_err();
+        assert_eq!(first.kind(), std::io::ErrorKind::InvalidInput, "{first}");
+        assert_eq!(
+            log.sync_failure().map(|(kind, _)| kind),
+            Some(std::io::ErrorKind::InvalidInput)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let real = File::create(dir.path().join("log")).unwrap();
+        // SAFETY: both descriptors are open and owned here; dup2 replaces
+        // the pipe's end under the log's File with the real file.
+        assert!(unsafe { libc::dup2(real.as_raw_fd(), log.file.as_raw_fd()) } >= 0);
+        log.file.sync_data().expect("the descriptor now fsyncs");
+        let again = log.sync().unwrap_err();
+        assert_eq!(again.to_string(), first.to_string());
     }
 
     #[test]
