@@ -1027,16 +1027,9 @@ fn io_runtime() -> &'static tokio::runtime::Runtime {
 async fn request_once(
     request: Request<Full<Bytes>>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    /// A caller that gives up (a cancelled build) takes its request with it.
-    struct AbortOnDrop(tokio::task::AbortHandle);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
+    // A caller that gives up (a cancelled build) takes its request with it.
     let sent = io_runtime().spawn(http_client().request(request));
-    let _abort = AbortOnDrop(sent.abort_handle());
-    let answer = sent
+    let answer = tokio_util::task::AbortOnDropHandle::new(sent)
         .await
         .map_err(|e| format!("the registry request's task ended: {e}"))?;
     answer.map_err(|error| {

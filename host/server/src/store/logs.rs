@@ -450,12 +450,11 @@ impl LogFile {
         self.sync_failed.lock().unwrap().clone()
     }
 
-    /// A log over `file` as it is (tests open files no store would).
-    #[cfg(test)]
-    fn over(file: File) -> Self {
+    /// A log over `file`, whose complete lines end at `len`.
+    fn new(file: File, len: u64) -> Self {
         LogFile {
             file,
-            len: Mutex::new(0),
+            len: Mutex::new(len),
             sync_failed: Mutex::new(None),
         }
     }
@@ -520,12 +519,7 @@ impl LogFiles {
         if complete_len < file.metadata()?.len() {
             file.set_len(complete_len)?;
         }
-        let log = LogFile {
-            file,
-            len: Mutex::new(complete_len),
-            sync_failed: Mutex::new(None),
-        };
-        Ok((log, last_seq))
+        Ok((LogFile::new(file, complete_len), last_seq))
     }
 
     /// Append lines to `build_id`'s log outside a build (the note left
@@ -723,7 +717,7 @@ mod tests {
     fn issue_12_a_failed_fsync_stays_failed() {
         use std::os::fd::AsRawFd;
         let (_read, write) = std::io::pipe().unwrap();
-        let log = LogFile::over(File::from(std::os::fd::OwnedFd::from(write)));
+        let log = LogFile::new(File::from(std::os::fd::OwnedFd::from(write)), 0);
         assert!(log.sync_failure().is_none());
         let first = log.sync().unwrap_err();
         assert_eq!(first.kind(), std::io::ErrorKind::InvalidInput, "{first}");
